@@ -1,0 +1,119 @@
+//! The HTTP surface: axum routers, authentication, problem+json errors, one file per resource.
+//!
+//! This layer parses and validates (no writes), builds a command, and hands it to the writer or
+//! reads a snapshot. It knows nothing of redb tables: storage goes through the domain modules.
+
+pub mod customers;
+pub mod extract;
+pub mod health;
+pub mod idempotent;
+pub mod openapi;
+pub mod pagination;
+pub mod problem;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::config::Config;
+use crate::idempotency::InFlight;
+use crate::store::writer::WriterHandle;
+use crate::store::Store;
+use problem::{ApiError, PROBLEM_JSON};
+
+/// Everything a handler needs, shared behind an `Arc`.
+pub struct AppState {
+    /// Reads.
+    pub store: Arc<Store>,
+    /// Writes.
+    pub writer: WriterHandle,
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// Idempotency keys currently executing.
+    pub in_flight: InFlight,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+/// The complete router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(openapi::serve))
+        .route(
+            "/v1/customers",
+            get(customers::list).post(customers::create),
+        )
+        .route("/v1/customers/{id}", get(customers::get))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(observe))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not support that method",
+    )
+}
+
+/// Counts every request by route and status, and turns any error response that is not already
+/// problem+json (one produced inside axum or hyper) into one, so clients see one error shape.
+async fn observe(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().as_str().to_string();
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if status.as_u16() >= 400 {
+        let is_problem = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+        if !is_problem {
+            let code = match status {
+                StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+                StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+                StatusCode::NOT_FOUND => "not_found",
+                s if s.is_server_error() => "internal_error",
+                _ => "bad_request",
+            };
+            response = ApiError::new(
+                status,
+                code,
+                status.canonical_reason().unwrap_or("error").to_string(),
+            )
+            .into_response();
+        }
+    }
+    metrics::counter!(
+        "tally_http_requests_total",
+        "route" => route.clone(),
+        "method" => method,
+        "status" => status.as_u16().to_string()
+    )
+    .increment(1);
+    metrics::histogram!("tally_http_request_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,56 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations so it cannot drift from
+//! the code.
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{customers, health, pagination, problem};
+
+/// The document's root.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tally",
+        description = "A self-hosted billing daemon: one intent, one effect.",
+        version = env!("CARGO_PKG_VERSION")
+    ),
+    paths(
+        health::healthz,
+        health::readyz,
+        health::metrics,
+        customers::create,
+        customers::get,
+        customers::list,
+    ),
+    components(schemas(
+        problem::Problem,
+        problem::FieldError,
+        customers::CreateCustomerRequest,
+        customers::CustomerResponse,
+        pagination::Page<customers::CustomerResponse>,
+    )),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// `GET /openapi.json`.
+pub async fn serve() -> Response {
+    let body = ApiDoc::openapi()
+        .to_json()
+        .unwrap_or_else(|_| "{}".to_string());
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}

@@ -1,0 +1,147 @@
+//! The command line: `serve` (the default) and the operator commands, which open the database
+//! file directly and therefore refuse to run while a server holds it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::store::Store;
+use crate::tenants::{self, KEY_ID_PREFIX};
+
+/// Tally: a billing daemon with one promise, one intent, one effect.
+#[derive(Debug, Parser)]
+#[command(name = "tally", version, about)]
+pub struct Cli {
+    /// TOML configuration file (every key is optional; see config.example.toml).
+    #[arg(long, global = true, env = "TALLY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (the default).
+    Serve,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+/// `tally tenant …`.
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant and its first API key (printed once).
+    Create {
+        /// Letters, digits, '-' and '_'.
+        name: String,
+    },
+    /// List tenants.
+    List,
+}
+
+/// `tally key …`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create another API key for a tenant (printed once).
+    Create {
+        /// The tenant's name.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revoke an API key by its id (`key_…`).
+    Revoke {
+        /// The key id printed when the key was created.
+        key_id: String,
+    },
+}
+
+/// Parses arguments, runs, and maps errors to a message on stderr and exit status 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tally: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => crate::server::serve(config),
+        Command::Tenant(TenantCommand::Create { name }) => {
+            let store = open(&config)?;
+            let key = tenants::generate_key().context("no randomness for an API key")?;
+            let (id, secret) = (key.id, key.secret.clone());
+            store
+                .apply_one(tenants::CreateTenant {
+                    name: name.clone(),
+                    key,
+                    now_ms: crate::clock::now_ms(),
+                })?
+                .map_err(anyhow::Error::from)?;
+            println!("tenant: {name}");
+            println!("key_id: {}", id.display(KEY_ID_PREFIX));
+            println!("api_key: {secret}");
+            Ok(())
+        }
+        Command::Tenant(TenantCommand::List) => {
+            let store = open(&config)?;
+            let tx = store.read()?;
+            println!("{:<32} {:>11} CREATED", "NAME", "ACTIVE_KEYS");
+            for (tenant, keys) in tenants::list(&tx)? {
+                println!(
+                    "{:<32} {:>11} {}",
+                    tenant.name,
+                    keys,
+                    crate::clock::rfc3339(tenant.created_at_ms)
+                );
+            }
+            Ok(())
+        }
+        Command::Key(KeyCommand::Create { tenant }) => {
+            let store = open(&config)?;
+            let key = tenants::generate_key().context("no randomness for an API key")?;
+            let (id, secret) = (key.id, key.secret.clone());
+            store
+                .apply_one(tenants::CreateKey {
+                    tenant_name: tenant,
+                    key,
+                    now_ms: crate::clock::now_ms(),
+                })?
+                .map_err(anyhow::Error::from)?;
+            println!("key_id: {}", id.display(KEY_ID_PREFIX));
+            println!("api_key: {secret}");
+            Ok(())
+        }
+        Command::Key(KeyCommand::Revoke { key_id }) => {
+            let store = open(&config)?;
+            store
+                .apply_one(tenants::RevokeKey {
+                    key_id: key_id.clone(),
+                    now_ms: crate::clock::now_ms(),
+                })?
+                .map_err(anyhow::Error::from)?;
+            println!("revoked: {key_id}");
+            Ok(())
+        }
+    }
+}
+
+fn open(config: &Config) -> anyhow::Result<Store> {
+    Ok(Store::open(
+        &config.database_path,
+        crate::server::CACHE_SIZE_BYTES,
+    )?)
+}

@@ -1,0 +1,358 @@
+//! Configuration: a TOML file, overridden by `TALLY_*` environment variables, validated once at
+//! start so that a bad setting stops the daemon with a message naming the key instead of
+//! surfacing later as odd behaviour.
+//!
+//! Every key is documented in `config.example.toml` at the repository root; the defaults here are
+//! the ones a bare `tally serve` uses.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration could not be loaded; each variant names the offending key or file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named by `--config` could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file or an override is not valid TOML, has an unknown key, or a value of the wrong type.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A value parsed but is outside what Tally accepts.
+    #[error("invalid configuration: `{key}` {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// The whole configuration of one daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP API listens on; port 0 picks a free port (printed on stdout).
+    pub listen: String,
+    /// The one redb file holding everything; its folder is created if missing.
+    pub database_path: PathBuf,
+    /// Logging.
+    pub log: LogConfig,
+    /// HTTP limits.
+    pub http: HttpConfig,
+    /// The group-committing writer.
+    pub writer: WriterConfig,
+    /// Idempotency-key retention.
+    pub idempotency: IdempotencyConfig,
+}
+
+/// How logs are written (always to stderr; stdout is reserved for the first-start key and the
+/// listen address).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` for terminals, `json` for log shippers.
+    pub format: LogFormat,
+    /// A `tracing` filter directive such as `info` or `tally=debug,info`.
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines for a terminal.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Limits on what a client may send.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest accepted request body; larger bodies get 413 before any parsing.
+    pub body_limit_bytes: u64,
+}
+
+/// Bounds of the single writer that owns every write transaction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriterConfig {
+    /// Commands that may wait for the writer; when full, requests get 503 `overloaded`.
+    pub queue_capacity: u64,
+    /// Most commands committed together in one transaction (one fsync).
+    pub max_batch_size: u64,
+    /// How long the writer may wait for a batch to fill once it has one command; 0 commits
+    /// whatever is waiting at once (batches still form while the previous commit syncs).
+    pub max_batch_wait_us: u64,
+}
+
+/// How long idempotency keys are remembered and how they are purged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdempotencyConfig {
+    /// How long a completed request's key and response are kept (API contract: at least 24 h).
+    pub retention_secs: u64,
+    /// How often the purge task looks for expired keys.
+    pub purge_interval_ms: u64,
+    /// Most expired keys deleted per write transaction, so purging never stalls the writer.
+    pub purge_batch_size: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: String::from("127.0.0.1:7070"),
+            database_path: PathBuf::from("./data/tally.redb"),
+            log: LogConfig::default(),
+            http: HttpConfig::default(),
+            writer: WriterConfig::default(),
+            idempotency: IdempotencyConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: String::from("info"),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 4096,
+            max_batch_size: 512,
+            max_batch_wait_us: 0,
+        }
+    }
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        Self {
+            retention_secs: 72 * 3600,
+            purge_interval_ms: 60_000,
+            purge_batch_size: 1000,
+        }
+    }
+}
+
+/// The API contract promises at least this much idempotency retention; shorter is allowed for
+/// tests and logged as a warning.
+pub const CONTRACT_MIN_RETENTION_SECS: u64 = 24 * 3600;
+
+impl Config {
+    /// Loads the file (if any), applies `TALLY_*` overrides from `env`, and validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let mut table: toml::Table =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        apply_env_overrides(&mut table, env)?;
+        let config: Config = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges that the types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn bad(key: &'static str, reason: &str) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                reason: reason.to_string(),
+            }
+        }
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return Err(bad("listen", "must be an address such as 127.0.0.1:7070"));
+        }
+        if self.database_path.as_os_str().is_empty() {
+            return Err(bad("database_path", "must not be empty"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(bad("log.level", "is not a valid filter such as `info`"));
+        }
+        if !(1024..=256 * 1024 * 1024).contains(&self.http.body_limit_bytes) {
+            return Err(bad(
+                "http.body_limit_bytes",
+                "must be between 1 KiB and 256 MiB",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.writer.queue_capacity) {
+            return Err(bad(
+                "writer.queue_capacity",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if !(1..=100_000).contains(&self.writer.max_batch_size) {
+            return Err(bad("writer.max_batch_size", "must be between 1 and 100000"));
+        }
+        if self.writer.max_batch_wait_us > 1_000_000 {
+            return Err(bad(
+                "writer.max_batch_wait_us",
+                "must be at most 1000000 (1 s)",
+            ));
+        }
+        if self.idempotency.retention_secs == 0 {
+            return Err(bad("idempotency.retention_secs", "must be at least 1"));
+        }
+        if self.idempotency.purge_interval_ms == 0 {
+            return Err(bad("idempotency.purge_interval_ms", "must be at least 1"));
+        }
+        if !(1..=100_000).contains(&self.idempotency.purge_batch_size) {
+            return Err(bad(
+                "idempotency.purge_batch_size",
+                "must be between 1 and 100000",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Overlays `TALLY_<SECTION>_<KEY>` variables onto the parsed file. The set of names is derived
+/// from the defaults, so every key has exactly one variable and an unknown `TALLY_*` variable is
+/// an error rather than a silently ignored typo.
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let defaults =
+        toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Parse(e.to_string()))?;
+    let mut known: Vec<(String, Vec<String>)> = Vec::new();
+    collect_paths(&defaults, &mut Vec::new(), &mut known);
+    for (name, raw) in env {
+        let Some(suffix) = name.strip_prefix("TALLY_") else {
+            continue;
+        };
+        if suffix == "CONFIG" {
+            // `TALLY_CONFIG` names the file itself (handled by the CLI).
+            continue;
+        }
+        let Some((_, path)) = known.iter().find(|(var, _)| var == suffix) else {
+            return Err(ConfigError::Parse(format!(
+                "unknown environment variable {name}: no such configuration key"
+            )));
+        };
+        let value = parse_env_value(&raw);
+        let mut cursor = &mut *table;
+        for (i, part) in path.iter().enumerate() {
+            if i + 1 == path.len() {
+                cursor.insert(part.clone(), value.clone());
+            } else {
+                let entry = cursor
+                    .entry(part.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                cursor = match entry {
+                    toml::Value::Table(t) => t,
+                    _ => {
+                        return Err(ConfigError::Parse(format!(
+                            "`{part}` must be a table to apply {name}"
+                        )))
+                    }
+                };
+            }
+        }
+    }
+    Ok(())
+}
+
+fn collect_paths(
+    table: &toml::Table,
+    prefix: &mut Vec<String>,
+    out: &mut Vec<(String, Vec<String>)>,
+) {
+    for (key, value) in table {
+        prefix.push(key.clone());
+        if let toml::Value::Table(inner) = value {
+            collect_paths(inner, prefix, out);
+        } else {
+            out.push((prefix.join("_").to_uppercase(), prefix.clone()));
+        }
+        prefix.pop();
+    }
+}
+
+/// Environment values are strings; numbers and booleans are recognised so that typed keys
+/// deserialize, everything else stays a string.
+fn parse_env_value(raw: &str) -> toml::Value {
+    if let Ok(i) = raw.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    match raw {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load(None, Vec::new()).expect("defaults load");
+        assert_eq!(c.listen, "127.0.0.1:7070");
+        assert_eq!(c.idempotency.retention_secs, 259_200);
+    }
+
+    #[test]
+    fn env_overrides_nested_keys() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("TALLY_IDEMPOTENCY_RETENTION_SECS", "2"),
+                ("TALLY_LISTEN", "127.0.0.1:0"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(c.idempotency.retention_secs, 2);
+        assert_eq!(c.listen, "127.0.0.1:0");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[writer]\nmax_batch = 3\n").expect("write");
+        let err = Config::load(Some(&path), Vec::new()).expect_err("must fail");
+        assert!(err.to_string().contains("max_batch"), "{err}");
+        let err = Config::load(None, env(&[("TALLY_NOPE", "1")])).expect_err("must fail");
+        assert!(err.to_string().contains("TALLY_NOPE"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_named() {
+        let err = Config::load(None, env(&[("TALLY_WRITER_MAX_BATCH_SIZE", "0")]))
+            .expect_err("must fail");
+        assert!(err.to_string().contains("writer.max_batch_size"), "{err}");
+    }
+}

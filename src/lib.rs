@@ -1,0 +1,19 @@
+//! Tally: a self-hosted billing daemon whose one promise is "one intent, one effect".
+//!
+//! The crate is a library with a thin binary on top so that the black-box tests and the
+//! property tests can reach the pure parts (canonical JSON, identities) directly, while every
+//! behaviour a client relies on is exercised over HTTP against the real binary.
+
+pub mod api;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod currency;
+pub mod customers;
+pub mod id;
+pub mod idempotency;
+pub mod identity;
+pub mod metrics;
+pub mod server;
+pub mod store;
+pub mod tenants;

@@ -1,0 +1,199 @@
+//! `tally serve`: open the database, start the writer and the background tasks, serve HTTP until
+//! SIGTERM or SIGINT, then drain: stop accepting, finish in-flight requests, commit what the
+//! writer holds, exit 0.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::api::{self, AppState};
+use crate::config::{Config, LogFormat, CONTRACT_MIN_RETENTION_SECS};
+use crate::idempotency::{InFlight, PurgeExpired};
+use crate::store::writer::{self, WriterHandle, WriterLimits};
+use crate::store::Store;
+use crate::tenants;
+
+/// Redb's page cache; bounded so the daemon's memory stays small and predictable.
+pub const CACHE_SIZE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Sets up logging to stderr in the configured format.
+pub fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let result = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Human => builder.try_init(),
+    };
+    // A second init (tests) is harmless.
+    drop(result);
+}
+
+/// Runs the daemon to completion.
+pub fn serve(config: Config) -> anyhow::Result<()> {
+    init_logging(&config);
+    if config.idempotency.retention_secs < CONTRACT_MIN_RETENTION_SECS {
+        tracing::warn!(
+            retention_secs = config.idempotency.retention_secs,
+            "idempotency retention is below the 24 h the API promises; use only for testing"
+        );
+    }
+    let store = Arc::new(Store::open(&config.database_path, CACHE_SIZE_BYTES)?);
+    bootstrap(&store)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tally-http")
+        .build()
+        .context("cannot start the async runtime")?;
+    let limits = WriterLimits {
+        queue_capacity: usize::try_from(config.writer.queue_capacity).unwrap_or(usize::MAX),
+        max_batch_size: usize::try_from(config.writer.max_batch_size).unwrap_or(usize::MAX),
+        max_batch_wait: Duration::from_micros(config.writer.max_batch_wait_us),
+    };
+    let (writer, writer_thread) =
+        writer::spawn(Arc::clone(&store), limits).context("cannot start the writer thread")?;
+    let metrics = crate::metrics::install().context("cannot install the metrics recorder")?;
+    let config = Arc::new(config);
+    let result = runtime.block_on(run(
+        Arc::clone(&store),
+        writer,
+        Arc::clone(&config),
+        metrics,
+    ));
+    // Every writer handle is gone once `run` returns; the writer drains its queue and stops.
+    if writer_thread.join().is_err() {
+        anyhow::bail!("the writer thread panicked");
+    }
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    tracing::info!("stopped");
+    result
+}
+
+/// On a database without tenants, creates `default` and prints its key once, on stdout only.
+fn bootstrap(store: &Store) -> anyhow::Result<()> {
+    let empty = {
+        let tx = store.read()?;
+        tenants::is_empty(&tx)?
+    };
+    if !empty {
+        return Ok(());
+    }
+    let key = tenants::generate_key().context("no randomness for an API key")?;
+    let secret = key.secret.clone();
+    store
+        .apply_one(tenants::CreateTenant {
+            name: "default".into(),
+            key,
+            now_ms: crate::clock::now_ms(),
+        })?
+        .map_err(anyhow::Error::from)?;
+    println!("tally: tenant \"default\" created; API key (shown once): {secret}");
+    tracing::info!("created tenant default on first start (its key was printed to stdout)");
+    Ok(())
+}
+
+async fn run(
+    store: Arc<Store>,
+    writer: WriterHandle,
+    config: Arc<Config>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener.local_addr()?;
+    let state = Arc::new(AppState {
+        store,
+        writer: writer.clone(),
+        config: Arc::clone(&config),
+        in_flight: InFlight::default(),
+        metrics: metrics.clone(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let purge = tokio::spawn(purge_task(writer, Arc::clone(&config), stop_rx.clone()));
+    let upkeep = tokio::spawn(upkeep_task(metrics, stop_rx));
+    println!("tally: listening on http://{address}");
+    tracing::info!(%address, "serving");
+    let app = api::router(state);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    tracing::info!("no longer accepting requests; draining");
+    let _ = stop_tx.send(true);
+    let _ = purge.await;
+    let _ = upkeep.await;
+    served.context("the HTTP server failed")
+}
+
+/// Deletes expired idempotency records in bounded passes.
+async fn purge_task(writer: WriterHandle, config: Arc<Config>, mut stop: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(config.idempotency.purge_interval_ms);
+    let limit = usize::try_from(config.idempotency.purge_batch_size).unwrap_or(1000);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        loop {
+            let command = PurgeExpired {
+                now_ms: crate::clock::now_ms(),
+                limit,
+            };
+            match writer.submit(command).await {
+                Ok(purged) => {
+                    if purged > 0 {
+                        metrics::counter!("tally_idempotency_purged_total")
+                            .increment(purged as u64);
+                        tracing::debug!(purged, "purged expired idempotency keys");
+                    }
+                    if purged < limit || *stop.borrow() {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "idempotency purge deferred");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the metrics recorder's histograms bounded.
+async fn upkeep_task(
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => metrics.run_upkeep(),
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = terminate => tracing::info!("SIGTERM received"),
+    }
+}

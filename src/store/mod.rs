@@ -1,0 +1,338 @@
+//! The redb handle, its schema check, and the error types of everything that touches storage.
+//!
+//! Reads open their own MVCC snapshot through [`Store::read`] and never wait for the writer.
+//! Writes go through [`writer`], the single task that owns every write transaction.
+
+pub mod codec;
+pub mod keys;
+pub mod tables;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction,
+};
+
+pub use codec::CodecError;
+pub use keys::TenantId;
+
+/// The schema this binary writes. A database with a larger number was written by a newer Tally
+/// and is refused rather than misread.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The marker stored under `meta["format"]` that tells a Tally database from any other redb file.
+const FORMAT_MARKER: &[u8] = b"tally";
+
+/// A failure inside a read or write transaction.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// redb reported an error (I/O, corruption, a closed database).
+    #[error("storage: {0}")]
+    Storage(#[from] redb::Error),
+    /// A stored record could not be decoded.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// The database is being reopened after a failed commit.
+    #[error("the database is reopening after a storage error")]
+    Reopening,
+    /// A stored invariant does not hold (a dangling index entry, a malformed key).
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Storage(e.into())
+            }
+        }
+    )*};
+}
+storage_from!(
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::DatabaseError
+);
+
+/// Why the database file could not be opened as a Tally database.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process (usually a running `tally serve`) holds the file.
+    #[error("database {0} is in use by another process (is `tally serve` running?)")]
+    InUse(PathBuf),
+    /// The file exists but is not a redb database, or is a redb database of another program.
+    #[error("{0} is not a Tally database: {1}")]
+    NotTally(PathBuf, String),
+    /// The file was written by a newer Tally.
+    #[error("database {path} has schema version {found}; this binary supports up to {SCHEMA_VERSION}: upgrade tally")]
+    NewerSchema { path: PathBuf, found: u32 },
+    /// The folder could not be created, or another storage failure.
+    #[error("cannot open database {0}: {1}")]
+    Io(PathBuf, String),
+}
+
+/// The database handle shared by the writer and every reader.
+pub struct Store {
+    path: PathBuf,
+    cache_size_bytes: usize,
+    db: RwLock<Option<Arc<Database>>>,
+}
+
+impl Store {
+    /// Opens (creating if needed, with its folder) the database at `path` and checks its schema.
+    pub fn open(path: &Path, cache_size_bytes: usize) -> Result<Self, OpenError> {
+        let db = open_database(path, cache_size_bytes)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            cache_size_bytes,
+            db: RwLock::new(Some(Arc::new(db))),
+        })
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The current handle, or `Reopening` while the writer replaces it.
+    pub fn database(&self) -> Result<Arc<Database>, StoreError> {
+        let guard = match self.db.read() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        guard.clone().ok_or(StoreError::Reopening)
+    }
+
+    /// A consistent snapshot for reads; never blocks on the writer.
+    pub fn read(&self) -> Result<ReadTransaction, StoreError> {
+        Ok(self.database()?.begin_read()?)
+    }
+
+    /// Runs one command in its own write transaction and commits it. Used by operator commands
+    /// and start-up work that run without the writer task; the daemon's request paths go through
+    /// the writer instead.
+    pub fn apply_one<C: writer::Command>(&self, command: C) -> Result<C::Output, StoreError> {
+        let db = self.database()?;
+        let tx = db.begin_write()?;
+        let output = command.apply(&tx)?;
+        tx.commit()?;
+        Ok(output)
+    }
+
+    /// Replaces the handle after a failed commit: redb refuses writes on a handle whose commit
+    /// failed and repairs the file when it is opened again.
+    pub fn reopen(&self) -> Result<(), OpenError> {
+        let mut guard = match self.db.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(old) = guard.take() {
+            // Readers hold the Arc only for the moment it takes to begin a transaction; wait
+            // (bounded) for them so the file lock is released before we open it again.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            drop(old);
+        }
+        let db = open_database(&self.path, self.cache_size_bytes)?;
+        *guard = Some(Arc::new(db));
+        Ok(())
+    }
+}
+
+fn open_database(path: &Path, cache_size_bytes: usize) -> Result<Database, OpenError> {
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| OpenError::Io(path.to_path_buf(), e.to_string()))?;
+        }
+    }
+    let db = Database::builder()
+        .set_cache_size(cache_size_bytes)
+        .create(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse(path.to_path_buf()),
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => {
+                OpenError::NotTally(path.to_path_buf(), reason)
+            }
+            redb::DatabaseError::UpgradeRequired(v) => OpenError::NotTally(
+                path.to_path_buf(),
+                format!("redb file format {v} needs an upgrade"),
+            ),
+            other => OpenError::Io(path.to_path_buf(), other.to_string()),
+        })?;
+    check_schema(path, &db)?;
+    Ok(db)
+}
+
+/// Initialises an empty file, or checks that an existing one is a Tally database this binary
+/// can read; also creates any table a newer minor version added.
+fn check_schema(path: &Path, db: &Database) -> Result<(), OpenError> {
+    let io = |e: StoreError| OpenError::Io(path.to_path_buf(), e.to_string());
+    let tx = db.begin_write().map_err(|e| io(e.into()))?;
+    let existing_tables = tx
+        .list_tables()
+        .map_err(|e| io(e.into()))?
+        .map(|t| t.name().to_string())
+        .collect::<Vec<_>>();
+    {
+        let meta_exists = existing_tables.iter().any(|n| n == tables::META.name());
+        if !meta_exists && !existing_tables.is_empty() {
+            return Err(OpenError::NotTally(
+                path.to_path_buf(),
+                "it has tables but no Tally format marker".into(),
+            ));
+        }
+        let mut meta = tx.open_table(tables::META).map_err(|e| io(e.into()))?;
+        let marker = meta
+            .get("format")
+            .map_err(|e| io(e.into()))?
+            .map(|v| v.value().to_vec());
+        match marker {
+            None if meta_exists => {
+                return Err(OpenError::NotTally(
+                    path.to_path_buf(),
+                    "the meta table has no format marker".into(),
+                ))
+            }
+            None => {
+                meta.insert("format", FORMAT_MARKER)
+                    .map_err(|e| io(e.into()))?;
+                meta.insert("schema_version", SCHEMA_VERSION.to_be_bytes().as_slice())
+                    .map_err(|e| io(e.into()))?;
+            }
+            Some(m) if m != FORMAT_MARKER => {
+                return Err(OpenError::NotTally(
+                    path.to_path_buf(),
+                    "the format marker is not Tally's".into(),
+                ))
+            }
+            Some(_) => {
+                let found = meta
+                    .get("schema_version")
+                    .map_err(|e| io(e.into()))?
+                    .and_then(|v| <[u8; 4]>::try_from(v.value()).ok())
+                    .map(u32::from_be_bytes)
+                    .ok_or_else(|| {
+                        OpenError::NotTally(path.to_path_buf(), "no schema version".into())
+                    })?;
+                if found > SCHEMA_VERSION {
+                    return Err(OpenError::NewerSchema {
+                        path: path.to_path_buf(),
+                        found,
+                    });
+                }
+            }
+        }
+    }
+    tables::create_all(&tx).map_err(|e| io(e.into()))?;
+    tx.commit().map_err(|e| io(e.into()))?;
+    Ok(())
+}
+
+/// Reads and decodes one record.
+pub fn get_record<T, K>(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: K,
+) -> Result<Option<T>, StoreError>
+where
+    T: serde::de::DeserializeOwned,
+    K: AsRef<[u8]>,
+{
+    match table.get(key.as_ref())? {
+        Some(guard) => Ok(Some(codec::decode(guard.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Encodes and writes one record.
+pub fn put_record<T: serde::Serialize>(
+    table: &mut redb::Table<&'static [u8], &'static [u8]>,
+    key: &[u8],
+    value: &T,
+) -> Result<(), StoreError> {
+    let bytes = codec::encode(value)?;
+    table.insert(key, bytes.as_slice())?;
+    Ok(())
+}
+
+/// Reads a `u64` counter from `meta`, increments it, and returns the new value.
+pub fn next_counter(tx: &WriteTransaction, name: &str) -> Result<u64, StoreError> {
+    let mut meta = tx.open_table(tables::META)?;
+    let current = meta
+        .get(name)?
+        .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0);
+    let next = current
+        .checked_add(1)
+        .ok_or_else(|| StoreError::Corrupt(format!("counter {name} overflowed")))?;
+    meta.insert(name, next.to_be_bytes().as_slice())?;
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_other_files_and_newer_schemas() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, vec![b'x'; 8192]).expect("write");
+        let err = Store::open(&text, 1 << 20).err().expect("must refuse");
+        assert!(
+            matches!(err, OpenError::NotTally(..) | OpenError::Io(..)),
+            "{err}"
+        );
+
+        let foreign = dir.path().join("foreign.redb");
+        {
+            let db = Database::create(&foreign).expect("create");
+            let tx = db.begin_write().expect("tx");
+            {
+                let t: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("other");
+                tx.open_table(t)
+                    .expect("open")
+                    .insert("a", &1)
+                    .expect("insert");
+            }
+            tx.commit().expect("commit");
+        }
+        let err = Store::open(&foreign, 1 << 20).err().expect("must refuse");
+        assert!(matches!(err, OpenError::NotTally(..)), "{err}");
+
+        let newer = dir.path().join("newer.redb");
+        drop(Store::open(&newer, 1 << 20).expect("fresh"));
+        {
+            let db = Database::create(&newer).expect("open");
+            let tx = db.begin_write().expect("tx");
+            tx.open_table(tables::META)
+                .expect("meta")
+                .insert("schema_version", 99u32.to_be_bytes().as_slice())
+                .expect("insert");
+            tx.commit().expect("commit");
+        }
+        let err = Store::open(&newer, 1 << 20).err().expect("must refuse");
+        assert!(
+            matches!(err, OpenError::NewerSchema { found: 99, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_second_handle_is_refused_as_in_use() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/t.redb");
+        let _first = Store::open(&path, 1 << 20).expect("first");
+        let err = Store::open(&path, 1 << 20).err().expect("second");
+        assert!(matches!(err, OpenError::InUse(_)), "{err}");
+    }
+}

@@ -1,0 +1,384 @@
+//! The single writer: one OS thread owns every redb write transaction and commits many commands
+//! at once (group commit).
+//!
+//! Why one writer: redb allows one write transaction at a time anyway, and a single owner means
+//! "is this identity known?" and "record its outcome" can never race. Why batches: one durable
+//! commit (an fsync) costs a fraction of a millisecond, so committing each command alone would
+//! cap the daemon at a few thousand writes per second; draining whatever is queued into one
+//! transaction lets throughput grow with load while every reply still waits for its commit.
+//!
+//! Rules every [`Command`] follows:
+//! - read and check everything first, write only when the command will succeed; a business
+//!   failure is part of its output and writes nothing (redb cannot roll back part of a
+//!   transaction);
+//! - a later command in the same batch sees the earlier ones' writes, so a batch equals its
+//!   commands run one by one in order;
+//! - no network or other outside I/O.
+//!
+//! A [`StoreError`] (I/O, corruption) is fatal to the batch: it is aborted and every waiter gets
+//! [`WriteError::Unavailable`]; clients retry with their idempotency keys, which is safe.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use redb::WriteTransaction;
+use tokio::sync::oneshot;
+
+use super::{Store, StoreError};
+
+/// One unit of work for the writer: a pure description of an intent, applied inside the batch's
+/// transaction.
+pub trait Command: Send + 'static {
+    /// What the waiting request receives once the batch has committed.
+    type Output: Send + 'static;
+
+    /// Checks, then writes. Must not perform outside I/O.
+    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError>;
+}
+
+/// Why a submitted command has no result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// The queue was full; nothing was enqueued. Retry after a pause.
+    #[error("the writer queue is full")]
+    Overloaded,
+    /// The batch was aborted or its commit failed; nothing of it is durable. Retry.
+    #[error("the write could not be committed")]
+    Unavailable,
+    /// The daemon is shutting down and accepts no more writes.
+    #[error("the writer has stopped")]
+    Stopped,
+}
+
+/// Limits of the writer (from `[writer]` in the config).
+#[derive(Debug, Clone, Copy)]
+pub struct WriterLimits {
+    /// Bounded queue length.
+    pub queue_capacity: usize,
+    /// Most commands per transaction.
+    pub max_batch_size: usize,
+    /// How long to wait for a batch to fill after its first command.
+    pub max_batch_wait: Duration,
+}
+
+/// A queued command, type-erased so one channel carries every kind.
+trait Pending: Send {
+    fn apply(&mut self, tx: &WriteTransaction) -> Result<(), StoreError>;
+    fn finish(self: Box<Self>, committed: Result<(), WriteError>);
+}
+
+struct Slot<C: Command> {
+    command: Option<C>,
+    output: Option<C::Output>,
+    reply: oneshot::Sender<Result<C::Output, WriteError>>,
+}
+
+impl<C: Command> Pending for Slot<C> {
+    fn apply(&mut self, tx: &WriteTransaction) -> Result<(), StoreError> {
+        if let Some(command) = self.command.take() {
+            self.output = Some(command.apply(tx)?);
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), WriteError>) {
+        let result = match (committed, self.output) {
+            (Ok(()), Some(output)) => Ok(output),
+            (Ok(()), None) => Err(WriteError::Unavailable),
+            (Err(e), _) => Err(e),
+        };
+        // The requester may have gone away (client disconnected); its write still committed.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// The cloneable handle request handlers use to submit commands.
+#[derive(Clone)]
+pub struct WriterHandle {
+    queue: Sender<Box<dyn Pending>>,
+    healthy: Arc<AtomicBool>,
+}
+
+impl WriterHandle {
+    /// Enqueues a command and waits for its committed output. Never blocks the caller's thread:
+    /// a full queue is an immediate [`WriteError::Overloaded`].
+    pub async fn submit<C: Command>(&self, command: C) -> Result<C::Output, WriteError> {
+        let (reply, receive) = oneshot::channel();
+        let slot: Box<dyn Pending> = Box::new(Slot {
+            command: Some(command),
+            output: None,
+            reply,
+        });
+        match self.queue.try_send(slot) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                metrics::counter!("tally_writer_rejected_total", "reason" => "overloaded")
+                    .increment(1);
+                return Err(WriteError::Overloaded);
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(WriteError::Stopped),
+        }
+        receive.await.unwrap_or(Err(WriteError::Unavailable))
+    }
+
+    /// Commands waiting right now.
+    pub fn queue_depth(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// False while the writer is reopening the database after a failed commit.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+}
+
+/// Starts the writer thread. It runs until every [`WriterHandle`] is dropped and the queue is
+/// drained, so a graceful shutdown commits everything that was accepted.
+pub fn spawn(
+    store: Arc<Store>,
+    limits: WriterLimits,
+) -> std::io::Result<(WriterHandle, JoinHandle<()>)> {
+    let (queue, receiver) = crossbeam_channel::bounded(limits.queue_capacity.max(1));
+    let healthy = Arc::new(AtomicBool::new(true));
+    let thread_healthy = Arc::clone(&healthy);
+    let join = std::thread::Builder::new()
+        .name("tally-writer".into())
+        .spawn(move || run(&store, &receiver, limits, &thread_healthy))?;
+    Ok((WriterHandle { queue, healthy }, join))
+}
+
+fn run(
+    store: &Store,
+    receiver: &Receiver<Box<dyn Pending>>,
+    limits: WriterLimits,
+    healthy: &AtomicBool,
+) {
+    let max_batch = limits.max_batch_size.max(1);
+    while let Ok(first) = receiver.recv() {
+        let mut batch = Vec::with_capacity(max_batch.min(1024));
+        batch.push(first);
+        while batch.len() < max_batch {
+            match receiver.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        if !limits.max_batch_wait.is_zero() && batch.len() < max_batch {
+            let deadline = Instant::now() + limits.max_batch_wait;
+            while batch.len() < max_batch {
+                match receiver.recv_deadline(deadline) {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+        }
+        metrics::gauge!("tally_writer_queue_depth").set(receiver.len() as f64);
+        match execute(store, batch) {
+            Ok(()) => {}
+            Err(error @ (StoreError::Storage(_) | StoreError::Reopening)) => {
+                tracing::error!(%error, "write batch failed; reopening the database");
+                recover(store, healthy);
+            }
+            Err(error) => tracing::error!(%error, "write batch aborted"),
+        }
+    }
+    tracing::info!("writer drained and stopped");
+}
+
+/// Applies and commits one batch, replying to every waiter. An error means the batch was not
+/// committed (every waiter already got `Unavailable`) and the handle must be reopened.
+fn execute(store: &Store, batch: Vec<Box<dyn Pending>>) -> Result<(), StoreError> {
+    let size = batch.len();
+    let db = match store.database() {
+        Ok(db) => db,
+        Err(e) => {
+            fail_all(batch);
+            return Err(e);
+        }
+    };
+    let tx = match db.begin_write() {
+        Ok(tx) => tx,
+        Err(e) => {
+            fail_all(batch);
+            return Err(e.into());
+        }
+    };
+    let mut applied: Vec<Box<dyn Pending>> = Vec::with_capacity(size);
+    let mut remaining = batch.into_iter();
+    while let Some(mut pending) = remaining.next() {
+        let outcome = catch_unwind(AssertUnwindSafe(|| pending.apply(&tx)));
+        applied.push(pending);
+        let error = match outcome {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(_) => StoreError::Corrupt("a command panicked while applying".into()),
+        };
+        // The transaction may hold part of the failed command's writes: abort all of it.
+        let _ = tx.abort();
+        fail_all(applied);
+        fail_all(remaining.collect());
+        return Err(error);
+    }
+    let started = Instant::now();
+    let committed = tx.commit();
+    metrics::histogram!("tally_writer_commit_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("tally_writer_batch_size").record(size as f64);
+    metrics::counter!("tally_writer_commands_total").increment(size as u64);
+    match committed {
+        Ok(()) => {
+            for pending in applied {
+                pending.finish(Ok(()));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            fail_all(applied);
+            Err(e.into())
+        }
+    }
+}
+
+fn fail_all(batch: Vec<Box<dyn Pending>>) {
+    for pending in batch {
+        pending.finish(Err(WriteError::Unavailable));
+    }
+}
+
+/// Reopens the database until it works, marking the writer unhealthy meanwhile (`/readyz`
+/// reports it). Commands keep queueing; once the queue is full they get `Overloaded`.
+fn recover(store: &Store, healthy: &AtomicBool) {
+    healthy.store(false, Ordering::Release);
+    metrics::counter!("tally_writer_reopens_total").increment(1);
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        match store.reopen() {
+            Ok(()) => {
+                tracing::warn!("database reopened; writer serving again");
+                healthy.store(true, Ordering::Release);
+                return;
+            }
+            Err(error) => {
+                tracing::error!(%error, "reopening the database failed; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tables;
+    use redb::ReadableTable;
+
+    /// Writes `value` under `key` unless the key exists (a business failure that writes nothing).
+    struct PutIfAbsent {
+        key: &'static str,
+        value: u8,
+    }
+
+    impl Command for PutIfAbsent {
+        type Output = Result<(), &'static str>;
+        fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+            let mut meta = tx.open_table(tables::META)?;
+            if meta.get(self.key)?.is_some() {
+                return Ok(Err("exists"));
+            }
+            meta.insert(self.key, [self.value].as_slice())?;
+            Ok(Ok(()))
+        }
+    }
+
+    fn limits() -> WriterLimits {
+        WriterLimits {
+            queue_capacity: 64,
+            max_batch_size: 64,
+            max_batch_wait: Duration::from_millis(20),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_equals_its_commands_in_order_and_failures_stay_local() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(&dir.path().join("w.redb"), 1 << 20).expect("open"));
+        let (handle, join) = spawn(Arc::clone(&store), limits()).expect("spawn");
+        // Submitted together, these land in one batch (the writer waits up to 20 ms to fill).
+        let results = tokio::join!(
+            handle.submit(PutIfAbsent {
+                key: "k1",
+                value: 1
+            }),
+            handle.submit(PutIfAbsent {
+                key: "k1",
+                value: 2
+            }),
+            handle.submit(PutIfAbsent {
+                key: "k2",
+                value: 3
+            }),
+        );
+        assert_eq!(results.0, Ok(Ok(())));
+        assert_eq!(
+            results.1,
+            Ok(Err("exists")),
+            "the second sees the first's write"
+        );
+        assert_eq!(
+            results.2,
+            Ok(Ok(())),
+            "a failed neighbour does not affect it"
+        );
+        drop(handle);
+        join.join().expect("writer exits when handles drop");
+        let read = store.read().expect("read");
+        let meta = read.open_table(tables::META).expect("meta");
+        assert_eq!(
+            meta.get("k1").expect("get").expect("k1").value(),
+            &[1u8][..]
+        );
+        assert_eq!(
+            meta.get("k2").expect("get").expect("k2").value(),
+            &[3u8][..]
+        );
+    }
+
+    struct Fails;
+
+    impl Command for Fails {
+        type Output = ();
+        fn apply(self, tx: &WriteTransaction) -> Result<(), StoreError> {
+            tx.open_table(tables::META)?
+                .insert("half", [9u8].as_slice())?;
+            Err(StoreError::Corrupt("injected".into()))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_storage_error_aborts_the_whole_batch_and_the_writer_keeps_serving() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(&dir.path().join("w.redb"), 1 << 20).expect("open"));
+        let (handle, join) = spawn(Arc::clone(&store), limits()).expect("spawn");
+        let (a, b) = tokio::join!(
+            handle.submit(PutIfAbsent { key: "a", value: 1 }),
+            handle.submit(Fails),
+        );
+        assert_eq!(a, Err(WriteError::Unavailable));
+        assert_eq!(b, Err(WriteError::Unavailable));
+        // Nothing of the aborted batch is visible, and later batches commit normally.
+        let after = handle.submit(PutIfAbsent { key: "b", value: 2 }).await;
+        assert_eq!(after, Ok(Ok(())));
+        assert!(handle.is_healthy());
+        drop(handle);
+        join.join().expect("writer exits");
+        let read = store.read().expect("read");
+        let meta = read.open_table(tables::META).expect("meta");
+        assert!(meta.get("a").expect("get").is_none());
+        assert!(meta.get("half").expect("get").is_none());
+        assert!(meta.get("b").expect("get").is_some());
+    }
+}
