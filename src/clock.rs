@@ -51,3 +51,41 @@ mod tests {
         assert_eq!(parse_rfc3339("yesterday"), None);
     }
 }
+
+/// The first instant of the UTC calendar month containing `ms`.
+pub fn month_start(ms: i64) -> Option<i64> {
+    let utc = jiff::tz::TimeZone::UTC;
+    let date = jiff::Timestamp::from_millisecond(ms)
+        .ok()?
+        .to_zoned(utc.clone())
+        .date();
+    let first = jiff::civil::Date::new(date.year(), date.month(), 1).ok()?;
+    Some(first.to_zoned(utc).ok()?.timestamp().as_millisecond())
+}
+
+/// `ms` moved by `months` calendar months in UTC, clamping the day to the target month's end
+/// (Jan 31 + 1 month = Feb 28 or 29).
+pub fn add_months(ms: i64, months: i32) -> Option<i64> {
+    let utc = jiff::tz::TimeZone::UTC;
+    let zoned = jiff::Timestamp::from_millisecond(ms).ok()?.to_zoned(utc);
+    let moved = zoned
+        .checked_add(jiff::Span::new().try_months(months).ok()?)
+        .ok()?;
+    Some(moved.timestamp().as_millisecond())
+}
+
+#[cfg(test)]
+mod calendar_tests {
+    use super::*;
+
+    #[test]
+    fn months_clamp_to_their_end() {
+        let jan31 = parse_rfc3339("2028-01-31T10:00:00Z").expect("time");
+        assert_eq!(
+            rfc3339(add_months(jan31, 1).expect("add")),
+            "2028-02-29T10:00:00.000Z"
+        );
+        let start = month_start(jan31).expect("start");
+        assert_eq!(rfc3339(start), "2028-01-01T00:00:00.000Z");
+    }
+}

@@ -43,6 +43,49 @@ pub struct Config {
     pub writer: WriterConfig,
     /// Idempotency-key retention.
     pub idempotency: IdempotencyConfig,
+    /// Usage event ingest.
+    pub ingest: IngestConfig,
+}
+
+/// Limits and identity rules of event ingest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Most events in one request.
+    pub max_batch_events: u64,
+    /// How far in the future an event's timestamp may lie (clock skew allowance).
+    pub max_future_secs: u64,
+    /// How far in the past an event's timestamp may lie (the backdating limit).
+    pub max_backdate_secs: u64,
+    /// Events without an id whose payloads are equal and whose timestamps lie within this window
+    /// of each other are one event.
+    pub dedupe_window_secs: u64,
+    /// Per-source overrides of `dedupe_window_secs`.
+    pub source_dedupe_window_secs: std::collections::BTreeMap<String, u64>,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_events: 1000,
+            max_future_secs: 300,
+            max_backdate_secs: 35 * 24 * 3600,
+            dedupe_window_secs: 60,
+            source_dedupe_window_secs: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl IngestConfig {
+    /// The derived-identity window of a source, in milliseconds.
+    pub fn window_ms(&self, source: &str) -> i64 {
+        let secs = self
+            .source_dedupe_window_secs
+            .get(source)
+            .copied()
+            .unwrap_or(self.dedupe_window_secs);
+        i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
 }
 
 /// How logs are written (always to stderr; stdout is reserved for the first-start key and the
@@ -108,6 +151,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             writer: WriterConfig::default(),
             idempotency: IdempotencyConfig::default(),
+            ingest: IngestConfig::default(),
         }
     }
 }
@@ -223,6 +267,36 @@ impl Config {
             return Err(bad(
                 "idempotency.purge_batch_size",
                 "must be between 1 and 100000",
+            ));
+        }
+        if !(1..=100_000).contains(&self.ingest.max_batch_events) {
+            return Err(bad(
+                "ingest.max_batch_events",
+                "must be between 1 and 100000",
+            ));
+        }
+        if self.ingest.max_future_secs > 7 * 24 * 3600 {
+            return Err(bad(
+                "ingest.max_future_secs",
+                "must be at most 604800 (7 days)",
+            ));
+        }
+        if !(60..=10 * 366 * 24 * 3600).contains(&self.ingest.max_backdate_secs) {
+            return Err(bad(
+                "ingest.max_backdate_secs",
+                "must be between 60 and 316224000 (10 years)",
+            ));
+        }
+        if !(1..=86_400).contains(&self.ingest.dedupe_window_secs)
+            || self
+                .ingest
+                .source_dedupe_window_secs
+                .values()
+                .any(|w| !(1..=86_400).contains(w))
+        {
+            return Err(bad(
+                "ingest.dedupe_window_secs",
+                "windows must be between 1 and 86400 seconds",
             ));
         }
         Ok(())

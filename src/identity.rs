@@ -13,6 +13,12 @@ use serde_json::Value;
 /// fingerprint can never collide with another kind of hash Tally computes.
 const FINGERPRINT_CONTEXT: &str = "tally 2026-11 request fingerprint v1";
 
+/// Contexts of the event hashes; see [`event_digest`], [`stable_event_key`] and
+/// [`derived_event_key`].
+const EVENT_DIGEST_CONTEXT: &str = "tally 2026-11 event payload digest v1";
+const STABLE_EVENT_CONTEXT: &str = "tally 2026-11 stable event identity v1";
+const DERIVED_EVENT_CONTEXT: &str = "tally 2026-11 derived event identity v1";
+
 /// Numbers whose plain decimal form would be longer than this are written in scientific form,
 /// which bounds the canonical text of hostile inputs like `1e1000000`.
 const MAX_PLAIN_DIGITS: i64 = 64;
@@ -39,6 +45,77 @@ pub fn fingerprint(method: &str, path: &str, canonical_body: &str) -> [u8; 32] {
         hasher.update(part.as_bytes());
     }
     *hasher.finalize().as_bytes()
+}
+
+fn hash_parts(context: &str, parts: &[&[u8]]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new_derive_key(context);
+    for part in parts {
+        hasher.update(&(part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    *hasher.finalize().as_bytes()
+}
+
+/// The digest of what an event says (customer, type, timestamp as sent, properties): two
+/// deliveries with one identity are a `duplicate` when their digests match and a `conflict`
+/// otherwise. `timestamp_ms` is `None` when the client sent none, so a retry of an event without
+/// a timestamp is still a duplicate although its receipt time differs.
+pub fn event_digest(
+    customer: &str,
+    event_type: &str,
+    timestamp_ms: Option<i64>,
+    canonical_properties: &str,
+) -> [u8; 32] {
+    let ts = timestamp_ms.map(|t| t.to_be_bytes());
+    let ts_part: &[u8] = match &ts {
+        Some(bytes) => bytes,
+        None => b"none",
+    };
+    hash_parts(
+        EVENT_DIGEST_CONTEXT,
+        &[
+            customer.as_bytes(),
+            event_type.as_bytes(),
+            ts_part,
+            canonical_properties.as_bytes(),
+        ],
+    )
+}
+
+/// The storage key (first 16 bytes of blake3) of a stable event identity `(tenant, source, id)`.
+pub fn stable_event_key(tenant: u64, source: &str, id: &str) -> [u8; 16] {
+    truncate(hash_parts(
+        STABLE_EVENT_CONTEXT,
+        &[&tenant.to_be_bytes(), source.as_bytes(), id.as_bytes()],
+    ))
+}
+
+/// The storage key of a derived identity: blake3 of tenant, source and the canonical payload
+/// without its timestamp (customer, type, properties). Time enters through the window lookup,
+/// not the hash.
+pub fn derived_event_key(
+    tenant: u64,
+    source: &str,
+    customer: &str,
+    event_type: &str,
+    canonical_properties: &str,
+) -> [u8; 16] {
+    truncate(hash_parts(
+        DERIVED_EVENT_CONTEXT,
+        &[
+            &tenant.to_be_bytes(),
+            source.as_bytes(),
+            customer.as_bytes(),
+            event_type.as_bytes(),
+            canonical_properties.as_bytes(),
+        ],
+    ))
+}
+
+fn truncate(hash: [u8; 32]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&hash[..16]);
+    out
 }
 
 fn write_value(value: &Value, out: &mut String) {

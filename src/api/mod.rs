@@ -4,12 +4,15 @@
 //! reads a snapshot. It knows nothing of redb tables: storage goes through the domain modules.
 
 pub mod customers;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod idempotent;
+pub mod meters;
 pub mod openapi;
 pub mod pagination;
 pub mod problem;
+pub mod usage;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -54,6 +57,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(customers::list).post(customers::create),
         )
         .route("/v1/customers/{id}", get(customers::get))
+        .route("/v1/meters", get(meters::list).post(meters::create))
+        .route("/v1/meters/{id}", get(meters::get).post(meters::update))
+        .route("/v1/events", get(events::list).post(events::ingest))
+        .route("/v1/events/{id}", get(events::get))
+        .route("/v1/usage", get(usage::get))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(observe))

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{customers, health, pagination, problem};
+use super::{customers, events, health, meters, pagination, problem, usage};
 
 /// The document's root.
 #[derive(OpenApi)]
@@ -23,6 +23,14 @@ use super::{customers, health, pagination, problem};
         customers::create,
         customers::get,
         customers::list,
+        meters::create,
+        meters::update,
+        meters::get,
+        meters::list,
+        events::ingest,
+        events::list,
+        events::get,
+        usage::get,
     ),
     components(schemas(
         problem::Problem,
@@ -30,6 +38,17 @@ use super::{customers, health, pagination, problem};
         customers::CreateCustomerRequest,
         customers::CustomerResponse,
         pagination::Page<customers::CustomerResponse>,
+        meters::CreateMeterRequest,
+        meters::UpdateMeterRequest,
+        meters::MeterResponse,
+        pagination::Page<meters::MeterResponse>,
+        events::IngestResponse,
+        events::EventResult,
+        events::EventResponse,
+        events::IdentityResponse,
+        events::EventPage,
+        usage::UsageResponse,
+        usage::UsageBucket,
     )),
     modifiers(&BearerAuth)
 )]

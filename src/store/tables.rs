@@ -27,6 +27,31 @@ pub const CUSTOMERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("custo
 pub const CUSTOMER_BY_EXTERNAL: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("customer_by_external");
 
+/// (tenant, meter id) → meter record.
+pub const METERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meters");
+/// (tenant, meter key) → meter id.
+pub const METER_BY_KEY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meter_by_key");
+/// (tenant, type length, event type, meter id) → (): the meters an event type feeds.
+pub const METERS_BY_TYPE: TableDefinition<&[u8], ()> = TableDefinition::new("meters_by_type");
+/// (tenant, event id) → event record. Event ids are time-ordered, so inserts append.
+pub const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events");
+/// (tenant, blake3(source, client id)[..16]) → event id: stable identities, kept forever.
+pub const EVENT_IDENTITIES: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("event_identities");
+/// (tenant, window bucket start, derived hash[..16]) → event id: clustered by time.
+pub const EVENT_DERIVED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("event_derived");
+/// (tenant, customer id, timestamp, event id) → (): events of a customer by usage time.
+pub const EVENTS_BY_CUSTOMER: TableDefinition<&[u8], ()> =
+    TableDefinition::new("events_by_customer");
+/// (tenant, meter id, customer id, hour) → rollup record.
+pub const USAGE_HOURLY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("usage_hourly");
+/// (tenant, meter id, customer id, hour, value hash[..16]) → (): distinct values per hour.
+pub const USAGE_UNIQUES: TableDefinition<&[u8], ()> = TableDefinition::new("usage_uniques");
+/// (tenant, customer id) → i64 BE ms: usage before this instant was already invoiced, so an
+/// event for it is `late`.
+pub const INVOICED_THROUGH: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("invoiced_through");
+
 /// Opens (creating if needed) every table, so read transactions never meet a missing table.
 pub fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::Error> {
     tx.open_table(META)?;
@@ -38,5 +63,15 @@ pub fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::Error> {
     tx.open_table(IDEMPOTENCY_EXPIRY)?;
     tx.open_table(CUSTOMERS)?;
     tx.open_table(CUSTOMER_BY_EXTERNAL)?;
+    tx.open_table(METERS)?;
+    tx.open_table(METER_BY_KEY)?;
+    tx.open_table(METERS_BY_TYPE)?;
+    tx.open_table(EVENTS)?;
+    tx.open_table(EVENT_IDENTITIES)?;
+    tx.open_table(EVENT_DERIVED)?;
+    tx.open_table(EVENTS_BY_CUSTOMER)?;
+    tx.open_table(USAGE_HOURLY)?;
+    tx.open_table(USAGE_UNIQUES)?;
+    tx.open_table(INVOICED_THROUGH)?;
     Ok(())
 }

@@ -1,0 +1,422 @@
+//! `/v1/events`: usage ingest with a result per event, and event reads.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::{read_limited, IdempotencyKey, Query, Tenant};
+use super::idempotent::{self, json_response};
+use super::problem::{ApiError, Problem};
+use super::AppState;
+use crate::customers;
+use crate::id::Id;
+use crate::idempotency::StoredResponse;
+use crate::ingest::event::{self, Event, Filter, Identity, IngestBatch, Rejection, Status, PREFIX};
+use crate::ingest::parse::{self, Format};
+use crate::store::TenantId;
+
+/// One event's outcome.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventResult {
+    /// Position in the request.
+    pub index: usize,
+    /// `accepted`, `duplicate`, `conflict` or `rejected`.
+    pub status: &'static str,
+    /// The stored event (the original one for duplicates and conflicts); null when rejected.
+    pub id: Option<String>,
+    /// Whether its period had already been invoiced (billed later as an adjustment).
+    pub late: bool,
+    /// Why it was rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Problem>,
+}
+
+/// Reply of `POST /v1/events`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestResponse {
+    /// One result per input event, in order.
+    pub results: Vec<EventResult>,
+}
+
+fn rejection_problem(r: &Rejection) -> Problem {
+    let status = match r.code {
+        "unknown_customer" | "invalid_meter_value" | "value_out_of_range" => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(status, r.code, r.detail.clone())
+        .field(r.field.clone(), r.detail.clone())
+        .problem()
+}
+
+fn results(statuses: &[Status]) -> IngestResponse {
+    let results = statuses
+        .iter()
+        .enumerate()
+        .map(|(index, status)| match status {
+            Status::Accepted { id, late } => EventResult {
+                index,
+                status: "accepted",
+                id: Some(id.display(PREFIX)),
+                late: *late,
+                error: None,
+            },
+            Status::Duplicate { id, late } => EventResult {
+                index,
+                status: "duplicate",
+                id: Some(id.display(PREFIX)),
+                late: *late,
+                error: None,
+            },
+            Status::Conflict { id, late } => EventResult {
+                index,
+                status: "conflict",
+                id: Some(id.display(PREFIX)),
+                late: *late,
+                error: None,
+            },
+            Status::Rejected(r) => EventResult {
+                index,
+                status: "rejected",
+                id: None,
+                late: false,
+                error: Some(rejection_problem(r)),
+            },
+        })
+        .collect();
+    IngestResponse { results }
+}
+
+#[allow(clippy::ptr_arg)] // The signature is fixed by `Render<Vec<Status>>`.
+fn render(statuses: &Vec<Status>) -> StoredResponse {
+    json_response(StatusCode::OK, &results(statuses))
+}
+
+fn format_of(request: &Request) -> Result<Format, ApiError> {
+    let media = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    match media.as_deref() {
+        Some("application/json") => Ok(Format::Native),
+        Some("application/cloudevents+json") => Ok(Format::CloudEvent),
+        Some("application/cloudevents-batch+json") => Ok(Format::CloudEventBatch),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send application/json, application/cloudevents+json or application/cloudevents-batch+json",
+        )),
+    }
+}
+
+/// Ingests one event, a `{"events": [...]}` batch, or CloudEvents. Replies after the accepted
+/// events are durable, with one result per event.
+#[utoipa::path(
+    post, path = "/v1/events", tag = "events",
+    request_body(content = serde_json::Value, description = "A native event, {\"events\": [...]}, a structured CloudEvent or a CloudEvents batch", content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "optional: makes the whole request replayable")),
+    responses(
+        (status = 200, body = IngestResponse),
+        (status = 400, description = "not an event or a batch", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn ingest(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    key: IdempotencyKey,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let format = format_of(&request)?;
+    let limit = usize::try_from(state.config.http.body_limit_bytes).unwrap_or(usize::MAX);
+    let raw = read_limited(request.into_body(), limit).await?;
+    let value: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    let canonical = key
+        .0
+        .as_ref()
+        .map(|_| crate::identity::canonical_json(&value));
+    let now_ms = crate::clock::now_ms();
+    let ctx = parse::Context {
+        tenant,
+        now_ms,
+        config: &state.config.ingest,
+    };
+    let events = parse::parse_body(value, format, &ctx).map_err(|e| {
+        let field = match e {
+            parse::ShapeError::Shape(_) => ".",
+            _ => "events",
+        };
+        ApiError::invalid_field(field, e.to_string())
+    })?;
+    metrics::counter!("tally_events_received_total").increment(events.len() as u64);
+    let command = IngestBatch {
+        tenant,
+        events,
+        now_ms,
+    };
+    match (key.0, canonical) {
+        (Some(key), Some(canonical)) => {
+            idempotent::run(
+                &state,
+                idempotent::Request {
+                    tenant,
+                    key,
+                    method: "POST",
+                    path: "/v1/events",
+                    canonical_body: &canonical,
+                },
+                command,
+                render,
+            )
+            .await
+        }
+        _ => {
+            let all_rejected = command.events.iter().all(Result::is_err);
+            let statuses = if all_rejected {
+                // Nothing to write: answer without queueing behind the writer.
+                command
+                    .events
+                    .into_iter()
+                    .filter_map(Result::err)
+                    .map(Status::Rejected)
+                    .collect()
+            } else {
+                state.writer.submit(command).await?
+            };
+            count_outcomes(&statuses);
+            Ok(Json(results(&statuses)).into_response())
+        }
+    }
+}
+
+fn count_outcomes(statuses: &[Status]) {
+    for s in statuses {
+        let outcome = match s {
+            Status::Accepted { .. } => "accepted",
+            Status::Duplicate { .. } => "duplicate",
+            Status::Conflict { .. } => "conflict",
+            Status::Rejected(_) => "rejected",
+        };
+        metrics::counter!("tally_events_total", "outcome" => outcome).increment(1);
+    }
+}
+
+/// How an event was identified.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IdentityResponse {
+    /// `stable` (client id) or `derived` (payload hash within a window).
+    pub kind: &'static str,
+    /// The source namespace.
+    pub source: String,
+    /// The client's id (stable identities).
+    pub id: Option<String>,
+    /// The window (derived identities).
+    pub window_secs: Option<i64>,
+}
+
+/// A stored event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventResponse {
+    /// `evt_…`.
+    pub id: String,
+    /// Always `event`.
+    pub object: &'static str,
+    /// Identity.
+    pub identity: IdentityResponse,
+    /// The customer's external id.
+    pub customer: String,
+    /// `cus_…`.
+    pub customer_id: String,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// When the usage happened (RFC 3339).
+    pub timestamp: String,
+    /// When Tally stored it.
+    pub received_at: String,
+    /// Properties as stored (canonical form).
+    #[schema(value_type = Object)]
+    pub properties: serde_json::Value,
+    /// Whether its period was already invoiced when it arrived.
+    pub late: bool,
+}
+
+impl From<&Event> for EventResponse {
+    fn from(e: &Event) -> Self {
+        let identity = match &e.identity {
+            Identity::Stable { id } => IdentityResponse {
+                kind: "stable",
+                source: e.source.clone(),
+                id: Some(id.clone()),
+                window_secs: None,
+            },
+            Identity::Derived { window_ms, .. } => IdentityResponse {
+                kind: "derived",
+                source: e.source.clone(),
+                id: None,
+                window_secs: Some(window_ms / 1000),
+            },
+        };
+        Self {
+            id: e.id.display(PREFIX),
+            object: "event",
+            identity,
+            customer: e.customer_external_id.clone(),
+            customer_id: e.customer.display(customers::PREFIX),
+            event_type: e.event_type.clone(),
+            timestamp: crate::clock::rfc3339(e.timestamp_ms),
+            received_at: crate::clock::rfc3339(e.received_at_ms),
+            properties: serde_json::from_str(&e.properties).unwrap_or(serde_json::Value::Null),
+            late: e.late,
+        }
+    }
+}
+
+/// Retrieves an event.
+#[utoipa::path(
+    get, path = "/v1/events/{id}", tag = "events",
+    params(("id" = String, Path)),
+    responses((status = 200, body = EventResponse), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let parsed = Id::parse(&id, PREFIX).ok_or_else(|| ApiError::missing("event", &id))?;
+    let tx = state.store.read()?;
+    let e = event::get(&tx, tenant, parsed)?.ok_or_else(|| ApiError::missing("event", &id))?;
+    Ok(Json(EventResponse::from(&e)).into_response())
+}
+
+/// Query of `GET /v1/events`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListEventsParams {
+    /// Page size, 1-500.
+    pub limit: Option<i64>,
+    /// After this event id.
+    pub starting_after: Option<String>,
+    /// Customer: `cus_…` or external id.
+    pub customer: Option<String>,
+    /// Event type.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub event_type: Option<String>,
+    /// Usage time at or after (RFC 3339).
+    pub from: Option<String>,
+    /// Usage time before (RFC 3339).
+    pub to: Option<String>,
+}
+
+/// A page of events.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    /// Events in receipt order.
+    pub data: Vec<EventResponse>,
+    /// Whether to ask again with `next_cursor`.
+    pub has_more: bool,
+    /// Cursor for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// Resolves a `cus_…` id or an external id to a customer of the tenant.
+pub fn resolve_customer(
+    tx: &redb::ReadTransaction,
+    tenant: TenantId,
+    reference: &str,
+) -> Result<Option<customers::Customer>, ApiError> {
+    if let Some(id) = Id::parse(reference, customers::PREFIX) {
+        if let Some(c) = customers::get(tx, tenant, id)? {
+            return Ok(Some(c));
+        }
+    }
+    Ok(customers::by_external_id(tx, tenant, reference)?)
+}
+
+/// Parses an RFC 3339 query parameter.
+pub fn time_param(field: &str, value: &Option<String>) -> Result<Option<i64>, ApiError> {
+    match value {
+        Some(text) => crate::clock::parse_rfc3339(text)
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid_field(field, "must be an RFC 3339 timestamp")),
+        None => Ok(None),
+    }
+}
+
+/// Lists stored events in receipt order. A sparse filter may return a short (even empty) page
+/// with `has_more`: each request examines at most 10,000 events.
+#[utoipa::path(
+    get, path = "/v1/events", tag = "events",
+    params(ListEventsParams),
+    responses((status = 200, body = EventPage), (status = 400, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Query(params): Query<ListEventsParams>,
+) -> Result<Response, ApiError> {
+    let limit = super::pagination::PageParams {
+        limit: params.limit,
+        starting_after: None,
+    }
+    .limit()?;
+    let after = match &params.starting_after {
+        Some(c) => Some(Id::parse(c, PREFIX).ok_or_else(|| {
+            ApiError::invalid_field("starting_after", "is not an event id (evt_…)")
+        })?),
+        None => None,
+    };
+    let tx = state.store.read()?;
+    let customer = match &params.customer {
+        Some(reference) => match resolve_customer(&tx, tenant, reference)? {
+            Some(c) => Some(c.id),
+            None => {
+                return Ok(Json(EventPage {
+                    data: Vec::new(),
+                    has_more: false,
+                    next_cursor: None,
+                })
+                .into_response())
+            }
+        },
+        None => None,
+    };
+    let filter = Filter {
+        customer,
+        event_type: params.event_type.clone(),
+        from_ms: time_param("from", &params.from)?,
+        to_ms: time_param("to", &params.to)?,
+    };
+    let (items, cursor) = event::list(&tx, tenant, &filter, after, limit)?;
+    Ok(Json(EventPage {
+        data: items.iter().map(EventResponse::from).collect(),
+        has_more: cursor.is_some(),
+        next_cursor: cursor.map(|c| c.display(PREFIX)),
+    })
+    .into_response())
+}

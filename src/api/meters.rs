@@ -1,0 +1,353 @@
+//! `/v1/meters`: how events become quantities.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::{IdempotencyKey, JsonBody, Query, Tenant};
+use super::idempotent::{self, json_response};
+use super::pagination::{Page, PageParams};
+use super::problem::{ApiError, Problem};
+use super::AppState;
+use crate::id::Id;
+use crate::idempotency::StoredResponse;
+use crate::ingest::meter::{
+    self, Aggregation, CreateMeter, Meter, MeterError, RenameMeter, PREFIX,
+};
+
+/// Body of `POST /v1/meters`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateMeterRequest {
+    /// Unique per tenant, e.g. `api_calls`: letters, digits, `_`, `-`, `.`; 1-255 bytes.
+    pub key: String,
+    /// Display name (the only field that can change later).
+    pub name: Option<String>,
+    /// Events of this type feed the meter.
+    pub event_type: String,
+    /// `count`, `sum`, `max`, `min`, `unique_count` or `latest`.
+    pub aggregation: String,
+    /// For sum/max/min/latest: JSON pointer (`/tokens/input`) or dotted path (`tokens.input`).
+    pub value_property: Option<String>,
+    /// For unique_count: the property whose distinct values are counted.
+    pub unique_property: Option<String>,
+}
+
+/// Body of `POST /v1/meters/{id}`: only the name may change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMeterRequest {
+    /// New display name (null clears it).
+    pub name: Option<String>,
+}
+
+/// A meter as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeterResponse {
+    /// `mtr_…`.
+    pub id: String,
+    /// Always `meter`.
+    pub object: &'static str,
+    /// Unique key.
+    pub key: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Event type.
+    pub event_type: String,
+    /// Aggregation.
+    pub aggregation: &'static str,
+    /// Value property path.
+    pub value_property: Option<String>,
+    /// Unique property path.
+    pub unique_property: Option<String>,
+    /// Stored events counted at creation.
+    pub backfilled_events: u64,
+    /// Stored events of the type that had no usable value at creation.
+    pub backfill_skipped_events: u64,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+impl From<&Meter> for MeterResponse {
+    fn from(m: &Meter) -> Self {
+        Self {
+            id: m.id.display(PREFIX),
+            object: "meter",
+            key: m.key.clone(),
+            name: m.name.clone(),
+            event_type: m.event_type.clone(),
+            aggregation: m.aggregation.as_str(),
+            value_property: m.value_property.clone(),
+            unique_property: m.unique_property.clone(),
+            backfilled_events: m.backfilled_events,
+            backfill_skipped_events: m.backfill_skipped_events,
+            created_at: crate::clock::rfc3339(m.created_at_ms),
+        }
+    }
+}
+
+fn validate_name(name: &Option<String>) -> Result<(), ApiError> {
+    if name.as_ref().is_some_and(|n| n.chars().count() > 255) {
+        return Err(ApiError::invalid_field(
+            "name",
+            "must be at most 255 characters",
+        ));
+    }
+    Ok(())
+}
+
+fn validate(req: &CreateMeterRequest) -> Result<Aggregation, ApiError> {
+    let key_ok = !req.key.is_empty()
+        && req.key.len() <= meter::MAX_NAME_BYTES
+        && req
+            .key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !key_ok {
+        return Err(ApiError::invalid_field(
+            "key",
+            "must be 1-255 characters of letters, digits, '_', '-' and '.'",
+        ));
+    }
+    validate_name(&req.name)?;
+    if req.event_type.is_empty()
+        || req.event_type.len() > meter::MAX_NAME_BYTES
+        || req.event_type.chars().any(char::is_control)
+    {
+        return Err(ApiError::invalid_field(
+            "event_type",
+            "must be 1-255 bytes without control characters",
+        ));
+    }
+    let aggregation = Aggregation::parse(&req.aggregation).ok_or_else(|| {
+        ApiError::invalid_field(
+            "aggregation",
+            "must be one of count, sum, max, min, unique_count, latest",
+        )
+    })?;
+    let check_path = |field: &str, value: &Option<String>, needed: bool| -> Result<(), ApiError> {
+        match (value, needed) {
+            (Some(p), true) if meter::valid_path(p) => Ok(()),
+            (Some(_), true) => Err(ApiError::invalid_field(
+                field,
+                "must be a JSON pointer (/a/b) or a dotted path (a.b), at most 255 bytes",
+            )),
+            (None, true) => Err(ApiError::invalid_field(
+                field,
+                format!("is required for aggregation {}", aggregation.as_str()),
+            )),
+            (Some(_), false) => Err(ApiError::invalid_field(
+                field,
+                format!("is not used by aggregation {}", aggregation.as_str()),
+            )),
+            (None, false) => Ok(()),
+        }
+    };
+    check_path(
+        "value_property",
+        &req.value_property,
+        aggregation.needs_value(),
+    )?;
+    check_path(
+        "unique_property",
+        &req.unique_property,
+        aggregation == Aggregation::UniqueCount,
+    )?;
+    Ok(aggregation)
+}
+
+fn render(output: &Result<Meter, MeterError>) -> StoredResponse {
+    match output {
+        Ok(m) => json_response(StatusCode::CREATED, &MeterResponse::from(m)),
+        Err(e @ MeterError::Exists { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, "meter_exists", e.to_string())
+                .field("key", "already used by another meter")
+                .to_stored()
+        }
+        Err(e @ MeterError::Missing(_)) => {
+            ApiError::new(StatusCode::NOT_FOUND, "resource_missing", e.to_string()).to_stored()
+        }
+    }
+}
+
+fn render_update(output: &Result<Meter, MeterError>) -> StoredResponse {
+    match output {
+        Ok(m) => json_response(StatusCode::OK, &MeterResponse::from(m)),
+        Err(_) => render(output),
+    }
+}
+
+/// Creates a meter; already stored events of its type are counted at once.
+#[utoipa::path(
+    post, path = "/v1/meters", tag = "meters",
+    request_body = CreateMeterRequest,
+    params(("Idempotency-Key" = String, Header, description = "required")),
+    responses(
+        (status = 201, body = MeterResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "meter_exists", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    key: IdempotencyKey,
+    body: JsonBody<CreateMeterRequest>,
+) -> Result<Response, ApiError> {
+    let key = key.required()?;
+    let aggregation = validate(&body.value)?;
+    let req = body.value;
+    let now_ms = crate::clock::now_ms();
+    let meter = Meter {
+        id: Id::generate_at(now_ms),
+        key: req.key,
+        name: req.name,
+        event_type: req.event_type,
+        aggregation,
+        value_property: req.value_property,
+        unique_property: req.unique_property,
+        created_at_ms: now_ms,
+        backfilled_events: 0,
+        backfill_skipped_events: 0,
+    };
+    idempotent::run(
+        &state,
+        idempotent::Request {
+            tenant,
+            key,
+            method: "POST",
+            path: "/v1/meters",
+            canonical_body: &body.canonical,
+        },
+        CreateMeter { tenant, meter },
+        render,
+    )
+    .await
+}
+
+/// Renames a meter. Every other field is immutable: changing how past usage counts would
+/// silently change invoices.
+#[utoipa::path(
+    post, path = "/v1/meters/{id}", tag = "meters",
+    request_body = UpdateMeterRequest,
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "required")),
+    responses(
+        (status = 200, body = MeterResponse),
+        (status = 400, description = "a field other than name", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    key: IdempotencyKey,
+    body: JsonBody<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let key = key.required()?;
+    let parsed = Id::parse(&id, PREFIX).ok_or_else(|| ApiError::missing("meter", &id))?;
+    if let Some(map) = body.value.as_object() {
+        if let Some(other) = map.keys().find(|k| k.as_str() != "name") {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "meter_immutable",
+                "only a meter's name can change; create a new meter to count differently",
+            )
+            .field(other.clone(), "is immutable"));
+        }
+    }
+    let req: UpdateMeterRequest = super::extract::deserialize_value(body.value)?;
+    validate_name(&req.name)?;
+    let path = format!("/v1/meters/{id}");
+    idempotent::run(
+        &state,
+        idempotent::Request {
+            tenant,
+            key,
+            method: "POST",
+            path: &path,
+            canonical_body: &body.canonical,
+        },
+        RenameMeter {
+            tenant,
+            id: parsed,
+            name: req.name,
+        },
+        render_update,
+    )
+    .await
+}
+
+/// Retrieves a meter.
+#[utoipa::path(
+    get, path = "/v1/meters/{id}", tag = "meters",
+    params(("id" = String, Path)),
+    responses((status = 200, body = MeterResponse), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let parsed = Id::parse(&id, PREFIX).ok_or_else(|| ApiError::missing("meter", &id))?;
+    let tx = state.store.read()?;
+    let m = meter::get(&tx, tenant, parsed)?.ok_or_else(|| ApiError::missing("meter", &id))?;
+    Ok(Json(MeterResponse::from(&m)).into_response())
+}
+
+/// Query of `GET /v1/meters`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListMetersParams {
+    /// Page size, 1-500.
+    pub limit: Option<i64>,
+    /// After this id.
+    pub starting_after: Option<String>,
+}
+
+/// Lists meters.
+#[utoipa::path(
+    get, path = "/v1/meters", tag = "meters",
+    params(ListMetersParams),
+    responses((status = 200, body = Page<MeterResponse>)),
+    security(("api_key" = []))
+)]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Query(params): Query<ListMetersParams>,
+) -> Result<Response, ApiError> {
+    let page = PageParams {
+        limit: params.limit,
+        starting_after: params.starting_after,
+    };
+    let limit = page.limit()?;
+    let after = match &page.starting_after {
+        Some(c) => Some(Id::parse(c, PREFIX).ok_or_else(|| {
+            ApiError::invalid_field("starting_after", "is not a meter id (mtr_…)")
+        })?),
+        None => None,
+    };
+    let tx = state.store.read()?;
+    let (items, has_more) = meter::list(&tx, tenant, after, limit)?;
+    let next_cursor = if has_more {
+        items.last().map(|m| m.id.display(PREFIX))
+    } else {
+        None
+    };
+    Ok(Json(Page {
+        data: items.iter().map(MeterResponse::from).collect(),
+        has_more,
+        next_cursor,
+    })
+    .into_response())
+}

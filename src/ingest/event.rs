@@ -1,0 +1,485 @@
+//! Usage events: exactly-once ingest.
+//!
+//! Each event has an identity: `(tenant, source, id)` when the client gives an id, or a derived
+//! one (blake3 of tenant, source and the payload without its timestamp) plus a time window. The
+//! identity is checked and the event, its identity, its customer index entry and every meter's
+//! rollup are written in one command, so an event is counted once, permanently, in the same
+//! commit that stores it. A batch is planned event by event: a rejected event writes nothing and
+//! the others still commit; a later event of the batch sees the earlier ones (in-batch
+//! duplicates are caught like any other).
+
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::meter::{self, Meter, ValueError};
+use super::usage::{self, by_customer_key};
+use crate::id::Id;
+use crate::store::keys::{self, time_bytes, TenantId};
+use crate::store::writer::Command;
+use crate::store::{codec, get_record, put_record, tables, StoreError};
+
+/// The public id prefix.
+pub const PREFIX: &str = "evt";
+/// The source of events that name none.
+pub const DEFAULT_SOURCE: &str = "default";
+/// Longest id, source, type or customer reference, in bytes.
+pub const MAX_FIELD_BYTES: usize = 255;
+/// Largest `properties` object, as canonical JSON bytes.
+pub const MAX_PROPERTIES_BYTES: usize = 32 * 1024;
+
+/// How an event is identified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Identity {
+    /// The client's own id within a source; remembered forever.
+    Stable {
+        /// The client's id.
+        id: String,
+    },
+    /// No id: the payload hash, and the window (ms) within which equal payloads are one event.
+    Derived {
+        /// First 16 bytes of the derived hash.
+        hash: [u8; 16],
+        /// The source's window when the event was stored.
+        window_ms: i64,
+    },
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Tally's id (time-ordered by receipt).
+    pub id: Id,
+    /// The source namespace of its identity.
+    pub source: String,
+    /// Its identity.
+    pub identity: Identity,
+    /// The customer it is billed to.
+    pub customer: Id,
+    /// The customer's external id, as the event named it.
+    pub customer_external_id: String,
+    /// Which meters it feeds.
+    pub event_type: String,
+    /// When the usage happened.
+    pub timestamp_ms: i64,
+    /// Whether the client gave the timestamp (otherwise it is the receipt time).
+    pub timestamp_given: bool,
+    /// When Tally stored it.
+    pub received_at_ms: i64,
+    /// Canonical JSON of its properties.
+    pub properties: String,
+    /// Digest of what it says, to tell duplicates from conflicts.
+    pub digest: [u8; 32],
+    /// Whether its period had already been invoiced when it arrived.
+    pub late: bool,
+}
+
+/// A validated event from a request, ready to apply.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Tally's id if accepted.
+    pub id: Id,
+    /// Identity source.
+    pub source: String,
+    /// Identity.
+    pub identity: Identity,
+    /// The customer's external id.
+    pub customer_external_id: String,
+    /// Event type.
+    pub event_type: String,
+    /// Usage time.
+    pub timestamp_ms: i64,
+    /// Whether the client gave it.
+    pub timestamp_given: bool,
+    /// Properties, parsed.
+    pub properties: serde_json::Value,
+    /// Their canonical text.
+    pub properties_canonical: String,
+    /// Payload digest.
+    pub digest: [u8; 32],
+}
+
+/// A per-event problem, in the shape the API reports (code, detail, field).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Stable code, e.g. `unknown_customer`.
+    pub code: &'static str,
+    /// Human detail.
+    pub detail: String,
+    /// Offending field, relative to the event.
+    pub field: String,
+}
+
+/// What happened to one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Stored and counted now.
+    Accepted {
+        /// Its id.
+        id: Id,
+        /// Whether its period was already invoiced.
+        late: bool,
+    },
+    /// Already stored with the same payload; the original id.
+    Duplicate {
+        /// The original's id.
+        id: Id,
+        /// The original's late flag.
+        late: bool,
+    },
+    /// Already stored with a different payload; the first stands.
+    Conflict {
+        /// The original's id.
+        id: Id,
+        /// The original's late flag.
+        late: bool,
+    },
+    /// Not stored.
+    Rejected(Rejection),
+}
+
+/// Ingests a batch of events (some possibly rejected during parsing already).
+pub struct IngestBatch {
+    /// Owner.
+    pub tenant: TenantId,
+    /// In request order.
+    pub events: Vec<Result<Prepared, Rejection>>,
+    /// Receipt time.
+    pub now_ms: i64,
+}
+
+impl Command for IngestBatch {
+    type Output = Vec<Status>;
+
+    fn apply(self, tx: &WriteTransaction) -> Result<Vec<Status>, StoreError> {
+        let mut tables = Tables::open(tx)?;
+        let mut out = Vec::with_capacity(self.events.len());
+        for item in self.events {
+            let status = match item {
+                Ok(prepared) => apply_one(&mut tables, self.tenant, prepared, self.now_ms)?,
+                Err(rejection) => Status::Rejected(rejection),
+            };
+            out.push(status);
+        }
+        Ok(out)
+    }
+}
+
+struct Tables<'t> {
+    events: redb::Table<'t, &'static [u8], &'static [u8]>,
+    stable: redb::Table<'t, &'static [u8], &'static [u8]>,
+    derived: redb::Table<'t, &'static [u8], &'static [u8]>,
+    by_customer: redb::Table<'t, &'static [u8], ()>,
+    customers_by_external: redb::Table<'t, &'static [u8], &'static [u8]>,
+    meters: redb::Table<'t, &'static [u8], &'static [u8]>,
+    meters_by_type: redb::Table<'t, &'static [u8], ()>,
+    hourly: redb::Table<'t, &'static [u8], &'static [u8]>,
+    uniques: redb::Table<'t, &'static [u8], ()>,
+    invoiced_through: redb::Table<'t, &'static [u8], &'static [u8]>,
+    meter_cache: Vec<(String, Vec<Meter>)>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(tx: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            events: tx.open_table(tables::EVENTS)?,
+            stable: tx.open_table(tables::EVENT_IDENTITIES)?,
+            derived: tx.open_table(tables::EVENT_DERIVED)?,
+            by_customer: tx.open_table(tables::EVENTS_BY_CUSTOMER)?,
+            customers_by_external: tx.open_table(tables::CUSTOMER_BY_EXTERNAL)?,
+            meters: tx.open_table(tables::METERS)?,
+            meters_by_type: tx.open_table(tables::METERS_BY_TYPE)?,
+            hourly: tx.open_table(tables::USAGE_HOURLY)?,
+            uniques: tx.open_table(tables::USAGE_UNIQUES)?,
+            invoiced_through: tx.open_table(tables::INVOICED_THROUGH)?,
+            meter_cache: Vec::new(),
+        })
+    }
+
+    fn meters_for(&mut self, tenant: TenantId, event_type: &str) -> Result<Vec<Meter>, StoreError> {
+        if let Some((_, m)) = self.meter_cache.iter().find(|(t, _)| t == event_type) {
+            return Ok(m.clone());
+        }
+        let found = meter::for_event_type(&self.meters, &self.meters_by_type, tenant, event_type)?;
+        self.meter_cache
+            .push((event_type.to_string(), found.clone()));
+        Ok(found)
+    }
+}
+
+fn stable_key(tenant: TenantId, source: &str, id: &str) -> Vec<u8> {
+    keys::tenant_bytes(
+        tenant,
+        &crate::identity::stable_event_key(tenant.0, source, id),
+    )
+}
+
+fn derived_key(tenant: TenantId, bucket_ms: i64, hash: &[u8; 16]) -> Vec<u8> {
+    let mut key = tenant.to_bytes().to_vec();
+    key.extend_from_slice(&time_bytes(bucket_ms));
+    key.extend_from_slice(hash);
+    key
+}
+
+/// The key under which a derived identity is indexed: its window's bucket, so the index is
+/// clustered by time (cheap inserts, and old buckets can be dropped wholesale).
+fn bucket_of(timestamp_ms: i64, window_ms: i64) -> i64 {
+    timestamp_ms.div_euclid(window_ms) * window_ms
+}
+
+fn load_event(tables: &Tables<'_>, tenant: TenantId, id: Id) -> Result<Event, StoreError> {
+    get_record::<Event, _>(&tables.events, keys::tenant_id(tenant, id))?.ok_or_else(|| {
+        StoreError::Corrupt(format!("identity points at missing {}", id.display(PREFIX)))
+    })
+}
+
+fn id_from(bytes: &[u8]) -> Result<Id, StoreError> {
+    <[u8; 16]>::try_from(bytes)
+        .map(Id::from_bytes)
+        .map_err(|_| StoreError::Corrupt("malformed event id in an index".into()))
+}
+
+/// Finds an already stored event with the same identity.
+fn find_existing(
+    tables: &Tables<'_>,
+    tenant: TenantId,
+    prepared: &Prepared,
+) -> Result<Option<Event>, StoreError> {
+    match &prepared.identity {
+        Identity::Stable { id } => {
+            let key = stable_key(tenant, &prepared.source, id);
+            let found = match tables.stable.get(key.as_slice())? {
+                Some(v) => Some(id_from(v.value())?),
+                None => None,
+            };
+            match found {
+                Some(event_id) => {
+                    let event = load_event(tables, tenant, event_id)?;
+                    // A 128-bit hash collision is not credible, but confirm rather than assume.
+                    let same = event.source == prepared.source
+                        && matches!(&event.identity, Identity::Stable { id: stored } if stored == id);
+                    Ok(same.then_some(event))
+                }
+                None => Ok(None),
+            }
+        }
+        Identity::Derived { hash, window_ms } => {
+            let bucket = bucket_of(prepared.timestamp_ms, *window_ms);
+            // A retry may straddle a bucket edge: look in the neighbours too.
+            for candidate in [bucket, bucket - window_ms, bucket + window_ms] {
+                let key = derived_key(tenant, candidate, hash);
+                let found = match tables.derived.get(key.as_slice())? {
+                    Some(v) => Some(id_from(v.value())?),
+                    None => None,
+                };
+                if let Some(event_id) = found {
+                    let event = load_event(tables, tenant, event_id)?;
+                    if (event.timestamp_ms - prepared.timestamp_ms).abs() < *window_ms {
+                        return Ok(Some(event));
+                    }
+                }
+            }
+            Ok(None)
+        }
+    }
+}
+
+fn apply_one(
+    tables: &mut Tables<'_>,
+    tenant: TenantId,
+    prepared: Prepared,
+    now_ms: i64,
+) -> Result<Status, StoreError> {
+    // 1. Identity: a known event is answered without writing.
+    if let Some(existing) = find_existing(tables, tenant, &prepared)? {
+        let same = match prepared.identity {
+            Identity::Stable { .. } => existing.digest == prepared.digest,
+            // Equal hashes mean equal payloads; the timestamps are within the window.
+            Identity::Derived { .. } => true,
+        };
+        return Ok(if same {
+            Status::Duplicate {
+                id: existing.id,
+                late: existing.late,
+            }
+        } else {
+            Status::Conflict {
+                id: existing.id,
+                late: existing.late,
+            }
+        });
+    }
+    // 2. The customer must exist.
+    let customer_key = keys::tenant_bytes(tenant, prepared.customer_external_id.as_bytes());
+    let customer = match tables.customers_by_external.get(customer_key.as_slice())? {
+        Some(v) => id_from(v.value())?,
+        None => {
+            return Ok(Status::Rejected(Rejection {
+                code: "unknown_customer",
+                detail: format!(
+                    "no customer with external_id {:?}",
+                    prepared.customer_external_id
+                ),
+                field: "customer".into(),
+            }))
+        }
+    };
+    // 3. Every meter of the type must be able to count it; plan their rollups.
+    let meters = tables.meters_for(tenant, &prepared.event_type)?;
+    let mut planned = Vec::with_capacity(meters.len());
+    for meter in &meters {
+        let contribution = match meter.contribution(&prepared.properties) {
+            Ok(c) => c,
+            Err(e) => return Ok(Status::Rejected(value_rejection(&e))),
+        };
+        match usage::plan(
+            &tables.hourly,
+            &tables.uniques,
+            tenant,
+            meter,
+            customer,
+            prepared.timestamp_ms,
+            prepared.id,
+            &contribution,
+        )? {
+            Ok(p) => planned.push(p),
+            Err(overflow) => {
+                return Ok(Status::Rejected(Rejection {
+                    code: "value_out_of_range",
+                    detail: overflow.to_string(),
+                    field: "properties".into(),
+                }))
+            }
+        }
+    }
+    let late = match tables
+        .invoiced_through
+        .get(keys::tenant_id(tenant, customer).as_slice())?
+    {
+        Some(v) => <[u8; 8]>::try_from(v.value())
+            .map(i64::from_be_bytes)
+            .map(|through| prepared.timestamp_ms < through)
+            .unwrap_or(false),
+        None => false,
+    };
+    // 4. Write: the event, its identity, its customer index entry, the rollups.
+    let event = Event {
+        id: prepared.id,
+        source: prepared.source,
+        identity: prepared.identity,
+        customer,
+        customer_external_id: prepared.customer_external_id,
+        event_type: prepared.event_type,
+        timestamp_ms: prepared.timestamp_ms,
+        timestamp_given: prepared.timestamp_given,
+        received_at_ms: now_ms,
+        properties: prepared.properties_canonical,
+        digest: prepared.digest,
+        late,
+    };
+    put_record(
+        &mut tables.events,
+        &keys::tenant_id(tenant, event.id),
+        &event,
+    )?;
+    match &event.identity {
+        Identity::Stable { id } => {
+            let key = stable_key(tenant, &event.source, id);
+            tables
+                .stable
+                .insert(key.as_slice(), event.id.to_bytes().as_slice())?;
+        }
+        Identity::Derived { hash, window_ms } => {
+            let key = derived_key(tenant, bucket_of(event.timestamp_ms, *window_ms), hash);
+            tables
+                .derived
+                .insert(key.as_slice(), event.id.to_bytes().as_slice())?;
+        }
+    }
+    tables.by_customer.insert(
+        by_customer_key(tenant, customer, event.timestamp_ms, event.id).as_slice(),
+        (),
+    )?;
+    for p in &planned {
+        usage::write(&mut tables.hourly, &mut tables.uniques, p)?;
+    }
+    Ok(Status::Accepted { id: event.id, late })
+}
+
+fn value_rejection(e: &ValueError) -> Rejection {
+    Rejection {
+        code: "invalid_meter_value",
+        detail: e.to_string(),
+        field: e.field(),
+    }
+}
+
+/// One event of a tenant.
+pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Event>, StoreError> {
+    let table = tx.open_table(tables::EVENTS)?;
+    get_record(&table, keys::tenant_id(tenant, id))
+}
+
+/// Filters of an event listing.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this customer.
+    pub customer: Option<Id>,
+    /// Only this type.
+    pub event_type: Option<String>,
+    /// Usage time at or after.
+    pub from_ms: Option<i64>,
+    /// Usage time before.
+    pub to_ms: Option<i64>,
+}
+
+/// Most rows one listing request examines; a sparse filter returns a short page with a cursor
+/// rather than scanning without bound.
+pub const MAX_SCAN_ROWS: usize = 10_000;
+
+/// A page of events in receipt order, the cursor to continue from (if any), and whether more
+/// may follow.
+pub fn list(
+    tx: &ReadTransaction,
+    tenant: TenantId,
+    filter: &Filter,
+    after: Option<Id>,
+    limit: usize,
+) -> Result<(Vec<Event>, Option<Id>), StoreError> {
+    let table = tx.open_table(tables::EVENTS)?;
+    let (start, end) = keys::tenant_range(tenant);
+    let lower = match after {
+        Some(id) => {
+            let mut k = keys::tenant_id(tenant, id).to_vec();
+            k.push(0);
+            k
+        }
+        None => start,
+    };
+    let mut out = Vec::new();
+    let mut last_seen = None;
+    for (scanned, entry) in table
+        .range::<&[u8]>(lower.as_slice()..end.as_slice())?
+        .enumerate()
+    {
+        let (_, value) = entry?;
+        if out.len() == limit {
+            return Ok((out, last_seen));
+        }
+        if scanned == MAX_SCAN_ROWS {
+            return Ok((out, last_seen));
+        }
+        let event: Event = codec::decode(value.value())?;
+        last_seen = Some(event.id);
+        let keep = filter.customer.is_none_or(|c| c == event.customer)
+            && filter
+                .event_type
+                .as_deref()
+                .is_none_or(|t| t == event.event_type)
+            && filter.from_ms.is_none_or(|f| event.timestamp_ms >= f)
+            && filter.to_ms.is_none_or(|t| event.timestamp_ms < t);
+        if keep {
+            out.push(event);
+        }
+    }
+    Ok((out, None))
+}

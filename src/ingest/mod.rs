@@ -1,0 +1,6 @@
+//! Usage ingest: events with exactly-once identities, meters, and usage aggregation.
+
+pub mod event;
+pub mod meter;
+pub mod parse;
+pub mod usage;
