@@ -4,3 +4,6 @@ pub mod event;
 pub mod meter;
 pub mod parse;
 pub mod usage;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,249 @@
+//! Property tests of ingest below HTTP: whatever the duplicates and the batching, usage equals
+//! the aggregation of the de-duplicated events, for every aggregation, over any range.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use super::event::{IngestBatch, Status};
+use super::meter::{Aggregation, CreateMeter, Meter};
+use super::parse::{parse_body, Context, Format};
+use super::usage;
+use crate::config::IngestConfig;
+use crate::customers::{CreateCustomer, Customer};
+use crate::id::Id;
+use crate::store::{Store, TenantId};
+
+const NOW_MS: i64 = 1_800_000_000_000;
+const TENANT: TenantId = TenantId(1);
+
+/// One distinct event of the model.
+#[derive(Debug, Clone)]
+struct Base {
+    stable: bool,
+    value: Decimal,
+    user: u8,
+    /// Seconds before NOW; distinct per event so `latest` has no ties.
+    age_secs: i64,
+}
+
+fn bases() -> impl Strategy<Value = Vec<Base>> {
+    proptest::collection::vec(
+        (any::<bool>(), -5_000i64..5_000, 0u8..6, 0i64..36_000),
+        1..25,
+    )
+    .prop_map(|raw| {
+        let mut seen = std::collections::HashSet::new();
+        raw.into_iter()
+            .filter(|(_, _, _, age)| seen.insert(*age))
+            .map(|(stable, cents, user, age_secs)| Base {
+                stable,
+                value: Decimal::new(cents, 2),
+                user,
+                age_secs,
+            })
+            .collect()
+    })
+}
+
+fn event_json(index: usize, base: &Base) -> serde_json::Value {
+    let ts = crate::clock::rfc3339(NOW_MS - base.age_secs * 1000);
+    let mut event = json!({
+        "customer": "c1",
+        "type": "t",
+        "timestamp": ts,
+        "properties": {"v": base.value.to_string(), "user": format!("u{}", base.user), "n": index},
+    });
+    if base.stable {
+        event["id"] = json!(format!("id-{index}"));
+    }
+    event
+}
+
+fn meter(key: &str, aggregation: Aggregation) -> Meter {
+    Meter {
+        id: Id::generate(),
+        key: key.into(),
+        name: None,
+        event_type: "t".into(),
+        aggregation,
+        value_property: aggregation.needs_value().then(|| "v".to_string()),
+        unique_property: (aggregation == Aggregation::UniqueCount).then(|| "user".to_string()),
+        created_at_ms: NOW_MS,
+        backfilled_events: 0,
+        backfill_skipped_events: 0,
+    }
+}
+
+const AGGREGATIONS: [Aggregation; 6] = [
+    Aggregation::Count,
+    Aggregation::Sum,
+    Aggregation::Max,
+    Aggregation::Min,
+    Aggregation::UniqueCount,
+    Aggregation::Latest,
+];
+
+fn expected(aggregation: Aggregation, events: &[&Base]) -> Option<Decimal> {
+    let values = events.iter().map(|b| b.value);
+    match aggregation {
+        Aggregation::Count => Some(Decimal::from(events.len() as u64)),
+        Aggregation::Sum => Some(values.sum()),
+        Aggregation::Max => values.max(),
+        Aggregation::Min => values.min(),
+        Aggregation::UniqueCount => {
+            let users: std::collections::BTreeSet<u8> = events.iter().map(|b| b.user).collect();
+            Some(Decimal::from(users.len() as u64))
+        }
+        Aggregation::Latest => events.iter().min_by_key(|b| b.age_secs).map(|b| b.value),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn usage_equals_the_aggregation_of_distinct_events(
+        bases in bases(),
+        picks in proptest::collection::vec(any::<proptest::sample::Index>(), 1..80),
+        cuts in proptest::collection::vec(1usize..12, 1..20),
+        range in (0i64..40_000, 0i64..40_000),
+        late_meter in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("p.redb"), 1 << 22).expect("open");
+        store.apply_one(CreateCustomer {
+            tenant: TENANT,
+            customer: Customer {
+                id: Id::generate(),
+                external_id: "c1".into(),
+                name: None,
+                email: None,
+                currency: "USD".into(),
+                metadata: BTreeMap::new(),
+                created_at_ms: NOW_MS,
+            },
+        }).expect("store").expect("customer");
+        let meters: Vec<Meter> = AGGREGATIONS
+            .iter()
+            .map(|a| meter(a.as_str(), *a))
+            .collect();
+        let create_meters = |store: &Store| {
+            for m in &meters {
+                store.apply_one(CreateMeter { tenant: TENANT, meter: m.clone() })
+                    .expect("store").expect("meter");
+            }
+        };
+        if !late_meter {
+            create_meters(&store);
+        }
+        // The stream: every base at least once, then random repeats, in random batches.
+        let mut stream: Vec<usize> = (0..bases.len()).collect();
+        stream.extend(picks.iter().map(|p| p.index(bases.len())));
+        let config = IngestConfig::default();
+        let ctx = Context { tenant: TENANT, now_ms: NOW_MS, config: &config };
+        let mut position = 0;
+        let mut accepted = 0;
+        for cut in cuts.iter().cycle() {
+            if position >= stream.len() {
+                break;
+            }
+            let end = (position + cut).min(stream.len());
+            let batch: Vec<serde_json::Value> = stream[position..end]
+                .iter()
+                .map(|&i| event_json(i, &bases[i]))
+                .collect();
+            let events = parse_body(json!({"events": batch}), Format::Native, &ctx).expect("shape");
+            let statuses = store.apply_one(IngestBatch { tenant: TENANT, events, now_ms: NOW_MS })
+                .expect("ingest");
+            for s in &statuses {
+                prop_assert!(!matches!(s, Status::Rejected(_) | Status::Conflict { .. }), "{s:?}");
+                if matches!(s, Status::Accepted { .. }) {
+                    accepted += 1;
+                }
+            }
+            position = end;
+        }
+        prop_assert_eq!(accepted, bases.len(), "each distinct event accepted exactly once");
+        if late_meter {
+            create_meters(&store);
+        }
+        let tx = store.read().expect("read");
+        let customer = crate::customers::by_external_id(&tx, TENANT, "c1")
+            .expect("read").expect("customer").id;
+        let (a, b) = (range.0.min(range.1), range.0.max(range.1) + 1);
+        let (from_ms, to_ms) = (NOW_MS - b * 1000, NOW_MS - a * 1000 + 1);
+        let in_range: Vec<&Base> = bases
+            .iter()
+            .filter(|e| {
+                let ts = NOW_MS - e.age_secs * 1000;
+                ts >= from_ms && ts < to_ms
+            })
+            .collect();
+        let all: Vec<&Base> = bases.iter().collect();
+        for m in &meters {
+            let whole = usage::usage(&tx, TENANT, m, customer, NOW_MS - 40_000_000, NOW_MS + 1)
+                .expect("usage").value(m.aggregation).expect("in range");
+            prop_assert_eq!(whole, expected(m.aggregation, &all), "{:?} whole", m.aggregation);
+            let part = usage::usage(&tx, TENANT, m, customer, from_ms, to_ms)
+                .expect("usage").value(m.aggregation).expect("in range");
+            prop_assert_eq!(part, expected(m.aggregation, &in_range), "{:?} range", m.aggregation);
+        }
+    }
+}
+
+#[test]
+fn derived_identities_respect_the_window_and_bucket_edges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("d.redb"), 1 << 22).expect("open");
+    store
+        .apply_one(CreateCustomer {
+            tenant: TENANT,
+            customer: Customer {
+                id: Id::generate(),
+                external_id: "c1".into(),
+                name: None,
+                email: None,
+                currency: "USD".into(),
+                metadata: BTreeMap::new(),
+                created_at_ms: NOW_MS,
+            },
+        })
+        .expect("store")
+        .expect("customer");
+    let config = IngestConfig::default();
+    let ctx = Context {
+        tenant: TENANT,
+        now_ms: NOW_MS,
+        config: &config,
+    };
+    let send = |ts_ms: i64, marker: &str| -> Status {
+        let body = json!({"customer": "c1", "type": "t", "timestamp": crate::clock::rfc3339(ts_ms),
+                          "properties": {"m": marker}});
+        let events = parse_body(body, Format::Native, &ctx).expect("shape");
+        store
+            .apply_one(IngestBatch {
+                tenant: TENANT,
+                events,
+                now_ms: NOW_MS,
+            })
+            .expect("ingest")
+            .remove(0)
+    };
+    // Bucket edges are multiples of the 60 s window.
+    let edge = (NOW_MS - 3_600_000).div_euclid(60_000) * 60_000;
+    let accepted = |s: &Status| matches!(s, Status::Accepted { .. });
+    let duplicate = |s: &Status| matches!(s, Status::Duplicate { .. });
+    // 10 s apart: one event.
+    assert!(accepted(&send(edge + 5_000, "a")));
+    assert!(duplicate(&send(edge + 15_000, "a")));
+    // Two windows apart: two events.
+    assert!(accepted(&send(edge + 125_000, "a")));
+    // Straddling a bucket edge by a second each side: one event.
+    assert!(accepted(&send(edge + 600_000 - 1_000, "b")));
+    assert!(duplicate(&send(edge + 600_000 + 1_000, "b")));
+    // Another payload at the same instant is another event.
+    assert!(accepted(&send(edge + 5_000, "c")));
+}
