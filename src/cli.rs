@@ -34,6 +34,13 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Check the ledger: every entry balances, the hash chain is intact, every balance equals
+    /// the sum of its postings. Exits non-zero naming the first bad entry.
+    Verify {
+        /// Only this tenant (by name).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 /// `tally tenant …`.
@@ -125,6 +132,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("api_key: {secret}");
             Ok(())
         }
+        Command::Verify { tenant } => verify(&config, tenant.as_deref()),
         Command::Key(KeyCommand::Revoke { key_id }) => {
             let store = open(&config)?;
             store
@@ -135,6 +143,61 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::from)?;
             println!("revoked: {key_id}");
             Ok(())
+        }
+    }
+}
+
+fn verify(config: &Config, tenant: Option<&str>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let store = open(config)?;
+    let tx = store.read()?;
+    let only = match tenant {
+        Some(name) => Some(
+            tenants::list(&tx)?
+                .into_iter()
+                .find(|(t, _)| t.name == name)
+                .map(|(t, _)| crate::store::TenantId(t.id))
+                .ok_or_else(|| anyhow::anyhow!("no tenant named {name:?}"))?,
+        ),
+        None => None,
+    };
+    let mut stderr = std::io::stderr();
+    let mut last_percent = u64::MAX;
+    let report = crate::ledger::verify::verify(&tx, only, &mut |done, total| {
+        if total >= 10_000 {
+            let percent = done * 100 / total.max(1);
+            if percent != last_percent {
+                last_percent = percent;
+                let _ = write!(stderr, "\rverifying: {done}/{total} entries ({percent}%)");
+                let _ = stderr.flush();
+            }
+        }
+    })?;
+    if last_percent != u64::MAX {
+        let _ = writeln!(stderr);
+    }
+    match report.violation {
+        None => {
+            println!(
+                "ledger ok: {} tenants, {} entries, {} balances, {} credit grants verified",
+                report.tenants, report.entries, report.balances, report.grants
+            );
+            Ok(())
+        }
+        Some(v) => {
+            let name = tenants::list(&tx)?
+                .into_iter()
+                .find(|(t, _)| t.id == v.tenant)
+                .map(|(t, _)| t.name)
+                .unwrap_or_else(|| format!("#{}", v.tenant));
+            let at = match (&v.entry, v.seq) {
+                (Some(entry), Some(seq)) => format!("entry {entry} (#{seq})"),
+                _ => "the books".to_string(),
+            };
+            anyhow::bail!(
+                "ledger verification FAILED for tenant {name} at {at}: {}",
+                v.reason
+            )
         }
     }
 }

@@ -45,6 +45,27 @@ pub struct Config {
     pub idempotency: IdempotencyConfig,
     /// Usage event ingest.
     pub ingest: IngestConfig,
+    /// Ledger background work.
+    pub ledger: LedgerConfig,
+}
+
+/// The credit-expiry task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// How often expired credit grants are looked for.
+    pub expiry_interval_ms: u64,
+    /// Most grants expired per write transaction.
+    pub expiry_batch_size: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            expiry_interval_ms: 10_000,
+            expiry_batch_size: 500,
+        }
+    }
 }
 
 /// Limits and identity rules of event ingest.
@@ -152,6 +173,7 @@ impl Default for Config {
             writer: WriterConfig::default(),
             idempotency: IdempotencyConfig::default(),
             ingest: IngestConfig::default(),
+            ledger: LedgerConfig::default(),
         }
     }
 }
@@ -297,6 +319,15 @@ impl Config {
             return Err(bad(
                 "ingest.dedupe_window_secs",
                 "windows must be between 1 and 86400 seconds",
+            ));
+        }
+        if self.ledger.expiry_interval_ms == 0 {
+            return Err(bad("ledger.expiry_interval_ms", "must be at least 1"));
+        }
+        if !(1..=100_000).contains(&self.ledger.expiry_batch_size) {
+            return Err(bad(
+                "ledger.expiry_batch_size",
+                "must be between 1 and 100000",
             ));
         }
         Ok(())

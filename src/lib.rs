@@ -15,6 +15,7 @@ pub mod id;
 pub mod idempotency;
 pub mod identity;
 pub mod ingest;
+pub mod ledger;
 pub mod metrics;
 pub mod server;
 pub mod store;

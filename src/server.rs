@@ -115,7 +115,12 @@ async fn run(
         metrics: metrics.clone(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let purge = tokio::spawn(purge_task(writer, Arc::clone(&config), stop_rx.clone()));
+    let purge = tokio::spawn(purge_task(
+        writer.clone(),
+        Arc::clone(&config),
+        stop_rx.clone(),
+    ));
+    let expiry = tokio::spawn(expiry_task(writer, Arc::clone(&config), stop_rx.clone()));
     let upkeep = tokio::spawn(upkeep_task(metrics, stop_rx));
     println!("tally: listening on http://{address}");
     tracing::info!(%address, "serving");
@@ -126,6 +131,7 @@ async fn run(
     tracing::info!("no longer accepting requests; draining");
     let _ = stop_tx.send(true);
     let _ = purge.await;
+    let _ = expiry.await;
     let _ = upkeep.await;
     served.context("the HTTP server failed")
 }
@@ -160,6 +166,41 @@ async fn purge_task(writer: WriterHandle, config: Arc<Config>, mut stop: watch::
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Expires credit grants whose expiry has passed, in bounded batches; each expiry is one journal
+/// entry committed with the grant's status change, so a restart never expires a grant twice.
+async fn expiry_task(writer: WriterHandle, config: Arc<Config>, mut stop: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(config.ledger.expiry_interval_ms);
+    let limit = usize::try_from(config.ledger.expiry_batch_size).unwrap_or(500);
+    loop {
+        loop {
+            let command = crate::ledger::grant::ExpireGrants {
+                now_ms: crate::clock::now_ms(),
+                limit,
+            };
+            match writer.submit(command).await {
+                Ok(expired) => {
+                    if expired > 0 {
+                        metrics::counter!("tally_credit_grants_expired_total")
+                            .increment(expired as u64);
+                        tracing::info!(expired, "expired credit grants");
+                    }
+                    if expired < limit || *stop.borrow() {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "credit expiry deferred");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
         }
     }
 }

@@ -230,3 +230,43 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
             })
     }
 }
+
+/// A body that may be empty (bodiless action endpoints such as `…/void`) or a JSON object.
+pub struct OptionalJsonBody<T> {
+    /// The typed body (`T::default()` when empty).
+    pub value: T,
+    /// Canonical JSON, or the empty string for an empty body.
+    pub canonical: String,
+}
+
+impl<T: DeserializeOwned + Default> FromRequest<std::sync::Arc<AppState>> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        req: Request,
+        state: &std::sync::Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let limit = usize::try_from(state.config.http.body_limit_bytes).unwrap_or(usize::MAX);
+        let (parts, body) = req.into_parts();
+        let raw = read_limited(body, limit).await?;
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody {
+                value: T::default(),
+                canonical: String::new(),
+            });
+        }
+        check_json_content_type(&parts.headers)?;
+        let value: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body is not valid JSON: {e}"),
+            )
+        })?;
+        let canonical = crate::identity::canonical_json(&value);
+        Ok(OptionalJsonBody {
+            value: deserialize_value(value)?,
+            canonical,
+        })
+    }
+}

@@ -6,8 +6,10 @@
 pub mod customers;
 pub mod events;
 pub mod extract;
+pub mod grants;
 pub mod health;
 pub mod idempotent;
+pub mod ledger;
 pub mod meters;
 pub mod openapi;
 pub mod pagination;
@@ -21,7 +23,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -57,6 +59,17 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(customers::list).post(customers::create),
         )
         .route("/v1/customers/{id}", get(customers::get))
+        .route("/v1/customers/{id}/balance", get(grants::balance))
+        .route("/v1/credit-grants", post(grants::create))
+        .route("/v1/credit-grants/{id}", get(grants::get))
+        .route("/v1/credit-grants/{id}/void", post(grants::void))
+        .route("/v1/accounts", get(ledger::list_accounts))
+        .route(
+            "/v1/journal-entries",
+            get(ledger::list_entries).post(ledger::create_entry),
+        )
+        .route("/v1/journal-entries/{id}", get(ledger::get_entry))
+        .route("/v1/ledger/verify", get(ledger::verify_ledger))
         .route("/v1/meters", get(meters::list).post(meters::create))
         .route("/v1/meters/{id}", get(meters::get).post(meters::update))
         .route("/v1/events", get(events::list).post(events::ingest))

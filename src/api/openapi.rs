@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{customers, events, health, meters, pagination, problem, usage};
+use super::{customers, events, grants, health, ledger, meters, pagination, problem, usage};
 
 /// The document's root.
 #[derive(OpenApi)]
@@ -31,6 +31,15 @@ use super::{customers, events, health, meters, pagination, problem, usage};
         events::list,
         events::get,
         usage::get,
+        grants::create,
+        grants::get,
+        grants::void,
+        grants::balance,
+        ledger::list_accounts,
+        ledger::list_entries,
+        ledger::get_entry,
+        ledger::create_entry,
+        ledger::verify_ledger,
     ),
     components(schemas(
         problem::Problem,
@@ -49,6 +58,20 @@ use super::{customers, events, health, meters, pagination, problem, usage};
         events::EventPage,
         usage::UsageResponse,
         usage::UsageBucket,
+        grants::CreateGrantRequest,
+        grants::GrantResponse,
+        grants::BalanceResponse,
+        grants::CurrencyBalance,
+        grants::GrantBalance,
+        ledger::PostingBody,
+        ledger::LinksBody,
+        ledger::JournalEntryResponse,
+        ledger::CreateEntryRequest,
+        ledger::EntryPage,
+        ledger::AccountResponse,
+        ledger::AccountPage,
+        ledger::VerifyResponse,
+        ledger::ViolationBody,
     )),
     modifiers(&BearerAuth)
 )]

@@ -52,6 +52,30 @@ pub const USAGE_UNIQUES: TableDefinition<&[u8], ()> = TableDefinition::new("usag
 pub const INVOICED_THROUGH: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("invoiced_through");
 
+/// (tenant, seq) → journal entry: the hash chain in order.
+pub const JOURNAL: TableDefinition<&[u8], &[u8]> = TableDefinition::new("journal");
+/// (tenant, entry id) → seq (u64 BE).
+pub const JOURNAL_IDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("journal_ids");
+/// (tenant, effective time, seq) → (): the chain prefix at an instant.
+pub const JOURNAL_BY_TIME: TableDefinition<&[u8], ()> = TableDefinition::new("journal_by_time");
+/// (tenant, customer id, seq) → (): entries concerning a customer.
+pub const JOURNAL_BY_CUSTOMER: TableDefinition<&[u8], ()> =
+    TableDefinition::new("journal_by_customer");
+/// tenant → chain head (last seq, hash, effective time).
+pub const LEDGER_HEADS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("ledger_heads");
+/// (tenant, currency, account) → balance record, updated with every posting.
+pub const BALANCES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("balances");
+/// (tenant, currency, account, seq) → i64 BE: postings per account, for balances at an instant.
+pub const POSTINGS_BY_ACCOUNT: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("postings_by_account");
+/// (tenant, grant id) → grant record.
+pub const GRANTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("grants");
+/// (tenant, customer id, grant id) → ().
+pub const GRANTS_BY_CUSTOMER: TableDefinition<&[u8], ()> =
+    TableDefinition::new("grants_by_customer");
+/// (expires_at, tenant, grant id) → (): what the expiry task processes next.
+pub const GRANT_EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("grant_expiry");
+
 /// Opens (creating if needed) every table, so read transactions never meet a missing table.
 pub fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::Error> {
     tx.open_table(META)?;
@@ -73,5 +97,15 @@ pub fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::Error> {
     tx.open_table(USAGE_HOURLY)?;
     tx.open_table(USAGE_UNIQUES)?;
     tx.open_table(INVOICED_THROUGH)?;
+    tx.open_table(JOURNAL)?;
+    tx.open_table(JOURNAL_IDS)?;
+    tx.open_table(JOURNAL_BY_TIME)?;
+    tx.open_table(JOURNAL_BY_CUSTOMER)?;
+    tx.open_table(LEDGER_HEADS)?;
+    tx.open_table(BALANCES)?;
+    tx.open_table(POSTINGS_BY_ACCOUNT)?;
+    tx.open_table(GRANTS)?;
+    tx.open_table(GRANTS_BY_CUSTOMER)?;
+    tx.open_table(GRANT_EXPIRY)?;
     Ok(())
 }

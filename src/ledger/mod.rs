@@ -1,0 +1,10 @@
+//! The money model: accounts, a hash-chained double-entry journal, balances, credit grants.
+
+pub mod account;
+pub mod adjustment;
+pub mod grant;
+pub mod journal;
+pub mod verify;
+
+#[cfg(test)]
+mod tests;
