@@ -41,6 +41,19 @@ pub enum Command {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Invoices.
+    #[command(subcommand)]
+    Invoice(InvoiceCommand),
+}
+
+/// `tally invoice …`.
+#[derive(Debug, Subcommand)]
+pub enum InvoiceCommand {
+    /// Recompute an invoice from its stored inputs and report a match or the first difference.
+    Verify {
+        /// The invoice id (`inv_…`).
+        id: String,
+    },
 }
 
 /// `tally tenant …`.
@@ -133,6 +146,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify { tenant } => verify(&config, tenant.as_deref()),
+        Command::Invoice(InvoiceCommand::Verify { id }) => verify_invoice(&config, &id),
         Command::Key(KeyCommand::Revoke { key_id }) => {
             let store = open(&config)?;
             store
@@ -200,6 +214,28 @@ fn verify(config: &Config, tenant: Option<&str>) -> anyhow::Result<()> {
             )
         }
     }
+}
+
+fn verify_invoice(config: &Config, id: &str) -> anyhow::Result<()> {
+    let parsed = crate::id::Id::parse(id, crate::billing::invoice::PREFIX)
+        .ok_or_else(|| anyhow::anyhow!("{id:?} is not an invoice id (inv_…)"))?;
+    let store = open(config)?;
+    let tx = store.read()?;
+    for (tenant, _) in tenants::list(&tx)? {
+        let tenant_id = crate::store::TenantId(tenant.id);
+        if let Some(invoice) = crate::billing::invoice::get(&tx, tenant_id, parsed)? {
+            return match crate::billing::verify::verify_invoice(&tx, tenant_id, &invoice)? {
+                Ok(()) => {
+                    println!("invoice {id} (tenant {}) matches its inputs", tenant.name);
+                    Ok(())
+                }
+                Err(difference) => {
+                    anyhow::bail!("invoice {id} differs from its inputs: {difference}")
+                }
+            };
+        }
+    }
+    anyhow::bail!("no invoice {id} in any tenant")
 }
 
 fn open(config: &Config) -> anyhow::Result<Store> {

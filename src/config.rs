@@ -47,6 +47,29 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// Ledger background work.
     pub ledger: LedgerConfig,
+    /// Billing runs.
+    pub billing: BillingConfig,
+}
+
+/// When periods close.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingConfig {
+    /// A period closes into an invoice once its end plus this grace window has passed, so usage
+    /// that arrives a little late still lands on the period's own invoice.
+    pub grace_secs: u64,
+    /// How often the scheduler runs billing for every tenant; 0 disables it (runs only through
+    /// `POST /v1/billing-runs`).
+    pub scheduler_interval_ms: u64,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        Self {
+            grace_secs: 3600,
+            scheduler_interval_ms: 60_000,
+        }
+    }
 }
 
 /// The credit-expiry task.
@@ -93,6 +116,18 @@ impl Default for IngestConfig {
             max_backdate_secs: 35 * 24 * 3600,
             dedupe_window_secs: 60,
             source_dedupe_window_secs: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The billing policy derived from the configuration.
+    pub fn billing_policy(&self) -> crate::billing::run::Policy {
+        crate::billing::run::Policy {
+            grace_ms: i64::try_from(self.billing.grace_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+            adjust_window_ms: i64::try_from(self.ingest.max_backdate_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
         }
     }
 }
@@ -174,6 +209,7 @@ impl Default for Config {
             idempotency: IdempotencyConfig::default(),
             ingest: IngestConfig::default(),
             ledger: LedgerConfig::default(),
+            billing: BillingConfig::default(),
         }
     }
 }
@@ -319,6 +355,12 @@ impl Config {
             return Err(bad(
                 "ingest.dedupe_window_secs",
                 "windows must be between 1 and 86400 seconds",
+            ));
+        }
+        if self.billing.grace_secs > 31 * 24 * 3600 {
+            return Err(bad(
+                "billing.grace_secs",
+                "must be at most 2678400 (31 days)",
             ));
         }
         if self.ledger.expiry_interval_ms == 0 {

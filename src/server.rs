@@ -107,6 +107,7 @@ async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
+    let store_for_tasks = Arc::clone(&store);
     let state = Arc::new(AppState {
         store,
         writer: writer.clone(),
@@ -120,7 +121,17 @@ async fn run(
         Arc::clone(&config),
         stop_rx.clone(),
     ));
-    let expiry = tokio::spawn(expiry_task(writer, Arc::clone(&config), stop_rx.clone()));
+    let expiry = tokio::spawn(expiry_task(
+        writer.clone(),
+        Arc::clone(&config),
+        stop_rx.clone(),
+    ));
+    let billing = tokio::spawn(billing_task(
+        writer,
+        Arc::clone(&store_for_tasks),
+        Arc::clone(&config),
+        stop_rx.clone(),
+    ));
     let upkeep = tokio::spawn(upkeep_task(metrics, stop_rx));
     println!("tally: listening on http://{address}");
     tracing::info!(%address, "serving");
@@ -132,6 +143,7 @@ async fn run(
     let _ = stop_tx.send(true);
     let _ = purge.await;
     let _ = expiry.await;
+    let _ = billing.await;
     let _ = upkeep.await;
     served.context("the HTTP server failed")
 }
@@ -201,6 +213,57 @@ async fn expiry_task(writer: WriterHandle, config: Arc<Config>, mut stop: watch:
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Runs billing for every tenant on the configured interval. Runs go through the writer like
+/// any API call, so the scheduler and `POST /v1/billing-runs` can never invoice a period twice.
+async fn billing_task(
+    writer: WriterHandle,
+    store: Arc<Store>,
+    config: Arc<Config>,
+    mut stop: watch::Receiver<bool>,
+) {
+    if config.billing.scheduler_interval_ms == 0 {
+        return;
+    }
+    let interval = Duration::from_millis(config.billing.scheduler_interval_ms);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        let tenant_ids: Vec<u64> = match store.read().and_then(|tx| tenants::list(&tx)) {
+            Ok(list) => list.into_iter().map(|(t, _)| t.id).collect(),
+            Err(error) => {
+                tracing::warn!(%error, "billing scheduler could not list tenants");
+                continue;
+            }
+        };
+        for tenant in tenant_ids {
+            let now_ms = crate::clock::now_ms();
+            let command = crate::billing::run::BillingRun {
+                tenant: crate::store::TenantId(tenant),
+                id: crate::id::Id::generate_at(now_ms),
+                as_of_ms: now_ms,
+                now_ms,
+                policy: config.billing_policy(),
+                trigger: "scheduler".into(),
+                origin: "scheduler".into(),
+            };
+            match writer.submit(command).await {
+                Ok(run) if !run.closed.is_empty() => {
+                    metrics::counter!("tally_invoices_issued_total")
+                        .increment(run.closed.len() as u64);
+                    tracing::info!(tenant, invoices = run.closed.len(), "scheduled billing run");
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, tenant, "scheduled billing run deferred"),
+            }
+            if *stop.borrow() {
+                return;
+            }
         }
     }
 }

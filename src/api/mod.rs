@@ -9,11 +9,14 @@ pub mod extract;
 pub mod grants;
 pub mod health;
 pub mod idempotent;
+pub mod invoices;
 pub mod ledger;
 pub mod meters;
 pub mod openapi;
 pub mod pagination;
+pub mod plans;
 pub mod problem;
+pub mod subscriptions;
 pub mod usage;
 
 use std::sync::Arc;
@@ -70,6 +73,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/journal-entries/{id}", get(ledger::get_entry))
         .route("/v1/ledger/verify", get(ledger::verify_ledger))
+        .route("/v1/plans", get(plans::list).post(plans::create))
+        .route("/v1/plans/{id}", get(plans::get))
+        .route("/v1/subscriptions", post(subscriptions::create))
+        .route("/v1/subscriptions/{id}", get(subscriptions::get))
+        .route("/v1/subscriptions/{id}/cancel", post(subscriptions::cancel))
+        .route("/v1/billing-runs", post(invoices::create_run))
+        .route("/v1/billing-runs/{id}", get(invoices::get_run))
+        .route("/v1/invoices", get(invoices::list))
+        .route("/v1/invoices/{id}", get(invoices::get))
+        .route("/v1/invoices/{id}/void", post(invoices::void))
+        .route("/v1/invoices/{id}/verify", get(invoices::verify))
+        .route(
+            "/v1/customers/{id}/upcoming-invoice",
+            get(invoices::upcoming),
+        )
         .route("/v1/meters", get(meters::list).post(meters::create))
         .route("/v1/meters/{id}", get(meters::get).post(meters::update))
         .route("/v1/events", get(events::list).post(events::ingest))

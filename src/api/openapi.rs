@@ -6,7 +6,10 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{customers, events, grants, health, ledger, meters, pagination, problem, usage};
+use super::{
+    customers, events, grants, health, invoices, ledger, meters, pagination, plans, problem,
+    subscriptions, usage,
+};
 
 /// The document's root.
 #[derive(OpenApi)]
@@ -40,6 +43,19 @@ use super::{customers, events, grants, health, ledger, meters, pagination, probl
         ledger::get_entry,
         ledger::create_entry,
         ledger::verify_ledger,
+        plans::create,
+        plans::get,
+        plans::list,
+        subscriptions::create,
+        subscriptions::get,
+        subscriptions::cancel,
+        invoices::create_run,
+        invoices::get_run,
+        invoices::list,
+        invoices::get,
+        invoices::void,
+        invoices::verify,
+        invoices::upcoming,
     ),
     components(schemas(
         problem::Problem,
@@ -72,6 +88,28 @@ use super::{customers, events, grants, health, ledger, meters, pagination, probl
         ledger::AccountPage,
         ledger::VerifyResponse,
         ledger::ViolationBody,
+        plans::CreatePlanRequest,
+        plans::PlanResponse,
+        plans::FixedFeeBody,
+        plans::TierBody,
+        plans::ChargeBody,
+        pagination::Page<plans::PlanResponse>,
+        subscriptions::CreateSubscriptionRequest,
+        subscriptions::SubscriptionResponse,
+        subscriptions::PeriodBody,
+        subscriptions::CancelRequest,
+        invoices::InvoiceResponse,
+        invoices::LineBody,
+        invoices::TierLineBody,
+        invoices::CreditBody,
+        invoices::InvoicePage,
+        invoices::InvoiceVerification,
+        invoices::UpcomingResponse,
+        invoices::CreateRunRequest,
+        invoices::RunResponse,
+        invoices::ClosedBody,
+        invoices::SkippedBody,
+        invoices::EmptyRequest,
     )),
     modifiers(&BearerAuth)
 )]

@@ -71,6 +71,23 @@ pub struct Event {
     pub digest: [u8; 32],
     /// Whether its period had already been invoiced when it arrived.
     pub late: bool,
+    /// Commit order across all tenants, assigned by the writer: an invoice records the last seq
+    /// it counted, so recomputing it later ignores events that arrived after it.
+    pub seq: u64,
+}
+
+/// The `meta` counter of event sequence numbers.
+pub const EVENT_SEQ_COUNTER: &str = "event_seq";
+
+/// The last assigned event sequence number (0 before the first event).
+pub fn current_seq(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<u64, StoreError> {
+    Ok(meta
+        .get(EVENT_SEQ_COUNTER)?
+        .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0))
 }
 
 /// A validated event from a request, ready to apply.
@@ -152,13 +169,21 @@ impl Command for IngestBatch {
 
     fn apply(self, tx: &WriteTransaction) -> Result<Vec<Status>, StoreError> {
         let mut tables = Tables::open(tx)?;
+        let mut meta = tx.open_table(tables::META)?;
+        let first_seq = current_seq(&meta)?;
+        let mut seq = first_seq;
         let mut out = Vec::with_capacity(self.events.len());
         for item in self.events {
             let status = match item {
-                Ok(prepared) => apply_one(&mut tables, self.tenant, prepared, self.now_ms)?,
+                Ok(prepared) => {
+                    apply_one(&mut tables, self.tenant, prepared, self.now_ms, &mut seq)?
+                }
                 Err(rejection) => Status::Rejected(rejection),
             };
             out.push(status);
+        }
+        if seq != first_seq {
+            meta.insert(EVENT_SEQ_COUNTER, seq.to_be_bytes().as_slice())?;
         }
         Ok(out)
     }
@@ -288,6 +313,7 @@ fn apply_one(
     tenant: TenantId,
     prepared: Prepared,
     now_ms: i64,
+    seq: &mut u64,
 ) -> Result<Status, StoreError> {
     // 1. Identity: a known event is answered without writing.
     if let Some(existing) = find_existing(tables, tenant, &prepared)? {
@@ -362,6 +388,7 @@ fn apply_one(
         None => false,
     };
     // 4. Write: the event, its identity, its customer index entry, the rollups.
+    *seq += 1;
     let event = Event {
         id: prepared.id,
         source: prepared.source,
@@ -375,6 +402,7 @@ fn apply_one(
         properties: prepared.properties_canonical,
         digest: prepared.digest,
         late,
+        seq: *seq,
     };
     put_record(
         &mut tables.events,

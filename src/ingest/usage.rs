@@ -388,6 +388,60 @@ fn scan_events(
     Ok(())
 }
 
+/// Aggregates from the events themselves (no rollups), counting only events committed up to
+/// sequence number `cutoff_seq`, and digests the identities and values counted. This
+/// is what invoices use: recomputing with the same cutoff later yields the same quantity and the
+/// same digest, whatever arrived since.
+#[allow(clippy::too_many_arguments)]
+pub fn aggregate_events(
+    by_customer: &impl ReadableTable<&'static [u8], ()>,
+    events: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    tenant: TenantId,
+    meter: &Meter,
+    customer: Id,
+    from_ms: i64,
+    to_ms: i64,
+    cutoff_seq: u64,
+) -> Result<(Accumulator, [u8; 32]), StoreError> {
+    let mut acc = Accumulator::default();
+    let mut hasher = blake3::Hasher::new_derive_key("tally 2026-11 invoice line events v1");
+    if from_ms >= to_ms {
+        return Ok((acc, *hasher.finalize().as_bytes()));
+    }
+    let lo = by_customer_key(tenant, customer, from_ms, Id(0));
+    let hi = by_customer_key(tenant, customer, to_ms, Id(0));
+    for entry in by_customer.range::<&[u8]>(lo.as_slice()..hi.as_slice())? {
+        let (key, _) = entry?;
+        let Some(id_bytes) = key.value().get(32..48) else {
+            continue;
+        };
+        let mut id = [0u8; 16];
+        id.copy_from_slice(id_bytes);
+        let id = Id::from_bytes(id);
+        let Some(stored) = events.get(keys::tenant_id(tenant, id).as_slice())? else {
+            return Err(StoreError::Corrupt(
+                "customer index points at no event".into(),
+            ));
+        };
+        let event: Event = codec::decode(stored.value())?;
+        if event.event_type != meter.event_type || event.seq > cutoff_seq {
+            continue;
+        }
+        let properties: serde_json::Value = serde_json::from_str(&event.properties)
+            .map_err(|e| StoreError::Corrupt(format!("stored event properties: {e}")))?;
+        if let Ok(contribution) = meter.contribution(&properties) {
+            hasher.update(&event.id.to_bytes());
+            match &contribution {
+                Contribution::Count => hasher.update(b"c"),
+                Contribution::Value(v) => hasher.update(crate::decimal::to_text(*v).as_bytes()),
+                Contribution::Unique(h) => hasher.update(h),
+            };
+            acc.add_event(event.timestamp_ms, event.id, &contribution);
+        }
+    }
+    Ok((acc, *hasher.finalize().as_bytes()))
+}
+
 /// [`aggregate`] over a read snapshot.
 pub fn usage(
     tx: &ReadTransaction,

@@ -76,6 +76,30 @@ pub const GRANTS_BY_CUSTOMER: TableDefinition<&[u8], ()> =
 /// (expires_at, tenant, grant id) → (): what the expiry task processes next.
 pub const GRANT_EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("grant_expiry");
 
+/// (tenant, plan id) → plan record.
+pub const PLANS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("plans");
+/// (tenant, plan code) → plan id.
+pub const PLAN_BY_CODE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("plan_by_code");
+/// (tenant, subscription id) → subscription record.
+pub const SUBSCRIPTIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("subscriptions");
+/// (tenant, customer id, subscription id) → ().
+pub const SUBSCRIPTIONS_BY_CUSTOMER: TableDefinition<&[u8], ()> =
+    TableDefinition::new("subscriptions_by_customer");
+/// (tenant, invoice id) → invoice record.
+pub const INVOICES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("invoices");
+/// (tenant, subscription id, period start, period end) → invoice id: the charge key.
+pub const INVOICE_BY_PERIOD: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("invoice_by_period");
+/// (tenant, customer id, invoice id) → ().
+pub const INVOICES_BY_CUSTOMER: TableDefinition<&[u8], ()> =
+    TableDefinition::new("invoices_by_customer");
+/// (tenant, subscription id, meter id, period start) → billed quantity record.
+pub const BILLED_USAGE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("billed_usage");
+/// (tenant, subscription id, voided invoice id) → (): periods freed for one re-issue.
+pub const REISSUE_QUEUE: TableDefinition<&[u8], ()> = TableDefinition::new("reissue_queue");
+/// (tenant, billing run id) → run record.
+pub const BILLING_RUNS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("billing_runs");
+
 /// Opens (creating if needed) every table, so read transactions never meet a missing table.
 pub fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::Error> {
     tx.open_table(META)?;
@@ -107,5 +131,15 @@ pub fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::Error> {
     tx.open_table(GRANTS)?;
     tx.open_table(GRANTS_BY_CUSTOMER)?;
     tx.open_table(GRANT_EXPIRY)?;
+    tx.open_table(PLANS)?;
+    tx.open_table(PLAN_BY_CODE)?;
+    tx.open_table(SUBSCRIPTIONS)?;
+    tx.open_table(SUBSCRIPTIONS_BY_CUSTOMER)?;
+    tx.open_table(INVOICES)?;
+    tx.open_table(INVOICE_BY_PERIOD)?;
+    tx.open_table(INVOICES_BY_CUSTOMER)?;
+    tx.open_table(BILLED_USAGE)?;
+    tx.open_table(REISSUE_QUEUE)?;
+    tx.open_table(BILLING_RUNS)?;
     Ok(())
 }

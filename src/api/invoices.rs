@@ -1,0 +1,662 @@
+//! `/v1/invoices`, `/v1/billing-runs` and the upcoming-invoice preview.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::events::{resolve_customer, time_param};
+use super::extract::{IdempotencyKey, OptionalJsonBody, Query, Tenant};
+use super::idempotent::{self, json_response};
+use super::pagination::PageParams;
+use super::problem::{ApiError, Problem};
+use super::AppState;
+use crate::billing::invoice::{self, Invoice, InvoiceError, Line, PREFIX};
+use crate::billing::run::{self, BillingRun, Run, VoidInvoice};
+use crate::billing::{plan, preview, subscription};
+use crate::decimal;
+use crate::id::Id;
+use crate::idempotency::StoredResponse;
+use crate::ledger::journal;
+
+/// One tier's share of a line.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TierLineBody {
+    /// Tier position, from 0.
+    pub tier: u32,
+    /// Units in the tier.
+    pub quantity: String,
+    /// Unit price.
+    pub unit_price: String,
+    /// Flat fee applied, minor units.
+    pub flat_fee_minor: i64,
+    /// Exact amount, major units.
+    pub amount: String,
+}
+
+/// An invoice line.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LineBody {
+    /// usage, fixed_fee, adjustment or fee_credit.
+    pub kind: &'static str,
+    /// Description.
+    pub description: String,
+    /// `mtr_…`.
+    pub meter: Option<String>,
+    /// The period it bills (RFC 3339).
+    pub period_start: String,
+    /// End of that period.
+    pub period_end: String,
+    /// Quantity (adjustments: the difference).
+    pub quantity: String,
+    /// Adjustments: billed before.
+    pub quantity_before: Option<String>,
+    /// Adjustments: recomputed.
+    pub quantity_after: Option<String>,
+    /// Fixed fees: fraction of the period, as a decimal.
+    pub proration: Option<String>,
+    /// Unit price (per_unit and package).
+    pub unit_price: Option<String>,
+    /// Tier breakdown.
+    pub tiers: Vec<TierLineBody>,
+    /// Exact amount, major units.
+    pub amount_exact: String,
+    /// Rounded once, minor units.
+    pub amount_minor: i64,
+    /// Events counted.
+    pub events: u64,
+}
+
+/// Credits drawn from one grant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreditBody {
+    /// `grt_…`.
+    pub grant: String,
+    /// Drawn.
+    pub amount_minor: i64,
+}
+
+/// An invoice.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvoiceResponse {
+    /// `inv_…`.
+    pub id: String,
+    /// Always `invoice`.
+    pub object: &'static str,
+    /// `cus_…`.
+    pub customer: String,
+    /// `sub_…`.
+    pub subscription: String,
+    /// `pln_…`: the plan version priced with.
+    pub plan: String,
+    /// ISO 4217.
+    pub currency: String,
+    /// opening, period, final or adjustment.
+    pub kind: &'static str,
+    /// finalized, paid, void or uncollectible (`draft` on previews).
+    pub status: &'static str,
+    /// RFC 3339.
+    pub period_start: String,
+    /// RFC 3339.
+    pub period_end: String,
+    /// Lines.
+    pub lines: Vec<LineBody>,
+    /// Sum of rounded lines.
+    pub subtotal_minor: i64,
+    /// Credits applied, in burn order.
+    pub credits_applied: Vec<CreditBody>,
+    /// Their sum.
+    pub credits_applied_minor: i64,
+    /// What remains to collect.
+    pub amount_due_minor: i64,
+    /// RFC 3339.
+    pub issued_at: Option<String>,
+    /// Events committed up to this sequence number were counted.
+    pub events_through: u64,
+    /// Hex blake3 digest of the inputs.
+    pub inputs_digest: Option<String>,
+    /// Journal entries posted.
+    pub journal_entries: Vec<String>,
+    /// The voided invoice this re-issues.
+    pub replaces: Option<String>,
+    /// The invoice that re-issued this one.
+    pub replaced_by: Option<String>,
+    /// The billing run that created it.
+    pub billing_run: Option<String>,
+    /// RFC 3339.
+    pub voided_at: Option<String>,
+    /// RFC 3339.
+    pub paid_at: Option<String>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn line_body(l: &Line) -> LineBody {
+    let t = |d: crate::decimal::Stored| decimal::to_text(d.0);
+    LineBody {
+        kind: l.kind.as_str(),
+        description: l.description.clone(),
+        meter: l.meter.map(|m| m.display(crate::ingest::meter::PREFIX)),
+        period_start: crate::clock::rfc3339(l.period_start_ms),
+        period_end: crate::clock::rfc3339(l.period_end_ms),
+        quantity: t(l.quantity),
+        quantity_before: l.quantity_before.map(t),
+        quantity_after: l.quantity_after.map(t),
+        proration: l.proration.map(|(n, d)| {
+            decimal::to_text(rust_decimal::Decimal::from(n) / rust_decimal::Decimal::from(d.max(1)))
+        }),
+        unit_price: l.unit_price.map(t),
+        tiers: l
+            .tiers
+            .iter()
+            .map(|x| TierLineBody {
+                tier: x.tier,
+                quantity: t(x.quantity),
+                unit_price: t(x.unit_price),
+                flat_fee_minor: x.flat_fee_minor,
+                amount: t(x.amount),
+            })
+            .collect(),
+        amount_exact: t(l.amount_exact),
+        amount_minor: l.amount_minor,
+        events: l.events,
+    }
+}
+
+/// The API form of a stored invoice.
+pub fn invoice_body(i: &Invoice) -> InvoiceResponse {
+    let rfc = crate::clock::rfc3339;
+    InvoiceResponse {
+        id: i.id.display(PREFIX),
+        object: "invoice",
+        customer: i.customer.display(crate::customers::PREFIX),
+        subscription: i.subscription.display(subscription::PREFIX),
+        plan: i.plan.display(plan::PREFIX),
+        currency: i.currency.clone(),
+        kind: i.kind.as_str(),
+        status: i.status.as_str(),
+        period_start: rfc(i.period_start_ms),
+        period_end: rfc(i.period_end_ms),
+        lines: i.lines.iter().map(line_body).collect(),
+        subtotal_minor: i.subtotal_minor,
+        credits_applied: i
+            .credits
+            .iter()
+            .map(|(g, a)| CreditBody {
+                grant: g.display(crate::ledger::grant::PREFIX),
+                amount_minor: *a,
+            })
+            .collect(),
+        credits_applied_minor: i.credits_applied_minor,
+        amount_due_minor: i.amount_due_minor,
+        issued_at: Some(rfc(i.issued_at_ms)),
+        events_through: i.events_through,
+        inputs_digest: Some(hex(&i.inputs_digest)),
+        journal_entries: i
+            .entries
+            .iter()
+            .map(|e| e.display(journal::PREFIX))
+            .collect(),
+        replaces: i.replaces.map(|x| x.display(PREFIX)),
+        replaced_by: i.replaced_by.map(|x| x.display(PREFIX)),
+        billing_run: i.billing_run.map(|x| x.display(run::PREFIX)),
+        voided_at: i.voided_at_ms.map(rfc),
+        paid_at: i.paid_at_ms.map(rfc),
+    }
+}
+
+/// Retrieves an invoice.
+#[utoipa::path(
+    get, path = "/v1/invoices/{id}", tag = "billing",
+    params(("id" = String, Path)),
+    responses((status = 200, body = InvoiceResponse), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let parsed = Id::parse(&id, PREFIX).ok_or_else(|| ApiError::missing("invoice", &id))?;
+    let tx = state.store.read()?;
+    let inv =
+        invoice::get(&tx, tenant, parsed)?.ok_or_else(|| ApiError::missing("invoice", &id))?;
+    Ok(Json(invoice_body(&inv)).into_response())
+}
+
+/// Query of `GET /v1/invoices`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListInvoicesParams {
+    /// Page size, 1-500.
+    pub limit: Option<i64>,
+    /// After this invoice.
+    pub starting_after: Option<String>,
+    /// Only this customer (`cus_…` or external id).
+    pub customer: Option<String>,
+    /// Only this status.
+    pub status: Option<String>,
+}
+
+/// A page of invoices.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvoicePage {
+    /// Invoices, oldest first.
+    pub data: Vec<InvoiceResponse>,
+    /// Whether to ask again.
+    pub has_more: bool,
+    /// Cursor.
+    pub next_cursor: Option<String>,
+}
+
+/// Lists invoices.
+#[utoipa::path(
+    get, path = "/v1/invoices", tag = "billing",
+    params(ListInvoicesParams),
+    responses((status = 200, body = InvoicePage), (status = 400, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Query(params): Query<ListInvoicesParams>,
+) -> Result<Response, ApiError> {
+    let limit = PageParams {
+        limit: params.limit,
+        starting_after: None,
+    }
+    .limit()?;
+    let after = match &params.starting_after {
+        Some(c) => Some(Id::parse(c, PREFIX).ok_or_else(|| {
+            ApiError::invalid_field("starting_after", "is not an invoice id (inv_…)")
+        })?),
+        None => None,
+    };
+    if let Some(s) = &params.status {
+        if !["finalized", "paid", "void", "uncollectible"].contains(&s.as_str()) {
+            return Err(ApiError::invalid_field(
+                "status",
+                "must be finalized, paid, void or uncollectible",
+            ));
+        }
+    }
+    let tx = state.store.read()?;
+    let customer = match &params.customer {
+        Some(r) => Some(
+            resolve_customer(&tx, tenant, r)?
+                .ok_or_else(|| ApiError::missing("customer", r))?
+                .id,
+        ),
+        None => None,
+    };
+    // The status filter is applied to pages read in id order; a short page may carry a cursor.
+    let (items, has_more) = invoice::list(&tx, tenant, customer, after, limit)?;
+    let next_cursor = if has_more {
+        items.last().map(|i| i.id.display(PREFIX))
+    } else {
+        None
+    };
+    let data = items
+        .iter()
+        .filter(|i| {
+            params
+                .status
+                .as_deref()
+                .is_none_or(|s| s == i.status.as_str())
+        })
+        .map(invoice_body)
+        .collect();
+    Ok(Json(InvoicePage {
+        data,
+        has_more,
+        next_cursor,
+    })
+    .into_response())
+}
+
+fn render_void(output: &Result<Invoice, InvoiceError>) -> StoredResponse {
+    match output {
+        Ok(inv) => json_response(StatusCode::OK, &invoice_body(inv)),
+        Err(e @ InvoiceError::Missing(_)) => {
+            ApiError::new(StatusCode::NOT_FOUND, "resource_missing", e.to_string()).to_stored()
+        }
+        Err(e @ InvoiceError::WrongState { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, "invoice_state", e.to_string()).to_stored()
+        }
+        Err(e) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invoice_error",
+            e.to_string(),
+        )
+        .to_stored(),
+    }
+}
+
+/// Body of action endpoints that take no parameters (may be empty).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmptyRequest {}
+
+/// Voids a finalized invoice with reversing entries and frees its period for one re-issue
+/// (the next billing run issues it again, linked to this one).
+#[utoipa::path(
+    post, path = "/v1/invoices/{id}/void", tag = "billing",
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "required")),
+    responses(
+        (status = 200, body = InvoiceResponse),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "invoice_state: not finalized", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn void(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    key: IdempotencyKey,
+    body: OptionalJsonBody<EmptyRequest>,
+) -> Result<Response, ApiError> {
+    let key = key.required()?;
+    let parsed = Id::parse(&id, PREFIX).ok_or_else(|| ApiError::missing("invoice", &id))?;
+    let path = format!("/v1/invoices/{id}/void");
+    let origin = format!("api:POST {path} idempotency-key={key}");
+    idempotent::run(
+        &state,
+        idempotent::Request {
+            tenant,
+            key,
+            method: "POST",
+            path: &path,
+            canonical_body: &body.canonical,
+        },
+        VoidInvoice {
+            tenant,
+            id: parsed,
+            now_ms: crate::clock::now_ms(),
+            origin,
+        },
+        render_void,
+    )
+    .await
+}
+
+/// Result of re-deriving an invoice.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvoiceVerification {
+    /// Always `invoice_verification`.
+    pub object: &'static str,
+    /// `inv_…`.
+    pub invoice: String,
+    /// True when the invoice equals its recomputation.
+    pub matches: bool,
+    /// The first difference.
+    pub difference: Option<String>,
+}
+
+/// Recomputes an invoice from its stored inputs (plan version, events up to its cutoff, credits
+/// drawn) and reports a match or the first difference.
+#[utoipa::path(
+    get, path = "/v1/invoices/{id}/verify", tag = "billing",
+    params(("id" = String, Path)),
+    responses((status = 200, body = InvoiceVerification), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn verify(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let parsed = Id::parse(&id, PREFIX).ok_or_else(|| ApiError::missing("invoice", &id))?;
+    let tx = state.store.read()?;
+    let inv =
+        invoice::get(&tx, tenant, parsed)?.ok_or_else(|| ApiError::missing("invoice", &id))?;
+    let outcome = crate::billing::verify::verify_invoice(&tx, tenant, &inv)?;
+    Ok(Json(InvoiceVerification {
+        object: "invoice_verification",
+        invoice: id,
+        matches: outcome.is_ok(),
+        difference: outcome.err(),
+    })
+    .into_response())
+}
+
+/// The preview of the next invoice of each running subscription.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpcomingResponse {
+    /// Always `upcoming_invoice`.
+    pub object: &'static str,
+    /// `cus_…`.
+    pub customer: String,
+    /// One draft per running subscription.
+    pub invoices: Vec<InvoiceResponse>,
+}
+
+/// Previews the open (or in-grace) period of each of the customer's subscriptions, computed as
+/// a billing run would compute it now. Writes nothing; credits are not drawn.
+#[utoipa::path(
+    get, path = "/v1/customers/{id}/upcoming-invoice", tag = "billing",
+    params(("id" = String, Path)),
+    responses((status = 200, body = UpcomingResponse), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn upcoming(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tx = state.store.read()?;
+    let customer_id = Id::parse(&id, crate::customers::PREFIX)
+        .ok_or_else(|| ApiError::missing("customer", &id))?;
+    let customer = crate::customers::get(&tx, tenant, customer_id)?
+        .ok_or_else(|| ApiError::missing("customer", &id))?;
+    let drafts = preview::upcoming(&tx, tenant, customer.id, &state.config.billing_policy())?;
+    let mut invoices = Vec::new();
+    for draft in drafts {
+        let draft = draft.map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invoice_error",
+                e.to_string(),
+            )
+        })?;
+        let subtotal: i64 = draft.lines.iter().map(|l| l.amount_minor).sum();
+        let rfc = crate::clock::rfc3339;
+        invoices.push(InvoiceResponse {
+            id: String::new(),
+            object: "invoice",
+            customer: customer.id.display(crate::customers::PREFIX),
+            subscription: draft.subscription.id.display(subscription::PREFIX),
+            plan: draft.plan.id.display(plan::PREFIX),
+            currency: draft.plan.currency.clone(),
+            kind: "period",
+            status: "draft",
+            period_start: rfc(draft.spec.period.start_ms),
+            period_end: rfc(draft.spec.period.end_ms),
+            lines: draft.lines.iter().map(line_body).collect(),
+            subtotal_minor: subtotal,
+            credits_applied: Vec::new(),
+            credits_applied_minor: 0,
+            amount_due_minor: subtotal,
+            issued_at: None,
+            events_through: draft.spec.cutoff,
+            inputs_digest: None,
+            journal_entries: Vec::new(),
+            replaces: None,
+            replaced_by: None,
+            billing_run: None,
+            voided_at: None,
+            paid_at: None,
+        });
+    }
+    Ok(Json(UpcomingResponse {
+        object: "upcoming_invoice",
+        customer: customer.id.display(crate::customers::PREFIX),
+        invoices,
+    })
+    .into_response())
+}
+
+/// Body of `POST /v1/billing-runs`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRunRequest {
+    /// Close periods whose end plus grace is at or before this instant (RFC 3339; default now;
+    /// not in the future).
+    pub as_of: Option<String>,
+}
+
+/// One invoice a run created.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClosedBody {
+    /// `sub_…`.
+    pub subscription: String,
+    /// `inv_…`.
+    pub invoice: String,
+    /// Invoice kind.
+    pub kind: String,
+    /// RFC 3339.
+    pub period_start: String,
+    /// RFC 3339.
+    pub period_end: String,
+}
+
+/// Something a run skipped.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SkippedBody {
+    /// `sub_…`.
+    pub subscription: String,
+    /// RFC 3339.
+    pub period_start: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
+/// A billing run's report.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunResponse {
+    /// `brn_…`.
+    pub id: String,
+    /// Always `billing_run`.
+    pub object: &'static str,
+    /// RFC 3339.
+    pub as_of: String,
+    /// RFC 3339.
+    pub ran_at: String,
+    /// api or scheduler.
+    pub trigger: String,
+    /// Subscriptions examined.
+    pub subscriptions: u64,
+    /// Invoices created.
+    pub closed: Vec<ClosedBody>,
+    /// What was not invoiced, and why.
+    pub skipped: Vec<SkippedBody>,
+}
+
+fn run_body(r: &Run) -> RunResponse {
+    let rfc = crate::clock::rfc3339;
+    RunResponse {
+        id: r.id.display(run::PREFIX),
+        object: "billing_run",
+        as_of: rfc(r.as_of_ms),
+        ran_at: rfc(r.ran_at_ms),
+        trigger: r.trigger.clone(),
+        subscriptions: r.subscriptions,
+        closed: r
+            .closed
+            .iter()
+            .map(|c| ClosedBody {
+                subscription: c.subscription.display(subscription::PREFIX),
+                invoice: c.invoice.display(PREFIX),
+                kind: c.kind.clone(),
+                period_start: rfc(c.period_start_ms),
+                period_end: rfc(c.period_end_ms),
+            })
+            .collect(),
+        skipped: r
+            .skipped
+            .iter()
+            .map(|s| SkippedBody {
+                subscription: s.subscription.display(subscription::PREFIX),
+                period_start: s.period_start_ms.map(rfc),
+                reason: s.reason.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn render_run(r: &Run) -> StoredResponse {
+    json_response(StatusCode::CREATED, &run_body(r))
+}
+
+/// Closes every due period of this tenant into invoices (one per subscription and period, ever).
+#[utoipa::path(
+    post, path = "/v1/billing-runs", tag = "billing",
+    request_body = CreateRunRequest,
+    params(("Idempotency-Key" = String, Header, description = "required")),
+    responses((status = 201, body = RunResponse), (status = 400, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn create_run(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    key: IdempotencyKey,
+    body: OptionalJsonBody<CreateRunRequest>,
+) -> Result<Response, ApiError> {
+    let key = key.required()?;
+    let now_ms = crate::clock::now_ms();
+    let as_of_ms = time_param("as_of", &body.value.as_of)?.unwrap_or(now_ms);
+    if as_of_ms > now_ms {
+        return Err(ApiError::invalid_field(
+            "as_of",
+            "must not be in the future: usage of open periods is not final",
+        ));
+    }
+    let origin = format!("api:POST /v1/billing-runs idempotency-key={key}");
+    idempotent::run(
+        &state,
+        idempotent::Request {
+            tenant,
+            key,
+            method: "POST",
+            path: "/v1/billing-runs",
+            canonical_body: &body.canonical,
+        },
+        BillingRun {
+            tenant,
+            id: Id::generate_at(now_ms),
+            as_of_ms,
+            now_ms,
+            policy: state.config.billing_policy(),
+            trigger: "api".into(),
+            origin,
+        },
+        render_run,
+    )
+    .await
+}
+
+/// Retrieves a billing run's report.
+#[utoipa::path(
+    get, path = "/v1/billing-runs/{id}", tag = "billing",
+    params(("id" = String, Path)),
+    responses((status = 200, body = RunResponse), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn get_run(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let parsed =
+        Id::parse(&id, run::PREFIX).ok_or_else(|| ApiError::missing("billing run", &id))?;
+    let tx = state.store.read()?;
+    let r = run::get(&tx, tenant, parsed)?.ok_or_else(|| ApiError::missing("billing run", &id))?;
+    Ok(Json(run_body(&r)).into_response())
+}

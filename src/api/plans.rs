@@ -1,0 +1,514 @@
+//! `/v1/plans`: immutable price definitions.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::{IdempotencyKey, JsonBody, Query, Tenant};
+use super::idempotent::{self, json_response};
+use super::pagination::{Page, PageParams};
+use super::problem::{ApiError, Problem};
+use super::AppState;
+use crate::billing::period::Interval;
+use crate::billing::plan::{
+    self, Charge, CreatePlan, FeeTiming, FixedFee, Plan, PlanError, PREFIX,
+};
+use crate::billing::pricing::{Model, Tier};
+use crate::decimal::{self, Stored};
+use crate::id::Id;
+use crate::idempotency::StoredResponse;
+use crate::ingest::meter;
+use crate::ledger::journal::MAX_AMOUNT_MINOR;
+
+/// A fixed fee.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FixedFeeBody {
+    /// Per period, minor units.
+    pub amount_minor: i64,
+    /// `in_advance` or `in_arrears` (default).
+    pub timing: Option<String>,
+}
+
+/// A tier.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TierBody {
+    /// Inclusive upper bound (decimal string); null for the last tier.
+    pub up_to: Option<String>,
+    /// Major units per unit (decimal string).
+    pub unit_price: String,
+    /// Flat fee of the tier, minor units.
+    #[serde(default)]
+    pub flat_fee_minor: i64,
+}
+
+/// A usage charge.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChargeBody {
+    /// `mtr_…` or meter key.
+    pub meter: String,
+    /// `per_unit`, `graduated`, `volume` or `package`.
+    pub model: String,
+    /// Units free each period (decimal string, default "0").
+    pub free_units: Option<String>,
+    /// per_unit: price per unit; package: price per package (major units, decimal string).
+    pub unit_price: Option<String>,
+    /// package: units per package (decimal string).
+    pub package_size: Option<String>,
+    /// graduated and volume: ascending tiers, the last with `up_to: null`.
+    pub tiers: Option<Vec<TierBody>>,
+}
+
+/// Body of `POST /v1/plans`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePlanRequest {
+    /// Unique per tenant.
+    pub code: String,
+    /// Display name.
+    pub name: String,
+    /// ISO 4217.
+    pub currency: String,
+    /// `day`, `week`, `month`, `quarter` or `year`.
+    pub interval: String,
+    /// Units per period (default 1).
+    pub interval_count: Option<u32>,
+    /// Optional fixed fee.
+    pub fixed_fee: Option<FixedFeeBody>,
+    /// Usage charges.
+    #[serde(default)]
+    pub charges: Vec<ChargeBody>,
+}
+
+/// A plan as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanResponse {
+    /// `pln_…`.
+    pub id: String,
+    /// Always `plan`.
+    pub object: &'static str,
+    /// Code.
+    pub code: String,
+    /// Name.
+    pub name: String,
+    /// ISO 4217.
+    pub currency: String,
+    /// Interval.
+    pub interval: &'static str,
+    /// Units per period.
+    pub interval_count: u32,
+    /// Fixed fee.
+    pub fixed_fee: Option<FixedFeeBody>,
+    /// Charges.
+    pub charges: Vec<ChargeBody>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+fn text(d: Stored) -> String {
+    decimal::to_text(d.0)
+}
+
+impl From<&Plan> for PlanResponse {
+    fn from(p: &Plan) -> Self {
+        let tiers_body = |tiers: &Vec<Tier>| {
+            tiers
+                .iter()
+                .map(|t| TierBody {
+                    up_to: t.up_to.map(text),
+                    unit_price: text(t.unit_price),
+                    flat_fee_minor: t.flat_fee_minor,
+                })
+                .collect()
+        };
+        Self {
+            id: p.id.display(PREFIX),
+            object: "plan",
+            code: p.code.clone(),
+            name: p.name.clone(),
+            currency: p.currency.clone(),
+            interval: p.interval.as_str(),
+            interval_count: p.interval_count,
+            fixed_fee: p.fixed_fee.as_ref().map(|f| FixedFeeBody {
+                amount_minor: f.amount_minor,
+                timing: Some(f.timing.as_str().to_string()),
+            }),
+            charges: p
+                .charges
+                .iter()
+                .map(|c| {
+                    let (model, unit_price, package_size, tiers) = match &c.model {
+                        Model::PerUnit { unit_price } => {
+                            ("per_unit", Some(text(*unit_price)), None, None)
+                        }
+                        Model::Package {
+                            package_size,
+                            unit_price,
+                        } => (
+                            "package",
+                            Some(text(*unit_price)),
+                            Some(text(*package_size)),
+                            None,
+                        ),
+                        Model::Graduated { tiers } => {
+                            ("graduated", None, None, Some(tiers_body(tiers)))
+                        }
+                        Model::Volume { tiers } => ("volume", None, None, Some(tiers_body(tiers))),
+                    };
+                    ChargeBody {
+                        meter: c.meter.display(meter::PREFIX),
+                        model: model.to_string(),
+                        free_units: Some(text(c.free_units)),
+                        unit_price,
+                        package_size,
+                        tiers,
+                    }
+                })
+                .collect(),
+            created_at: crate::clock::rfc3339(p.created_at_ms),
+        }
+    }
+}
+
+fn dec(field: String, value: &str, positive: bool) -> Result<Decimal, ApiError> {
+    let d = decimal::parse(value).map_err(|e| {
+        ApiError::invalid_field(
+            field.clone(),
+            format!("{e}; send a decimal string such as \"0.0025\""),
+        )
+    })?;
+    if d.is_sign_negative() && !d.is_zero() {
+        return Err(ApiError::invalid_field(field, "must not be negative"));
+    }
+    if positive && d.is_zero() {
+        return Err(ApiError::invalid_field(field, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+fn tiers(field: &str, body: &Option<Vec<TierBody>>) -> Result<Vec<Tier>, ApiError> {
+    let Some(items) = body else {
+        return Err(ApiError::invalid_field(
+            field,
+            "is required for tiered models",
+        ));
+    };
+    if items.is_empty() || items.len() > 50 {
+        return Err(ApiError::invalid_field(field, "must have 1 to 50 tiers"));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    let mut previous = Decimal::ZERO;
+    for (i, t) in items.iter().enumerate() {
+        let last = i + 1 == items.len();
+        let up_to = match (&t.up_to, last) {
+            (None, true) => None,
+            (None, false) => {
+                return Err(ApiError::invalid_field(
+                    format!("{field}.{i}.up_to"),
+                    "only the last tier may be unbounded",
+                ))
+            }
+            (Some(_), true) => {
+                return Err(ApiError::invalid_field(
+                    format!("{field}.{i}.up_to"),
+                    "the last tier must be unbounded (null)",
+                ))
+            }
+            (Some(v), false) => {
+                let bound = dec(format!("{field}.{i}.up_to"), v, true)?;
+                if bound <= previous {
+                    return Err(ApiError::invalid_field(
+                        format!("{field}.{i}.up_to"),
+                        "tiers must be strictly ascending and must not overlap",
+                    ));
+                }
+                previous = bound;
+                Some(Stored(bound))
+            }
+        };
+        if !(0..=MAX_AMOUNT_MINOR).contains(&t.flat_fee_minor) {
+            return Err(ApiError::invalid_field(
+                format!("{field}.{i}.flat_fee_minor"),
+                "must be a non-negative integer",
+            ));
+        }
+        out.push(Tier {
+            up_to,
+            unit_price: Stored(dec(
+                format!("{field}.{i}.unit_price"),
+                &t.unit_price,
+                false,
+            )?),
+            flat_fee_minor: t.flat_fee_minor,
+        });
+    }
+    Ok(out)
+}
+
+fn render(output: &Result<Plan, PlanError>) -> StoredResponse {
+    match output {
+        Ok(p) => json_response(StatusCode::CREATED, &PlanResponse::from(p)),
+        Err(e @ PlanError::Exists { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, "plan_exists", e.to_string())
+                .field("code", "already used by another plan")
+                .to_stored()
+        }
+        Err(e @ PlanError::UnknownMeter { index, .. }) => {
+            ApiError::invalid_field(format!("charges.{index}.meter"), e.to_string()).to_stored()
+        }
+    }
+}
+
+/// Creates a plan. Plans are immutable: a new price is a new plan.
+#[utoipa::path(
+    post, path = "/v1/plans", tag = "billing",
+    request_body = CreatePlanRequest,
+    params(("Idempotency-Key" = String, Header, description = "required")),
+    responses(
+        (status = 201, body = PlanResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "plan_exists", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    key: IdempotencyKey,
+    body: JsonBody<CreatePlanRequest>,
+) -> Result<Response, ApiError> {
+    let key = key.required()?;
+    let req = &body.value;
+    let code_ok = !req.code.is_empty()
+        && req.code.len() <= 255
+        && req
+            .code
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !code_ok {
+        return Err(ApiError::invalid_field(
+            "code",
+            "must be 1-255 characters of letters, digits, '_', '-' and '.'",
+        ));
+    }
+    if req.name.trim().is_empty() || req.name.chars().count() > 255 {
+        return Err(ApiError::invalid_field("name", "must be 1-255 characters"));
+    }
+    if !crate::currency::is_known(&req.currency) {
+        return Err(ApiError::invalid_field(
+            "currency",
+            "is not an ISO 4217 currency code",
+        ));
+    }
+    let interval = Interval::parse(&req.interval).ok_or_else(|| {
+        ApiError::invalid_field("interval", "must be day, week, month, quarter or year")
+    })?;
+    let interval_count = req.interval_count.unwrap_or(1);
+    if !(1..=365).contains(&interval_count) {
+        return Err(ApiError::invalid_field(
+            "interval_count",
+            "must be between 1 and 365",
+        ));
+    }
+    let fixed_fee = match &req.fixed_fee {
+        Some(f) => {
+            if !(0..=MAX_AMOUNT_MINOR).contains(&f.amount_minor) {
+                return Err(ApiError::invalid_field(
+                    "fixed_fee.amount_minor",
+                    "must be a non-negative integer",
+                ));
+            }
+            let timing = match f.timing.as_deref() {
+                None | Some("in_arrears") => FeeTiming::InArrears,
+                Some("in_advance") => FeeTiming::InAdvance,
+                Some(_) => {
+                    return Err(ApiError::invalid_field(
+                        "fixed_fee.timing",
+                        "must be in_advance or in_arrears",
+                    ))
+                }
+            };
+            Some(FixedFee {
+                amount_minor: f.amount_minor,
+                timing,
+            })
+        }
+        None => None,
+    };
+    if req.charges.len() > 50 {
+        return Err(ApiError::invalid_field("charges", "at most 50 charges"));
+    }
+    let mut charges = Vec::with_capacity(req.charges.len());
+    {
+        let tx = state.store.read()?;
+        for (i, c) in req.charges.iter().enumerate() {
+            let meter_ref = match Id::parse(&c.meter, meter::PREFIX) {
+                Some(id) => meter::get(&tx, tenant, id)?,
+                None => meter::by_key(&tx, tenant, &c.meter)?,
+            };
+            let Some(m) = meter_ref else {
+                return Err(ApiError::invalid_field(
+                    format!("charges.{i}.meter"),
+                    format!("no meter {:?}", c.meter),
+                ));
+            };
+            if charges.iter().any(|x: &Charge| x.meter == m.id) {
+                return Err(ApiError::invalid_field(
+                    format!("charges.{i}.meter"),
+                    "each meter may be charged once per plan",
+                ));
+            }
+            let field = |name: &str| format!("charges.{i}.{name}");
+            let need = |name: &str, v: &Option<String>| -> Result<String, ApiError> {
+                v.clone().ok_or_else(|| {
+                    ApiError::invalid_field(
+                        field(name),
+                        format!("is required for model {}", c.model),
+                    )
+                })
+            };
+            let model = match c.model.as_str() {
+                "per_unit" => Model::PerUnit {
+                    unit_price: Stored(dec(
+                        field("unit_price"),
+                        &need("unit_price", &c.unit_price)?,
+                        false,
+                    )?),
+                },
+                "package" => Model::Package {
+                    package_size: Stored(dec(
+                        field("package_size"),
+                        &need("package_size", &c.package_size)?,
+                        true,
+                    )?),
+                    unit_price: Stored(dec(
+                        field("unit_price"),
+                        &need("unit_price", &c.unit_price)?,
+                        false,
+                    )?),
+                },
+                "graduated" => Model::Graduated {
+                    tiers: tiers(&field("tiers"), &c.tiers)?,
+                },
+                "volume" => Model::Volume {
+                    tiers: tiers(&field("tiers"), &c.tiers)?,
+                },
+                _ => {
+                    return Err(ApiError::invalid_field(
+                        field("model"),
+                        "must be per_unit, graduated, volume or package",
+                    ))
+                }
+            };
+            let free_units = match &c.free_units {
+                Some(v) => dec(field("free_units"), v, false)?,
+                None => Decimal::ZERO,
+            };
+            charges.push(Charge {
+                meter: m.id,
+                model,
+                free_units: Stored(free_units),
+            });
+        }
+    }
+    let now_ms = crate::clock::now_ms();
+    let plan = Plan {
+        id: Id::generate_at(now_ms),
+        code: req.code.clone(),
+        name: req.name.clone(),
+        currency: req.currency.clone(),
+        interval,
+        interval_count,
+        fixed_fee,
+        charges,
+        created_at_ms: now_ms,
+    };
+    idempotent::run(
+        &state,
+        idempotent::Request {
+            tenant,
+            key,
+            method: "POST",
+            path: "/v1/plans",
+            canonical_body: &body.canonical,
+        },
+        CreatePlan { tenant, plan },
+        render,
+    )
+    .await
+}
+
+/// Retrieves a plan.
+#[utoipa::path(
+    get, path = "/v1/plans/{id}", tag = "billing",
+    params(("id" = String, Path)),
+    responses((status = 200, body = PlanResponse), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let parsed = Id::parse(&id, PREFIX).ok_or_else(|| ApiError::missing("plan", &id))?;
+    let tx = state.store.read()?;
+    let p = plan::get(&tx, tenant, parsed)?.ok_or_else(|| ApiError::missing("plan", &id))?;
+    Ok(Json(PlanResponse::from(&p)).into_response())
+}
+
+/// Query of `GET /v1/plans`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListPlansParams {
+    /// Page size, 1-500.
+    pub limit: Option<i64>,
+    /// After this id.
+    pub starting_after: Option<String>,
+}
+
+/// Lists plans.
+#[utoipa::path(
+    get, path = "/v1/plans", tag = "billing",
+    params(ListPlansParams),
+    responses((status = 200, body = Page<PlanResponse>)),
+    security(("api_key" = []))
+)]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Query(params): Query<ListPlansParams>,
+) -> Result<Response, ApiError> {
+    let page = PageParams {
+        limit: params.limit,
+        starting_after: params.starting_after,
+    };
+    let limit = page.limit()?;
+    let after = match &page.starting_after {
+        Some(c) => Some(Id::parse(c, PREFIX).ok_or_else(|| {
+            ApiError::invalid_field("starting_after", "is not a plan id (pln_…)")
+        })?),
+        None => None,
+    };
+    let tx = state.store.read()?;
+    let (items, has_more) = plan::list(&tx, tenant, after, limit)?;
+    let next_cursor = if has_more {
+        items.last().map(|p| p.id.display(PREFIX))
+    } else {
+        None
+    };
+    Ok(Json(Page {
+        data: items.iter().map(PlanResponse::from).collect(),
+        has_more,
+        next_cursor,
+    })
+    .into_response())
+}

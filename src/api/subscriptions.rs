@@ -1,0 +1,326 @@
+//! `/v1/subscriptions`: customers on plans.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::events::{resolve_customer, time_param};
+use super::extract::{IdempotencyKey, JsonBody, OptionalJsonBody, Tenant};
+use super::idempotent::{self, json_response};
+use super::problem::{ApiError, Problem};
+use super::AppState;
+use crate::billing::plan::{self, Plan};
+use crate::billing::run::{CancelSubscription, Cancellation};
+use crate::billing::subscription::{
+    self, CreateSubscription, Subscription, SubscriptionError, SubscriptionStatus, PREFIX,
+};
+use crate::id::Id;
+use crate::idempotency::StoredResponse;
+
+/// Body of `POST /v1/subscriptions`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSubscriptionRequest {
+    /// `cus_…` or external id.
+    pub customer: String,
+    /// `pln_…` or plan code.
+    pub plan: String,
+    /// Billing starts (RFC 3339; default now).
+    pub start_at: Option<String>,
+    /// Period boundaries are this instant plus whole intervals (default `start_at`).
+    pub billing_anchor: Option<String>,
+}
+
+/// A period.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PeriodBody {
+    /// RFC 3339.
+    pub start: String,
+    /// RFC 3339, exclusive.
+    pub end: String,
+}
+
+/// A subscription as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionResponse {
+    /// `sub_…`.
+    pub id: String,
+    /// Always `subscription`.
+    pub object: &'static str,
+    /// `cus_…`.
+    pub customer: String,
+    /// `pln_…`.
+    pub plan: String,
+    /// active, canceling or canceled.
+    pub status: &'static str,
+    /// RFC 3339.
+    pub start_at: String,
+    /// RFC 3339.
+    pub billing_anchor: String,
+    /// The next period to be invoiced.
+    pub next_period: Option<PeriodBody>,
+    /// When billing stops.
+    pub ends_at: Option<String>,
+    /// When cancellation was requested.
+    pub canceled_at: Option<String>,
+    /// Periods closed into invoices.
+    pub periods_invoiced: u64,
+    /// Invoices issued by the cancellation (immediate cancellation).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub final_invoices: Vec<String>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+fn response(
+    sub: &Subscription,
+    plan: Option<&Plan>,
+    final_invoices: Vec<String>,
+) -> SubscriptionResponse {
+    let rfc = crate::clock::rfc3339;
+    SubscriptionResponse {
+        id: sub.id.display(PREFIX),
+        object: "subscription",
+        customer: sub.customer.display(crate::customers::PREFIX),
+        plan: sub.plan.display(plan::PREFIX),
+        status: sub.status.as_str(),
+        start_at: rfc(sub.start_at_ms),
+        billing_anchor: rfc(sub.anchor_ms),
+        next_period: plan
+            .and_then(|p| sub.period(p, sub.periods_closed))
+            .map(|p| PeriodBody {
+                start: rfc(p.start_ms),
+                end: rfc(p.end_ms),
+            }),
+        ends_at: sub.ends_at_ms.map(rfc),
+        canceled_at: sub.canceled_at_ms.map(rfc),
+        periods_invoiced: sub.periods_closed,
+        final_invoices,
+        created_at: rfc(sub.created_at_ms),
+    }
+}
+
+fn render_error(e: &SubscriptionError) -> StoredResponse {
+    let (status, code, field) = match e {
+        SubscriptionError::UnknownCustomer(_) => {
+            (StatusCode::NOT_FOUND, "resource_missing", Some("customer"))
+        }
+        SubscriptionError::UnknownPlan(_) => {
+            (StatusCode::NOT_FOUND, "resource_missing", Some("plan"))
+        }
+        SubscriptionError::CurrencyMismatch { .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "currency_mismatch",
+            Some("plan"),
+        ),
+        SubscriptionError::Missing(_) => (StatusCode::NOT_FOUND, "resource_missing", None),
+        SubscriptionError::AlreadyCanceled(_) => {
+            (StatusCode::CONFLICT, "subscription_canceled", None)
+        }
+    };
+    let mut err = ApiError::new(status, code, e.to_string());
+    if let Some(f) = field {
+        err = err.field(f, e.to_string());
+    }
+    err.to_stored()
+}
+
+/// Rendered without the plan (the command output has none); `next_period` is filled on GET.
+fn render_created(output: &Result<Subscription, SubscriptionError>) -> StoredResponse {
+    match output {
+        Ok(sub) => json_response(StatusCode::CREATED, &response(sub, None, Vec::new())),
+        Err(e) => render_error(e),
+    }
+}
+
+fn render_cancel(output: &Result<Cancellation, SubscriptionError>) -> StoredResponse {
+    match output {
+        Ok(c) => json_response(
+            StatusCode::OK,
+            &response(
+                &c.subscription,
+                None,
+                c.invoices
+                    .iter()
+                    .map(|i| i.display(crate::billing::invoice::PREFIX))
+                    .collect(),
+            ),
+        ),
+        Err(e) => render_error(e),
+    }
+}
+
+/// Subscribes a customer to a plan. The plan's currency must be the customer's.
+#[utoipa::path(
+    post, path = "/v1/subscriptions", tag = "billing",
+    request_body = CreateSubscriptionRequest,
+    params(("Idempotency-Key" = String, Header, description = "required")),
+    responses(
+        (status = 201, body = SubscriptionResponse),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "currency_mismatch", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    key: IdempotencyKey,
+    body: JsonBody<CreateSubscriptionRequest>,
+) -> Result<Response, ApiError> {
+    let key = key.required()?;
+    let req = &body.value;
+    let now_ms = crate::clock::now_ms();
+    let start_at_ms = time_param("start_at", &req.start_at)?.unwrap_or(now_ms);
+    let anchor_ms = time_param("billing_anchor", &req.billing_anchor)?.unwrap_or(start_at_ms);
+    let (customer, plan_id) = {
+        let tx = state.store.read()?;
+        let customer = resolve_customer(&tx, tenant, &req.customer)?.ok_or_else(|| {
+            ApiError::missing("customer", &req.customer).field("customer", "no such customer")
+        })?;
+        let plan_id = match Id::parse(&req.plan, plan::PREFIX) {
+            Some(id) => Some(id),
+            None => plan_by_code(&tx, tenant, &req.plan)?,
+        }
+        .ok_or_else(|| ApiError::missing("plan", &req.plan).field("plan", "no such plan"))?;
+        (customer, plan_id)
+    };
+    let sub = Subscription {
+        id: Id::generate_at(now_ms),
+        customer: customer.id,
+        plan: plan_id,
+        start_at_ms,
+        anchor_ms,
+        status: SubscriptionStatus::Active,
+        ends_at_ms: None,
+        canceled_at_ms: None,
+        periods_closed: 0,
+        opening_invoiced: false,
+        created_at_ms: now_ms,
+    };
+    idempotent::run(
+        &state,
+        idempotent::Request {
+            tenant,
+            key,
+            method: "POST",
+            path: "/v1/subscriptions",
+            canonical_body: &body.canonical,
+        },
+        CreateSubscription {
+            tenant,
+            subscription: sub,
+        },
+        render_created,
+    )
+    .await
+}
+
+fn plan_by_code(
+    tx: &redb::ReadTransaction,
+    tenant: crate::store::TenantId,
+    code: &str,
+) -> Result<Option<Id>, ApiError> {
+    let index = tx
+        .open_table(crate::store::tables::PLAN_BY_CODE)
+        .map_err(crate::store::StoreError::from)?;
+    let key = crate::store::keys::tenant_bytes(tenant, code.as_bytes());
+    let found = index
+        .get(key.as_slice())
+        .map_err(crate::store::StoreError::from)?
+        .and_then(|v| <[u8; 16]>::try_from(v.value()).ok())
+        .map(Id::from_bytes);
+    Ok(found)
+}
+
+/// Retrieves a subscription.
+#[utoipa::path(
+    get, path = "/v1/subscriptions/{id}", tag = "billing",
+    params(("id" = String, Path)),
+    responses((status = 200, body = SubscriptionResponse), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = []))
+)]
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let parsed = Id::parse(&id, PREFIX).ok_or_else(|| ApiError::missing("subscription", &id))?;
+    let tx = state.store.read()?;
+    let sub = subscription::get(&tx, tenant, parsed)?
+        .ok_or_else(|| ApiError::missing("subscription", &id))?;
+    let plan = plan::get(&tx, tenant, sub.plan)?;
+    Ok(Json(response(&sub, plan.as_ref(), Vec::new())).into_response())
+}
+
+/// Body of the cancel endpoint.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// true (default): bill through the current period, then stop. false: stop now with a final
+    /// invoice, the fixed fee prorated by the second.
+    #[serde(default = "default_true")]
+    pub at_period_end: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for CancelRequest {
+    fn default() -> Self {
+        Self {
+            at_period_end: true,
+        }
+    }
+}
+
+/// Cancels a subscription at period end or immediately.
+#[utoipa::path(
+    post, path = "/v1/subscriptions/{id}/cancel", tag = "billing",
+    request_body = CancelRequest,
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "required")),
+    responses(
+        (status = 200, body = SubscriptionResponse),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "subscription_canceled", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    key: IdempotencyKey,
+    body: OptionalJsonBody<CancelRequest>,
+) -> Result<Response, ApiError> {
+    let key = key.required()?;
+    let parsed = Id::parse(&id, PREFIX).ok_or_else(|| ApiError::missing("subscription", &id))?;
+    let path = format!("/v1/subscriptions/{id}/cancel");
+    let origin = format!("api:POST {path} idempotency-key={key}");
+    idempotent::run(
+        &state,
+        idempotent::Request {
+            tenant,
+            key,
+            method: "POST",
+            path: &path,
+            canonical_body: &body.canonical,
+        },
+        CancelSubscription {
+            tenant,
+            id: parsed,
+            immediately: !body.value.at_period_end,
+            now_ms: crate::clock::now_ms(),
+            policy: state.config.billing_policy(),
+            origin,
+        },
+        render_cancel,
+    )
+    .await
+}

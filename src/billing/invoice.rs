@@ -1,0 +1,952 @@
+//! Invoices: computing them from their inputs, issuing them with their journal entries, voiding
+//! them, and re-deriving them to prove they are reproducible.
+//!
+//! An invoice is computed by [`compute`] from stored data only: the immutable plan, the period,
+//! the events committed up to a cutoff (the writer numbers events as it commits them) and the quantities already
+//! billed for earlier periods. The same function recomputes it for `tally invoice verify`, so a
+//! stored invoice either matches its inputs or the first difference is reported.
+
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::plan::{Charge, FeeTiming, Plan};
+use super::pricing::{self, TierLine};
+use super::subscription::{Period, Subscription};
+use crate::decimal::Stored;
+use crate::id::Id;
+use crate::ingest::meter::Meter;
+use crate::ingest::usage;
+use crate::ledger::account::{AccountRef, SystemAccount};
+use crate::ledger::grant::{self, Grant, GrantStatus};
+use crate::ledger::journal::{self, Draft, Links, Posting};
+use crate::store::keys::{self, time_bytes, TenantId};
+use crate::store::{codec, get_record, put_record, tables, StoreError};
+
+/// The public id prefix.
+pub const PREFIX: &str = "inv";
+
+/// Lifecycle of an invoice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InvoiceStatus {
+    /// Issued and owed.
+    Finalized,
+    /// Settled (or nothing was due).
+    Paid,
+    /// Cancelled by reversing entries.
+    Void,
+    /// Written off after collection failed.
+    Uncollectible,
+}
+
+impl InvoiceStatus {
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceStatus::Finalized => "finalized",
+            InvoiceStatus::Paid => "paid",
+            InvoiceStatus::Void => "void",
+            InvoiceStatus::Uncollectible => "uncollectible",
+        }
+    }
+}
+
+/// Why an invoice exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InvoiceKind {
+    /// The first period's in-advance fee, at the start.
+    Opening,
+    /// A closed period.
+    Period,
+    /// The last period of a subscription cancelled immediately.
+    Final,
+    /// Late usage of an ended subscription.
+    Adjustment,
+}
+
+impl InvoiceKind {
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceKind::Opening => "opening",
+            InvoiceKind::Period => "period",
+            InvoiceKind::Final => "final",
+            InvoiceKind::Adjustment => "adjustment",
+        }
+    }
+}
+
+/// What a line bills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LineKind {
+    /// Usage of a meter in the invoice's period.
+    Usage,
+    /// The plan's fixed fee (possibly prorated).
+    FixedFee,
+    /// Usage that arrived after its period was invoiced (may be negative).
+    Adjustment,
+    /// Unused part of an in-advance fee, credited on immediate cancellation (negative).
+    FeeCredit,
+}
+
+impl LineKind {
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LineKind::Usage => "usage",
+            LineKind::FixedFee => "fixed_fee",
+            LineKind::Adjustment => "adjustment",
+            LineKind::FeeCredit => "fee_credit",
+        }
+    }
+}
+
+/// One invoice line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    /// What it bills.
+    pub kind: LineKind,
+    /// Human description.
+    pub description: String,
+    /// The meter (usage and adjustment lines).
+    pub meter: Option<Id>,
+    /// The period whose usage or fee it bills.
+    pub period_start_ms: i64,
+    /// End of that period.
+    pub period_end_ms: i64,
+    /// Quantity billed (for adjustments, the difference).
+    pub quantity: Stored,
+    /// Adjustments: the quantity billed before.
+    pub quantity_before: Option<Stored>,
+    /// Adjustments: the recomputed quantity.
+    pub quantity_after: Option<Stored>,
+    /// Fixed fees: the prorated fraction as (numerator ms, denominator ms).
+    pub proration: Option<(i64, i64)>,
+    /// Per-unit price (per_unit and package models).
+    pub unit_price: Option<Stored>,
+    /// Tier breakdown.
+    pub tiers: Vec<TierLine>,
+    /// Exact amount, major units.
+    pub amount_exact: Stored,
+    /// Rounded once, minor units.
+    pub amount_minor: i64,
+    /// Events counted.
+    pub events: u64,
+    /// Digest of the identities and values of the events counted.
+    pub events_digest: [u8; 32],
+}
+
+/// An invoice as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invoice {
+    /// `inv_…`.
+    pub id: Id,
+    /// The subscription billed.
+    pub subscription: Id,
+    /// Who owes it.
+    pub customer: Id,
+    /// The plan version priced with.
+    pub plan: Id,
+    /// ISO 4217.
+    pub currency: String,
+    /// Why it exists.
+    pub kind: InvoiceKind,
+    /// Lifecycle.
+    pub status: InvoiceStatus,
+    /// The charge key's period start.
+    pub period_start_ms: i64,
+    /// The charge key's period end.
+    pub period_end_ms: i64,
+    /// Lines.
+    pub lines: Vec<Line>,
+    /// Sum of rounded lines.
+    pub subtotal_minor: i64,
+    /// Credits drawn, per grant, in burn order.
+    pub credits: Vec<(Id, i64)>,
+    /// Sum of credits drawn.
+    pub credits_applied_minor: i64,
+    /// What remains to collect.
+    pub amount_due_minor: i64,
+    /// Issued.
+    pub issued_at_ms: i64,
+    /// Events committed up to this sequence number were counted.
+    pub events_through: u64,
+    /// blake3 of the inputs.
+    pub inputs_digest: [u8; 32],
+    /// Journal entries it posted.
+    pub entries: Vec<Id>,
+    /// The voided invoice it re-issues.
+    pub replaces: Option<Id>,
+    /// The invoice that re-issued it after a void.
+    pub replaced_by: Option<Id>,
+    /// The billing run that created it.
+    pub billing_run: Option<Id>,
+    /// When it was voided.
+    pub voided_at_ms: Option<i64>,
+    /// When it was paid.
+    pub paid_at_ms: Option<i64>,
+}
+
+/// Why an invoice could not be computed or changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvoiceError {
+    /// An amount left the exact range.
+    #[error("an amount is out of range")]
+    OutOfRange,
+    /// The plan references a missing meter.
+    #[error("meter {0} of the plan is missing")]
+    MissingMeter(String),
+    /// No such invoice.
+    #[error("no invoice {0}")]
+    Missing(String),
+    /// The invoice is not in a state that allows this.
+    #[error("invoice {id} is {status}; only finalized invoices can be {action}")]
+    WrongState {
+        /// The invoice.
+        id: String,
+        /// Its status.
+        status: &'static str,
+        /// What was attempted.
+        action: &'static str,
+    },
+    /// The ledger refused an entry.
+    #[error("ledger: {0}")]
+    Ledger(String),
+}
+
+impl From<pricing::OutOfRange> for InvoiceError {
+    fn from(_: pricing::OutOfRange) -> Self {
+        InvoiceError::OutOfRange
+    }
+}
+
+/// The tables [`compute`] reads, from a read or a write transaction.
+pub struct Sources<'a, E, C, B, M>
+where
+    E: ReadableTable<&'static [u8], &'static [u8]>,
+    C: ReadableTable<&'static [u8], ()>,
+    B: ReadableTable<&'static [u8], &'static [u8]>,
+    M: ReadableTable<&'static [u8], &'static [u8]>,
+{
+    /// Events.
+    pub events: &'a E,
+    /// Events by customer and time.
+    pub by_customer: &'a C,
+    /// Billed quantities.
+    pub billed: &'a B,
+    /// Meters.
+    pub meters: &'a M,
+}
+
+/// A billed quantity of one (subscription, meter, period).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Billed {
+    /// Period end.
+    pub period_end_ms: i64,
+    /// Quantity billed so far (the original line plus every adjustment).
+    pub quantity: Stored,
+}
+
+fn billed_key(tenant: TenantId, sub: Id, meter: Id, period_start_ms: i64) -> Vec<u8> {
+    let mut key = keys::tenant_id(tenant, sub).to_vec();
+    key.extend_from_slice(&meter.to_bytes());
+    key.extend_from_slice(&time_bytes(period_start_ms));
+    key
+}
+
+/// The charge key: (tenant, subscription, period start, period end).
+pub fn charge_key(tenant: TenantId, sub: Id, start_ms: i64, end_ms: i64) -> Vec<u8> {
+    let mut key = keys::tenant_id(tenant, sub).to_vec();
+    key.extend_from_slice(&time_bytes(start_ms));
+    key.extend_from_slice(&time_bytes(end_ms));
+    key
+}
+
+/// What to compute.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The kind.
+    pub kind: InvoiceKind,
+    /// The period closed (usage and arrears fee); for an opening invoice, period 0.
+    pub period: Period,
+    /// The next period, whose in-advance fee this invoice carries (if the subscription
+    /// continues).
+    pub next_period: Option<Period>,
+    /// Whether this period's in-advance fee was already billed and part of it must be credited
+    /// (immediate cancellation).
+    pub credit_unused_advance_fee: bool,
+    /// Bill usage of the period (false for opening invoices).
+    pub include_usage: bool,
+    /// Recompute earlier periods whose usage started at or after this instant.
+    pub adjust_from_ms: i64,
+    /// Events committed up to this sequence number count.
+    pub cutoff: u64,
+}
+
+fn meter_of<M: ReadableTable<&'static [u8], &'static [u8]>>(
+    meters: &M,
+    tenant: TenantId,
+    id: Id,
+) -> Result<Result<Meter, InvoiceError>, StoreError> {
+    Ok(get_record::<Meter, _>(meters, keys::tenant_id(tenant, id))?
+        .ok_or_else(|| InvoiceError::MissingMeter(id.display(crate::ingest::meter::PREFIX))))
+}
+
+fn fee_line(
+    plan: &Plan,
+    exponent: u8,
+    kind: LineKind,
+    description: String,
+    period: &Period,
+    numerator_ms: i64,
+    sign: i64,
+) -> Result<Option<Line>, InvoiceError> {
+    let Some(fee) = &plan.fixed_fee else {
+        return Ok(None);
+    };
+    let denominator = (period.full_end_ms - period.full_start_ms).max(1);
+    let numerator = numerator_ms.clamp(0, denominator);
+    let full = pricing::from_minor(fee.amount_minor, exponent);
+    let exact = full
+        .checked_mul(Decimal::from(numerator))
+        .and_then(|v| v.checked_div(Decimal::from(denominator)))
+        .and_then(|v| v.checked_mul(Decimal::from(sign)))
+        .ok_or(InvoiceError::OutOfRange)?;
+    let proration = (numerator != denominator).then_some((numerator, denominator));
+    Ok(Some(Line {
+        kind,
+        description,
+        meter: None,
+        period_start_ms: period.start_ms,
+        period_end_ms: period.end_ms,
+        quantity: Stored(Decimal::ONE),
+        quantity_before: None,
+        quantity_after: None,
+        proration,
+        unit_price: None,
+        tiers: Vec::new(),
+        amount_exact: Stored(exact),
+        amount_minor: pricing::to_minor(exact, exponent)?,
+        events: 0,
+        events_digest: [0; 32],
+    }))
+}
+
+fn unit_price_of(charge: &Charge) -> Option<Stored> {
+    match &charge.model {
+        pricing::Model::PerUnit { unit_price } | pricing::Model::Package { unit_price, .. } => {
+            Some(*unit_price)
+        }
+        _ => None,
+    }
+}
+
+/// Unwraps a pricing result inside [`compute`], turning overflow into a business failure.
+macro_rules! priced {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(_) => return Ok(Err(InvoiceError::OutOfRange)),
+        }
+    };
+}
+
+/// Computes an invoice's lines from its inputs.
+pub fn compute<E, C, B, M>(
+    src: &Sources<'_, E, C, B, M>,
+    tenant: TenantId,
+    sub: &Subscription,
+    plan: &Plan,
+    spec: &Spec,
+) -> Result<Result<Vec<Line>, InvoiceError>, StoreError>
+where
+    E: ReadableTable<&'static [u8], &'static [u8]>,
+    C: ReadableTable<&'static [u8], ()>,
+    B: ReadableTable<&'static [u8], &'static [u8]>,
+    M: ReadableTable<&'static [u8], &'static [u8]>,
+{
+    let exponent = crate::currency::minor_unit_exponent(&plan.currency).unwrap_or(2);
+    let mut lines = Vec::new();
+    let period = &spec.period;
+    // Adjustments first: late usage of earlier periods, named by period.
+    for charge in &plan.charges {
+        let meter = match meter_of(src.meters, tenant, charge.meter)? {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(e)),
+        };
+        let lo = billed_key(tenant, sub.id, charge.meter, spec.adjust_from_ms);
+        let hi = billed_key(tenant, sub.id, charge.meter, period.start_ms);
+        for entry in src.billed.range::<&[u8]>(lo.as_slice()..hi.as_slice())? {
+            let (key, value) = entry?;
+            let billed: Billed = codec::decode(value.value())?;
+            let start = key
+                .value()
+                .get(40..48)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(|b| (u64::from_be_bytes(b) ^ (1u64 << 63)) as i64)
+                .ok_or_else(|| StoreError::Corrupt("malformed billed usage key".into()))?;
+            let (acc, digest) = usage::aggregate_events(
+                src.by_customer,
+                src.events,
+                tenant,
+                &meter,
+                sub.customer,
+                start,
+                billed.period_end_ms,
+                spec.cutoff,
+            )?;
+            let now_quantity = match acc.value(meter.aggregation) {
+                Ok(v) => v.unwrap_or(Decimal::ZERO),
+                Err(_) => return Ok(Err(InvoiceError::OutOfRange)),
+            };
+            if now_quantity == billed.quantity.0 {
+                continue;
+            }
+            let before = priced!(pricing::price(
+                &charge.model,
+                charge.free_units.0,
+                billed.quantity.0,
+                exponent
+            ));
+            let after = priced!(pricing::price(
+                &charge.model,
+                charge.free_units.0,
+                now_quantity,
+                exponent
+            ));
+            let exact = after.exact - before.exact;
+            lines.push(Line {
+                kind: LineKind::Adjustment,
+                description: format!(
+                    "{}: late usage for {} – {}",
+                    meter.key,
+                    crate::clock::rfc3339(start),
+                    crate::clock::rfc3339(billed.period_end_ms)
+                ),
+                meter: Some(charge.meter),
+                period_start_ms: start,
+                period_end_ms: billed.period_end_ms,
+                quantity: Stored(now_quantity - billed.quantity.0),
+                quantity_before: Some(billed.quantity),
+                quantity_after: Some(Stored(now_quantity)),
+                proration: None,
+                unit_price: unit_price_of(charge),
+                tiers: Vec::new(),
+                amount_exact: Stored(exact),
+                amount_minor: priced!(pricing::to_minor(exact, exponent)),
+                events: acc.events(),
+                events_digest: digest,
+            });
+        }
+    }
+    if spec.include_usage {
+        for charge in &plan.charges {
+            let meter = match meter_of(src.meters, tenant, charge.meter)? {
+                Ok(m) => m,
+                Err(e) => return Ok(Err(e)),
+            };
+            let (acc, digest) = usage::aggregate_events(
+                src.by_customer,
+                src.events,
+                tenant,
+                &meter,
+                sub.customer,
+                period.start_ms,
+                period.end_ms,
+                spec.cutoff,
+            )?;
+            let quantity = match acc.value(meter.aggregation) {
+                Ok(v) => v.unwrap_or(Decimal::ZERO),
+                Err(_) => return Ok(Err(InvoiceError::OutOfRange)),
+            };
+            let priced = priced!(pricing::price(
+                &charge.model,
+                charge.free_units.0,
+                quantity,
+                exponent
+            ));
+            lines.push(Line {
+                kind: LineKind::Usage,
+                description: meter.name.clone().unwrap_or_else(|| meter.key.clone()),
+                meter: Some(charge.meter),
+                period_start_ms: period.start_ms,
+                period_end_ms: period.end_ms,
+                quantity: Stored(quantity),
+                quantity_before: None,
+                quantity_after: None,
+                proration: None,
+                unit_price: unit_price_of(charge),
+                tiers: priced.tiers,
+                amount_exact: Stored(priced.exact),
+                amount_minor: priced.amount_minor,
+                events: acc.events(),
+                events_digest: digest,
+            });
+        }
+    }
+    if let Some(fee) = &plan.fixed_fee {
+        let covered = |p: &Period| p.end_ms - p.start_ms;
+        let fee_for = |p: &Period, label: &str| {
+            fee_line(
+                plan,
+                exponent,
+                LineKind::FixedFee,
+                format!("{} ({label})", plan.name),
+                p,
+                covered(p),
+                1,
+            )
+        };
+        let mut push = |line: Result<Option<Line>, InvoiceError>| -> Result<(), InvoiceError> {
+            if let Some(l) = line? {
+                lines.push(l);
+            }
+            Ok(())
+        };
+        let result = match (fee.timing, spec.kind) {
+            (FeeTiming::InArrears, InvoiceKind::Period | InvoiceKind::Final) => {
+                push(fee_for(period, "in arrears"))
+            }
+            (FeeTiming::InAdvance, InvoiceKind::Opening) => push(fee_for(period, "in advance")),
+            (FeeTiming::InAdvance, InvoiceKind::Period) => match &spec.next_period {
+                Some(next) => push(fee_for(next, "in advance")),
+                None => Ok(()),
+            },
+            (FeeTiming::InAdvance, InvoiceKind::Final) if spec.credit_unused_advance_fee => {
+                let unused = period.full_end_ms - period.end_ms;
+                push(fee_line(
+                    plan,
+                    exponent,
+                    LineKind::FeeCredit,
+                    format!("{} (unused time after cancellation)", plan.name),
+                    period,
+                    unused,
+                    -1,
+                ))
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            return Ok(Err(e));
+        }
+    }
+    Ok(Ok(lines))
+}
+
+/// The digest of an invoice's inputs and results: plan version, subscription, period, event
+/// cutoff, every line's quantities, event digests and amounts, and the credits drawn.
+pub fn inputs_digest(invoice: &Invoice) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("tally 2026-11 invoice inputs v1");
+    let mut put = |bytes: &[u8]| {
+        h.update(&(bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    put(&invoice.plan.to_bytes());
+    put(&invoice.subscription.to_bytes());
+    put(invoice.kind.as_str().as_bytes());
+    put(&invoice.period_start_ms.to_be_bytes());
+    put(&invoice.period_end_ms.to_be_bytes());
+    put(&invoice.events_through.to_be_bytes());
+    for line in &invoice.lines {
+        put(line.kind.as_str().as_bytes());
+        put(&line.meter.map(|m| m.to_bytes()).unwrap_or([0; 16]));
+        put(&line.period_start_ms.to_be_bytes());
+        put(&line.period_end_ms.to_be_bytes());
+        put(crate::decimal::to_text(line.quantity.0).as_bytes());
+        put(line
+            .quantity_before
+            .map(|q| crate::decimal::to_text(q.0))
+            .unwrap_or_default()
+            .as_bytes());
+        put(&line.events.to_be_bytes());
+        put(&line.events_digest);
+        put(&line.amount_minor.to_be_bytes());
+    }
+    for (grant, amount) in &invoice.credits {
+        put(&grant.to_bytes());
+        put(&amount.to_be_bytes());
+    }
+    *h.finalize().as_bytes()
+}
+
+/// Issues a computed invoice: stores it under its charge key, moves billed quantities, posts the
+/// invoice entry (receivable/revenue) and applies credits in burn order, all in the caller's
+/// transaction. Returns the stored invoice.
+#[allow(clippy::too_many_arguments)]
+pub fn issue(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    sub: &Subscription,
+    plan: &Plan,
+    spec: &Spec,
+    lines: Vec<Line>,
+    now_ms: i64,
+    billing_run: Option<Id>,
+    replaces: Option<Id>,
+    origin: &str,
+) -> Result<Result<Invoice, InvoiceError>, StoreError> {
+    let id = Id::generate_at(now_ms);
+    let subtotal = lines
+        .iter()
+        .try_fold(0i64, |acc, l| acc.checked_add(l.amount_minor));
+    let Some(subtotal) = subtotal else {
+        return Ok(Err(InvoiceError::OutOfRange));
+    };
+    let mut entries = Vec::new();
+    if subtotal != 0 {
+        let entry_id = Id::generate_at(now_ms);
+        let draft = Draft {
+            id: entry_id,
+            kind: "invoice".into(),
+            reason: format!("invoice {} issued", id.display(PREFIX)),
+            links: Links {
+                customer: Some(sub.customer),
+                invoice: Some(id),
+                ..Links::default()
+            },
+            origin: origin.to_string(),
+            postings: vec![
+                Posting {
+                    account: AccountRef::Receivable {
+                        customer: sub.customer,
+                    },
+                    currency: plan.currency.clone(),
+                    amount_minor: subtotal,
+                },
+                Posting {
+                    account: AccountRef::System(SystemAccount::Revenue),
+                    currency: plan.currency.clone(),
+                    amount_minor: -subtotal,
+                },
+            ],
+        };
+        if let Err(e) = journal::post(tx, tenant, now_ms, draft)? {
+            return Ok(Err(InvoiceError::Ledger(e.to_string())));
+        }
+        entries.push(entry_id);
+    }
+    let mut credits = Vec::new();
+    if subtotal > 0 {
+        let entry_id = Id::generate_at(now_ms);
+        match grant::consume(
+            tx,
+            tenant,
+            sub.customer,
+            &plan.currency,
+            subtotal,
+            now_ms,
+            entry_id,
+            Links {
+                invoice: Some(id),
+                ..Links::default()
+            },
+            origin.to_string(),
+        )? {
+            Ok(consumption) => {
+                if consumption.entry.is_some() {
+                    entries.push(entry_id);
+                }
+                credits = consumption.draws;
+            }
+            Err(e) => return Ok(Err(InvoiceError::Ledger(e.to_string()))),
+        }
+    }
+    let credits_applied: i64 = credits.iter().map(|(_, a)| a).sum();
+    let amount_due = subtotal - credits_applied;
+    let mut invoice = Invoice {
+        id,
+        subscription: sub.id,
+        customer: sub.customer,
+        plan: plan.id,
+        currency: plan.currency.clone(),
+        kind: spec.kind,
+        status: if amount_due > 0 {
+            InvoiceStatus::Finalized
+        } else {
+            InvoiceStatus::Paid
+        },
+        period_start_ms: spec.period.start_ms,
+        period_end_ms: if spec.kind == InvoiceKind::Opening {
+            spec.period.start_ms
+        } else {
+            spec.period.end_ms
+        },
+        lines,
+        subtotal_minor: subtotal,
+        credits,
+        credits_applied_minor: credits_applied,
+        amount_due_minor: amount_due,
+        issued_at_ms: now_ms,
+        events_through: spec.cutoff,
+        inputs_digest: [0; 32],
+        entries,
+        replaces,
+        replaced_by: None,
+        billing_run,
+        voided_at_ms: None,
+        paid_at_ms: (amount_due <= 0).then_some(now_ms),
+    };
+    invoice.inputs_digest = inputs_digest(&invoice);
+    // Billed quantities move with the invoice.
+    {
+        let mut billed = tx.open_table(tables::BILLED_USAGE)?;
+        for line in &invoice.lines {
+            let (Some(meter), Some(quantity)) = (
+                line.meter,
+                match line.kind {
+                    LineKind::Usage => Some(line.quantity),
+                    LineKind::Adjustment => line.quantity_after,
+                    _ => None,
+                },
+            ) else {
+                continue;
+            };
+            put_record(
+                &mut billed,
+                &billed_key(tenant, sub.id, meter, line.period_start_ms),
+                &Billed {
+                    period_end_ms: line.period_end_ms,
+                    quantity,
+                },
+            )?;
+        }
+    }
+    put_record(
+        &mut tx.open_table(tables::INVOICES)?,
+        &keys::tenant_id(tenant, id),
+        &invoice,
+    )?;
+    tx.open_table(tables::INVOICE_BY_PERIOD)?.insert(
+        charge_key(
+            tenant,
+            sub.id,
+            invoice.period_start_ms,
+            invoice.period_end_ms,
+        )
+        .as_slice(),
+        id.to_bytes().as_slice(),
+    )?;
+    let mut by_customer = keys::tenant_id(tenant, sub.customer).to_vec();
+    by_customer.extend_from_slice(&id.to_bytes());
+    tx.open_table(tables::INVOICES_BY_CUSTOMER)?
+        .insert(by_customer.as_slice(), ())?;
+    if spec.include_usage {
+        // Usage before this instant is invoiced: later events for it are `late`.
+        let mut through = tx.open_table(tables::INVOICED_THROUGH)?;
+        let key = keys::tenant_id(tenant, sub.customer);
+        let current = through
+            .get(key.as_slice())?
+            .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+            .map(i64::from_be_bytes)
+            .unwrap_or(i64::MIN);
+        if spec.period.end_ms > current {
+            through.insert(key.as_slice(), spec.period.end_ms.to_be_bytes().as_slice())?;
+        }
+    }
+    Ok(Ok(invoice))
+}
+
+/// Voids a finalized invoice: reverses its entries (credits return to grants that are still
+/// active; otherwise to where an expiry or void would have sent them), restores the billed
+/// quantities it moved, and frees its period for one re-issue.
+pub fn void(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    id: Id,
+    now_ms: i64,
+    origin: &str,
+) -> Result<Result<Invoice, InvoiceError>, StoreError> {
+    let invoice = {
+        let invoices = tx.open_table(tables::INVOICES)?;
+        get_record::<Invoice, _>(&invoices, keys::tenant_id(tenant, id))?
+    };
+    let Some(mut invoice) = invoice else {
+        return Ok(Err(InvoiceError::Missing(id.display(PREFIX))));
+    };
+    if invoice.status != InvoiceStatus::Finalized {
+        return Ok(Err(InvoiceError::WrongState {
+            id: id.display(PREFIX),
+            status: invoice.status.as_str(),
+            action: "voided",
+        }));
+    }
+    let receivable = AccountRef::Receivable {
+        customer: invoice.customer,
+    };
+    let mut postings = Vec::new();
+    if invoice.subtotal_minor != 0 {
+        postings.push(Posting {
+            account: AccountRef::System(SystemAccount::Revenue),
+            currency: invoice.currency.clone(),
+            amount_minor: invoice.subtotal_minor,
+        });
+        postings.push(Posting {
+            account: receivable,
+            currency: invoice.currency.clone(),
+            amount_minor: -invoice.subtotal_minor,
+        });
+    }
+    if invoice.credits_applied_minor > 0 {
+        let grants = tx.open_table(tables::GRANTS)?;
+        postings.push(Posting {
+            account: receivable,
+            currency: invoice.currency.clone(),
+            amount_minor: invoice.credits_applied_minor,
+        });
+        for (grant_id, amount) in &invoice.credits {
+            let g = get_record::<Grant, _>(&grants, keys::tenant_id(tenant, *grant_id))?
+                .ok_or_else(|| {
+                    StoreError::Corrupt("invoice credits name a missing grant".into())
+                })?;
+            let account = match g.status {
+                GrantStatus::Active => g.account(),
+                GrantStatus::Expired => AccountRef::System(SystemAccount::Breakage),
+                GrantStatus::Voided => match g.funding {
+                    grant::Funding::Cash => AccountRef::System(SystemAccount::Cash),
+                    grant::Funding::Receivable => receivable,
+                    grant::Funding::PromotionalExpense => {
+                        AccountRef::System(SystemAccount::PromotionalExpense)
+                    }
+                },
+            };
+            postings.push(Posting {
+                account,
+                currency: invoice.currency.clone(),
+                amount_minor: -amount,
+            });
+        }
+    }
+    // Merge legs on the same account so the entry stays readable.
+    let mut merged: Vec<Posting> = Vec::new();
+    for p in postings {
+        match merged
+            .iter_mut()
+            .find(|m| m.account == p.account && m.currency == p.currency)
+        {
+            Some(m) => m.amount_minor += p.amount_minor,
+            None => merged.push(p),
+        }
+    }
+    merged.retain(|p| p.amount_minor != 0);
+    if !merged.is_empty() {
+        let entry_id = Id::generate_at(now_ms);
+        let draft = Draft {
+            id: entry_id,
+            kind: "invoice_void".into(),
+            reason: format!("invoice {} voided", id.display(PREFIX)),
+            links: Links {
+                customer: Some(invoice.customer),
+                invoice: Some(id),
+                ..Links::default()
+            },
+            origin: origin.to_string(),
+            postings: merged,
+        };
+        if let Err(e) = journal::post(tx, tenant, now_ms, draft)? {
+            return Ok(Err(InvoiceError::Ledger(e.to_string())));
+        }
+        invoice.entries.push(entry_id);
+    }
+    {
+        let mut billed = tx.open_table(tables::BILLED_USAGE)?;
+        for line in invoice.lines.iter().rev() {
+            let Some(meter) = line.meter else { continue };
+            let key = billed_key(tenant, invoice.subscription, meter, line.period_start_ms);
+            match (line.kind, line.quantity_before) {
+                (LineKind::Usage, _) => {
+                    billed.remove(key.as_slice())?;
+                }
+                (LineKind::Adjustment, Some(before)) => {
+                    put_record(
+                        &mut billed,
+                        &key,
+                        &Billed {
+                            period_end_ms: line.period_end_ms,
+                            quantity: before,
+                        },
+                    )?;
+                }
+                _ => {}
+            }
+        }
+    }
+    invoice.status = InvoiceStatus::Void;
+    invoice.voided_at_ms = Some(now_ms);
+    put_record(
+        &mut tx.open_table(tables::INVOICES)?,
+        &keys::tenant_id(tenant, id),
+        &invoice,
+    )?;
+    let mut queue = keys::tenant_id(tenant, invoice.subscription).to_vec();
+    queue.extend_from_slice(&id.to_bytes());
+    tx.open_table(tables::REISSUE_QUEUE)?
+        .insert(queue.as_slice(), ())?;
+    Ok(Ok(invoice))
+}
+
+/// One invoice.
+pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Invoice>, StoreError> {
+    let table = tx.open_table(tables::INVOICES)?;
+    get_record(&table, keys::tenant_id(tenant, id))
+}
+
+/// A page of invoices, optionally of one customer.
+pub fn list(
+    tx: &ReadTransaction,
+    tenant: TenantId,
+    customer: Option<Id>,
+    after: Option<Id>,
+    limit: usize,
+) -> Result<(Vec<Invoice>, bool), StoreError> {
+    let table = tx.open_table(tables::INVOICES)?;
+    let mut out = Vec::new();
+    match customer {
+        Some(customer) => {
+            let index = tx.open_table(tables::INVOICES_BY_CUSTOMER)?;
+            let prefix = keys::tenant_id(tenant, customer).to_vec();
+            let mut lo = prefix.clone();
+            lo.extend_from_slice(
+                &after
+                    .map(|a| a.0.saturating_add(1))
+                    .unwrap_or(0)
+                    .to_be_bytes(),
+            );
+            let mut hi = prefix;
+            hi.extend_from_slice(&u128::MAX.to_be_bytes());
+            for entry in index.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
+                let (key, _) = entry?;
+                if out.len() == limit {
+                    return Ok((out, true));
+                }
+                let id = key
+                    .value()
+                    .get(24..40)
+                    .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                    .map(Id::from_bytes)
+                    .ok_or_else(|| StoreError::Corrupt("malformed invoice index key".into()))?;
+                if let Some(inv) = get_record(&table, keys::tenant_id(tenant, id))? {
+                    out.push(inv);
+                }
+            }
+        }
+        None => {
+            let (start, end) = keys::tenant_range(tenant);
+            let lower = match after {
+                Some(id) => {
+                    let mut k = keys::tenant_id(tenant, id).to_vec();
+                    k.push(0);
+                    k
+                }
+                None => start,
+            };
+            for entry in table.range::<&[u8]>(lower.as_slice()..end.as_slice())? {
+                let (_, value) = entry?;
+                if out.len() == limit {
+                    return Ok((out, true));
+                }
+                out.push(codec::decode(value.value())?);
+            }
+        }
+    }
+    Ok((out, false))
+}

@@ -1,0 +1,10 @@
+//! Billing: plans, subscriptions, periods, pricing, billing runs and invoices.
+
+pub mod invoice;
+pub mod period;
+pub mod plan;
+pub mod preview;
+pub mod pricing;
+pub mod run;
+pub mod subscription;
+pub mod verify;

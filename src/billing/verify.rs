@@ -1,0 +1,173 @@
+//! `tally invoice verify`: re-derives a stored invoice from the stored data it was computed from
+//! and reports a match or the first difference.
+
+use redb::ReadTransaction;
+use rust_decimal::Decimal;
+
+use super::invoice::{self, Invoice, LineKind};
+use super::plan::Plan;
+use super::pricing;
+use crate::ingest::meter::Meter;
+use crate::ingest::usage;
+use crate::ledger::journal;
+use crate::store::keys::{self, TenantId};
+use crate::store::{get_record, tables, StoreError};
+
+/// Verifies one invoice; `Ok(Err(difference))` names the first mismatch.
+pub fn verify_invoice(
+    tx: &ReadTransaction,
+    tenant: TenantId,
+    invoice: &Invoice,
+) -> Result<Result<(), String>, StoreError> {
+    let plans = tx.open_table(tables::PLANS)?;
+    let meters = tx.open_table(tables::METERS)?;
+    let events = tx.open_table(tables::EVENTS)?;
+    let by_customer = tx.open_table(tables::EVENTS_BY_CUSTOMER)?;
+    let Some(plan) = get_record::<Plan, _>(&plans, keys::tenant_id(tenant, invoice.plan))? else {
+        return Ok(Err("its plan no longer exists".into()));
+    };
+    let exponent = crate::currency::minor_unit_exponent(&plan.currency).unwrap_or(2);
+    for (i, line) in invoice.lines.iter().enumerate() {
+        let at = format!("line {i} ({})", line.description);
+        match line.kind {
+            LineKind::Usage | LineKind::Adjustment => {
+                let Some(meter_id) = line.meter else {
+                    return Ok(Err(format!("{at}: no meter")));
+                };
+                let Some(charge) = plan.charges.iter().find(|c| c.meter == meter_id) else {
+                    return Ok(Err(format!("{at}: the plan has no charge for its meter")));
+                };
+                let Some(meter) =
+                    get_record::<Meter, _>(&meters, keys::tenant_id(tenant, meter_id))?
+                else {
+                    return Ok(Err(format!("{at}: its meter no longer exists")));
+                };
+                let (acc, digest) = usage::aggregate_events(
+                    &by_customer,
+                    &events,
+                    tenant,
+                    &meter,
+                    invoice.customer,
+                    line.period_start_ms,
+                    line.period_end_ms,
+                    invoice.events_through,
+                )?;
+                let quantity = acc
+                    .value(meter.aggregation)
+                    .map_err(|_| StoreError::Corrupt("usage out of range".into()))?
+                    .unwrap_or(Decimal::ZERO);
+                if digest != line.events_digest || acc.events() != line.events {
+                    return Ok(Err(format!(
+                        "{at}: the events counted differ ({} stored, {} now)",
+                        line.events,
+                        acc.events()
+                    )));
+                }
+                let expected_minor = if line.kind == LineKind::Usage {
+                    if quantity != line.quantity.0 {
+                        return Ok(Err(format!(
+                            "{at}: quantity {} but the events give {quantity}",
+                            line.quantity.0
+                        )));
+                    }
+                    pricing::price(&charge.model, charge.free_units.0, quantity, exponent)
+                        .map_err(|_| StoreError::Corrupt("price out of range".into()))?
+                        .amount_minor
+                } else {
+                    let (Some(before), Some(after)) = (line.quantity_before, line.quantity_after)
+                    else {
+                        return Ok(Err(format!("{at}: adjustment without quantities")));
+                    };
+                    if after.0 != quantity || line.quantity.0 != after.0 - before.0 {
+                        return Ok(Err(format!(
+                            "{at}: adjusted quantity {} but the events give {quantity}",
+                            after.0
+                        )));
+                    }
+                    let p = |q: Decimal| {
+                        pricing::price(&charge.model, charge.free_units.0, q, exponent)
+                            .map(|p| p.exact)
+                            .map_err(|_| StoreError::Corrupt("price out of range".into()))
+                    };
+                    pricing::to_minor(p(after.0)? - p(before.0)?, exponent)
+                        .map_err(|_| StoreError::Corrupt("price out of range".into()))?
+                };
+                if expected_minor != line.amount_minor {
+                    return Ok(Err(format!(
+                        "{at}: amount {} but the plan prices it at {expected_minor}",
+                        line.amount_minor
+                    )));
+                }
+            }
+            LineKind::FixedFee | LineKind::FeeCredit => {
+                let Some(fee) = &plan.fixed_fee else {
+                    return Ok(Err(format!("{at}: the plan has no fixed fee")));
+                };
+                let (num, den) = line.proration.unwrap_or((1, 1));
+                let sign = if line.kind == LineKind::FeeCredit {
+                    -1
+                } else {
+                    1
+                };
+                let exact = pricing::from_minor(fee.amount_minor, exponent) * Decimal::from(num)
+                    / Decimal::from(den.max(1))
+                    * Decimal::from(sign);
+                let expected = pricing::to_minor(exact, exponent)
+                    .map_err(|_| StoreError::Corrupt("fee out of range".into()))?;
+                if expected != line.amount_minor {
+                    return Ok(Err(format!(
+                        "{at}: amount {} but the plan's fee gives {expected}",
+                        line.amount_minor
+                    )));
+                }
+            }
+        }
+    }
+    let subtotal: i64 = invoice.lines.iter().map(|l| l.amount_minor).sum();
+    if subtotal != invoice.subtotal_minor {
+        return Ok(Err(format!(
+            "subtotal {} but the lines sum to {subtotal}",
+            invoice.subtotal_minor
+        )));
+    }
+    let credits: i64 = invoice.credits.iter().map(|(_, a)| a).sum();
+    if credits != invoice.credits_applied_minor
+        || invoice.amount_due_minor != invoice.subtotal_minor - credits
+    {
+        return Ok(Err("credits applied or amount due do not add up".into()));
+    }
+    // The credits drawn must be exactly what the ledger recorded for this invoice.
+    let ids = tx.open_table(tables::JOURNAL_IDS)?;
+    let mut drawn_in_ledger: Vec<(crate::id::Id, i64)> = Vec::new();
+    for entry_id in &invoice.entries {
+        if ids
+            .get(keys::tenant_id(tenant, *entry_id).as_slice())?
+            .is_none()
+        {
+            return Ok(Err(format!(
+                "journal entry {} is missing",
+                entry_id.display(journal::PREFIX)
+            )));
+        }
+        if let Some(entry) = journal::get(tx, tenant, *entry_id)? {
+            if entry.kind == "credits_applied" {
+                for p in &entry.postings {
+                    if let crate::ledger::account::AccountRef::Grant { grant, .. } = p.account {
+                        drawn_in_ledger.push((grant, p.amount_minor));
+                    }
+                }
+            }
+        }
+    }
+    if drawn_in_ledger != invoice.credits {
+        return Ok(Err(
+            "the credits on the invoice differ from the ledger's entry".into(),
+        ));
+    }
+    if invoice::inputs_digest(invoice) != invoice.inputs_digest {
+        return Ok(Err(
+            "the inputs digest does not match the invoice's content".into(),
+        ));
+    }
+    Ok(Ok(()))
+}
