@@ -8,3 +8,6 @@ pub mod pricing;
 pub mod run;
 pub mod subscription;
 pub mod verify;
+
+#[cfg(test)]
+mod tests;

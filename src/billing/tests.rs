@@ -1,0 +1,440 @@
+//! Property tests of billing: with duplicates and late arrivals across periods and billing runs
+//! at arbitrary moments, every period's usage is billed exactly once in total, every invoice
+//! re-derives from its inputs, and the ledger verifies.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use redb::ReadableTable;
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use super::invoice::{self, Invoice, LineKind};
+use super::period::{Interval, DAY_MS};
+use super::plan::{Charge, CreatePlan, FeeTiming, FixedFee, Plan};
+use super::pricing::Model;
+use super::run::{BillingRun, Policy};
+use super::subscription::{CreateSubscription, Subscription, SubscriptionStatus};
+use super::verify::verify_invoice;
+use crate::customers::{CreateCustomer, Customer};
+use crate::decimal::Stored;
+use crate::id::Id;
+use crate::ingest::event::IngestBatch;
+use crate::ingest::meter::{Aggregation, CreateMeter, Meter};
+use crate::ingest::parse::{parse_body, Context, Format};
+use crate::store::{codec, tables, Store, TenantId};
+
+const TENANT: TenantId = TenantId(1);
+/// Midnight UTC, so daily periods are calendar days.
+const T0: i64 = 1_799_971_200_000;
+const NOW: i64 = T0 + 5 * DAY_MS;
+const POLICY: Policy = Policy {
+    grace_ms: 0,
+    adjust_window_ms: 35 * DAY_MS,
+};
+
+fn meter(key: &str, aggregation: Aggregation) -> Meter {
+    Meter {
+        id: Id::generate(),
+        key: key.into(),
+        name: None,
+        event_type: "call".into(),
+        aggregation,
+        value_property: aggregation.needs_value().then(|| "v".to_string()),
+        unique_property: (aggregation == Aggregation::UniqueCount).then(|| "u".to_string()),
+        created_at_ms: T0,
+        backfilled_events: 0,
+        backfill_skipped_events: 0,
+    }
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Store,
+    meters: Vec<Meter>,
+    customer: Id,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("b.redb"), 1 << 22).expect("open");
+    let customer = Id::generate();
+    store
+        .apply_one(CreateCustomer {
+            tenant: TENANT,
+            customer: Customer {
+                id: customer,
+                external_id: "c".into(),
+                name: None,
+                email: None,
+                currency: "USD".into(),
+                metadata: BTreeMap::new(),
+                created_at_ms: T0,
+            },
+        })
+        .expect("store")
+        .expect("customer");
+    let meters = vec![
+        meter("calls", Aggregation::Count),
+        meter("tokens", Aggregation::Sum),
+        meter("peak", Aggregation::Max),
+        meter("users", Aggregation::UniqueCount),
+    ];
+    for m in &meters {
+        store
+            .apply_one(CreateMeter {
+                tenant: TENANT,
+                meter: m.clone(),
+            })
+            .expect("store")
+            .expect("meter");
+    }
+    let plan = Plan {
+        id: Id::generate(),
+        code: "p".into(),
+        name: "P".into(),
+        currency: "USD".into(),
+        interval: Interval::Day,
+        interval_count: 1,
+        fixed_fee: Some(FixedFee {
+            amount_minor: 500,
+            timing: FeeTiming::InArrears,
+        }),
+        charges: meters
+            .iter()
+            .map(|m| Charge {
+                meter: m.id,
+                model: Model::PerUnit {
+                    unit_price: Stored(Decimal::new(125, 2)),
+                },
+                free_units: Stored(Decimal::ZERO),
+            })
+            .collect(),
+        created_at_ms: T0,
+    };
+    let plan_id = plan.id;
+    store
+        .apply_one(CreatePlan {
+            tenant: TENANT,
+            plan,
+        })
+        .expect("store")
+        .expect("plan");
+    store
+        .apply_one(CreateSubscription {
+            tenant: TENANT,
+            subscription: Subscription {
+                id: Id::generate(),
+                customer,
+                plan: plan_id,
+                start_at_ms: T0,
+                anchor_ms: T0,
+                status: SubscriptionStatus::Active,
+                ends_at_ms: None,
+                canceled_at_ms: None,
+                periods_closed: 0,
+                opening_invoiced: false,
+                created_at_ms: T0,
+            },
+        })
+        .expect("store")
+        .expect("subscription");
+    World {
+        _dir: dir,
+        store,
+        meters,
+        customer,
+    }
+}
+
+fn ingest(w: &World, events: &[(u32, i64, u32, u8)]) {
+    let config = crate::config::IngestConfig::default();
+    let ctx = Context {
+        tenant: TENANT,
+        now_ms: NOW,
+        config: &config,
+    };
+    let body: Vec<serde_json::Value> = events
+        .iter()
+        .map(|(id, ts, v, u)| {
+            json!({"id": format!("e{id}"), "customer": "c", "type": "call",
+                   "timestamp": crate::clock::rfc3339(*ts), "properties": {"v": v, "u": u}})
+        })
+        .collect();
+    let parsed = parse_body(json!({ "events": body }), Format::Native, &ctx).expect("shape");
+    w.store
+        .apply_one(IngestBatch {
+            tenant: TENANT,
+            events: parsed,
+            now_ms: NOW,
+        })
+        .expect("ingest");
+}
+
+fn run(w: &World, as_of: i64) {
+    w.store
+        .apply_one(BillingRun {
+            tenant: TENANT,
+            id: Id::generate(),
+            as_of_ms: as_of,
+            now_ms: NOW,
+            policy: POLICY,
+            trigger: "test".into(),
+            origin: "test".into(),
+        })
+        .expect("run");
+}
+
+fn invoices(w: &World) -> Vec<Invoice> {
+    let tx = w.store.read().expect("read");
+    invoice::list(&tx, TENANT, None, None, 500).expect("list").0
+}
+
+/// A step of the scenario: ingest some events, or run billing as of the end of a day.
+#[derive(Debug, Clone)]
+enum Step {
+    Ingest(Vec<(u32, i64, u32, u8)>),
+    Run(i64),
+}
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    // Events: ids from a small pool (so duplicates happen), timestamps across days 0-2.
+    let event = (0u32..30, 0i64..3 * DAY_MS, 1u32..50, 0u8..5)
+        .prop_map(|(id, offset, v, u)| (id, T0 + offset, v, u));
+    let step = prop_oneof![
+        3 => proptest::collection::vec(event, 1..8).prop_map(Step::Ingest),
+        1 => (1i64..4).prop_map(|day| Step::Run(T0 + day * DAY_MS)),
+    ];
+    proptest::collection::vec(step, 1..14)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_period_is_billed_exactly_once_in_total(steps in steps()) {
+        let w = world();
+        // The first delivery of an id defines the event; later ones are duplicates or conflicts.
+        let mut first: BTreeMap<u32, (i64, u32, u8)> = BTreeMap::new();
+        for step in &steps {
+            match step {
+                Step::Ingest(events) => {
+                    for (id, ts, v, u) in events {
+                        first.entry(*id).or_insert((*ts, *v, *u));
+                    }
+                    ingest(&w, events);
+                }
+                Step::Run(as_of) => run(&w, *as_of),
+            }
+        }
+        // A last run after everything arrived: day 3 closes and carries every adjustment.
+        run(&w, T0 + 4 * DAY_MS);
+        let all = invoices(&w);
+        for day in 0..3i64 {
+            let (start, end) = (T0 + day * DAY_MS, T0 + (day + 1) * DAY_MS);
+            let in_day: Vec<&(i64, u32, u8)> =
+                first.values().filter(|(ts, _, _)| *ts >= start && *ts < end).collect();
+            for m in &w.meters {
+                let actual = match m.aggregation {
+                    Aggregation::Count => Decimal::from(in_day.len() as u64),
+                    Aggregation::Sum => in_day.iter().map(|(_, v, _)| Decimal::from(*v)).sum(),
+                    Aggregation::Max => in_day.iter().map(|(_, v, _)| Decimal::from(*v)).max().unwrap_or(Decimal::ZERO),
+                    Aggregation::UniqueCount => {
+                        let users: std::collections::BTreeSet<u8> = in_day.iter().map(|(_, _, u)| *u).collect();
+                        Decimal::from(users.len() as u64)
+                    }
+                    _ => unreachable!("not used in this plan"),
+                };
+                let billed: Decimal = all
+                    .iter()
+                    .flat_map(|i| i.lines.iter())
+                    .filter(|l| l.meter == Some(m.id) && l.period_start_ms == start)
+                    .filter(|l| matches!(l.kind, LineKind::Usage | LineKind::Adjustment))
+                    .map(|l| l.quantity.0)
+                    .sum();
+                prop_assert_eq!(billed, actual, "meter {} day {}", m.key, day);
+            }
+            // Exactly one period invoice per day.
+            let count = all.iter().filter(|i| i.period_start_ms == start && i.kind == invoice::InvoiceKind::Period).count();
+            prop_assert_eq!(count, 1, "day {}", day);
+        }
+        let tx = w.store.read().expect("read");
+        for inv in &all {
+            prop_assert_eq!(verify_invoice(&tx, TENANT, inv).expect("verify"), Ok(()), "{}", inv.id.display("inv"));
+        }
+        let report = crate::ledger::verify::verify(&tx, None, &mut |_, _| {}).expect("verify");
+        prop_assert!(report.violation.is_none(), "{:?}", report.violation);
+        let _ = w.customer;
+    }
+}
+
+#[test]
+fn a_tampered_invoice_fails_verification() {
+    let w = world();
+    ingest(&w, &[(1, T0 + 1000, 7, 1), (2, T0 + 2000, 3, 2)]);
+    run(&w, T0 + DAY_MS);
+    let inv = invoices(&w).into_iter().next().expect("an invoice");
+    {
+        let tx = w.store.read().expect("read");
+        assert_eq!(verify_invoice(&tx, TENANT, &inv).expect("verify"), Ok(()));
+    }
+    let mut tampered = inv.clone();
+    let line = tampered
+        .lines
+        .iter_mut()
+        .find(|l| l.kind == LineKind::Usage && l.events > 0)
+        .expect("usage line");
+    line.quantity = Stored(line.quantity.0 + Decimal::ONE);
+    let db = w.store.database().expect("db");
+    let tx = db.begin_write().expect("tx");
+    {
+        let mut table = tx.open_table(tables::INVOICES).expect("t");
+        let key = crate::store::keys::tenant_id(TENANT, tampered.id);
+        let bytes = codec::encode(&tampered).expect("encode");
+        table
+            .insert(key.as_slice(), bytes.as_slice())
+            .expect("insert");
+        assert!(table.get(key.as_slice()).expect("get").is_some());
+    }
+    tx.commit().expect("commit");
+    let read = w.store.read().expect("read");
+    let stored = invoice::get(&read, TENANT, tampered.id)
+        .expect("get")
+        .expect("invoice");
+    let outcome = verify_invoice(&read, TENANT, &stored).expect("verify");
+    assert!(outcome.is_err(), "tampering must be found");
+}
+
+#[test]
+fn billing_runs_twice_never_duplicate_and_void_reissues_once() {
+    let w = world();
+    ingest(&w, &[(1, T0 + 1000, 7, 1)]);
+    run(&w, T0 + DAY_MS);
+    run(&w, T0 + DAY_MS);
+    let all = invoices(&w);
+    assert_eq!(all.len(), 1);
+    let voided = w
+        .store
+        .apply_one(super::run::VoidInvoice {
+            tenant: TENANT,
+            id: all[0].id,
+            now_ms: NOW,
+            origin: "test".into(),
+        })
+        .expect("store")
+        .expect("void");
+    assert_eq!(voided.status, invoice::InvoiceStatus::Void);
+    run(&w, T0 + DAY_MS);
+    run(&w, T0 + DAY_MS);
+    let all = invoices(&w);
+    assert_eq!(all.len(), 2, "one re-issue");
+    assert_eq!(all[1].replaces, Some(all[0].id));
+    assert_eq!(all[0].replaced_by, Some(all[1].id));
+    assert_eq!(all[1].subtotal_minor, all[0].subtotal_minor);
+    let tx = w.store.read().expect("read");
+    let report = crate::ledger::verify::verify(&tx, None, &mut |_, _| {}).expect("verify");
+    assert!(report.violation.is_none(), "{:?}", report.violation);
+    let revenue = crate::ledger::journal::balance(
+        &tx.open_table(tables::BALANCES).expect("t"),
+        TENANT,
+        "USD",
+        crate::ledger::account::AccountRef::System(crate::ledger::account::SystemAccount::Revenue),
+    )
+    .expect("balance");
+    assert_eq!(
+        revenue, -all[1].subtotal_minor,
+        "the void reversed the first invoice"
+    );
+}
+
+#[test]
+fn immediate_cancel_prorates_the_fee_by_the_second() {
+    let w = world();
+    // A 30-day month (April 2027) with a 30.00 fee in arrears, cancelled 10 days in.
+    let april = crate::clock::parse_rfc3339("2027-04-01T00:00:00Z").expect("time");
+    let plan = Plan {
+        id: Id::generate(),
+        code: "monthly".into(),
+        name: "Monthly".into(),
+        currency: "USD".into(),
+        interval: Interval::Month,
+        interval_count: 1,
+        fixed_fee: Some(FixedFee {
+            amount_minor: 3000,
+            timing: FeeTiming::InArrears,
+        }),
+        charges: Vec::new(),
+        created_at_ms: april,
+    };
+    let plan_id = plan.id;
+    w.store
+        .apply_one(CreatePlan {
+            tenant: TENANT,
+            plan,
+        })
+        .expect("store")
+        .expect("plan");
+    let sub_id = Id::generate();
+    w.store
+        .apply_one(CreateSubscription {
+            tenant: TENANT,
+            subscription: Subscription {
+                id: sub_id,
+                customer: w.customer,
+                plan: plan_id,
+                start_at_ms: april,
+                anchor_ms: april,
+                status: SubscriptionStatus::Active,
+                ends_at_ms: None,
+                canceled_at_ms: None,
+                periods_closed: 0,
+                opening_invoiced: false,
+                created_at_ms: april,
+            },
+        })
+        .expect("store")
+        .expect("subscription");
+    let cancelled = w
+        .store
+        .apply_one(super::run::CancelSubscription {
+            tenant: TENANT,
+            id: sub_id,
+            immediately: true,
+            now_ms: april + 10 * DAY_MS,
+            policy: POLICY,
+            origin: "test".into(),
+        })
+        .expect("store")
+        .expect("cancel");
+    assert_eq!(cancelled.subscription.status, SubscriptionStatus::Canceled);
+    assert_eq!(cancelled.invoices.len(), 1);
+    let tx = w.store.read().expect("read");
+    let inv = invoice::get(&tx, TENANT, cancelled.invoices[0])
+        .expect("get")
+        .expect("invoice");
+    assert_eq!(inv.kind, invoice::InvoiceKind::Final);
+    let fee = inv
+        .lines
+        .iter()
+        .find(|l| l.kind == LineKind::FixedFee)
+        .expect("fee line");
+    assert_eq!(fee.amount_minor, 1000, "10 of 30 days");
+    assert_eq!(fee.proration, Some((10 * DAY_MS, 30 * DAY_MS)));
+    assert_eq!(verify_invoice(&tx, TENANT, &inv).expect("verify"), Ok(()));
+    drop(tx);
+    let again = w
+        .store
+        .apply_one(super::run::CancelSubscription {
+            tenant: TENANT,
+            id: sub_id,
+            immediately: true,
+            now_ms: april + 11 * DAY_MS,
+            policy: POLICY,
+            origin: "test".into(),
+        })
+        .expect("store");
+    assert!(
+        again.is_err(),
+        "cancelling a cancelled subscription is refused"
+    );
+}
