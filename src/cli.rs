@@ -44,6 +44,37 @@ pub enum Command {
     /// Invoices.
     #[command(subcommand)]
     Invoice(InvoiceCommand),
+    /// Dead letters: jobs that exhausted their retries.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+/// `tally dlq …`.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters.
+    List {
+        /// The tenant's name.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Only this job kind.
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Requeue dead letters with their attempts reset: one by id, or every match with --all.
+    Replay {
+        /// The tenant's name.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// A dead letter id (`job_…`).
+        id: Option<String>,
+        /// Replay every dead letter (of --kind, if given).
+        #[arg(long)]
+        all: bool,
+        /// Only this job kind (with --all).
+        #[arg(long)]
+        kind: Option<String>,
+    },
 }
 
 /// `tally invoice …`.
@@ -147,6 +178,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Verify { tenant } => verify(&config, tenant.as_deref()),
         Command::Invoice(InvoiceCommand::Verify { id }) => verify_invoice(&config, &id),
+        Command::Dlq(command) => dlq(&config, command),
         Command::Key(KeyCommand::Revoke { key_id }) => {
             let store = open(&config)?;
             store
@@ -236,6 +268,112 @@ fn verify_invoice(config: &Config, id: &str) -> anyhow::Result<()> {
         }
     }
     anyhow::bail!("no invoice {id} in any tenant")
+}
+
+fn tenant_named(tx: &redb::ReadTransaction, name: &str) -> anyhow::Result<crate::store::TenantId> {
+    tenants::list(tx)?
+        .into_iter()
+        .find(|(t, _)| t.name == name)
+        .map(|(t, _)| crate::store::TenantId(t.id))
+        .ok_or_else(|| anyhow::anyhow!("no tenant named {name:?}"))
+}
+
+fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
+    use std::io::Write;
+    let store = open(config)?;
+    match command {
+        DlqCommand::List { tenant, kind } => {
+            let tx = store.read()?;
+            let tenant = tenant_named(&tx, &tenant)?;
+            let mut after = None;
+            println!("{:<31} {:<18} {:<25} LAST ERROR", "ID", "KIND", "DIED");
+            loop {
+                let (jobs, more) = crate::jobs::dead_letters(
+                    &tx,
+                    tenant,
+                    kind.as_deref(),
+                    None,
+                    None,
+                    after,
+                    500,
+                )?;
+                for j in &jobs {
+                    println!(
+                        "{:<31} {:<18} {:<25} {}",
+                        j.id.display(crate::jobs::PREFIX),
+                        j.kind,
+                        j.finished_at_ms
+                            .map(crate::clock::rfc3339)
+                            .unwrap_or_default(),
+                        j.last_error().unwrap_or("")
+                    );
+                }
+                after = jobs.last().map(|j| j.id);
+                if !more {
+                    return Ok(());
+                }
+            }
+        }
+        DlqCommand::Replay {
+            tenant,
+            id,
+            all,
+            kind,
+        } => {
+            let tenant = {
+                let tx = store.read()?;
+                tenant_named(&tx, &tenant)?
+            };
+            let ids = match (&id, all) {
+                (Some(id), false) => vec![crate::id::Id::parse(id, crate::jobs::PREFIX)
+                    .ok_or_else(|| anyhow::anyhow!("{id:?} is not a job id (job_…)"))?],
+                (None, true) => Vec::new(),
+                _ => anyhow::bail!("give one dead letter id, or --all"),
+            };
+            let total = {
+                let tx = store.read()?;
+                crate::jobs::dead_letters(
+                    &tx,
+                    tenant,
+                    kind.as_deref(),
+                    None,
+                    None,
+                    None,
+                    usize::MAX,
+                )?
+                .0
+                .len()
+            };
+            let mut done = 0usize;
+            let mut stderr = std::io::stderr();
+            loop {
+                let replayed = store
+                    .apply_one(crate::jobs::ReplayDead {
+                        tenant,
+                        ids: ids.clone(),
+                        kind: kind.clone(),
+                        died_from_ms: None,
+                        died_to_ms: None,
+                        limit: 500,
+                        now_ms: crate::clock::now_ms(),
+                    })?
+                    .map_err(anyhow::Error::from)?;
+                done += replayed.len();
+                if all {
+                    let _ = write!(stderr, "\rreplayed {done}/{total}");
+                    let _ = stderr.flush();
+                }
+                if !all || replayed.is_empty() {
+                    break;
+                }
+            }
+            if all {
+                let _ = writeln!(stderr);
+            }
+            println!("replayed: {done}");
+            Ok(())
+        }
+    }
 }
 
 fn open(config: &Config) -> anyhow::Result<Store> {

@@ -49,6 +49,64 @@ pub struct Config {
     pub ledger: LedgerConfig,
     /// Billing runs.
     pub billing: BillingConfig,
+    /// The durable job queue.
+    pub jobs: JobsConfig,
+    /// Inbound webhooks.
+    pub webhooks: WebhooksConfig,
+}
+
+/// Workers and retries of the job queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Jobs processed at once.
+    pub workers: u64,
+    /// Attempts before a job becomes a dead letter.
+    pub max_attempts: u64,
+    /// First retry delay; doubles per attempt (plus up to 50 % jitter).
+    pub backoff_base_ms: u64,
+    /// Longest retry delay.
+    pub backoff_max_ms: u64,
+    /// How long a worker holds a job; a crashed worker's job is retried after this.
+    pub lease_ms: u64,
+    /// How often idle workers look for due jobs.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            max_attempts: 8,
+            backoff_base_ms: 1000,
+            backoff_max_ms: 3_600_000,
+            lease_ms: 30_000,
+            poll_interval_ms: 250,
+        }
+    }
+}
+
+/// The webhook trust gate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Signed timestamps further than this from now (either way) are refused.
+    pub tolerance_secs: u64,
+    /// How long a rotated-out secret stays valid.
+    pub rotation_overlap_secs: u64,
+    /// Deliveries without a provider event id are one event when their bodies are equal within
+    /// this window.
+    pub derived_window_secs: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            tolerance_secs: 300,
+            rotation_overlap_secs: 86_400,
+            derived_window_secs: 86_400,
+        }
+    }
 }
 
 /// When periods close.
@@ -132,6 +190,22 @@ impl Config {
     }
 }
 
+impl JobsConfig {
+    /// The pool settings.
+    pub fn pool(&self) -> crate::jobs::worker::PoolConfig {
+        crate::jobs::worker::PoolConfig {
+            workers: usize::try_from(self.workers).unwrap_or(4),
+            lease_ms: i64::try_from(self.lease_ms).unwrap_or(30_000),
+            poll_interval: std::time::Duration::from_millis(self.poll_interval_ms),
+            retry: crate::jobs::RetryPolicy {
+                max_attempts: u32::try_from(self.max_attempts).unwrap_or(8),
+                base_ms: i64::try_from(self.backoff_base_ms).unwrap_or(1000),
+                max_ms: i64::try_from(self.backoff_max_ms).unwrap_or(3_600_000),
+            },
+        }
+    }
+}
+
 impl IngestConfig {
     /// The derived-identity window of a source, in milliseconds.
     pub fn window_ms(&self, source: &str) -> i64 {
@@ -210,6 +284,8 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             ledger: LedgerConfig::default(),
             billing: BillingConfig::default(),
+            jobs: JobsConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -362,6 +438,33 @@ impl Config {
                 "billing.grace_secs",
                 "must be at most 2678400 (31 days)",
             ));
+        }
+        if !(1..=256).contains(&self.jobs.workers) {
+            return Err(bad("jobs.workers", "must be between 1 and 256"));
+        }
+        if !(1..=100).contains(&self.jobs.max_attempts) {
+            return Err(bad("jobs.max_attempts", "must be between 1 and 100"));
+        }
+        if self.jobs.backoff_base_ms == 0 || self.jobs.backoff_max_ms < self.jobs.backoff_base_ms {
+            return Err(bad(
+                "jobs.backoff_base_ms",
+                "must be at least 1 and at most jobs.backoff_max_ms",
+            ));
+        }
+        if !(100..=86_400_000).contains(&self.jobs.lease_ms) {
+            return Err(bad("jobs.lease_ms", "must be between 100 and 86400000"));
+        }
+        if !(1..=60_000).contains(&self.jobs.poll_interval_ms) {
+            return Err(bad("jobs.poll_interval_ms", "must be between 1 and 60000"));
+        }
+        if !(1..=3600).contains(&self.webhooks.tolerance_secs) {
+            return Err(bad(
+                "webhooks.tolerance_secs",
+                "must be between 1 and 3600 (0 would accept replays forever)",
+            ));
+        }
+        if self.webhooks.derived_window_secs == 0 {
+            return Err(bad("webhooks.derived_window_secs", "must be at least 1"));
         }
         if self.ledger.expiry_interval_ms == 0 {
             return Err(bad("ledger.expiry_interval_ms", "must be at least 1"));

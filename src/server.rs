@@ -108,12 +108,14 @@ async fn run(
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
     let store_for_tasks = Arc::clone(&store);
+    let jobs_wake = Arc::new(tokio::sync::Notify::new());
     let state = Arc::new(AppState {
         store,
         writer: writer.clone(),
         config: Arc::clone(&config),
         in_flight: InFlight::default(),
         metrics: metrics.clone(),
+        jobs_wake: Arc::clone(&jobs_wake),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let purge = tokio::spawn(purge_task(
@@ -124,6 +126,22 @@ async fn run(
     let expiry = tokio::spawn(expiry_task(
         writer.clone(),
         Arc::clone(&config),
+        stop_rx.clone(),
+    ));
+    let mut registry = crate::jobs::worker::Registry::default();
+    registry.register(
+        crate::webhooks::event::JOB_KIND,
+        Arc::new(crate::webhooks::process::ProcessWebhook {
+            handlers: Arc::new(crate::webhooks::process::EventHandlers::builtin(
+                config.ingest.clone(),
+            )),
+        }),
+    );
+    let workers = tokio::spawn(crate::jobs::worker::run(
+        writer.clone(),
+        Arc::new(registry),
+        config.jobs.pool(),
+        Arc::clone(&jobs_wake),
         stop_rx.clone(),
     ));
     let billing = tokio::spawn(billing_task(
@@ -144,6 +162,7 @@ async fn run(
     let _ = purge.await;
     let _ = expiry.await;
     let _ = billing.await;
+    let _ = workers.await;
     let _ = upkeep.await;
     served.context("the HTTP server failed")
 }

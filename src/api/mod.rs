@@ -4,6 +4,7 @@
 //! reads a snapshot. It knows nothing of redb tables: storage goes through the domain modules.
 
 pub mod customers;
+pub mod dead_letters;
 pub mod events;
 pub mod extract;
 pub mod grants;
@@ -18,6 +19,7 @@ pub mod plans;
 pub mod problem;
 pub mod subscriptions;
 pub mod usage;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,6 +50,8 @@ pub struct AppState {
     pub in_flight: InFlight,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Wakes the job workers when something was enqueued.
+    pub jobs_wake: Arc<tokio::sync::Notify>,
 }
 
 /// The complete router.
@@ -87,6 +91,28 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/customers/{id}/upcoming-invoice",
             get(invoices::upcoming),
+        )
+        .route(
+            "/v1/webhook-endpoints",
+            get(webhooks::list_endpoints).post(webhooks::create_endpoint),
+        )
+        .route("/v1/webhook-endpoints/{id}", get(webhooks::get_endpoint))
+        .route(
+            "/v1/webhook-endpoints/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route("/v1/hooks/{endpoint_id}", post(webhooks::receive))
+        .route("/v1/webhook-events", get(webhooks::list_events))
+        .route("/v1/webhook-events/{id}", get(webhooks::get_event))
+        .route(
+            "/v1/webhook-events/{id}/replay",
+            post(webhooks::replay_event),
+        )
+        .route("/v1/dead-letters", get(dead_letters::list))
+        .route("/v1/dead-letters/replay", post(dead_letters::replay_bulk))
+        .route(
+            "/v1/dead-letters/{id}/replay",
+            post(dead_letters::replay_one),
         )
         .route("/v1/meters", get(meters::list).post(meters::create))
         .route("/v1/meters/{id}", get(meters::get).post(meters::update))

@@ -7,8 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    customers, events, grants, health, invoices, ledger, meters, pagination, plans, problem,
-    subscriptions, usage,
+    customers, dead_letters, events, grants, health, invoices, ledger, meters, pagination, plans,
+    problem, subscriptions, usage, webhooks,
 };
 
 /// The document's root.
@@ -56,6 +56,17 @@ use super::{
         invoices::void,
         invoices::verify,
         invoices::upcoming,
+        webhooks::create_endpoint,
+        webhooks::get_endpoint,
+        webhooks::list_endpoints,
+        webhooks::rotate_secret,
+        webhooks::receive,
+        webhooks::list_events,
+        webhooks::get_event,
+        webhooks::replay_event,
+        dead_letters::list,
+        dead_letters::replay_one,
+        dead_letters::replay_bulk,
     ),
     components(schemas(
         problem::Problem,
@@ -110,6 +121,18 @@ use super::{
         invoices::ClosedBody,
         invoices::SkippedBody,
         invoices::EmptyRequest,
+        webhooks::CreateEndpointRequest,
+        webhooks::RotateRequest,
+        webhooks::EndpointResponse,
+        webhooks::EndpointList,
+        webhooks::ReceivedResponse,
+        webhooks::AttemptBody,
+        webhooks::WebhookEventResponse,
+        webhooks::WebhookEventPage,
+        dead_letters::DeadLetterResponse,
+        dead_letters::DeadLetterPage,
+        dead_letters::ReplayResponse,
+        dead_letters::BulkReplayRequest,
     )),
     modifiers(&BearerAuth)
 )]

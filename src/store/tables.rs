@@ -100,6 +100,24 @@ pub const REISSUE_QUEUE: TableDefinition<&[u8], ()> = TableDefinition::new("reis
 /// (tenant, billing run id) → run record.
 pub const BILLING_RUNS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("billing_runs");
 
+/// job id → job record (jobs are global; each names its tenant).
+pub const JOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jobs");
+/// (due time, job id) → (): pending jobs by due time, leased jobs by lease end.
+pub const JOBS_DUE: TableDefinition<&[u8], ()> = TableDefinition::new("jobs_due");
+/// (tenant, job id) → (): jobs that exhausted their attempts.
+pub const DEAD_LETTERS: TableDefinition<&[u8], ()> = TableDefinition::new("dead_letters");
+/// endpoint id → webhook endpoint record (the receiver knows only the id).
+pub const WEBHOOK_ENDPOINTS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("webhook_endpoints");
+/// (tenant, endpoint id) → ().
+pub const WEBHOOK_ENDPOINTS_BY_TENANT: TableDefinition<&[u8], ()> =
+    TableDefinition::new("webhook_endpoints_by_tenant");
+/// (tenant, endpoint id, provider event identity) → webhook event id: the dedupe record.
+pub const WEBHOOK_RECEIPTS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("webhook_receipts");
+/// (tenant, webhook event id) → received event record.
+pub const WEBHOOK_EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("webhook_events");
+
 /// Opens (creating if needed) every table, so read transactions never meet a missing table.
 pub fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::Error> {
     tx.open_table(META)?;
@@ -141,5 +159,12 @@ pub fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::Error> {
     tx.open_table(BILLED_USAGE)?;
     tx.open_table(REISSUE_QUEUE)?;
     tx.open_table(BILLING_RUNS)?;
+    tx.open_table(JOBS)?;
+    tx.open_table(JOBS_DUE)?;
+    tx.open_table(DEAD_LETTERS)?;
+    tx.open_table(WEBHOOK_ENDPOINTS)?;
+    tx.open_table(WEBHOOK_ENDPOINTS_BY_TENANT)?;
+    tx.open_table(WEBHOOK_RECEIPTS)?;
+    tx.open_table(WEBHOOK_EVENTS)?;
     Ok(())
 }

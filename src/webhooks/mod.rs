@@ -1,0 +1,6 @@
+//! Inbound webhooks: endpoints, the signature trust gate, durable receipts, processing.
+
+pub mod endpoint;
+pub mod event;
+pub mod process;
+pub mod signature;
