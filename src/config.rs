@@ -53,6 +53,109 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// Inbound webhooks.
     pub webhooks: WebhooksConfig,
+    /// Payment collection.
+    pub payments: PaymentsConfig,
+}
+
+/// Which provider collects payments, and how.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentsConfig {
+    /// `simulated` (a development PSP inside the daemon) or `stripe`.
+    pub provider: String,
+    /// Create a payment attempt for every finalized invoice with an amount due.
+    pub auto_collect: bool,
+    /// Days between a declined attempt and the next; after the last, the invoice is
+    /// uncollectible.
+    pub dunning_retry_days: Vec<u64>,
+    /// Stripe settings.
+    pub stripe: StripeConfig,
+    /// Simulator settings.
+    pub simulated: SimulatedConfig,
+}
+
+/// Stripe API access.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StripeConfig {
+    /// API base URL.
+    pub base_url: String,
+    /// Secret key (`sk_…`); prefer `TALLY_PAYMENTS_STRIPE_SECRET_KEY`.
+    pub secret_key: String,
+    /// Per-request timeout.
+    pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for StripeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key never reaches a log line.
+        f.debug_struct("StripeConfig")
+            .field("base_url", &self.base_url)
+            .field("secret_key", &"<redacted>")
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+/// The simulated PSP.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulatedConfig {
+    /// Outcome of charges without a `sim_*` payment method: `succeed`, `decline`,
+    /// `timeout_after_charge`, `error` or `requires_action`.
+    pub outcome: String,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        Self {
+            provider: "simulated".into(),
+            auto_collect: false,
+            dunning_retry_days: vec![3, 5, 7],
+            stripe: StripeConfig::default(),
+            simulated: SimulatedConfig::default(),
+        }
+    }
+}
+
+impl Default for StripeConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.stripe.com".into(),
+            secret_key: String::new(),
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for SimulatedConfig {
+    fn default() -> Self {
+        Self {
+            outcome: "succeed".into(),
+        }
+    }
+}
+
+impl PaymentsConfig {
+    /// The dunning schedule.
+    pub fn dunning(&self) -> crate::payments::payment::Dunning {
+        crate::payments::payment::Dunning {
+            retry_delays_ms: self
+                .dunning_retry_days
+                .iter()
+                .map(|d| i64::try_from(d.saturating_mul(86_400_000)).unwrap_or(i64::MAX))
+                .collect(),
+        }
+    }
+
+    /// The provider's name as a static string.
+    pub fn provider_name(&self) -> &'static str {
+        if self.provider == "stripe" {
+            "stripe"
+        } else {
+            "simulated"
+        }
+    }
 }
 
 /// Workers and retries of the job queue.
@@ -186,6 +289,10 @@ impl Config {
                 .unwrap_or(i64::MAX),
             adjust_window_ms: i64::try_from(self.ingest.max_backdate_secs.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
+            auto_collect: self
+                .payments
+                .auto_collect
+                .then(|| self.payments.provider_name()),
         }
     }
 }
@@ -286,6 +393,7 @@ impl Default for Config {
             billing: BillingConfig::default(),
             jobs: JobsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            payments: PaymentsConfig::default(),
         }
     }
 }
@@ -465,6 +573,41 @@ impl Config {
         }
         if self.webhooks.derived_window_secs == 0 {
             return Err(bad("webhooks.derived_window_secs", "must be at least 1"));
+        }
+        if !["simulated", "stripe"].contains(&self.payments.provider.as_str()) {
+            return Err(bad("payments.provider", "must be simulated or stripe"));
+        }
+        if self.payments.provider == "stripe" && self.payments.stripe.secret_key.is_empty() {
+            return Err(bad(
+                "payments.stripe.secret_key",
+                "is required with provider stripe (or set TALLY_PAYMENTS_STRIPE_SECRET_KEY)",
+            ));
+        }
+        if !(self.payments.stripe.base_url.starts_with("https://")
+            || self.payments.stripe.base_url.starts_with("http://"))
+        {
+            return Err(bad("payments.stripe.base_url", "must be an http(s) URL"));
+        }
+        if !(100..=120_000).contains(&self.payments.stripe.timeout_ms) {
+            return Err(bad(
+                "payments.stripe.timeout_ms",
+                "must be between 100 and 120000",
+            ));
+        }
+        if crate::payments::simulated::SimOutcome::parse(&self.payments.simulated.outcome).is_none()
+        {
+            return Err(bad(
+                "payments.simulated.outcome",
+                "must be succeed, decline, timeout_after_charge, error or requires_action",
+            ));
+        }
+        if self.payments.dunning_retry_days.len() > 20
+            || self.payments.dunning_retry_days.iter().any(|d| *d > 365)
+        {
+            return Err(bad(
+                "payments.dunning_retry_days",
+                "at most 20 retries of at most 365 days each",
+            ));
         }
         if self.ledger.expiry_interval_ms == 0 {
             return Err(bad("ledger.expiry_interval_ms", "must be at least 1"));

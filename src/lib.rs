@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod ledger;
 pub mod metrics;
+pub mod payments;
 pub mod server;
 pub mod store;
 pub mod tenants;

@@ -128,15 +128,7 @@ async fn run(
         Arc::clone(&config),
         stop_rx.clone(),
     ));
-    let mut registry = crate::jobs::worker::Registry::default();
-    registry.register(
-        crate::webhooks::event::JOB_KIND,
-        Arc::new(crate::webhooks::process::ProcessWebhook {
-            handlers: Arc::new(crate::webhooks::process::EventHandlers::builtin(
-                config.ingest.clone(),
-            )),
-        }),
-    );
+    let registry = job_registry(&config, &writer, &store_for_tasks)?;
     let workers = tokio::spawn(crate::jobs::worker::run(
         writer.clone(),
         Arc::new(registry),
@@ -285,6 +277,75 @@ async fn billing_task(
             }
         }
     }
+}
+
+/// The payment provider the configuration names.
+pub fn provider(
+    config: &Config,
+    backend: crate::payments::simulated::Backend,
+    store: &Arc<Store>,
+) -> anyhow::Result<Arc<dyn crate::payments::psp::Psp>> {
+    Ok(if config.payments.provider == "stripe" {
+        Arc::new(
+            crate::payments::stripe::Stripe::new(
+                &config.payments.stripe.base_url,
+                &config.payments.stripe.secret_key,
+                Duration::from_millis(config.payments.stripe.timeout_ms),
+            )
+            .map_err(anyhow::Error::from)?,
+        )
+    } else {
+        let outcome =
+            crate::payments::simulated::SimOutcome::parse(&config.payments.simulated.outcome)
+                .unwrap_or(crate::payments::simulated::SimOutcome::Succeed);
+        Arc::new(crate::payments::simulated::Simulated::new(
+            backend,
+            Arc::clone(store),
+            outcome,
+        ))
+    })
+}
+
+/// Every job kind and its handler.
+fn job_registry(
+    config: &Config,
+    writer: &WriterHandle,
+    store: &Arc<Store>,
+) -> anyhow::Result<crate::jobs::worker::Registry> {
+    use crate::payments::worker::{Context, ExecutePayment, ExecuteRefund, RunReconciliation};
+    let mut handlers = crate::webhooks::process::EventHandlers::builtin(config.ingest.clone());
+    crate::payments::hooks::register(&mut handlers, config.payments.dunning());
+    let psp = provider(
+        config,
+        crate::payments::simulated::Backend::Writer(writer.clone()),
+        store,
+    )?;
+    let ctx = Context {
+        writer: writer.clone(),
+        store: Arc::clone(store),
+        psp,
+        dunning: config.payments.dunning(),
+    };
+    let mut registry = crate::jobs::worker::Registry::default();
+    registry.register(
+        crate::webhooks::event::JOB_KIND,
+        Arc::new(crate::webhooks::process::ProcessWebhook {
+            handlers: Arc::new(handlers),
+        }),
+    );
+    registry.register(
+        crate::payments::payment::EXECUTE_JOB,
+        Arc::new(ExecutePayment(ctx.clone())),
+    );
+    registry.register(
+        crate::payments::payment::REFUND_JOB,
+        Arc::new(ExecuteRefund(ctx.clone())),
+    );
+    registry.register(
+        crate::payments::reconcile::JOB_KIND,
+        Arc::new(RunReconciliation(ctx)),
+    );
+    Ok(registry)
 }
 
 /// Keeps the metrics recorder's histograms bounded.

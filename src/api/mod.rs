@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod meters;
 pub mod openapi;
 pub mod pagination;
+pub mod payments;
 pub mod plans;
 pub mod problem;
 pub mod subscriptions;
@@ -108,6 +109,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/webhook-events/{id}/replay",
             post(webhooks::replay_event),
         )
+        .route("/v1/invoices/{id}/pay", post(payments::pay))
+        .route("/v1/payments", get(payments::list))
+        .route("/v1/payments/{id}", get(payments::get))
+        .route("/v1/payments/{id}/refund", post(payments::refund))
+        .route("/v1/reconciliations", post(payments::reconcile_start))
+        .route("/v1/reconciliations/{id}", get(payments::reconcile_get))
         .route("/v1/dead-letters", get(dead_letters::list))
         .route("/v1/dead-letters/replay", post(dead_letters::replay_bulk))
         .route(

@@ -7,8 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    customers, dead_letters, events, grants, health, invoices, ledger, meters, pagination, plans,
-    problem, subscriptions, usage, webhooks,
+    customers, dead_letters, events, grants, health, invoices, ledger, meters, pagination,
+    payments, plans, problem, subscriptions, usage, webhooks,
 };
 
 /// The document's root.
@@ -67,6 +67,12 @@ use super::{
         dead_letters::list,
         dead_letters::replay_one,
         dead_letters::replay_bulk,
+        payments::pay,
+        payments::get,
+        payments::list,
+        payments::refund,
+        payments::reconcile_start,
+        payments::reconcile_get,
     ),
     components(schemas(
         problem::Problem,
@@ -133,6 +139,15 @@ use super::{
         dead_letters::DeadLetterPage,
         dead_letters::ReplayResponse,
         dead_letters::BulkReplayRequest,
+        payments::PayRequest,
+        payments::PaymentResponse,
+        payments::RefundBody,
+        payments::PaymentPage,
+        payments::RefundRequestBody,
+        payments::ReconcileRequest,
+        payments::ItemBody,
+        payments::ReportBody,
+        payments::ReconciliationResponse,
     )),
     modifiers(&BearerAuth)
 )]

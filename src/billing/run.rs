@@ -25,6 +25,8 @@ pub const PREFIX: &str = "brn";
 pub struct Policy {
     /// A period closes once its end plus this has passed.
     pub grace_ms: i64,
+    /// Start collecting every invoice with an amount due through this provider.
+    pub auto_collect: Option<&'static str>,
     /// Earlier periods are recomputed for late usage this far back (the ingest backdating
     /// limit: older events are refused, so older periods cannot change).
     pub adjust_window_ms: i64,
@@ -119,6 +121,7 @@ fn create(
     run: Option<Id>,
     replaces: Option<Id>,
     origin: &str,
+    policy: &Policy,
 ) -> Result<Result<Invoice, InvoiceError>, StoreError> {
     let lines = {
         let events = tx.open_table(tables::EVENTS)?;
@@ -131,9 +134,16 @@ fn create(
             Err(e) => return Ok(Err(e)),
         }
     };
-    invoice::issue(
+    let issued = invoice::issue(
         tx, tenant, sub, plan, spec, lines, now_ms, run, replaces, origin,
-    )
+    )?;
+    // Automatic collection: the payment attempt and its job commit with the invoice.
+    if let (Ok(inv), Some(psp)) = (&issued, policy.auto_collect) {
+        if inv.amount_due_minor > 0 {
+            crate::payments::payment::create_attempt(tx, tenant, inv, psp, None, now_ms, now_ms)?;
+        }
+    }
+    Ok(issued)
 }
 
 fn spec_for(
@@ -248,6 +258,7 @@ fn bill_subscription(
             Some(run.id),
             Some(voided_id),
             origin,
+            policy,
         )? {
             Ok(new) => {
                 voided.replaced_by = Some(new.id);
@@ -292,6 +303,7 @@ fn bill_subscription(
                     Some(run.id),
                     None,
                     origin,
+                    policy,
                 )? {
                     Ok(inv) => run.closed.push(Closed {
                         subscription: sub.id,
@@ -346,6 +358,7 @@ fn bill_subscription(
             Some(run.id),
             None,
             origin,
+            policy,
         )? {
             Ok(inv) => {
                 run.closed.push(Closed {
@@ -614,6 +627,7 @@ impl Command for CancelSubscription {
                     None,
                     None,
                     &self.origin,
+                    &no_grace,
                 )? {
                     run.closed.push(Closed {
                         subscription: sub.id,

@@ -30,6 +30,7 @@ const T0: i64 = 1_799_971_200_000;
 const NOW: i64 = T0 + 5 * DAY_MS;
 const POLICY: Policy = Policy {
     grace_ms: 0,
+    auto_collect: None,
     adjust_window_ms: 35 * DAY_MS,
 };
 

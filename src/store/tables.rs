@@ -118,6 +118,19 @@ pub const WEBHOOK_RECEIPTS: TableDefinition<&[u8], &[u8]> =
 /// (tenant, webhook event id) → received event record.
 pub const WEBHOOK_EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("webhook_events");
 
+/// (tenant, payment id) → payment attempt record.
+pub const PAYMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("payments");
+/// (tenant, invoice id, attempt u32 BE) → payment id.
+pub const PAYMENTS_BY_INVOICE: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("payments_by_invoice");
+/// (tenant, provider payment id) → payment id, for provider webhooks.
+pub const PAYMENT_BY_PROVIDER: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("payment_by_provider");
+/// (tenant, reconciliation id) → reconciliation record.
+pub const RECONCILIATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("reconciliations");
+/// The simulated PSP's own records (a stand-in for a provider's database).
+pub const SIM_PSP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sim_psp");
+
 /// Opens (creating if needed) every table, so read transactions never meet a missing table.
 pub fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::Error> {
     tx.open_table(META)?;
@@ -166,5 +179,10 @@ pub fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::Error> {
     tx.open_table(WEBHOOK_ENDPOINTS_BY_TENANT)?;
     tx.open_table(WEBHOOK_RECEIPTS)?;
     tx.open_table(WEBHOOK_EVENTS)?;
+    tx.open_table(PAYMENTS)?;
+    tx.open_table(PAYMENTS_BY_INVOICE)?;
+    tx.open_table(PAYMENT_BY_PROVIDER)?;
+    tx.open_table(RECONCILIATIONS)?;
+    tx.open_table(SIM_PSP)?;
     Ok(())
 }

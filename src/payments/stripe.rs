@@ -1,0 +1,222 @@
+//! The Stripe adapter: form-encoded REST calls with the `Idempotency-Key` header.
+//!
+//! `POST /v1/payment_intents` (confirm, off-session, metadata naming the Tally payment and
+//! invoice), `POST /v1/refunds`, and `GET /v1/payment_intents` for reconciliation. Timeouts,
+//! 5xx and 429 are retryable; card errors (402) are declines, final for the attempt.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::psp::{
+    ChargePage, ChargeRequest, ChargeResult, ChargeStatus, ProviderCharge, Psp, PspError,
+    PspFuture, RefundRequest, RefundResult,
+};
+
+/// Talks to Stripe (or anything speaking its API, such as a test double).
+pub struct Stripe {
+    client: reqwest::Client,
+    base_url: String,
+    secret_key: String,
+}
+
+impl Stripe {
+    /// A client with the configured base URL, key and timeout.
+    pub fn new(base_url: &str, secret_key: &str, timeout: Duration) -> Result<Self, PspError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| PspError::Permanent(format!("http client: {e}")))?;
+        Ok(Self {
+            client,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            secret_key: secret_key.to_string(),
+        })
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        key: &str,
+        form: &[(&str, String)],
+    ) -> Result<(u16, Value), PspError> {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
+            .finish();
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base_url))
+            .bearer_auth(&self.secret_key)
+            .header("Idempotency-Key", key)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| PspError::Retryable(format!("request failed: {e}")))?;
+        read(response).await
+    }
+}
+
+async fn read(response: reqwest::Response) -> Result<(u16, Value), PspError> {
+    let status = response.status().as_u16();
+    let json: Value = response
+        .json()
+        .await
+        .map_err(|e| PspError::Retryable(format!("unreadable reply ({status}): {e}")))?;
+    if status == 429 || status >= 500 {
+        return Err(PspError::Retryable(format!("provider answered {status}")));
+    }
+    Ok((status, json))
+}
+
+fn intent_status(json: &Value) -> ChargeStatus {
+    match json["status"].as_str() {
+        Some("succeeded") => ChargeStatus::Succeeded,
+        Some("processing") => ChargeStatus::Processing,
+        Some("requires_action") | Some("requires_confirmation") => ChargeStatus::RequiresAction,
+        other => ChargeStatus::Failed {
+            code: other.unwrap_or("unknown").to_string(),
+            message: json["last_payment_error"]["message"]
+                .as_str()
+                .unwrap_or("the payment did not complete")
+                .to_string(),
+        },
+    }
+}
+
+impl Psp for Stripe {
+    fn name(&self) -> &'static str {
+        "stripe"
+    }
+
+    fn charge(&self, request: ChargeRequest) -> PspFuture<'_, ChargeResult> {
+        Box::pin(async move {
+            let mut form = vec![
+                ("amount", request.amount_minor.to_string()),
+                ("currency", request.currency.to_ascii_lowercase()),
+                ("confirm", "true".to_string()),
+                ("off_session", "true".to_string()),
+                ("metadata[tally_payment]", request.payment.clone()),
+                ("metadata[tally_invoice]", request.invoice.clone()),
+            ];
+            if let Some(c) = &request.provider_customer {
+                form.push(("customer", c.clone()));
+            }
+            if let Some(pm) = &request.payment_method {
+                form.push(("payment_method", pm.clone()));
+            }
+            let (status, json) = self
+                .post("/v1/payment_intents", &request.idempotency_key, &form)
+                .await?;
+            match status {
+                200..=299 => Ok(ChargeResult {
+                    provider_id: json["id"].as_str().map(str::to_string),
+                    status: intent_status(&json),
+                }),
+                402 => Ok(ChargeResult {
+                    provider_id: json["error"]["payment_intent"]["id"]
+                        .as_str()
+                        .map(str::to_string),
+                    status: ChargeStatus::Failed {
+                        code: json["error"]["decline_code"]
+                            .as_str()
+                            .or(json["error"]["code"].as_str())
+                            .unwrap_or("card_declined")
+                            .to_string(),
+                        message: json["error"]["message"]
+                            .as_str()
+                            .unwrap_or("declined")
+                            .to_string(),
+                    },
+                }),
+                _ => Err(PspError::Permanent(format!(
+                    "{status}: {}",
+                    json["error"]["message"]
+                        .as_str()
+                        .unwrap_or("request refused")
+                ))),
+            }
+        })
+    }
+
+    fn refund(&self, request: RefundRequest) -> PspFuture<'_, RefundResult> {
+        Box::pin(async move {
+            let form = vec![
+                ("payment_intent", request.provider_payment.clone()),
+                ("amount", request.amount_minor.to_string()),
+                ("metadata[tally_refund]", request.refund.clone()),
+            ];
+            let (status, json) = self
+                .post("/v1/refunds", &request.idempotency_key, &form)
+                .await?;
+            match status {
+                200..=299 => Ok(RefundResult {
+                    provider_id: json["id"].as_str().unwrap_or_default().to_string(),
+                    succeeded: matches!(
+                        json["status"].as_str(),
+                        Some("succeeded") | Some("pending")
+                    ),
+                }),
+                _ => Err(PspError::Permanent(format!(
+                    "{status}: {}",
+                    json["error"]["message"]
+                        .as_str()
+                        .unwrap_or("refund refused")
+                ))),
+            }
+        })
+    }
+
+    fn list_charges(
+        &self,
+        from_s: i64,
+        to_s: i64,
+        starting_after: Option<String>,
+    ) -> PspFuture<'_, ChargePage> {
+        Box::pin(async move {
+            let mut query = vec![
+                ("limit", "100".to_string()),
+                ("created[gte]", from_s.to_string()),
+                ("created[lt]", to_s.to_string()),
+            ];
+            if let Some(after) = starting_after {
+                query.push(("starting_after", after));
+            }
+            let response = self
+                .client
+                .get(format!("{}/v1/payment_intents", self.base_url))
+                .bearer_auth(&self.secret_key)
+                .query(&query)
+                .send()
+                .await
+                .map_err(|e| PspError::Retryable(format!("request failed: {e}")))?;
+            let (status, json) = read(response).await?;
+            if !(200..300).contains(&status) {
+                return Err(PspError::Permanent(format!("list answered {status}")));
+            }
+            let data = json["data"]
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|i| ProviderCharge {
+                            provider_id: i["id"].as_str().unwrap_or_default().to_string(),
+                            amount_minor: i["amount"].as_i64().unwrap_or(0),
+                            currency: i["currency"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_ascii_uppercase(),
+                            status: i["status"].as_str().unwrap_or("unknown").to_string(),
+                            payment: i["metadata"]["tally_payment"].as_str().map(str::to_string),
+                            created_s: i["created"].as_i64().unwrap_or(0),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(ChargePage {
+                data,
+                has_more: json["has_more"].as_bool().unwrap_or(false),
+            })
+        })
+    }
+}
