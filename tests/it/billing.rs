@@ -1,0 +1,261 @@
+//! Billing over HTTP: concurrent runs, invoices, void and re-issue, late usage, previews,
+//! verification.
+
+use serde_json::json;
+
+use crate::harness::{at, Daemon};
+
+async fn setup(d: &Daemon) {
+    d.customer("acme", "USD").await;
+    let m = d
+        .post(
+            "/v1/meters",
+            Some("m"),
+            &json!({"key": "calls", "event_type": "call", "aggregation": "count"}),
+        )
+        .await;
+    assert_eq!(m.status, 201);
+    let p = d
+        .post(
+            "/v1/plans",
+            Some("p"),
+            &json!({"code": "daily", "name": "Daily", "currency": "USD", "interval": "day",
+                    "fixed_fee": {"amount_minor": 1000, "timing": "in_arrears"},
+                    "charges": [{"meter": "calls", "model": "package", "package_size": "10", "unit_price": "2.50"}]}),
+        )
+        .await;
+    assert_eq!(p.status, 201, "{}", p.json);
+    let today = &at(0)[..10];
+    let start = format!("{today}T00:00:00Z");
+    let three_days_ago =
+        tally::clock::rfc3339(tally::clock::parse_rfc3339(&start).expect("t") - 3 * 86_400_000);
+    let s = d
+        .post(
+            "/v1/subscriptions",
+            Some("s"),
+            &json!({"customer": "acme", "plan": "daily", "start_at": three_days_ago}),
+        )
+        .await;
+    assert_eq!(s.status, 201, "{}", s.json);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_runs_invoice_each_period_once() {
+    let d = Daemon::start().await;
+    setup(&d).await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let client = d.client.clone();
+        let url = d.url("/v1/billing-runs");
+        let key = d.key.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(key)
+                .header("Idempotency-Key", format!("run-{i}"))
+                .json(&json!({}))
+                .send()
+                .await
+                .expect("send")
+                .status()
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), 201);
+    }
+    let invoices = d.get("/v1/invoices").await;
+    let list = invoices.json["data"].as_array().expect("data");
+    assert_eq!(list.len(), 3, "three closed days, one invoice each");
+    let mut periods: Vec<&str> = list
+        .iter()
+        .map(|i| i["period_start"].as_str().unwrap_or(""))
+        .collect();
+    periods.dedup();
+    assert_eq!(periods.len(), 3);
+    for inv in list {
+        let v = d
+            .get(&format!(
+                "/v1/invoices/{}/verify",
+                inv["id"].as_str().expect("id")
+            ))
+            .await;
+        assert_eq!(v.json["matches"], true, "{}", v.json);
+    }
+}
+
+#[tokio::test]
+async fn late_usage_is_billed_once_on_the_next_invoice_and_void_reissues_once() {
+    let mut d = Daemon::start().await;
+    setup(&d).await;
+    let yesterday = at(-86_400);
+    for i in 0..12 {
+        d.post("/v1/events", None, &json!({"id": format!("e{i}"), "customer": "acme", "type": "call", "timestamp": yesterday})).await;
+    }
+    let run = d.post("/v1/billing-runs", Some("r1"), &json!({})).await;
+    assert_eq!(run.status, 201);
+    let runs_again = d.post("/v1/billing-runs", Some("r2"), &json!({})).await;
+    assert!(runs_again.json["closed"]
+        .as_array()
+        .expect("closed")
+        .is_empty());
+    let invoices = d.get("/v1/invoices").await.json["data"]
+        .as_array()
+        .expect("data")
+        .clone();
+    let last = invoices.last().expect("invoice").clone();
+    assert_eq!(last["lines"][0]["quantity"], "12");
+    assert_eq!(
+        last["lines"][0]["amount_minor"], 500,
+        "12 calls = 2 started packages of 10 at 2.50"
+    );
+    assert_eq!(last["subtotal_minor"], 1500);
+    // Late: three more calls for yesterday.
+    let late = d
+        .post(
+            "/v1/events",
+            None,
+            &json!({"events": [
+        {"id": "late1", "customer": "acme", "type": "call", "timestamp": yesterday},
+        {"id": "late2", "customer": "acme", "type": "call", "timestamp": yesterday}]}),
+        )
+        .await;
+    assert_eq!(late.json["results"][0]["late"], true);
+    let preview = d
+        .get(&format!(
+            "/v1/customers/{}/upcoming-invoice",
+            last["customer"].as_str().expect("c")
+        ))
+        .await;
+    let draft = &preview.json["invoices"][0];
+    assert_eq!(draft["status"], "draft");
+    let adjustment = draft["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .find(|l| l["kind"] == "adjustment")
+        .expect("adjustment line");
+    assert_eq!(adjustment["quantity"], "2");
+    assert_eq!(adjustment["period_start"], last["period_start"]);
+    // Void the last invoice: reversing entries; the next run re-issues it once, with the late usage.
+    let voided = d
+        .post(
+            &format!("/v1/invoices/{}/void", last["id"].as_str().expect("id")),
+            Some("void"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(voided.json["status"], "void");
+    d.post(
+        &format!("/v1/invoices/{}/void", last["id"].as_str().expect("id")),
+        Some("void2"),
+        &json!({}),
+    )
+    .await
+    .assert_problem(409, "invoice_state");
+    d.post("/v1/billing-runs", Some("r3"), &json!({})).await;
+    d.post("/v1/billing-runs", Some("r4"), &json!({})).await;
+    let after = d.get("/v1/invoices").await.json["data"]
+        .as_array()
+        .expect("data")
+        .clone();
+    assert_eq!(after.len(), invoices.len() + 1);
+    let reissue = after.last().expect("reissue");
+    assert_eq!(reissue["replaces"], last["id"]);
+    assert_eq!(reissue["lines"][0]["quantity"], "14");
+    assert_eq!(d.get("/v1/ledger/verify").await.json["ok"], true);
+    d.stop();
+    let out = d.cli(&["invoice", "verify", reissue["id"].as_str().expect("id")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn plan_and_subscription_input_is_validated() {
+    let d = Daemon::start().await;
+    d.customer("eu", "EUR").await;
+    let m = d
+        .post(
+            "/v1/meters",
+            Some("m"),
+            &json!({"key": "calls", "event_type": "call", "aggregation": "count"}),
+        )
+        .await;
+    assert_eq!(m.status, 201);
+    let bad_tiers = d
+        .post("/v1/plans", Some("p1"), &json!({"code": "t", "name": "T", "currency": "USD", "interval": "month",
+            "charges": [{"meter": "calls", "model": "graduated", "tiers": [{"up_to": "100", "unit_price": "1"}, {"up_to": "50", "unit_price": "1"}, {"up_to": null, "unit_price": "1"}]}]}))
+        .await;
+    bad_tiers.assert_problem(400, "validation_failed");
+    assert_eq!(bad_tiers.fields(), ["charges.0.tiers.1.up_to"]);
+    d.post("/v1/plans", Some("p2"), &json!({"code": "t", "name": "T", "currency": "USD", "interval": "month",
+        "charges": [{"meter": "calls", "model": "package", "package_size": "0", "unit_price": "1"}]}))
+        .await
+        .assert_problem(400, "validation_failed");
+    d.post(
+        "/v1/plans",
+        Some("p3"),
+        &json!({"code": "t", "name": "T", "currency": "USD", "interval": "month",
+        "charges": [{"meter": "nope", "model": "per_unit", "unit_price": "1"}]}),
+    )
+    .await
+    .assert_problem(400, "validation_failed");
+    d.post(
+        "/v1/plans",
+        Some("p4"),
+        &json!({"code": "t", "name": "T", "currency": "USD", "interval": "month",
+        "charges": [{"meter": "calls", "model": "per_unit", "unit_price": "-1"}]}),
+    )
+    .await
+    .assert_problem(400, "validation_failed");
+    let ok = d
+        .post(
+            "/v1/plans",
+            Some("p5"),
+            &json!({"code": "usd", "name": "T", "currency": "USD", "interval": "month"}),
+        )
+        .await;
+    assert_eq!(ok.status, 201);
+    d.post(
+        "/v1/subscriptions",
+        Some("s1"),
+        &json!({"customer": "eu", "plan": "usd"}),
+    )
+    .await
+    .assert_problem(422, "currency_mismatch");
+    let eur = d
+        .post(
+            "/v1/plans",
+            Some("p6"),
+            &json!({"code": "eur", "name": "T", "currency": "EUR", "interval": "month"}),
+        )
+        .await;
+    assert_eq!(eur.status, 201);
+    let sub = d
+        .post(
+            "/v1/subscriptions",
+            Some("s2"),
+            &json!({"customer": "eu", "plan": "eur"}),
+        )
+        .await;
+    assert_eq!(sub.status, 201);
+    let id = sub.json["id"].as_str().expect("id");
+    let cancel = d
+        .post(
+            &format!("/v1/subscriptions/{id}/cancel"),
+            Some("c1"),
+            &json!({"at_period_end": false}),
+        )
+        .await;
+    assert_eq!(cancel.json["status"], "canceled");
+    d.post(
+        &format!("/v1/subscriptions/{id}/cancel"),
+        Some("c2"),
+        &json!({}),
+    )
+    .await
+    .assert_problem(409, "subscription_canceled");
+}

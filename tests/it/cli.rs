@@ -1,0 +1,102 @@
+//! The operator CLI and configuration validation.
+
+use crate::harness::{Daemon, BIN};
+
+#[tokio::test]
+async fn operator_commands_work_on_a_stopped_database_only() {
+    let mut d = Daemon::start().await;
+    let busy = d.cli(&["tenant", "list"]);
+    assert!(!busy.status.success());
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("in use"),
+        "{}",
+        String::from_utf8_lossy(&busy.stderr)
+    );
+    assert_eq!(
+        d.stop().map(|s| s.success()),
+        Some(true),
+        "SIGTERM drains and exits 0"
+    );
+    let created = d.cli(&["tenant", "create", "acme"]);
+    assert!(created.status.success());
+    let text = String::from_utf8_lossy(&created.stdout).to_string();
+    assert!(text.contains("tenant: acme"));
+    let key_id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("key_id: "))
+        .expect("key id")
+        .to_string();
+    let secret = text
+        .lines()
+        .find_map(|l| l.strip_prefix("api_key: "))
+        .expect("api key")
+        .to_string();
+    let list = d.cli(&["tenant", "list"]);
+    let listing = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(
+        listing.contains("default") && listing.contains("acme"),
+        "{listing}"
+    );
+    let second = d.cli(&["key", "create", "--tenant", "acme"]);
+    assert!(second.status.success());
+    let second_secret = String::from_utf8_lossy(&second.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("api_key: "))
+        .expect("api key")
+        .to_string();
+    let revoked = d.cli(&["key", "revoke", &key_id]);
+    assert!(revoked.status.success());
+    assert!(String::from_utf8_lossy(&revoked.stdout).contains("revoked: key_"));
+    assert!(
+        !d.cli(&["tenant", "create", "acme"]).status.success(),
+        "names are unique"
+    );
+    d.restart().await;
+    d.get_as(&secret, "/v1/customers")
+        .await
+        .assert_problem(401, "unauthorized");
+    assert_eq!(d.get_as(&second_secret, "/v1/customers").await.status, 200);
+}
+
+#[test]
+fn a_bad_configuration_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[writer]\nmax_batch_size = 0\n").expect("write");
+    let out = std::process::Command::new(BIN)
+        .args(["--config", path.to_str().expect("path"), "serve"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("writer.max_batch_size"));
+    std::fs::write(&path, "[writer]\nmax_batch = 3\n").expect("write");
+    let out = std::process::Command::new(BIN)
+        .args(["--config", path.to_str().expect("path"), "serve"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_batch"));
+    let out = std::process::Command::new(BIN)
+        .args(["serve"])
+        .env("TALLY_DATABASE_PATH", dir.path().join("x.redb"))
+        .env("TALLY_WEBHOOKS_TOLERANCE_SECS", "0")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("webhooks.tolerance_secs"));
+}
+
+#[test]
+fn a_file_that_is_not_a_tally_database_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("notes.redb");
+    std::fs::write(&path, vec![7u8; 10_000]).expect("write");
+    let out = std::process::Command::new(BIN)
+        .args(["tenant", "list"])
+        .env("TALLY_DATABASE_PATH", &path)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error") && !err.contains("panicked"), "{err}");
+}

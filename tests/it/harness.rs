@@ -1,0 +1,342 @@
+//! Starts the real `tally` binary on a temporary database and talks to it over HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_tally");
+
+/// A reply, with its body parsed when it is JSON.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub bytes: Vec<u8>,
+    pub json: Value,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn content_type(&self) -> &str {
+        self.header("content-type").unwrap_or("")
+    }
+
+    /// Asserts a problem+json error with this status and code.
+    pub fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(
+            self.status,
+            status,
+            "status of {}",
+            String::from_utf8_lossy(&self.bytes)
+        );
+        assert!(
+            self.content_type().starts_with("application/problem+json"),
+            "content type {} for {}",
+            self.content_type(),
+            String::from_utf8_lossy(&self.bytes)
+        );
+        assert_eq!(self.json["code"], code, "{}", self.json);
+        assert_eq!(self.json["status"], status);
+        assert!(self.json["type"].as_str().is_some_and(|t| !t.is_empty()));
+        assert!(self.json["title"].as_str().is_some());
+        assert!(self.json["detail"].as_str().is_some_and(|d| !d.is_empty()));
+        assert!(self.json["errors"].is_array());
+    }
+
+    /// The `errors[].field` values of a problem.
+    pub fn fields(&self) -> Vec<String> {
+        self.json["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e["field"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A running daemon on its own temporary directory.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub base: String,
+    pub key: String,
+    pub client: reqwest::Client,
+    child: Option<Child>,
+}
+
+fn base_config() -> toml::Table {
+    toml::toml! {
+        listen = "127.0.0.1:0"
+        [log]
+        level = "warn"
+        [billing]
+        scheduler_interval_ms = 0
+        grace_secs = 0
+        [jobs]
+        poll_interval_ms = 20
+        backoff_base_ms = 50
+        backoff_max_ms = 400
+        lease_ms = 2000
+        [ledger]
+        expiry_interval_ms = 100
+    }
+}
+
+fn merge(into: &mut toml::Table, from: toml::Table) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+impl Daemon {
+    pub async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// Starts with extra TOML merged over the test defaults.
+    pub async fn start_with(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = base_config();
+        config.insert(
+            "database_path".into(),
+            toml::Value::String(dir.path().join("tally.redb").display().to_string()),
+        );
+        merge(&mut config, toml::from_str(extra).expect("extra toml"));
+        let config_path = dir.path().join("tally.toml");
+        std::fs::write(&config_path, toml::to_string(&config).expect("toml"))
+            .expect("write config");
+        let mut daemon = Daemon {
+            dir,
+            config_path,
+            base: String::new(),
+            key: String::new(),
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .expect("client"),
+            child: None,
+        };
+        let key = daemon.spawn().await;
+        daemon.key = key.expect("the first start prints the default tenant's key");
+        daemon
+    }
+
+    /// Spawns the binary and waits for it to listen; returns the key if one was printed.
+    async fn spawn(&mut self) -> Option<String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("stderr.log"))
+            .expect("log file");
+        let mut child = Command::new(BIN)
+            .args([
+                "--config",
+                self.config_path.to_str().expect("path"),
+                "serve",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn tally");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        self.child = Some(child);
+        let mut key = None;
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("tally did not start: {}", self.stderr()));
+            if let Some(k) = line.split("(shown once): ").nth(1) {
+                key = Some(k.trim().to_string());
+            }
+            if let Some(addr) = line.strip_prefix("tally: listening on ") {
+                self.base = addr.trim().to_string();
+                return key;
+            }
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Restarts on the same file (after a kill or a stop).
+    pub async fn restart(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        let printed = self.spawn().await;
+        assert!(
+            printed.is_none(),
+            "the key must be printed only on the first start"
+        );
+    }
+
+    /// SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    /// Runs the CLI against this daemon's configuration.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .output()
+            .expect("run cli")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let bytes = r.bytes().await.expect("body").to_vec();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            bytes,
+            json,
+        }
+    }
+
+    /// POST JSON with this tenant's key and an optional idempotency key.
+    pub async fn post(&self, path: &str, idem: Option<&str>, body: &Value) -> Resp {
+        self.post_as(&self.key, path, idem, body).await
+    }
+
+    pub async fn post_as(
+        &self,
+        api_key: &str,
+        path: &str,
+        idem: Option<&str>,
+        body: &Value,
+    ) -> Resp {
+        let mut req = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(api_key)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(body).expect("json"));
+        if let Some(k) = idem {
+            req = req.header("Idempotency-Key", k);
+        }
+        self.send(req).await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.get_as(&self.key, path).await
+    }
+
+    pub async fn get_as(&self, api_key: &str, path: &str) -> Resp {
+        self.send(self.client.get(self.url(path)).bearer_auth(api_key))
+            .await
+    }
+
+    /// Creates a customer and returns its id.
+    pub async fn customer(&self, external_id: &str, currency: &str) -> String {
+        let r = self
+            .post(
+                "/v1/customers",
+                Some(&format!("cus-{external_id}")),
+                &serde_json::json!({"external_id": external_id, "currency": currency}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json);
+        r.json["id"].as_str().expect("id").to_string()
+    }
+
+    /// Reads a metric's value (sum over label sets) from /metrics.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Polls until `check` holds (bounded).
+    pub async fn eventually<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        for _ in 0..300 {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("timed out waiting for {what}; stderr: {}", self.stderr());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// RFC 3339 of now plus `secs`.
+pub fn at(secs: i64) -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+        + secs * 1000;
+    tally::clock::rfc3339(ms)
+}

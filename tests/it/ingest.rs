@@ -1,0 +1,305 @@
+//! Usage ingest over HTTP: duplicates everywhere, conflicts, derived windows, CloudEvents,
+//! time rules, usage.
+
+use serde_json::{json, Value};
+
+use crate::harness::{at, Daemon};
+
+async fn setup() -> Daemon {
+    let d = Daemon::start().await;
+    d.customer("acme", "USD").await;
+    let r = d
+        .post("/v1/meters", Some("m1"), &json!({"key": "tokens", "event_type": "llm", "aggregation": "sum", "value_property": "tokens"}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    d
+}
+
+fn statuses(r: &Value) -> Vec<String> {
+    r["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|x| x["status"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+async fn total(d: &Daemon) -> String {
+    let u = d
+        .get(&format!(
+            "/v1/usage?customer=acme&meter=tokens&from={}",
+            at(-3600)
+        ))
+        .await;
+    assert_eq!(u.status, 200, "{}", u.json);
+    u.json["total"].as_str().unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn duplicates_in_a_batch_across_batches_and_conflicts() {
+    let d = setup().await;
+    let ts = at(-60);
+    let e = |id: &str, tokens: &str| json!({"id": id, "customer": "acme", "type": "llm", "timestamp": ts, "properties": {"tokens": tokens}});
+    let batch = json!({"events": [e("a", "1.5"), e("a", "1.5"), e("b", "2"), e("a", "9")]});
+    let r = d.post("/v1/events", None, &batch).await;
+    assert_eq!(
+        statuses(&r.json),
+        ["accepted", "duplicate", "accepted", "conflict"]
+    );
+    assert_eq!(r.json["results"][1]["id"], r.json["results"][0]["id"]);
+    assert_eq!(r.json["results"][3]["id"], r.json["results"][0]["id"]);
+    let again = d
+        .post(
+            "/v1/events",
+            None,
+            &json!({"events": [e("a", "1.5"), e("b", "2")]}),
+        )
+        .await;
+    assert_eq!(statuses(&again.json), ["duplicate", "duplicate"]);
+    assert_eq!(
+        total(&d).await,
+        "3.5",
+        "the conflict left the first payload standing"
+    );
+    let stored = d
+        .get(&format!(
+            "/v1/events/{}",
+            r.json["results"][0]["id"].as_str().expect("id")
+        ))
+        .await;
+    assert_eq!(stored.json["properties"]["tokens"], "1.5");
+    assert_eq!(stored.json["identity"]["kind"], "stable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_identical_batches_store_each_event_once() {
+    let d = setup().await;
+    let batch: Vec<Value> = (0..25)
+        .map(|i| json!({"id": format!("c{i}"), "customer": "acme", "type": "llm", "timestamp": at(-30), "properties": {"tokens": 1}}))
+        .collect();
+    let body = json!({"events": batch});
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let client = d.client.clone();
+        let url = d.url("/v1/events");
+        let key = d.key.clone();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .expect("send")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        let r = t.await.expect("task");
+        for s in statuses(&r) {
+            match s.as_str() {
+                "accepted" => accepted += 1,
+                "duplicate" => {}
+                other => panic!("unexpected {other}"),
+            }
+        }
+    }
+    assert_eq!(accepted, 25);
+    assert_eq!(total(&d).await, "25");
+}
+
+#[tokio::test]
+async fn derived_identities_follow_the_window() {
+    let d = setup().await;
+    let e = |ts: String| json!({"customer": "acme", "type": "llm", "timestamp": ts, "properties": {"tokens": 1}});
+    let first = d.post("/v1/events", None, &e(at(-600))).await;
+    assert_eq!(statuses(&first.json), ["accepted"]);
+    let near = d.post("/v1/events", None, &e(at(-590))).await;
+    assert_eq!(
+        statuses(&near.json),
+        ["duplicate"],
+        "10 s apart is one event"
+    );
+    let far = d.post("/v1/events", None, &e(at(-480))).await;
+    assert_eq!(
+        statuses(&far.json),
+        ["accepted"],
+        "two windows apart are two events"
+    );
+    assert_eq!(total(&d).await, "2");
+}
+
+#[tokio::test]
+async fn cloudevents_give_the_same_results_as_native_posts() {
+    let d = setup().await;
+    let ts = at(-120);
+    let native = json!({"id": "x1", "source": "app", "customer": "acme", "type": "llm", "timestamp": ts, "properties": {"tokens": 4}});
+    let cloud = json!({"specversion": "1.0", "id": "x1", "source": "app", "type": "llm", "subject": "acme", "time": ts, "data": {"tokens": 4}});
+    let first = d.post("/v1/events", None, &native).await;
+    assert_eq!(statuses(&first.json), ["accepted"]);
+    let structured = d
+        .send(
+            d.client
+                .post(d.url("/v1/events"))
+                .bearer_auth(&d.key)
+                .header("content-type", "application/cloudevents+json")
+                .body(cloud.to_string()),
+        )
+        .await;
+    assert_eq!(statuses(&structured.json), ["duplicate"]);
+    assert_eq!(
+        structured.json["results"][0]["id"],
+        first.json["results"][0]["id"]
+    );
+    let batch = json!([cloud, {"specversion": "1.0", "id": "x2", "source": "app", "type": "llm", "subject": "acme", "time": ts, "data": {"tokens": 1}}]);
+    let r = d
+        .send(
+            d.client
+                .post(d.url("/v1/events"))
+                .bearer_auth(&d.key)
+                .header("content-type", "application/cloudevents-batch+json")
+                .body(batch.to_string()),
+        )
+        .await;
+    assert_eq!(statuses(&r.json), ["duplicate", "accepted"]);
+    assert_eq!(total(&d).await, "5");
+}
+
+#[tokio::test]
+async fn rejections_are_per_event_and_shapes_are_400() {
+    let d = setup().await;
+    let r = d
+        .post(
+            "/v1/events",
+            None,
+            &json!({"events": [
+                {"customer": "acme", "type": "llm", "properties": {"tokens": 1}},
+                {"customer": "nobody", "type": "llm", "properties": {"tokens": 1}},
+                {"customer": "acme", "type": "llm", "properties": {"tokens": "lots"}},
+                {"customer": "acme", "type": "llm", "properties": {}},
+                {"customer": "acme", "type": "llm", "timestamp": at(3600), "properties": {"tokens": 1}},
+                {"customer": "acme", "type": "llm", "timestamp": at(-40 * 86400), "properties": {"tokens": 1}},
+                {"customer": "acme", "type": "llm", "properties": [1]},
+                {"customer": "acme", "type": "llm", "timestamp": "yesterday", "properties": {"tokens": 1}}
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        statuses(&r.json),
+        [
+            "accepted", "rejected", "rejected", "rejected", "rejected", "rejected", "rejected",
+            "rejected"
+        ]
+    );
+    let codes: Vec<&str> = r.json["results"].as_array().expect("results")[1..]
+        .iter()
+        .map(|x| x["error"]["code"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "unknown_customer",
+            "invalid_meter_value",
+            "invalid_meter_value",
+            "timestamp_in_future",
+            "timestamp_too_old",
+            "validation_failed",
+            "validation_failed"
+        ]
+    );
+    assert_eq!(
+        r.json["results"][2]["error"]["errors"][0]["field"],
+        "properties.tokens"
+    );
+    assert_eq!(total(&d).await, "1");
+    d.post("/v1/events", None, &json!([1, 2]))
+        .await
+        .assert_problem(400, "validation_failed");
+    d.post("/v1/events", None, &json!({"events": []}))
+        .await
+        .assert_problem(400, "validation_failed");
+    let too_many: Vec<Value> = (0..1001)
+        .map(|_| json!({"customer": "acme", "type": "x"}))
+        .collect();
+    d.post("/v1/events", None, &json!({"events": too_many}))
+        .await
+        .assert_problem(400, "validation_failed");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_makes_the_whole_request_replayable() {
+    let d = setup().await;
+    let body = json!({"events": [{"id": "k1", "customer": "acme", "type": "llm", "properties": {"tokens": 2}}]});
+    let first = d.post("/v1/events", Some("batch-1"), &body).await;
+    let again = d.post("/v1/events", Some("batch-1"), &body).await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(
+        again.bytes, first.bytes,
+        "the replay says accepted, as the first reply did"
+    );
+}
+
+#[tokio::test]
+async fn meters_are_immutable_except_their_name_and_usage_buckets() {
+    let d = setup().await;
+    let meters = d.get("/v1/meters").await;
+    let id = meters.json["data"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let renamed = d
+        .post(
+            &format!("/v1/meters/{id}"),
+            Some("rename"),
+            &json!({"name": "Tokens"}),
+        )
+        .await;
+    assert_eq!(renamed.status, 200);
+    assert_eq!(renamed.json["name"], "Tokens");
+    d.post(
+        &format!("/v1/meters/{id}"),
+        Some("change"),
+        &json!({"aggregation": "max"}),
+    )
+    .await
+    .assert_problem(400, "meter_immutable");
+    for i in 0..3 {
+        d.post("/v1/events", None, &json!({"id": format!("h{i}"), "customer": "acme", "type": "llm", "timestamp": at(-7200 * i), "properties": {"tokens": 1}})).await;
+    }
+    let hourly = d
+        .get(&format!(
+            "/v1/usage?customer=acme&meter={id}&from={}&granularity=hour",
+            at(-6 * 3600)
+        ))
+        .await;
+    assert_eq!(hourly.status, 200);
+    let sum: u64 = hourly.json["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|b| b["events"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(sum, 3);
+    assert_eq!(hourly.json["total"], "3");
+    // A meter created after the events counts them too.
+    let late = d
+        .post(
+            "/v1/meters",
+            Some("m2"),
+            &json!({"key": "calls", "event_type": "llm", "aggregation": "count"}),
+        )
+        .await;
+    assert_eq!(late.json["backfilled_events"], 3);
+    let calls = d
+        .get(&format!(
+            "/v1/usage?customer=acme&meter=calls&from={}",
+            at(-6 * 3600)
+        ))
+        .await;
+    assert_eq!(calls.json["total"], "3");
+}

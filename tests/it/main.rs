@@ -1,0 +1,14 @@
+//! Black-box tests: the real binary on a temporary database, over HTTP.
+
+mod harness;
+
+mod billing;
+mod cli;
+mod crash;
+mod customers;
+mod errors;
+mod idempotency;
+mod ingest;
+mod ledger;
+
+mod webhooks;
