@@ -7,8 +7,10 @@ mod cli;
 mod crash;
 mod customers;
 mod errors;
+mod fake_stripe;
 mod idempotency;
 mod ingest;
 mod ledger;
+mod payments;
 
 mod webhooks;
