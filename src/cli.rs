@@ -47,6 +47,19 @@ pub enum Command {
     /// Dead letters: jobs that exhausted their retries.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Reconcile the payment provider's records in a range against Tally's payments (the same
+    /// report as `POST /v1/reconciliations`, run with no daemon holding the database).
+    Reconcile {
+        /// The tenant's name.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Range start (RFC 3339).
+        #[arg(long)]
+        from: String,
+        /// Range end, exclusive (RFC 3339; default now).
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 /// `tally dlq …`.
@@ -179,6 +192,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify { tenant } => verify(&config, tenant.as_deref()),
         Command::Invoice(InvoiceCommand::Verify { id }) => verify_invoice(&config, &id),
         Command::Dlq(command) => dlq(&config, command),
+        Command::Reconcile { tenant, from, to } => {
+            reconcile(&config, &tenant, &from, to.as_deref())
+        }
         Command::Key(KeyCommand::Revoke { key_id }) => {
             let store = open(&config)?;
             store
@@ -374,6 +390,85 @@ fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn reconcile(config: &Config, tenant: &str, from: &str, to: Option<&str>) -> anyhow::Result<()> {
+    let now_ms = crate::clock::now_ms();
+    let from_ms = crate::clock::parse_rfc3339(from)
+        .ok_or_else(|| anyhow::anyhow!("--from is not RFC 3339"))?;
+    let to_ms = match to {
+        Some(t) => {
+            crate::clock::parse_rfc3339(t).ok_or_else(|| anyhow::anyhow!("--to is not RFC 3339"))?
+        }
+        None => now_ms,
+    };
+    let store = std::sync::Arc::new(open(config)?);
+    let tenant = {
+        let tx = store.read()?;
+        tenant_named(&tx, tenant)?
+    };
+    let psp = crate::server::provider(
+        config,
+        crate::payments::simulated::Backend::Store(std::sync::Arc::clone(&store)),
+        &store,
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let charges = runtime
+        .block_on(crate::payments::worker::fetch_all(
+            psp.as_ref(),
+            from_ms,
+            to_ms,
+        ))
+        .map_err(anyhow::Error::from)?;
+    eprintln!("fetched {} provider records", charges.len());
+    let reconciliation = crate::payments::reconcile::Reconciliation {
+        id: crate::id::Id::generate_at(now_ms),
+        tenant: tenant.0,
+        from_ms,
+        to_ms,
+        status: "pending".into(),
+        created_at_ms: now_ms,
+        completed_at_ms: None,
+        report: None,
+        failure: None,
+    };
+    let done = store
+        .apply_one(crate::payments::reconcile::ApplyNow {
+            tenant,
+            reconciliation,
+            charges,
+            dunning: config.payments.dunning(),
+            now_ms,
+        })?
+        .ok_or_else(|| anyhow::anyhow!("the reconciliation record vanished"))?;
+    let report = done.report.unwrap_or_default();
+    println!(
+        "reconciliation {}",
+        done.id.display(crate::payments::reconcile::PREFIX)
+    );
+    for (name, items) in [
+        ("matched", &report.matched),
+        ("missing_internally", &report.missing_internally),
+        ("missing_at_provider", &report.missing_at_provider),
+        ("amount_mismatch", &report.amount_mismatch),
+        ("status_mismatch", &report.status_mismatch),
+    ] {
+        println!("{name}: {}", items.len());
+        for item in items.iter().filter(|_| name != "matched") {
+            println!(
+                "  {} {} {}{}",
+                item.payment
+                    .map(|p| p.display(crate::payments::payment::PREFIX))
+                    .unwrap_or_default(),
+                item.provider_id.clone().unwrap_or_default(),
+                item.note,
+                if item.resolved { " (resolved)" } else { "" }
+            );
+        }
+    }
+    Ok(())
 }
 
 fn open(config: &Config) -> anyhow::Result<Store> {
