@@ -749,3 +749,29 @@ mod tests {
         assert!(err.to_string().contains("writer.max_batch_size"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// `config.example.toml` documents every key, with its default value.
+    #[test]
+    fn the_example_file_is_complete_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let text = std::fs::read_to_string(&path).expect("config.example.toml exists");
+        let file: toml::Table = toml::from_str(&text).expect("valid toml");
+        let defaults = toml::Table::try_from(Config::default()).expect("defaults");
+        let mut in_file = Vec::new();
+        collect_paths(&file, &mut Vec::new(), &mut in_file);
+        let mut expected = Vec::new();
+        collect_paths(&defaults, &mut Vec::new(), &mut expected);
+        let names = |v: &Vec<(String, Vec<String>)>| {
+            let mut n: Vec<String> = v.iter().map(|(name, _)| name.clone()).collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(&in_file), names(&expected));
+        assert_eq!(file, defaults, "the example shows the defaults");
+        Config::load(Some(&path), Vec::new()).expect("the example loads");
+    }
+}

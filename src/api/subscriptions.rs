@@ -130,10 +130,11 @@ fn render_error(e: &SubscriptionError) -> StoredResponse {
     err.to_stored()
 }
 
-/// Rendered without the plan (the command output has none); `next_period` is filled on GET.
-fn render_created(output: &Result<Subscription, SubscriptionError>) -> StoredResponse {
+fn render_created(output: &Result<(Subscription, Plan), SubscriptionError>) -> StoredResponse {
     match output {
-        Ok(sub) => json_response(StatusCode::CREATED, &response(sub, None, Vec::new())),
+        Ok((sub, plan)) => {
+            json_response(StatusCode::CREATED, &response(sub, Some(plan), Vec::new()))
+        }
         Err(e) => render_error(e),
     }
 }

@@ -162,7 +162,7 @@ pub struct CreateSubscription {
 }
 
 impl Command for CreateSubscription {
-    type Output = Result<Subscription, SubscriptionError>;
+    type Output = Result<(Subscription, Plan), SubscriptionError>;
 
     fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
         let sub = self.subscription;
@@ -202,7 +202,7 @@ impl Command for CreateSubscription {
         by_customer.extend_from_slice(&sub.id.to_bytes());
         tx.open_table(tables::SUBSCRIPTIONS_BY_CUSTOMER)?
             .insert(by_customer.as_slice(), ())?;
-        Ok(Ok(sub))
+        Ok(Ok((sub, plan)))
     }
 }
 
