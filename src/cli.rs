@@ -47,6 +47,19 @@ pub enum Command {
     /// Dead letters: jobs that exhausted their retries.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Copy a consistent snapshot of the database (one read transaction) into a new file; works
+    /// while the daemon serves.
+    Backup {
+        /// The new file (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Replace the database with a backup. Refuses while a daemon holds the database; the
+    /// current file is kept beside it as `<name>.before-restore-<ms>`.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+    },
     /// Reconcile the payment provider's records in a range against Tally's payments (the same
     /// report as `POST /v1/reconciliations`, run with no daemon holding the database).
     Reconcile {
@@ -192,6 +205,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify { tenant } => verify(&config, tenant.as_deref()),
         Command::Invoice(InvoiceCommand::Verify { id }) => verify_invoice(&config, &id),
         Command::Dlq(command) => dlq(&config, command),
+        Command::Backup { out } => backup(&config, &out),
+        Command::Restore { file } => restore(&config, &file),
         Command::Reconcile { tenant, from, to } => {
             reconcile(&config, &tenant, &from, to.as_deref())
         }
@@ -390,6 +405,64 @@ fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn backup(config: &Config, out: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let (_db, _store, tx) = crate::store::backup::read_snapshot(&config.database_path)?;
+    let mut stderr = std::io::stderr();
+    let copied = crate::store::backup::snapshot(&tx, out, &mut |done, total| {
+        let _ = write!(stderr, "\rbackup: {done}/{total} rows");
+        let _ = stderr.flush();
+    })?;
+    let _ = writeln!(stderr);
+    let copy = Store::open(out, crate::server::CACHE_SIZE_BYTES)?;
+    let report = crate::ledger::verify::verify(&copy.read()?, None, &mut |_, _| {})?;
+    if let Some(v) = report.violation {
+        anyhow::bail!("the backup does not verify: {}", v.reason);
+    }
+    println!(
+        "backup: {copied} rows copied to {}; its ledger verifies ({} entries)",
+        out.display(),
+        report.entries
+    );
+    Ok(())
+}
+
+fn restore(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
+    let target = &config.database_path;
+    {
+        let backup = Store::open(file, crate::server::CACHE_SIZE_BYTES)
+            .with_context(|| format!("{} is not a usable backup", file.display()))?;
+        let report = crate::ledger::verify::verify(&backup.read()?, None, &mut |_, _| {})?;
+        if let Some(v) = report.violation {
+            anyhow::bail!("the backup does not verify: {}", v.reason);
+        }
+    }
+    if target.exists() {
+        // Refuses while a daemon holds it (the open fails with "in use").
+        drop(open(config)?);
+        let aside = target.with_extension(format!("before-restore-{}", crate::clock::now_ms()));
+        std::fs::rename(target, &aside)
+            .with_context(|| format!("cannot move {} aside", target.display()))?;
+        eprintln!(
+            "restore: the previous database is kept as {}",
+            aside.display()
+        );
+    } else if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::copy(file, target).with_context(|| format!("cannot copy to {}", target.display()))?;
+    std::fs::File::open(target)?.sync_all()?;
+    let restored = open(config)?;
+    let report = crate::ledger::verify::verify(&restored.read()?, None, &mut |_, _| {})?;
+    println!(
+        "restore: {} restored from {}; its ledger verifies ({} entries)",
+        target.display(),
+        file.display(),
+        report.entries
+    );
+    Ok(())
 }
 
 fn reconcile(config: &Config, tenant: &str, from: &str, to: Option<&str>) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 //! Reads open their own MVCC snapshot through [`Store::read`] and never wait for the writer.
 //! Writes go through [`writer`], the single task that owns every write transaction.
 
+pub mod backup;
 pub mod codec;
 pub mod keys;
 pub mod tables;
@@ -154,8 +155,11 @@ fn open_database(path: &Path, cache_size_bytes: usize) -> Result<Database, OpenE
                 .map_err(|e| OpenError::Io(path.to_path_buf(), e.to_string()))?;
         }
     }
+    // Single-writer mode: one process writes; a read-only handle (`tally backup`) may share the
+    // file and read a consistent snapshot while the daemon serves.
     let db = Database::builder()
         .set_cache_size(cache_size_bytes)
+        .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
         .create(path)
         .map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse(path.to_path_buf()),

@@ -131,58 +131,76 @@ pub const RECONCILIATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new(
 /// The simulated PSP's own records (a stand-in for a provider's database).
 pub const SIM_PSP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sim_psp");
 
+/// Every table keyed and valued by bytes.
+pub const BYTES_TABLES: &[TableDefinition<&[u8], &[u8]>] = &[
+    TENANTS,
+    API_KEYS,
+    API_KEY_IDS,
+    IDEMPOTENCY,
+    CUSTOMERS,
+    CUSTOMER_BY_EXTERNAL,
+    METERS,
+    METER_BY_KEY,
+    EVENTS,
+    EVENT_IDENTITIES,
+    EVENT_DERIVED,
+    USAGE_HOURLY,
+    INVOICED_THROUGH,
+    JOURNAL,
+    JOURNAL_IDS,
+    LEDGER_HEADS,
+    BALANCES,
+    POSTINGS_BY_ACCOUNT,
+    GRANTS,
+    PLANS,
+    PLAN_BY_CODE,
+    SUBSCRIPTIONS,
+    INVOICES,
+    INVOICE_BY_PERIOD,
+    BILLED_USAGE,
+    BILLING_RUNS,
+    JOBS,
+    WEBHOOK_ENDPOINTS,
+    WEBHOOK_RECEIPTS,
+    WEBHOOK_EVENTS,
+    PAYMENTS,
+    PAYMENTS_BY_INVOICE,
+    PAYMENT_BY_PROVIDER,
+    RECONCILIATIONS,
+    SIM_PSP,
+];
+
+/// Every index table (bytes keys, no value).
+pub const SET_TABLES: &[TableDefinition<&[u8], ()>] = &[
+    IDEMPOTENCY_EXPIRY,
+    METERS_BY_TYPE,
+    EVENTS_BY_CUSTOMER,
+    USAGE_UNIQUES,
+    JOURNAL_BY_TIME,
+    JOURNAL_BY_CUSTOMER,
+    GRANTS_BY_CUSTOMER,
+    GRANT_EXPIRY,
+    SUBSCRIPTIONS_BY_CUSTOMER,
+    INVOICES_BY_CUSTOMER,
+    REISSUE_QUEUE,
+    JOBS_DUE,
+    DEAD_LETTERS,
+    WEBHOOK_ENDPOINTS_BY_TENANT,
+];
+
+/// Every table keyed by text.
+pub const TEXT_TABLES: &[TableDefinition<&str, &[u8]>] = &[META, TENANT_BY_NAME];
+
 /// Opens (creating if needed) every table, so read transactions never meet a missing table.
 pub fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::Error> {
-    tx.open_table(META)?;
-    tx.open_table(TENANTS)?;
-    tx.open_table(TENANT_BY_NAME)?;
-    tx.open_table(API_KEYS)?;
-    tx.open_table(API_KEY_IDS)?;
-    tx.open_table(IDEMPOTENCY)?;
-    tx.open_table(IDEMPOTENCY_EXPIRY)?;
-    tx.open_table(CUSTOMERS)?;
-    tx.open_table(CUSTOMER_BY_EXTERNAL)?;
-    tx.open_table(METERS)?;
-    tx.open_table(METER_BY_KEY)?;
-    tx.open_table(METERS_BY_TYPE)?;
-    tx.open_table(EVENTS)?;
-    tx.open_table(EVENT_IDENTITIES)?;
-    tx.open_table(EVENT_DERIVED)?;
-    tx.open_table(EVENTS_BY_CUSTOMER)?;
-    tx.open_table(USAGE_HOURLY)?;
-    tx.open_table(USAGE_UNIQUES)?;
-    tx.open_table(INVOICED_THROUGH)?;
-    tx.open_table(JOURNAL)?;
-    tx.open_table(JOURNAL_IDS)?;
-    tx.open_table(JOURNAL_BY_TIME)?;
-    tx.open_table(JOURNAL_BY_CUSTOMER)?;
-    tx.open_table(LEDGER_HEADS)?;
-    tx.open_table(BALANCES)?;
-    tx.open_table(POSTINGS_BY_ACCOUNT)?;
-    tx.open_table(GRANTS)?;
-    tx.open_table(GRANTS_BY_CUSTOMER)?;
-    tx.open_table(GRANT_EXPIRY)?;
-    tx.open_table(PLANS)?;
-    tx.open_table(PLAN_BY_CODE)?;
-    tx.open_table(SUBSCRIPTIONS)?;
-    tx.open_table(SUBSCRIPTIONS_BY_CUSTOMER)?;
-    tx.open_table(INVOICES)?;
-    tx.open_table(INVOICE_BY_PERIOD)?;
-    tx.open_table(INVOICES_BY_CUSTOMER)?;
-    tx.open_table(BILLED_USAGE)?;
-    tx.open_table(REISSUE_QUEUE)?;
-    tx.open_table(BILLING_RUNS)?;
-    tx.open_table(JOBS)?;
-    tx.open_table(JOBS_DUE)?;
-    tx.open_table(DEAD_LETTERS)?;
-    tx.open_table(WEBHOOK_ENDPOINTS)?;
-    tx.open_table(WEBHOOK_ENDPOINTS_BY_TENANT)?;
-    tx.open_table(WEBHOOK_RECEIPTS)?;
-    tx.open_table(WEBHOOK_EVENTS)?;
-    tx.open_table(PAYMENTS)?;
-    tx.open_table(PAYMENTS_BY_INVOICE)?;
-    tx.open_table(PAYMENT_BY_PROVIDER)?;
-    tx.open_table(RECONCILIATIONS)?;
-    tx.open_table(SIM_PSP)?;
+    for t in TEXT_TABLES {
+        tx.open_table(*t)?;
+    }
+    for t in BYTES_TABLES {
+        tx.open_table(*t)?;
+    }
+    for t in SET_TABLES {
+        tx.open_table(*t)?;
+    }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod backup;
 mod billing;
 mod cli;
 mod crash;
