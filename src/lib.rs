@@ -20,6 +20,8 @@ pub mod jobs;
 pub mod ledger;
 pub mod metrics;
 pub mod payments;
+#[cfg(test)]
+mod properties;
 pub mod server;
 pub mod store;
 pub mod tenants;
