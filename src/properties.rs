@@ -36,7 +36,9 @@ fn json_value() -> impl Strategy<Value = Value> {
 /// Writes a value with shuffled object keys and random white space.
 fn scramble(value: &Value, seed: &mut u64) -> String {
     let mut next = || {
-        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         *seed >> 33
     };
     fn go(v: &Value, out: &mut String, next: &mut dyn FnMut() -> u64) {

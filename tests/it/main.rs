@@ -5,6 +5,7 @@ mod harness;
 mod backup;
 mod billing;
 mod cli;
+mod corpus;
 mod crash;
 mod customers;
 mod errors;
@@ -13,5 +14,6 @@ mod idempotency;
 mod ingest;
 mod ledger;
 mod payments;
+mod soak;
 
 mod webhooks;
