@@ -60,6 +60,34 @@ pub enum Command {
         /// The backup file.
         file: PathBuf,
     },
+    /// Measure: concurrent keep-alive clients per scenario; prints throughput, latency
+    /// percentiles, writer batch size and peak RSS, and checks nothing was lost or doubled.
+    Bench {
+        /// Target a running daemon (default: start one on a temporary database).
+        #[arg(long)]
+        url: Option<String>,
+        /// API key for --url.
+        #[arg(long)]
+        key: Option<String>,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Seconds per scenario.
+        #[arg(long, default_value_t = 10)]
+        duration_secs: u64,
+        /// Comma-separated: ingest, batch, create, replay, usage, billing.
+        #[arg(long, default_value = "ingest,batch,create,replay,usage,billing")]
+        scenarios: String,
+        /// Events stored before the usage query scenario.
+        #[arg(long, default_value_t = 1_000_000)]
+        usage_events: u64,
+        /// Subscriptions billed by the billing scenario.
+        #[arg(long, default_value_t = 10_000)]
+        subscriptions: u64,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Reconcile the payment provider's records in a range against Tally's payments (the same
     /// report as `POST /v1/reconciliations`, run with no daemon holding the database).
     Reconcile {
@@ -206,6 +234,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Invoice(InvoiceCommand::Verify { id }) => verify_invoice(&config, &id),
         Command::Dlq(command) => dlq(&config, command),
         Command::Backup { out } => backup(&config, &out),
+        Command::Bench {
+            url,
+            key,
+            clients,
+            duration_secs,
+            scenarios,
+            usage_events,
+            subscriptions,
+            json,
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::bench::run(crate::bench::Options {
+                url,
+                key,
+                clients,
+                duration_secs,
+                scenarios: scenarios
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                usage_events,
+                subscriptions,
+                json,
+            }))?;
+            Ok(())
+        }
         Command::Restore { file } => restore(&config, &file),
         Command::Reconcile { tenant, from, to } => {
             reconcile(&config, &tenant, &from, to.as_deref())

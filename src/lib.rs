@@ -5,6 +5,7 @@
 //! behaviour a client relies on is exercised over HTTP against the real binary.
 
 pub mod api;
+pub mod bench;
 pub mod billing;
 pub mod cli;
 pub mod clock;

@@ -1,0 +1,652 @@
+//! `tally bench`: drives a daemon with concurrent HTTP/1.1 keep-alive clients, scenario by
+//! scenario, and reports throughput, latency percentiles, the writer's mean batch size and peak
+//! memory, then checks that what was acknowledged is stored exactly once.
+//!
+//! Without `--url` it starts its own daemon (this binary) on a temporary database, so the
+//! figures include every durable commit and the load generator shares the machine with it.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// Options of a run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Target an existing daemon instead of starting one.
+    pub url: Option<String>,
+    /// Its API key (with `url`).
+    pub key: Option<String>,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Seconds per scenario.
+    pub duration_secs: u64,
+    /// Which scenarios.
+    pub scenarios: Vec<String>,
+    /// Events stored before the usage query scenario.
+    pub usage_events: u64,
+    /// Subscriptions billed by the billing scenario.
+    pub subscriptions: u64,
+    /// Print JSON.
+    pub json: bool,
+}
+
+/// One scenario's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    /// Name.
+    pub scenario: String,
+    /// Requests completed.
+    pub requests: u64,
+    /// Units per request (events in a batch).
+    pub units_per_request: u64,
+    /// Units per second.
+    pub throughput_per_s: u64,
+    /// Latency percentiles, microseconds.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Mean commands per write transaction during the scenario.
+    pub mean_batch_size: String,
+    /// Failed requests (non-2xx).
+    pub errors: u64,
+    /// Whether the stored counts matched the acknowledged ones.
+    pub verified: bool,
+    /// What was checked.
+    pub check: String,
+}
+
+struct Target {
+    base: String,
+    key: String,
+    child: Option<Child>,
+    dir: Option<PathBuf>,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(d) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+fn start_daemon() -> anyhow::Result<Target> {
+    let dir = std::env::temp_dir().join(format!(
+        "tally-bench-{}",
+        crate::id::Id::generate().display("run")
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_path = \"{}\"\n[log]\nlevel = \"warn\"\n[billing]\nscheduler_interval_ms = 0\ngrace_secs = 0\n[writer]\nqueue_capacity = 65536\n",
+            dir.join("bench.redb").display()
+        ),
+    )?;
+    let exe = std::env::current_exe().context("cannot find this binary")?;
+    let mut child = Command::new(exe)
+        .args(["--config", config.to_str().unwrap_or_default(), "serve"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start the daemon")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut key = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        if let Some(k) = line.split("(shown once): ").nth(1) {
+            key = Some(k.trim().to_string());
+        }
+        if let Some(addr) = line.strip_prefix("tally: listening on ") {
+            return Ok(Target {
+                base: addr.trim().to_string(),
+                key: key.context("no key printed")?,
+                child: Some(child),
+                dir: Some(dir),
+            });
+        }
+    }
+    bail!("the daemon exited before listening")
+}
+
+fn peak_rss_kib(target: &Target) -> Option<u64> {
+    let pid = target.child.as_ref()?.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let Ok(r) = client.get(format!("{base}/metrics")).send().await else {
+        return 0.0;
+    };
+    let text = r.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((sorted.len() as f64) * p).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// What a request builder needs: client index and sequence number → (method, path, idempotency key, body).
+type MakeRequest = Arc<dyn Fn(usize, u64) -> (String, Option<String>, Option<Value>) + Send + Sync>;
+
+/// Runs closed-loop clients for the duration; returns latencies (µs), errors, and acknowledged
+/// response bodies counter.
+async fn drive(
+    client: &reqwest::Client,
+    target: &Target,
+    clients: usize,
+    duration: Duration,
+    make: MakeRequest,
+    accepted: Arc<AtomicU64>,
+) -> (Vec<u64>, u64, Duration) {
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let client = client.clone();
+        let base = target.base.clone();
+        let key = target.key.clone();
+        let make = Arc::clone(&make);
+        let accepted = Arc::clone(&accepted);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(1 << 16);
+            let mut errors = 0u64;
+            let mut seq = 0u64;
+            while Instant::now() < deadline {
+                let (path, idem, body) = make(c, seq);
+                seq += 1;
+                let mut req = match &body {
+                    Some(b) => client.post(format!("{base}{path}")).json(b),
+                    None => client.get(format!("{base}{path}")),
+                };
+                req = req.bearer_auth(&key);
+                if let Some(k) = idem {
+                    req = req.header("Idempotency-Key", k);
+                }
+                let t0 = Instant::now();
+                match req.send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let body: Value = r.json().await.unwrap_or(Value::Null);
+                        latencies.push(t0.elapsed().as_micros() as u64);
+                        let n = body["results"]
+                            .as_array()
+                            .map(|a| a.iter().filter(|x| x["status"] == "accepted").count() as u64)
+                            .unwrap_or(1);
+                        accepted.fetch_add(n, Ordering::Relaxed);
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((l, e)) = t.await {
+            all.extend(l);
+            errors += e;
+        }
+    }
+    all.sort_unstable();
+    (all, errors, started.elapsed())
+}
+
+async fn post(
+    client: &reqwest::Client,
+    t: &Target,
+    path: &str,
+    key: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let r = client
+        .post(format!("{}{path}", t.base))
+        .bearer_auth(&t.key)
+        .header("Idempotency-Key", key)
+        .json(&body)
+        .send()
+        .await?;
+    let status = r.status();
+    let v: Value = r.json().await?;
+    if !status.is_success() {
+        bail!("{path}: {status} {v}");
+    }
+    Ok(v)
+}
+
+async fn usage_total(
+    client: &reqwest::Client,
+    t: &Target,
+    customer: &str,
+    meter: &str,
+    from: &str,
+) -> anyhow::Result<u64> {
+    let v: Value = client
+        .get(format!(
+            "{}/v1/usage?customer={customer}&meter={meter}&from={from}",
+            t.base
+        ))
+        .bearer_auth(&t.key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(v["total"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0))
+}
+
+/// Runs the benchmark.
+pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
+    let target = match (&opts.url, &opts.key) {
+        (Some(url), Some(key)) => Target {
+            base: url.trim_end_matches('/').to_string(),
+            key: key.clone(),
+            child: None,
+            dir: None,
+        },
+        (Some(_), None) => bail!("--url needs --key"),
+        _ => start_daemon()?,
+    };
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(opts.clients * 2)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let run_tag = crate::id::Id::generate().display("b");
+    let from = crate::clock::rfc3339(crate::clock::now_ms() - 31 * 86_400_000);
+    // Fixtures: a customer and a counting meter so stored counts can be checked.
+    let cust = format!("bench-{run_tag}");
+    post(
+        &client,
+        &target,
+        "/v1/customers",
+        &format!("{run_tag}-c"),
+        json!({"external_id": cust, "currency": "USD"}),
+    )
+    .await?;
+    let meter = format!("bench_{}", &run_tag[2..10].to_ascii_lowercase());
+    let event_type = format!("bench.{run_tag}");
+    post(
+        &client,
+        &target,
+        "/v1/meters",
+        &format!("{run_tag}-m"),
+        json!({"key": meter, "event_type": event_type, "aggregation": "count"}),
+    )
+    .await?;
+    let duration = Duration::from_secs(opts.duration_secs);
+    let mut out = Vec::new();
+    for scenario in &opts.scenarios {
+        let sum0 = metric(&client, &target.base, "tally_writer_batch_size_sum").await;
+        let cnt0 = metric(&client, &target.base, "tally_writer_batch_size_count").await;
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (units, latencies, errors, elapsed, verified, check) = match scenario.as_str() {
+            "ingest" | "batch" => {
+                let per = if scenario == "batch" { 100u64 } else { 1 };
+                let before = usage_total(&client, &target, &cust, &meter, &from).await?;
+                let (c, t, tag) = (
+                    cust.clone(),
+                    event_type.clone(),
+                    format!("{run_tag}-{scenario}"),
+                );
+                let make: MakeRequest = Arc::new(move |client_no, seq| {
+                    let events: Vec<Value> = (0..per)
+                        .map(|i| json!({"id": format!("{tag}-{client_no}-{seq}-{i}"), "customer": c, "type": t}))
+                        .collect();
+                    let body = if per == 1 {
+                        events[0].clone()
+                    } else {
+                        json!({"events": events})
+                    };
+                    ("/v1/events".to_string(), None, Some(body))
+                });
+                let (l, e, el) = drive(
+                    &client,
+                    &target,
+                    opts.clients,
+                    duration,
+                    make,
+                    Arc::clone(&accepted),
+                )
+                .await;
+                let after = usage_total(&client, &target, &cust, &meter, &from).await?;
+                let acked = accepted.load(Ordering::Relaxed);
+                (
+                    per,
+                    l,
+                    e,
+                    el,
+                    after - before == acked,
+                    format!("{acked} acknowledged events, {} stored", after - before),
+                )
+            }
+            "create" => {
+                let tag = format!("{run_tag}-create");
+                let make: MakeRequest = Arc::new(move |client_no, seq| {
+                    let id = format!("{tag}-{client_no}-{seq}");
+                    (
+                        "/v1/customers".to_string(),
+                        Some(id.clone()),
+                        Some(json!({"external_id": id, "currency": "USD"})),
+                    )
+                });
+                let (l, e, el) = drive(
+                    &client,
+                    &target,
+                    opts.clients,
+                    duration,
+                    make,
+                    Arc::clone(&accepted),
+                )
+                .await;
+                let acked = accepted.load(Ordering::Relaxed);
+                // Every acknowledged create exists: spot-check by external id.
+                let sample = format!("{run_tag}-create-0-0");
+                let found: Value = client
+                    .get(format!("{}/v1/customers?external_id={sample}", target.base))
+                    .bearer_auth(&target.key)
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                let ok = acked == 0 || found["data"].as_array().is_some_and(|a| a.len() == 1);
+                (
+                    1,
+                    l,
+                    e,
+                    el,
+                    ok,
+                    format!("{acked} creates acknowledged; first one stored once"),
+                )
+            }
+            "replay" => {
+                let tag = format!("{run_tag}-replay");
+                for c in 0..opts.clients {
+                    post(
+                        &client,
+                        &target,
+                        "/v1/customers",
+                        &format!("{tag}-{c}"),
+                        json!({"external_id": format!("{tag}-{c}"), "currency": "USD"}),
+                    )
+                    .await?;
+                }
+                let make: MakeRequest = Arc::new(move |client_no, _| {
+                    let id = format!("{tag}-{client_no}");
+                    (
+                        "/v1/customers".to_string(),
+                        Some(id.clone()),
+                        Some(json!({"external_id": id, "currency": "USD"})),
+                    )
+                });
+                let (l, e, el) = drive(
+                    &client,
+                    &target,
+                    opts.clients,
+                    duration,
+                    make,
+                    Arc::clone(&accepted),
+                )
+                .await;
+                (
+                    1,
+                    l,
+                    e,
+                    el,
+                    e == 0,
+                    "every replay answered from the stored record".to_string(),
+                )
+            }
+            "usage" => {
+                // Prefill: events spread over the last 30 days for one customer.
+                let uc = format!("usage-{run_tag}");
+                post(
+                    &client,
+                    &target,
+                    "/v1/customers",
+                    &format!("{run_tag}-uc"),
+                    json!({"external_id": uc, "currency": "USD"}),
+                )
+                .await?;
+                let now = crate::clock::now_ms();
+                let total = opts.usage_events;
+                let mut sent = 0u64;
+                let mut batch_no = 0u64;
+                let mut inflight = Vec::new();
+                while sent < total {
+                    let n = (total - sent).min(1000);
+                    let events: Vec<Value> = (0..n)
+                        .map(|i| {
+                            let k = sent + i;
+                            let ts = now - 60_000 - ((k * 2_591_000_000 / total.max(1)) as i64);
+                            json!({"id": format!("u{k}"), "customer": uc, "type": event_type, "timestamp": crate::clock::rfc3339(ts)})
+                        })
+                        .collect();
+                    let c2 = client.clone();
+                    let url = format!("{}/v1/events", target.base);
+                    let key = target.key.clone();
+                    inflight.push(tokio::spawn(async move {
+                        c2.post(url)
+                            .bearer_auth(key)
+                            .json(&json!({"events": events}))
+                            .send()
+                            .await
+                            .map(|r| r.status().is_success())
+                            .unwrap_or(false)
+                    }));
+                    if inflight.len() >= 8 {
+                        for t in inflight.drain(..) {
+                            let _ = t.await;
+                        }
+                    }
+                    sent += n;
+                    batch_no += 1;
+                }
+                for t in inflight {
+                    let _ = t.await;
+                }
+                let _ = batch_no;
+                let stored = usage_total(&client, &target, &uc, &meter, &from).await?;
+                let (m, f) = (meter.clone(), from.clone());
+                let make: MakeRequest = Arc::new(move |_, _| {
+                    (
+                        format!("/v1/usage?customer={uc}&meter={m}&from={f}&granularity=total"),
+                        None,
+                        None,
+                    )
+                });
+                let (l, e, el) = drive(
+                    &client,
+                    &target,
+                    opts.clients,
+                    duration,
+                    make,
+                    Arc::clone(&accepted),
+                )
+                .await;
+                (
+                    1,
+                    l,
+                    e,
+                    el,
+                    stored == total,
+                    format!("{total} events prefilled, {stored} counted"),
+                )
+            }
+            "billing" => {
+                let k = opts.subscriptions;
+                let yesterday = crate::clock::now_ms() - 86_400_000;
+                let start = crate::clock::rfc3339(yesterday - yesterday.rem_euclid(86_400_000));
+                let plan = format!("plan-{run_tag}");
+                post(&client, &target, "/v1/plans", &format!("{run_tag}-plan"), json!({"code": plan, "name": "Bench", "currency": "USD", "interval": "day",
+                    "fixed_fee": {"amount_minor": 500}, "charges": [{"meter": meter, "model": "per_unit", "unit_price": "0.01"}]})).await?;
+                let mut tasks = Vec::new();
+                for i in 0..k {
+                    let (client, base, key, plan, start, tag) = (
+                        client.clone(),
+                        target.base.clone(),
+                        target.key.clone(),
+                        plan.clone(),
+                        start.clone(),
+                        run_tag.clone(),
+                    );
+                    tasks.push(tokio::spawn(async move {
+                        let ext = format!("{tag}-sub-{i}");
+                        let c = client
+                            .post(format!("{base}/v1/customers"))
+                            .bearer_auth(&key)
+                            .header("Idempotency-Key", format!("{ext}-c"))
+                            .json(&json!({"external_id": ext, "currency": "USD"}))
+                            .send()
+                            .await;
+                        let s = client
+                            .post(format!("{base}/v1/subscriptions"))
+                            .bearer_auth(&key)
+                            .header("Idempotency-Key", format!("{ext}-s"))
+                            .json(&json!({"customer": ext, "plan": plan, "start_at": start}))
+                            .send()
+                            .await;
+                        c.is_ok() && s.is_ok()
+                    }));
+                    if tasks.len() >= 64 {
+                        for t in tasks.drain(..) {
+                            let _ = t.await;
+                        }
+                    }
+                }
+                for t in tasks {
+                    let _ = t.await;
+                }
+                let t0 = Instant::now();
+                let run = post(
+                    &client,
+                    &target,
+                    "/v1/billing-runs",
+                    &format!("{run_tag}-run"),
+                    json!({}),
+                )
+                .await?;
+                let took = t0.elapsed();
+                let closed = run["closed"].as_array().map_or(0, Vec::len) as u64;
+                let again = post(
+                    &client,
+                    &target,
+                    "/v1/billing-runs",
+                    &format!("{run_tag}-run2"),
+                    json!({}),
+                )
+                .await?;
+                let twice = again["closed"].as_array().map_or(0, Vec::len);
+                accepted.store(closed, Ordering::Relaxed);
+                (
+                    closed.max(1),
+                    vec![took.as_micros() as u64],
+                    0,
+                    took,
+                    closed >= k && twice == 0,
+                    format!("{closed} invoices for {k} subscriptions; a second run closed {twice}"),
+                )
+            }
+            other => {
+                bail!("unknown scenario {other:?} (ingest, batch, create, replay, usage, billing)")
+            }
+        };
+        let sum1 = metric(&client, &target.base, "tally_writer_batch_size_sum").await;
+        let cnt1 = metric(&client, &target.base, "tally_writer_batch_size_count").await;
+        let mean = if cnt1 > cnt0 {
+            format!("{:.1}", (sum1 - sum0) / (cnt1 - cnt0))
+        } else {
+            "-".into()
+        };
+        let requests = latencies.len() as u64;
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        let throughput = if scenario == "billing" {
+            (units as f64 / secs) as u64
+        } else {
+            ((requests * units) as f64 / secs) as u64
+        };
+        out.push(Figures {
+            scenario: scenario.clone(),
+            requests,
+            units_per_request: units,
+            throughput_per_s: throughput,
+            p50_us: percentile(&latencies, 0.50),
+            p99_us: percentile(&latencies, 0.99),
+            p999_us: percentile(&latencies, 0.999),
+            mean_batch_size: mean,
+            errors,
+            verified,
+            check,
+        });
+    }
+    let rss = peak_rss_kib(&target);
+    if opts.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"clients": opts.clients, "duration_secs": opts.duration_secs, "peak_rss_kib": rss, "scenarios": out})
+            )?
+        );
+    } else {
+        println!(
+            "{:<10} {:>9} {:>12} {:>9} {:>9} {:>9} {:>7} {:>6}  check",
+            "scenario",
+            "requests",
+            "throughput/s",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "batch",
+            "errors"
+        );
+        for f in &out {
+            let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
+            println!(
+                "{:<10} {:>9} {:>12} {:>9} {:>9} {:>9} {:>7} {:>6}  {} ({})",
+                f.scenario,
+                f.requests,
+                f.throughput_per_s,
+                ms(f.p50_us),
+                ms(f.p99_us),
+                ms(f.p999_us),
+                f.mean_batch_size,
+                f.errors,
+                if f.verified { "ok" } else { "MISMATCH" },
+                f.check
+            );
+        }
+        if let Some(kib) = rss {
+            println!("peak RSS of the daemon: {} MiB", kib / 1024);
+        }
+    }
+    if out.iter().any(|f| !f.verified) {
+        bail!("stored counts did not match what was acknowledged");
+    }
+    Ok(out)
+}
