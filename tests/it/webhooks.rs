@@ -371,3 +371,42 @@ async fn a_crash_during_processing_processes_exactly_once_after_restart() {
     let again = deliver_standard(&d, &ep, "msg_crash", now_s(), &usage, SECRET).await;
     assert_eq!(again.json["duplicate"], true);
 }
+
+#[tokio::test]
+async fn a_stripe_vector_computed_by_an_independent_hmac_is_accepted() {
+    use hmac::{Hmac, Mac};
+    let d = Daemon::start().await;
+    let ep = endpoint(&d, "stripe").await;
+    let body = r#"{"id":"evt_independent","object":"event","type":"invoice.created","data":{"object":{}}}"#;
+    let t = now_s();
+    // HMAC-SHA256 over "{t}.{body}" keyed by the secret string's bytes, hex: computed here with
+    // the hmac crate directly, not with Tally's signing helper.
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+    mac.update(format!("{t}.{body}").as_bytes());
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let r = d
+        .send(
+            d.client
+                .post(d.url(&format!("/v1/hooks/{ep}")))
+                .header("Stripe-Signature", format!("t={t},v1={hex},v0=ignored"))
+                .body(body),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["duplicate"], false);
+    let flipped = hex.replace(&hex[..1], if &hex[..1] == "a" { "b" } else { "a" });
+    let bad = d
+        .send(
+            d.client
+                .post(d.url(&format!("/v1/hooks/{ep}")))
+                .header("Stripe-Signature", format!("t={t},v1={flipped}"))
+                .body(body),
+        )
+        .await;
+    bad.assert_problem(401, "signature_invalid");
+}
