@@ -16,7 +16,9 @@ pub enum ConfigError {
     /// The file named by `--config` could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
     /// The file or an override is not valid TOML, has an unknown key, or a value of the wrong type.
@@ -24,7 +26,12 @@ pub enum ConfigError {
     Parse(String),
     /// A value parsed but is outside what Tally accepts.
     #[error("invalid configuration: `{key}` {reason}")]
-    Invalid { key: &'static str, reason: String },
+    Invalid {
+        /// The key, as `section.key`.
+        key: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
 }
 
 /// The whole configuration of one daemon.

@@ -4,6 +4,8 @@
 //! property tests can reach the pure parts (canonical JSON, identities) directly, while every
 //! behaviour a client relies on is exercised over HTTP against the real binary.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod bench;
 pub mod billing;

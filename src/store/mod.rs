@@ -72,7 +72,12 @@ pub enum OpenError {
     NotTally(PathBuf, String),
     /// The file was written by a newer Tally.
     #[error("database {path} has schema version {found}; this binary supports up to {SCHEMA_VERSION}: upgrade tally")]
-    NewerSchema { path: PathBuf, found: u32 },
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: u32,
+    },
     /// The folder could not be created, or another storage failure.
     #[error("cannot open database {0}: {1}")]
     Io(PathBuf, String),
