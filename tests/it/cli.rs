@@ -100,3 +100,47 @@ fn a_file_that_is_not_a_tally_database_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("error") && !err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn the_benchmark_runs_every_scenario_and_verifies_the_stored_counts() {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "bench",
+            "--duration-secs",
+            "1",
+            "--clients",
+            "4",
+            "--usage-events",
+            "2000",
+            "--subscriptions",
+            "20",
+            "--json",
+        ])
+        .env(
+            "TALLY_DATABASE_PATH",
+            std::env::temp_dir().join("unused-by-bench.redb"),
+        )
+        .output()
+        .expect("run bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    let scenarios = report["scenarios"].as_array().expect("scenarios");
+    let names: Vec<&str> = scenarios
+        .iter()
+        .filter_map(|s| s["scenario"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["ingest", "batch", "create", "replay", "usage", "billing"]
+    );
+    for s in scenarios {
+        assert_eq!(s["verified"], true, "{s}");
+        assert_eq!(s["errors"], 0, "{s}");
+        assert!(s["requests"].as_u64().is_some_and(|r| r > 0), "{s}");
+    }
+    assert!(report["peak_rss_kib"].as_u64().is_some_and(|k| k > 0));
+}

@@ -446,3 +446,22 @@ async fn reconciliation_finds_each_category_and_resolves_only_missing_internally
         "mismatches are never auto-changed"
     );
 }
+
+#[tokio::test]
+async fn automatic_collection_pays_invoices_as_they_are_issued_through_the_simulator() {
+    let d = Daemon::start_with("[payments]\nauto_collect = true\n").await;
+    let inv = invoices(&d, 2).await;
+    assert_eq!(inv.len(), 2);
+    for id in &inv {
+        d.eventually("auto-collected", || async {
+            d.get(&format!("/v1/invoices/{id}")).await.json["status"] == "paid"
+        })
+        .await;
+        let attempts = d.get(&format!("/v1/payments?invoice={id}")).await;
+        let list = attempts.json["data"].as_array().expect("data");
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0]["provider"], "simulated");
+        assert_eq!(list[0]["status"], "succeeded");
+    }
+    assert_eq!(d.get("/v1/ledger/verify").await.json["ok"], true);
+}
