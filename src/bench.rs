@@ -98,7 +98,15 @@ fn start_daemon() -> anyhow::Result<Target> {
         ),
     )?;
     let exe = std::env::current_exe().context("cannot find this binary")?;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    // The temporary configuration is the whole truth: no TALLY_* override of the caller's
+    // environment may point the daemon elsewhere.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("TALLY_") {
+            command.env_remove(&name);
+        }
+    }
+    let mut child = command
         .args(["--config", config.to_str().unwrap_or_default(), "serve"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
