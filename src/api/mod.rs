@@ -57,6 +57,7 @@ pub struct AppState {
 
 /// The complete router.
 pub fn router(state: Arc<AppState>) -> Router {
+    let body_limit = usize::try_from(state.config.http.body_limit_bytes).unwrap_or(usize::MAX);
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -128,6 +129,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/usage", get(usage::get))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Extractors that read raw bodies (the webhook receiver) obey the same limit.
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(observe))
         .with_state(state)
 }

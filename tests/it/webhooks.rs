@@ -410,3 +410,19 @@ async fn a_stripe_vector_computed_by_an_independent_hmac_is_accepted() {
         .await;
     bad.assert_problem(401, "signature_invalid");
 }
+
+#[tokio::test]
+async fn the_receiver_obeys_the_body_limit() {
+    let d = Daemon::start_with("[http]\nbody_limit_bytes = 2048\n").await;
+    let ep = endpoint(&d, "standard").await;
+    let body = format!("{{\"type\":\"x\",\"pad\":\"{}\"}}", "p".repeat(4096));
+    deliver_standard(&d, &ep, "big", now_s(), &body, SECRET)
+        .await
+        .assert_problem(413, "body_too_large");
+    assert_eq!(
+        d.get("/v1/webhook-events").await.json["data"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+}
