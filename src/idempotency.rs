@@ -132,40 +132,115 @@ impl<C: Command> Command for Idempotent<C> {
     type Output = Outcome;
 
     fn apply(self, tx: &WriteTransaction) -> Result<Outcome, StoreError> {
-        let rkey = record_key(self.tenant, &self.key);
-        let previous = {
-            let table = tx.open_table(tables::IDEMPOTENCY)?;
-            let found = match table.get(rkey.as_slice())? {
-                Some(v) => Some(codec::decode::<Record>(v.value())?),
-                None => None,
-            };
-            found
-        };
-        let stale_expiry = previous.as_ref().map(|r| r.expires_at_ms);
-        match classify(previous, &self.fingerprint, self.now_ms) {
-            Lookup::Replay(response) => return Ok(Outcome::Replayed(response)),
-            Lookup::Mismatch => return Ok(Outcome::Mismatch),
-            Lookup::Absent => {}
-        }
-        let output = self.inner.apply(tx)?;
-        let response = (self.render)(&output);
-        let expires_at_ms = self.now_ms.saturating_add(self.retention_ms);
-        let record = Record {
-            fingerprint: self.fingerprint,
-            created_at_ms: self.now_ms,
-            expires_at_ms,
-            response: response.clone(),
-        };
-        let bytes = codec::encode(&record)?;
-        tx.open_table(tables::IDEMPOTENCY)?
-            .insert(rkey.as_slice(), bytes.as_slice())?;
-        let mut expiry = tx.open_table(tables::IDEMPOTENCY_EXPIRY)?;
-        if let Some(old) = stale_expiry {
-            expiry.remove(expiry_key(old, &rkey).as_slice())?;
-        }
-        expiry.insert(expiry_key(expires_at_ms, &rkey).as_slice(), ())?;
-        Ok(Outcome::Executed(response))
+        let mut outcomes = Self::apply_run(vec![self], tx)?;
+        outcomes
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("an idempotent run lost its outcome".into()))
     }
+
+    /// Checks every key of the run, applies the inner commands that are new as one run of
+    /// their own (so they share work too), then stores their responses. Equal to applying them
+    /// one by one because the keys of a run are distinct (in-flight claims guarantee it; a run
+    /// that breaks this is applied one by one) and inner commands never touch idempotency
+    /// records.
+    fn apply_run(commands: Vec<Self>, tx: &WriteTransaction) -> Result<Vec<Outcome>, StoreError> {
+        let mut seen = HashSet::with_capacity(commands.len());
+        if !commands
+            .iter()
+            .all(|c| seen.insert((c.tenant, c.key.as_str())))
+        {
+            drop(seen);
+            return commands
+                .into_iter()
+                .map(|c| {
+                    Self::apply_run(vec![c], tx).and_then(|mut o| {
+                        o.pop()
+                            .ok_or_else(|| StoreError::Corrupt("lost outcome".into()))
+                    })
+                })
+                .collect();
+        }
+        drop(seen);
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(commands.len());
+        let mut fresh = Vec::new();
+        let mut inners = Vec::new();
+        {
+            let table = tx.open_table(tables::IDEMPOTENCY)?;
+            for (index, command) in commands.into_iter().enumerate() {
+                let rkey = record_key(command.tenant, &command.key);
+                let previous = match table.get(rkey.as_slice())? {
+                    Some(v) => Some(codec::decode::<Record>(v.value())?),
+                    None => None,
+                };
+                let stale_expiry = previous.as_ref().map(|r| r.expires_at_ms);
+                match classify(previous, &command.fingerprint, command.now_ms) {
+                    Lookup::Replay(response) => outcomes.push(Some(Outcome::Replayed(response))),
+                    Lookup::Mismatch => outcomes.push(Some(Outcome::Mismatch)),
+                    Lookup::Absent => {
+                        outcomes.push(None);
+                        fresh.push(Fresh {
+                            index,
+                            rkey,
+                            stale_expiry,
+                            fingerprint: command.fingerprint,
+                            now_ms: command.now_ms,
+                            retention_ms: command.retention_ms,
+                            render: command.render,
+                        });
+                        inners.push(command.inner);
+                    }
+                }
+            }
+        }
+        if !inners.is_empty() {
+            let outputs = C::apply_run(inners, tx)?;
+            if outputs.len() != fresh.len() {
+                return Err(StoreError::Corrupt(
+                    "an idempotent run returned the wrong number of outputs".into(),
+                ));
+            }
+            let mut records = tx.open_table(tables::IDEMPOTENCY)?;
+            let mut expiry = tx.open_table(tables::IDEMPOTENCY_EXPIRY)?;
+            for (f, output) in fresh.into_iter().zip(outputs) {
+                let response = (f.render)(&output);
+                let expires_at_ms = f.now_ms.saturating_add(f.retention_ms);
+                let record = Record {
+                    fingerprint: f.fingerprint,
+                    created_at_ms: f.now_ms,
+                    expires_at_ms,
+                    response: response.clone(),
+                };
+                let bytes = codec::encode(&record)?;
+                records.insert(f.rkey.as_slice(), bytes.as_slice())?;
+                if let Some(old) = f.stale_expiry {
+                    expiry.remove(expiry_key(old, &f.rkey).as_slice())?;
+                }
+                expiry.insert(expiry_key(expires_at_ms, &f.rkey).as_slice(), ())?;
+                if let Some(slot) = outcomes.get_mut(f.index) {
+                    *slot = Some(Outcome::Executed(response));
+                }
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|o| {
+                o.ok_or_else(|| {
+                    StoreError::Corrupt("an idempotent command lost its outcome".into())
+                })
+            })
+            .collect()
+    }
+}
+
+/// A command of an idempotent run whose key is new: what storing its response needs.
+struct Fresh<O> {
+    index: usize,
+    rkey: Vec<u8>,
+    stale_expiry: Option<i64>,
+    fingerprint: [u8; 32],
+    now_ms: i64,
+    retention_ms: i64,
+    render: Render<O>,
 }
 
 /// Deletes up to `limit` expired records, oldest first; returns how many. Bounded so one purge
@@ -313,5 +388,83 @@ mod tests {
         assert!(set.claim(TenantId(2), "k").is_some(), "scope is per tenant");
         drop(first);
         assert!(set.claim(TenantId(1), "k").is_some());
+    }
+
+    /// Counts its executions in `meta["runs"]` and returns the count after it.
+    struct Bump;
+
+    impl Command for Bump {
+        type Output = u8;
+        fn apply(self, tx: &WriteTransaction) -> Result<u8, StoreError> {
+            let mut meta = tx.open_table(tables::META)?;
+            let n = meta.get("runs")?.map_or(0, |v| v.value()[0]) + 1;
+            meta.insert("runs", [n].as_slice())?;
+            Ok(n)
+        }
+    }
+
+    fn render(n: &u8) -> StoredResponse {
+        StoredResponse {
+            status: 200,
+            content_type: "text/plain".into(),
+            body: vec![*n],
+        }
+    }
+
+    fn bump(key: &str, body: u8) -> Idempotent<Bump> {
+        Idempotent {
+            tenant: TenantId(1),
+            key: key.into(),
+            fingerprint: [body; 32],
+            now_ms: 1_000,
+            retention_ms: 60_000,
+            inner: Bump,
+            render,
+        }
+    }
+
+    fn executed(n: u8) -> Outcome {
+        Outcome::Executed(render(&n))
+    }
+
+    #[test]
+    fn a_run_of_idempotent_commands_equals_them_one_by_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::Store::open(&dir.path().join("i.redb"), 1 << 20).expect("open");
+        assert_eq!(store.apply_one(bump("a", 1)).expect("a"), executed(1));
+        // A run: a replay, a mismatch and two new keys, executed in order.
+        let outcomes = store
+            .apply_run(vec![
+                bump("b", 1),
+                bump("a", 1),
+                bump("a2", 1),
+                bump("a", 2),
+            ])
+            .expect("run");
+        assert_eq!(
+            outcomes,
+            vec![
+                executed(2),
+                Outcome::Replayed(render(&1)),
+                executed(3),
+                Outcome::Mismatch
+            ]
+        );
+        // A key twice in one run (which in-flight claims prevent) still executes once.
+        let outcomes = store
+            .apply_run(vec![bump("c", 1), bump("c", 1), bump("c", 2)])
+            .expect("run");
+        assert_eq!(
+            outcomes,
+            vec![
+                executed(4),
+                Outcome::Replayed(render(&4)),
+                Outcome::Mismatch
+            ]
+        );
+        assert_eq!(
+            store.apply_one(bump("c", 1)).expect("c"),
+            Outcome::Replayed(render(&4))
+        );
     }
 }

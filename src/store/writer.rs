@@ -18,6 +18,7 @@
 //! A [`StoreError`] (I/O, corruption) is fatal to the batch: it is aborted and every waiter gets
 //! [`WriteError::Unavailable`]; clients retry with their idempotency keys, which is safe.
 
+use std::any::{Any, TypeId};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -38,6 +39,20 @@ pub trait Command: Send + 'static {
 
     /// Checks, then writes. Must not perform outside I/O.
     fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError>;
+
+    /// Applies a run of commands of this type that sit next to each other in a batch, returning
+    /// one output per command in order. It must equal applying them one by one (the default);
+    /// a hot command overrides it to share per-command work across the run, such as opening
+    /// its tables once instead of once per command.
+    fn apply_run(
+        commands: Vec<Self>,
+        tx: &WriteTransaction,
+    ) -> Result<Vec<Self::Output>, StoreError>
+    where
+        Self: Sized,
+    {
+        commands.into_iter().map(|c| c.apply(tx)).collect()
+    }
 }
 
 /// Why a submitted command has no result.
@@ -67,7 +82,15 @@ pub struct WriterLimits {
 
 /// A queued command, type-erased so one channel carries every kind.
 trait Pending: Send {
-    fn apply(&mut self, tx: &WriteTransaction) -> Result<(), StoreError>;
+    /// The concrete command type, to find runs of one type in a batch.
+    fn command_type(&self) -> TypeId;
+    /// Applies this command and `rest` (all of the same [`Pending::command_type`]) as one run.
+    fn apply_run(
+        &mut self,
+        rest: &mut [Box<dyn Pending>],
+        tx: &WriteTransaction,
+    ) -> Result<(), StoreError>;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
     fn finish(self: Box<Self>, committed: Result<(), WriteError>);
 }
 
@@ -78,11 +101,45 @@ struct Slot<C: Command> {
 }
 
 impl<C: Command> Pending for Slot<C> {
-    fn apply(&mut self, tx: &WriteTransaction) -> Result<(), StoreError> {
-        if let Some(command) = self.command.take() {
-            self.output = Some(command.apply(tx)?);
+    fn command_type(&self) -> TypeId {
+        TypeId::of::<C>()
+    }
+
+    fn apply_run(
+        &mut self,
+        rest: &mut [Box<dyn Pending>],
+        tx: &WriteTransaction,
+    ) -> Result<(), StoreError> {
+        let mut slots: Vec<&mut Slot<C>> = Vec::with_capacity(rest.len() + 1);
+        slots.push(self);
+        for other in rest.iter_mut() {
+            match other.as_any_mut().downcast_mut::<Slot<C>>() {
+                Some(slot) => slots.push(slot),
+                None => {
+                    return Err(StoreError::Corrupt(
+                        "a run of commands mixed command types".into(),
+                    ))
+                }
+            }
+        }
+        let commands: Vec<C> = slots.iter_mut().filter_map(|s| s.command.take()).collect();
+        if commands.len() != slots.len() {
+            return Err(StoreError::Corrupt("a command was applied twice".into()));
+        }
+        let outputs = C::apply_run(commands, tx)?;
+        if outputs.len() != slots.len() {
+            return Err(StoreError::Corrupt(
+                "a run of commands returned the wrong number of outputs".into(),
+            ));
+        }
+        for (slot, output) in slots.into_iter().zip(outputs) {
+            slot.output = Some(output);
         }
         Ok(())
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
     }
 
     fn finish(self: Box<Self>, committed: Result<(), WriteError>) {
@@ -207,22 +264,31 @@ fn execute(store: &Store, batch: Vec<Box<dyn Pending>>) -> Result<(), StoreError
             return Err(e.into());
         }
     };
-    let mut applied: Vec<Box<dyn Pending>> = Vec::with_capacity(size);
-    let mut remaining = batch.into_iter();
-    while let Some(mut pending) = remaining.next() {
-        let outcome = catch_unwind(AssertUnwindSafe(|| pending.apply(&tx)));
-        applied.push(pending);
+    // Apply runs of same-typed neighbours together; a batch still equals its commands in order.
+    let mut batch = batch;
+    let mut start = 0;
+    while start < batch.len() {
+        let kind = batch[start].command_type();
+        let end = batch[start..]
+            .iter()
+            .position(|p| p.command_type() != kind)
+            .map_or(batch.len(), |offset| start + offset);
+        let (head, rest) = batch[start..end].split_at_mut(1);
+        let outcome = catch_unwind(AssertUnwindSafe(|| head[0].apply_run(rest, &tx)));
         let error = match outcome {
-            Ok(Ok(())) => continue,
+            Ok(Ok(())) => {
+                start = end;
+                continue;
+            }
             Ok(Err(e)) => e,
             Err(_) => StoreError::Corrupt("a command panicked while applying".into()),
         };
-        // The transaction may hold part of the failed command's writes: abort all of it.
+        // The transaction may hold part of the failed run's writes: abort all of it.
         let _ = tx.abort();
-        fail_all(applied);
-        fail_all(remaining.collect());
+        fail_all(batch);
         return Err(error);
     }
+    let applied = batch;
     let started = Instant::now();
     let committed = tx.commit();
     metrics::histogram!("tally_writer_commit_seconds").record(started.elapsed().as_secs_f64());
@@ -230,6 +296,8 @@ fn execute(store: &Store, batch: Vec<Box<dyn Pending>>) -> Result<(), StoreError
     metrics::counter!("tally_writer_commands_total").increment(size as u64);
     match committed {
         Ok(()) => {
+            // Readers must see this commit before anyone learns it happened.
+            store.publish_snapshot();
             for pending in applied {
                 pending.finish(Ok(()));
             }
