@@ -474,7 +474,7 @@ fn backup(config: &Config, out: &std::path::Path) -> anyhow::Result<()> {
     })?;
     let _ = writeln!(stderr);
     let copy = Store::open(out, crate::server::CACHE_SIZE_BYTES)?;
-    let report = crate::ledger::verify::verify(&copy.read()?, None, &mut |_, _| {})?;
+    let report = crate::ledger::verify::verify(&*copy.read()?, None, &mut |_, _| {})?;
     if let Some(v) = report.violation {
         anyhow::bail!("the backup does not verify: {}", v.reason);
     }
@@ -491,7 +491,7 @@ fn restore(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
     {
         let backup = Store::open(file, crate::server::CACHE_SIZE_BYTES)
             .with_context(|| format!("{} is not a usable backup", file.display()))?;
-        let report = crate::ledger::verify::verify(&backup.read()?, None, &mut |_, _| {})?;
+        let report = crate::ledger::verify::verify(&*backup.read()?, None, &mut |_, _| {})?;
         if let Some(v) = report.violation {
             anyhow::bail!("the backup does not verify: {}", v.reason);
         }
@@ -512,7 +512,7 @@ fn restore(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
     std::fs::copy(file, target).with_context(|| format!("cannot copy to {}", target.display()))?;
     std::fs::File::open(target)?.sync_all()?;
     let restored = open(config)?;
-    let report = crate::ledger::verify::verify(&restored.read()?, None, &mut |_, _| {})?;
+    let report = crate::ledger::verify::verify(&*restored.read()?, None, &mut |_, _| {})?;
     println!(
         "restore: {} restored from {}; its ledger verifies ({} entries)",
         target.display(),

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::Serialize;
+
+mod client;
 use serde_json::{json, Value};
 
 /// Options of a run.
@@ -162,10 +164,10 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 /// What a request builder needs: client index and sequence number → (method, path, idempotency key, body).
 type MakeRequest = Arc<dyn Fn(usize, u64) -> (String, Option<String>, Option<Value>) + Send + Sync>;
 
-/// Runs closed-loop clients for the duration; returns latencies (µs), errors, and acknowledged
-/// response bodies counter.
+/// Runs closed-loop clients for the duration, each on its own keep-alive connection; returns
+/// latencies (µs, sorted), errors, and the elapsed time. `accepted` counts acknowledged units:
+/// results marked accepted in an ingest reply, otherwise one per successful response.
 async fn drive(
-    client: &reqwest::Client,
     target: &Target,
     clients: usize,
     duration: Duration,
@@ -176,7 +178,6 @@ async fn drive(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let client = client.clone();
         let base = target.base.clone();
         let key = target.key.clone();
         let make = Arc::clone(&make);
@@ -185,29 +186,40 @@ async fn drive(
             let mut latencies = Vec::with_capacity(1 << 16);
             let mut errors = 0u64;
             let mut seq = 0u64;
+            let mut connection = None;
             while Instant::now() < deadline {
                 let (path, idem, body) = make(c, seq);
                 seq += 1;
-                let mut req = match &body {
-                    Some(b) => client.post(format!("{base}{path}")).json(b),
-                    None => client.get(format!("{base}{path}")),
-                };
-                req = req.bearer_auth(&key);
-                if let Some(k) = idem {
-                    req = req.header("Idempotency-Key", k);
-                }
+                let body = body.map(|b| serde_json::to_vec(&b).unwrap_or_default());
+                let method = if body.is_some() { "POST" } else { "GET" };
                 let t0 = Instant::now();
-                match req.send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let body: Value = r.json().await.unwrap_or(Value::Null);
+                if connection.is_none() {
+                    connection = client::Connection::open(&base, &key).await.ok();
+                }
+                let Some(conn) = connection.as_mut() else {
+                    errors += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                match conn
+                    .send(method, &path, idem.as_deref(), body.as_deref())
+                    .await
+                {
+                    Ok(reply) if (200..300).contains(&reply.status) => {
                         latencies.push(t0.elapsed().as_micros() as u64);
-                        let n = body["results"]
-                            .as_array()
-                            .map(|a| a.iter().filter(|x| x["status"] == "accepted").count() as u64)
-                            .unwrap_or(1);
+                        let n = if client::count(&reply.body, br#""results""#) > 0 {
+                            client::count(&reply.body, br#""status":"accepted""#) as u64
+                        } else {
+                            1
+                        };
                         accepted.fetch_add(n, Ordering::Relaxed);
                     }
-                    _ => errors += 1,
+                    Ok(_) => errors += 1,
+                    Err(_) => {
+                        // The connection is in an unknown state: start a fresh one.
+                        errors += 1;
+                        connection = None;
+                    }
                 }
             }
             (latencies, errors)
@@ -334,15 +346,8 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                     };
                     ("/v1/events".to_string(), None, Some(body))
                 });
-                let (l, e, el) = drive(
-                    &client,
-                    &target,
-                    opts.clients,
-                    duration,
-                    make,
-                    Arc::clone(&accepted),
-                )
-                .await;
+                let (l, e, el) =
+                    drive(&target, opts.clients, duration, make, Arc::clone(&accepted)).await;
                 let after = usage_total(&client, &target, &cust, &meter, &from).await?;
                 let acked = accepted.load(Ordering::Relaxed);
                 (
@@ -364,15 +369,8 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                         Some(json!({"external_id": id, "currency": "USD"})),
                     )
                 });
-                let (l, e, el) = drive(
-                    &client,
-                    &target,
-                    opts.clients,
-                    duration,
-                    make,
-                    Arc::clone(&accepted),
-                )
-                .await;
+                let (l, e, el) =
+                    drive(&target, opts.clients, duration, make, Arc::clone(&accepted)).await;
                 let acked = accepted.load(Ordering::Relaxed);
                 // Every acknowledged create exists: spot-check by external id.
                 let sample = format!("{run_tag}-create-0-0");
@@ -413,15 +411,8 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                         Some(json!({"external_id": id, "currency": "USD"})),
                     )
                 });
-                let (l, e, el) = drive(
-                    &client,
-                    &target,
-                    opts.clients,
-                    duration,
-                    make,
-                    Arc::clone(&accepted),
-                )
-                .await;
+                let (l, e, el) =
+                    drive(&target, opts.clients, duration, make, Arc::clone(&accepted)).await;
                 (
                     1,
                     l,
@@ -489,15 +480,8 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                         None,
                     )
                 });
-                let (l, e, el) = drive(
-                    &client,
-                    &target,
-                    opts.clients,
-                    duration,
-                    make,
-                    Arc::clone(&accepted),
-                )
-                .await;
+                let (l, e, el) =
+                    drive(&target, opts.clients, duration, make, Arc::clone(&accepted)).await;
                 (
                     1,
                     l,

@@ -168,26 +168,59 @@ impl Command for IngestBatch {
     type Output = Vec<Status>;
 
     fn apply(self, tx: &WriteTransaction) -> Result<Vec<Status>, StoreError> {
+        let mut outputs = Self::apply_run(vec![self], tx)?;
+        outputs
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("an ingest run lost its output".into()))
+    }
+
+    /// Single-event requests arrive by the hundred per commit: the tables and the sequence
+    /// counter are opened once for the whole run rather than once per request.
+    fn apply_run(
+        commands: Vec<Self>,
+        tx: &WriteTransaction,
+    ) -> Result<Vec<Vec<Status>>, StoreError> {
         let mut tables = Tables::open(tx)?;
         let mut meta = tx.open_table(tables::META)?;
         let first_seq = current_seq(&meta)?;
         let mut seq = first_seq;
-        let mut out = Vec::with_capacity(self.events.len());
-        for item in self.events {
-            let status = match item {
-                Ok(prepared) => {
-                    apply_one(&mut tables, self.tenant, prepared, self.now_ms, &mut seq)?
-                }
-                Err(rejection) => Status::Rejected(rejection),
-            };
-            out.push(status);
+        let mut outputs = Vec::with_capacity(commands.len());
+        for command in commands {
+            if tables.meter_cache_tenant != Some(command.tenant) {
+                tables.meter_cache.clear();
+                tables.meter_cache_tenant = Some(command.tenant);
+            }
+            let mut out = Vec::with_capacity(command.events.len());
+            for item in command.events {
+                let status = match item {
+                    Ok(prepared) => apply_one(
+                        &mut tables,
+                        command.tenant,
+                        prepared,
+                        command.now_ms,
+                        &mut seq,
+                    )?,
+                    Err(rejection) => Status::Rejected(rejection),
+                };
+                out.push(status);
+            }
+            outputs.push(out);
         }
         if seq != first_seq {
             meta.insert(EVENT_SEQ_COUNTER, seq.to_be_bytes().as_slice())?;
         }
-        Ok(out)
+        let Tables {
+            mut hourly,
+            rollups,
+            ..
+        } = tables;
+        rollups.flush(&mut hourly)?;
+        Ok(outputs)
     }
 }
+
+/// A customer's id and its invoiced-through watermark (ms), if any.
+type KnownCustomer = (Id, Option<i64>);
 
 struct Tables<'t> {
     events: redb::Table<'t, &'static [u8], &'static [u8]>,
@@ -200,14 +233,22 @@ struct Tables<'t> {
     hourly: redb::Table<'t, &'static [u8], &'static [u8]>,
     uniques: redb::Table<'t, &'static [u8], ()>,
     invoiced_through: redb::Table<'t, &'static [u8], &'static [u8]>,
+    /// Meters by event type, valid for `meter_cache_tenant` within this run (meters are not
+    /// changed by ingest, and a run holds only ingest commands).
     meter_cache: Vec<(String, Vec<Meter>)>,
+    meter_cache_tenant: Option<TenantId>,
+    /// Customers by (tenant, external id) and their invoiced-through watermark, looked up once
+    /// per run: neither changes during a run of ingest commands.
+    customer_cache: std::collections::HashMap<(TenantId, String), Option<KnownCustomer>>,
+    /// Rollups changed by this run, written when it ends.
+    rollups: usage::RollupCache,
 }
 
 impl<'t> Tables<'t> {
     fn open(tx: &'t WriteTransaction) -> Result<Self, StoreError> {
         Ok(Self {
             events: tx.open_table(tables::EVENTS)?,
-            stable: tx.open_table(tables::EVENT_IDENTITIES)?,
+            stable: tx.open_table(tables::EVENT_IDS)?,
             derived: tx.open_table(tables::EVENT_DERIVED)?,
             by_customer: tx.open_table(tables::EVENTS_BY_CUSTOMER)?,
             customers_by_external: tx.open_table(tables::CUSTOMER_BY_EXTERNAL)?,
@@ -217,7 +258,37 @@ impl<'t> Tables<'t> {
             uniques: tx.open_table(tables::USAGE_UNIQUES)?,
             invoiced_through: tx.open_table(tables::INVOICED_THROUGH)?,
             meter_cache: Vec::new(),
+            meter_cache_tenant: None,
+            customer_cache: std::collections::HashMap::new(),
+            rollups: usage::RollupCache::default(),
         })
+    }
+
+    /// The customer with this external id and its invoiced-through watermark, if it exists.
+    fn customer(
+        &mut self,
+        tenant: TenantId,
+        external_id: &str,
+    ) -> Result<Option<KnownCustomer>, StoreError> {
+        let cache_key = (tenant, external_id.to_string());
+        if let Some(found) = self.customer_cache.get(&cache_key) {
+            return Ok(*found);
+        }
+        let key = keys::tenant_bytes(tenant, external_id.as_bytes());
+        let found = match self.customers_by_external.get(key.as_slice())? {
+            Some(v) => {
+                let customer = id_from(v.value())?;
+                let through = self
+                    .invoiced_through
+                    .get(keys::tenant_id(tenant, customer).as_slice())?
+                    .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+                    .map(i64::from_be_bytes);
+                Some((customer, through))
+            }
+            None => None,
+        };
+        self.customer_cache.insert(cache_key, found);
+        Ok(found)
     }
 
     fn meters_for(&mut self, tenant: TenantId, event_type: &str) -> Result<Vec<Meter>, StoreError> {
@@ -232,10 +303,7 @@ impl<'t> Tables<'t> {
 }
 
 fn stable_key(tenant: TenantId, source: &str, id: &str) -> Vec<u8> {
-    keys::tenant_bytes(
-        tenant,
-        &crate::identity::stable_event_key(tenant.0, source, id),
-    )
+    crate::identity::stable_event_key(tenant.0, source, id)
 }
 
 fn derived_key(tenant: TenantId, bucket_ms: i64, hash: &[u8; 16]) -> Vec<u8> {
@@ -335,19 +403,17 @@ fn apply_one(
         });
     }
     // 2. The customer must exist.
-    let customer_key = keys::tenant_bytes(tenant, prepared.customer_external_id.as_bytes());
-    let customer = match tables.customers_by_external.get(customer_key.as_slice())? {
-        Some(v) => id_from(v.value())?,
-        None => {
-            return Ok(Status::Rejected(Rejection {
-                code: "unknown_customer",
-                detail: format!(
-                    "no customer with external_id {:?}",
-                    prepared.customer_external_id
-                ),
-                field: "customer".into(),
-            }))
-        }
+    let Some((customer, invoiced_through_ms)) =
+        tables.customer(tenant, &prepared.customer_external_id)?
+    else {
+        return Ok(Status::Rejected(Rejection {
+            code: "unknown_customer",
+            detail: format!(
+                "no customer with external_id {:?}",
+                prepared.customer_external_id
+            ),
+            field: "customer".into(),
+        }));
     };
     // 3. Every meter of the type must be able to count it; plan their rollups.
     let meters = tables.meters_for(tenant, &prepared.event_type)?;
@@ -357,7 +423,7 @@ fn apply_one(
             Ok(c) => c,
             Err(e) => return Ok(Status::Rejected(value_rejection(&e))),
         };
-        match usage::plan(
+        match tables.rollups.plan(
             &tables.hourly,
             &tables.uniques,
             tenant,
@@ -377,16 +443,7 @@ fn apply_one(
             }
         }
     }
-    let late = match tables
-        .invoiced_through
-        .get(keys::tenant_id(tenant, customer).as_slice())?
-    {
-        Some(v) => <[u8; 8]>::try_from(v.value())
-            .map(i64::from_be_bytes)
-            .map(|through| prepared.timestamp_ms < through)
-            .unwrap_or(false),
-        None => false,
-    };
+    let late = invoiced_through_ms.is_some_and(|through| prepared.timestamp_ms < through);
     // 4. Write: the event, its identity, its customer index entry, the rollups.
     *seq += 1;
     let event = Event {
@@ -427,8 +484,8 @@ fn apply_one(
         by_customer_key(tenant, customer, event.timestamp_ms, event.id).as_slice(),
         (),
     )?;
-    for p in &planned {
-        usage::write(&mut tables.hourly, &mut tables.uniques, p)?;
+    for p in planned {
+        tables.rollups.write(&mut tables.uniques, p)?;
     }
     Ok(Status::Accepted { id: event.id, late })
 }
@@ -439,6 +496,34 @@ fn value_rejection(e: &ValueError) -> Rejection {
         detail: e.to_string(),
         field: e.field(),
     }
+}
+
+/// Rebuilds the stable-identity index from the stored events. Schema 1 keyed it by a hash of
+/// the client id; schema 2 keys it by the id itself (see
+/// [`crate::identity::stable_event_key`]). Runs once, inside the transaction that records the
+/// new schema version, so a crash leaves either the old schema or the new one.
+pub fn rebuild_stable_identities(tx: &WriteTransaction) -> Result<u64, StoreError> {
+    let events = tx.open_table(tables::EVENTS)?;
+    let mut index = tx.open_table(tables::EVENT_IDS)?;
+    let mut rebuilt = 0u64;
+    for entry in events.iter()? {
+        let (key, value) = entry?;
+        let tenant = key
+            .value()
+            .get(..8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(|b| TenantId(u64::from_be_bytes(b)))
+            .ok_or_else(|| StoreError::Corrupt("malformed event key".into()))?;
+        let event: Event = codec::decode(value.value())?;
+        if let Identity::Stable { id } = &event.identity {
+            index.insert(
+                stable_key(tenant, &event.source, id).as_slice(),
+                event.id.to_bytes().as_slice(),
+            )?;
+            rebuilt += 1;
+        }
+    }
+    Ok(rebuilt)
 }
 
 /// One event of a tenant.

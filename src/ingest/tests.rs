@@ -111,6 +111,7 @@ proptest! {
         cuts in proptest::collection::vec(1usize..12, 1..20),
         range in (0i64..40_000, 0i64..40_000),
         late_meter in any::<bool>(),
+        as_one_run in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("p.redb"), 1 << 22).expect("open");
@@ -145,7 +146,7 @@ proptest! {
         let config = IngestConfig::default();
         let ctx = Context { tenant: TENANT, now_ms: NOW_MS, config: &config };
         let mut position = 0;
-        let mut accepted = 0;
+        let mut commands = Vec::new();
         for cut in cuts.iter().cycle() {
             if position >= stream.len() {
                 break;
@@ -156,15 +157,25 @@ proptest! {
                 .map(|&i| event_json(i, &bases[i]))
                 .collect();
             let events = parse_body(json!({"events": batch}), Format::Native, &ctx).expect("shape");
-            let statuses = store.apply_one(IngestBatch { tenant: TENANT, events, now_ms: NOW_MS })
-                .expect("ingest");
-            for s in &statuses {
-                prop_assert!(!matches!(s, Status::Rejected(_) | Status::Conflict { .. }), "{s:?}");
-                if matches!(s, Status::Accepted { .. }) {
-                    accepted += 1;
-                }
-            }
+            commands.push(IngestBatch { tenant: TENANT, events, now_ms: NOW_MS });
             position = end;
+        }
+        // Either one transaction per request, or every request in one run of one transaction
+        // (as the writer groups neighbours): the outcome must be the same.
+        let statuses: Vec<Status> = if as_one_run {
+            store.apply_run(commands).expect("ingest").into_iter().flatten().collect()
+        } else {
+            commands
+                .into_iter()
+                .flat_map(|c| store.apply_one(c).expect("ingest"))
+                .collect()
+        };
+        let mut accepted = 0;
+        for s in &statuses {
+            prop_assert!(!matches!(s, Status::Rejected(_) | Status::Conflict { .. }), "{s:?}");
+            if matches!(s, Status::Accepted { .. }) {
+                accepted += 1;
+            }
         }
         prop_assert_eq!(accepted, bases.len(), "each distinct event accepted exactly once");
         if late_meter {
@@ -246,4 +257,74 @@ fn derived_identities_respect_the_window_and_bucket_edges() {
     assert!(duplicate(&send(edge + 600_000 + 1_000, "b")));
     // Another payload at the same instant is another event.
     assert!(accepted(&send(edge + 5_000, "c")));
+}
+
+#[test]
+fn a_schema_1_database_gets_its_stable_identities_rebuilt_on_open() {
+    use crate::store::tables;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("m.redb");
+    let config = IngestConfig::default();
+    let ctx = Context {
+        tenant: TENANT,
+        now_ms: NOW_MS,
+        config: &config,
+    };
+    let send = |store: &Store, id: &str| -> Status {
+        let body = json!({"id": id, "customer": "c1", "type": "t"});
+        let events = parse_body(body, Format::Native, &ctx).expect("shape");
+        store
+            .apply_one(IngestBatch {
+                tenant: TENANT,
+                events,
+                now_ms: NOW_MS,
+            })
+            .expect("ingest")
+            .remove(0)
+    };
+    {
+        let store = Store::open(&path, 1 << 22).expect("open");
+        store
+            .apply_one(CreateCustomer {
+                tenant: TENANT,
+                customer: Customer {
+                    id: Id::generate(),
+                    external_id: "c1".into(),
+                    name: None,
+                    email: None,
+                    currency: "USD".into(),
+                    metadata: BTreeMap::new(),
+                    created_at_ms: NOW_MS,
+                },
+            })
+            .expect("store")
+            .expect("customer");
+        assert!(matches!(send(&store, "a"), Status::Accepted { .. }));
+        assert!(matches!(send(&store, "b"), Status::Accepted { .. }));
+        // Turn the file into what schema 1 left: a hashed index under the old name, no new one.
+        let db = store.database().expect("db");
+        let tx = db.begin_write().expect("write");
+        tx.delete_table(tables::EVENT_IDS).expect("drop index");
+        tx.open_table(tables::LEGACY_EVENT_IDENTITIES)
+            .expect("legacy")
+            .insert([0u8; 24].as_slice(), [0u8; 16].as_slice())
+            .expect("legacy row");
+        tx.open_table(tables::META)
+            .expect("meta")
+            .insert("schema_version", 1u32.to_be_bytes().as_slice())
+            .expect("version");
+        tx.commit().expect("commit");
+    }
+    let store = Store::open(&path, 1 << 22).expect("reopen migrates");
+    assert!(matches!(send(&store, "a"), Status::Duplicate { .. }));
+    assert!(matches!(send(&store, "b"), Status::Duplicate { .. }));
+    assert!(matches!(send(&store, "c"), Status::Accepted { .. }));
+    let tx = store.read().expect("read");
+    let meta = tx.open_table(tables::META).expect("meta");
+    let version = meta.get("schema_version").expect("get").expect("version");
+    assert_eq!(version.value(), 2u32.to_be_bytes().as_slice());
+    assert!(
+        tx.open_table(tables::LEGACY_EVENT_IDENTITIES).is_err(),
+        "the legacy index is gone"
+    );
 }

@@ -83,70 +83,95 @@ pub struct Overflow {
     pub meter: String,
 }
 
-/// Computes the new rollup for one event and meter, reading the current state (which includes
-/// earlier writes of the same batch).
-#[allow(clippy::too_many_arguments)]
-pub fn plan(
-    hourly: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    uniques: &impl ReadableTable<&'static [u8], ()>,
-    tenant: TenantId,
-    meter: &Meter,
-    customer: Id,
-    timestamp_ms: i64,
-    event: Id,
-    contribution: &Contribution,
-) -> Result<Result<PlannedRollup, Overflow>, StoreError> {
-    let key = rollup_key(tenant, meter.id, customer, hour_start(timestamp_ms));
-    let mut rollup: Rollup = match hourly.get(key.as_slice())? {
-        Some(v) => codec::decode(v.value())?,
-        None => Rollup::default(),
-    };
-    rollup.count += 1;
-    let mut unique_key = None;
-    match contribution {
-        Contribution::Count => {}
-        Contribution::Value(value) => {
-            let Some(sum) = rollup.sum.0.checked_add(*value) else {
-                return Ok(Err(Overflow {
-                    meter: meter.key.clone(),
-                }));
-            };
-            rollup.sum = Stored(sum);
-            rollup.min = Some(Stored(rollup.min.map_or(*value, |m| m.0.min(*value))));
-            rollup.max = Some(Stored(rollup.max.map_or(*value, |m| m.0.max(*value))));
-            let candidate = (timestamp_ms, event.0);
-            let newer = rollup.latest.is_none_or(|(ts, id, _)| candidate > (ts, id));
-            if newer {
-                rollup.latest = Some((timestamp_ms, event.0, Stored(*value)));
-            }
-        }
-        Contribution::Unique(hash) => {
-            let mut k = key.clone();
-            k.extend_from_slice(hash);
-            if uniques.get(k.as_slice())?.is_none() {
-                unique_key = Some(k);
-            }
-        }
-    }
-    Ok(Ok(PlannedRollup {
-        key,
-        rollup,
-        unique_key,
-    }))
+/// Rollups changed by a run of events, held in memory and written once at the end: a thousand
+/// events of one customer-hour then cost one rollup write instead of a thousand.
+#[derive(Debug, Default)]
+pub struct RollupCache {
+    dirty: std::collections::BTreeMap<Vec<u8>, Rollup>,
 }
 
-/// Writes a planned rollup.
-pub fn write(
-    hourly: &mut redb::Table<&'static [u8], &'static [u8]>,
-    uniques: &mut redb::Table<&'static [u8], ()>,
-    planned: &PlannedRollup,
-) -> Result<(), StoreError> {
-    let bytes = codec::encode(&planned.rollup)?;
-    hourly.insert(planned.key.as_slice(), bytes.as_slice())?;
-    if let Some(k) = &planned.unique_key {
-        uniques.insert(k.as_slice(), ())?;
+impl RollupCache {
+    /// Computes the new rollup for one event and meter from the current state (this run's
+    /// earlier events included), or the overflow that rejects the event. Writes nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn plan(
+        &self,
+        hourly: &impl ReadableTable<&'static [u8], &'static [u8]>,
+        uniques: &impl ReadableTable<&'static [u8], ()>,
+        tenant: TenantId,
+        meter: &Meter,
+        customer: Id,
+        timestamp_ms: i64,
+        event: Id,
+        contribution: &Contribution,
+    ) -> Result<Result<PlannedRollup, Overflow>, StoreError> {
+        let key = rollup_key(tenant, meter.id, customer, hour_start(timestamp_ms));
+        let mut rollup: Rollup = match self.dirty.get(&key) {
+            Some(r) => r.clone(),
+            None => match hourly.get(key.as_slice())? {
+                Some(v) => codec::decode(v.value())?,
+                None => Rollup::default(),
+            },
+        };
+        rollup.count += 1;
+        let mut unique_key = None;
+        match contribution {
+            Contribution::Count => {}
+            Contribution::Value(value) => {
+                let Some(sum) = rollup.sum.0.checked_add(*value) else {
+                    return Ok(Err(Overflow {
+                        meter: meter.key.clone(),
+                    }));
+                };
+                rollup.sum = Stored(sum);
+                rollup.min = Some(Stored(rollup.min.map_or(*value, |m| m.0.min(*value))));
+                rollup.max = Some(Stored(rollup.max.map_or(*value, |m| m.0.max(*value))));
+                let candidate = (timestamp_ms, event.0);
+                let newer = rollup.latest.is_none_or(|(ts, id, _)| candidate > (ts, id));
+                if newer {
+                    rollup.latest = Some((timestamp_ms, event.0, Stored(*value)));
+                }
+            }
+            Contribution::Unique(hash) => {
+                let mut k = key.clone();
+                k.extend_from_slice(hash);
+                if uniques.get(k.as_slice())?.is_none() {
+                    unique_key = Some(k);
+                }
+            }
+        }
+        Ok(Ok(PlannedRollup {
+            key,
+            rollup,
+            unique_key,
+        }))
     }
-    Ok(())
+
+    /// Records a planned rollup: the rollup in memory, a new distinct value in its table at
+    /// once (so the run's later events see it).
+    pub fn write(
+        &mut self,
+        uniques: &mut redb::Table<&'static [u8], ()>,
+        planned: PlannedRollup,
+    ) -> Result<(), StoreError> {
+        if let Some(k) = &planned.unique_key {
+            uniques.insert(k.as_slice(), ())?;
+        }
+        self.dirty.insert(planned.key, planned.rollup);
+        Ok(())
+    }
+
+    /// Writes every changed rollup, in key order. Must run before the transaction commits.
+    pub fn flush(
+        self,
+        hourly: &mut redb::Table<&'static [u8], &'static [u8]>,
+    ) -> Result<(), StoreError> {
+        for (key, rollup) in self.dirty {
+            let bytes = codec::encode(&rollup)?;
+            hourly.insert(key.as_slice(), bytes.as_slice())?;
+        }
+        Ok(())
+    }
 }
 
 /// Counts a new meter's already stored events; returns (counted, skipped for lack of a usable
@@ -161,6 +186,7 @@ pub fn backfill(
     let mut uniques = tx.open_table(tables::USAGE_UNIQUES)?;
     let (start, end) = keys::tenant_range(tenant);
     let (mut counted, mut skipped) = (0u64, 0u64);
+    let mut cache = RollupCache::default();
     for entry in events.range::<&[u8]>(start.as_slice()..end.as_slice())? {
         let (_, value) = entry?;
         let event: Event = codec::decode(value.value())?;
@@ -173,7 +199,7 @@ pub fn backfill(
             skipped += 1;
             continue;
         };
-        match plan(
+        match cache.plan(
             &hourly,
             &uniques,
             tenant,
@@ -184,12 +210,13 @@ pub fn backfill(
             &contribution,
         )? {
             Ok(planned) => {
-                write(&mut hourly, &mut uniques, &planned)?;
+                cache.write(&mut uniques, planned)?;
                 counted += 1;
             }
             Err(_) => skipped += 1,
         }
     }
+    cache.flush(&mut hourly)?;
     Ok((counted, skipped))
 }
 

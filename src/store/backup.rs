@@ -163,7 +163,10 @@ pub fn read_snapshot(
 > {
     match super::Store::open(path, 64 << 20) {
         Ok(store) => {
-            let tx = store.read()?;
+            let tx = store
+                .database()?
+                .begin_read()
+                .map_err(|e| BackupError::Store(e.into()))?;
             Ok((None, Some(store), tx))
         }
         Err(OpenError::InUse(_)) => {

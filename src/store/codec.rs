@@ -37,10 +37,11 @@ fn config() -> bincode::config::Configuration {
 
 /// Encodes a record with its version byte.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let mut out = vec![FORMAT_VERSION];
-    let body = bincode::serde::encode_to_vec(value, config())
+    // Most records are a few hundred bytes: one allocation, no intermediate buffer.
+    let mut out = Vec::with_capacity(256);
+    out.push(FORMAT_VERSION);
+    bincode::serde::encode_into_std_write(value, &mut out, config())
         .map_err(|e| CodecError::Encode(e.to_string()))?;
-    out.extend_from_slice(&body);
     Ok(out)
 }
 

@@ -22,7 +22,7 @@ pub use keys::TenantId;
 
 /// The schema this binary writes. A database with a larger number was written by a newer Tally
 /// and is refused rather than misread.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The marker stored under `meta["format"]` that tells a Tally database from any other redb file.
 const FORMAT_MARKER: &[u8] = b"tally";
@@ -88,6 +88,12 @@ pub struct Store {
     path: PathBuf,
     cache_size_bytes: usize,
     db: RwLock<Option<Arc<Database>>>,
+    /// The snapshot of the latest commit, published by the writer before it acknowledges that
+    /// commit and shared by every reader until the next one. Beginning a read transaction
+    /// takes file-range locks (system calls) in redb's single-writer mode; sharing one per
+    /// commit makes a read cost no system call, and publishing before acknowledging keeps
+    /// read-your-writes: a client that got its reply reads a snapshot that includes its write.
+    snapshot: RwLock<Option<Arc<ReadTransaction>>>,
 }
 
 impl Store {
@@ -98,6 +104,7 @@ impl Store {
             path: path.to_path_buf(),
             cache_size_bytes,
             db: RwLock::new(Some(Arc::new(db))),
+            snapshot: RwLock::new(None),
         })
     }
 
@@ -115,9 +122,52 @@ impl Store {
         guard.clone().ok_or(StoreError::Reopening)
     }
 
-    /// A consistent snapshot for reads; never blocks on the writer.
-    pub fn read(&self) -> Result<ReadTransaction, StoreError> {
-        Ok(self.database()?.begin_read()?)
+    /// A consistent snapshot for reads, at least as new as every acknowledged write; never
+    /// blocks on the writer.
+    pub fn read(&self) -> Result<Arc<ReadTransaction>, StoreError> {
+        {
+            let guard = match self.snapshot.read() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if let Some(snapshot) = guard.as_ref() {
+                return Ok(Arc::clone(snapshot));
+            }
+        }
+        Ok(Arc::new(self.database()?.begin_read()?))
+    }
+
+    /// Replaces the shared snapshot with one of the latest commit. The writer calls it after
+    /// every commit and before replying; on failure the shared snapshot is dropped and readers
+    /// begin their own until the next publish.
+    pub fn publish_snapshot(&self) {
+        let fresh = self
+            .database()
+            .and_then(|db| Ok(db.begin_read()?))
+            .ok()
+            .map(Arc::new);
+        let previous = {
+            let mut guard = match self.snapshot.write() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            std::mem::replace(&mut *guard, fresh)
+        };
+        // The old snapshot ends here unless a reader still holds it (outside the lock).
+        drop(previous);
+    }
+
+    /// Drops the shared snapshot so readers begin their own: after a commit made outside the
+    /// writer, and before the handle is reopened.
+    pub fn forget_snapshot(&self) {
+        let previous = {
+            let mut guard = match self.snapshot.write() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            guard.take()
+        };
+        drop(previous);
     }
 
     /// Runs one command in its own write transaction and commits it. Used by operator commands
@@ -128,12 +178,29 @@ impl Store {
         let tx = db.begin_write()?;
         let output = command.apply(&tx)?;
         tx.commit()?;
+        self.forget_snapshot();
         Ok(output)
+    }
+
+    /// Runs adjacent commands of one type as a single run in one transaction, exactly as the
+    /// writer groups them within a batch; tests use it to check that a run equals its commands
+    /// one by one.
+    pub fn apply_run<C: writer::Command>(
+        &self,
+        commands: Vec<C>,
+    ) -> Result<Vec<C::Output>, StoreError> {
+        let db = self.database()?;
+        let tx = db.begin_write()?;
+        let outputs = C::apply_run(commands, &tx)?;
+        tx.commit()?;
+        self.forget_snapshot();
+        Ok(outputs)
     }
 
     /// Replaces the handle after a failed commit: redb refuses writes on a handle whose commit
     /// failed and repairs the file when it is opened again.
     pub fn reopen(&self) -> Result<(), OpenError> {
+        self.forget_snapshot();
         let mut guard = match self.db.write() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -238,11 +305,30 @@ fn check_schema(path: &Path, db: &Database) -> Result<(), OpenError> {
                         found,
                     });
                 }
+                if found < SCHEMA_VERSION {
+                    migrate(&tx, found).map_err(io)?;
+                    meta.insert("schema_version", SCHEMA_VERSION.to_be_bytes().as_slice())
+                        .map_err(|e| io(e.into()))?;
+                }
             }
         }
     }
     tables::create_all(&tx).map_err(|e| io(e.into()))?;
     tx.commit().map_err(|e| io(e.into()))?;
+    Ok(())
+}
+
+/// Brings an older schema up to [`SCHEMA_VERSION`] inside the opening transaction, so the file
+/// is either wholly old or wholly new.
+fn migrate(tx: &WriteTransaction, from: u32) -> Result<(), StoreError> {
+    if from < 2 {
+        let rebuilt = crate::ingest::event::rebuild_stable_identities(tx)?;
+        tx.delete_table(tables::LEGACY_EVENT_IDENTITIES)?;
+        tracing::info!(
+            rebuilt,
+            "schema 1 → 2: stable event identities re-keyed by client id"
+        );
+    }
     Ok(())
 }
 

@@ -35,8 +35,12 @@ pub const METER_BY_KEY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("me
 pub const METERS_BY_TYPE: TableDefinition<&[u8], ()> = TableDefinition::new("meters_by_type");
 /// (tenant, event id) → event record. Event ids are time-ordered, so inserts append.
 pub const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events");
-/// (tenant, blake3(source, client id)[..16]) → event id: stable identities, kept forever.
-pub const EVENT_IDENTITIES: TableDefinition<&[u8], &[u8]> =
+/// (tenant, source length, source, client id) → event id: stable identities, kept forever.
+/// Keyed by the client's id itself so ids that arrive in order insert next to each other.
+pub const EVENT_IDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("event_ids");
+/// Schema 1's stable identities, keyed by a hash of the client id; replaced by [`EVENT_IDS`]
+/// when a schema 1 database is opened, then deleted.
+pub const LEGACY_EVENT_IDENTITIES: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("event_identities");
 /// (tenant, window bucket start, derived hash[..16]) → event id: clustered by time.
 pub const EVENT_DERIVED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("event_derived");
@@ -142,7 +146,7 @@ pub const BYTES_TABLES: &[TableDefinition<&[u8], &[u8]>] = &[
     METERS,
     METER_BY_KEY,
     EVENTS,
-    EVENT_IDENTITIES,
+    EVENT_IDS,
     EVENT_DERIVED,
     USAGE_HOURLY,
     INVOICED_THROUGH,
