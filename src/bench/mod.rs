@@ -335,9 +335,11 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                     event_type.clone(),
                     format!("{run_tag}-{scenario}"),
                 );
-                let make: MakeRequest = Arc::new(move |client_no, seq| {
+                // Time-ordered ids (ULID layout, as the README recommends to clients): the
+                // identity index then grows at its end, like events from a well-behaved fleet.
+                let make: MakeRequest = Arc::new(move |_, _| {
                     let events: Vec<Value> = (0..per)
-                        .map(|i| json!({"id": format!("{tag}-{client_no}-{seq}-{i}"), "customer": c, "type": t}))
+                        .map(|_| json!({"id": format!("{tag}-{}", crate::id::Id::generate().display("e")), "customer": c, "type": t}))
                         .collect();
                     let body = if per == 1 {
                         events[0].clone()
