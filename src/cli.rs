@@ -69,13 +69,14 @@ pub enum Command {
         /// API key for --url.
         #[arg(long)]
         key: Option<String>,
-        /// Concurrent clients.
+        /// Concurrent clients (per scenario unless a scenario names its own).
         #[arg(long, default_value_t = 32)]
         clients: usize,
         /// Seconds per scenario.
         #[arg(long, default_value_t = 10)]
         duration_secs: u64,
-        /// Comma-separated: ingest, batch, create, replay, usage, billing.
+        /// Comma-separated: ingest, batch, create, replay, usage, billing; `name:N` runs that
+        /// scenario with N clients.
         #[arg(long, default_value = "ingest,batch,create,replay,usage,billing")]
         scenarios: String,
         /// Events stored before the usage query scenario.
@@ -473,7 +474,7 @@ fn backup(config: &Config, out: &std::path::Path) -> anyhow::Result<()> {
         let _ = stderr.flush();
     })?;
     let _ = writeln!(stderr);
-    let copy = Store::open(out, crate::server::CACHE_SIZE_BYTES)?;
+    let copy = Store::open(out, crate::server::OFFLINE_CACHE_SIZE_BYTES)?;
     let report = crate::ledger::verify::verify(&*copy.read()?, None, &mut |_, _| {})?;
     if let Some(v) = report.violation {
         anyhow::bail!("the backup does not verify: {}", v.reason);
@@ -489,7 +490,7 @@ fn backup(config: &Config, out: &std::path::Path) -> anyhow::Result<()> {
 fn restore(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
     let target = &config.database_path;
     {
-        let backup = Store::open(file, crate::server::CACHE_SIZE_BYTES)
+        let backup = Store::open(file, crate::server::OFFLINE_CACHE_SIZE_BYTES)
             .with_context(|| format!("{} is not a usable backup", file.display()))?;
         let report = crate::ledger::verify::verify(&*backup.read()?, None, &mut |_, _| {})?;
         if let Some(v) = report.violation {
@@ -604,6 +605,6 @@ fn reconcile(config: &Config, tenant: &str, from: &str, to: Option<&str>) -> any
 fn open(config: &Config) -> anyhow::Result<Store> {
     Ok(Store::open(
         &config.database_path,
-        crate::server::CACHE_SIZE_BYTES,
+        config.cache_size_bytes(),
     )?)
 }

@@ -42,6 +42,9 @@ pub struct Config {
     pub listen: String,
     /// The one redb file holding everything; its folder is created if missing.
     pub database_path: PathBuf,
+    /// Memory redb may use to cache database pages, in MiB: the largest fixed part of the
+    /// daemon's footprint, traded against read speed on databases larger than it.
+    pub cache_size_mib: u64,
     /// Logging.
     pub log: LogConfig,
     /// HTTP limits.
@@ -391,6 +394,7 @@ impl Default for Config {
         Self {
             listen: String::from("127.0.0.1:7070"),
             database_path: PathBuf::from("./data/tally.redb"),
+            cache_size_mib: 32,
             log: LogConfig::default(),
             http: HttpConfig::default(),
             writer: WriterConfig::default(),
@@ -469,6 +473,12 @@ impl Config {
     }
 
     /// Checks ranges that the types alone cannot express.
+    /// The page cache size in bytes, as redb takes it.
+    pub fn cache_size_bytes(&self) -> usize {
+        usize::try_from(self.cache_size_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX)
+    }
+
+    /// Checks every value's range; the error names the offending key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn bad(key: &'static str, reason: &str) -> ConfigError {
             ConfigError::Invalid {
@@ -481,6 +491,9 @@ impl Config {
         }
         if self.database_path.as_os_str().is_empty() {
             return Err(bad("database_path", "must not be empty"));
+        }
+        if !(4..=65_536).contains(&self.cache_size_mib) {
+            return Err(bad("cache_size_mib", "must be between 4 and 65536"));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(bad("log.level", "is not a valid filter such as `info`"));

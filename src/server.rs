@@ -15,8 +15,9 @@ use crate::store::writer::{self, WriterHandle, WriterLimits};
 use crate::store::Store;
 use crate::tenants;
 
-/// Redb's page cache; bounded so the daemon's memory stays small and predictable.
-pub const CACHE_SIZE_BYTES: usize = 64 * 1024 * 1024;
+/// Redb's page cache for offline commands that open a copy (backup's check, restore); the
+/// daemon's own cache is `cache_size_mib` in the configuration.
+pub const OFFLINE_CACHE_SIZE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Sets up logging to stderr in the configured format.
 pub fn init_logging(config: &Config) {
@@ -43,7 +44,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             "idempotency retention is below the 24 h the API promises; use only for testing"
         );
     }
-    let store = Arc::new(Store::open(&config.database_path, CACHE_SIZE_BYTES)?);
+    let store = Arc::new(Store::open(
+        &config.database_path,
+        config.cache_size_bytes(),
+    )?);
     bootstrap(&store)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -18,6 +18,34 @@ use serde::Serialize;
 mod client;
 use serde_json::{json, Value};
 
+/// The scenarios, in the order a full run takes them.
+pub const SCENARIOS: &[&str] = &["ingest", "batch", "create", "replay", "usage", "billing"];
+
+/// Each scenario to run with its client count: `name` or `name:clients`.
+fn plan(opts: &Options) -> anyhow::Result<Vec<(String, usize)>> {
+    opts.scenarios
+        .iter()
+        .map(|spec| {
+            let (name, clients) = match spec.split_once(':') {
+                Some((name, n)) => (
+                    name,
+                    n.parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=4096).contains(n))
+                        .with_context(|| {
+                            format!("{spec}: clients must be a number from 1 to 4096")
+                        })?,
+                ),
+                None => (spec.as_str(), opts.clients),
+            };
+            if !SCENARIOS.contains(&name) {
+                bail!("unknown scenario {name:?}; known: {}", SCENARIOS.join(", "));
+            }
+            Ok((name.to_string(), clients))
+        })
+        .collect()
+}
+
 /// Options of a run.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -44,6 +72,8 @@ pub struct Options {
 pub struct Figures {
     /// Name.
     pub scenario: String,
+    /// Concurrent clients driving it.
+    pub clients: usize,
     /// Requests completed.
     pub requests: u64,
     /// Units per request (events in a batch).
@@ -284,6 +314,7 @@ async fn usage_total(
 
 /// Runs the benchmark.
 pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
+    let plan = plan(&opts)?;
     let target = match (&opts.url, &opts.key) {
         (Some(url), Some(key)) => Target {
             base: url.trim_end_matches('/').to_string(),
@@ -322,7 +353,8 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
     .await?;
     let duration = Duration::from_secs(opts.duration_secs);
     let mut out = Vec::new();
-    for scenario in &opts.scenarios {
+    for (scenario, clients) in &plan {
+        let clients = *clients;
         let sum0 = metric(&client, &target.base, "tally_writer_batch_size_sum").await;
         let cnt0 = metric(&client, &target.base, "tally_writer_batch_size_count").await;
         let accepted = Arc::new(AtomicU64::new(0));
@@ -349,7 +381,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                     ("/v1/events".to_string(), None, Some(body))
                 });
                 let (l, e, el) =
-                    drive(&target, opts.clients, duration, make, Arc::clone(&accepted)).await;
+                    drive(&target, clients, duration, make, Arc::clone(&accepted)).await;
                 let after = usage_total(&client, &target, &cust, &meter, &from).await?;
                 let acked = accepted.load(Ordering::Relaxed);
                 (
@@ -372,7 +404,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                     )
                 });
                 let (l, e, el) =
-                    drive(&target, opts.clients, duration, make, Arc::clone(&accepted)).await;
+                    drive(&target, clients, duration, make, Arc::clone(&accepted)).await;
                 let acked = accepted.load(Ordering::Relaxed);
                 // Every acknowledged create exists: spot-check by external id.
                 let sample = format!("{run_tag}-create-0-0");
@@ -395,7 +427,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
             }
             "replay" => {
                 let tag = format!("{run_tag}-replay");
-                for c in 0..opts.clients {
+                for c in 0..clients {
                     post(
                         &client,
                         &target,
@@ -414,7 +446,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                     )
                 });
                 let (l, e, el) =
-                    drive(&target, opts.clients, duration, make, Arc::clone(&accepted)).await;
+                    drive(&target, clients, duration, make, Arc::clone(&accepted)).await;
                 (
                     1,
                     l,
@@ -483,7 +515,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                     )
                 });
                 let (l, e, el) =
-                    drive(&target, opts.clients, duration, make, Arc::clone(&accepted)).await;
+                    drive(&target, clients, duration, make, Arc::clone(&accepted)).await;
                 (
                     1,
                     l,
@@ -587,6 +619,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
         };
         out.push(Figures {
             scenario: scenario.clone(),
+            clients,
             requests,
             units_per_request: units,
             throughput_per_s: throughput,
@@ -609,8 +642,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
         );
     } else {
         println!(
-            "{:<10} {:>9} {:>12} {:>9} {:>9} {:>9} {:>7} {:>6}  check",
+            "{:<10} {:>7} {:>9} {:>12} {:>9} {:>9} {:>9} {:>7} {:>6}  check",
             "scenario",
+            "clients",
             "requests",
             "throughput/s",
             "p50 ms",
@@ -622,8 +656,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
         for f in &out {
             let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
             println!(
-                "{:<10} {:>9} {:>12} {:>9} {:>9} {:>9} {:>7} {:>6}  {} ({})",
+                "{:<10} {:>7} {:>9} {:>12} {:>9} {:>9} {:>9} {:>7} {:>6}  {} ({})",
                 f.scenario,
+                f.clients,
                 f.requests,
                 f.throughput_per_s,
                 ms(f.p50_us),

@@ -211,10 +211,11 @@ impl Command for IngestBatch {
         }
         let Tables {
             mut hourly,
+            mut minutely,
             rollups,
             ..
         } = tables;
-        rollups.flush(&mut hourly)?;
+        rollups.flush(&mut hourly, &mut minutely)?;
         Ok(outputs)
     }
 }
@@ -231,6 +232,7 @@ struct Tables<'t> {
     meters: redb::Table<'t, &'static [u8], &'static [u8]>,
     meters_by_type: redb::Table<'t, &'static [u8], ()>,
     hourly: redb::Table<'t, &'static [u8], &'static [u8]>,
+    minutely: redb::Table<'t, &'static [u8], &'static [u8]>,
     uniques: redb::Table<'t, &'static [u8], ()>,
     invoiced_through: redb::Table<'t, &'static [u8], &'static [u8]>,
     /// Meters by event type, valid for `meter_cache_tenant` within this run (meters are not
@@ -255,6 +257,7 @@ impl<'t> Tables<'t> {
             meters: tx.open_table(tables::METERS)?,
             meters_by_type: tx.open_table(tables::METERS_BY_TYPE)?,
             hourly: tx.open_table(tables::USAGE_HOURLY)?,
+            minutely: tx.open_table(tables::USAGE_MINUTELY)?,
             uniques: tx.open_table(tables::USAGE_UNIQUES)?,
             invoiced_through: tx.open_table(tables::INVOICED_THROUGH)?,
             meter_cache: Vec::new(),
@@ -425,6 +428,7 @@ fn apply_one(
         };
         match tables.rollups.plan(
             &tables.hourly,
+            &tables.minutely,
             &tables.uniques,
             tenant,
             meter,

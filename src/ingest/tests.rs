@@ -299,12 +299,22 @@ fn a_schema_1_database_gets_its_stable_identities_rebuilt_on_open() {
             })
             .expect("store")
             .expect("customer");
+        store
+            .apply_one(CreateMeter {
+                tenant: TENANT,
+                meter: meter("calls", Aggregation::Count),
+            })
+            .expect("store")
+            .expect("meter");
         assert!(matches!(send(&store, "a"), Status::Accepted { .. }));
         assert!(matches!(send(&store, "b"), Status::Accepted { .. }));
-        // Turn the file into what schema 1 left: a hashed index under the old name, no new one.
+        // Turn the file into what schema 1 left: a hashed index under the old name, no new one,
+        // and no minute rollups.
         let db = store.database().expect("db");
         let tx = db.begin_write().expect("write");
         tx.delete_table(tables::EVENT_IDS).expect("drop index");
+        tx.delete_table(tables::USAGE_MINUTELY)
+            .expect("drop minutes");
         tx.open_table(tables::LEGACY_EVENT_IDENTITIES)
             .expect("legacy")
             .insert([0u8; 24].as_slice(), [0u8; 16].as_slice())
@@ -320,6 +330,27 @@ fn a_schema_1_database_gets_its_stable_identities_rebuilt_on_open() {
     assert!(matches!(send(&store, "b"), Status::Duplicate { .. }));
     assert!(matches!(send(&store, "c"), Status::Accepted { .. }));
     let tx = store.read().expect("read");
+    // A range whose edges are partial hours of whole minutes reads the rebuilt minute rollups.
+    let calls = crate::ingest::meter::by_key(&tx, TENANT, "calls")
+        .expect("read")
+        .expect("meter");
+    let customer = crate::customers::by_external_id(&tx, TENANT, "c1")
+        .expect("read")
+        .expect("customer")
+        .id;
+    let minute = usage::minute_start(NOW_MS);
+    let counted = usage::usage(
+        &tx,
+        TENANT,
+        &calls,
+        customer,
+        minute - 60_000,
+        minute + 120_000,
+    )
+    .expect("usage")
+    .value(Aggregation::Count)
+    .expect("in range");
+    assert_eq!(counted, Some(Decimal::from(3)));
     let meta = tx.open_table(tables::META).expect("meta");
     let version = meta.get("schema_version").expect("get").expect("version");
     assert_eq!(version.value(), 2u32.to_be_bytes().as_slice());

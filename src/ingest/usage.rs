@@ -20,8 +20,10 @@ use crate::id::Id;
 use crate::store::keys::{self, time_bytes, TenantId};
 use crate::store::{codec, tables, StoreError};
 
-/// One hour in milliseconds: the rollup grain.
+/// One hour in milliseconds: the coarse rollup grain.
 pub const HOUR_MS: i64 = 3_600_000;
+/// One minute in milliseconds: the fine rollup grain, used at a query's edges.
+pub const MINUTE_MS: i64 = 60_000;
 
 /// The aggregate of one (meter, customer, hour).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +43,11 @@ pub struct Rollup {
 /// The start of the hour containing `ms`.
 pub fn hour_start(ms: i64) -> i64 {
     ms.div_euclid(HOUR_MS) * HOUR_MS
+}
+
+/// The start of the minute containing `ms`.
+pub fn minute_start(ms: i64) -> i64 {
+    ms.div_euclid(MINUTE_MS) * MINUTE_MS
 }
 
 fn rollup_prefix(tenant: TenantId, meter: Id, customer: Id) -> Vec<u8> {
@@ -70,9 +77,40 @@ pub fn by_customer_key(tenant: TenantId, customer: Id, timestamp_ms: i64, event:
 /// The rollup writes one event causes for one meter, computed before anything is written.
 #[derive(Debug, Clone)]
 pub struct PlannedRollup {
-    key: Vec<u8>,
-    rollup: Rollup,
+    hour: (Vec<u8>, Rollup),
+    minute: (Vec<u8>, Rollup),
     unique_key: Option<Vec<u8>>,
+}
+
+/// Which rollup table a cached rollup belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Grain {
+    Hour,
+    Minute,
+}
+
+/// Adds one event's contribution to a rollup; `Err` (and the rollup unchanged) when the sum
+/// would leave the decimal range.
+fn fold(
+    rollup: &mut Rollup,
+    contribution: &Contribution,
+    timestamp_ms: i64,
+    event: Id,
+) -> Result<(), ()> {
+    if let Contribution::Value(value) = contribution {
+        let sum = rollup.sum.0.checked_add(*value).ok_or(())?;
+        rollup.count += 1;
+        rollup.sum = Stored(sum);
+        rollup.min = Some(Stored(rollup.min.map_or(*value, |m| m.0.min(*value))));
+        rollup.max = Some(Stored(rollup.max.map_or(*value, |m| m.0.max(*value))));
+        let candidate = (timestamp_ms, event.0);
+        if rollup.latest.is_none_or(|(ts, id, _)| candidate > (ts, id)) {
+            rollup.latest = Some((timestamp_ms, event.0, Stored(*value)));
+        }
+    } else {
+        rollup.count += 1;
+    }
+    Ok(())
 }
 
 /// Why an event's contribution cannot be added.
@@ -87,16 +125,35 @@ pub struct Overflow {
 /// events of one customer-hour then cost one rollup write instead of a thousand.
 #[derive(Debug, Default)]
 pub struct RollupCache {
-    dirty: std::collections::BTreeMap<Vec<u8>, Rollup>,
+    dirty: std::collections::BTreeMap<(Grain, Vec<u8>), Rollup>,
 }
 
 impl RollupCache {
-    /// Computes the new rollup for one event and meter from the current state (this run's
-    /// earlier events included), or the overflow that rejects the event. Writes nothing.
+    fn current(
+        &self,
+        table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+        grain: Grain,
+        key: Vec<u8>,
+    ) -> Result<(Vec<u8>, Rollup), StoreError> {
+        let cache_key = (grain, key);
+        let rollup = match self.dirty.get(&cache_key) {
+            Some(r) => r.clone(),
+            None => match table.get(cache_key.1.as_slice())? {
+                Some(v) => codec::decode(v.value())?,
+                None => Rollup::default(),
+            },
+        };
+        Ok((cache_key.1, rollup))
+    }
+
+    /// Computes the new rollups (hour and minute) for one event and meter from the current
+    /// state (this run's earlier events included), or the overflow that rejects the event.
+    /// Writes nothing.
     #[allow(clippy::too_many_arguments)]
     pub fn plan(
         &self,
         hourly: &impl ReadableTable<&'static [u8], &'static [u8]>,
+        minutely: &impl ReadableTable<&'static [u8], &'static [u8]>,
         uniques: &impl ReadableTable<&'static [u8], ()>,
         tenant: TenantId,
         meter: &Meter,
@@ -105,49 +162,34 @@ impl RollupCache {
         event: Id,
         contribution: &Contribution,
     ) -> Result<Result<PlannedRollup, Overflow>, StoreError> {
-        let key = rollup_key(tenant, meter.id, customer, hour_start(timestamp_ms));
-        let mut rollup: Rollup = match self.dirty.get(&key) {
-            Some(r) => r.clone(),
-            None => match hourly.get(key.as_slice())? {
-                Some(v) => codec::decode(v.value())?,
-                None => Rollup::default(),
-            },
-        };
-        rollup.count += 1;
+        let hour_key = rollup_key(tenant, meter.id, customer, hour_start(timestamp_ms));
+        let minute_key = rollup_key(tenant, meter.id, customer, minute_start(timestamp_ms));
         let mut unique_key = None;
-        match contribution {
-            Contribution::Count => {}
-            Contribution::Value(value) => {
-                let Some(sum) = rollup.sum.0.checked_add(*value) else {
-                    return Ok(Err(Overflow {
-                        meter: meter.key.clone(),
-                    }));
-                };
-                rollup.sum = Stored(sum);
-                rollup.min = Some(Stored(rollup.min.map_or(*value, |m| m.0.min(*value))));
-                rollup.max = Some(Stored(rollup.max.map_or(*value, |m| m.0.max(*value))));
-                let candidate = (timestamp_ms, event.0);
-                let newer = rollup.latest.is_none_or(|(ts, id, _)| candidate > (ts, id));
-                if newer {
-                    rollup.latest = Some((timestamp_ms, event.0, Stored(*value)));
-                }
-            }
-            Contribution::Unique(hash) => {
-                let mut k = key.clone();
-                k.extend_from_slice(hash);
-                if uniques.get(k.as_slice())?.is_none() {
-                    unique_key = Some(k);
-                }
+        if let Contribution::Unique(hash) = contribution {
+            let mut k = hour_key.clone();
+            k.extend_from_slice(hash);
+            if uniques.get(k.as_slice())?.is_none() {
+                unique_key = Some(k);
             }
         }
+        let mut hour = self.current(hourly, Grain::Hour, hour_key)?;
+        let mut minute = self.current(minutely, Grain::Minute, minute_key)?;
+        let overflow = || Overflow {
+            meter: meter.key.clone(),
+        };
+        if fold(&mut hour.1, contribution, timestamp_ms, event).is_err()
+            || fold(&mut minute.1, contribution, timestamp_ms, event).is_err()
+        {
+            return Ok(Err(overflow()));
+        }
         Ok(Ok(PlannedRollup {
-            key,
-            rollup,
+            hour,
+            minute,
             unique_key,
         }))
     }
 
-    /// Records a planned rollup: the rollup in memory, a new distinct value in its table at
+    /// Records a planned rollup: the rollups in memory, a new distinct value in its table at
     /// once (so the run's later events see it).
     pub fn write(
         &mut self,
@@ -157,21 +199,86 @@ impl RollupCache {
         if let Some(k) = &planned.unique_key {
             uniques.insert(k.as_slice(), ())?;
         }
-        self.dirty.insert(planned.key, planned.rollup);
+        self.dirty
+            .insert((Grain::Hour, planned.hour.0), planned.hour.1);
+        self.dirty
+            .insert((Grain::Minute, planned.minute.0), planned.minute.1);
         Ok(())
     }
 
     /// Writes every changed rollup, in key order. Must run before the transaction commits.
-    pub fn flush(
+    pub fn flush<'t>(
         self,
-        hourly: &mut redb::Table<&'static [u8], &'static [u8]>,
+        hourly: &mut redb::Table<'t, &'static [u8], &'static [u8]>,
+        minutely: &mut redb::Table<'t, &'static [u8], &'static [u8]>,
     ) -> Result<(), StoreError> {
-        for (key, rollup) in self.dirty {
+        for ((grain, key), rollup) in self.dirty {
             let bytes = codec::encode(&rollup)?;
-            hourly.insert(key.as_slice(), bytes.as_slice())?;
+            let table = match grain {
+                Grain::Hour => &mut *hourly,
+                Grain::Minute => &mut *minutely,
+            };
+            table.insert(key.as_slice(), bytes.as_slice())?;
         }
         Ok(())
     }
+}
+
+/// Builds the minute rollups of every meter from the stored events: schema 1 kept hourly
+/// rollups only. Runs once, inside the transaction that records the new schema version.
+pub fn rebuild_minute_rollups(tx: &WriteTransaction) -> Result<u64, StoreError> {
+    let meters: Vec<(TenantId, Meter)> = {
+        let table = tx.open_table(tables::METERS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            let tenant = key
+                .value()
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(|b| TenantId(u64::from_be_bytes(b)))
+                .ok_or_else(|| StoreError::Corrupt("malformed meter key".into()))?;
+            out.push((tenant, codec::decode(value.value())?));
+        }
+        out
+    };
+    let events = tx.open_table(tables::EVENTS)?;
+    let mut minutely = tx.open_table(tables::USAGE_MINUTELY)?;
+    let mut written = 0u64;
+    for (tenant, meter) in &meters {
+        let mut rollups: std::collections::BTreeMap<Vec<u8>, Rollup> = Default::default();
+        let (start, end) = keys::tenant_range(*tenant);
+        for entry in events.range::<&[u8]>(start.as_slice()..end.as_slice())? {
+            let (_, value) = entry?;
+            let event: Event = codec::decode(value.value())?;
+            if event.event_type != meter.event_type {
+                continue;
+            }
+            let properties: serde_json::Value = serde_json::from_str(&event.properties)
+                .map_err(|e| StoreError::Corrupt(format!("stored event properties: {e}")))?;
+            let Ok(contribution) = meter.contribution(&properties) else {
+                continue;
+            };
+            let key = rollup_key(
+                *tenant,
+                meter.id,
+                event.customer,
+                minute_start(event.timestamp_ms),
+            );
+            let rollup = rollups.entry(key).or_default();
+            if fold(rollup, &contribution, event.timestamp_ms, event.id).is_err() {
+                // Only possible with values near the decimal bound (±7.9e28) of opposite signs
+                // within one hour (ingest checked the hour's sum); the minute then lacks the
+                // event, which this warning records.
+                tracing::warn!(meter = %meter.key, "a minute rollup would overflow; event left out");
+            }
+        }
+        for (key, rollup) in rollups {
+            minutely.insert(key.as_slice(), codec::encode(&rollup)?.as_slice())?;
+            written += 1;
+        }
+    }
+    Ok(written)
 }
 
 /// Counts a new meter's already stored events; returns (counted, skipped for lack of a usable
@@ -183,6 +290,7 @@ pub fn backfill(
 ) -> Result<(u64, u64), StoreError> {
     let events = tx.open_table(tables::EVENTS)?;
     let mut hourly = tx.open_table(tables::USAGE_HOURLY)?;
+    let mut minutely = tx.open_table(tables::USAGE_MINUTELY)?;
     let mut uniques = tx.open_table(tables::USAGE_UNIQUES)?;
     let (start, end) = keys::tenant_range(tenant);
     let (mut counted, mut skipped) = (0u64, 0u64);
@@ -201,6 +309,7 @@ pub fn backfill(
         };
         match cache.plan(
             &hourly,
+            &minutely,
             &uniques,
             tenant,
             meter,
@@ -216,7 +325,7 @@ pub fn backfill(
             Err(_) => skipped += 1,
         }
     }
-    cache.flush(&mut hourly)?;
+    cache.flush(&mut hourly, &mut minutely)?;
     Ok((counted, skipped))
 }
 
@@ -299,58 +408,84 @@ impl Accumulator {
     }
 }
 
-/// Aggregates a meter for one customer over `[from_ms, to_ms)`, from any transaction's tables.
-#[allow(clippy::too_many_arguments)]
-pub fn aggregate(
-    hourly: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    uniques: &impl ReadableTable<&'static [u8], ()>,
-    by_customer: &impl ReadableTable<&'static [u8], ()>,
-    events: &impl ReadableTable<&'static [u8], &'static [u8]>,
+/// The tables a usage query reads.
+pub struct UsageTables<H, M, U, C, E> {
+    /// Hourly rollups.
+    pub hourly: H,
+    /// Minute rollups.
+    pub minutely: M,
+    /// Distinct values per hour.
+    pub uniques: U,
+    /// Events by customer and time.
+    pub by_customer: C,
+    /// The events.
+    pub events: E,
+}
+
+/// Aggregates a meter for one customer over `[from_ms, to_ms)`, from any transaction's tables:
+/// hourly rollups for the whole hours, minute rollups for the whole minutes of the partial hours
+/// at the edges, and the events of the partial minutes at the very edges. Distinct counts do not
+/// add across minutes (only hours keep their distinct values), so a `unique_count` meter reads
+/// the events of its partial hours.
+pub fn aggregate<H, M, U, C, E>(
+    t: &UsageTables<H, M, U, C, E>,
     tenant: TenantId,
     meter: &Meter,
     customer: Id,
     from_ms: i64,
     to_ms: i64,
-) -> Result<Accumulator, StoreError> {
+) -> Result<Accumulator, StoreError>
+where
+    H: ReadableTable<&'static [u8], &'static [u8]>,
+    M: ReadableTable<&'static [u8], &'static [u8]>,
+    U: ReadableTable<&'static [u8], ()>,
+    C: ReadableTable<&'static [u8], ()>,
+    E: ReadableTable<&'static [u8], &'static [u8]>,
+{
     let mut acc = Accumulator::default();
     if from_ms >= to_ms {
         return Ok(acc);
     }
+    let (hourly, uniques) = (&t.hourly, &t.uniques);
+    let edge = |from_ms: i64, to_ms: i64, acc: &mut Accumulator| -> Result<(), StoreError> {
+        if from_ms >= to_ms {
+            return Ok(());
+        }
+        let scan = |from_ms: i64, to_ms: i64, acc: &mut Accumulator| {
+            scan_events(
+                &t.by_customer,
+                &t.events,
+                tenant,
+                meter,
+                customer,
+                from_ms,
+                to_ms,
+                acc,
+            )
+        };
+        let first_full = minute_start(from_ms.saturating_add(MINUTE_MS - 1));
+        let last_full_end = minute_start(to_ms);
+        if meter.aggregation == Aggregation::UniqueCount || first_full >= last_full_end {
+            return scan(from_ms, to_ms, acc);
+        }
+        scan(from_ms, first_full, acc)?;
+        scan(last_full_end, to_ms, acc)?;
+        let lo = rollup_key(tenant, meter.id, customer, first_full);
+        let hi = rollup_key(tenant, meter.id, customer, last_full_end);
+        for entry in t.minutely.range::<&[u8]>(lo.as_slice()..hi.as_slice())? {
+            let (_, value) = entry?;
+            acc.add_rollup(&codec::decode::<Rollup>(value.value())?);
+        }
+        Ok(())
+    };
     let first_full = hour_start(from_ms.saturating_add(HOUR_MS - 1));
     let last_full_end = hour_start(to_ms);
     if first_full >= last_full_end {
-        scan_events(
-            by_customer,
-            events,
-            tenant,
-            meter,
-            customer,
-            from_ms,
-            to_ms,
-            &mut acc,
-        )?;
+        edge(from_ms, to_ms, &mut acc)?;
         return Ok(acc);
     }
-    scan_events(
-        by_customer,
-        events,
-        tenant,
-        meter,
-        customer,
-        from_ms,
-        first_full,
-        &mut acc,
-    )?;
-    scan_events(
-        by_customer,
-        events,
-        tenant,
-        meter,
-        customer,
-        last_full_end,
-        to_ms,
-        &mut acc,
-    )?;
+    edge(from_ms, first_full, &mut acc)?;
+    edge(last_full_end, to_ms, &mut acc)?;
     let lo = rollup_key(tenant, meter.id, customer, first_full);
     let hi = rollup_key(tenant, meter.id, customer, last_full_end);
     for entry in hourly.range::<&[u8]>(lo.as_slice()..hi.as_slice())? {
@@ -479,10 +614,13 @@ pub fn usage(
     to_ms: i64,
 ) -> Result<Accumulator, StoreError> {
     aggregate(
-        &tx.open_table(tables::USAGE_HOURLY)?,
-        &tx.open_table(tables::USAGE_UNIQUES)?,
-        &tx.open_table(tables::EVENTS_BY_CUSTOMER)?,
-        &tx.open_table(tables::EVENTS)?,
+        &UsageTables {
+            hourly: tx.open_table(tables::USAGE_HOURLY)?,
+            minutely: tx.open_table(tables::USAGE_MINUTELY)?,
+            uniques: tx.open_table(tables::USAGE_UNIQUES)?,
+            by_customer: tx.open_table(tables::EVENTS_BY_CUSTOMER)?,
+            events: tx.open_table(tables::EVENTS)?,
+        },
         tenant,
         meter,
         customer,

@@ -324,9 +324,11 @@ fn migrate(tx: &WriteTransaction, from: u32) -> Result<(), StoreError> {
     if from < 2 {
         let rebuilt = crate::ingest::event::rebuild_stable_identities(tx)?;
         tx.delete_table(tables::LEGACY_EVENT_IDENTITIES)?;
+        let minutes = crate::ingest::usage::rebuild_minute_rollups(tx)?;
         tracing::info!(
             rebuilt,
-            "schema 1 → 2: stable event identities re-keyed by client id"
+            minutes,
+            "schema 1 → 2: stable event identities re-keyed by client id, minute rollups built"
         );
     }
     Ok(())

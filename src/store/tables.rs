@@ -49,6 +49,9 @@ pub const EVENTS_BY_CUSTOMER: TableDefinition<&[u8], ()> =
     TableDefinition::new("events_by_customer");
 /// (tenant, meter id, customer id, hour) → rollup record.
 pub const USAGE_HOURLY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("usage_hourly");
+/// (tenant, meter id, customer id, minute) → rollup record: the finer grain that keeps a
+/// query's partial hours at its edges from reading every event in them.
+pub const USAGE_MINUTELY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("usage_minutely");
 /// (tenant, meter id, customer id, hour, value hash[..16]) → (): distinct values per hour.
 pub const USAGE_UNIQUES: TableDefinition<&[u8], ()> = TableDefinition::new("usage_uniques");
 /// (tenant, customer id) → i64 BE ms: usage before this instant was already invoiced, so an
@@ -149,6 +152,7 @@ pub const BYTES_TABLES: &[TableDefinition<&[u8], &[u8]>] = &[
     EVENT_IDS,
     EVENT_DERIVED,
     USAGE_HOURLY,
+    USAGE_MINUTELY,
     INVOICED_THROUGH,
     JOURNAL,
     JOURNAL_IDS,

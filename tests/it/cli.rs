@@ -114,6 +114,8 @@ fn the_benchmark_runs_every_scenario_and_verifies_the_stored_counts() {
             "2000",
             "--subscriptions",
             "20",
+            "--scenarios",
+            "ingest:8,batch,create,replay,usage:2,billing",
             "--json",
         ])
         .env(
@@ -137,10 +139,28 @@ fn the_benchmark_runs_every_scenario_and_verifies_the_stored_counts() {
         names,
         ["ingest", "batch", "create", "replay", "usage", "billing"]
     );
+    let clients: Vec<u64> = scenarios
+        .iter()
+        .filter_map(|s| s["clients"].as_u64())
+        .collect();
+    assert_eq!(clients, [8, 4, 4, 4, 2, 4], "per-scenario client counts");
     for s in scenarios {
         assert_eq!(s["verified"], true, "{s}");
         assert_eq!(s["errors"], 0, "{s}");
         assert!(s["requests"].as_u64().is_some_and(|r| r > 0), "{s}");
     }
     assert!(report["peak_rss_kib"].as_u64().is_some_and(|k| k > 0));
+}
+
+#[test]
+fn the_benchmark_refuses_an_unknown_scenario_or_client_count() {
+    for spec in ["nonsense", "ingest:0", "ingest:many"] {
+        let out = std::process::Command::new(BIN)
+            .args(["bench", "--duration-secs", "1", "--scenarios", spec])
+            .output()
+            .expect("run bench");
+        assert!(!out.status.success(), "{spec} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+    }
 }
