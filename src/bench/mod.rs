@@ -23,6 +23,9 @@ pub const SCENARIOS: &[&str] = &["ingest", "batch", "create", "replay", "usage",
 
 /// Each scenario to run with its client count: `name` or `name:clients`.
 fn plan(opts: &Options) -> anyhow::Result<Vec<(String, usize)>> {
+    if !(1..=4096).contains(&opts.clients) {
+        bail!("--clients must be a number from 1 to 4096");
+    }
     opts.scenarios
         .iter()
         .map(|spec| {
@@ -192,7 +195,13 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 /// What a request builder needs: client index and sequence number → (method, path, idempotency key, body).
-type MakeRequest = Arc<dyn Fn(usize, u64) -> (String, Option<String>, Option<Value>) + Send + Sync>;
+type MakeRequest =
+    Arc<dyn Fn(usize, u64) -> (String, Option<String>, Option<Vec<u8>>) + Send + Sync>;
+
+/// A JSON body's bytes.
+fn body(value: &Value) -> Option<Vec<u8>> {
+    serde_json::to_vec(value).ok()
+}
 
 /// Runs closed-loop clients for the duration, each on its own keep-alive connection; returns
 /// latencies (µs, sorted), errors, and the elapsed time. `accepted` counts acknowledged units:
@@ -220,7 +229,6 @@ async fn drive(
             while Instant::now() < deadline {
                 let (path, idem, body) = make(c, seq);
                 seq += 1;
-                let body = body.map(|b| serde_json::to_vec(&b).unwrap_or_default());
                 let method = if body.is_some() { "POST" } else { "GET" };
                 let t0 = Instant::now();
                 if connection.is_none() {
@@ -373,12 +381,12 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                     let events: Vec<Value> = (0..per)
                         .map(|_| json!({"id": format!("{tag}-{}", crate::id::Id::generate().display("e")), "customer": c, "type": t}))
                         .collect();
-                    let body = if per == 1 {
-                        events[0].clone()
+                    let json = if per == 1 {
+                        body(&events[0])
                     } else {
-                        json!({"events": events})
+                        body(&json!({"events": events}))
                     };
-                    ("/v1/events".to_string(), None, Some(body))
+                    ("/v1/events".to_string(), None, json)
                 });
                 let (l, e, el) =
                     drive(&target, clients, duration, make, Arc::clone(&accepted)).await;
@@ -397,11 +405,8 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                 let tag = format!("{run_tag}-create");
                 let make: MakeRequest = Arc::new(move |client_no, seq| {
                     let id = format!("{tag}-{client_no}-{seq}");
-                    (
-                        "/v1/customers".to_string(),
-                        Some(id.clone()),
-                        Some(json!({"external_id": id, "currency": "USD"})),
-                    )
+                    let json = body(&json!({"external_id": id, "currency": "USD"}));
+                    ("/v1/customers".to_string(), Some(id), json)
                 });
                 let (l, e, el) =
                     drive(&target, clients, duration, make, Arc::clone(&accepted)).await;
@@ -437,13 +442,17 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                     )
                     .await?;
                 }
+                // Each client repeats one request: its bytes are prepared once.
+                let requests: Vec<(String, Option<Vec<u8>>)> = (0..clients)
+                    .map(|c| {
+                        let id = format!("{tag}-{c}");
+                        let json = body(&json!({"external_id": id, "currency": "USD"}));
+                        (id, json)
+                    })
+                    .collect();
                 let make: MakeRequest = Arc::new(move |client_no, _| {
-                    let id = format!("{tag}-{client_no}");
-                    (
-                        "/v1/customers".to_string(),
-                        Some(id.clone()),
-                        Some(json!({"external_id": id, "currency": "USD"})),
-                    )
+                    let (id, json) = requests[client_no % requests.len()].clone();
+                    ("/v1/customers".to_string(), Some(id), json)
                 });
                 let (l, e, el) =
                     drive(&target, clients, duration, make, Arc::clone(&accepted)).await;
@@ -507,13 +516,8 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                 let _ = batch_no;
                 let stored = usage_total(&client, &target, &uc, &meter, &from).await?;
                 let (m, f) = (meter.clone(), from.clone());
-                let make: MakeRequest = Arc::new(move |_, _| {
-                    (
-                        format!("/v1/usage?customer={uc}&meter={m}&from={f}&granularity=total"),
-                        None,
-                        None,
-                    )
-                });
+                let path = format!("/v1/usage?customer={uc}&meter={m}&from={f}&granularity=total");
+                let make: MakeRequest = Arc::new(move |_, _| (path.clone(), None, None));
                 let (l, e, el) =
                     drive(&target, clients, duration, make, Arc::clone(&accepted)).await;
                 (

@@ -154,9 +154,22 @@ fn the_benchmark_runs_every_scenario_and_verifies_the_stored_counts() {
 
 #[test]
 fn the_benchmark_refuses_an_unknown_scenario_or_client_count() {
-    for spec in ["nonsense", "ingest:0", "ingest:many"] {
+    for (clients, spec) in [
+        ("4", "nonsense"),
+        ("4", "ingest:0"),
+        ("4", "ingest:many"),
+        ("0", "ingest"),
+    ] {
         let out = std::process::Command::new(BIN)
-            .args(["bench", "--duration-secs", "1", "--scenarios", spec])
+            .args([
+                "bench",
+                "--duration-secs",
+                "1",
+                "--clients",
+                clients,
+                "--scenarios",
+                spec,
+            ])
             .output()
             .expect("run bench");
         assert!(!out.status.success(), "{spec} was accepted");
