@@ -63,20 +63,20 @@ fn a_bad_configuration_is_refused_naming_the_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[writer]\nmax_batch_size = 0\n").expect("write");
-    let out = std::process::Command::new(BIN)
+    let out = crate::harness::hermetic(std::process::Command::new(BIN))
         .args(["--config", path.to_str().expect("path"), "serve"])
         .output()
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("writer.max_batch_size"));
     std::fs::write(&path, "[writer]\nmax_batch = 3\n").expect("write");
-    let out = std::process::Command::new(BIN)
+    let out = crate::harness::hermetic(std::process::Command::new(BIN))
         .args(["--config", path.to_str().expect("path"), "serve"])
         .output()
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_batch"));
-    let out = std::process::Command::new(BIN)
+    let out = crate::harness::hermetic(std::process::Command::new(BIN))
         .args(["serve"])
         .env("TALLY_DATABASE_PATH", dir.path().join("x.redb"))
         .env("TALLY_WEBHOOKS_TOLERANCE_SECS", "0")
@@ -91,7 +91,7 @@ fn a_file_that_is_not_a_tally_database_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("notes.redb");
     std::fs::write(&path, vec![7u8; 10_000]).expect("write");
-    let out = std::process::Command::new(BIN)
+    let out = crate::harness::hermetic(std::process::Command::new(BIN))
         .args(["tenant", "list"])
         .env("TALLY_DATABASE_PATH", &path)
         .output()
@@ -103,7 +103,7 @@ fn a_file_that_is_not_a_tally_database_is_refused() {
 
 #[test]
 fn the_benchmark_runs_every_scenario_and_verifies_the_stored_counts() {
-    let out = std::process::Command::new(BIN)
+    let out = crate::harness::hermetic(std::process::Command::new(BIN))
         .args([
             "bench",
             "--duration-secs",
@@ -160,7 +160,7 @@ fn the_benchmark_refuses_an_unknown_scenario_or_client_count() {
         ("4", "ingest:many"),
         ("0", "ingest"),
     ] {
-        let out = std::process::Command::new(BIN)
+        let out = crate::harness::hermetic(std::process::Command::new(BIN))
             .args([
                 "bench",
                 "--duration-secs",

@@ -143,7 +143,7 @@ impl Daemon {
             .append(true)
             .open(self.dir.path().join("stderr.log"))
             .expect("log file");
-        let mut child = Command::new(BIN)
+        let mut child = hermetic(Command::new(BIN))
             .args([
                 "--config",
                 self.config_path.to_str().expect("path"),
@@ -220,7 +220,7 @@ impl Daemon {
 
     /// Runs the CLI against this daemon's configuration.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
+        hermetic(Command::new(BIN))
             .arg("--config")
             .arg(&self.config_path)
             .args(args)
@@ -339,4 +339,15 @@ pub fn at(secs: i64) -> String {
         .as_millis() as i64
         + secs * 1000;
     tally::clock::rfc3339(ms)
+}
+
+/// The daemon reads every `TALLY_*` variable as configuration (and refuses unknown ones): the
+/// test's own configuration file is the whole truth, whatever the caller's shell exports.
+pub fn hermetic(mut command: Command) -> Command {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("TALLY_") {
+            command.env_remove(&name);
+        }
+    }
+    command
 }

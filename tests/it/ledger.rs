@@ -225,7 +225,7 @@ async fn tally_verify_finds_an_edited_entry_in_a_copy_of_the_file() {
         tx.commit().expect("commit");
         target
     };
-    let out = std::process::Command::new(crate::harness::BIN)
+    let out = crate::harness::hermetic(std::process::Command::new(crate::harness::BIN))
         .args(["verify"])
         .env("TALLY_DATABASE_PATH", &copy)
         .output()

@@ -1,5 +1,5 @@
 //! kill -9 soak: mixed load, a SIGKILL at a random moment, a restart, and the invariants checked,
-//! cycle after cycle. CI runs 3 cycles; `TALLY_SOAK_CYCLES=100 cargo test --release --test it
+//! cycle after cycle. CI runs 3 cycles; `SOAK_CYCLES=100 cargo test --release --test it
 //! soak` runs the long version.
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,7 +18,7 @@ struct Acked {
 }
 
 fn cycles() -> usize {
-    std::env::var("TALLY_SOAK_CYCLES")
+    std::env::var("SOAK_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3)
