@@ -151,7 +151,7 @@ impl From<WriteError> for ApiError {
                 let mut err = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
-                    "the write was not committed; retry with the same idempotency key",
+                    "the write could not be confirmed as committed; retry with the same idempotency key (a write that did commit is replayed, not repeated)",
                 );
                 err.retry_after_secs = Some(1);
                 err

@@ -5,6 +5,8 @@
 
 pub mod backup;
 pub mod codec;
+#[cfg(test)]
+pub(crate) mod fault;
 pub mod keys;
 pub mod tables;
 pub mod writer;
@@ -87,6 +89,7 @@ pub enum OpenError {
 pub struct Store {
     path: PathBuf,
     cache_size_bytes: usize,
+    backing: Backing,
     db: RwLock<Option<Arc<Database>>>,
     /// The snapshot of the latest commit, published by the writer before it acknowledges that
     /// commit and shared by every reader until the next one. Beginning a read transaction
@@ -99,10 +102,30 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed, with its folder) the database at `path` and checks its schema.
     pub fn open(path: &Path, cache_size_bytes: usize) -> Result<Self, OpenError> {
-        let db = open_database(path, cache_size_bytes)?;
+        Self::open_backed(path, cache_size_bytes, Backing::File)
+    }
+
+    /// Opens the store over a backend that fails the I/O operations `faults` arms, so tests can
+    /// check what a failed write, read or fsync does to acknowledged and unacknowledged writes.
+    #[cfg(test)]
+    pub(crate) fn open_faulty(
+        path: &Path,
+        cache_size_bytes: usize,
+        faults: Arc<fault::Faults>,
+    ) -> Result<Self, OpenError> {
+        Self::open_backed(path, cache_size_bytes, Backing::Faulty(faults))
+    }
+
+    fn open_backed(
+        path: &Path,
+        cache_size_bytes: usize,
+        backing: Backing,
+    ) -> Result<Self, OpenError> {
+        let db = open_database(path, cache_size_bytes, &backing)?;
         Ok(Self {
             path: path.to_path_buf(),
             cache_size_bytes,
+            backing,
             db: RwLock::new(Some(Arc::new(db))),
             snapshot: RwLock::new(None),
         })
@@ -214,13 +237,26 @@ impl Store {
             }
             drop(old);
         }
-        let db = open_database(&self.path, self.cache_size_bytes)?;
+        let db = open_database(&self.path, self.cache_size_bytes, &self.backing)?;
         *guard = Some(Arc::new(db));
         Ok(())
     }
 }
 
-fn open_database(path: &Path, cache_size_bytes: usize) -> Result<Database, OpenError> {
+/// What the database file is accessed through.
+enum Backing {
+    /// The file itself (redb's file backend).
+    File,
+    /// The file behind a backend that fails armed operations (tests only).
+    #[cfg(test)]
+    Faulty(Arc<fault::Faults>),
+}
+
+fn open_database(
+    path: &Path,
+    cache_size_bytes: usize,
+    backing: &Backing,
+) -> Result<Database, OpenError> {
     if let Some(parent) = path.parent() {
         if !parent.as_os_str().is_empty() {
             std::fs::create_dir_all(parent)
@@ -229,21 +265,27 @@ fn open_database(path: &Path, cache_size_bytes: usize) -> Result<Database, OpenE
     }
     // Single-writer mode: one process writes; a read-only handle (`tally backup`) may share the
     // file and read a consistent snapshot while the daemon serves.
-    let db = Database::builder()
+    let mut builder = Database::builder();
+    builder
         .set_cache_size(cache_size_bytes)
-        .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
-        .create(path)
-        .map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse(path.to_path_buf()),
-            redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => {
-                OpenError::NotTally(path.to_path_buf(), reason)
-            }
-            redb::DatabaseError::UpgradeRequired(v) => OpenError::NotTally(
-                path.to_path_buf(),
-                format!("redb file format {v} needs an upgrade"),
-            ),
-            other => OpenError::Io(path.to_path_buf(), other.to_string()),
-        })?;
+        .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter);
+    let opened = match backing {
+        Backing::File => builder.create(path),
+        #[cfg(test)]
+        Backing::Faulty(faults) => fault::FaultyBackend::create(path, Arc::clone(faults))
+            .and_then(|backend| builder.create_with_backend(backend)),
+    };
+    let db = opened.map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse(path.to_path_buf()),
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => {
+            OpenError::NotTally(path.to_path_buf(), reason)
+        }
+        redb::DatabaseError::UpgradeRequired(v) => OpenError::NotTally(
+            path.to_path_buf(),
+            format!("redb file format {v} needs an upgrade"),
+        ),
+        other => OpenError::Io(path.to_path_buf(), other.to_string()),
+    })?;
     check_schema(path, &db)?;
     Ok(db)
 }

@@ -16,7 +16,12 @@
 //! - no network or other outside I/O.
 //!
 //! A [`StoreError`] (I/O, corruption) is fatal to the batch: it is aborted and every waiter gets
-//! [`WriteError::Unavailable`]; clients retry with their idempotency keys, which is safe.
+//! [`WriteError::Unavailable`]; clients retry with their idempotency keys, which is safe. When it
+//! is the commit itself that fails, the outcome is unknown rather than "nothing": a write or an
+//! fsync that fails after redb has written the new root leaves a commit that a reopened
+//! database may still hold (the fault-injection tests in `store::fault` find exactly that).
+//! Idempotency keys and event identities are what make the retry answer with the original
+//! result instead of doing it twice.
 
 use std::any::{Any, TypeId};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -61,7 +66,9 @@ pub enum WriteError {
     /// The queue was full; nothing was enqueued. Retry after a pause.
     #[error("the writer queue is full")]
     Overloaded,
-    /// The batch was aborted or its commit failed; nothing of it is durable. Retry.
+    /// The batch was aborted (nothing written) or its commit failed (it may or may not have
+    /// reached the disk). Retry with the same idempotency key or event ids: a write that did
+    /// commit is answered from its record, not repeated.
     #[error("the write could not be committed")]
     Unavailable,
     /// The daemon is shutting down and accepts no more writes.
