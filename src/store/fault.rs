@@ -183,8 +183,9 @@ mod tests {
 
     use super::*;
     use crate::config::IngestConfig;
-    use crate::customers::{CreateCustomer, Customer};
+    use crate::customers::{CreateCustomer, Customer, CustomerError};
     use crate::id::Id;
+    use crate::idempotency::{Idempotent, Outcome, StoredResponse};
     use crate::ingest::event::{IngestBatch, Status};
     use crate::ingest::meter::{Aggregation, CreateMeter, Meter};
     use crate::ingest::parse::{parse_body, Context, Format};
@@ -211,6 +212,41 @@ mod tests {
             events: parse_body(json!({ "events": events }), Format::Native, &ctx)
                 .expect("a well-formed batch"),
             now_ms: NOW_MS,
+        }
+    }
+
+    fn render(created: &Result<Customer, CustomerError>) -> StoredResponse {
+        StoredResponse {
+            status: if created.is_ok() { 201 } else { 409 },
+            content_type: "text/plain".into(),
+            body: match created {
+                Ok(c) => c.id.to_bytes().to_vec(),
+                Err(e) => e.to_string().into_bytes(),
+            },
+        }
+    }
+
+    /// An idempotent customer create, as `POST /v1/customers` with an `Idempotency-Key` is.
+    fn create(trial: usize) -> Idempotent<CreateCustomer> {
+        Idempotent {
+            tenant: TENANT,
+            key: format!("create-{trial}"),
+            fingerprint: [7; 32],
+            now_ms: NOW_MS,
+            retention_ms: 3_600_000,
+            inner: CreateCustomer {
+                tenant: TENANT,
+                customer: Customer {
+                    id: Id::generate(),
+                    external_id: format!("created-{trial}"),
+                    name: None,
+                    email: None,
+                    currency: "USD".into(),
+                    metadata: BTreeMap::new(),
+                    created_at_ms: NOW_MS,
+                },
+            },
+            render,
         }
     }
 
@@ -251,6 +287,14 @@ mod tests {
         (acknowledged, failed)
     }
 
+    fn customers_of(store: &Store) -> u64 {
+        let tx = store.read().expect("read");
+        tx.open_table(tables::CUSTOMERS)
+            .expect("customers")
+            .len()
+            .expect("len")
+    }
+
     fn count_of(store: &Store, meter: &Meter, customer: Id) -> (u64, Option<Decimal>) {
         let tx = store.read().expect("read");
         let stored = tx
@@ -269,9 +313,10 @@ mod tests {
     /// growth failing once at the n-th operation, and writes failing until the fault clears.
     /// Then every event acknowledged at any point is stored once, every event whose request
     /// failed is stored once after its retry, and re-sending all of them changes nothing, in
-    /// the live store and in the file reopened without faults.
+    /// the live store and in the file reopened without faults. An idempotent create in each
+    /// trial's batch executes once and replays afterwards.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn failed_io_loses_no_acknowledged_event_and_retries_count_once() {
+    async fn failed_io_loses_no_acknowledged_write_and_retries_take_effect_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("faulty.redb");
         let faults = Arc::new(Faults::default());
@@ -333,7 +378,17 @@ mod tests {
                 .collect();
             all_ids.extend(groups.iter().flatten().cloned());
             faults.arm(*op, *after);
+            let creating = {
+                let handle = handle.clone();
+                tokio::spawn(async move { handle.submit(create(trial)).await })
+            };
             let (acknowledged, mut failed) = submit_all(&handle, &groups).await;
+            let mut created = match creating.await.expect("task") {
+                Ok(Outcome::Executed(response)) => Some(response),
+                Ok(other) => panic!("trial {trial}: a new key executes, not {other:?}"),
+                Err(WriteError::Unavailable) => None,
+                Err(other) => panic!("unexpected writer error {other:?}"),
+            };
             for (id, status) in &acknowledged {
                 assert!(
                     matches!(status, Status::Accepted { .. }),
@@ -359,6 +414,30 @@ mod tests {
                 }
                 failed = still;
             }
+            for attempt in 0.. {
+                if created.is_some() {
+                    break;
+                }
+                assert!(attempt < 50, "trial {trial}: the create never succeeded");
+                wait_healthy(&handle).await;
+                created = match handle.submit(create(trial)).await {
+                    // Executed now, or replayed if the failed commit reached the disk anyway.
+                    Ok(Outcome::Executed(r) | Outcome::Replayed(r)) => Some(r),
+                    Ok(Outcome::Mismatch) => panic!("trial {trial}: same request, same key"),
+                    Err(WriteError::Unavailable) => None,
+                    Err(other) => panic!("unexpected writer error {other:?}"),
+                };
+            }
+            assert_eq!(
+                created.map(|r| r.status),
+                Some(201),
+                "trial {trial}: created once"
+            );
+            assert_eq!(
+                customers_of(&store),
+                trial as u64 + 2,
+                "trial {trial}: one customer per create, however often retried"
+            );
             let (stored, counted) = count_of(&store, &meter, customer);
             assert_eq!(
                 stored,
@@ -427,6 +506,13 @@ mod tests {
             assert!(
                 matches!(status, Status::Duplicate { .. }),
                 "{id}: {status:?}"
+            );
+        }
+        for trial in 0..plan.len() {
+            let replayed = handle.submit(create(trial)).await.expect("committed");
+            assert!(
+                matches!(&replayed, Outcome::Replayed(r) if r.status == 201),
+                "trial {trial}: {replayed:?}"
             );
         }
         drop(handle);
