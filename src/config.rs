@@ -333,6 +333,26 @@ impl IngestConfig {
             .unwrap_or(self.dedupe_window_secs);
         i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
     }
+
+    /// The oldest derived-identity bucket an event accepted at `now_ms` can still be looked up
+    /// in: its timestamp is at most `max_backdate_secs` old and the lookup reaches one window
+    /// further on each side, with a day of margin for a clock that steps back. Older buckets can
+    /// never match again and are purged.
+    pub fn derived_identity_horizon_ms(&self, now_ms: i64) -> i64 {
+        const MARGIN_MS: i64 = 24 * 3600 * 1000;
+        let widest_secs = self
+            .source_dedupe_window_secs
+            .values()
+            .copied()
+            .fold(self.dedupe_window_secs, u64::max);
+        let reach_ms = self
+            .max_backdate_secs
+            .saturating_add(widest_secs.saturating_mul(2))
+            .saturating_mul(1000);
+        now_ms
+            .saturating_sub(i64::try_from(reach_ms).unwrap_or(i64::MAX))
+            .saturating_sub(MARGIN_MS)
+    }
 }
 
 /// How logs are written (always to stderr; stdout is reserved for the first-start key and the
@@ -383,9 +403,9 @@ pub struct WriterConfig {
 pub struct IdempotencyConfig {
     /// How long a completed request's key and response are kept (API contract: at least 24 h).
     pub retention_secs: u64,
-    /// How often the purge task looks for expired keys.
+    /// How often the purge task looks for expired keys and derived identities past their horizon.
     pub purge_interval_ms: u64,
-    /// Most expired keys deleted per write transaction, so purging never stalls the writer.
+    /// Most rows deleted per write transaction, so purging never stalls the writer.
     pub purge_batch_size: u64,
 }
 

@@ -11,7 +11,8 @@ use tokio::sync::watch;
 use crate::api::{self, AppState};
 use crate::config::{Config, LogFormat, CONTRACT_MIN_RETENTION_SECS};
 use crate::idempotency::{InFlight, PurgeExpired};
-use crate::store::writer::{self, WriterHandle, WriterLimits};
+use crate::ingest::purge::PurgeDerivedIdentities;
+use crate::store::writer::{self, Command, WriterHandle, WriterLimits};
 use crate::store::Store;
 use crate::tenants;
 
@@ -163,7 +164,8 @@ async fn run(
     served.context("the HTTP server failed")
 }
 
-/// Deletes expired idempotency records in bounded passes.
+/// Deletes expired idempotency records and derived event identities that can no longer match,
+/// in bounded passes.
 async fn purge_task(writer: WriterHandle, config: Arc<Config>, mut stop: watch::Receiver<bool>) {
     let interval = Duration::from_millis(config.idempotency.purge_interval_ms);
     let limit = usize::try_from(config.idempotency.purge_batch_size).unwrap_or(1000);
@@ -172,26 +174,47 @@ async fn purge_task(writer: WriterHandle, config: Arc<Config>, mut stop: watch::
             _ = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,
         }
-        loop {
-            let command = PurgeExpired {
-                now_ms: crate::clock::now_ms(),
+        purge_in_passes(&writer, limit, &stop, "idempotency keys", || PurgeExpired {
+            now_ms: crate::clock::now_ms(),
+            limit,
+        })
+        .await;
+        purge_in_passes(&writer, limit, &stop, "derived event identities", || {
+            PurgeDerivedIdentities {
+                horizon_ms: config
+                    .ingest
+                    .derived_identity_horizon_ms(crate::clock::now_ms()),
                 limit,
-            };
-            match writer.submit(command).await {
-                Ok(purged) => {
-                    if purged > 0 {
-                        metrics::counter!("tally_idempotency_purged_total")
-                            .increment(purged as u64);
-                        tracing::debug!(purged, "purged expired idempotency keys");
-                    }
-                    if purged < limit || *stop.borrow() {
-                        break;
-                    }
+            }
+        })
+        .await;
+    }
+}
+
+/// Submits purge passes until one deletes fewer than `limit` rows (or the daemon stops), so a
+/// backlog drains without holding the writer for long at a time.
+async fn purge_in_passes<C: Command<Output = usize>>(
+    writer: &WriterHandle,
+    limit: usize,
+    stop: &watch::Receiver<bool>,
+    what: &'static str,
+    pass: impl Fn() -> C,
+) {
+    loop {
+        match writer.submit(pass()).await {
+            Ok(purged) => {
+                if purged > 0 {
+                    metrics::counter!("tally_purged_total", "what" => what)
+                        .increment(purged as u64);
+                    tracing::debug!(purged, what, "purged");
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "idempotency purge deferred");
-                    break;
+                if purged < limit || *stop.borrow() {
+                    return;
                 }
+            }
+            Err(error) => {
+                tracing::warn!(%error, what, "purge deferred");
+                return;
             }
         }
     }

@@ -3,6 +3,7 @@
 pub mod event;
 pub mod meter;
 pub mod parse;
+pub mod purge;
 pub mod usage;
 
 #[cfg(test)]

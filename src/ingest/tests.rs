@@ -359,3 +359,108 @@ fn a_schema_1_database_gets_its_stable_identities_rebuilt_on_open() {
         "the legacy index is gone"
     );
 }
+
+/// Derived identities beyond the horizon go, tenant by tenant and in bounded passes; those an
+/// accepted event could still match stay and keep deduplicating; the events themselves stay.
+#[test]
+fn derived_identities_beyond_the_horizon_are_purged_and_the_rest_still_dedupe() {
+    use crate::ingest::purge::PurgeDerivedIdentities;
+    use crate::store::tables;
+    use redb::ReadableTableMetadata;
+
+    const DAY_MS: i64 = 24 * 3600 * 1000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("purge.redb"), 1 << 22).expect("open");
+    let config = IngestConfig::default();
+    let tenants = [TenantId(1), TenantId(2), TenantId(u64::MAX)];
+    for tenant in tenants {
+        store
+            .apply_one(CreateCustomer {
+                tenant,
+                customer: Customer {
+                    id: Id::generate(),
+                    external_id: "c1".into(),
+                    name: None,
+                    email: None,
+                    currency: "USD".into(),
+                    metadata: BTreeMap::new(),
+                    created_at_ms: NOW_MS,
+                },
+            })
+            .expect("store")
+            .expect("customer");
+    }
+    // Events without ids (derived identities), received at `now_ms` with a timestamp `age_ms`
+    // before it.
+    let send = |tenant: TenantId, n: usize, now_ms: i64, age_ms: i64| {
+        let ctx = Context {
+            tenant,
+            now_ms,
+            config: &config,
+        };
+        let body = json!({"events": [{"customer": "c1", "type": "t",
+            "timestamp": crate::clock::rfc3339(now_ms - age_ms), "properties": {"n": n}}]});
+        let events = parse_body(body, Format::Native, &ctx).expect("shape");
+        store
+            .apply_one(IngestBatch {
+                tenant,
+                events,
+                now_ms,
+            })
+            .expect("ingest")
+            .remove(0)
+    };
+    let old_ms = NOW_MS - 100 * DAY_MS;
+    for tenant in tenants {
+        for n in 0..3 {
+            assert!(matches!(
+                send(tenant, n, old_ms, 0),
+                Status::Accepted { .. }
+            ));
+            assert!(matches!(
+                send(tenant, 100 + n, NOW_MS, 1_000),
+                Status::Accepted { .. }
+            ));
+        }
+    }
+    let rows = |store: &Store| {
+        let tx = store.read().expect("read");
+        tx.open_table(tables::EVENT_DERIVED)
+            .expect("index")
+            .len()
+            .expect("len")
+    };
+    assert_eq!(rows(&store), 18);
+    let horizon_ms = config.derived_identity_horizon_ms(NOW_MS);
+    assert!(old_ms < horizon_ms && NOW_MS - config.max_backdate_secs as i64 * 1000 > horizon_ms);
+    // Passes of two rows: 2 + 2 + 2 + 2 + 1 of the nine old rows, then nothing.
+    let mut passes = Vec::new();
+    loop {
+        let purged = store
+            .apply_one(PurgeDerivedIdentities {
+                horizon_ms,
+                limit: 2,
+            })
+            .expect("purge");
+        passes.push(purged);
+        if purged < 2 {
+            break;
+        }
+    }
+    assert_eq!(passes, vec![2, 2, 2, 2, 1]);
+    assert_eq!(rows(&store), 9, "the recent identities stay");
+    for tenant in tenants {
+        for n in 0..3 {
+            assert!(
+                matches!(
+                    send(tenant, 100 + n, NOW_MS, 1_000),
+                    Status::Duplicate { .. }
+                ),
+                "a recent retry still deduplicates"
+            );
+        }
+    }
+    let tx = store.read().expect("read");
+    let events = tx.open_table(tables::EVENTS).expect("events");
+    assert_eq!(events.len().expect("len"), 18, "the events themselves stay");
+}
