@@ -10,6 +10,7 @@
 //! | `breakage` | revenue | credits that expired unused |
 //! | `psp_clearing` | asset | money the payment provider collected and has not paid out |
 //! | `cash` | asset | money received outside the provider (e.g. prepaid credits) |
+//! | `bad_debt` | expense | receivables written off when an invoice became uncollectible |
 //! | `customer:cus_…:receivable` | asset | what the customer owes |
 //! | `customer:cus_…:credits:grt_…` | liability | one credit grant's unused remainder |
 //!
@@ -59,6 +60,9 @@ pub enum SystemAccount {
     PspClearing,
     /// Received outside the PSP.
     Cash,
+    /// Receivables written off (invoices that dunning could not collect). Last, so records
+    /// written before it existed decode unchanged.
+    BadDebt,
 }
 
 /// Which account a posting moves.
@@ -87,7 +91,9 @@ impl AccountRef {
             AccountRef::System(SystemAccount::Revenue | SystemAccount::Breakage) => {
                 AccountType::Revenue
             }
-            AccountRef::System(SystemAccount::PromotionalExpense) => AccountType::Expense,
+            AccountRef::System(SystemAccount::PromotionalExpense | SystemAccount::BadDebt) => {
+                AccountType::Expense
+            }
             AccountRef::System(SystemAccount::PspClearing | SystemAccount::Cash) => {
                 AccountType::Asset
             }
@@ -115,6 +121,7 @@ impl AccountRef {
             AccountRef::System(SystemAccount::Breakage) => "breakage".into(),
             AccountRef::System(SystemAccount::PspClearing) => "psp_clearing".into(),
             AccountRef::System(SystemAccount::Cash) => "cash".into(),
+            AccountRef::System(SystemAccount::BadDebt) => "bad_debt".into(),
             AccountRef::Receivable { customer } => {
                 format!("customer:{}:receivable", customer.display(customer_prefix))
             }
@@ -134,6 +141,7 @@ impl AccountRef {
             "breakage" => AccountRef::System(SystemAccount::Breakage),
             "psp_clearing" => AccountRef::System(SystemAccount::PspClearing),
             "cash" => AccountRef::System(SystemAccount::Cash),
+            "bad_debt" => AccountRef::System(SystemAccount::BadDebt),
             other => {
                 let rest = other.strip_prefix("customer:")?;
                 let mut parts = rest.split(':');
@@ -162,6 +170,7 @@ impl AccountRef {
                     SystemAccount::Breakage => 2,
                     SystemAccount::PspClearing => 3,
                     SystemAccount::Cash => 4,
+                    SystemAccount::BadDebt => 5,
                 });
             }
             AccountRef::Receivable { customer } => {
@@ -189,6 +198,7 @@ mod tests {
         for account in [
             AccountRef::System(SystemAccount::Revenue),
             AccountRef::System(SystemAccount::Cash),
+            AccountRef::System(SystemAccount::BadDebt),
             AccountRef::Receivable { customer },
             AccountRef::Grant { customer, grant },
         ] {

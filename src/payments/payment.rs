@@ -523,6 +523,11 @@ pub fn apply_outcome(
                     invoice.status,
                     InvoiceStatus::Finalized | InvoiceStatus::Uncollectible
                 ) {
+                    if invoice.status == InvoiceStatus::Uncollectible {
+                        // Collected after all: the bad debt becomes a receivable again, which
+                        // this payment has just settled.
+                        write_off(tx, tenant, &mut invoice, now_ms, origin, WriteOff::Reverse)?;
+                    }
                     invoice.status = InvoiceStatus::Paid;
                     invoice.paid_at_ms = Some(now_ms);
                     save_invoice(tx, tenant, &invoice)?;
@@ -562,6 +567,7 @@ pub fn apply_outcome(
                             )?;
                         }
                         None => {
+                            write_off(tx, tenant, &mut invoice, now_ms, origin, WriteOff::Post)?;
                             invoice.status = InvoiceStatus::Uncollectible;
                             save_invoice(tx, tenant, &invoice)?;
                         }
@@ -596,6 +602,77 @@ pub fn apply_outcome(
     p.updated_at_ms = now_ms;
     save(tx, &p)?;
     Ok(Some(p))
+}
+
+/// Which way a write-off entry goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteOff {
+    /// Dunning gave up: bad debt takes the receivable.
+    Post,
+    /// A late success: the receivable comes back from bad debt.
+    Reverse,
+}
+
+/// Posts (or reverses) the write-off of what an uncollectible invoice owes: the `bad_debt`
+/// expense takes the customer's receivable, so the receivable shows only what can still be
+/// collected and the books show what was lost. Recorded on the invoice's entries.
+fn write_off(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    invoice: &mut Invoice,
+    now_ms: i64,
+    origin: &str,
+    direction: WriteOff,
+) -> Result<(), StoreError> {
+    let amount_minor = invoice.amount_due_minor;
+    if amount_minor <= 0 {
+        return Ok(());
+    }
+    let sign = match direction {
+        WriteOff::Post => 1,
+        WriteOff::Reverse => -1,
+    };
+    let (kind, reason) = match direction {
+        WriteOff::Post => ("invoice_write_off", "written off as uncollectible"),
+        WriteOff::Reverse => (
+            "invoice_write_off_reversal",
+            "collected after its write-off",
+        ),
+    };
+    let entry_id = Id::generate_at(now_ms);
+    let draft = Draft {
+        id: entry_id,
+        kind: kind.into(),
+        reason: format!(
+            "invoice {} {reason}",
+            invoice.id.display(crate::billing::invoice::PREFIX)
+        ),
+        links: Links {
+            customer: Some(invoice.customer),
+            invoice: Some(invoice.id),
+            ..Links::default()
+        },
+        origin: origin.to_string(),
+        postings: vec![
+            Posting {
+                account: AccountRef::System(SystemAccount::BadDebt),
+                currency: invoice.currency.clone(),
+                amount_minor: sign * amount_minor,
+            },
+            Posting {
+                account: AccountRef::Receivable {
+                    customer: invoice.customer,
+                },
+                currency: invoice.currency.clone(),
+                amount_minor: -sign * amount_minor,
+            },
+        ],
+    };
+    if let Err(e) = journal::post(tx, tenant, now_ms, draft)? {
+        return Err(StoreError::Corrupt(format!("write-off entry refused: {e}")));
+    }
+    invoice.entries.push(entry_id);
+    Ok(())
 }
 
 /// Cancels an attempt whose invoice no longer needs collecting.

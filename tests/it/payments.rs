@@ -224,6 +224,71 @@ async fn a_decline_schedules_the_next_attempt_and_exhaustion_is_uncollectible() 
         .clone();
     assert_eq!(attempts.len(), 3);
     assert!(attempts.iter().all(|a| a["status"] == "failed"));
+
+    // The loss is on the books: bad debt took the receivable, once.
+    let invoice = d2.get(&format!("/v1/invoices/{}", inv2[0])).await.json;
+    let customer = invoice["customer"].as_str().expect("customer").to_string();
+    let due = invoice["amount_due_minor"].as_i64().expect("due");
+    assert!(due > 0);
+    let receivable = || async {
+        d2.get(&format!("/v1/customers/{customer}/balance"))
+            .await
+            .json["balances"][0]["receivable_minor"]
+            .clone()
+    };
+    assert_eq!(receivable().await, 0, "nothing collectible is left");
+    let write_offs = entries_of_kind(&d2, "invoice_write_off").await;
+    assert_eq!(write_offs.len(), 1);
+    assert_eq!(write_offs[0]["links"]["invoice"], inv2[0].as_str());
+    assert_eq!(posting(&write_offs[0], "bad_debt"), Some(due));
+    assert_eq!(d2.get("/v1/ledger/verify").await.json["ok"], true);
+
+    // A success the provider reports after dunning gave up (providers allow it) collects the
+    // invoice and reverses the write-off.
+    let ep = d2
+        .post(
+            "/v1/webhook-endpoints",
+            Some("ep"),
+            &json!({"provider": "stripe", "secret": HOOK_SECRET}),
+        )
+        .await;
+    let ep = ep.json["id"].as_str().expect("id").to_string();
+    let last = attempts[2]["id"].as_str().expect("id");
+    let mut intent = stripe2.intent_of(last).expect("the declined intent");
+    intent["status"] = json!("succeeded");
+    assert_eq!(
+        stripe_hook(&d2, &ep, "evt_late", "payment_intent.succeeded", &intent).await,
+        200
+    );
+    d2.eventually("paid after all", || async {
+        d2.get(&format!("/v1/invoices/{}", inv2[0])).await.json["status"] == "paid"
+    })
+    .await;
+    let reversals = entries_of_kind(&d2, "invoice_write_off_reversal").await;
+    assert_eq!(reversals.len(), 1);
+    assert_eq!(posting(&reversals[0], "bad_debt"), Some(-due));
+    assert_eq!(entries_of_kind(&d2, "invoice_write_off").await.len(), 1);
+    assert_eq!(receivable().await, 0, "the payment settled what came back");
+    assert_eq!(d2.get("/v1/ledger/verify").await.json["ok"], true);
+}
+
+async fn entries_of_kind(d: &Daemon, kind: &str) -> Vec<Value> {
+    d.get("/v1/journal-entries?limit=500").await.json["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+/// The amount an entry posts to `account`, if it touches it.
+fn posting(entry: &Value, account: &str) -> Option<i64> {
+    entry["postings"]
+        .as_array()?
+        .iter()
+        .find(|p| p["account"] == account)
+        .and_then(|p| p["amount_minor"].as_i64())
 }
 
 async fn stripe_hook(
