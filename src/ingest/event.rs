@@ -8,6 +8,9 @@
 //! the others still commit; a later event of the batch sees the earlier ones (in-batch
 //! duplicates are caught like any other).
 
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
@@ -236,12 +239,14 @@ struct Tables<'t> {
     uniques: redb::Table<'t, &'static [u8], ()>,
     invoiced_through: redb::Table<'t, &'static [u8], &'static [u8]>,
     /// Meters by event type, valid for `meter_cache_tenant` within this run (meters are not
-    /// changed by ingest, and a run holds only ingest commands).
-    meter_cache: Vec<(String, Vec<Meter>)>,
+    /// changed by ingest, and a run holds only ingest commands). Shared slices, so handing
+    /// them to each event costs a reference count rather than a copy.
+    meter_cache: Vec<(String, Rc<[Meter]>)>,
     meter_cache_tenant: Option<TenantId>,
-    /// Customers by (tenant, external id) and their invoiced-through watermark, looked up once
-    /// per run: neither changes during a run of ingest commands.
-    customer_cache: std::collections::HashMap<(TenantId, String), Option<KnownCustomer>>,
+    /// Customers by tenant and external id, with their invoiced-through watermark, looked up
+    /// once per run: neither changes during a run of ingest commands. Nested so a hit needs no
+    /// owned key.
+    customer_cache: HashMap<TenantId, HashMap<String, Option<KnownCustomer>>>,
     /// Rollups changed by this run, written when it ends.
     rollups: usage::RollupCache,
 }
@@ -262,7 +267,7 @@ impl<'t> Tables<'t> {
             invoiced_through: tx.open_table(tables::INVOICED_THROUGH)?,
             meter_cache: Vec::new(),
             meter_cache_tenant: None,
-            customer_cache: std::collections::HashMap::new(),
+            customer_cache: HashMap::new(),
             rollups: usage::RollupCache::default(),
         })
     }
@@ -273,8 +278,11 @@ impl<'t> Tables<'t> {
         tenant: TenantId,
         external_id: &str,
     ) -> Result<Option<KnownCustomer>, StoreError> {
-        let cache_key = (tenant, external_id.to_string());
-        if let Some(found) = self.customer_cache.get(&cache_key) {
+        if let Some(found) = self
+            .customer_cache
+            .get(&tenant)
+            .and_then(|known| known.get(external_id))
+        {
             return Ok(*found);
         }
         let key = keys::tenant_bytes(tenant, external_id.as_bytes());
@@ -290,17 +298,25 @@ impl<'t> Tables<'t> {
             }
             None => None,
         };
-        self.customer_cache.insert(cache_key, found);
+        self.customer_cache
+            .entry(tenant)
+            .or_default()
+            .insert(external_id.to_string(), found);
         Ok(found)
     }
 
-    fn meters_for(&mut self, tenant: TenantId, event_type: &str) -> Result<Vec<Meter>, StoreError> {
+    fn meters_for(
+        &mut self,
+        tenant: TenantId,
+        event_type: &str,
+    ) -> Result<Rc<[Meter]>, StoreError> {
         if let Some((_, m)) = self.meter_cache.iter().find(|(t, _)| t == event_type) {
-            return Ok(m.clone());
+            return Ok(Rc::clone(m));
         }
-        let found = meter::for_event_type(&self.meters, &self.meters_by_type, tenant, event_type)?;
+        let found: Rc<[Meter]> =
+            meter::for_event_type(&self.meters, &self.meters_by_type, tenant, event_type)?.into();
         self.meter_cache
-            .push((event_type.to_string(), found.clone()));
+            .push((event_type.to_string(), Rc::clone(&found)));
         Ok(found)
     }
 }
@@ -334,23 +350,35 @@ fn id_from(bytes: &[u8]) -> Result<Id, StoreError> {
         .map_err(|_| StoreError::Corrupt("malformed event id in an index".into()))
 }
 
-/// Finds an already stored event with the same identity.
+/// The key under which an event's identity is indexed: computed once per event, for the
+/// lookup and for the insert.
+fn index_key(tenant: TenantId, prepared: &Prepared) -> Vec<u8> {
+    match &prepared.identity {
+        Identity::Stable { id } => stable_key(tenant, &prepared.source, id),
+        Identity::Derived { hash, window_ms } => {
+            derived_key(tenant, bucket_of(prepared.timestamp_ms, *window_ms), hash)
+        }
+    }
+}
+
+/// Finds an already stored event with the same identity; `key` is its [`index_key`].
 fn find_existing(
     tables: &Tables<'_>,
     tenant: TenantId,
     prepared: &Prepared,
+    key: &[u8],
 ) -> Result<Option<Event>, StoreError> {
     match &prepared.identity {
         Identity::Stable { id } => {
-            let key = stable_key(tenant, &prepared.source, id);
-            let found = match tables.stable.get(key.as_slice())? {
+            let found = match tables.stable.get(key)? {
                 Some(v) => Some(id_from(v.value())?),
                 None => None,
             };
             match found {
                 Some(event_id) => {
                     let event = load_event(tables, tenant, event_id)?;
-                    // A 128-bit hash collision is not credible, but confirm rather than assume.
+                    // The key spells out source and id; confirm the record agrees with its index
+                    // entry rather than assume it.
                     let same = event.source == prepared.source
                         && matches!(&event.identity, Identity::Stable { id: stored } if stored == id);
                     Ok(same.then_some(event))
@@ -360,10 +388,11 @@ fn find_existing(
         }
         Identity::Derived { hash, window_ms } => {
             let bucket = bucket_of(prepared.timestamp_ms, *window_ms);
-            // A retry may straddle a bucket edge: look in the neighbours too.
-            for candidate in [bucket, bucket - window_ms, bucket + window_ms] {
-                let key = derived_key(tenant, candidate, hash);
-                let found = match tables.derived.get(key.as_slice())? {
+            // A retry may straddle a bucket edge: look in the event's own bucket (`key`), then
+            // in its neighbours, whose keys are built only when needed.
+            for candidate in [None, Some(bucket - window_ms), Some(bucket + window_ms)] {
+                let neighbour = candidate.map(|b| derived_key(tenant, b, hash));
+                let found = match tables.derived.get(neighbour.as_deref().unwrap_or(key))? {
                     Some(v) => Some(id_from(v.value())?),
                     None => None,
                 };
@@ -387,7 +416,8 @@ fn apply_one(
     seq: &mut u64,
 ) -> Result<Status, StoreError> {
     // 1. Identity: a known event is answered without writing.
-    if let Some(existing) = find_existing(tables, tenant, &prepared)? {
+    let identity_key = index_key(tenant, &prepared);
+    if let Some(existing) = find_existing(tables, tenant, &prepared, &identity_key)? {
         let same = match prepared.identity {
             Identity::Stable { .. } => existing.digest == prepared.digest,
             // Equal hashes mean equal payloads; the timestamps are within the window.
@@ -421,7 +451,7 @@ fn apply_one(
     // 3. Every meter of the type must be able to count it; plan their rollups.
     let meters = tables.meters_for(tenant, &prepared.event_type)?;
     let mut planned = Vec::with_capacity(meters.len());
-    for meter in &meters {
+    for meter in meters.iter() {
         let contribution = match meter.contribution(&prepared.properties) {
             Ok(c) => c,
             Err(e) => return Ok(Status::Rejected(value_rejection(&e))),
@@ -470,20 +500,11 @@ fn apply_one(
         &keys::tenant_id(tenant, event.id),
         &event,
     )?;
-    match &event.identity {
-        Identity::Stable { id } => {
-            let key = stable_key(tenant, &event.source, id);
-            tables
-                .stable
-                .insert(key.as_slice(), event.id.to_bytes().as_slice())?;
-        }
-        Identity::Derived { hash, window_ms } => {
-            let key = derived_key(tenant, bucket_of(event.timestamp_ms, *window_ms), hash);
-            tables
-                .derived
-                .insert(key.as_slice(), event.id.to_bytes().as_slice())?;
-        }
-    }
+    let index = match &event.identity {
+        Identity::Stable { .. } => &mut tables.stable,
+        Identity::Derived { .. } => &mut tables.derived,
+    };
+    index.insert(identity_key.as_slice(), event.id.to_bytes().as_slice())?;
     tables.by_customer.insert(
         by_customer_key(tenant, customer, event.timestamp_ms, event.id).as_slice(),
         (),
@@ -512,11 +533,7 @@ pub fn rebuild_stable_identities(tx: &WriteTransaction) -> Result<u64, StoreErro
     let mut rebuilt = 0u64;
     for entry in events.iter()? {
         let (key, value) = entry?;
-        let tenant = key
-            .value()
-            .get(..8)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(|b| TenantId(u64::from_be_bytes(b)))
+        let tenant = keys::tenant_of(key.value())
             .ok_or_else(|| StoreError::Corrupt("malformed event key".into()))?;
         let event: Event = codec::decode(value.value())?;
         if let Identity::Stable { id } = &event.identity {
