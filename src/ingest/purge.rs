@@ -8,7 +8,7 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
-use crate::store::keys::time_bytes;
+use crate::store::keys::{self, time_bytes};
 use crate::store::writer::Command;
 use crate::store::{tables, StoreError};
 
@@ -40,11 +40,9 @@ impl Command for PurgeDerivedIdentities {
                 Some(entry) => entry?.0.value().to_vec(),
                 None => break,
             };
-            let found = first
-                .get(..8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_be_bytes)
-                .ok_or_else(|| StoreError::Corrupt("malformed derived identity key".into()))?;
+            let found = keys::tenant_of(&first)
+                .ok_or_else(|| StoreError::Corrupt("malformed derived identity key".into()))?
+                .0;
             let mut upper = found.to_be_bytes().to_vec();
             upper.extend_from_slice(&time_bytes(self.horizon_ms));
             for entry in index

@@ -14,7 +14,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::event::Event;
-use super::meter::{Aggregation, Contribution, Meter};
+use super::meter::{Aggregation, Contribution, Meter, ValueError};
 use crate::decimal::Stored;
 use crate::id::Id;
 use crate::store::keys::{self, time_bytes, TenantId};
@@ -232,11 +232,7 @@ pub fn rebuild_minute_rollups(tx: &WriteTransaction) -> Result<u64, StoreError> 
         let mut out = Vec::new();
         for entry in table.iter()? {
             let (key, value) = entry?;
-            let tenant = key
-                .value()
-                .get(..8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(|b| TenantId(u64::from_be_bytes(b)))
+            let tenant = keys::tenant_of(key.value())
                 .ok_or_else(|| StoreError::Corrupt("malformed meter key".into()))?;
             out.push((tenant, codec::decode(value.value())?));
         }
@@ -250,13 +246,7 @@ pub fn rebuild_minute_rollups(tx: &WriteTransaction) -> Result<u64, StoreError> 
         let (start, end) = keys::tenant_range(*tenant);
         for entry in events.range::<&[u8]>(start.as_slice()..end.as_slice())? {
             let (_, value) = entry?;
-            let event: Event = codec::decode(value.value())?;
-            if event.event_type != meter.event_type {
-                continue;
-            }
-            let properties: serde_json::Value = serde_json::from_str(&event.properties)
-                .map_err(|e| StoreError::Corrupt(format!("stored event properties: {e}")))?;
-            let Ok(contribution) = meter.contribution(&properties) else {
+            let Some((event, Ok(contribution))) = stored_contribution(meter, value.value())? else {
                 continue;
             };
             let key = rollup_key(
@@ -281,6 +271,25 @@ pub fn rebuild_minute_rollups(tx: &WriteTransaction) -> Result<u64, StoreError> 
     Ok(written)
 }
 
+/// A stored event and what it contributes to a meter, or why the meter cannot count it.
+type StoredContribution = (Event, Result<Contribution, ValueError>);
+
+/// A stored event (encoded) and what it contributes to `meter`: `None` when it is of another
+/// type, an error inside when the meter cannot count it (a missing or non-numeric value).
+fn stored_contribution(
+    meter: &Meter,
+    encoded: &[u8],
+) -> Result<Option<StoredContribution>, StoreError> {
+    let event: Event = codec::decode(encoded)?;
+    if event.event_type != meter.event_type {
+        return Ok(None);
+    }
+    let properties: serde_json::Value = serde_json::from_str(&event.properties)
+        .map_err(|e| StoreError::Corrupt(format!("stored event properties: {e}")))?;
+    let contribution = meter.contribution(&properties);
+    Ok(Some((event, contribution)))
+}
+
 /// Counts a new meter's already stored events; returns (counted, skipped for lack of a usable
 /// value).
 pub fn backfill(
@@ -297,15 +306,13 @@ pub fn backfill(
     let mut cache = RollupCache::default();
     for entry in events.range::<&[u8]>(start.as_slice()..end.as_slice())? {
         let (_, value) = entry?;
-        let event: Event = codec::decode(value.value())?;
-        if event.event_type != meter.event_type {
-            continue;
-        }
-        let properties: serde_json::Value = serde_json::from_str(&event.properties)
-            .map_err(|e| StoreError::Corrupt(format!("stored event properties: {e}")))?;
-        let Ok(contribution) = meter.contribution(&properties) else {
-            skipped += 1;
-            continue;
+        let (event, contribution) = match stored_contribution(meter, value.value())? {
+            None => continue,
+            Some((_, Err(_))) => {
+                skipped += 1;
+                continue;
+            }
+            Some((event, Ok(contribution))) => (event, contribution),
         };
         match cache.plan(
             &hourly,

@@ -13,7 +13,7 @@ use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 
 use super::grant::{Grant, GrantStatus};
 use super::journal::{self, Balance, Head, JournalEntry};
-use crate::store::keys::TenantId;
+use crate::store::keys::{self, TenantId};
 use crate::store::{codec, tables, StoreError};
 
 /// The first thing found wrong.
@@ -91,11 +91,9 @@ pub fn verify(
     for item in journal_table.iter()? {
         let (key, value) = item?;
         let key = key.value();
-        let tenant = key
-            .get(..8)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(u64::from_be_bytes)
-            .ok_or_else(|| StoreError::Corrupt("malformed journal key".into()))?;
+        let tenant = keys::tenant_of(key)
+            .ok_or_else(|| StoreError::Corrupt("malformed journal key".into()))?
+            .0;
         if only.is_some_and(|t| t.0 != tenant) {
             continue;
         }
@@ -210,12 +208,9 @@ pub fn verify(
     let grants = tx.open_table(tables::GRANTS)?;
     for item in grants.iter()? {
         let (key, value) = item?;
-        let tenant = key
-            .value()
-            .get(..8)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(u64::from_be_bytes)
-            .ok_or_else(|| StoreError::Corrupt("malformed grant key".into()))?;
+        let tenant = keys::tenant_of(key.value())
+            .ok_or_else(|| StoreError::Corrupt("malformed grant key".into()))?
+            .0;
         if only.is_some_and(|t| t.0 != tenant) {
             continue;
         }

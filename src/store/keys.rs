@@ -44,6 +44,12 @@ pub fn tenant_range(tenant: TenantId) -> (Vec<u8>, Vec<u8>) {
     (start, end)
 }
 
+/// Reads the tenant back out of any tenant-prefixed key.
+pub fn tenant_of(key: &[u8]) -> Option<TenantId> {
+    let bytes: [u8; 8] = key.get(..8)?.try_into().ok()?;
+    Some(TenantId(u64::from_be_bytes(bytes)))
+}
+
 /// Reads the id back out of a `(tenant, id)` key.
 pub fn id_of(key: &[u8]) -> Option<Id> {
     let bytes: [u8; 16] = key.get(8..24)?.try_into().ok()?;
