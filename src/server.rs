@@ -174,12 +174,14 @@ async fn purge_task(writer: WriterHandle, config: Arc<Config>, mut stop: watch::
             _ = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,
         }
-        purge_in_passes(&writer, limit, &stop, "idempotency keys", || PurgeExpired {
-            now_ms: crate::clock::now_ms(),
-            limit,
+        let keys = in_passes(&writer, limit, &stop, "idempotency purge", || {
+            PurgeExpired {
+                now_ms: crate::clock::now_ms(),
+                limit,
+            }
         })
         .await;
-        purge_in_passes(&writer, limit, &stop, "derived event identities", || {
+        let identities = in_passes(&writer, limit, &stop, "identity purge", || {
             PurgeDerivedIdentities {
                 horizon_ms: config
                     .ingest
@@ -188,33 +190,40 @@ async fn purge_task(writer: WriterHandle, config: Arc<Config>, mut stop: watch::
             }
         })
         .await;
+        for (what, purged) in [
+            ("idempotency_keys", keys),
+            ("derived_identities", identities),
+        ] {
+            if purged > 0 {
+                metrics::counter!("tally_purged_total", "what" => what).increment(purged);
+                tracing::debug!(purged, what, "purged");
+            }
+        }
     }
 }
 
-/// Submits purge passes until one deletes fewer than `limit` rows (or the daemon stops), so a
-/// backlog drains without holding the writer for long at a time.
-async fn purge_in_passes<C: Command<Output = usize>>(
+/// Submits passes of a bounded maintenance command until one handles fewer than `limit` rows
+/// (or the daemon stops), so a backlog drains without holding the writer for long at a time.
+/// Returns the rows handled; a failed pass is logged and retried at the next interval.
+async fn in_passes<C: Command<Output = usize>>(
     writer: &WriterHandle,
     limit: usize,
     stop: &watch::Receiver<bool>,
     what: &'static str,
     pass: impl Fn() -> C,
-) {
+) -> u64 {
+    let mut total = 0u64;
     loop {
         match writer.submit(pass()).await {
-            Ok(purged) => {
-                if purged > 0 {
-                    metrics::counter!("tally_purged_total", "what" => what)
-                        .increment(purged as u64);
-                    tracing::debug!(purged, what, "purged");
-                }
-                if purged < limit || *stop.borrow() {
-                    return;
+            Ok(handled) => {
+                total += handled as u64;
+                if handled < limit || *stop.borrow() {
+                    return total;
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, what, "purge deferred");
-                return;
+                tracing::warn!(%error, what, "deferred");
+                return total;
             }
         }
     }
@@ -226,27 +235,16 @@ async fn expiry_task(writer: WriterHandle, config: Arc<Config>, mut stop: watch:
     let interval = Duration::from_millis(config.ledger.expiry_interval_ms);
     let limit = usize::try_from(config.ledger.expiry_batch_size).unwrap_or(500);
     loop {
-        loop {
-            let command = crate::ledger::grant::ExpireGrants {
+        let expired = in_passes(&writer, limit, &stop, "credit expiry", || {
+            crate::ledger::grant::ExpireGrants {
                 now_ms: crate::clock::now_ms(),
                 limit,
-            };
-            match writer.submit(command).await {
-                Ok(expired) => {
-                    if expired > 0 {
-                        metrics::counter!("tally_credit_grants_expired_total")
-                            .increment(expired as u64);
-                        tracing::info!(expired, "expired credit grants");
-                    }
-                    if expired < limit || *stop.borrow() {
-                        break;
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "credit expiry deferred");
-                    break;
-                }
             }
+        })
+        .await;
+        if expired > 0 {
+            metrics::counter!("tally_credit_grants_expired_total").increment(expired);
+            tracing::info!(expired, "expired credit grants");
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

@@ -628,13 +628,10 @@ fn write_off(
     if amount_minor <= 0 {
         return Ok(());
     }
-    let sign = match direction {
-        WriteOff::Post => 1,
-        WriteOff::Reverse => -1,
-    };
-    let (kind, reason) = match direction {
-        WriteOff::Post => ("invoice_write_off", "written off as uncollectible"),
+    let (sign, kind, reason) = match direction {
+        WriteOff::Post => (1, "invoice_write_off", "written off as uncollectible"),
         WriteOff::Reverse => (
+            -1,
             "invoice_write_off_reversal",
             "collected after its write-off",
         ),
