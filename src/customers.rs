@@ -151,3 +151,37 @@ pub fn list(
     }
     Ok((out, has_more))
 }
+
+/// Creates a USD customer directly in `store`, below HTTP; returns it. Unit and property tests
+/// of ingest, billing, the ledger and storage all start from one.
+#[cfg(test)]
+pub(crate) fn create_for_test(
+    store: &crate::store::Store,
+    tenant: TenantId,
+    external_id: &str,
+    created_at_ms: i64,
+) -> Customer {
+    store
+        .apply_one(CreateCustomer {
+            tenant,
+            customer: Customer::for_test(external_id, created_at_ms),
+        })
+        .expect("store")
+        .expect("customer")
+}
+
+#[cfg(test)]
+impl Customer {
+    /// A USD customer with only the required fields.
+    pub(crate) fn for_test(external_id: &str, created_at_ms: i64) -> Self {
+        Customer {
+            id: Id::generate(),
+            external_id: external_id.into(),
+            name: None,
+            email: None,
+            currency: "USD".into(),
+            metadata: BTreeMap::new(),
+            created_at_ms,
+        }
+    }
+}

@@ -16,7 +16,6 @@ use super::pricing::Model;
 use super::run::{BillingRun, Policy};
 use super::subscription::{CreateSubscription, Subscription, SubscriptionStatus};
 use super::verify::verify_invoice;
-use crate::customers::{CreateCustomer, Customer};
 use crate::decimal::Stored;
 use crate::id::Id;
 use crate::ingest::event::IngestBatch;
@@ -59,22 +58,7 @@ struct World {
 fn world() -> World {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&dir.path().join("b.redb"), 1 << 22).expect("open");
-    let customer = Id::generate();
-    store
-        .apply_one(CreateCustomer {
-            tenant: TENANT,
-            customer: Customer {
-                id: customer,
-                external_id: "c".into(),
-                name: None,
-                email: None,
-                currency: "USD".into(),
-                metadata: BTreeMap::new(),
-                created_at_ms: T0,
-            },
-        })
-        .expect("store")
-        .expect("customer");
+    let customer = crate::customers::create_for_test(&store, TENANT, "c", T0).id;
     let meters = vec![
         meter("calls", Aggregation::Count),
         meter("tokens", Aggregation::Sum),

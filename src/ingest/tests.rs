@@ -1,8 +1,6 @@
 //! Property tests of ingest below HTTP: whatever the duplicates and the batching, usage equals
 //! the aggregation of the de-duplicated events, for every aggregation, over any range.
 
-use std::collections::BTreeMap;
-
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -12,7 +10,6 @@ use super::meter::{Aggregation, CreateMeter, Meter};
 use super::parse::{parse_body, Context, Format};
 use super::usage;
 use crate::config::IngestConfig;
-use crate::customers::{CreateCustomer, Customer};
 use crate::id::Id;
 use crate::store::{Store, TenantId};
 
@@ -115,18 +112,7 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("p.redb"), 1 << 22).expect("open");
-        store.apply_one(CreateCustomer {
-            tenant: TENANT,
-            customer: Customer {
-                id: Id::generate(),
-                external_id: "c1".into(),
-                name: None,
-                email: None,
-                currency: "USD".into(),
-                metadata: BTreeMap::new(),
-                created_at_ms: NOW_MS,
-            },
-        }).expect("store").expect("customer");
+        crate::customers::create_for_test(&store, TENANT, "c1", NOW_MS);
         let meters: Vec<Meter> = AGGREGATIONS
             .iter()
             .map(|a| meter(a.as_str(), *a))
@@ -209,21 +195,7 @@ proptest! {
 fn derived_identities_respect_the_window_and_bucket_edges() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&dir.path().join("d.redb"), 1 << 22).expect("open");
-    store
-        .apply_one(CreateCustomer {
-            tenant: TENANT,
-            customer: Customer {
-                id: Id::generate(),
-                external_id: "c1".into(),
-                name: None,
-                email: None,
-                currency: "USD".into(),
-                metadata: BTreeMap::new(),
-                created_at_ms: NOW_MS,
-            },
-        })
-        .expect("store")
-        .expect("customer");
+    crate::customers::create_for_test(&store, TENANT, "c1", NOW_MS);
     let config = IngestConfig::default();
     let ctx = Context {
         tenant: TENANT,
@@ -284,21 +256,7 @@ fn a_schema_1_database_gets_its_stable_identities_rebuilt_on_open() {
     };
     {
         let store = Store::open(&path, 1 << 22).expect("open");
-        store
-            .apply_one(CreateCustomer {
-                tenant: TENANT,
-                customer: Customer {
-                    id: Id::generate(),
-                    external_id: "c1".into(),
-                    name: None,
-                    email: None,
-                    currency: "USD".into(),
-                    metadata: BTreeMap::new(),
-                    created_at_ms: NOW_MS,
-                },
-            })
-            .expect("store")
-            .expect("customer");
+        crate::customers::create_for_test(&store, TENANT, "c1", NOW_MS);
         store
             .apply_one(CreateMeter {
                 tenant: TENANT,
@@ -374,21 +332,7 @@ fn derived_identities_beyond_the_horizon_are_purged_and_the_rest_still_dedupe() 
     let config = IngestConfig::default();
     let tenants = [TenantId(1), TenantId(2), TenantId(u64::MAX)];
     for tenant in tenants {
-        store
-            .apply_one(CreateCustomer {
-                tenant,
-                customer: Customer {
-                    id: Id::generate(),
-                    external_id: "c1".into(),
-                    name: None,
-                    email: None,
-                    currency: "USD".into(),
-                    metadata: BTreeMap::new(),
-                    created_at_ms: NOW_MS,
-                },
-            })
-            .expect("store")
-            .expect("customer");
+        crate::customers::create_for_test(&store, tenant, "c1", NOW_MS);
     }
     // Events without ids (derived identities), received at `now_ms` with a timestamp `age_ms`
     // before it.

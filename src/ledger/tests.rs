@@ -1,8 +1,6 @@
 //! Property tests of the ledger: any sequence of grants, consumptions, voids and expiries keeps
 //! every invariant, and verification notices tampering.
 
-use std::collections::BTreeMap;
-
 use proptest::prelude::*;
 use redb::{ReadableTable, ReadableTableMetadata};
 
@@ -12,7 +10,6 @@ use super::grant::{
 };
 use super::journal::{self, JournalEntry};
 use super::verify::verify;
-use crate::customers::{CreateCustomer, Customer};
 use crate::id::Id;
 use crate::store::{codec, tables, Store, TenantId};
 
@@ -57,23 +54,7 @@ fn setup() -> (tempfile::TempDir, Store, Vec<Id>) {
     let store = Store::open(&dir.path().join("l.redb"), 1 << 22).expect("open");
     let mut customers = Vec::new();
     for name in ["a", "b"] {
-        let id = Id::generate();
-        store
-            .apply_one(CreateCustomer {
-                tenant: TENANT,
-                customer: Customer {
-                    id,
-                    external_id: name.into(),
-                    name: None,
-                    email: None,
-                    currency: "USD".into(),
-                    metadata: BTreeMap::new(),
-                    created_at_ms: START_MS,
-                },
-            })
-            .expect("store")
-            .expect("customer");
-        customers.push(id);
+        customers.push(crate::customers::create_for_test(&store, TENANT, name, START_MS).id);
     }
     (dir, store, customers)
 }

@@ -174,7 +174,7 @@ impl StorageBackend for FaultyBackend {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeSet;
     use std::time::{Duration, Instant};
 
     use redb::ReadableTableMetadata;
@@ -236,15 +236,7 @@ mod tests {
             retention_ms: 3_600_000,
             inner: CreateCustomer {
                 tenant: TENANT,
-                customer: Customer {
-                    id: Id::generate(),
-                    external_id: format!("created-{trial}"),
-                    name: None,
-                    email: None,
-                    currency: "USD".into(),
-                    metadata: BTreeMap::new(),
-                    created_at_ms: NOW_MS,
-                },
+                customer: Customer::for_test(&format!("created-{trial}"), NOW_MS),
             },
             render,
         }
@@ -322,22 +314,7 @@ mod tests {
         let faults = Arc::new(Faults::default());
         let store =
             Arc::new(Store::open_faulty(&path, 1 << 20, Arc::clone(&faults)).expect("open"));
-        let customer = store
-            .apply_one(CreateCustomer {
-                tenant: TENANT,
-                customer: Customer {
-                    id: Id::generate(),
-                    external_id: "c1".into(),
-                    name: None,
-                    email: None,
-                    currency: "USD".into(),
-                    metadata: BTreeMap::new(),
-                    created_at_ms: NOW_MS,
-                },
-            })
-            .expect("store")
-            .expect("customer")
-            .id;
+        let customer = crate::customers::create_for_test(&store, TENANT, "c1", NOW_MS).id;
         let meter = Meter {
             id: Id::generate(),
             key: "calls".into(),

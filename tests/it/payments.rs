@@ -245,14 +245,7 @@ async fn a_decline_schedules_the_next_attempt_and_exhaustion_is_uncollectible() 
 
     // A success the provider reports after dunning gave up (providers allow it) collects the
     // invoice and reverses the write-off.
-    let ep = d2
-        .post(
-            "/v1/webhook-endpoints",
-            Some("ep"),
-            &json!({"provider": "stripe", "secret": HOOK_SECRET}),
-        )
-        .await;
-    let ep = ep.json["id"].as_str().expect("id").to_string();
+    let ep = stripe_endpoint(&d2).await;
     let last = attempts[2]["id"].as_str().expect("id");
     let mut intent = stripe2.intent_of(last).expect("the declined intent");
     intent["status"] = json!("succeeded");
@@ -291,6 +284,19 @@ fn posting(entry: &Value, account: &str) -> Option<i64> {
         .and_then(|p| p["amount_minor"].as_i64())
 }
 
+/// Registers a Stripe webhook endpoint signed with [`HOOK_SECRET`]; returns its id.
+async fn stripe_endpoint(d: &Daemon) -> String {
+    let ep = d
+        .post(
+            "/v1/webhook-endpoints",
+            Some("ep"),
+            &json!({"provider": "stripe", "secret": HOOK_SECRET}),
+        )
+        .await;
+    assert_eq!(ep.status, 201, "{}", ep.json);
+    ep.json["id"].as_str().expect("id").to_string()
+}
+
 async fn stripe_hook(
     d: &Daemon,
     endpoint: &str,
@@ -318,14 +324,7 @@ async fn stripe_hook(
 async fn webhook_before_after_or_instead_of_the_reply_ends_in_one_state() {
     let stripe = FakeStripe::start().await;
     let d = daemon(&stripe, "").await;
-    let ep = d
-        .post(
-            "/v1/webhook-endpoints",
-            Some("ep"),
-            &json!({"provider": "stripe", "secret": HOOK_SECRET}),
-        )
-        .await;
-    let ep = ep.json["id"].as_str().expect("id").to_string();
+    let ep = stripe_endpoint(&d).await;
     let inv = invoices(&d, 3).await;
     // Before the reply: the provider is slow to answer; its webhook lands first.
     let before = pay(&d, &inv[0], "pm_slow").await["id"]
