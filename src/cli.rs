@@ -549,6 +549,7 @@ fn reconcile(config: &Config, tenant: &str, from: &str, to: Option<&str>) -> any
     let charges = runtime
         .block_on(crate::payments::worker::fetch_all(
             psp.as_ref(),
+            tenant,
             from_ms,
             to_ms,
         ))

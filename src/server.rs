@@ -363,6 +363,10 @@ fn job_registry(
         Arc::new(ExecutePayment(ctx.clone())),
     );
     registry.register(
+        crate::payments::payment::CANCEL_JOB,
+        Arc::new(crate::payments::worker::CancelPayment(ctx.clone())),
+    );
+    registry.register(
         crate::payments::payment::REFUND_JOB,
         Arc::new(ExecuteRefund(ctx.clone())),
     );

@@ -16,12 +16,13 @@ use super::pagination::PageParams;
 use super::problem::{ApiError, Problem};
 use super::AppState;
 use crate::billing::invoice::{self, Invoice, InvoiceError, Line, PREFIX};
-use crate::billing::run::{self, BillingRun, Run, VoidInvoice};
+use crate::billing::run::{self, BillingRun, Run};
 use crate::billing::{plan, preview, subscription};
 use crate::decimal;
 use crate::id::Id;
 use crate::idempotency::StoredResponse;
 use crate::ledger::journal;
+use crate::payments::void::VoidInvoice;
 
 /// One tier's share of a line.
 #[derive(Debug, Serialize, ToSchema)]
@@ -330,6 +331,9 @@ fn render_void(output: &Result<Invoice, InvoiceError>) -> StoredResponse {
         Err(e @ InvoiceError::WrongState { .. }) => {
             ApiError::new(StatusCode::CONFLICT, "invoice_state", e.to_string()).to_stored()
         }
+        Err(e @ InvoiceError::PaymentInProgress { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, "payment_in_progress", e.to_string()).to_stored()
+        }
         Err(e) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invoice_error",
@@ -352,7 +356,7 @@ pub struct EmptyRequest {}
     responses(
         (status = 200, body = InvoiceResponse),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "invoice_state: not finalized", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "invoice_state: not finalized; payment_in_progress: an attempt is at the provider", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
 )]

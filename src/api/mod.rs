@@ -114,6 +114,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/payments", get(payments::list))
         .route("/v1/payments/{id}", get(payments::get))
         .route("/v1/payments/{id}/refund", post(payments::refund))
+        .route("/v1/payments/{id}/cancel", post(payments::cancel))
         .route("/v1/reconciliations", post(payments::reconcile_start))
         .route("/v1/reconciliations/{id}", get(payments::reconcile_get))
         .route("/v1/dead-letters", get(dead_letters::list))

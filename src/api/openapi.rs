@@ -71,6 +71,7 @@ use super::{
         payments::get,
         payments::list,
         payments::refund,
+        payments::cancel,
         payments::reconcile_start,
         payments::reconcile_get,
     ),

@@ -18,7 +18,7 @@ use super::AppState;
 use crate::id::Id;
 use crate::idempotency::StoredResponse;
 use crate::payments::payment::{
-    self, Pay, PayError, Payment, RequestRefund, PREFIX, REFUND_PREFIX,
+    self, Pay, PayError, Payment, RequestCancel, RequestRefund, PREFIX, REFUND_PREFIX,
 };
 use crate::payments::reconcile::{self, Item, Reconciliation, Start};
 
@@ -68,7 +68,9 @@ pub struct PaymentResponse {
     pub amount_minor: i64,
     /// ISO 4217.
     pub currency: String,
-    /// pending, processing, succeeded, failed, requires_action, unknown or canceled.
+    /// pending, processing, succeeded, failed, requires_action, unknown, canceled,
+    /// needs_review (collected with another amount or currency) or unapplied (collected for an
+    /// invoice that needed no payment; refunded).
     pub status: &'static str,
     /// intent_recorded, provider_called or outcome_recorded.
     pub recovery_point: &'static str,
@@ -94,6 +96,15 @@ pub struct PaymentResponse {
     pub created_at: String,
     /// RFC 3339.
     pub updated_at: String,
+    /// The attempt waiting for customer action that this one replaced (canceled at the
+    /// provider before this one was charged).
+    pub supersedes: Option<String>,
+    /// What the provider reported collecting, once it did (minor units).
+    pub received_minor: Option<i64>,
+    /// The currency of `received_minor`.
+    pub received_currency: Option<String>,
+    /// Why collected money was held in `suspense` (`needs_review`, `unapplied`).
+    pub held_reason: Option<String>,
 }
 
 fn payment_body(p: &Payment) -> PaymentResponse {
@@ -131,6 +142,10 @@ fn payment_body(p: &Payment) -> PaymentResponse {
         scheduled_at: rfc(p.scheduled_at_ms),
         created_at: rfc(p.created_at_ms),
         updated_at: rfc(p.updated_at_ms),
+        supersedes: p.supersedes.map(|s| s.display(PREFIX)),
+        received_minor: p.received_minor,
+        received_currency: p.received_currency.clone(),
+        held_reason: p.held_reason.clone(),
     }
 }
 
@@ -150,6 +165,9 @@ fn render(output: &Result<Payment, PayError>, ok: StatusCode) -> StoredResponse 
             ApiError::new(StatusCode::CONFLICT, "not_refundable", e.to_string())
                 .field("amount_minor", e.to_string())
                 .to_stored()
+        }
+        Err(e @ PayError::NotCancelable(_)) => {
+            ApiError::new(StatusCode::CONFLICT, "not_cancelable", e.to_string()).to_stored()
         }
     }
 }
@@ -358,6 +376,53 @@ pub async fn refund(
             tenant,
             payment: parsed,
             amount_minor: body.value.amount_minor,
+            now_ms: crate::clock::now_ms(),
+        },
+        render_ok,
+    )
+    .await?;
+    state.jobs_wake.notify_one();
+    Ok(response)
+}
+
+/// Cancels an attempt: one never sent is canceled at once; one waiting for the customer
+/// (`requires_action`) is canceled at the provider by a job, after which it reads `canceled`
+/// (or `succeeded`, if the customer completed it first). Settling or settled attempts cannot be
+/// canceled (409 `not_cancelable`). An invoice whose attempt waits for the customer can be
+/// voided once the attempt is canceled.
+#[utoipa::path(
+    post, path = "/v1/payments/{id}/cancel", tag = "payments",
+    request_body = super::invoices::EmptyRequest,
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "required")),
+    responses(
+        (status = 200, body = PaymentResponse),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "not_cancelable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    key: IdempotencyKey,
+    body: OptionalJsonBody<super::invoices::EmptyRequest>,
+) -> Result<Response, ApiError> {
+    let key = key.required()?;
+    let parsed = Id::parse(&id, PREFIX).ok_or_else(|| ApiError::missing("payment", &id))?;
+    let path = format!("/v1/payments/{id}/cancel");
+    let response = idempotent::run(
+        &state,
+        idempotent::Request {
+            tenant,
+            key,
+            method: "POST",
+            path: &path,
+            canonical_body: &body.canonical,
+        },
+        RequestCancel {
+            tenant,
+            payment: parsed,
             now_ms: crate::clock::now_ms(),
         },
         render_ok,

@@ -212,6 +212,16 @@ pub enum InvoiceError {
     /// The ledger refused an entry.
     #[error("ledger: {0}")]
     Ledger(String),
+    /// A payment attempt is at the provider, which may still collect it.
+    #[error("invoice {id} has payment {payment} {status} at the provider; it can be voided once that attempt settles or is canceled")]
+    PaymentInProgress {
+        /// The invoice.
+        id: String,
+        /// The attempt.
+        payment: String,
+        /// Its status.
+        status: &'static str,
+    },
 }
 
 impl From<pricing::OutOfRange> for InvoiceError {

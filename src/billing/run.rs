@@ -647,23 +647,3 @@ impl Command for CancelSubscription {
         }))
     }
 }
-
-/// Voids a finalized invoice (see [`invoice::void`]).
-pub struct VoidInvoice {
-    /// Owner.
-    pub tenant: TenantId,
-    /// Which invoice.
-    pub id: Id,
-    /// Now.
-    pub now_ms: i64,
-    /// The intent.
-    pub origin: String,
-}
-
-impl Command for VoidInvoice {
-    type Output = Result<Invoice, InvoiceError>;
-
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
-        invoice::void(tx, self.tenant, self.id, self.now_ms, &self.origin)
-    }
-}

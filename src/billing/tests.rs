@@ -300,7 +300,7 @@ fn billing_runs_twice_never_duplicate_and_void_reissues_once() {
     assert_eq!(all.len(), 1);
     let voided = w
         .store
-        .apply_one(super::run::VoidInvoice {
+        .apply_one(crate::payments::void::VoidInvoice {
             tenant: TENANT,
             id: all[0].id,
             now_ms: NOW,

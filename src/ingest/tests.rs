@@ -311,7 +311,10 @@ fn a_schema_1_database_gets_its_stable_identities_rebuilt_on_open() {
     assert_eq!(counted, Some(Decimal::from(3)));
     let meta = tx.open_table(tables::META).expect("meta");
     let version = meta.get("schema_version").expect("get").expect("version");
-    assert_eq!(version.value(), 2u32.to_be_bytes().as_slice());
+    assert_eq!(
+        version.value(),
+        crate::store::SCHEMA_VERSION.to_be_bytes().as_slice()
+    );
     assert!(
         tx.open_table(tables::LEGACY_EVENT_IDENTITIES).is_err(),
         "the legacy index is gone"

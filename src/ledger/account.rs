@@ -11,6 +11,7 @@
 //! | `psp_clearing` | asset | money the payment provider collected and has not paid out |
 //! | `cash` | asset | money received outside the provider (e.g. prepaid credits) |
 //! | `bad_debt` | expense | receivables written off when an invoice became uncollectible |
+//! | `suspense` | liability | money the provider collected that no invoice could take (a wrong amount or currency, a voided or already paid invoice, a superseded attempt), held until it is refunded or reviewed |
 //! | `customer:cus_…:receivable` | asset | what the customer owes |
 //! | `customer:cus_…:credits:grt_…` | liability | one credit grant's unused remainder |
 //!
@@ -63,6 +64,9 @@ pub enum SystemAccount {
     /// Receivables written off (invoices that dunning could not collect). Last, so records
     /// written before it existed decode unchanged.
     BadDebt,
+    /// Money received that no invoice could take, held until it is refunded or reviewed.
+    /// After `BadDebt` for the same reason.
+    Suspense,
 }
 
 /// Which account a posting moves.
@@ -97,6 +101,7 @@ impl AccountRef {
             AccountRef::System(SystemAccount::PspClearing | SystemAccount::Cash) => {
                 AccountType::Asset
             }
+            AccountRef::System(SystemAccount::Suspense) => AccountType::Liability,
             AccountRef::Receivable { .. } => AccountType::Asset,
             AccountRef::Grant { .. } => AccountType::Liability,
         }
@@ -122,6 +127,7 @@ impl AccountRef {
             AccountRef::System(SystemAccount::PspClearing) => "psp_clearing".into(),
             AccountRef::System(SystemAccount::Cash) => "cash".into(),
             AccountRef::System(SystemAccount::BadDebt) => "bad_debt".into(),
+            AccountRef::System(SystemAccount::Suspense) => "suspense".into(),
             AccountRef::Receivable { customer } => {
                 format!("customer:{}:receivable", customer.display(customer_prefix))
             }
@@ -142,6 +148,7 @@ impl AccountRef {
             "psp_clearing" => AccountRef::System(SystemAccount::PspClearing),
             "cash" => AccountRef::System(SystemAccount::Cash),
             "bad_debt" => AccountRef::System(SystemAccount::BadDebt),
+            "suspense" => AccountRef::System(SystemAccount::Suspense),
             other => {
                 let rest = other.strip_prefix("customer:")?;
                 let mut parts = rest.split(':');
@@ -171,6 +178,7 @@ impl AccountRef {
                     SystemAccount::PspClearing => 3,
                     SystemAccount::Cash => 4,
                     SystemAccount::BadDebt => 5,
+                    SystemAccount::Suspense => 6,
                 });
             }
             AccountRef::Receivable { customer } => {
@@ -199,6 +207,7 @@ mod tests {
             AccountRef::System(SystemAccount::Revenue),
             AccountRef::System(SystemAccount::Cash),
             AccountRef::System(SystemAccount::BadDebt),
+            AccountRef::System(SystemAccount::Suspense),
             AccountRef::Receivable { customer },
             AccountRef::Grant { customer, grant },
         ] {

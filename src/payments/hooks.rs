@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use redb::WriteTransaction;
 
-use super::payment::{self, Dunning, Outcome};
+use super::payment::{self, Dunning, Outcome, Received};
+use super::refund::{self, Matched, ProviderRefund};
+use super::stripe::intent_received;
 use crate::id::Id;
 use crate::store::{StoreError, TenantId};
 use crate::webhooks::endpoint::Provider;
@@ -19,7 +21,11 @@ pub fn register(handlers: &mut EventHandlers, dunning: Dunning) {
         "payment_intent.payment_failed",
         "payment_intent.processing",
         "payment_intent.requires_action",
+        "payment_intent.canceled",
         "charge.refunded",
+        "refund.created",
+        "refund.updated",
+        "charge.refund.updated",
     ] {
         handlers.register(
             Provider::Stripe,
@@ -74,73 +80,56 @@ impl EventHandler for StripeEvent {
             "webhook:{}",
             event.id.display(crate::webhooks::event::PREFIX)
         );
-        if self.kind == "charge.refunded" {
-            let id = match find(tx, tenant, object, "payment_intent")? {
-                Ok(id) => id,
-                Err(h) => return Ok(h),
-            };
-            let Some(p) = payment::load(tx, tenant, id)? else {
-                return Ok(Handled::Ignored);
-            };
-            if p.status != payment::PaymentStatus::Succeeded {
-                return Ok(Handled::NotYet(
-                    "the payment's success is not recorded yet".into(),
-                ));
+        match self.kind {
+            "charge.refunded" => charge_refunded(tx, tenant, object, now_ms, &origin),
+            "refund.created" | "refund.updated" | "charge.refund.updated" => {
+                refund_event(tx, tenant, object, now_ms, &origin)
             }
-            let refunded = object["amount_refunded"].as_i64().unwrap_or(0);
-            // Tally's own pending refunds complete; a refund made at the provider directly is
-            // recorded as one more.
-            for r in p.refunds.iter().filter(|r| r.status == "pending") {
-                payment::apply_refund(
-                    tx,
-                    tenant,
-                    id,
-                    r.id,
-                    Ok(object["id"].as_str().unwrap_or("refund").to_string()),
-                    now_ms,
-                    &origin,
-                )?;
-            }
-            let Some(after) = payment::load(tx, tenant, id)? else {
-                return Ok(Handled::Ignored);
-            };
-            let extra = refunded - after.refunded_minor();
-            if extra > 0 {
-                let Ok(mut requested) = (payment::RequestRefund {
-                    tenant,
-                    payment: id,
-                    amount_minor: Some(extra),
-                    now_ms,
-                })
-                .apply_without_job(tx)?
-                else {
-                    return Ok(Handled::Failed(
-                        "the provider refunded more than was paid".into(),
-                    ));
-                };
-                if let Some(r) = requested.refunds.pop() {
-                    payment::apply_refund(
-                        tx,
-                        tenant,
-                        id,
-                        r.id,
-                        Ok("provider".into()),
-                        now_ms,
-                        &origin,
-                    )?;
-                }
-            }
-            return Ok(Handled::Applied);
+            _ => self.intent_event(tx, tenant, object, now_ms, &origin),
         }
+    }
+}
+
+impl StripeEvent {
+    /// A `payment_intent.*` event: its outcome, with what it reports collecting.
+    fn intent_event(
+        &self,
+        tx: &WriteTransaction,
+        tenant: TenantId,
+        object: &serde_json::Value,
+        now_ms: i64,
+        origin: &str,
+    ) -> Result<Handled, StoreError> {
         let id = match find(tx, tenant, object, "id")? {
             Ok(id) => id,
             Err(h) => return Ok(h),
         };
         let provider_id = object["id"].as_str().map(str::to_string);
         let outcome = match self.kind {
-            "payment_intent.succeeded" => Outcome::Succeeded { provider_id },
+            "payment_intent.succeeded" => {
+                let Some((amount_minor, currency)) = intent_received(object) else {
+                    return Ok(Handled::Failed(
+                        "the succeeded intent names no amount and currency".into(),
+                    ));
+                };
+                Outcome::Succeeded {
+                    provider_id,
+                    received: Some(Received {
+                        amount_minor,
+                        currency,
+                    }),
+                }
+            }
             "payment_intent.processing" => Outcome::Processing { provider_id },
             "payment_intent.requires_action" => Outcome::RequiresAction { provider_id },
+            "payment_intent.canceled" => Outcome::Failed {
+                provider_id,
+                code: "canceled".into(),
+                message: object["cancellation_reason"]
+                    .as_str()
+                    .unwrap_or("the intent was canceled at the provider")
+                    .to_string(),
+            },
             _ => Outcome::Failed {
                 provider_id,
                 code: object["last_payment_error"]["decline_code"]
@@ -154,7 +143,115 @@ impl EventHandler for StripeEvent {
                     .to_string(),
             },
         };
-        payment::apply_outcome(tx, tenant, id, outcome, &self.dunning, now_ms, &origin)?;
+        payment::apply_outcome(tx, tenant, id, outcome, &self.dunning, now_ms, origin)?;
         Ok(Handled::Applied)
     }
+}
+
+/// The payment of a refund or charge object, once its collection is recorded.
+fn collected_payment(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    object: &serde_json::Value,
+) -> Result<Result<Id, Handled>, StoreError> {
+    let id = match find(tx, tenant, object, "payment_intent")? {
+        Ok(id) => id,
+        Err(h) => return Ok(Err(h)),
+    };
+    let Some(p) = payment::load(tx, tenant, id)? else {
+        return Ok(Err(Handled::Ignored));
+    };
+    if !p.status.is_collected() {
+        return Ok(Err(Handled::NotYet(
+            "the payment's collection is not recorded yet".into(),
+        )));
+    }
+    Ok(Ok(id))
+}
+
+/// `charge.refunded`: each refund of the charge's list is matched by its ids and amount;
+/// without a list, the total is matched as `refund::apply_refunded_total` describes.
+fn charge_refunded(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    object: &serde_json::Value,
+    now_ms: i64,
+    origin: &str,
+) -> Result<Handled, StoreError> {
+    let id = match collected_payment(tx, tenant, object)? {
+        Ok(id) => id,
+        Err(h) => return Ok(h),
+    };
+    if let Some(list) = object["refunds"]["data"].as_array() {
+        let mut problems = Vec::new();
+        for item in list {
+            let Some(r) = provider_refund(item) else {
+                problems.push("a refund without an id or amount".to_string());
+                continue;
+            };
+            match refund::apply_provider_refund(tx, tenant, id, &r, now_ms, origin)? {
+                Matched::Applied => {}
+                Matched::Mismatch(why) | Matched::Refused(why) => problems.push(why),
+            }
+        }
+        return Ok(settled(problems));
+    }
+    let Some(total) = object["amount_refunded"].as_i64() else {
+        return Ok(Handled::Failed(
+            "the charge names no amount_refunded".into(),
+        ));
+    };
+    let charge = object["id"].as_str().unwrap_or("charge");
+    let matched = refund::apply_refunded_total(tx, tenant, id, charge, total, now_ms, origin)?;
+    Ok(match matched {
+        Matched::Applied => Handled::Applied,
+        // Left pending: the refunds' own events (or the refund jobs) settle them.
+        Matched::Mismatch(why) => {
+            tracing::info!(reason = %why, "charge.refunded left refunds pending");
+            Handled::Applied
+        }
+        Matched::Refused(why) => Handled::Failed(why),
+    })
+}
+
+/// `refund.created`, `refund.updated`, `charge.refund.updated`: one refund object.
+fn refund_event(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    object: &serde_json::Value,
+    now_ms: i64,
+    origin: &str,
+) -> Result<Handled, StoreError> {
+    let id = match collected_payment(tx, tenant, object)? {
+        Ok(id) => id,
+        Err(h) => return Ok(h),
+    };
+    let Some(r) = provider_refund(object) else {
+        return Ok(Handled::Failed("the refund names no id or amount".into()));
+    };
+    let matched = refund::apply_provider_refund(tx, tenant, id, &r, now_ms, origin)?;
+    Ok(match matched {
+        Matched::Applied => Handled::Applied,
+        Matched::Mismatch(why) | Matched::Refused(why) => Handled::Failed(why),
+    })
+}
+
+fn settled(problems: Vec<String>) -> Handled {
+    if problems.is_empty() {
+        Handled::Applied
+    } else {
+        Handled::Failed(problems.join("; "))
+    }
+}
+
+/// A Stripe refund object as the matcher reads it.
+fn provider_refund(object: &serde_json::Value) -> Option<ProviderRefund> {
+    Some(ProviderRefund {
+        provider_id: object["id"].as_str()?.to_string(),
+        amount_minor: object["amount"].as_i64()?,
+        status: object["status"].as_str().unwrap_or("pending").to_string(),
+        tally_refund: object["metadata"]["tally_refund"]
+            .as_str()
+            .and_then(|t| Id::parse(t, payment::REFUND_PREFIX)),
+    })
 }

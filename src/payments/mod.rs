@@ -1,10 +1,16 @@
 //! Payments through a provider: attempts with recovery points, deterministic provider keys,
 //! refunds, dunning, provider webhooks and reconciliation.
 
+pub mod attempt;
 pub mod hooks;
+pub mod migrate;
+pub mod outcome;
 pub mod payment;
 pub mod psp;
 pub mod reconcile;
+pub mod refund;
 pub mod simulated;
 pub mod stripe;
+pub mod void;
 pub mod worker;
+mod write_off;

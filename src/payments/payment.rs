@@ -10,18 +10,22 @@
 //! The same [`apply_outcome`] serves the synchronous path, provider webhooks and
 //! reconciliation, so whichever arrives first wins and the others change nothing. States never
 //! move backwards: a succeeded payment stays succeeded.
+//!
+//! This file holds the records and their storage; each state transition lives beside its
+//! noun: opening, superseding and canceling attempts in `attempt.rs`, provider outcomes in
+//! `outcome.rs`, refunds in `refund.rs`, voiding an invoice that has attempts in `void.rs`.
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use crate::billing::invoice::{Invoice, InvoiceStatus};
+use crate::billing::invoice::Invoice;
 use crate::id::Id;
-use crate::jobs::{self, Job};
-use crate::ledger::account::{AccountRef, SystemAccount};
-use crate::ledger::journal::{self, Draft, Links, Posting};
 use crate::store::keys::{self, TenantId};
-use crate::store::writer::Command;
 use crate::store::{get_record, put_record, tables, StoreError};
+
+pub use super::attempt::{cancel, create_attempt, MarkProviderCalled, Pay, RequestCancel};
+pub use super::outcome::{apply_outcome, Dunning, Outcome, Received};
+pub use super::refund::{apply_refund, RequestRefund};
 
 /// The public id prefix of payments.
 pub const PREFIX: &str = "pay";
@@ -31,6 +35,8 @@ pub const REFUND_PREFIX: &str = "re";
 pub const EXECUTE_JOB: &str = "payment.execute";
 /// Job kind that performs a refund.
 pub const REFUND_JOB: &str = "refund.execute";
+/// Job kind that cancels an attempt waiting for customer action at the provider.
+pub const CANCEL_JOB: &str = "payment.cancel";
 
 /// Where an attempt stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,8 +53,17 @@ pub enum PaymentStatus {
     RequiresAction,
     /// The provider did not answer; retried with the same key.
     Unknown,
-    /// Not sent because the invoice no longer needed it.
+    /// Not sent because the invoice no longer needed it, or canceled at the provider because
+    /// a newer attempt superseded it.
     Canceled,
+    /// The provider reported collecting an amount or currency other than the attempt's: the
+    /// invoice is not paid, what was received sits in `suspense` for an operator. (New
+    /// variants go last so stored records still decode.)
+    NeedsReview,
+    /// Collected, but no invoice could take it (the invoice was voided or already paid, or the
+    /// attempt had been superseded): the money sits in `suspense` and is refunded
+    /// automatically.
+    Unapplied,
 }
 
 impl PaymentStatus {
@@ -62,6 +77,8 @@ impl PaymentStatus {
             PaymentStatus::RequiresAction => "requires_action",
             PaymentStatus::Unknown => "unknown",
             PaymentStatus::Canceled => "canceled",
+            PaymentStatus::NeedsReview => "needs_review",
+            PaymentStatus::Unapplied => "unapplied",
         }
     }
 
@@ -73,6 +90,23 @@ impl PaymentStatus {
                 | PaymentStatus::Processing
                 | PaymentStatus::Unknown
                 | PaymentStatus::RequiresAction
+        )
+    }
+
+    /// Whether the provider holds money for it (so a refund is possible).
+    pub fn is_collected(self) -> bool {
+        matches!(
+            self,
+            PaymentStatus::Succeeded | PaymentStatus::NeedsReview | PaymentStatus::Unapplied
+        )
+    }
+
+    /// Whether an attempt in this state has reached the provider and may still move money:
+    /// an invoice with such an attempt cannot be voided.
+    pub fn is_at_provider(self) -> bool {
+        matches!(
+            self,
+            PaymentStatus::Processing | PaymentStatus::Unknown | PaymentStatus::RequiresAction
         )
     }
 }
@@ -161,6 +195,15 @@ pub struct Payment {
     pub created_at_ms: i64,
     /// Last change.
     pub updated_at_ms: i64,
+    /// The `requires_action` attempt this one replaces: it is canceled at the provider before
+    /// this one is charged, so one invoice never has two chargeable intents.
+    pub supersedes: Option<Id>,
+    /// What the provider reported collecting (minor units), once it did.
+    pub received_minor: Option<i64>,
+    /// The currency of `received_minor`.
+    pub received_currency: Option<String>,
+    /// Why collected money was held in `suspense` instead of paying the invoice.
+    pub held_reason: Option<String>,
 }
 
 impl Payment {
@@ -171,6 +214,17 @@ impl Payment {
             .filter(|r| r.status != "failed")
             .map(|r| r.amount_minor)
             .sum()
+    }
+
+    /// What the provider holds for this payment: the amount it reported receiving, else the
+    /// amount asked for.
+    pub fn collected_minor(&self) -> i64 {
+        self.received_minor.unwrap_or(self.amount_minor)
+    }
+
+    /// The currency of [`Payment::collected_minor`].
+    pub fn collected_currency(&self) -> &str {
+        self.received_currency.as_deref().unwrap_or(&self.currency)
     }
 }
 
@@ -192,7 +246,7 @@ pub fn refund_key(tenant: TenantId, payment: Id, index: usize) -> String {
     h.finalize().to_hex()[..48].to_string()
 }
 
-fn by_invoice_key(tenant: TenantId, invoice: Id, attempt: u32) -> Vec<u8> {
+pub(super) fn by_invoice_key(tenant: TenantId, invoice: Id, attempt: u32) -> Vec<u8> {
     let mut key = keys::tenant_id(tenant, invoice).to_vec();
     key.extend_from_slice(&attempt.to_be_bytes());
     key
@@ -223,7 +277,7 @@ pub fn save(tx: &WriteTransaction, payment: &Payment) -> Result<(), StoreError> 
     Ok(())
 }
 
-fn load_invoice(
+pub(super) fn load_invoice(
     tx: &WriteTransaction,
     tenant: TenantId,
     id: Id,
@@ -232,7 +286,7 @@ fn load_invoice(
     get_record(&table, keys::tenant_id(tenant, id))
 }
 
-fn save_invoice(
+pub(super) fn save_invoice(
     tx: &WriteTransaction,
     tenant: TenantId,
     invoice: &Invoice,
@@ -286,559 +340,12 @@ pub enum PayError {
     /// No such payment.
     #[error("no payment {0}")]
     UnknownPayment(String),
+    /// The payment cannot be canceled in its state.
+    #[error("{0}")]
+    NotCancelable(String),
     /// The payment cannot be refunded (not succeeded, or the amount exceeds what remains).
     #[error("{0}")]
     NotRefundable(String),
-}
-
-/// Creates the next attempt for an invoice and its job, inside the caller's transaction.
-#[allow(clippy::too_many_arguments)]
-pub fn create_attempt(
-    tx: &WriteTransaction,
-    tenant: TenantId,
-    invoice: &Invoice,
-    psp: &str,
-    payment_method: Option<String>,
-    run_at_ms: i64,
-    now_ms: i64,
-) -> Result<Payment, StoreError> {
-    let attempt = {
-        let index = tx.open_table(tables::PAYMENTS_BY_INVOICE)?;
-        let payments = tx.open_table(tables::PAYMENTS)?;
-        attempts_of(&index, &payments, tenant, invoice.id)?.len() as u32 + 1
-    };
-    let payment = Payment {
-        id: Id::generate_at(now_ms),
-        tenant: tenant.0,
-        invoice: invoice.id,
-        customer: invoice.customer,
-        attempt,
-        amount_minor: invoice.amount_due_minor,
-        currency: invoice.currency.clone(),
-        status: PaymentStatus::Pending,
-        recovery_point: RecoveryPoint::IntentRecorded,
-        psp: psp.to_string(),
-        psp_key: psp_key(tenant, invoice.id, attempt),
-        provider_id: None,
-        payment_method,
-        failure: None,
-        entry: None,
-        refunds: Vec::new(),
-        scheduled_at_ms: run_at_ms,
-        created_at_ms: now_ms,
-        updated_at_ms: now_ms,
-    };
-    save(tx, &payment)?;
-    tx.open_table(tables::PAYMENTS_BY_INVOICE)?.insert(
-        by_invoice_key(tenant, invoice.id, attempt).as_slice(),
-        payment.id.to_bytes().as_slice(),
-    )?;
-    let mut job = Job::new(tenant, EXECUTE_JOB, payment.id.display(PREFIX), now_ms);
-    job.due_at_ms = run_at_ms;
-    jobs::enqueue(tx, &job)?;
-    Ok(payment)
-}
-
-/// `POST /v1/invoices/{id}/pay`: records an attempt and its job, unless one is under way.
-pub struct Pay {
-    /// Whose.
-    pub tenant: TenantId,
-    /// Which invoice.
-    pub invoice: Id,
-    /// Payment method to charge.
-    pub payment_method: Option<String>,
-    /// The provider's name.
-    pub psp: String,
-    /// Now.
-    pub now_ms: i64,
-}
-
-impl Command for Pay {
-    type Output = Result<Payment, PayError>;
-
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
-        let Some(invoice) = load_invoice(tx, self.tenant, self.invoice)? else {
-            return Ok(Err(PayError::UnknownInvoice(
-                self.invoice.display(crate::billing::invoice::PREFIX),
-            )));
-        };
-        if invoice.status != InvoiceStatus::Finalized || invoice.amount_due_minor <= 0 {
-            return Ok(Err(PayError::NotPayable {
-                id: invoice.id.display(crate::billing::invoice::PREFIX),
-                status: invoice.status.as_str(),
-            }));
-        }
-        let open = {
-            let index = tx.open_table(tables::PAYMENTS_BY_INVOICE)?;
-            let payments = tx.open_table(tables::PAYMENTS)?;
-            attempts_of(&index, &payments, self.tenant, invoice.id)?
-                .into_iter()
-                .find(|p| p.status.is_open() && p.status != PaymentStatus::RequiresAction)
-        };
-        if let Some(open) = open {
-            return Ok(Err(PayError::InProgress(open.id.display(PREFIX))));
-        }
-        Ok(Ok(create_attempt(
-            tx,
-            self.tenant,
-            &invoice,
-            &self.psp,
-            self.payment_method,
-            self.now_ms,
-            self.now_ms,
-        )?))
-    }
-}
-
-/// Marks the recovery point before the provider is called.
-pub struct MarkProviderCalled {
-    /// Whose.
-    pub tenant: TenantId,
-    /// Which.
-    pub id: Id,
-    /// Now.
-    pub now_ms: i64,
-}
-
-impl Command for MarkProviderCalled {
-    type Output = Option<Payment>;
-
-    fn apply(self, tx: &WriteTransaction) -> Result<Option<Payment>, StoreError> {
-        let Some(mut p) = load(tx, self.tenant, self.id)? else {
-            return Ok(None);
-        };
-        if p.recovery_point == RecoveryPoint::IntentRecorded {
-            p.recovery_point = RecoveryPoint::ProviderCalled;
-            p.status = PaymentStatus::Processing;
-            p.updated_at_ms = self.now_ms;
-            save(tx, &p)?;
-        }
-        Ok(Some(p))
-    }
-}
-
-/// What the provider said, from any channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Collected.
-    Succeeded {
-        /// The provider's id.
-        provider_id: Option<String>,
-    },
-    /// Declined.
-    Failed {
-        /// The provider's id.
-        provider_id: Option<String>,
-        /// Code.
-        code: String,
-        /// Message.
-        message: String,
-    },
-    /// Settling.
-    Processing {
-        /// The provider's id.
-        provider_id: Option<String>,
-    },
-    /// Waiting for the customer.
-    RequiresAction {
-        /// The provider's id.
-        provider_id: Option<String>,
-    },
-    /// No answer (timeout): retried with the same key.
-    Unknown,
-}
-
-/// Dunning: delays of the attempts after the first, in order.
-#[derive(Debug, Clone)]
-pub struct Dunning {
-    /// Delay before attempt 2, 3, … (ms).
-    pub retry_delays_ms: Vec<i64>,
-}
-
-/// Applies a provider outcome: state, recovery point, ledger, invoice, dunning. Idempotent and
-/// monotone: the second report of an outcome changes nothing; a terminal state never reopens
-/// (except that a later success beats a decline, as providers allow).
-pub fn apply_outcome(
-    tx: &WriteTransaction,
-    tenant: TenantId,
-    payment: Id,
-    outcome: Outcome,
-    dunning: &Dunning,
-    now_ms: i64,
-    origin: &str,
-) -> Result<Option<Payment>, StoreError> {
-    let Some(mut p) = load(tx, tenant, payment)? else {
-        return Ok(None);
-    };
-    let adopt = |p: &mut Payment, id: &Option<String>| {
-        if p.provider_id.is_none() {
-            p.provider_id.clone_from(id);
-        }
-    };
-    match outcome {
-        Outcome::Succeeded { provider_id } => {
-            if p.status == PaymentStatus::Succeeded {
-                return Ok(Some(p));
-            }
-            adopt(&mut p, &provider_id);
-            let entry_id = Id::generate_at(now_ms);
-            let draft = Draft {
-                id: entry_id,
-                kind: "payment".into(),
-                reason: format!(
-                    "payment {} collected through {}",
-                    p.id.display(PREFIX),
-                    p.psp
-                ),
-                links: Links {
-                    customer: Some(p.customer),
-                    invoice: Some(p.invoice),
-                    payment: Some(p.id),
-                    ..Links::default()
-                },
-                origin: origin.to_string(),
-                postings: vec![
-                    Posting {
-                        account: AccountRef::System(SystemAccount::PspClearing),
-                        currency: p.currency.clone(),
-                        amount_minor: p.amount_minor,
-                    },
-                    Posting {
-                        account: AccountRef::Receivable {
-                            customer: p.customer,
-                        },
-                        currency: p.currency.clone(),
-                        amount_minor: -p.amount_minor,
-                    },
-                ],
-            };
-            if let Err(e) = journal::post(tx, tenant, now_ms, draft)? {
-                return Err(StoreError::Corrupt(format!("payment entry refused: {e}")));
-            }
-            p.entry = Some(entry_id);
-            p.status = PaymentStatus::Succeeded;
-            p.failure = None;
-            if let Some(mut invoice) = load_invoice(tx, tenant, p.invoice)? {
-                if matches!(
-                    invoice.status,
-                    InvoiceStatus::Finalized | InvoiceStatus::Uncollectible
-                ) {
-                    if invoice.status == InvoiceStatus::Uncollectible {
-                        // Collected after all: the bad debt becomes a receivable again, which
-                        // this payment has just settled.
-                        write_off(tx, tenant, &mut invoice, now_ms, origin, WriteOff::Reverse)?;
-                    }
-                    invoice.status = InvoiceStatus::Paid;
-                    invoice.paid_at_ms = Some(now_ms);
-                    save_invoice(tx, tenant, &invoice)?;
-                }
-            }
-        }
-        Outcome::Failed {
-            provider_id,
-            code,
-            message,
-        } => {
-            if matches!(
-                p.status,
-                PaymentStatus::Succeeded | PaymentStatus::Failed | PaymentStatus::Canceled
-            ) {
-                return Ok(Some(p));
-            }
-            adopt(&mut p, &provider_id);
-            p.status = PaymentStatus::Failed;
-            p.failure = Some((code, message));
-            if let Some(mut invoice) = load_invoice(tx, tenant, p.invoice)? {
-                if invoice.status == InvoiceStatus::Finalized {
-                    let next = usize::try_from(p.attempt)
-                        .ok()
-                        .and_then(|a| dunning.retry_delays_ms.get(a - 1));
-                    match next {
-                        Some(delay) => {
-                            let method = p.payment_method.clone();
-                            create_attempt(
-                                tx,
-                                tenant,
-                                &invoice,
-                                &p.psp.clone(),
-                                method,
-                                now_ms + delay,
-                                now_ms,
-                            )?;
-                        }
-                        None => {
-                            write_off(tx, tenant, &mut invoice, now_ms, origin, WriteOff::Post)?;
-                            invoice.status = InvoiceStatus::Uncollectible;
-                            save_invoice(tx, tenant, &invoice)?;
-                        }
-                    }
-                }
-            }
-        }
-        Outcome::Processing { provider_id } => {
-            if !p.status.is_open() {
-                return Ok(Some(p));
-            }
-            adopt(&mut p, &provider_id);
-            p.status = PaymentStatus::Processing;
-        }
-        Outcome::RequiresAction { provider_id } => {
-            if !p.status.is_open() {
-                return Ok(Some(p));
-            }
-            adopt(&mut p, &provider_id);
-            p.status = PaymentStatus::RequiresAction;
-        }
-        Outcome::Unknown => {
-            if p.status.is_open() {
-                p.status = PaymentStatus::Unknown;
-            }
-            p.updated_at_ms = now_ms;
-            save(tx, &p)?;
-            return Ok(Some(p));
-        }
-    }
-    p.recovery_point = RecoveryPoint::OutcomeRecorded;
-    p.updated_at_ms = now_ms;
-    save(tx, &p)?;
-    Ok(Some(p))
-}
-
-/// Which way a write-off entry goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WriteOff {
-    /// Dunning gave up: bad debt takes the receivable.
-    Post,
-    /// A late success: the receivable comes back from bad debt.
-    Reverse,
-}
-
-/// Posts (or reverses) the write-off of what an uncollectible invoice owes: the `bad_debt`
-/// expense takes the customer's receivable, so the receivable shows only what can still be
-/// collected and the books show what was lost. Recorded on the invoice's entries.
-fn write_off(
-    tx: &WriteTransaction,
-    tenant: TenantId,
-    invoice: &mut Invoice,
-    now_ms: i64,
-    origin: &str,
-    direction: WriteOff,
-) -> Result<(), StoreError> {
-    let amount_minor = invoice.amount_due_minor;
-    if amount_minor <= 0 {
-        return Ok(());
-    }
-    let (sign, kind, reason) = match direction {
-        WriteOff::Post => (1, "invoice_write_off", "written off as uncollectible"),
-        WriteOff::Reverse => (
-            -1,
-            "invoice_write_off_reversal",
-            "collected after its write-off",
-        ),
-    };
-    let entry_id = Id::generate_at(now_ms);
-    let draft = Draft {
-        id: entry_id,
-        kind: kind.into(),
-        reason: format!(
-            "invoice {} {reason}",
-            invoice.id.display(crate::billing::invoice::PREFIX)
-        ),
-        links: Links {
-            customer: Some(invoice.customer),
-            invoice: Some(invoice.id),
-            ..Links::default()
-        },
-        origin: origin.to_string(),
-        postings: vec![
-            Posting {
-                account: AccountRef::System(SystemAccount::BadDebt),
-                currency: invoice.currency.clone(),
-                amount_minor: sign * amount_minor,
-            },
-            Posting {
-                account: AccountRef::Receivable {
-                    customer: invoice.customer,
-                },
-                currency: invoice.currency.clone(),
-                amount_minor: -sign * amount_minor,
-            },
-        ],
-    };
-    if let Err(e) = journal::post(tx, tenant, now_ms, draft)? {
-        return Err(StoreError::Corrupt(format!("write-off entry refused: {e}")));
-    }
-    invoice.entries.push(entry_id);
-    Ok(())
-}
-
-/// Cancels an attempt whose invoice no longer needs collecting.
-pub fn cancel(
-    tx: &WriteTransaction,
-    tenant: TenantId,
-    id: Id,
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    if let Some(mut p) = load(tx, tenant, id)? {
-        if matches!(p.status, PaymentStatus::Pending) {
-            p.status = PaymentStatus::Canceled;
-            p.updated_at_ms = now_ms;
-            save(tx, &p)?;
-        }
-    }
-    Ok(())
-}
-
-/// Requests a refund: recorded with its job in one write.
-pub struct RequestRefund {
-    /// Whose.
-    pub tenant: TenantId,
-    /// Which payment.
-    pub payment: Id,
-    /// Amount (default: what remains refundable).
-    pub amount_minor: Option<i64>,
-    /// Now.
-    pub now_ms: i64,
-}
-
-impl Command for RequestRefund {
-    type Output = Result<Payment, PayError>;
-
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
-        self.record(tx, true)
-    }
-}
-
-impl RequestRefund {
-    /// Records the refund without a provider job: for refunds the provider already made (its
-    /// webhook reports them).
-    pub fn apply_without_job(
-        self,
-        tx: &WriteTransaction,
-    ) -> Result<Result<Payment, PayError>, StoreError> {
-        self.record(tx, false)
-    }
-
-    fn record(
-        self,
-        tx: &WriteTransaction,
-        with_job: bool,
-    ) -> Result<Result<Payment, PayError>, StoreError> {
-        let Some(mut p) = load(tx, self.tenant, self.payment)? else {
-            return Ok(Err(PayError::UnknownPayment(self.payment.display(PREFIX))));
-        };
-        if p.status != PaymentStatus::Succeeded {
-            return Ok(Err(PayError::NotRefundable(format!(
-                "payment {} is {}; only succeeded payments can be refunded",
-                p.id.display(PREFIX),
-                p.status.as_str()
-            ))));
-        }
-        let left = p.amount_minor - p.refunded_minor();
-        let amount = self.amount_minor.unwrap_or(left);
-        if amount <= 0 || amount > left {
-            return Ok(Err(PayError::NotRefundable(format!(
-                "the refund must be between 1 and the {left} still refundable"
-            ))));
-        }
-        let refund = Refund {
-            id: Id::generate_at(self.now_ms),
-            amount_minor: amount,
-            status: "pending".into(),
-            psp_key: refund_key(self.tenant, p.id, p.refunds.len()),
-            provider_id: None,
-            entry: None,
-            created_at_ms: self.now_ms,
-            failure: None,
-        };
-        if with_job {
-            let job = Job::new(
-                self.tenant,
-                REFUND_JOB,
-                format!(
-                    "{}:{}",
-                    p.id.display(PREFIX),
-                    refund.id.display(REFUND_PREFIX)
-                ),
-                self.now_ms,
-            );
-            jobs::enqueue(tx, &job)?;
-        }
-        p.refunds.push(refund);
-        p.updated_at_ms = self.now_ms;
-        save(tx, &p)?;
-        Ok(Ok(p))
-    }
-}
-
-/// Records a refund's outcome and, when it succeeded, its reversal: revenue debited, the
-/// collected cash (PSP clearing) credited.
-pub fn apply_refund(
-    tx: &WriteTransaction,
-    tenant: TenantId,
-    payment: Id,
-    refund: Id,
-    result: Result<String, String>,
-    now_ms: i64,
-    origin: &str,
-) -> Result<(), StoreError> {
-    let Some(mut p) = load(tx, tenant, payment)? else {
-        return Ok(());
-    };
-    let Some(index) = p.refunds.iter().position(|r| r.id == refund) else {
-        return Ok(());
-    };
-    if p.refunds[index].status != "pending" {
-        return Ok(());
-    }
-    match result {
-        Ok(provider_id) => {
-            let amount = p.refunds[index].amount_minor;
-            let entry_id = Id::generate_at(now_ms);
-            let draft = Draft {
-                id: entry_id,
-                kind: "refund".into(),
-                reason: format!(
-                    "refund {} of payment {}",
-                    refund.display(REFUND_PREFIX),
-                    p.id.display(PREFIX)
-                ),
-                links: Links {
-                    customer: Some(p.customer),
-                    invoice: Some(p.invoice),
-                    payment: Some(p.id),
-                    ..Links::default()
-                },
-                origin: origin.to_string(),
-                postings: vec![
-                    Posting {
-                        account: AccountRef::System(SystemAccount::Revenue),
-                        currency: p.currency.clone(),
-                        amount_minor: amount,
-                    },
-                    Posting {
-                        account: AccountRef::System(SystemAccount::PspClearing),
-                        currency: p.currency.clone(),
-                        amount_minor: -amount,
-                    },
-                ],
-            };
-            if let Err(e) = journal::post(tx, tenant, now_ms, draft)? {
-                return Err(StoreError::Corrupt(format!("refund entry refused: {e}")));
-            }
-            let r = &mut p.refunds[index];
-            r.status = "succeeded".into();
-            r.provider_id = Some(provider_id);
-            r.entry = Some(entry_id);
-        }
-        Err(reason) => {
-            let r = &mut p.refunds[index];
-            r.status = "failed".into();
-            r.failure = Some(reason);
-        }
-    }
-    p.updated_at_ms = now_ms;
-    save(tx, &p)
 }
 
 /// One payment.

@@ -11,6 +11,8 @@ pub type PspFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, PspError>> + S
 /// A charge to create.
 #[derive(Debug, Clone)]
 pub struct ChargeRequest {
+    /// The tenant (metadata `tally_tenant`, so listings can be filtered to it).
+    pub tenant: u64,
     /// Sent as the provider's idempotency key on every call for this attempt.
     pub idempotency_key: String,
     /// Minor units.
@@ -52,6 +54,34 @@ pub struct ChargeResult {
     pub provider_id: Option<String>,
     /// Outcome.
     pub status: ChargeStatus,
+    /// What the provider reports having collected (minor units, ISO 4217 upper case), when it
+    /// says: checked against the attempt before anything is booked.
+    pub received: Option<(i64, String)>,
+}
+
+/// A request to cancel an intent that waits for the customer.
+#[derive(Debug, Clone)]
+pub struct CancelRequest {
+    /// The intent's provider id.
+    pub provider_payment: String,
+    /// Idempotency key of the cancel call.
+    pub idempotency_key: String,
+}
+
+/// Where an intent stands after a cancel request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelResult {
+    /// Canceled: it can never collect.
+    Canceled,
+    /// Too late: it had already collected.
+    Succeeded {
+        /// What it collected (minor units, ISO 4217 upper case), when the provider says.
+        received: Option<(i64, String)>,
+    },
+    /// It failed before the cancel arrived: it can never collect either.
+    Failed,
+    /// It is settling and cannot be canceled now; ask again later.
+    Processing,
 }
 
 /// A refund to create.
@@ -72,8 +102,19 @@ pub struct RefundRequest {
 pub struct RefundResult {
     /// The provider's refund id.
     pub provider_id: String,
-    /// Whether it went through.
-    pub succeeded: bool,
+    /// Where it stands.
+    pub status: RefundStatus,
+}
+
+/// Where a refund stands at the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundStatus {
+    /// The money went back.
+    Succeeded,
+    /// Accepted, still settling: its webhook settles it.
+    Pending,
+    /// Refused.
+    Failed(String),
 }
 
 /// One of the provider's charge records, for reconciliation.
@@ -89,6 +130,8 @@ pub struct ProviderCharge {
     pub status: String,
     /// `metadata[tally_payment]`.
     pub payment: Option<String>,
+    /// `metadata[tally_tenant]`.
+    pub tenant: Option<u64>,
     /// When created (unix seconds).
     pub created_s: i64,
 }
@@ -98,8 +141,10 @@ pub struct ProviderCharge {
 pub struct ChargePage {
     /// Records.
     pub data: Vec<ProviderCharge>,
-    /// Whether more follow (pass the last id as `starting_after`).
+    /// Whether more follow (pass `last` as `starting_after`).
     pub has_more: bool,
+    /// The provider id of the page's last record before filtering: the cursor of the next page.
+    pub last: Option<String>,
 }
 
 /// Why a provider call has no answer.
@@ -121,9 +166,13 @@ pub trait Psp: Send + Sync + 'static {
     fn charge(&self, request: ChargeRequest) -> PspFuture<'_, ChargeResult>;
     /// Creates (or returns) a refund.
     fn refund(&self, request: RefundRequest) -> PspFuture<'_, RefundResult>;
-    /// Lists charges created in `[from_s, to_s)`.
+    /// Cancels an intent that waits for the customer (or says why it cannot).
+    fn cancel(&self, request: CancelRequest) -> PspFuture<'_, CancelResult>;
+    /// Lists the tenant's charges created in `[from_s, to_s)`: only charges whose metadata
+    /// names this tenant, so one provider account can serve several tenants.
     fn list_charges(
         &self,
+        tenant: u64,
         from_s: i64,
         to_s: i64,
         starting_after: Option<String>,

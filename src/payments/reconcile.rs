@@ -11,7 +11,7 @@
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::payment::{self, Dunning, Outcome, Payment, PaymentStatus};
+use super::payment::{self, Dunning, Outcome, Payment, PaymentStatus, Received};
 use super::psp::ProviderCharge;
 use crate::id::Id;
 use crate::jobs::{self, Job};
@@ -123,6 +123,126 @@ fn item(p: Option<&Payment>, c: Option<&ProviderCharge>, resolved: bool, note: &
     }
 }
 
+/// Where a provider charge lands in the report.
+enum Category {
+    Matched,
+    MissingInternally,
+    AmountMismatch,
+    StatusMismatch,
+}
+
+/// The tenant's payment a charge belongs to, or why it is left out of the tenant's report.
+fn owner(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    c: &ProviderCharge,
+) -> Result<Result<Payment, bool>, StoreError> {
+    if c.tenant.is_some_and(|t| t != tenant.0) {
+        return Ok(Err(false));
+    }
+    let by_meta = c
+        .payment
+        .as_deref()
+        .and_then(|p| Id::parse(p, payment::PREFIX))
+        .map(|pid| payment::load(tx, tenant, pid))
+        .transpose()?
+        .flatten();
+    let found = match by_meta {
+        Some(p) => Some(p),
+        None => match payment::by_provider_id(tx, tenant, &c.provider_id)? {
+            Some(pid) => payment::load(tx, tenant, pid)?,
+            None => None,
+        },
+    };
+    Ok(match found {
+        Some(p) => Ok(p),
+        // Reported only when the charge says it is this tenant's: a charge that names a Tally
+        // payment but no tenant (made before charges carried one) is another tenant's.
+        None => Err(c.tenant == Some(tenant.0)),
+    })
+}
+
+/// Compares one provider charge with its payment, resolving what can be: a collection the
+/// provider made while the attempt is still open (or was canceled) is recorded through the
+/// outcome path, which checks its amount and currency like any other report.
+fn compare(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    c: &ProviderCharge,
+    dunning: &Dunning,
+    now_ms: i64,
+    origin: &str,
+) -> Result<Option<(Category, Item)>, StoreError> {
+    let p = match owner(tx, tenant, c)? {
+        Ok(p) => p,
+        Err(false) => return Ok(None),
+        Err(true) => {
+            return Ok(Some((
+                Category::MissingInternally,
+                item(
+                    None,
+                    Some(c),
+                    false,
+                    "the provider has a charge Tally does not know",
+                ),
+            )))
+        }
+    };
+    let provider_succeeded = c.status == "succeeded";
+    let resolvable = p.status.is_open() || p.status == PaymentStatus::Canceled;
+    let amounts_agree = p.amount_minor == c.amount_minor && p.currency == c.currency;
+    if provider_succeeded && resolvable {
+        let after = payment::apply_outcome(
+            tx,
+            tenant,
+            p.id,
+            Outcome::Succeeded {
+                provider_id: Some(c.provider_id.clone()),
+                received: Some(Received {
+                    amount_minor: c.amount_minor,
+                    currency: c.currency.clone(),
+                }),
+            },
+            dunning,
+            now_ms,
+            origin,
+        )?;
+        let (category, note) = match (amounts_agree, after.as_ref().map(|a| a.status)) {
+            (false, _) => (
+                Category::AmountMismatch,
+                "collected with another amount or currency; held in suspense for review",
+            ),
+            (true, Some(PaymentStatus::Unapplied)) => (
+                Category::MissingInternally,
+                "collected by the provider for an invoice that needed no payment; refunding",
+            ),
+            _ => (
+                Category::MissingInternally,
+                "collected by the provider; recorded now",
+            ),
+        };
+        let mut line = item(after.as_ref(), Some(c), true, note);
+        line.tally_status = Some(p.status.as_str().to_string());
+        return Ok(Some((category, line)));
+    }
+    if !amounts_agree {
+        return Ok(Some((
+            Category::AmountMismatch,
+            item(Some(&p), Some(c), false, "amounts or currencies differ"),
+        )));
+    }
+    let category = match (provider_succeeded, p.status) {
+        (true, s) if s.is_collected() => Category::Matched,
+        (false, PaymentStatus::Failed) if c.status != "processing" => Category::Matched,
+        _ => Category::StatusMismatch,
+    };
+    let note = match category {
+        Category::StatusMismatch => "statuses disagree",
+        _ => "",
+    };
+    Ok(Some((category, item(Some(&p), Some(c), false, note))))
+}
+
 /// Compares and resolves, inside one transaction; stores the report on the record.
 pub fn apply(
     tx: &WriteTransaction,
@@ -142,71 +262,16 @@ pub fn apply(
     let mut seen: Vec<Id> = Vec::new();
     let origin = format!("reconciliation:{}", id.display(PREFIX));
     for c in charges {
-        let by_meta = c
-            .payment
-            .as_deref()
-            .and_then(|p| Id::parse(p, payment::PREFIX))
-            .map(|pid| payment::load(tx, tenant, pid))
-            .transpose()?
-            .flatten();
-        let found = match by_meta {
-            Some(p) => Some(p),
-            None => match payment::by_provider_id(tx, tenant, &c.provider_id)? {
-                Some(pid) => payment::load(tx, tenant, pid)?,
-                None => None,
-            },
-        };
-        let Some(p) = found else {
-            report.missing_internally.push(item(
-                None,
-                Some(c),
-                false,
-                "the provider has a charge Tally does not know",
-            ));
-            continue;
-        };
-        seen.push(p.id);
-        if p.amount_minor != c.amount_minor || p.currency != c.currency {
-            report.amount_mismatch.push(item(
-                Some(&p),
-                Some(c),
-                false,
-                "amounts or currencies differ",
-            ));
-            continue;
-        }
-        let provider_succeeded = c.status == "succeeded";
-        match (provider_succeeded, p.status) {
-            (true, PaymentStatus::Succeeded) => {
-                report.matched.push(item(Some(&p), Some(c), false, ""))
+        if let Some(line) = compare(tx, tenant, c, dunning, now_ms, &origin)? {
+            if let Some(p) = line.1.payment {
+                seen.push(p);
             }
-            (true, s) if s.is_open() => {
-                let after = payment::apply_outcome(
-                    tx,
-                    tenant,
-                    p.id,
-                    Outcome::Succeeded {
-                        provider_id: Some(c.provider_id.clone()),
-                    },
-                    dunning,
-                    now_ms,
-                    &origin,
-                )?;
-                let mut line = item(
-                    after.as_ref(),
-                    Some(c),
-                    true,
-                    "collected by the provider; recorded now",
-                );
-                line.tally_status = Some(p.status.as_str().to_string());
-                report.missing_internally.push(line);
+            match line.0 {
+                Category::Matched => report.matched.push(line.1),
+                Category::MissingInternally => report.missing_internally.push(line.1),
+                Category::AmountMismatch => report.amount_mismatch.push(line.1),
+                Category::StatusMismatch => report.status_mismatch.push(line.1),
             }
-            (false, PaymentStatus::Failed) if c.status != "processing" => {
-                report.matched.push(item(Some(&p), Some(c), false, ""))
-            }
-            _ => report
-                .status_mismatch
-                .push(item(Some(&p), Some(c), false, "statuses disagree")),
         }
     }
     // Succeeded payments of the range the provider does not list.
@@ -218,7 +283,7 @@ pub fn apply(
         if p.created_at_ms < rec.from_ms || p.created_at_ms >= rec.to_ms || seen.contains(&p.id) {
             continue;
         }
-        if p.status == PaymentStatus::Succeeded {
+        if p.status.is_collected() {
             report.missing_at_provider.push(item(
                 Some(&p),
                 None,

@@ -15,8 +15,8 @@ use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::psp::{
-    ChargePage, ChargeRequest, ChargeResult, ChargeStatus, ProviderCharge, Psp, PspError,
-    PspFuture, RefundRequest, RefundResult,
+    CancelRequest, CancelResult, ChargePage, ChargeRequest, ChargeResult, ChargeStatus,
+    ProviderCharge, Psp, PspError, PspFuture, RefundRequest, RefundResult, RefundStatus,
 };
 use crate::store::writer::{Command, WriterHandle};
 use crate::store::{codec, get_record, put_record, tables, Store, StoreError};
@@ -80,9 +80,16 @@ pub struct SimCharge {
     pub refunded_minor: i64,
 }
 
+/// The key of a charge in the tenant index: `tenant:{tenant, 20 digits}:{provider id}`, so a
+/// tenant's charges are one range, as a real provider filters by metadata.
+pub fn tenant_index_key(tenant: u64, provider_id: &str) -> String {
+    format!("tenant:{tenant:020}:{provider_id}")
+}
+
 /// Records (or finds) a simulated charge under its idempotency key.
 struct Record {
     key: String,
+    tenant: u64,
     charge: SimCharge,
 }
 
@@ -98,7 +105,34 @@ impl Command for Record {
         put_record(&mut table, key.as_bytes(), &self.charge)?;
         let index = format!("pi:{}", self.charge.provider_id);
         table.insert(index.as_bytes(), key.as_bytes())?;
+        let by_tenant = tenant_index_key(self.tenant, &self.charge.provider_id);
+        table.insert(by_tenant.as_bytes(), key.as_bytes())?;
         Ok((self.charge, true))
+    }
+}
+
+/// Cancels a simulated intent that waits for the customer.
+struct Cancel {
+    provider_payment: String,
+}
+
+impl Command for Cancel {
+    type Output = Option<SimCharge>;
+
+    fn apply(self, tx: &WriteTransaction) -> Result<Option<SimCharge>, StoreError> {
+        let mut table = tx.open_table(tables::SIM_PSP)?;
+        let charge_key = match table.get(format!("pi:{}", self.provider_payment).as_bytes())? {
+            Some(v) => v.value().to_vec(),
+            None => return Ok(None),
+        };
+        let Some(mut charge) = get_record::<SimCharge, _>(&table, &charge_key)? else {
+            return Ok(None);
+        };
+        if charge.status == "requires_action" {
+            charge.status = "canceled".into();
+            put_record(&mut table, &charge_key, &charge)?;
+        }
+        Ok(Some(charge))
     }
 }
 
@@ -212,6 +246,7 @@ impl Psp for Simulated {
                 .backend
                 .submit(Record {
                     key: request.idempotency_key.clone(),
+                    tenant: request.tenant,
                     charge,
                 })
                 .await?;
@@ -229,6 +264,8 @@ impl Psp for Simulated {
                 },
             };
             Ok(ChargeResult {
+                received: (status == ChargeStatus::Succeeded)
+                    .then(|| (stored.amount_minor, stored.currency.clone())),
                 provider_id: Some(stored.provider_id),
                 status,
             })
@@ -248,15 +285,40 @@ impl Psp for Simulated {
             match result {
                 Ok(id) => Ok(RefundResult {
                     provider_id: id,
-                    succeeded: true,
+                    status: RefundStatus::Succeeded,
                 }),
                 Err(reason) => Err(PspError::Permanent(reason)),
             }
         })
     }
 
+    fn cancel(&self, request: CancelRequest) -> PspFuture<'_, CancelResult> {
+        Box::pin(async move {
+            let found = self
+                .backend
+                .submit(Cancel {
+                    provider_payment: request.provider_payment.clone(),
+                })
+                .await?;
+            let Some(charge) = found else {
+                return Err(PspError::Permanent(format!(
+                    "no such payment {}",
+                    request.provider_payment
+                )));
+            };
+            Ok(match charge.status.as_str() {
+                "canceled" => CancelResult::Canceled,
+                "succeeded" => CancelResult::Succeeded {
+                    received: Some((charge.amount_minor, charge.currency)),
+                },
+                _ => CancelResult::Failed,
+            })
+        })
+    }
+
     fn list_charges(
         &self,
+        tenant: u64,
         from_s: i64,
         to_s: i64,
         starting_after: Option<String>,
@@ -270,11 +332,19 @@ impl Psp for Simulated {
                 .open_table(tables::SIM_PSP)
                 .map_err(|e| PspError::Retryable(format!("simulator storage: {e}")))?;
             let mut all = Vec::new();
+            let lo = format!("tenant:{tenant:020}:");
+            let hi = format!("tenant:{tenant:020};");
             let iter = table
-                .range::<&[u8]>(b"charge:".as_slice()..b"charge;".as_slice())
+                .range::<&[u8]>(lo.as_bytes()..hi.as_bytes())
                 .map_err(|e| PspError::Retryable(format!("simulator storage: {e}")))?;
             for entry in iter {
-                let (_, value) = entry.map_err(|e| PspError::Retryable(e.to_string()))?;
+                let (_, charge_key) = entry.map_err(|e| PspError::Retryable(e.to_string()))?;
+                let Some(value) = table
+                    .get(charge_key.value())
+                    .map_err(|e| PspError::Retryable(e.to_string()))?
+                else {
+                    continue;
+                };
                 let charge: SimCharge =
                     codec::decode(value.value()).map_err(|e| PspError::Retryable(e.to_string()))?;
                 if charge.created_s >= from_s && charge.created_s < to_s {
@@ -284,6 +354,7 @@ impl Psp for Simulated {
                         currency: charge.currency,
                         status: charge.status,
                         payment: Some(charge.payment),
+                        tenant: Some(tenant),
                         created_s: charge.created_s,
                     });
                 }
@@ -299,6 +370,7 @@ impl Psp for Simulated {
             let page: Vec<ProviderCharge> = all.iter().skip(start).take(100).cloned().collect();
             Ok(ChargePage {
                 has_more: start + page.len() < all.len(),
+                last: page.last().map(|c| c.provider_id.clone()),
                 data: page,
             })
         })

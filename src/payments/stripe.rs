@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::psp::{
-    ChargePage, ChargeRequest, ChargeResult, ChargeStatus, ProviderCharge, Psp, PspError,
-    PspFuture, RefundRequest, RefundResult,
+    CancelRequest, CancelResult, ChargePage, ChargeRequest, ChargeResult, ChargeStatus,
+    ProviderCharge, Psp, PspError, PspFuture, RefundRequest, RefundResult, RefundStatus,
 };
 
 /// Talks to Stripe (or anything speaking its API, such as a test double).
@@ -69,6 +69,15 @@ async fn read(response: reqwest::Response) -> Result<(u16, Value), PspError> {
     Ok((status, json))
 }
 
+/// What an intent reports collecting: `amount_received` (else `amount`) and its currency.
+pub fn intent_received(json: &Value) -> Option<(i64, String)> {
+    let amount = json["amount_received"]
+        .as_i64()
+        .or_else(|| json["amount"].as_i64())?;
+    let currency = json["currency"].as_str()?.to_ascii_uppercase();
+    Some((amount, currency))
+}
+
 fn intent_status(json: &Value) -> ChargeStatus {
     match json["status"].as_str() {
         Some("succeeded") => ChargeStatus::Succeeded,
@@ -81,6 +90,35 @@ fn intent_status(json: &Value) -> ChargeStatus {
                 .unwrap_or("the payment did not complete")
                 .to_string(),
         },
+    }
+}
+
+/// Whether a listed intent is the tenant's: its `tally_tenant` metadata names it. Intents
+/// created before that metadata existed carry only `tally_payment`; they are kept for every
+/// tenant and reconciliation drops those whose payment is not the tenant's.
+fn belongs_to(intent: &Value, tenant: u64) -> bool {
+    match intent["metadata"]["tally_tenant"].as_str() {
+        Some(t) => t == tenant.to_string(),
+        None => intent["metadata"]["tally_payment"].is_string(),
+    }
+}
+
+impl Stripe {
+    async fn intent(&self, id: &str) -> Result<Value, PspError> {
+        let response = self
+            .client
+            .get(format!("{}/v1/payment_intents/{id}", self.base_url))
+            .bearer_auth(&self.secret_key)
+            .send()
+            .await
+            .map_err(|e| PspError::Retryable(format!("request failed: {e}")))?;
+        let (status, json) = read(response).await?;
+        if !(200..300).contains(&status) {
+            return Err(PspError::Permanent(format!(
+                "intent lookup answered {status}"
+            )));
+        }
+        Ok(json)
     }
 }
 
@@ -98,6 +136,7 @@ impl Psp for Stripe {
                 ("off_session", "true".to_string()),
                 ("metadata[tally_payment]", request.payment.clone()),
                 ("metadata[tally_invoice]", request.invoice.clone()),
+                ("metadata[tally_tenant]", request.tenant.to_string()),
             ];
             if let Some(c) = &request.provider_customer {
                 form.push(("customer", c.clone()));
@@ -109,11 +148,18 @@ impl Psp for Stripe {
                 .post("/v1/payment_intents", &request.idempotency_key, &form)
                 .await?;
             match status {
-                200..=299 => Ok(ChargeResult {
-                    provider_id: json["id"].as_str().map(str::to_string),
-                    status: intent_status(&json),
-                }),
+                200..=299 => {
+                    let status = intent_status(&json);
+                    Ok(ChargeResult {
+                        provider_id: json["id"].as_str().map(str::to_string),
+                        received: (status == ChargeStatus::Succeeded)
+                            .then(|| intent_received(&json))
+                            .flatten(),
+                        status,
+                    })
+                }
                 402 => Ok(ChargeResult {
+                    received: None,
                     provider_id: json["error"]["payment_intent"]["id"]
                         .as_str()
                         .map(str::to_string),
@@ -152,10 +198,16 @@ impl Psp for Stripe {
             match status {
                 200..=299 => Ok(RefundResult {
                     provider_id: json["id"].as_str().unwrap_or_default().to_string(),
-                    succeeded: matches!(
-                        json["status"].as_str(),
-                        Some("succeeded") | Some("pending")
-                    ),
+                    status: match json["status"].as_str() {
+                        Some("succeeded") => RefundStatus::Succeeded,
+                        Some("failed") | Some("canceled") => RefundStatus::Failed(
+                            json["failure_reason"]
+                                .as_str()
+                                .unwrap_or("the provider refused the refund")
+                                .to_string(),
+                        ),
+                        _ => RefundStatus::Pending,
+                    },
                 }),
                 _ => Err(PspError::Permanent(format!(
                     "{status}: {}",
@@ -167,8 +219,36 @@ impl Psp for Stripe {
         })
     }
 
+    fn cancel(&self, request: CancelRequest) -> PspFuture<'_, CancelResult> {
+        Box::pin(async move {
+            let path = format!("/v1/payment_intents/{}/cancel", request.provider_payment);
+            let (status, json) = self.post(&path, &request.idempotency_key, &[]).await?;
+            let intent = if (200..300).contains(&status) {
+                json
+            } else {
+                // Stripe refuses to cancel an intent that already settled; read where it is.
+                self.intent(&request.provider_payment).await?
+            };
+            Ok(match intent["status"].as_str() {
+                Some("canceled") => CancelResult::Canceled,
+                Some("succeeded") => CancelResult::Succeeded {
+                    received: intent_received(&intent),
+                },
+                Some("processing") => CancelResult::Processing,
+                Some("requires_payment_method") => CancelResult::Failed,
+                other => {
+                    return Err(PspError::Retryable(format!(
+                        "the intent is {} after a cancel",
+                        other.unwrap_or("unknown")
+                    )))
+                }
+            })
+        })
+    }
+
     fn list_charges(
         &self,
+        tenant: u64,
         from_s: i64,
         to_s: i64,
         starting_after: Option<String>,
@@ -199,6 +279,7 @@ impl Psp for Stripe {
                 .map(|items| {
                     items
                         .iter()
+                        .filter(|i| belongs_to(i, tenant))
                         .map(|i| ProviderCharge {
                             provider_id: i["id"].as_str().unwrap_or_default().to_string(),
                             amount_minor: i["amount"].as_i64().unwrap_or(0),
@@ -208,14 +289,22 @@ impl Psp for Stripe {
                                 .to_ascii_uppercase(),
                             status: i["status"].as_str().unwrap_or("unknown").to_string(),
                             payment: i["metadata"]["tally_payment"].as_str().map(str::to_string),
+                            tenant: Some(tenant),
                             created_s: i["created"].as_i64().unwrap_or(0),
                         })
                         .collect()
                 })
                 .unwrap_or_default();
+            // The cursor is the page's last intent, whoever it belongs to.
+            let last = json["data"]
+                .as_array()
+                .and_then(|items| items.last())
+                .and_then(|i| i["id"].as_str())
+                .map(str::to_string);
             Ok(ChargePage {
                 data,
                 has_more: json["has_more"].as_bool().unwrap_or(false),
+                last,
             })
         })
     }

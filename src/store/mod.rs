@@ -24,7 +24,7 @@ pub use keys::TenantId;
 
 /// The schema this binary writes. A database with a larger number was written by a newer Tally
 /// and is refused rather than misread.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The marker stored under `meta["format"]` that tells a Tally database from any other redb file.
 const FORMAT_MARKER: &[u8] = b"tally";
@@ -371,6 +371,13 @@ fn migrate(tx: &WriteTransaction, from: u32) -> Result<(), StoreError> {
             rebuilt,
             minutes,
             "schema 1 → 2: stable event identities re-keyed by client id, minute rollups built"
+        );
+    }
+    if from < 3 {
+        let payments = crate::payments::migrate::to_schema_3(tx)?;
+        tracing::info!(
+            payments,
+            "schema 2 → 3: payments record superseded attempts and held money"
         );
     }
     Ok(())

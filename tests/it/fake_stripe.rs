@@ -6,16 +6,19 @@
 //! - `pm_timeout`: charges, then answers after the client's timeout.
 //! - `pm_slow`: charges, then answers after 800 ms.
 //! - `pm_ghost`: charges, but answers 500 to every call with that key.
+//! - `pm_3ds`: needs customer action (`requires_action`) until [`FakeStripe::complete`].
+//!
+//! Refunds answer with [`Ledger::refund_status`] (`succeeded` unless a test changes it).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
@@ -29,6 +32,12 @@ pub struct Ledger {
     pub calls: Vec<String>,
     /// Charges actually made.
     pub charges: usize,
+    /// The status new refunds get (`succeeded` when empty).
+    pub refund_status: String,
+    /// Refunds made, in order.
+    pub refunds: Vec<Value>,
+    /// Cancel calls received (intent ids).
+    pub cancels: Vec<String>,
 }
 
 pub struct FakeStripe {
@@ -69,16 +78,18 @@ async fn create_intent(
         } else {
             let id = format!("pi_{}", s.intents.len() + 1);
             let declined = method == "pm_decline";
+            let three_ds = method == "pm_3ds";
             let intent = json!({
                 "id": id,
                 "object": "payment_intent",
                 "amount": f.get("amount").and_then(|a| a.parse::<i64>().ok()).unwrap_or(0),
                 "currency": f.get("currency").cloned().unwrap_or_default(),
-                "status": if declined { "requires_payment_method" } else { "succeeded" },
+                "status": if declined { "requires_payment_method" } else if three_ds { "requires_action" } else { "succeeded" },
                 "created": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs(),
                 "metadata": {
                     "tally_payment": f.get("metadata[tally_payment]").cloned().unwrap_or_default(),
                     "tally_invoice": f.get("metadata[tally_invoice]").cloned().unwrap_or_default(),
+                    "tally_tenant": f.get("metadata[tally_tenant]").cloned().unwrap_or_default(),
                 },
             });
             s.intents.push(intent.clone());
@@ -94,6 +105,8 @@ async fn create_intent(
                     500,
                     json!({"error": {"type": "api_error", "message": "internal error"}}),
                 )
+            } else if three_ds {
+                (200, intent)
             } else {
                 s.charges += 1;
                 (200, intent)
@@ -131,8 +144,16 @@ async fn create_refund(
         )
             .into_response();
     }
-    let reply = json!({"id": format!("re_{}", s.replies.len()), "status": "succeeded",
-        "payment_intent": f.get("payment_intent"), "amount": f.get("amount")});
+    let status = if s.refund_status.is_empty() {
+        "succeeded".to_string()
+    } else {
+        s.refund_status.clone()
+    };
+    let reply = json!({"id": format!("re_{}", s.replies.len()), "object": "refund", "status": status,
+        "payment_intent": f.get("payment_intent"),
+        "amount": f.get("amount").and_then(|a| a.parse::<i64>().ok()),
+        "metadata": {"tally_refund": f.get("metadata[tally_refund]")}});
+    s.refunds.push(reply.clone());
     s.replies.insert(key, (200, reply.clone()));
     Json(reply).into_response()
 }
@@ -172,11 +193,49 @@ async fn list_intents(
         .into_response()
 }
 
+async fn cancel_intent(
+    State(state): State<Arc<Mutex<Ledger>>>,
+    Path(id): Path<String>,
+) -> Response {
+    let mut s = state.lock().expect("lock");
+    s.cancels.push(id.clone());
+    let Some(intent) = s.intents.iter_mut().find(|i| i["id"] == id.as_str()) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "resource_missing"}})),
+        )
+            .into_response();
+    };
+    if intent["status"] == "requires_action" || intent["status"] == "canceled" {
+        intent["status"] = json!("canceled");
+        return Json(intent.clone()).into_response();
+    }
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": {"code": "payment_intent_unexpected_state", "payment_intent": intent.clone()}})),
+    )
+        .into_response()
+}
+
+async fn get_intent(State(state): State<Arc<Mutex<Ledger>>>, Path(id): Path<String>) -> Response {
+    let s = state.lock().expect("lock");
+    match s.intents.iter().find(|i| i["id"] == id.as_str()) {
+        Some(intent) => Json(intent.clone()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "resource_missing"}})),
+        )
+            .into_response(),
+    }
+}
+
 impl FakeStripe {
     pub async fn start() -> Self {
         let state: Arc<Mutex<Ledger>> = Arc::default();
         let app = Router::new()
             .route("/v1/payment_intents", post(create_intent).get(list_intents))
+            .route("/v1/payment_intents/{id}", get(get_intent))
+            .route("/v1/payment_intents/{id}/cancel", post(cancel_intent))
             .route("/v1/refunds", post(create_refund))
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -205,6 +264,30 @@ impl FakeStripe {
 
     pub fn remove(&self, index: usize) {
         self.state.lock().expect("lock").intents.remove(index);
+    }
+
+    /// The customer completes 3-D Secure: the intent at `index` collects.
+    pub fn complete(&self, index: usize) -> Value {
+        let mut s = self.state.lock().expect("lock");
+        s.charges += 1;
+        s.intents[index]["status"] = json!("succeeded");
+        s.intents[index].clone()
+    }
+
+    pub fn set_refund_status(&self, status: &str) {
+        self.state.lock().expect("lock").refund_status = status.to_string();
+    }
+
+    pub fn refunds(&self) -> Vec<Value> {
+        self.state.lock().expect("lock").refunds.clone()
+    }
+
+    pub fn cancels(&self) -> Vec<String> {
+        self.state.lock().expect("lock").cancels.clone()
+    }
+
+    pub fn intent(&self, index: usize) -> Value {
+        self.state.lock().expect("lock").intents[index].clone()
     }
 
     pub fn intent_of(&self, payment: &str) -> Option<Value> {

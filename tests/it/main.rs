@@ -5,6 +5,7 @@ mod harness;
 mod backup;
 mod billing;
 mod cli;
+mod collection;
 mod corpus;
 mod crash;
 mod customers;

@@ -10,7 +10,7 @@ use crate::harness::{at, Daemon};
 
 const HOOK_SECRET: &str = "whsec_stripe_test_secret_0123456789";
 
-async fn daemon(stripe: &FakeStripe, extra: &str) -> Daemon {
+pub(crate) async fn daemon(stripe: &FakeStripe, extra: &str) -> Daemon {
     let config = format!(
         "[payments]\nprovider = \"stripe\"\n{extra}\n[payments.stripe]\nbase_url = \"{}\"\nsecret_key = \"sk_test_fake\"\ntimeout_ms = 500\n",
         stripe.url
@@ -19,7 +19,7 @@ async fn daemon(stripe: &FakeStripe, extra: &str) -> Daemon {
 }
 
 /// A customer with a daily plan started `days` ago, billed: returns the invoice ids.
-async fn invoices(d: &Daemon, days: i64) -> Vec<String> {
+pub(crate) async fn invoices(d: &Daemon, days: i64) -> Vec<String> {
     d.customer("payer", "USD").await;
     let p = d
         .post(
@@ -51,7 +51,7 @@ async fn invoices(d: &Daemon, days: i64) -> Vec<String> {
         .collect()
 }
 
-async fn pay(d: &Daemon, invoice: &str, method: &str) -> Value {
+pub(crate) async fn pay(d: &Daemon, invoice: &str, method: &str) -> Value {
     let r = d
         .post(
             &format!("/v1/invoices/{invoice}/pay"),
@@ -63,7 +63,7 @@ async fn pay(d: &Daemon, invoice: &str, method: &str) -> Value {
     r.json
 }
 
-async fn payment(d: &Daemon, id: &str) -> Value {
+pub(crate) async fn payment(d: &Daemon, id: &str) -> Value {
     d.get(&format!("/v1/payments/{id}")).await.json
 }
 
@@ -77,7 +77,7 @@ async fn payment_entries(d: &Daemon, invoice_payment: &str) -> usize {
         .count()
 }
 
-async fn settle(d: &Daemon, id: &str, status: &str) {
+pub(crate) async fn settle(d: &Daemon, id: &str, status: &str) {
     d.eventually(&format!("payment {status}"), || async {
         payment(d, id).await["status"] == status
     })
@@ -265,7 +265,7 @@ async fn a_decline_schedules_the_next_attempt_and_exhaustion_is_uncollectible() 
     assert_eq!(d2.get("/v1/ledger/verify").await.json["ok"], true);
 }
 
-async fn entries_of_kind(d: &Daemon, kind: &str) -> Vec<Value> {
+pub(crate) async fn entries_of_kind(d: &Daemon, kind: &str) -> Vec<Value> {
     d.get("/v1/journal-entries?limit=500").await.json["data"]
         .as_array()
         .expect("data")
@@ -276,7 +276,7 @@ async fn entries_of_kind(d: &Daemon, kind: &str) -> Vec<Value> {
 }
 
 /// The amount an entry posts to `account`, if it touches it.
-fn posting(entry: &Value, account: &str) -> Option<i64> {
+pub(crate) fn posting(entry: &Value, account: &str) -> Option<i64> {
     entry["postings"]
         .as_array()?
         .iter()
@@ -285,7 +285,7 @@ fn posting(entry: &Value, account: &str) -> Option<i64> {
 }
 
 /// Registers a Stripe webhook endpoint signed with [`HOOK_SECRET`]; returns its id.
-async fn stripe_endpoint(d: &Daemon) -> String {
+pub(crate) async fn stripe_endpoint(d: &Daemon) -> String {
     let ep = d
         .post(
             "/v1/webhook-endpoints",
@@ -297,7 +297,7 @@ async fn stripe_endpoint(d: &Daemon) -> String {
     ep.json["id"].as_str().expect("id").to_string()
 }
 
-async fn stripe_hook(
+pub(crate) async fn stripe_hook(
     d: &Daemon,
     endpoint: &str,
     event_id: &str,

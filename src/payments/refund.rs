@@ -1,0 +1,403 @@
+//! Refunds: requested with their job in one write, settled by the provider's answer or its
+//! webhooks, matched by the provider's refund ids and amounts.
+//!
+//! A refund is booked only when the provider says that refund succeeded: the job's reply, a
+//! `refund.updated` / `charge.refund.updated` event naming it, or a `charge.refunded` event
+//! whose list (or, without a list, whose total) accounts for it exactly. A refund the provider
+//! is still settling stays `pending`; one it refused becomes `failed` and frees its amount.
+
+use redb::WriteTransaction;
+
+use super::outcome::payment_links;
+use super::payment::{load, refund_key, save, PayError, Payment, PaymentStatus, Refund};
+use super::payment::{PREFIX, REFUND_JOB, REFUND_PREFIX};
+use crate::id::Id;
+use crate::jobs::{self, Job};
+use crate::ledger::account::{AccountRef, SystemAccount};
+use crate::ledger::journal::{self, Draft, Posting};
+use crate::store::keys::TenantId;
+use crate::store::writer::Command;
+use crate::store::StoreError;
+
+/// Requests a refund: recorded with its job in one write.
+pub struct RequestRefund {
+    /// Whose.
+    pub tenant: TenantId,
+    /// Which payment.
+    pub payment: Id,
+    /// Amount (default: what remains refundable).
+    pub amount_minor: Option<i64>,
+    /// Now.
+    pub now_ms: i64,
+}
+
+impl Command for RequestRefund {
+    type Output = Result<Payment, PayError>;
+
+    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+        self.record(tx, true)
+    }
+}
+
+impl RequestRefund {
+    /// Records the refund without a provider job: for refunds the provider already made (its
+    /// webhook reports them).
+    pub fn apply_without_job(
+        self,
+        tx: &WriteTransaction,
+    ) -> Result<Result<Payment, PayError>, StoreError> {
+        self.record(tx, false)
+    }
+
+    /// Transition "refund requested": only money the provider holds can be refunded, and never
+    /// more than it holds net of the refunds not yet refused.
+    pub(super) fn record(
+        self,
+        tx: &WriteTransaction,
+        with_job: bool,
+    ) -> Result<Result<Payment, PayError>, StoreError> {
+        let Some(mut p) = load(tx, self.tenant, self.payment)? else {
+            return Ok(Err(PayError::UnknownPayment(self.payment.display(PREFIX))));
+        };
+        if !p.status.is_collected() {
+            return Ok(Err(PayError::NotRefundable(format!(
+                "payment {} is {}; only collected payments can be refunded",
+                p.id.display(PREFIX),
+                p.status.as_str()
+            ))));
+        }
+        let left = p.collected_minor().saturating_sub(p.refunded_minor());
+        let amount = self.amount_minor.unwrap_or(left);
+        if amount <= 0 || amount > left {
+            return Ok(Err(PayError::NotRefundable(format!(
+                "the refund must be between 1 and the {left} still refundable"
+            ))));
+        }
+        let refund = Refund {
+            id: Id::generate_at(self.now_ms),
+            amount_minor: amount,
+            status: "pending".into(),
+            psp_key: refund_key(self.tenant, p.id, p.refunds.len()),
+            provider_id: None,
+            entry: None,
+            created_at_ms: self.now_ms,
+            failure: None,
+        };
+        if with_job {
+            let payload = format!(
+                "{}:{}",
+                p.id.display(PREFIX),
+                refund.id.display(REFUND_PREFIX)
+            );
+            jobs::enqueue(tx, &Job::new(self.tenant, REFUND_JOB, payload, self.now_ms))?;
+        }
+        p.refunds.push(refund);
+        p.updated_at_ms = self.now_ms;
+        save(tx, &p)?;
+        Ok(Ok(p))
+    }
+}
+
+/// What the provider says about one refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundOutcome {
+    /// The money went back.
+    Succeeded {
+        /// The provider's refund id.
+        provider_id: String,
+    },
+    /// Accepted, still settling: the provider's id is kept, nothing is booked yet.
+    Pending {
+        /// The provider's refund id.
+        provider_id: String,
+    },
+    /// Refused or canceled.
+    Failed {
+        /// The provider's refund id, if it made one.
+        provider_id: Option<String>,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Records a refund's outcome and, when it succeeded, its entry: revenue (or `suspense`, for
+/// money that never paid an invoice) debited, the collected cash (PSP clearing) credited.
+/// A refund recorded as failed may still succeed later (the provider has the last word); a
+/// succeeded refund never changes again.
+pub fn apply_refund(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    payment: Id,
+    refund: Id,
+    outcome: RefundOutcome,
+    now_ms: i64,
+    origin: &str,
+) -> Result<(), StoreError> {
+    let Some(mut p) = load(tx, tenant, payment)? else {
+        return Ok(());
+    };
+    let Some(index) = p.refunds.iter().position(|r| r.id == refund) else {
+        return Ok(());
+    };
+    if p.refunds[index].status == "succeeded" {
+        return Ok(());
+    }
+    match outcome {
+        RefundOutcome::Succeeded { provider_id } => {
+            let entry = post_refund(tx, tenant, &p, index, now_ms, origin)?;
+            let r = &mut p.refunds[index];
+            r.status = "succeeded".into();
+            r.provider_id = Some(provider_id);
+            r.entry = Some(entry);
+            r.failure = None;
+        }
+        RefundOutcome::Pending { provider_id } => {
+            let r = &mut p.refunds[index];
+            r.provider_id.get_or_insert(provider_id);
+        }
+        RefundOutcome::Failed {
+            provider_id,
+            reason,
+        } => {
+            let r = &mut p.refunds[index];
+            if r.status != "pending" {
+                return Ok(());
+            }
+            r.status = "failed".into();
+            r.failure = Some(reason);
+            if r.provider_id.is_none() {
+                r.provider_id = provider_id;
+            }
+        }
+    }
+    p.updated_at_ms = now_ms;
+    save(tx, &p)
+}
+
+fn post_refund(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    p: &Payment,
+    index: usize,
+    now_ms: i64,
+    origin: &str,
+) -> Result<Id, StoreError> {
+    let amount = p.refunds[index].amount_minor;
+    let currency = p.collected_currency().to_string();
+    let source = if p.status == PaymentStatus::Succeeded {
+        SystemAccount::Revenue
+    } else {
+        SystemAccount::Suspense
+    };
+    let entry_id = Id::generate_at(now_ms);
+    let draft = Draft {
+        id: entry_id,
+        kind: "refund".into(),
+        reason: format!(
+            "refund {} of payment {}",
+            p.refunds[index].id.display(REFUND_PREFIX),
+            p.id.display(PREFIX)
+        ),
+        links: payment_links(p),
+        origin: origin.to_string(),
+        postings: vec![
+            Posting {
+                account: AccountRef::System(source),
+                currency: currency.clone(),
+                amount_minor: amount,
+            },
+            Posting {
+                account: AccountRef::System(SystemAccount::PspClearing),
+                currency,
+                amount_minor: -amount,
+            },
+        ],
+    };
+    if let Err(e) = journal::post(tx, tenant, now_ms, draft)? {
+        return Err(StoreError::Corrupt(format!("refund entry refused: {e}")));
+    }
+    Ok(entry_id)
+}
+
+/// One refund object as the provider describes it (a webhook's refund, or an item of a
+/// charge's refund list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderRefund {
+    /// The provider's refund id.
+    pub provider_id: String,
+    /// Minor units.
+    pub amount_minor: i64,
+    /// `pending`, `succeeded`, `failed`, `canceled`, `requires_action`.
+    pub status: String,
+    /// The Tally refund it names in its metadata, if any.
+    pub tally_refund: Option<Id>,
+}
+
+/// What matching a provider refund did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Matched {
+    /// A Tally refund moved (or was already where the provider says).
+    Applied,
+    /// The provider's refund disagrees with the Tally refund it names; nothing changed.
+    Mismatch(String),
+    /// A refund made at the provider directly could not be recorded.
+    Refused(String),
+}
+
+/// Applies one provider refund to the payment's refunds: matched by the Tally id in its
+/// metadata or by the provider's refund id, and booked only with the amount the Tally refund
+/// asked for. A succeeded refund that names no Tally refund was made at the provider directly
+/// and is recorded as one more (once: its provider id identifies it).
+pub fn apply_provider_refund(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    payment: Id,
+    refund: &ProviderRefund,
+    now_ms: i64,
+    origin: &str,
+) -> Result<Matched, StoreError> {
+    let Some(p) = load(tx, tenant, payment)? else {
+        return Ok(Matched::Refused("unknown payment".into()));
+    };
+    let found = p.refunds.iter().find(|r| {
+        Some(r.id) == refund.tally_refund
+            || r.provider_id.as_deref() == Some(refund.provider_id.as_str())
+    });
+    let outcome = match refund.status.as_str() {
+        "succeeded" => RefundOutcome::Succeeded {
+            provider_id: refund.provider_id.clone(),
+        },
+        "failed" | "canceled" => RefundOutcome::Failed {
+            provider_id: Some(refund.provider_id.clone()),
+            reason: format!("the provider reports the refund {}", refund.status),
+        },
+        _ => RefundOutcome::Pending {
+            provider_id: refund.provider_id.clone(),
+        },
+    };
+    if let Some(r) = found {
+        if r.amount_minor != refund.amount_minor {
+            return Ok(Matched::Mismatch(format!(
+                "refund {} is {} but the provider's {} is {}",
+                r.id.display(REFUND_PREFIX),
+                r.amount_minor,
+                refund.provider_id,
+                refund.amount_minor
+            )));
+        }
+        apply_refund(tx, tenant, payment, r.id, outcome, now_ms, origin)?;
+        return Ok(Matched::Applied);
+    }
+    if refund.status != "succeeded" {
+        // Not ours and not settled: nothing to book until it succeeds.
+        return Ok(Matched::Applied);
+    }
+    record_external(tx, tenant, payment, refund, now_ms, origin)
+}
+
+/// A refund made at the provider directly: recorded and booked in one step.
+fn record_external(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    payment: Id,
+    refund: &ProviderRefund,
+    now_ms: i64,
+    origin: &str,
+) -> Result<Matched, StoreError> {
+    let requested = RequestRefund {
+        tenant,
+        payment,
+        amount_minor: Some(refund.amount_minor),
+        now_ms,
+    }
+    .apply_without_job(tx)?;
+    let mut p = match requested {
+        Ok(p) => p,
+        Err(e) => return Ok(Matched::Refused(e.to_string())),
+    };
+    let Some(r) = p.refunds.last_mut() else {
+        return Ok(Matched::Refused("the refund was not recorded".into()));
+    };
+    r.provider_id = Some(refund.provider_id.clone());
+    let id = r.id;
+    save(tx, &p)?;
+    apply_refund(
+        tx,
+        tenant,
+        payment,
+        id,
+        RefundOutcome::Succeeded {
+            provider_id: refund.provider_id.clone(),
+        },
+        now_ms,
+        origin,
+    )?;
+    Ok(Matched::Applied)
+}
+
+/// Applies a `charge.refunded` total when the event carries no refund list: the difference
+/// between the provider's total and what Tally booked completes a pending refund only when
+/// exactly one pending refund has exactly that amount; with no pending refund it is a refund
+/// made at the provider directly. Anything else stays pending for the refunds' own events.
+pub fn apply_refunded_total(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    payment: Id,
+    charge_id: &str,
+    amount_refunded_minor: i64,
+    now_ms: i64,
+    origin: &str,
+) -> Result<Matched, StoreError> {
+    let Some(p) = load(tx, tenant, payment)? else {
+        return Ok(Matched::Refused("unknown payment".into()));
+    };
+    let booked: i64 = p
+        .refunds
+        .iter()
+        .filter(|r| r.status == "succeeded")
+        .map(|r| r.amount_minor)
+        .sum();
+    let missing = amount_refunded_minor.saturating_sub(booked);
+    if missing <= 0 {
+        return Ok(Matched::Applied);
+    }
+    let pending: Vec<&Refund> = p.refunds.iter().filter(|r| r.status == "pending").collect();
+    let exact: Vec<&&Refund> = pending
+        .iter()
+        .filter(|r| r.amount_minor == missing)
+        .collect();
+    match (pending.len(), exact.as_slice()) {
+        (0, _) => record_external(
+            tx,
+            tenant,
+            payment,
+            &ProviderRefund {
+                provider_id: format!("{charge_id}:{amount_refunded_minor}"),
+                amount_minor: missing,
+                status: "succeeded".into(),
+                tally_refund: None,
+            },
+            now_ms,
+            origin,
+        ),
+        (_, [one]) => {
+            let provider_id = one
+                .provider_id
+                .clone()
+                .unwrap_or_else(|| format!("{charge_id}:{amount_refunded_minor}"));
+            apply_refund(
+                tx,
+                tenant,
+                payment,
+                one.id,
+                RefundOutcome::Succeeded { provider_id },
+                now_ms,
+                origin,
+            )?;
+            Ok(Matched::Applied)
+        }
+        _ => Ok(Matched::Mismatch(format!(
+            "the provider refunded {missing} more, which no single pending refund matches"
+        ))),
+    }
+}
