@@ -35,24 +35,23 @@ pub async fn run<C: Command>(
 ) -> Result<Response, ApiError> {
     let fingerprint =
         crate::identity::fingerprint(request.method, request.path, request.canonical_body);
+    let now_ms = crate::clock::now_ms();
+    // A stored record always answers, whatever else is executing: replays and mismatches come
+    // from a snapshot without claiming the key or queueing a write.
+    if let Some(answer) = answer_from_snapshot(state, &request, &fingerprint, now_ms)? {
+        return answer;
+    }
     let Some(_claim) = state.in_flight.claim(request.tenant, &request.key) else {
+        // The first execution may have committed since the lookup: look again before 409.
+        if let Some(answer) = answer_from_snapshot(state, &request, &fingerprint, now_ms)? {
+            return answer;
+        }
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "idempotency_key_in_use",
             "a request with this Idempotency-Key is still executing; retry after it completes",
         ));
     };
-    let now_ms = crate::clock::now_ms();
-    // Fast path: a replay or a mismatch is answered from a snapshot without queueing a write.
-    let snapshot = {
-        let tx = state.store.read()?;
-        lookup(&tx, request.tenant, &request.key, &fingerprint, now_ms)?
-    };
-    match snapshot {
-        Lookup::Replay(stored) => return Ok(respond(stored, true)),
-        Lookup::Mismatch => return Err(reused()),
-        Lookup::Absent => {}
-    }
     let retention_ms = i64::try_from(state.config.idempotency.retention_secs.saturating_mul(1000))
         .unwrap_or(i64::MAX);
     let outcome = state
@@ -72,6 +71,24 @@ pub async fn run<C: Command>(
         Outcome::Replayed(stored) => Ok(respond(stored, true)),
         Outcome::Mismatch => Err(reused()),
     }
+}
+
+/// The answer a stored record gives (a replay or a mismatch), or `None` when there is none yet.
+/// The writer checks again inside its transaction, so a stale snapshot is harmless.
+fn answer_from_snapshot(
+    state: &AppState,
+    request: &Request<'_>,
+    fingerprint: &[u8; 32],
+    now_ms: i64,
+) -> Result<Option<Result<Response, ApiError>>, ApiError> {
+    let tx = state.store.read()?;
+    Ok(
+        match lookup(&tx, request.tenant, &request.key, fingerprint, now_ms)? {
+            Lookup::Replay(stored) => Some(Ok(respond(stored, true))),
+            Lookup::Mismatch => Some(Err(reused())),
+            Lookup::Absent => None,
+        },
+    )
 }
 
 fn reused() -> ApiError {
