@@ -33,6 +33,26 @@ pub async fn run<C: Command>(
     command: C,
     render: Render<C::Output>,
 ) -> Result<Response, ApiError> {
+    let answer = execute(state, request, command, render).await?;
+    Ok(respond(answer.stored, answer.replayed))
+}
+
+/// The stored response of an idempotent request, and whether this request replayed it.
+pub struct Answer {
+    /// The response, as stored.
+    pub stored: StoredResponse,
+    /// False only for the request that executed (and committed) the command.
+    pub replayed: bool,
+}
+
+/// [`run`] for handlers that act once the first execution has committed (metrics): the stored
+/// response before it becomes HTTP.
+pub async fn execute<C: Command>(
+    state: &AppState,
+    request: Request<'_>,
+    command: C,
+    render: Render<C::Output>,
+) -> Result<Answer, ApiError> {
     let fingerprint =
         crate::identity::fingerprint(request.method, request.path, request.canonical_body);
     let now_ms = crate::clock::now_ms();
@@ -67,8 +87,14 @@ pub async fn run<C: Command>(
         })
         .await?;
     match outcome {
-        Outcome::Executed(stored) => Ok(respond(stored, false)),
-        Outcome::Replayed(stored) => Ok(respond(stored, true)),
+        Outcome::Executed(stored) => Ok(Answer {
+            stored,
+            replayed: false,
+        }),
+        Outcome::Replayed(stored) => Ok(Answer {
+            stored,
+            replayed: true,
+        }),
         Outcome::Mismatch => Err(reused()),
     }
 }
@@ -80,11 +106,14 @@ fn answer_from_snapshot(
     request: &Request<'_>,
     fingerprint: &[u8; 32],
     now_ms: i64,
-) -> Result<Option<Result<Response, ApiError>>, ApiError> {
+) -> Result<Option<Result<Answer, ApiError>>, ApiError> {
     let tx = state.store.read()?;
     Ok(
         match lookup(&tx, request.tenant, &request.key, fingerprint, now_ms)? {
-            Lookup::Replay(stored) => Some(Ok(respond(stored, true))),
+            Lookup::Replay(stored) => Some(Ok(Answer {
+                stored,
+                replayed: true,
+            })),
             Lookup::Mismatch => Some(Err(reused())),
             Lookup::Absent => None,
         },

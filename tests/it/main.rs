@@ -13,6 +13,7 @@ mod fake_stripe;
 mod idempotency;
 mod ingest;
 mod ledger;
+mod metrics;
 mod payments;
 mod soak;
 
