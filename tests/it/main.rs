@@ -14,6 +14,7 @@ mod idempotency;
 mod ingest;
 mod ledger;
 mod metrics;
+mod openapi;
 mod payments;
 mod soak;
 
