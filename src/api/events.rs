@@ -251,7 +251,7 @@ pub async fn ingest(
     let render = if binary { render_binary } else { render };
     match (key.0, canonical) {
         (Some(key), Some(canonical)) => {
-            idempotent::run(
+            let answer = idempotent::execute(
                 &state,
                 idempotent::Request {
                     tenant,
@@ -263,7 +263,11 @@ pub async fn ingest(
                 command,
                 render,
             )
-            .await
+            .await?;
+            if !answer.replayed {
+                count_stored_outcomes(&answer.stored);
+            }
+            Ok(idempotent::respond(answer.stored, answer.replayed))
         }
         _ => {
             let all_rejected = command.events.iter().all(Result::is_err);
@@ -294,6 +298,33 @@ fn count_outcomes(statuses: &[Status]) {
             Status::Duplicate { .. } => "duplicate",
             Status::Conflict { .. } => "conflict",
             Status::Rejected(_) => "rejected",
+        };
+        metrics::counter!("tally_events_total", "outcome" => outcome).increment(1);
+    }
+}
+
+/// Counts the outcomes of a keyed request's first execution, which reach the handler only as
+/// the stored reply: its results, or the one rejected binary-mode event's problem.
+fn count_stored_outcomes(stored: &StoredResponse) {
+    #[derive(Deserialize)]
+    struct Reply {
+        results: Vec<Outcome>,
+    }
+    #[derive(Deserialize)]
+    struct Outcome {
+        status: String,
+    }
+    let statuses: Vec<String> = match serde_json::from_slice::<Reply>(&stored.body) {
+        Ok(reply) => reply.results.into_iter().map(|r| r.status).collect(),
+        Err(_) if stored.status >= 400 => vec!["rejected".to_string()],
+        Err(_) => Vec::new(),
+    };
+    for status in statuses {
+        let outcome = match status.as_str() {
+            "accepted" => "accepted",
+            "duplicate" => "duplicate",
+            "conflict" => "conflict",
+            _ => "rejected",
         };
         metrics::counter!("tally_events_total", "outcome" => outcome).increment(1);
     }

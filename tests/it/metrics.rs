@@ -108,3 +108,16 @@ async fn a_billing_run_through_the_api_counts_its_invoices() {
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
     assert_eq!(d.metric("tally_invoices_issued_total").await, 2.0);
 }
+
+#[tokio::test]
+async fn events_with_an_idempotency_key_are_counted_once() {
+    let d = Daemon::start().await;
+    d.customer("acme", "USD").await;
+    let body = json!({"events": [{"id": "a", "customer": "acme", "type": "x"}, {"customer": "nobody", "type": "x"}]});
+    let first = d.post("/v1/events", Some("ev-1"), &body).await;
+    assert_eq!(first.status, 200, "{}", first.json);
+    assert_eq!(d.metric("tally_events_total").await, 2.0);
+    let replay = d.post("/v1/events", Some("ev-1"), &body).await;
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(d.metric("tally_events_total").await, 2.0);
+}
