@@ -24,14 +24,18 @@ use crate::idempotency::StoredResponse;
 #[serde(deny_unknown_fields)]
 pub struct CreateCustomerRequest {
     /// The tenant's own id for the customer; unique per tenant; 1-255 bytes.
+    #[schema(min_length = 1, max_length = 255)]
     pub external_id: String,
     /// ISO 4217 code, upper case; invoices for this customer are in this currency.
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
-    /// Display name.
+    /// Display name, at most 512 characters.
+    #[schema(max_length = 512)]
     pub name: Option<String>,
-    /// Billing email.
+    /// Billing email, at most 512 characters.
+    #[schema(max_length = 512)]
     pub email: Option<String>,
-    /// Up to 50 string pairs.
+    /// Up to 50 string pairs; keys 1-40 characters, values at most 500.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
 }

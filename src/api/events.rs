@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -44,15 +44,7 @@ pub struct IngestResponse {
 }
 
 fn rejection_problem(r: &Rejection) -> Problem {
-    let status = match r.code {
-        "unknown_customer" | "invalid_meter_value" | "value_out_of_range" => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
-        _ => StatusCode::BAD_REQUEST,
-    };
-    ApiError::new(status, r.code, r.detail.clone())
-        .field(r.field.clone(), r.detail.clone())
-        .problem()
+    rejection_error(r).problem()
 }
 
 fn results(statuses: &[Status]) -> IngestResponse {
@@ -98,9 +90,28 @@ fn render(statuses: &Vec<Status>) -> StoredResponse {
     json_response(StatusCode::OK, &results(statuses))
 }
 
-fn format_of(request: &Request) -> Result<Format, ApiError> {
-    let media = request
-        .headers()
+/// A binary-mode CloudEvent is one event carried by the request itself: its rejection is the
+/// reply's status, so a broker never counts a refused event as delivered.
+#[allow(clippy::ptr_arg)] // The signature is fixed by `Render<Vec<Status>>`.
+fn render_binary(statuses: &Vec<Status>) -> StoredResponse {
+    match statuses.as_slice() {
+        [Status::Rejected(r)] => rejection_error(r).to_stored(),
+        _ => render(statuses),
+    }
+}
+
+fn rejection_error(r: &Rejection) -> ApiError {
+    let status = match r.code {
+        "unknown_customer" | "invalid_meter_value" | "value_out_of_range" => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(status, r.code, r.detail.clone()).field(r.field.clone(), r.detail.clone())
+}
+
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| {
@@ -109,11 +120,25 @@ fn format_of(request: &Request) -> Result<Format, ApiError> {
                 .unwrap_or("")
                 .trim()
                 .to_ascii_lowercase()
-        });
-    match media.as_deref() {
-        Some("application/json") => Ok(Format::Native),
-        Some("application/cloudevents+json") => Ok(Format::CloudEvent),
-        Some("application/cloudevents-batch+json") => Ok(Format::CloudEventBatch),
+        })
+}
+
+/// How the request frames its events: the body's format, and whether the CloudEvent's
+/// attributes travel in `ce-` headers (binary mode: any `ce-` header with a JSON body).
+fn format_of(headers: &HeaderMap) -> Result<(Format, bool), ApiError> {
+    let binary = headers.keys().any(|name| name.as_str().starts_with("ce-"));
+    match media_type(headers).as_deref() {
+        Some("application/cloudevents+json") => Ok((Format::CloudEvent, false)),
+        Some("application/cloudevents-batch+json") => Ok((Format::CloudEventBatch, false)),
+        Some(m) if binary && (m == "application/json" || m.ends_with("+json")) => {
+            Ok((Format::CloudEvent, true))
+        }
+        Some("application/json") => Ok((Format::Native, false)),
+        _ if binary => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "a binary-mode CloudEvent's data must be JSON: send it as application/json",
+        )),
         _ => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
@@ -122,17 +147,65 @@ fn format_of(request: &Request) -> Result<Format, ApiError> {
     }
 }
 
-/// Ingests one event, a `{"events": [...]}` batch, or CloudEvents. Replies after the accepted
-/// events are durable, with one result per event.
+fn parse_json(raw: &[u8]) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_slice(raw).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })
+}
+
+/// The body as one JSON value: for binary mode, the structured CloudEvent its headers and body
+/// describe (an empty body is an event without data).
+fn body_value(
+    headers: &HeaderMap,
+    raw: &[u8],
+    binary: bool,
+) -> Result<serde_json::Value, ApiError> {
+    if !binary {
+        return parse_json(raw);
+    }
+    let data = if raw.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(parse_json(raw)?)
+    };
+    let attributes = headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()));
+    parse::binary_event(attributes, data).map_err(|e| ApiError::invalid_field(e.header, e.detail))
+}
+
+/// Ingests one event, a `{"events": [...]}` batch, or CloudEvents (structured, batch or binary
+/// mode). Replies after the accepted events are durable, with one result per event; a
+/// binary-mode event that is rejected is answered with its problem instead.
 #[utoipa::path(
     post, path = "/v1/events", tag = "events",
-    request_body(content = serde_json::Value, description = "A native event, {\"events\": [...]}, a structured CloudEvent or a CloudEvents batch", content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "optional: makes the whole request replayable")),
+    request_body(
+        description = "A native event or {\"events\": [...]}; a structured CloudEvent; a CloudEvents batch (may be empty); or, in binary mode, `ce-specversion`, `ce-id`, `ce-source`, `ce-type`, `ce-subject` and optional `ce-time` headers with the event's data as application/json",
+        content(
+            (serde_json::Value = "application/json"),
+            (serde_json::Value = "application/cloudevents+json"),
+            (Vec<serde_json::Value> = "application/cloudevents-batch+json"),
+        )
+    ),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "optional: makes the whole request replayable"),
+        ("ce-specversion" = Option<String>, Header, description = "binary mode: `1.0`"),
+        ("ce-id" = Option<String>, Header, description = "binary mode, required: the event's id (1-255 bytes)"),
+        ("ce-source" = Option<String>, Header, description = "binary mode, required: the id's namespace (1-255 bytes)"),
+        ("ce-type" = Option<String>, Header, description = "binary mode, required: the event type (1-255 bytes)"),
+        ("ce-subject" = Option<String>, Header, description = "binary mode, required: the customer's external id (1-255 bytes)"),
+        ("ce-time" = Option<String>, Header, format = DateTime, description = "binary mode, optional: when the usage happened (RFC 3339); receipt time otherwise"),
+    ),
     responses(
         (status = 200, body = IngestResponse),
-        (status = 400, description = "not an event or a batch", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "not an event or a batch; a binary-mode event with bad ce- headers or rejected", body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "a binary-mode event rejected by the writer (unknown customer, meter value)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
 )]
@@ -142,16 +215,11 @@ pub async fn ingest(
     key: IdempotencyKey,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let format = format_of(&request)?;
+    let (format, binary) = format_of(request.headers())?;
     let limit = usize::try_from(state.config.http.body_limit_bytes).unwrap_or(usize::MAX);
-    let raw = read_limited(request.into_body(), limit).await?;
-    let value: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("the body is not valid JSON: {e}"),
-        )
-    })?;
+    let (parts, body) = request.into_parts();
+    let raw = read_limited(body, limit).await?;
+    let value = body_value(&parts.headers, &raw, binary)?;
     let canonical = key
         .0
         .as_ref()
@@ -169,15 +237,21 @@ pub async fn ingest(
         };
         ApiError::invalid_field(field, e.to_string())
     })?;
+    if binary {
+        if let [Err(rejection)] = events.as_slice() {
+            return Err(rejection_error(rejection));
+        }
+    }
     metrics::counter!("tally_events_received_total").increment(events.len() as u64);
     let command = IngestBatch {
         tenant,
         events,
         now_ms,
     };
+    let render = if binary { render_binary } else { render };
     match (key.0, canonical) {
         (Some(key), Some(canonical)) => {
-            idempotent::run(
+            let answer = idempotent::execute(
                 &state,
                 idempotent::Request {
                     tenant,
@@ -189,7 +263,11 @@ pub async fn ingest(
                 command,
                 render,
             )
-            .await
+            .await?;
+            if !answer.replayed {
+                count_stored_outcomes(&answer.stored);
+            }
+            Ok(idempotent::respond(answer.stored, answer.replayed))
         }
         _ => {
             let all_rejected = command.events.iter().all(Result::is_err);
@@ -205,7 +283,10 @@ pub async fn ingest(
                 state.writer.submit(command).await?
             };
             count_outcomes(&statuses);
-            Ok(Json(results(&statuses)).into_response())
+            let mut response = idempotent::respond(render(&statuses), false);
+            // Without a key there is nothing to replay: no replay marker.
+            response.headers_mut().remove(idempotent::REPLAYED_HEADER);
+            Ok(response)
         }
     }
 }
@@ -217,6 +298,33 @@ fn count_outcomes(statuses: &[Status]) {
             Status::Duplicate { .. } => "duplicate",
             Status::Conflict { .. } => "conflict",
             Status::Rejected(_) => "rejected",
+        };
+        metrics::counter!("tally_events_total", "outcome" => outcome).increment(1);
+    }
+}
+
+/// Counts the outcomes of a keyed request's first execution, which reach the handler only as
+/// the stored reply: its results, or the one rejected binary-mode event's problem.
+fn count_stored_outcomes(stored: &StoredResponse) {
+    #[derive(Deserialize)]
+    struct Reply {
+        results: Vec<Outcome>,
+    }
+    #[derive(Deserialize)]
+    struct Outcome {
+        status: String,
+    }
+    let statuses: Vec<String> = match serde_json::from_slice::<Reply>(&stored.body) {
+        Ok(reply) => reply.results.into_iter().map(|r| r.status).collect(),
+        Err(_) if stored.status >= 400 => vec!["rejected".to_string()],
+        Err(_) => Vec::new(),
+    };
+    for status in statuses {
+        let outcome = match status.as_str() {
+            "accepted" => "accepted",
+            "duplicate" => "duplicate",
+            "conflict" => "conflict",
+            _ => "rejected",
         };
         metrics::counter!("tally_events_total", "outcome" => outcome).increment(1);
     }

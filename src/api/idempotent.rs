@@ -33,26 +33,45 @@ pub async fn run<C: Command>(
     command: C,
     render: Render<C::Output>,
 ) -> Result<Response, ApiError> {
+    let answer = execute(state, request, command, render).await?;
+    Ok(respond(answer.stored, answer.replayed))
+}
+
+/// The stored response of an idempotent request, and whether this request replayed it.
+pub struct Answer {
+    /// The response, as stored.
+    pub stored: StoredResponse,
+    /// False only for the request that executed (and committed) the command.
+    pub replayed: bool,
+}
+
+/// [`run`] for handlers that act once the first execution has committed (metrics): the stored
+/// response before it becomes HTTP.
+pub async fn execute<C: Command>(
+    state: &AppState,
+    request: Request<'_>,
+    command: C,
+    render: Render<C::Output>,
+) -> Result<Answer, ApiError> {
     let fingerprint =
         crate::identity::fingerprint(request.method, request.path, request.canonical_body);
+    let now_ms = crate::clock::now_ms();
+    // A stored record always answers, whatever else is executing: replays and mismatches come
+    // from a snapshot without claiming the key or queueing a write.
+    if let Some(answer) = answer_from_snapshot(state, &request, &fingerprint, now_ms)? {
+        return answer;
+    }
     let Some(_claim) = state.in_flight.claim(request.tenant, &request.key) else {
+        // The first execution may have committed since the lookup: look again before 409.
+        if let Some(answer) = answer_from_snapshot(state, &request, &fingerprint, now_ms)? {
+            return answer;
+        }
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "idempotency_key_in_use",
             "a request with this Idempotency-Key is still executing; retry after it completes",
         ));
     };
-    let now_ms = crate::clock::now_ms();
-    // Fast path: a replay or a mismatch is answered from a snapshot without queueing a write.
-    let snapshot = {
-        let tx = state.store.read()?;
-        lookup(&tx, request.tenant, &request.key, &fingerprint, now_ms)?
-    };
-    match snapshot {
-        Lookup::Replay(stored) => return Ok(respond(stored, true)),
-        Lookup::Mismatch => return Err(reused()),
-        Lookup::Absent => {}
-    }
     let retention_ms = i64::try_from(state.config.idempotency.retention_secs.saturating_mul(1000))
         .unwrap_or(i64::MAX);
     let outcome = state
@@ -68,10 +87,37 @@ pub async fn run<C: Command>(
         })
         .await?;
     match outcome {
-        Outcome::Executed(stored) => Ok(respond(stored, false)),
-        Outcome::Replayed(stored) => Ok(respond(stored, true)),
+        Outcome::Executed(stored) => Ok(Answer {
+            stored,
+            replayed: false,
+        }),
+        Outcome::Replayed(stored) => Ok(Answer {
+            stored,
+            replayed: true,
+        }),
         Outcome::Mismatch => Err(reused()),
     }
+}
+
+/// The answer a stored record gives (a replay or a mismatch), or `None` when there is none yet.
+/// The writer checks again inside its transaction, so a stale snapshot is harmless.
+fn answer_from_snapshot(
+    state: &AppState,
+    request: &Request<'_>,
+    fingerprint: &[u8; 32],
+    now_ms: i64,
+) -> Result<Option<Result<Answer, ApiError>>, ApiError> {
+    let tx = state.store.read()?;
+    Ok(
+        match lookup(&tx, request.tenant, &request.key, fingerprint, now_ms)? {
+            Lookup::Replay(stored) => Some(Ok(Answer {
+                stored,
+                replayed: true,
+            })),
+            Lookup::Mismatch => Some(Err(reused())),
+            Lookup::Absent => None,
+        },
+    )
 }
 
 fn reused() -> ApiError {

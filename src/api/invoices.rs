@@ -623,7 +623,7 @@ pub async fn create_run(
         ));
     }
     let origin = format!("api:POST /v1/billing-runs idempotency-key={key}");
-    idempotent::run(
+    let answer = idempotent::execute(
         &state,
         idempotent::Request {
             tenant,
@@ -643,7 +643,23 @@ pub async fn create_run(
         },
         render_run,
     )
-    .await
+    .await?;
+    if !answer.replayed {
+        count_issued(&answer.stored);
+    }
+    Ok(idempotent::respond(answer.stored, answer.replayed))
+}
+
+/// Counts the invoices a committed run issued (its stored report's `closed` entries), as the
+/// scheduler does for its runs.
+fn count_issued(stored: &StoredResponse) {
+    let closed = serde_json::from_slice::<serde_json::Value>(&stored.body)
+        .ok()
+        .and_then(|report| report["closed"].as_array().map(Vec::len))
+        .unwrap_or(0);
+    if closed > 0 {
+        metrics::counter!("tally_invoices_issued_total").increment(closed as u64);
+    }
 }
 
 /// Retrieves a billing run's report.

@@ -25,10 +25,13 @@ use crate::ingest::meter::{
 #[serde(deny_unknown_fields)]
 pub struct CreateMeterRequest {
     /// Unique per tenant, e.g. `api_calls`: letters, digits, `_`, `-`, `.`; 1-255 bytes.
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,255}$")]
     pub key: String,
-    /// Display name (the only field that can change later).
+    /// Display name (the only field that can change later), at most 255 characters.
+    #[schema(max_length = 255)]
     pub name: Option<String>,
-    /// Events of this type feed the meter.
+    /// Events of this type feed the meter; 1-255 bytes.
+    #[schema(min_length = 1, max_length = 255)]
     pub event_type: String,
     /// `count`, `sum`, `max`, `min`, `unique_count` or `latest`.
     pub aggregation: String,
@@ -42,7 +45,8 @@ pub struct CreateMeterRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMeterRequest {
-    /// New display name (null clears it).
+    /// New display name (null clears it), at most 255 characters.
+    #[schema(max_length = 255)]
     pub name: Option<String>,
 }
 

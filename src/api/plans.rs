@@ -71,11 +71,14 @@ pub struct ChargeBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePlanRequest {
-    /// Unique per tenant.
+    /// Unique per tenant: letters, digits, `_`, `-`, `.`; 1-255 characters.
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,255}$")]
     pub code: String,
-    /// Display name.
+    /// Display name, 1-255 characters.
+    #[schema(min_length = 1, max_length = 255)]
     pub name: String,
     /// ISO 4217.
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
     /// `day`, `week`, `month`, `quarter` or `year`.
     pub interval: String,

@@ -531,11 +531,14 @@ pub struct WebhookEventResponse {
     /// The payload's type.
     #[serde(rename = "type")]
     pub event_type: String,
-    /// received, processed, ignored, retrying or dead.
+    /// received, processed, ignored, invalid_payload, retrying or dead.
     pub status: &'static str,
-    /// The payload as received.
-    #[schema(value_type = Object)]
-    pub payload: serde_json::Value,
+    /// The payload as received; null when it is not a JSON object (status `invalid_payload`).
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<serde_json::Value>,
+    /// The received body as text, only when it is not a JSON object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_text: Option<String>,
     /// The headers that matter.
     pub headers: std::collections::BTreeMap<String, String>,
     /// `job_…` processing it.
@@ -551,6 +554,7 @@ pub struct WebhookEventResponse {
 }
 
 fn event_body(e: &WebhookEvent, job: Option<&Job>) -> WebhookEventResponse {
+    let payload = crate::webhooks::process::payload_object(&e.payload);
     WebhookEventResponse {
         id: e.id.display(event::PREFIX),
         object: "webhook_event",
@@ -559,8 +563,8 @@ fn event_body(e: &WebhookEvent, job: Option<&Job>) -> WebhookEventResponse {
         provider_event_id: e.provider_event_id.clone(),
         event_type: e.event_type.clone(),
         status: event::display_status(e, job),
-        payload: serde_json::from_str(&e.payload)
-            .unwrap_or_else(|_| serde_json::Value::String(e.payload.clone())),
+        payload_text: payload.is_none().then(|| e.payload.clone()),
+        payload,
         headers: e.headers.iter().cloned().collect(),
         job: e.job.display(jobs::PREFIX),
         attempts: job
@@ -610,7 +614,7 @@ pub struct ListEventsParams {
     pub limit: Option<i64>,
     /// After this event.
     pub starting_after: Option<String>,
-    /// received, processed, ignored, retrying or dead.
+    /// received, processed, ignored, invalid_payload, retrying or dead.
     pub status: Option<String>,
 }
 
@@ -643,10 +647,10 @@ pub async fn list_events(
     }
     .limit()?;
     if let Some(s) = &params.status {
-        if !["received", "processed", "ignored", "retrying", "dead"].contains(&s.as_str()) {
+        if !event::DISPLAY_STATUSES.contains(&s.as_str()) {
             return Err(ApiError::invalid_field(
                 "status",
-                "must be received, processed, ignored, retrying or dead",
+                format!("must be one of {}", event::DISPLAY_STATUSES.join(", ")),
             ));
         }
     }

@@ -1,6 +1,6 @@
-//! Turning request bodies into events: native JSON and CloudEvents 1.0 (structured and batch
-//! modes) map to the same [`Prepared`] form, so the same event posted either way gets the same
-//! identity and the same result.
+//! Turning request bodies into events: native JSON and CloudEvents 1.0 (structured, batch and
+//! binary modes) map to the same [`Prepared`] form, so the same event posted either way gets the
+//! same identity and the same result.
 //!
 //! Per-event problems become [`Rejection`]s at that event's index; only a body that is not an
 //! event or a batch at all is refused whole.
@@ -21,8 +21,121 @@ pub enum Format {
     Native,
     /// `application/cloudevents+json`: one CloudEvent.
     CloudEvent,
-    /// `application/cloudevents-batch+json`: an array of CloudEvents.
+    /// `application/cloudevents-batch+json`: an array of CloudEvents (possibly empty).
     CloudEventBatch,
+}
+
+/// A binary-mode CloudEvent whose `ce-` headers cannot make an event (400 for the request).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{header}: {detail}")]
+pub struct AttributeError {
+    /// The offending header (`ce-id`).
+    pub header: String,
+    /// What is wrong with it.
+    pub detail: String,
+}
+
+/// The context attributes Tally needs of every binary-mode CloudEvent besides `specversion`
+/// (`subject` names the customer).
+const REQUIRED_ATTRIBUTES: [&str; 4] = ["id", "source", "type", "subject"];
+
+/// Builds the structured form of a binary-mode CloudEvent (HTTP binding 1.0): the attributes
+/// come from `ce-` headers (`headers` yields lowercase names with their raw values; others are
+/// skipped) and the body is the event's `data`. The structured form then parses like any other
+/// CloudEvent, so both modes give an event the same identity.
+pub fn binary_event<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    data: Option<Value>,
+) -> Result<Value, AttributeError> {
+    let mut attributes = Map::new();
+    for (name, raw) in headers {
+        let Some(attribute) = name.strip_prefix("ce-") else {
+            continue;
+        };
+        let error = |detail: &str| AttributeError {
+            header: name.to_string(),
+            detail: detail.to_string(),
+        };
+        let value = percent_decode(raw).ok_or_else(|| {
+            error("must be UTF-8 text, percent-encoded as the CloudEvents HTTP binding says")
+        })?;
+        if attributes
+            .insert(attribute.to_string(), Value::String(value))
+            .is_some()
+        {
+            return Err(error("send this header once"));
+        }
+    }
+    match attributes.get("specversion").and_then(Value::as_str) {
+        Some("1.0") => {}
+        Some(_) => return Err(attribute_error("specversion", "must be 1.0")),
+        None => {
+            return Err(attribute_error(
+                "specversion",
+                "is required in binary mode (with ce-id, ce-source, ce-type and ce-subject)",
+            ))
+        }
+    }
+    let mut event = Map::new();
+    event.insert("specversion".into(), Value::String("1.0".into()));
+    for name in REQUIRED_ATTRIBUTES {
+        let value = attributes
+            .remove(name)
+            .ok_or_else(|| attribute_error(name, "is required"))?;
+        let text = value.as_str().unwrap_or_default();
+        if text.is_empty() || text.len() > MAX_FIELD_BYTES {
+            return Err(attribute_error(
+                name,
+                &format!("must be 1-{MAX_FIELD_BYTES} bytes"),
+            ));
+        }
+        if text.chars().any(char::is_control) {
+            return Err(attribute_error(name, "must not contain control characters"));
+        }
+        event.insert(name.to_string(), value);
+    }
+    if let Some(time) = attributes.remove("time") {
+        if time
+            .as_str()
+            .and_then(crate::clock::parse_rfc3339)
+            .is_none()
+        {
+            return Err(attribute_error(
+                "time",
+                "must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z",
+            ));
+        }
+        event.insert("time".into(), time);
+    }
+    // Other attributes (`dataschema`, extensions) carry no billing meaning, as in structured mode.
+    if let Some(data) = data {
+        event.insert("data".into(), data);
+    }
+    Ok(Value::Object(event))
+}
+
+fn attribute_error(attribute: &str, detail: &str) -> AttributeError {
+    AttributeError {
+        header: format!("ce-{attribute}"),
+        detail: detail.to_string(),
+    }
+}
+
+/// Decodes `%XX` escapes (the HTTP binding percent-encodes spaces, quotes, `%` and non-ASCII);
+/// `None` for a broken escape or text that is not UTF-8.
+fn percent_decode(raw: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut bytes = raw.iter();
+    while let Some(&b) = bytes.next() {
+        if b == b'%' {
+            let hi = char::from(*bytes.next()?).to_digit(16)?;
+            let lo = char::from(*bytes.next()?).to_digit(16)?;
+            out.push(u8::try_from(hi * 16 + lo).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Why a whole body is refused (400).
@@ -89,7 +202,8 @@ pub fn parse_body(
             ))
         }
     };
-    if items.is_empty() {
+    // The CloudEvents JSON format allows an empty batch: it has no results.
+    if items.is_empty() && format != Format::CloudEventBatch {
         return Err(ShapeError::Empty);
     }
     let max = usize::try_from(ctx.config.max_batch_events).unwrap_or(usize::MAX);
@@ -401,6 +515,69 @@ mod tests {
             parse_body(json!({"events": []}), Format::Native, &ctx(&config)).err(),
             Some(ShapeError::Empty)
         );
+    }
+
+    #[test]
+    fn binary_mode_agrees_with_structured_mode_and_names_bad_headers() {
+        let config = IngestConfig::default();
+        let headers =
+            |extra: &[(&'static str, &'static str)]| -> Vec<(&'static str, &'static [u8])> {
+                let mut all: Vec<(&'static str, &'static [u8])> = vec![
+                    ("content-type", b"application/json".as_slice()),
+                    ("ce-specversion", b"1.0".as_slice()),
+                    ("ce-id", b"e1".as_slice()),
+                    ("ce-source", b"app".as_slice()),
+                    ("ce-type", b"call".as_slice()),
+                    ("ce-subject", b"c%201".as_slice()),
+                    ("ce-time", b"2027-01-15T09:00:00+01:00".as_slice()),
+                    ("ce-traceparent", b"00-abc".as_slice()),
+                ];
+                all.retain(|(name, _)| !extra.iter().any(|(n, _)| n == name));
+                all.extend(
+                    extra
+                        .iter()
+                        .filter(|(_, v)| !v.is_empty())
+                        .map(|(n, v)| (*n, v.as_bytes())),
+                );
+                all
+            };
+        let binary = binary_event(headers(&[]).into_iter(), Some(json!({"n": 2}))).expect("event");
+        let from_binary = parse_body(binary, Format::CloudEvent, &ctx(&config)).expect("shape");
+        let structured = parse_body(
+            json!({"specversion": "1.0", "id": "e1", "source": "app", "type": "call",
+                   "subject": "c 1", "time": "2027-01-15T08:00:00Z", "data": {"n": 2}}),
+            Format::CloudEvent,
+            &ctx(&config),
+        )
+        .expect("shape");
+        let (a, b) = (
+            from_binary[0].as_ref().expect("ok"),
+            structured[0].as_ref().expect("ok"),
+        );
+        assert_eq!(a.identity, b.identity);
+        assert_eq!(a.digest, b.digest);
+        assert_eq!(a.customer_external_id, "c 1");
+        let failure = |extra: &[(&'static str, &'static str)]| {
+            binary_event(headers(extra).into_iter(), None)
+                .expect_err("refused")
+                .header
+        };
+        assert_eq!(failure(&[("ce-specversion", "")]), "ce-specversion");
+        assert_eq!(failure(&[("ce-specversion", "0.3")]), "ce-specversion");
+        for name in ["ce-id", "ce-source", "ce-type", "ce-subject"] {
+            assert_eq!(failure(&[(name, "")]), name);
+        }
+        assert_eq!(failure(&[("ce-time", "yesterday")]), "ce-time");
+        assert_eq!(failure(&[("ce-id", "%zz")]), "ce-id");
+        let untimed = binary_event(headers(&[("ce-time", "")]).into_iter(), None).expect("event");
+        assert!(untimed.get("time").is_none() && untimed.get("data").is_none());
+    }
+
+    #[test]
+    fn an_empty_cloudevents_batch_has_no_results() {
+        let config = IngestConfig::default();
+        let out = parse_body(json!([]), Format::CloudEventBatch, &ctx(&config)).expect("valid");
+        assert!(out.is_empty());
     }
 
     #[test]

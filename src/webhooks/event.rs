@@ -25,6 +25,9 @@ pub enum EventStatus {
     Processed,
     /// No handler for its type: stored and acknowledged, nothing to do.
     Ignored,
+    /// The signed body is not a JSON object, so no handler can read it: a permanent outcome,
+    /// never retried (a redelivery of the same bytes cannot succeed either).
+    InvalidPayload,
 }
 
 /// A received event as stored.
@@ -189,12 +192,23 @@ pub fn get(
     get_record(&table, keys::tenant_id(tenant, id))
 }
 
-/// The status shown to operators: processed and ignored from the event; retrying and dead from
-/// its job.
+/// Every status [`display_status`] can show, for filters and documentation.
+pub const DISPLAY_STATUSES: [&str; 6] = [
+    "received",
+    "processed",
+    "ignored",
+    "invalid_payload",
+    "retrying",
+    "dead",
+];
+
+/// The status shown to operators: processed, ignored and invalid_payload from the event;
+/// retrying and dead from its job.
 pub fn display_status(event: &WebhookEvent, job: Option<&Job>) -> &'static str {
     match event.status {
         EventStatus::Processed => "processed",
         EventStatus::Ignored => "ignored",
+        EventStatus::InvalidPayload => "invalid_payload",
         EventStatus::Received => match job {
             Some(j) if j.status == JobStatus::Dead => "dead",
             Some(j) if j.log.iter().any(|a| a.error.is_some()) => "retrying",

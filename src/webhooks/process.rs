@@ -4,7 +4,8 @@
 //! A handler checks, then writes (like every command) and must be idempotent: replays re-run
 //! it. It answers `Applied`, `Ignored` (unknown types are stored and marked ignored), or
 //! `NotYet` when the event refers to something that does not exist yet (an out-of-order
-//! delivery): the job then retries with backoff instead of failing.
+//! delivery): the job then retries with backoff instead of failing. A payload that is not a
+//! JSON object reaches no handler: it is marked `invalid_payload` at once and never retried.
 //!
 //! Built in for the `standard` provider, so any system that speaks Standard Webhooks can feed
 //! Tally without an API key on its side:
@@ -40,6 +41,13 @@ pub enum Handled {
     NotYet(String),
     /// Cannot be applied as sent; retried, then a dead letter for an operator.
     Failed(String),
+}
+
+/// The payload as a JSON object, the only shape a provider's event takes; `None` otherwise.
+pub fn payload_object(payload: &str) -> Option<serde_json::Value> {
+    serde_json::from_str::<serde_json::Value>(payload)
+        .ok()
+        .filter(serde_json::Value::is_object)
 }
 
 /// Applies one provider event type, inside the completing transaction.
@@ -138,9 +146,12 @@ fn process(
         )));
     };
     let now_ms = crate::clock::now_ms();
-    let body: serde_json::Value = match serde_json::from_str(&event.payload) {
-        Ok(v) => v,
-        Err(e) => return Ok(Outcome::Retry(format!("the payload is not JSON: {e}"))),
+    let Some(body) = payload_object(&event.payload) else {
+        // No handler can ever read it, and the stored bytes never change: a permanent outcome.
+        event.status = EventStatus::InvalidPayload;
+        event.processed_at_ms = Some(now_ms);
+        put_record(&mut tx.open_table(tables::WEBHOOK_EVENTS)?, &key, &event)?;
+        return Ok(Outcome::Done);
     };
     let handled = match handlers.get(event.provider, &event.event_type) {
         Some(h) => h.apply(tx, tenant, &event, &body, now_ms)?,

@@ -218,3 +218,49 @@ async fn a_key_in_flight_is_409_and_concurrent_creates_make_one_customer() {
     let list = d.get("/v1/customers?external_id=concurrent").await;
     assert_eq!(list.json["data"].as_array().map(Vec::len), Some(1));
 }
+
+#[tokio::test]
+async fn concurrent_replays_of_a_finished_request_all_replay() {
+    let d = Daemon::start().await;
+    let first = d
+        .post("/v1/customers", Some("done"), &body("finished"))
+        .await;
+    assert_eq!(first.status, 201, "{}", first.json);
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let client = d.client.clone();
+        let url = d.url("/v1/customers");
+        let key = d.key.clone();
+        let payload = body("finished").to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..40 {
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .header("content-type", "application/json")
+                    .header("Idempotency-Key", "done")
+                    .body(payload.clone())
+                    .send()
+                    .await
+                    .expect("send");
+                let status = r.status().as_u16();
+                let replayed = r
+                    .headers()
+                    .get("idempotent-replayed")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let bytes = r.bytes().await.expect("bytes").to_vec();
+                seen.push((status, replayed, bytes));
+            }
+            seen
+        }));
+    }
+    for t in tasks {
+        for (status, replayed, bytes) in t.await.expect("task") {
+            assert_eq!(status, 201, "{}", String::from_utf8_lossy(&bytes));
+            assert_eq!(replayed.as_deref(), Some("true"));
+            assert_eq!(bytes, first.bytes);
+        }
+    }
+}

@@ -303,3 +303,128 @@ async fn meters_are_immutable_except_their_name_and_usage_buckets() {
         .await;
     assert_eq!(calls.json["total"], "3");
 }
+
+fn binary(d: &Daemon, attributes: &[(&str, &str)], data: &str) -> reqwest::RequestBuilder {
+    binary_as(d, "application/json", attributes, data)
+}
+
+fn binary_as(
+    d: &Daemon,
+    content_type: &str,
+    attributes: &[(&str, &str)],
+    data: &str,
+) -> reqwest::RequestBuilder {
+    let mut req = d
+        .client
+        .post(d.url("/v1/events"))
+        .bearer_auth(&d.key)
+        .header("content-type", content_type)
+        .body(data.to_string());
+    for (name, value) in attributes {
+        req = req.header(*name, *value);
+    }
+    req
+}
+
+#[tokio::test]
+async fn cloudevents_binary_mode_counts_usage_and_refuses_bad_attributes() {
+    let d = setup().await;
+    let ts = at(-120);
+    let attributes = [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "b1"),
+        ("ce-source", "app"),
+        ("ce-type", "llm"),
+        ("ce-subject", "acme"),
+        ("ce-time", ts.as_str()),
+    ];
+    let r = d.send(binary(&d, &attributes, r#"{"tokens": 7}"#)).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(statuses(&r.json), ["accepted"]);
+    assert_eq!(total(&d).await, "7");
+    // The same event in structured mode is a duplicate of it.
+    let structured = json!({"specversion": "1.0", "id": "b1", "source": "app", "type": "llm", "subject": "acme", "time": ts, "data": {"tokens": 7}});
+    let again = d
+        .send(
+            d.client
+                .post(d.url("/v1/events"))
+                .bearer_auth(&d.key)
+                .header("content-type", "application/cloudevents+json")
+                .body(structured.to_string()),
+        )
+        .await;
+    assert_eq!(statuses(&again.json), ["duplicate"]);
+    assert_eq!(again.json["results"][0]["id"], r.json["results"][0]["id"]);
+    // ce-time is optional.
+    let untimed = [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "b2"),
+        ("ce-source", "app"),
+        ("ce-type", "llm"),
+        ("ce-subject", "acme"),
+    ];
+    let r = d.send(binary(&d, &untimed, r#"{"tokens": 1}"#)).await;
+    assert_eq!(statuses(&r.json), ["accepted"], "{}", r.json);
+    assert_eq!(total(&d).await, "8");
+    // A missing or bad required attribute is a 400 naming the header; nothing is stored.
+    for (drop, expected) in [
+        ("ce-specversion", "ce-specversion"),
+        ("ce-id", "ce-id"),
+        ("ce-source", "ce-source"),
+        ("ce-type", "ce-type"),
+        ("ce-subject", "ce-subject"),
+    ] {
+        let partial: Vec<(&str, &str)> = attributes
+            .iter()
+            .copied()
+            .filter(|(name, _)| *name != drop)
+            .map(|(name, value)| (name, if name == "ce-id" { "b3" } else { value }))
+            .collect();
+        let r = d.send(binary(&d, &partial, r#"{"tokens": 1}"#)).await;
+        r.assert_problem(400, "validation_failed");
+        assert_eq!(r.fields(), [expected]);
+    }
+    let mut bad_time = attributes;
+    bad_time[1] = ("ce-id", "b4");
+    bad_time[5] = ("ce-time", "yesterday");
+    let r = d.send(binary(&d, &bad_time, r#"{"tokens": 1}"#)).await;
+    r.assert_problem(400, "validation_failed");
+    assert_eq!(r.fields(), ["ce-time"]);
+    // A rejected binary-mode event is the reply's status, never a 200.
+    let mut stranger = attributes;
+    stranger[1] = ("ce-id", "b5");
+    stranger[4] = ("ce-subject", "nobody");
+    d.send(binary(&d, &stranger, r#"{"tokens": 1}"#))
+        .await
+        .assert_problem(422, "unknown_customer");
+    let keyed = d
+        .send(binary(&d, &stranger, r#"{"tokens": 1}"#).header("Idempotency-Key", "bin-1"))
+        .await;
+    keyed.assert_problem(422, "unknown_customer");
+    let replayed = d
+        .send(binary(&d, &stranger, r#"{"tokens": 1}"#).header("Idempotency-Key", "bin-1"))
+        .await;
+    assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replayed.bytes, keyed.bytes);
+    assert_eq!(total(&d).await, "8");
+    // Data that is not JSON is refused.
+    d.send(binary_as(&d, "text/plain", &attributes, "tokens=1"))
+        .await
+        .assert_problem(415, "unsupported_media_type");
+}
+
+#[tokio::test]
+async fn an_empty_cloudevents_batch_is_valid() {
+    let d = setup().await;
+    let r = d
+        .send(
+            d.client
+                .post(d.url("/v1/events"))
+                .bearer_auth(&d.key)
+                .header("content-type", "application/cloudevents-batch+json")
+                .body("[]"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json, json!({"results": []}));
+}

@@ -14,6 +14,8 @@ mod fake_stripe;
 mod idempotency;
 mod ingest;
 mod ledger;
+mod metrics;
+mod openapi;
 mod payments;
 mod soak;
 

@@ -426,3 +426,40 @@ async fn the_receiver_obeys_the_body_limit() {
         Some(0)
     );
 }
+
+#[tokio::test]
+async fn a_signed_body_that_is_not_json_is_invalid_payload_and_never_retried() {
+    let d = Daemon::start().await;
+    let ep = endpoint(&d, "standard").await;
+    let mut ids = Vec::new();
+    for (n, body) in ["not json", "", "[1, 2]"].into_iter().enumerate() {
+        let r = deliver_standard(&d, &ep, &format!("msg_bad{n}"), now_s(), body, SECRET).await;
+        assert_eq!(r.status, 200, "{}", r.json);
+        ids.push((r.json["id"].as_str().expect("id").to_string(), body));
+    }
+    for (id, body) in &ids {
+        d.eventually("invalid_payload", || async {
+            event_status(&d, id).await == "invalid_payload"
+        })
+        .await;
+        let e = d.get(&format!("/v1/webhook-events/{id}")).await;
+        assert_eq!(e.json["payload"], Value::Null, "{}", e.json);
+        assert_eq!(e.json["payload_text"], *body);
+        assert!(e.json["processed_at"].is_string());
+        let attempts = e.json["attempts"].as_array().expect("attempts");
+        assert_eq!(attempts.len(), 1, "{}", e.json);
+        assert_eq!(attempts[0]["error"], Value::Null);
+    }
+    // Still one attempt each later: nothing is retried, nothing dead-lettered.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let list = d.get("/v1/webhook-events?status=invalid_payload").await;
+    assert_eq!(list.status, 200, "{}", list.json);
+    let data = list.json["data"].as_array().expect("data");
+    assert_eq!(data.len(), 3);
+    for e in data {
+        assert_eq!(e["attempts"].as_array().map(Vec::len), Some(1));
+        assert!(e["payload"].is_null() && e["payload_text"].is_string());
+    }
+    let dead = d.get("/v1/dead-letters").await;
+    assert_eq!(dead.json["data"].as_array().map(Vec::len), Some(0));
+}
