@@ -212,6 +212,7 @@ const OPERATION_IDS: &[(&str, &str, &str)] = &[
     ("get", "/v1/payments", "listPayments"),
     ("get", "/v1/payments/{id}", "getPayment"),
     ("post", "/v1/payments/{id}/refund", "refundPayment"),
+    ("post", "/v1/payments/{id}/cancel", "cancelPayment"),
     ("get", "/v1/plans", "listPlans"),
     ("post", "/v1/plans", "createPlan"),
     ("get", "/v1/plans/{id}", "getPlan"),
