@@ -39,6 +39,12 @@ pub fn init_logging(config: &Config) {
 /// Runs the daemon to completion.
 pub fn serve(config: Config) -> anyhow::Result<()> {
     init_logging(&config);
+    for name in crate::config::foreign_env_names(std::env::vars()) {
+        tracing::warn!(
+            variable = %name,
+            "ignoring an environment variable that is not a setting (not near any TALLY_ setting name)"
+        );
+    }
     if config.idempotency.retention_secs < CONTRACT_MIN_RETENTION_SECS {
         tracing::warn!(
             retention_secs = config.idempotency.retention_secs,
