@@ -54,8 +54,10 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Replace the database with a backup. Refuses while a daemon holds the database; the
-    /// current file is kept beside it as `<name>.before-restore-<ms>`.
+    /// Replace the database with a complete backup (one whose completion marker agrees with its
+    /// rows). Refuses while a daemon holds the database. The backup is copied beside the
+    /// database, synced and renamed over it, so a failed copy changes nothing; the previous
+    /// file is kept beside it as `<file name>.before-restore-<ms>`.
     Restore {
         /// The backup file.
         file: PathBuf,
@@ -469,58 +471,84 @@ fn backup(config: &Config, out: &std::path::Path) -> anyhow::Result<()> {
     use std::io::Write;
     let (_db, _store, tx) = crate::store::backup::read_snapshot(&config.database_path)?;
     let mut stderr = std::io::stderr();
-    let copied = crate::store::backup::snapshot(&tx, out, &mut |done, total| {
-        let _ = write!(stderr, "\rbackup: {done}/{total} rows");
-        let _ = stderr.flush();
-    })?;
+    let completion =
+        crate::store::backup::snapshot(&tx, out, crate::clock::now_ms(), &mut |done, total| {
+            let _ = write!(stderr, "\rbackup: {done}/{total} rows");
+            let _ = stderr.flush();
+        })?;
     let _ = writeln!(stderr);
-    let copy = Store::open(out, crate::server::OFFLINE_CACHE_SIZE_BYTES)?;
-    let report = crate::ledger::verify::verify(&*copy.read()?, None, &mut |_, _| {})?;
+    // Checked read-only: nothing is written to the file after its completion marker.
+    crate::store::backup::check_complete(out)?;
+    let copy = crate::store::backup::open_read_only(out)?;
+    let copy_tx = redb::ReadableDatabase::begin_read(&copy)?;
+    let report = crate::ledger::verify::verify(&copy_tx, None, &mut |_, _| {})?;
     if let Some(v) = report.violation {
         anyhow::bail!("the backup does not verify: {}", v.reason);
     }
     println!(
-        "backup: {copied} rows copied to {}; its ledger verifies ({} entries)",
+        "backup: {} rows copied to {}; complete (digest {}); its ledger verifies ({} entries)",
+        completion.total_rows(),
         out.display(),
+        &completion.digest[..16],
         report.entries
     );
     Ok(())
 }
 
 fn restore(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
+    use crate::store::{backup as copy, restore as swap};
     let target = &config.database_path;
-    {
-        let backup = Store::open(file, crate::server::OFFLINE_CACHE_SIZE_BYTES)
-            .with_context(|| format!("{} is not a usable backup", file.display()))?;
-        let report = crate::ledger::verify::verify(&*backup.read()?, None, &mut |_, _| {})?;
-        if let Some(v) = report.violation {
-            anyhow::bail!("the backup does not verify: {}", v.reason);
+    let completion = copy::check_complete(file)?;
+    // Held until the swap, so no daemon can start on the old file meanwhile. A file that does
+    // not open at all (the reason to restore, perhaps) is kept aside all the same.
+    let _guard = match open(config) {
+        Ok(store) => Some(store),
+        Err(e)
+            if e.downcast_ref::<crate::store::OpenError>()
+                .is_some_and(|o| matches!(o, crate::store::OpenError::InUse(_))) =>
+        {
+            return Err(e)
         }
-    }
-    if target.exists() {
-        // Refuses while a daemon holds it (the open fails with "in use").
-        drop(open(config)?);
-        let aside = target.with_extension(format!("before-restore-{}", crate::clock::now_ms()));
-        std::fs::rename(target, &aside)
-            .with_context(|| format!("cannot move {} aside", target.display()))?;
+        Err(e) if target.exists() => {
+            eprintln!("restore: the current database does not open ({e:#}); replacing it");
+            None
+        }
+        Err(_) => None,
+    };
+    let now_ms = crate::clock::now_ms();
+    let staged = swap::stage(file, target, now_ms, swap::copy_all)?;
+    let entries = match verify_staged(&staged) {
+        Ok(entries) => entries,
+        Err(e) => {
+            let _ = std::fs::remove_file(&staged);
+            return Err(e);
+        }
+    };
+    if let Some(kept) = swap::swap_in(&staged, target, now_ms)? {
         eprintln!(
             "restore: the previous database is kept as {}",
-            aside.display()
+            kept.display()
         );
-    } else if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent)?;
     }
-    std::fs::copy(file, target).with_context(|| format!("cannot copy to {}", target.display()))?;
-    std::fs::File::open(target)?.sync_all()?;
-    let restored = open(config)?;
-    let report = crate::ledger::verify::verify(&*restored.read()?, None, &mut |_, _| {})?;
     println!(
-        "restore: {} restored from {}; its ledger verifies ({} entries)",
+        "restore: {} restored from {} ({} rows, complete); its ledger verifies ({entries} entries)",
         target.display(),
         file.display(),
-        report.entries
+        completion.total_rows()
     );
     Ok(())
+}
+
+/// Opens the staged copy as a database (migrating an older schema in place) and verifies its
+/// ledger; returns the entries verified.
+fn verify_staged(staged: &std::path::Path) -> anyhow::Result<u64> {
+    let store = Store::open(staged, crate::server::OFFLINE_CACHE_SIZE_BYTES)
+        .with_context(|| format!("{} is not a usable database", staged.display()))?;
+    let report = crate::ledger::verify::verify(&*store.read()?, None, &mut |_, _| {})?;
+    if let Some(v) = report.violation {
+        anyhow::bail!("the backup does not verify: {}", v.reason);
+    }
+    Ok(report.entries)
 }
 
 fn reconcile(config: &Config, tenant: &str, from: &str, to: Option<&str>) -> anyhow::Result<()> {
