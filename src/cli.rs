@@ -1,5 +1,6 @@
 //! The command line: `serve` (the default) and the operator commands, which open the database
-//! file directly and therefore refuse to run while a server holds it.
+//! file directly and therefore refuse to run while a server holds it, except tenant and key
+//! management, which then goes through the daemon's control socket (`control.rs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::store::Store;
-use crate::tenants::{self, KEY_ID_PREFIX};
+use crate::tenants;
 
 /// Tally: a billing daemon with one promise, one intent, one effect.
 #[derive(Debug, Parser)]
@@ -28,10 +29,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon (the default).
     Serve,
-    /// Manage tenants.
+    /// Manage tenants (creating one works while the daemon serves).
     #[command(subcommand)]
     Tenant(TenantCommand),
-    /// Manage API keys.
+    /// Manage API keys; works while the daemon serves, through its control socket, and takes
+    /// effect on the next request.
     #[command(subcommand)]
     Key(KeyCommand),
     /// Check the ledger: every entry balances, the hash chain is intact, every balance equals
@@ -189,20 +191,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => crate::server::serve(config),
         Command::Tenant(TenantCommand::Create { name }) => {
-            let store = open(&config)?;
-            let key = tenants::generate_key().context("no randomness for an API key")?;
-            let (id, secret) = (key.id, key.secret.clone());
-            store
-                .apply_one(tenants::CreateTenant {
-                    name: name.clone(),
-                    key,
-                    now_ms: crate::clock::now_ms(),
-                })?
-                .map_err(anyhow::Error::from)?;
-            println!("tenant: {name}");
-            println!("key_id: {}", id.display(KEY_ID_PREFIX));
-            println!("api_key: {secret}");
-            Ok(())
+            manage(&config, crate::control::Request::CreateTenant { name })
         }
         Command::Tenant(TenantCommand::List) => {
             let store = open(&config)?;
@@ -219,19 +208,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Key(KeyCommand::Create { tenant }) => {
-            let store = open(&config)?;
-            let key = tenants::generate_key().context("no randomness for an API key")?;
-            let (id, secret) = (key.id, key.secret.clone());
-            store
-                .apply_one(tenants::CreateKey {
-                    tenant_name: tenant,
-                    key,
-                    now_ms: crate::clock::now_ms(),
-                })?
-                .map_err(anyhow::Error::from)?;
-            println!("key_id: {}", id.display(KEY_ID_PREFIX));
-            println!("api_key: {secret}");
-            Ok(())
+            manage(&config, crate::control::Request::CreateKey { tenant })
         }
         Command::Verify { tenant } => verify(&config, tenant.as_deref()),
         Command::Invoice(InvoiceCommand::Verify { id }) => verify_invoice(&config, &id),
@@ -271,17 +248,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             reconcile(&config, &tenant, &from, to.as_deref())
         }
         Command::Key(KeyCommand::Revoke { key_id }) => {
-            let store = open(&config)?;
-            store
-                .apply_one(tenants::RevokeKey {
-                    key_id: key_id.clone(),
-                    now_ms: crate::clock::now_ms(),
-                })?
-                .map_err(anyhow::Error::from)?;
-            println!("revoked: {key_id}");
-            Ok(())
+            manage(&config, crate::control::Request::RevokeKey { key_id })
         }
     }
+}
+
+/// Creates tenants and keys and revokes keys: in the database file when no daemon holds it,
+/// otherwise through the running daemon's control socket, so nothing needs a restart.
+fn manage(config: &Config, request: crate::control::Request) -> anyhow::Result<()> {
+    use crate::control::{self, Reply};
+    let reply = match open(config) {
+        Ok(store) => tokio::runtime::Builder::new_current_thread()
+            .build()?
+            .block_on(control::execute(&store, request))?,
+        Err(e)
+            if e.downcast_ref::<crate::store::OpenError>()
+                .is_some_and(|o| matches!(o, crate::store::OpenError::InUse(_))) =>
+        {
+            control::call(&config.database_path, &request)?
+        }
+        Err(e) => return Err(e),
+    };
+    match reply {
+        Reply::Created {
+            tenant,
+            key_id,
+            api_key,
+        } => {
+            println!("tenant: {tenant}");
+            println!("key_id: {key_id}");
+            println!("api_key: {api_key}");
+        }
+        Reply::Revoked { key_id } => println!("revoked: {key_id}"),
+        Reply::Refused { error } => anyhow::bail!("{error}"),
+    }
+    Ok(())
 }
 
 fn verify(config: &Config, tenant: Option<&str>) -> anyhow::Result<()> {
