@@ -261,12 +261,7 @@ fn manage(config: &Config, request: crate::control::Request) -> anyhow::Result<(
         Ok(store) => tokio::runtime::Builder::new_current_thread()
             .build()?
             .block_on(control::execute(&store, request))?,
-        Err(e)
-            if e.downcast_ref::<crate::store::OpenError>()
-                .is_some_and(|o| matches!(o, crate::store::OpenError::InUse(_))) =>
-        {
-            control::call(&config.database_path, &request)?
-        }
+        Err(e) if in_use(&e) => control::call(&config.database_path, &request)?,
         Err(e) => return Err(e),
     };
     match reply {
@@ -502,19 +497,14 @@ fn restore(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
     let completion = copy::check_complete(file)?;
     // Held until the swap, so no daemon can start on the old file meanwhile. A file that does
     // not open at all (the reason to restore, perhaps) is kept aside all the same.
-    let _guard = match open(config) {
-        Ok(store) => Some(store),
-        Err(e)
-            if e.downcast_ref::<crate::store::OpenError>()
-                .is_some_and(|o| matches!(o, crate::store::OpenError::InUse(_))) =>
-        {
-            return Err(e)
-        }
-        Err(e) if target.exists() => {
+    let _guard = match target.exists().then(|| open(config)) {
+        None => None,
+        Some(Ok(store)) => Some(store),
+        Some(Err(e)) if in_use(&e) => return Err(e),
+        Some(Err(e)) => {
             eprintln!("restore: the current database does not open ({e:#}); replacing it");
             None
         }
-        Err(_) => None,
     };
     let now_ms = crate::clock::now_ms();
     let staged = swap::stage(file, target, now_ms, swap::copy_all)?;
@@ -629,6 +619,14 @@ fn reconcile(config: &Config, tenant: &str, from: &str, to: Option<&str>) -> any
         }
     }
     Ok(())
+}
+
+/// Whether opening failed because a daemon holds the file.
+fn in_use(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<crate::store::OpenError>(),
+        Some(crate::store::OpenError::InUse(_))
+    )
 }
 
 fn open(config: &Config) -> anyhow::Result<Store> {

@@ -203,7 +203,7 @@ pub use listener::{bind, Listener};
 mod listener {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::path::{Path, PathBuf};
-    use std::sync::Arc;
+    use std::sync::{Arc, Weak};
     use std::time::Duration;
 
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -263,7 +263,7 @@ mod listener {
                 tokio::select! {
                     accepted = self.socket.accept() => match accepted {
                         Ok((stream, _)) => {
-                            tokio::spawn(answer(stream, Arc::clone(&writer), self.owner_uid));
+                            tokio::spawn(answer(stream, Arc::downgrade(&writer), self.owner_uid));
                         }
                         Err(error) => {
                             tracing::warn!(%error, "control socket accept failed");
@@ -277,8 +277,9 @@ mod listener {
         }
     }
 
-    /// Reads one request, applies it, writes one reply.
-    async fn answer(stream: UnixStream, writer: Arc<WriterHandle>, owner_uid: u32) {
+    /// Reads one request, applies it, writes one reply. The writer is held only while applying,
+    /// so a connection that never sends does not hold up the writer's shutdown.
+    async fn answer(stream: UnixStream, writer: Weak<WriterHandle>, owner_uid: u32) {
         let allowed = stream
             .peer_cred()
             .is_ok_and(|c| c.uid() == owner_uid || c.uid() == 0);
@@ -292,18 +293,23 @@ mod listener {
         let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));
         let reply = match tokio::time::timeout(timeout, reader.read_line(&mut line)).await {
             Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
-                Ok(request) => {
-                    let what = describe(&request);
-                    match execute(writer.as_ref(), request).await {
-                        Ok(reply) => {
-                            log(&what, &reply);
-                            reply
+                Ok(request) => match writer.upgrade() {
+                    Some(writer) => {
+                        let what = describe(&request);
+                        match execute(writer.as_ref(), request).await {
+                            Ok(reply) => {
+                                log(&what, &reply);
+                                reply
+                            }
+                            Err(error) => Reply::Refused {
+                                error: format!("{error:#}"),
+                            },
                         }
-                        Err(error) => Reply::Refused {
-                            error: format!("{error:#}"),
-                        },
                     }
-                }
+                    None => Reply::Refused {
+                        error: "the daemon is stopping; nothing was done".into(),
+                    },
+                },
                 Err(error) => Reply::Refused {
                     error: format!("not a control request: {error}"),
                 },

@@ -178,3 +178,28 @@ async fn a_backup_that_did_not_finish_or_was_changed_is_refused_and_the_database
     let customers = d.get("/v1/customers").await;
     assert_eq!(customers.json["data"].as_array().map(Vec::len), Some(4));
 }
+
+#[tokio::test]
+async fn a_database_that_no_longer_opens_is_replaced_by_a_restore_and_kept_aside() {
+    let mut d = Daemon::start().await;
+    d.customer("acme", "USD").await;
+    let backup = take_backup(&d, "good.redb");
+    d.stop();
+    let live = d.dir.path().join("tally.redb");
+    let size = std::fs::metadata(&live).expect("db").len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&live)
+        .expect("open");
+    file.set_len(size / 3).expect("truncate");
+    drop(file);
+    let restored = d.cli(&["restore", backup.to_str().expect("path")]);
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    d.restart().await;
+    let customers = d.get("/v1/customers").await;
+    assert_eq!(customers.json["data"][0]["external_id"], "acme");
+}
