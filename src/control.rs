@@ -167,7 +167,18 @@ pub fn socket_path(database_path: &Path) -> PathBuf {
 #[cfg(unix)]
 pub fn call(database_path: &Path, request: &Request) -> anyhow::Result<Reply> {
     use std::io::{BufRead, Write};
+    use std::os::unix::fs::MetadataExt;
     let path = socket_path(database_path);
+    // Only a socket owned by the database's owner speaks for the daemon.
+    if let (Ok(socket), Ok(database)) = (std::fs::metadata(&path), std::fs::metadata(database_path))
+    {
+        if socket.uid() != database.uid() {
+            anyhow::bail!(
+                "{} is not owned by the database's owner; refusing to use it",
+                path.display()
+            );
+        }
+    }
     let stream = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
         format!(
             "the database is in use, and the daemon's control socket {} does not answer",
