@@ -1,5 +1,6 @@
 //! The command line: `serve` (the default) and the operator commands, which open the database
-//! file directly and therefore refuse to run while a server holds it.
+//! file directly and therefore refuse to run while a server holds it, except tenant and key
+//! management, which then goes through the daemon's control socket (`control.rs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::store::Store;
-use crate::tenants::{self, KEY_ID_PREFIX};
+use crate::tenants;
 
 /// Tally: a billing daemon with one promise, one intent, one effect.
 #[derive(Debug, Parser)]
@@ -28,10 +29,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon (the default).
     Serve,
-    /// Manage tenants.
+    /// Manage tenants (creating one works while the daemon serves).
     #[command(subcommand)]
     Tenant(TenantCommand),
-    /// Manage API keys.
+    /// Manage API keys; works while the daemon serves, through its control socket, and takes
+    /// effect on the next request.
     #[command(subcommand)]
     Key(KeyCommand),
     /// Check the ledger: every entry balances, the hash chain is intact, every balance equals
@@ -54,8 +56,10 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Replace the database with a backup. Refuses while a daemon holds the database; the
-    /// current file is kept beside it as `<name>.before-restore-<ms>`.
+    /// Replace the database with a complete backup (one whose completion marker agrees with its
+    /// rows). Refuses while a daemon holds the database. The backup is copied beside the
+    /// database, synced and renamed over it, so a failed copy changes nothing; the previous
+    /// file is kept beside it as `<file name>.before-restore-<ms>`.
     Restore {
         /// The backup file.
         file: PathBuf,
@@ -187,20 +191,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => crate::server::serve(config),
         Command::Tenant(TenantCommand::Create { name }) => {
-            let store = open(&config)?;
-            let key = tenants::generate_key().context("no randomness for an API key")?;
-            let (id, secret) = (key.id, key.secret.clone());
-            store
-                .apply_one(tenants::CreateTenant {
-                    name: name.clone(),
-                    key,
-                    now_ms: crate::clock::now_ms(),
-                })?
-                .map_err(anyhow::Error::from)?;
-            println!("tenant: {name}");
-            println!("key_id: {}", id.display(KEY_ID_PREFIX));
-            println!("api_key: {secret}");
-            Ok(())
+            manage(&config, crate::control::Request::CreateTenant { name })
         }
         Command::Tenant(TenantCommand::List) => {
             let store = open(&config)?;
@@ -217,19 +208,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Key(KeyCommand::Create { tenant }) => {
-            let store = open(&config)?;
-            let key = tenants::generate_key().context("no randomness for an API key")?;
-            let (id, secret) = (key.id, key.secret.clone());
-            store
-                .apply_one(tenants::CreateKey {
-                    tenant_name: tenant,
-                    key,
-                    now_ms: crate::clock::now_ms(),
-                })?
-                .map_err(anyhow::Error::from)?;
-            println!("key_id: {}", id.display(KEY_ID_PREFIX));
-            println!("api_key: {secret}");
-            Ok(())
+            manage(&config, crate::control::Request::CreateKey { tenant })
         }
         Command::Verify { tenant } => verify(&config, tenant.as_deref()),
         Command::Invoice(InvoiceCommand::Verify { id }) => verify_invoice(&config, &id),
@@ -269,17 +248,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             reconcile(&config, &tenant, &from, to.as_deref())
         }
         Command::Key(KeyCommand::Revoke { key_id }) => {
-            let store = open(&config)?;
-            store
-                .apply_one(tenants::RevokeKey {
-                    key_id: key_id.clone(),
-                    now_ms: crate::clock::now_ms(),
-                })?
-                .map_err(anyhow::Error::from)?;
-            println!("revoked: {key_id}");
-            Ok(())
+            manage(&config, crate::control::Request::RevokeKey { key_id })
         }
     }
+}
+
+/// Creates tenants and keys and revokes keys: in the database file when no daemon holds it,
+/// otherwise through the running daemon's control socket, so nothing needs a restart.
+fn manage(config: &Config, request: crate::control::Request) -> anyhow::Result<()> {
+    use crate::control::{self, Reply};
+    let reply = match open(config) {
+        Ok(store) => tokio::runtime::Builder::new_current_thread()
+            .build()?
+            .block_on(control::execute(&store, request))?,
+        Err(e) if in_use(&e) => control::call(&config.database_path, &request)?,
+        Err(e) => return Err(e),
+    };
+    match reply {
+        Reply::Created {
+            tenant,
+            key_id,
+            api_key,
+        } => {
+            println!("tenant: {tenant}");
+            println!("key_id: {key_id}");
+            println!("api_key: {api_key}");
+        }
+        Reply::Revoked { key_id } => println!("revoked: {key_id}"),
+        Reply::Refused { error } => anyhow::bail!("{error}"),
+    }
+    Ok(())
 }
 
 fn verify(config: &Config, tenant: Option<&str>) -> anyhow::Result<()> {
@@ -469,58 +467,79 @@ fn backup(config: &Config, out: &std::path::Path) -> anyhow::Result<()> {
     use std::io::Write;
     let (_db, _store, tx) = crate::store::backup::read_snapshot(&config.database_path)?;
     let mut stderr = std::io::stderr();
-    let copied = crate::store::backup::snapshot(&tx, out, &mut |done, total| {
-        let _ = write!(stderr, "\rbackup: {done}/{total} rows");
-        let _ = stderr.flush();
-    })?;
+    let completion =
+        crate::store::backup::snapshot(&tx, out, crate::clock::now_ms(), &mut |done, total| {
+            let _ = write!(stderr, "\rbackup: {done}/{total} rows");
+            let _ = stderr.flush();
+        })?;
     let _ = writeln!(stderr);
-    let copy = Store::open(out, crate::server::OFFLINE_CACHE_SIZE_BYTES)?;
-    let report = crate::ledger::verify::verify(&*copy.read()?, None, &mut |_, _| {})?;
+    // Checked read-only: nothing is written to the file after its completion marker.
+    crate::store::backup::check_complete(out)?;
+    let copy = crate::store::backup::open_read_only(out)?;
+    let copy_tx = redb::ReadableDatabase::begin_read(&copy)?;
+    let report = crate::ledger::verify::verify(&copy_tx, None, &mut |_, _| {})?;
     if let Some(v) = report.violation {
         anyhow::bail!("the backup does not verify: {}", v.reason);
     }
     println!(
-        "backup: {copied} rows copied to {}; its ledger verifies ({} entries)",
+        "backup: {} rows copied to {}; complete (digest {}); its ledger verifies ({} entries)",
+        completion.total_rows(),
         out.display(),
+        &completion.digest[..16],
         report.entries
     );
     Ok(())
 }
 
 fn restore(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
+    use crate::store::{backup as copy, restore as swap};
     let target = &config.database_path;
-    {
-        let backup = Store::open(file, crate::server::OFFLINE_CACHE_SIZE_BYTES)
-            .with_context(|| format!("{} is not a usable backup", file.display()))?;
-        let report = crate::ledger::verify::verify(&*backup.read()?, None, &mut |_, _| {})?;
-        if let Some(v) = report.violation {
-            anyhow::bail!("the backup does not verify: {}", v.reason);
+    let completion = copy::check_complete(file)?;
+    // Held until the swap, so no daemon can start on the old file meanwhile. A file that does
+    // not open at all (the reason to restore, perhaps) is kept aside all the same.
+    let _guard = match target.exists().then(|| open(config)) {
+        None => None,
+        Some(Ok(store)) => Some(store),
+        Some(Err(e)) if in_use(&e) => return Err(e),
+        Some(Err(e)) => {
+            eprintln!("restore: the current database does not open ({e:#}); replacing it");
+            None
         }
-    }
-    if target.exists() {
-        // Refuses while a daemon holds it (the open fails with "in use").
-        drop(open(config)?);
-        let aside = target.with_extension(format!("before-restore-{}", crate::clock::now_ms()));
-        std::fs::rename(target, &aside)
-            .with_context(|| format!("cannot move {} aside", target.display()))?;
+    };
+    let now_ms = crate::clock::now_ms();
+    let staged = swap::stage(file, target, now_ms, swap::copy_all)?;
+    let entries = match verify_staged(&staged) {
+        Ok(entries) => entries,
+        Err(e) => {
+            let _ = std::fs::remove_file(&staged);
+            return Err(e);
+        }
+    };
+    if let Some(kept) = swap::swap_in(&staged, target, now_ms)? {
         eprintln!(
             "restore: the previous database is kept as {}",
-            aside.display()
+            kept.display()
         );
-    } else if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent)?;
     }
-    std::fs::copy(file, target).with_context(|| format!("cannot copy to {}", target.display()))?;
-    std::fs::File::open(target)?.sync_all()?;
-    let restored = open(config)?;
-    let report = crate::ledger::verify::verify(&*restored.read()?, None, &mut |_, _| {})?;
     println!(
-        "restore: {} restored from {}; its ledger verifies ({} entries)",
+        "restore: {} restored from {} ({} rows, complete); its ledger verifies ({entries} entries)",
         target.display(),
         file.display(),
-        report.entries
+        completion.total_rows()
     );
     Ok(())
+}
+
+/// Opens the staged copy as a database (migrating an older schema in place) and verifies its
+/// ledger; returns the entries verified.
+fn verify_staged(staged: &std::path::Path) -> anyhow::Result<u64> {
+    let store = Store::open(staged, crate::server::OFFLINE_CACHE_SIZE_BYTES)
+        .with_context(|| format!("{} is not a usable database", staged.display()))?;
+    let report = crate::ledger::verify::verify(&*store.read()?, None, &mut |_, _| {})?;
+    if let Some(v) = report.violation {
+        anyhow::bail!("the backup does not verify: {}", v.reason);
+    }
+    Ok(report.entries)
 }
 
 fn reconcile(config: &Config, tenant: &str, from: &str, to: Option<&str>) -> anyhow::Result<()> {
@@ -601,6 +620,14 @@ fn reconcile(config: &Config, tenant: &str, from: &str, to: Option<&str>) -> any
         }
     }
     Ok(())
+}
+
+/// Whether opening failed because a daemon holds the file.
+fn in_use(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<crate::store::OpenError>(),
+        Some(crate::store::OpenError::InUse(_))
+    )
 }
 
 fn open(config: &Config) -> anyhow::Result<Store> {

@@ -663,28 +663,24 @@ impl Config {
 }
 
 /// Overlays `TALLY_<SECTION>_<KEY>` variables onto the parsed file. The set of names is derived
-/// from the defaults, so every key has exactly one variable and an unknown `TALLY_*` variable is
-/// an error rather than a silently ignored typo.
+/// from the defaults, so every key has exactly one variable. An unknown `TALLY_*` variable that
+/// looks like a setting (see [`env_rule`]) is an error rather than a silently ignored typo; any
+/// other `TALLY_*` name (`TALLY_KEY`, `TALLY_URL`: what client tools use) is not ours and is
+/// left alone.
 fn apply_env_overrides(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    let defaults =
-        toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Parse(e.to_string()))?;
-    let mut known: Vec<(String, Vec<String>)> = Vec::new();
-    collect_paths(&defaults, &mut Vec::new(), &mut known);
+    let known = env_settings()?;
     for (name, raw) in env {
-        let Some(suffix) = name.strip_prefix("TALLY_") else {
-            continue;
-        };
-        if suffix == "CONFIG" {
-            // `TALLY_CONFIG` names the file itself (handled by the CLI).
-            continue;
-        }
-        let Some((_, path)) = known.iter().find(|(var, _)| var == suffix) else {
-            return Err(ConfigError::Parse(format!(
-                "unknown environment variable {name}: no such configuration key"
-            )));
+        let path = match env_rule(&name, &known) {
+            EnvRule::Setting(path) => path,
+            EnvRule::NotOurs | EnvRule::Foreign => continue,
+            EnvRule::Typo(hint) => {
+                return Err(ConfigError::Parse(format!(
+                    "unknown environment variable {name}: no such configuration key{hint}"
+                )))
+            }
         };
         let value = parse_env_value(&raw);
         let mut cursor = &mut *table;
@@ -707,6 +703,92 @@ fn apply_env_overrides(
         }
     }
     Ok(())
+}
+
+/// Every setting's variable suffix (`IDEMPOTENCY_RETENTION_SECS`) with its key path.
+fn env_settings() -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+    let defaults =
+        toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Parse(e.to_string()))?;
+    let mut known = Vec::new();
+    collect_paths(&defaults, &mut Vec::new(), &mut known);
+    Ok(known)
+}
+
+/// What an environment variable is to the configuration.
+#[derive(Debug, PartialEq, Eq)]
+enum EnvRule {
+    /// Not a `TALLY_` name (or `TALLY_CONFIG`, which the CLI reads).
+    NotOurs,
+    /// A setting, with its key path.
+    Setting(Vec<String>),
+    /// Looks like a mistyped setting: within two edits of one, or inside a section's prefix
+    /// (`TALLY_WRITER_…`). Carries a "did you mean" hint.
+    Typo(String),
+    /// A `TALLY_` name unlike any setting, such as a client tool's `TALLY_KEY` or `TALLY_URL`.
+    Foreign,
+}
+
+/// Classifies one variable name against the settings (see [`EnvRule`]).
+fn env_rule(name: &str, known: &[(String, Vec<String>)]) -> EnvRule {
+    let Some(suffix) = name.strip_prefix("TALLY_") else {
+        return EnvRule::NotOurs;
+    };
+    if suffix == "CONFIG" {
+        return EnvRule::NotOurs;
+    }
+    if let Some((_, path)) = known.iter().find(|(var, _)| var == suffix) {
+        return EnvRule::Setting(path.clone());
+    }
+    let nearest = known
+        .iter()
+        .map(|(var, _)| (edit_distance(var, suffix), var))
+        .min();
+    if let Some((distance, var)) = nearest {
+        if distance <= 2 {
+            return EnvRule::Typo(format!(" (did you mean TALLY_{var}?)"));
+        }
+    }
+    let in_section = known
+        .iter()
+        .filter(|(_, path)| path.len() > 1)
+        .any(|(_, path)| {
+            let section = path[0].to_uppercase();
+            suffix == section || suffix.starts_with(&format!("{section}_"))
+        });
+    if in_section {
+        return EnvRule::Typo(String::new());
+    }
+    EnvRule::Foreign
+}
+
+/// `TALLY_*` variables in `env` that are not settings and are ignored (names only: values
+/// may be secrets), so the daemon can log them once logging is up.
+pub fn foreign_env_names(env: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+    let Ok(known) = env_settings() else {
+        return Vec::new();
+    };
+    env.into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| env_rule(name, &known) == EnvRule::Foreign)
+        .collect()
+}
+
+/// Levenshtein distance over bytes (setting names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 fn collect_paths(
@@ -778,8 +860,38 @@ mod tests {
         std::fs::write(&path, "[writer]\nmax_batch = 3\n").expect("write");
         let err = Config::load(Some(&path), Vec::new()).expect_err("must fail");
         assert!(err.to_string().contains("max_batch"), "{err}");
-        let err = Config::load(None, env(&[("TALLY_NOPE", "1")])).expect_err("must fail");
-        assert!(err.to_string().contains("TALLY_NOPE"), "{err}");
+        let err = Config::load(None, env(&[("TALLY_WRITER_NOPE", "1")])).expect_err("must fail");
+        assert!(err.to_string().contains("TALLY_WRITER_NOPE"), "{err}");
+    }
+
+    #[test]
+    fn client_tool_variables_are_not_settings_but_typos_are_refused() {
+        let clients = env(&[
+            ("TALLY_KEY", "tally_sk_x"),
+            ("TALLY_URL", "http://127.0.0.1:7070"),
+            ("TALLY_API_KEY", "tally_sk_x"),
+        ]);
+        Config::load(None, clients.clone()).expect("client variables are not ours");
+        assert_eq!(
+            foreign_env_names(clients),
+            ["TALLY_KEY", "TALLY_URL", "TALLY_API_KEY"]
+        );
+        for typo in [
+            "TALLY_LISTN",
+            "TALLY_DATABSE_PATH",
+            "TALLY_CACHE_SIZE_MB",
+            "TALLY_PAYMENTS_STRIPE_SECRET",
+            "TALLY_LOG",
+        ] {
+            let err = Config::load(None, env(&[(typo, "1")])).expect_err(typo);
+            assert!(err.to_string().contains(typo), "{err}");
+        }
+        let err = Config::load(None, env(&[("TALLY_LISTN", "x")])).expect_err("typo");
+        assert!(
+            err.to_string().contains("did you mean TALLY_LISTEN"),
+            "{err}"
+        );
+        assert!(foreign_env_names(env(&[("TALLY_LISTEN", "x"), ("HOME", "/")])).is_empty());
     }
 
     #[test]

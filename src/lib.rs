@@ -12,6 +12,7 @@ pub mod billing;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod currency;
 pub mod customers;
 pub mod decimal;

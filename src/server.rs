@@ -39,6 +39,12 @@ pub fn init_logging(config: &Config) {
 /// Runs the daemon to completion.
 pub fn serve(config: Config) -> anyhow::Result<()> {
     init_logging(&config);
+    for name in crate::config::foreign_env_names(std::env::vars()) {
+        tracing::warn!(
+            variable = %name,
+            "ignoring an environment variable that is not a setting (not near any TALLY_ setting name)"
+        );
+    }
     if config.idempotency.retention_secs < CONTRACT_MIN_RETENTION_SECS {
         tracing::warn!(
             retention_secs = config.idempotency.retention_secs,
@@ -141,12 +147,15 @@ async fn run(
         Arc::clone(&jobs_wake),
         stop_rx.clone(),
     ));
+    let writer_for_control = writer.clone();
     let billing = tokio::spawn(billing_task(
         writer,
         Arc::clone(&store_for_tasks),
         Arc::clone(&config),
         stop_rx.clone(),
     ));
+    let control = control_task(&config, &writer_for_control, &stop_rx);
+    drop(writer_for_control);
     let upkeep = tokio::spawn(upkeep_task(metrics, stop_rx));
     println!("tally: listening on http://{address}");
     tracing::info!(%address, "serving");
@@ -161,7 +170,39 @@ async fn run(
     let _ = billing.await;
     let _ = workers.await;
     let _ = upkeep.await;
+    if let Some(control) = control {
+        let _ = control.await;
+    }
     served.context("the HTTP server failed")
+}
+
+/// Opens the control socket that lets `tally tenant create`, `tally key create` and `tally key
+/// revoke` work while the daemon serves. Without it the daemon still serves; those commands
+/// then need it stopped.
+fn control_task(
+    config: &Config,
+    writer: &WriterHandle,
+    stop: &watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    match crate::control::bind(&config.database_path) {
+        Ok(listener) => {
+            tracing::info!(path = %listener.path().display(), "control socket ready");
+            Some(tokio::spawn(listener.serve(writer.clone(), stop.clone())))
+        }
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                "no control socket: managing tenants and keys needs the daemon stopped"
+            );
+            None
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (config, writer, stop);
+        None
+    }
 }
 
 /// Deletes expired idempotency records and derived event identities that can no longer match,

@@ -219,14 +219,32 @@ pub struct BulkReplayRequest {
     pub to: Option<String>,
     /// Most jobs (default 1000, at most 10000).
     pub limit: Option<u32>,
+    /// `true` to replay every dead letter; required when no filter (`kind`, `from`, `to`) is
+    /// given, so an empty body never replays everything.
+    pub all: Option<bool>,
 }
 
-/// Requeues every dead letter matching the filter (up to `limit`).
+impl BulkReplayRequest {
+    /// A replay must say what it replays: a filter, or `"all": true`.
+    fn check_scope(&self) -> Result<(), ApiError> {
+        let filtered = self.kind.is_some() || self.from.is_some() || self.to.is_some();
+        if filtered || self.all == Some(true) {
+            return Ok(());
+        }
+        Err(ApiError::invalid_field(
+            "all",
+            "give a filter (kind, from, to) or \"all\": true to replay every dead letter",
+        ))
+    }
+}
+
+/// Requeues every dead letter matching the filter (up to `limit`); a body without a filter must
+/// say `"all": true`.
 #[utoipa::path(
     post, path = "/v1/dead-letters/replay", tag = "operations",
     request_body = BulkReplayRequest,
     params(("Idempotency-Key" = String, Header, description = "required")),
-    responses((status = 200, body = ReplayResponse)),
+    responses((status = 200, body = ReplayResponse), (status = 400, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = []))
 )]
 pub async fn replay_bulk(
@@ -236,6 +254,7 @@ pub async fn replay_bulk(
     req: OptionalJsonBody<BulkReplayRequest>,
 ) -> Result<Response, ApiError> {
     let key = key.required()?;
+    req.value.check_scope()?;
     let limit = req.value.limit.unwrap_or(1000);
     if !(1..=10_000).contains(&limit) {
         return Err(ApiError::invalid_field(

@@ -32,8 +32,9 @@ use crate::webhooks::signature::{self, SignatureError};
 pub struct CreateEndpointRequest {
     /// `stripe` or `standard`.
     pub provider: String,
-    /// The signing secret the provider uses; generated (`whsec_` + base64 of 32 random bytes)
-    /// when absent.
+    /// The signing secret the provider uses. Required for `stripe`: Stripe's own signing secret
+    /// (`whsec_…`, from its dashboard), since Stripe signs with a secret it generates. For
+    /// `standard`, generated (`whsec_` + base64 of 32 random bytes) when absent.
     pub secret: Option<String>,
     /// A note for operators.
     pub description: Option<String>,
@@ -43,7 +44,8 @@ pub struct CreateEndpointRequest {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateRequest {
-    /// The new secret; generated when absent.
+    /// The new secret. Required for `stripe` endpoints (Stripe's new signing secret); generated
+    /// for `standard` ones when absent.
     pub secret: Option<String>,
 }
 
@@ -103,6 +105,12 @@ fn validate_secret(provider: Provider, secret: &str) -> Result<(), ApiError> {
             "must be 16-256 printable characters",
         ));
     }
+    if provider == Provider::Stripe && !secret.starts_with("whsec_") {
+        return Err(ApiError::invalid_field(
+            "secret",
+            "a stripe secret is Stripe's signing secret, starting with whsec_",
+        ));
+    }
     if provider == Provider::Standard
         && signature::standard_key(secret).is_none_or(|k| k.len() < 16)
     {
@@ -120,6 +128,12 @@ fn new_secret(given: &Option<String>, provider: Provider) -> Result<String, ApiE
             validate_secret(provider, s)?;
             Ok(s.clone())
         }
+        // Stripe signs with a secret only Stripe knows; one made up here would fail every
+        // delivery.
+        None if provider == Provider::Stripe => Err(ApiError::invalid_field(
+            "secret",
+            "is required for provider stripe: Stripe's signing secret (whsec_…) from its dashboard",
+        )),
         None => signature::generate_secret().map_err(|_| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -8,6 +8,7 @@ pub mod codec;
 #[cfg(test)]
 pub(crate) mod fault;
 pub mod keys;
+pub mod restore;
 pub mod tables;
 pub mod writer;
 

@@ -138,12 +138,18 @@ pub fn verify_stripe(
     Err(SignatureError::NoMatch)
 }
 
-/// The HMAC key of a Standard Webhooks secret: base64 after the `whsec_` prefix.
+/// Standard base64 that decodes with or without `=` padding: senders and their libraries
+/// differ, and the padding carries no information.
+const LENIENT_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// The HMAC key of a Standard Webhooks secret: base64 (padded or not) after the `whsec_` prefix.
 pub fn standard_key(secret: &str) -> Option<Vec<u8>> {
     let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
-    base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .ok()
+    LENIENT_BASE64.decode(encoded).ok()
 }
 
 /// The Standard Webhooks `v1` signature (base64) of a message, for senders and tests.
@@ -178,7 +184,7 @@ pub fn verify_standard(
     let candidates: Vec<Vec<u8>> = signature
         .split(' ')
         .filter_map(|s| s.strip_prefix("v1,"))
-        .filter_map(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .filter_map(|b64| LENIENT_BASE64.decode(b64).ok())
         .collect();
     if candidates.is_empty() {
         return Err(SignatureError::Malformed {
@@ -262,6 +268,28 @@ mod tests {
             300,
         );
         assert_eq!(late, Err(SignatureError::Tolerance(301)));
+    }
+
+    #[test]
+    fn unpadded_base64_secrets_and_signatures_are_accepted() {
+        // 20 bytes: base64 ends in one `=`.
+        let padded = "whsec_AAECAwQFBgcICQoLDA0ODxAREhM=";
+        let unpadded = padded.trim_end_matches('=');
+        assert_eq!(standard_key(unpadded), standard_key(padded));
+        assert_eq!(standard_key(unpadded).map(|k| k.len()), Some(20));
+        let sig = sign_standard(unpadded, ID, TS, BODY).expect("signs");
+        assert!(sig.ends_with('='));
+        let header = format!("v1,{}", sig.trim_end_matches('='));
+        let ok = verify_standard(
+            Some(ID),
+            Some("1649367553"),
+            Some(&header),
+            BODY,
+            &[padded],
+            TS,
+            300,
+        );
+        assert_eq!(ok, Ok(()));
     }
 
     #[test]

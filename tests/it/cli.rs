@@ -177,3 +177,62 @@ fn the_benchmark_refuses_an_unknown_scenario_or_client_count() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// The `name: value` line of a CLI's output.
+fn field(out: &std::process::Output, name: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+        .unwrap_or_else(|| panic!("no {name} in {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[tokio::test]
+async fn keys_are_created_and_revoked_while_serving_and_count_from_the_next_request() {
+    let mut d = Daemon::start().await;
+    let created = d.cli(&["key", "create", "--tenant", "default"]);
+    let (key_id, secret) = (field(&created, "key_id"), field(&created, "api_key"));
+    assert!(!d.stderr().contains(&secret), "a secret is never logged");
+    assert_eq!(d.get_as(&secret, "/v1/customers").await.status, 200);
+    let revoked = d.cli(&["key", "revoke", &key_id]);
+    assert_eq!(field(&revoked, "revoked"), key_id);
+    d.get_as(&secret, "/v1/customers")
+        .await
+        .assert_problem(401, "unauthorized");
+    assert_eq!(
+        d.get("/v1/customers").await.status,
+        200,
+        "other keys are untouched"
+    );
+    let twice = d.cli(&["key", "revoke", &key_id]);
+    assert!(!twice.status.success());
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("already revoked"));
+    // A new tenant and its key, while serving, work at once and see only their own data.
+    let tenant = d.cli(&["tenant", "create", "acme"]);
+    let acme = field(&tenant, "api_key");
+    d.customer("only-default", "USD").await;
+    let listed = d.get_as(&acme, "/v1/customers").await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.json["data"].as_array().map(Vec::len), Some(0));
+    let unknown = d.cli(&["key", "create", "--tenant", "nobody"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("nobody"));
+    // The socket is the owner's only, and gone after shutdown.
+    let socket = d.dir.path().join("tally.redb.sock");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&socket).expect("socket").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(d.stop().map(|s| s.success()), Some(true));
+    assert!(!socket.exists());
+    // Revocations are stored: still refused after a restart.
+    d.restart().await;
+    d.get_as(&secret, "/v1/customers")
+        .await
+        .assert_problem(401, "unauthorized");
+    assert_eq!(d.get_as(&acme, "/v1/customers").await.status, 200);
+}

@@ -156,11 +156,19 @@ async fn stripe_signatures_rotation_and_v0_only() {
     send(SECRET.to_string(), "v0", "evt_2")
         .await
         .assert_problem(400, "signature_malformed");
+    // Stripe rolls its secret itself; Tally cannot make one up.
+    d.post(
+        &format!("/v1/webhook-endpoints/{ep}/rotate-secret"),
+        Some("rot-empty"),
+        &json!({}),
+    )
+    .await
+    .assert_problem(400, "validation_failed");
     let rotated = d
         .post(
             &format!("/v1/webhook-endpoints/{ep}/rotate-secret"),
             Some("rot"),
-            &json!({}),
+            &json!({"secret": "whsec_the_rolled_stripe_secret_42"}),
         )
         .await;
     let new_secret = rotated.json["secret"]
@@ -462,4 +470,85 @@ async fn a_signed_body_that_is_not_json_is_invalid_payload_and_never_retried() {
     }
     let dead = d.get("/v1/dead-letters").await;
     assert_eq!(dead.json["data"].as_array().map(Vec::len), Some(0));
+}
+
+#[tokio::test]
+async fn a_stripe_endpoint_needs_stripes_secret_and_unpadded_standard_secrets_work() {
+    let d = Daemon::start().await;
+    for (idem, body) in [
+        ("no-secret", json!({"provider": "stripe"})),
+        (
+            "not-stripe",
+            json!({"provider": "stripe", "secret": "sk_test_0123456789abcdef"}),
+        ),
+    ] {
+        let r = d.post("/v1/webhook-endpoints", Some(idem), &body).await;
+        r.assert_problem(400, "validation_failed");
+        assert_eq!(r.fields(), ["secret"]);
+    }
+    let listed = d.get("/v1/webhook-endpoints").await;
+    assert_eq!(listed.json["data"].as_array().map(Vec::len), Some(0));
+    // Standard Webhooks secrets in unpadded base64 (20 bytes: one `=` dropped).
+    let unpadded = "whsec_AAECAwQFBgcICQoLDA0ODxAREhM";
+    let r = d
+        .post(
+            "/v1/webhook-endpoints",
+            Some("unpadded"),
+            &json!({"provider": "standard", "secret": unpadded}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let ep = r.json["id"].as_str().expect("id");
+    let body = json!({"type": "ping"}).to_string();
+    let delivered = deliver_standard(&d, ep, "msg_unpadded", now_s(), &body, unpadded).await;
+    assert_eq!(delivered.status, 200, "{}", delivered.json);
+}
+
+#[tokio::test]
+async fn a_bulk_dead_letter_replay_needs_a_filter_or_all() {
+    let d = Daemon::start_with("[jobs]\nmax_attempts = 1\n").await;
+    let ep = endpoint(&d, "standard").await;
+    let usage = json!({"type": "usage.recorded", "data": {"id": "u1", "customer": "nobody", "type": "call"}}).to_string();
+    let r = deliver_standard(&d, &ep, "msg_dead", now_s(), &usage, SECRET).await;
+    let id = r.json["id"].as_str().expect("id").to_string();
+    d.eventually("dead letter", || async {
+        event_status(&d, &id).await == "dead"
+    })
+    .await;
+    let empty = d
+        .send(
+            d.client
+                .post(d.url("/v1/dead-letters/replay"))
+                .bearer_auth(&d.key)
+                .header("Idempotency-Key", "bulk-empty"),
+        )
+        .await;
+    empty.assert_problem(400, "validation_failed");
+    assert_eq!(empty.fields(), ["all"]);
+    for (idem, body) in [
+        ("bulk-braces", json!({})),
+        ("bulk-false", json!({"all": false})),
+    ] {
+        let r = d.post("/v1/dead-letters/replay", Some(idem), &body).await;
+        r.assert_problem(400, "validation_failed");
+    }
+    let still = d.get("/v1/dead-letters").await;
+    assert_eq!(still.json["data"].as_array().map(Vec::len), Some(1));
+    let all = d
+        .post(
+            "/v1/dead-letters/replay",
+            Some("bulk-all"),
+            &json!({"all": true}),
+        )
+        .await;
+    assert_eq!(all.status, 200, "{}", all.json);
+    assert_eq!(all.json["replayed"].as_array().map(Vec::len), Some(1));
+    let filtered = d
+        .post(
+            "/v1/dead-letters/replay",
+            Some("bulk-kind"),
+            &json!({"kind": "webhook.process"}),
+        )
+        .await;
+    assert_eq!(filtered.status, 200, "{}", filtered.json);
 }
