@@ -458,15 +458,16 @@ pub async fn upcoming(
         .ok_or_else(|| ApiError::missing("customer", &id))?;
     let drafts = preview::upcoming(&tx, tenant, customer.id, &state.config.billing_policy())?;
     let mut invoices = Vec::new();
+    let failed = |e: InvoiceError| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invoice_error",
+            e.to_string(),
+        )
+    };
     for draft in drafts {
-        let draft = draft.map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invoice_error",
-                e.to_string(),
-            )
-        })?;
-        let subtotal: i64 = draft.lines.iter().map(|l| l.amount_minor).sum();
+        let draft = draft.map_err(failed)?;
+        let subtotal = invoice::subtotal(&draft.lines).map_err(failed)?;
         let rfc = crate::clock::rfc3339;
         invoices.push(InvoiceResponse {
             id: String::new(),

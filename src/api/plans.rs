@@ -179,19 +179,33 @@ impl From<&Plan> for PlanResponse {
 }
 
 fn dec(field: String, value: &str, positive: bool) -> Result<Decimal, ApiError> {
-    let d = decimal::parse(value).map_err(|e| {
-        ApiError::invalid_field(
+    let d = decimal::parse(value).map_err(|e| match e {
+        decimal::DecimalError::OutOfRange => out_of_range(field.clone(), e.to_string()),
+        decimal::DecimalError::NotANumber => ApiError::invalid_field(
             field.clone(),
             format!("{e}; send a decimal string such as \"0.0025\""),
-        )
+        ),
     })?;
     if d.is_sign_negative() && !d.is_zero() {
         return Err(ApiError::invalid_field(field, "must not be negative"));
+    }
+    if let Err(e) = decimal::check_range(d) {
+        return Err(out_of_range(field, e.to_string()));
     }
     if positive && d.is_zero() {
         return Err(ApiError::invalid_field(field, "must be greater than zero"));
     }
     Ok(d)
+}
+
+/// A 400 `value_out_of_range` naming the field: a well-formed value outside its documented range.
+fn out_of_range(field: String, detail: String) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "value_out_of_range",
+        format!("{field}: {detail}"),
+    )
+    .field(field, detail)
 }
 
 fn tiers(field: &str, body: &Option<Vec<TierBody>>) -> Result<Vec<Tier>, ApiError> {

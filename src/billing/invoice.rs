@@ -304,7 +304,10 @@ fn fee_line(
     let Some(fee) = &plan.fixed_fee else {
         return Ok(None);
     };
-    let denominator = (period.full_end_ms - period.full_start_ms).max(1);
+    let denominator = period
+        .full_end_ms
+        .saturating_sub(period.full_start_ms)
+        .max(1);
     let numerator = numerator_ms.clamp(0, denominator);
     let full = pricing::from_minor(fee.amount_minor, exponent);
     let exact = full
@@ -603,6 +606,14 @@ pub fn inputs_digest(invoice: &Invoice) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
+/// The sum of the lines' rounded amounts (checked: a sum past `i64` is a business failure).
+pub fn subtotal(lines: &[Line]) -> Result<i64, InvoiceError> {
+    lines
+        .iter()
+        .try_fold(0i64, |acc, l| acc.checked_add(l.amount_minor))
+        .ok_or(InvoiceError::OutOfRange)
+}
+
 /// Issues a computed invoice: stores it under its charge key, moves billed quantities, posts the
 /// invoice entry (receivable/revenue) and applies credits in burn order, all in the caller's
 /// transaction. Returns the stored invoice.
@@ -620,12 +631,7 @@ pub fn issue(
     origin: &str,
 ) -> Result<Result<Invoice, InvoiceError>, StoreError> {
     let id = Id::generate_at(now_ms);
-    let subtotal = lines
-        .iter()
-        .try_fold(0i64, |acc, l| acc.checked_add(l.amount_minor));
-    let Some(subtotal) = subtotal else {
-        return Ok(Err(InvoiceError::OutOfRange));
-    };
+    let subtotal = business!(subtotal(&lines));
     let mut entries = Vec::new();
     if subtotal != 0 {
         let entry_id = Id::generate_at(now_ms);
@@ -685,8 +691,13 @@ pub fn issue(
             Err(e) => return Ok(Err(InvoiceError::Ledger(e.to_string()))),
         }
     }
-    let credits_applied: i64 = credits.iter().map(|(_, a)| a).sum();
-    let amount_due = subtotal - credits_applied;
+    let credits_applied = business!(credits
+        .iter()
+        .try_fold(0i64, |acc, (_, a)| acc.checked_add(*a))
+        .ok_or(InvoiceError::OutOfRange));
+    let amount_due = business!(subtotal
+        .checked_sub(credits_applied)
+        .ok_or(InvoiceError::OutOfRange));
     let mut invoice = Invoice {
         id,
         subscription: sub.id,

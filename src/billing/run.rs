@@ -440,6 +440,7 @@ fn bill_subscription(
 }
 
 /// Runs billing for one tenant as of an instant.
+#[derive(Clone)]
 pub struct BillingRun {
     /// Owner.
     pub tenant: TenantId,
@@ -511,6 +512,7 @@ pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Run>
 }
 
 /// Cancels a subscription at its current period's end, or immediately with a final invoice.
+#[derive(Clone)]
 pub struct CancelSubscription {
     /// Owner.
     pub tenant: TenantId,
@@ -649,6 +651,7 @@ impl Command for CancelSubscription {
 }
 
 /// Voids a finalized invoice (see [`invoice::void`]).
+#[derive(Clone)]
 pub struct VoidInvoice {
     /// Owner.
     pub tenant: TenantId,

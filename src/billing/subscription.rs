@@ -154,6 +154,7 @@ pub enum SubscriptionError {
 }
 
 /// Creates a subscription.
+#[derive(Clone)]
 pub struct CreateSubscription {
     /// Owner.
     pub tenant: TenantId,

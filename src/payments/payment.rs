@@ -340,6 +340,7 @@ pub fn create_attempt(
 }
 
 /// `POST /v1/invoices/{id}/pay`: records an attempt and its job, unless one is under way.
+#[derive(Clone)]
 pub struct Pay {
     /// Whose.
     pub tenant: TenantId,
@@ -391,6 +392,7 @@ impl Command for Pay {
 }
 
 /// Marks the recovery point before the provider is called.
+#[derive(Clone)]
 pub struct MarkProviderCalled {
     /// Whose.
     pub tenant: TenantId,
@@ -690,6 +692,7 @@ pub fn cancel(
 }
 
 /// Requests a refund: recorded with its job in one write.
+#[derive(Clone)]
 pub struct RequestRefund {
     /// Whose.
     pub tenant: TenantId,

@@ -81,6 +81,7 @@ pub struct SimCharge {
 }
 
 /// Records (or finds) a simulated charge under its idempotency key.
+#[derive(Clone)]
 struct Record {
     key: String,
     charge: SimCharge,
@@ -103,6 +104,7 @@ impl Command for Record {
 }
 
 /// Records a simulated refund (once per key).
+#[derive(Clone)]
 struct RecordRefund {
     key: String,
     provider_payment: String,

@@ -1,0 +1,201 @@
+//! Bounds: values out of their documented range are refused at entry, an overflow that still
+//! happens fails one invoice (never the daemon, the tenant's billing or a neighbouring write),
+//! and no request does unbounded work.
+
+use serde_json::{json, Value};
+
+use crate::harness::{at, Daemon};
+
+/// Midnight UTC `days` days ago, RFC 3339.
+fn midnight(days: i64) -> String {
+    let today = &at(0)[..10];
+    let start = tally::clock::parse_rfc3339(&format!("{today}T00:00:00Z")).expect("t");
+    tally::clock::rfc3339(start - days * 86_400_000)
+}
+
+/// A sum meter `tokens` over `properties.n` of `call` events.
+async fn tokens_meter(d: &Daemon) {
+    let m = d
+        .post(
+            "/v1/meters",
+            Some("m"),
+            &json!({"key": "tokens", "event_type": "call", "aggregation": "sum", "value_property": "n"}),
+        )
+        .await;
+    assert_eq!(m.status, 201, "{}", m.json);
+}
+
+async fn plan(d: &Daemon, code: &str, charge: Value) -> u16 {
+    let p = d
+        .post(
+            "/v1/plans",
+            Some(&format!("plan-{code}")),
+            &json!({"code": code, "name": code, "currency": "USD", "interval": "day", "charges": [charge]}),
+        )
+        .await;
+    p.status
+}
+
+async fn subscribe(d: &Daemon, customer: &str, plan: &str) {
+    d.customer(customer, "USD").await;
+    let s = d
+        .post(
+            "/v1/subscriptions",
+            Some(&format!("sub-{customer}")),
+            &json!({"customer": customer, "plan": plan, "start_at": midnight(3)}),
+        )
+        .await;
+    assert_eq!(s.status, 201, "{}", s.json);
+}
+
+async fn events(d: &Daemon, customer: &str, values: &[&str]) -> Value {
+    let noon = tally::clock::parse_rfc3339(&midnight(3)).expect("t") + 12 * 3_600_000;
+    let body: Vec<Value> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            json!({"id": format!("{customer}-{i}"), "customer": customer, "type": "call",
+                   "timestamp": tally::clock::rfc3339(noon + i as i64), "properties": {"n": v}})
+        })
+        .collect();
+    let r = d.post("/v1/events", None, &json!({ "events": body })).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    r.json
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn values_out_of_range_are_refused_at_entry_and_billing_keeps_working() {
+    let d = Daemon::start().await;
+    tokens_meter(&d).await;
+    // A package size below the smallest representable step of the range.
+    let r = d
+        .post(
+            "/v1/plans",
+            Some("plan-tiny"),
+            &json!({"code": "tiny", "name": "Tiny", "currency": "USD", "interval": "day",
+                    "charges": [{"meter": "tokens", "model": "package",
+                                 "package_size": "0.0000000000000000000000000001", "unit_price": "1"}]}),
+        )
+        .await;
+    r.assert_problem(400, "value_out_of_range");
+    assert_eq!(r.fields(), vec!["charges.0.package_size".to_string()]);
+    for (field, charge) in [
+        (
+            "charges.0.unit_price",
+            json!({"meter": "tokens", "model": "per_unit", "unit_price": "1000000000000000.1"}),
+        ),
+        (
+            "charges.0.free_units",
+            json!({"meter": "tokens", "model": "per_unit", "unit_price": "1", "free_units": "1e16"}),
+        ),
+        (
+            "charges.0.tiers.0.up_to",
+            json!({"meter": "tokens", "model": "graduated", "tiers": [
+                {"up_to": "79228162514264337593543950335", "unit_price": "1"},
+                {"up_to": null, "unit_price": "1"}]}),
+        ),
+    ] {
+        let r = d
+            .post(
+                "/v1/plans",
+                Some(field),
+                &json!({"code": field, "name": "x", "currency": "USD", "interval": "day", "charges": [charge]}),
+            )
+            .await;
+        r.assert_problem(400, "value_out_of_range");
+        assert_eq!(r.fields(), vec![field.to_string()]);
+    }
+    // The example: free units 1 and an event at the bottom of the decimal range.
+    assert_eq!(
+        plan(
+            &d,
+            "free",
+            json!({"meter": "tokens", "model": "per_unit", "unit_price": "1", "free_units": "1"})
+        )
+        .await,
+        201
+    );
+    subscribe(&d, "acme", "free").await;
+    let reply = events(&d, "acme", &["-79228162514264337593543950335", "5"]).await;
+    let first = &reply["results"][0];
+    assert_eq!(first["status"], "rejected", "{reply}");
+    assert_eq!(first["error"]["code"], "value_out_of_range");
+    assert_eq!(first["error"]["errors"][0]["field"], "properties.n");
+    assert_eq!(reply["results"][1]["status"], "accepted");
+    let cus = d.get("/v1/customers?external_id=acme").await;
+    let id = cus.json["data"][0]["id"].as_str().expect("id").to_string();
+    let up = d.get(&format!("/v1/customers/{id}/upcoming-invoice")).await;
+    assert_eq!(up.status, 200, "{}", up.json);
+    let run = d.post("/v1/billing-runs", Some("run-1"), &json!({})).await;
+    assert_eq!(run.status, 201, "{}", run.json);
+    let invoices = d.get("/v1/invoices?customer=acme").await;
+    assert_eq!(invoices.json["data"].as_array().map(Vec::len), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_overflowing_invoice_fails_alone_and_the_tenant_keeps_billing() {
+    let d = Daemon::start().await;
+    tokens_meter(&d).await;
+    // Every value is in range, but 100 × 10^15 units in packages of 10^-12 are 10^29 packages:
+    // past the exact decimal range.
+    assert_eq!(
+        plan(
+            &d,
+            "fine",
+            json!({"meter": "tokens", "model": "package",
+                                "package_size": "0.000000000001", "unit_price": "1"})
+        )
+        .await,
+        201
+    );
+    assert_eq!(
+        plan(
+            &d,
+            "plain",
+            json!({"meter": "tokens", "model": "per_unit", "unit_price": "0.01"})
+        )
+        .await,
+        201
+    );
+    subscribe(&d, "huge", "fine").await;
+    subscribe(&d, "small", "plain").await;
+    let many = vec!["1000000000000000"; 100];
+    let reply = events(&d, "huge", &many).await;
+    assert!(
+        reply["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .all(|r| r["status"] == "accepted"),
+        "{reply}"
+    );
+    events(&d, "small", &["7"]).await;
+    let cus = d.get("/v1/customers?external_id=huge").await;
+    let id = cus.json["data"][0]["id"].as_str().expect("id").to_string();
+    // The preview answers a problem instead of dropping the connection.
+    d.get(&format!("/v1/customers/{id}/upcoming-invoice"))
+        .await
+        .assert_problem(422, "invoice_error");
+    // A run and a neighbouring write submitted together both commit; the run skips the
+    // overflowing period with its reason and bills the other subscription.
+    let (empty, next) = (json!({}), json!({"external_id": "next", "currency": "USD"}));
+    let (run, neighbour) = tokio::join!(
+        d.post("/v1/billing-runs", Some("run-1"), &empty),
+        d.post("/v1/customers", Some("cus-next"), &next),
+    );
+    assert_eq!(run.status, 201, "{}", run.json);
+    assert_eq!(neighbour.status, 201, "{}", neighbour.json);
+    let skipped = run.json["skipped"].as_array().expect("skipped");
+    assert!(
+        skipped.iter().any(|s| s["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("out of range"))),
+        "{}",
+        run.json
+    );
+    let small = d.get("/v1/invoices?customer=small").await;
+    assert_eq!(small.json["data"].as_array().map(Vec::len), Some(3));
+    // Later runs keep working for the tenant.
+    let again = d.post("/v1/billing-runs", Some("run-2"), &json!({})).await;
+    assert_eq!(again.status, 201, "{}", again.json);
+}
