@@ -288,11 +288,20 @@ async fn billing_task(
                 trigger: "scheduler".into(),
                 origin: "scheduler".into(),
             };
-            match writer.submit(command).await {
-                Ok(run) if !run.closed.is_empty() => {
-                    metrics::counter!("tally_invoices_issued_total")
-                        .increment(run.closed.len() as u64);
-                    tracing::info!(tenant, invoices = run.closed.len(), "scheduled billing run");
+            // One bounded transaction at a time until the run is complete.
+            let outcome = match writer.submit(command.clone()).await {
+                Ok(run) => crate::billing::run::complete(&writer, command, run).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(run) if run.closed_count > 0 => {
+                    metrics::counter!("tally_invoices_issued_total").increment(run.closed_count);
+                    tracing::info!(
+                        tenant,
+                        invoices = run.closed_count,
+                        transactions = run.transactions,
+                        "scheduled billing run"
+                    );
                 }
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, tenant, "scheduled billing run deferred"),

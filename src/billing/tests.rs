@@ -31,6 +31,7 @@ const POLICY: Policy = Policy {
     grace_ms: 0,
     auto_collect: None,
     adjust_window_ms: 35 * DAY_MS,
+    chunk_periods: 500,
 };
 
 fn meter(key: &str, aggregation: Aggregation) -> Meter {

@@ -199,3 +199,132 @@ async fn an_overflowing_invoice_fails_alone_and_the_tenant_keeps_billing() {
     let again = d.post("/v1/billing-runs", Some("run-2"), &json!({})).await;
     assert_eq!(again.status, 201, "{}", again.json);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_start_outside_the_window_is_refused() {
+    let d = Daemon::start().await;
+    tokens_meter(&d).await;
+    assert_eq!(
+        plan(
+            &d,
+            "daily",
+            json!({"meter": "tokens", "model": "per_unit", "unit_price": "1"})
+        )
+        .await,
+        201
+    );
+    d.customer("acme", "USD").await;
+    for (key, start_at) in [
+        ("early", "0001-01-01T00:00:00Z".to_string()),
+        ("late", "9999-01-01T00:00:00Z".to_string()),
+        ("just-too-early", midnight(367)),
+    ] {
+        let r = d
+            .post(
+                "/v1/subscriptions",
+                Some(key),
+                &json!({"customer": "acme", "plan": "daily", "start_at": start_at}),
+            )
+            .await;
+        r.assert_problem(400, "value_out_of_range");
+        assert_eq!(r.fields(), vec!["start_at".to_string()]);
+    }
+    let ok = d
+        .post(
+            "/v1/subscriptions",
+            Some("ok"),
+            &json!({"customer": "acme", "plan": "daily", "start_at": midnight(365)}),
+        )
+        .await;
+    assert_eq!(ok.status, 201, "{}", ok.json);
+}
+
+/// Every invoice of a run, through the paged list.
+async fn invoices_of_run(d: &Daemon, run: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/invoices?billing_run={run}&limit=50&starting_after={c}"),
+            None => format!("/v1/invoices?billing_run={run}&limit=50"),
+        };
+        let page = d.get(&path).await;
+        assert_eq!(page.status, 200, "{}", page.json);
+        out.extend(page.json["data"].as_array().expect("data").iter().cloned());
+        match page.json["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return out,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_backlog_is_billed_once_in_bounded_transactions() {
+    let d = Daemon::start_with("[billing]\nrun_chunk_periods = 25\n").await;
+    tokens_meter(&d).await;
+    assert_eq!(
+        plan(
+            &d,
+            "daily",
+            json!({"meter": "tokens", "model": "per_unit", "unit_price": "1"})
+        )
+        .await,
+        201
+    );
+    d.customer("acme", "USD").await;
+    let s = d
+        .post(
+            "/v1/subscriptions",
+            Some("sub"),
+            &json!({"customer": "acme", "plan": "daily", "start_at": midnight(130)}),
+        )
+        .await;
+    assert_eq!(s.status, 201, "{}", s.json);
+    // Days whose end plus the hour of grace has passed.
+    let now = tally::clock::parse_rfc3339(&at(0)).expect("now");
+    let today = tally::clock::parse_rfc3339(&midnight(0)).expect("today");
+    let due = if now >= today + 3_600_000 { 130 } else { 129 };
+    let first = d.post("/v1/billing-runs", Some("run"), &json!({})).await;
+    assert_eq!(first.status, 202, "{}", first.json);
+    assert_eq!(first.json["status"], "running");
+    assert_eq!(first.json["closed_count"], 25, "one transaction's worth");
+    assert_eq!(first.json["transactions"], 1);
+    let id = first.json["id"].as_str().expect("id").to_string();
+    // A retry replays the 202 and changes nothing.
+    let replay = d.post("/v1/billing-runs", Some("run"), &json!({})).await;
+    assert_eq!(replay.status, 202);
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    let mut report = Value::Null;
+    for _ in 0..500 {
+        report = d.get(&format!("/v1/billing-runs/{id}")).await.json;
+        if report["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(report["status"], "completed", "{report}");
+    assert_eq!(report["closed_count"], due);
+    assert!(report["transactions"].as_u64().expect("n") >= due / 25);
+    assert_eq!(
+        report["closed"].as_array().map(Vec::len),
+        Some(100),
+        "the report keeps the first 100; the rest are listed by run"
+    );
+    // Every due period exactly once, all listed under the run.
+    let listed = invoices_of_run(&d, &id).await;
+    assert_eq!(listed.len() as u64, due);
+    let all = d.get("/v1/invoices?limit=500").await;
+    let all = all.json["data"].as_array().expect("data").clone();
+    assert_eq!(all.len() as u64, due);
+    let mut starts: Vec<&str> = all
+        .iter()
+        .map(|i| i["period_start"].as_str().unwrap_or(""))
+        .collect();
+    starts.sort_unstable();
+    starts.dedup();
+    assert_eq!(starts.len() as u64, due, "no period billed twice");
+    // Nothing is left for a second run.
+    let again = d.post("/v1/billing-runs", Some("run-2"), &json!({})).await;
+    assert_eq!(again.status, 201, "{}", again.json);
+    assert_eq!(again.json["closed_count"], 0);
+}
