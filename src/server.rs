@@ -114,6 +114,7 @@ async fn run(
     let address = listener.local_addr()?;
     let store_for_tasks = Arc::clone(&store);
     let jobs_wake = Arc::new(tokio::sync::Notify::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(AppState {
         store,
         writer: writer.clone(),
@@ -121,8 +122,8 @@ async fn run(
         in_flight: InFlight::default(),
         metrics: metrics.clone(),
         jobs_wake: Arc::clone(&jobs_wake),
+        stop: stop_rx.clone(),
     });
-    let (stop_tx, stop_rx) = watch::channel(false);
     let purge = tokio::spawn(purge_task(
         writer.clone(),
         Arc::clone(&config),
@@ -290,7 +291,10 @@ async fn billing_task(
             };
             // One bounded transaction at a time until the run is complete.
             let outcome = match writer.submit(command.clone()).await {
-                Ok(run) => crate::billing::run::complete(&writer, command, run).await,
+                Ok(run) => {
+                    let keep_going = || !*stop.borrow();
+                    crate::billing::run::complete(&writer, command, run, keep_going).await
+                }
                 Err(e) => Err(e),
             };
             match outcome {

@@ -704,10 +704,12 @@ pub async fn create_run(
 /// that goes away does not stop it.
 fn continue_run(state: &AppState, command: BillingRun) {
     let writer = state.writer.clone();
+    let stop = state.stop.clone();
     tokio::spawn(async move {
         let id = command.id.display(run::PREFIX);
+        let keep_going = || !*stop.borrow();
         let outcome = match writer.submit(command.clone()).await {
-            Ok(first) => run::complete(&writer, command, first).await,
+            Ok(first) => run::complete(&writer, command, first, keep_going).await,
             Err(e) => Err(e),
         };
         if let Err(error) = outcome {

@@ -53,6 +53,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Wakes the job workers when something was enqueued.
     pub jobs_wake: Arc<tokio::sync::Notify>,
+    /// Becomes true when the daemon stops: work detached from a request (a billing run's
+    /// continuation) ends then, so it never holds the shutdown.
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The complete router.

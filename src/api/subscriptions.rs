@@ -122,6 +122,7 @@ fn render_error(e: &SubscriptionError) -> StoredResponse {
         SubscriptionError::AlreadyCanceled(_) => {
             (StatusCode::CONFLICT, "subscription_canceled", None)
         }
+        SubscriptionError::Backlog { .. } => (StatusCode::CONFLICT, "billing_backlog", None),
     };
     let mut err = ApiError::new(status, code, e.to_string());
     if let Some(f) = field {

@@ -708,14 +708,16 @@ impl Command for BillingRun {
 }
 
 /// Continues a run in further bounded transactions until it is complete (each a separate
-/// writer command, so other writes interleave). The charge key makes every continuation safe,
-/// even alongside other runs.
+/// writer command, so other writes interleave) or `keep_going` says stop (shutdown: the run
+/// stays `running`, and the next run bills what it left). The charge key makes every
+/// continuation safe, even alongside other runs.
 pub async fn complete(
     writer: &WriterHandle,
     mut command: BillingRun,
     mut run: Run,
+    keep_going: impl Fn() -> bool,
 ) -> Result<Run, WriteError> {
-    while !run.complete {
+    while !run.complete && keep_going() {
         command.now_ms = crate::clock::now_ms();
         run = writer.submit(command.clone()).await?;
     }
@@ -730,6 +732,15 @@ pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Run>
         Some(v) => Run::decode(v.value()).map(Some),
         None => Ok(None),
     }
+}
+
+/// How many periods not yet invoiced start before `now_ms` (counting stops past `limit`): what
+/// an immediate cancellation would close in its one transaction.
+fn open_periods(sub: &Subscription, plan: &Plan, now_ms: i64, limit: u64) -> u64 {
+    (sub.periods_closed..)
+        .take(usize::try_from(limit.saturating_add(1)).unwrap_or(usize::MAX))
+        .take_while(|k| sub.period(plan, *k).is_some_and(|p| p.start_ms < now_ms))
+        .count() as u64
 }
 
 /// Cancels a subscription at its current period's end, or immediately with a final invoice.
@@ -779,6 +790,15 @@ impl Command for CancelSubscription {
                 sub.plan.display(super::plan::PREFIX),
             )));
         };
+        if self.immediately {
+            let open = open_periods(&sub, &plan, self.now_ms, self.policy.chunk_periods);
+            if open > self.policy.chunk_periods {
+                return Ok(Err(SubscriptionError::Backlog {
+                    id: self.id.display(subscription::PREFIX),
+                    periods: self.policy.chunk_periods,
+                }));
+            }
+        }
         sub.canceled_at_ms = Some(self.now_ms);
         let current = sub.period_at(&plan, self.now_ms);
         if !self.immediately {
@@ -823,8 +843,7 @@ impl Command for CancelSubscription {
         };
         let ends_at = self.now_ms.max(sub.start_at_ms);
         let advance_billed_index = sub.periods_closed;
-        // The periods a cancellation closes are bounded by the earliest start a subscription
-        // may have (`billing.max_start_backdate_secs`).
+        // At most `chunk_periods` periods are open (checked above, before any write).
         sub = bill_subscription(&ctx, sub, &mut run, &mut Budget::unlimited())?.0;
         let fee_was_billed = plan
             .fixed_fee

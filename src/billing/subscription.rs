@@ -151,6 +151,14 @@ pub enum SubscriptionError {
     /// Already cancelled.
     #[error("subscription {0} is already canceled")]
     AlreadyCanceled(String),
+    /// An immediate cancellation would close more periods than one transaction may.
+    #[error("subscription {id} has more than {periods} periods to invoice; run billing (POST /v1/billing-runs) first, then cancel it")]
+    Backlog {
+        /// The subscription.
+        id: String,
+        /// The most periods one transaction closes (`billing.run_chunk_periods`).
+        periods: u64,
+    },
 }
 
 /// Creates a subscription.

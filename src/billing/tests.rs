@@ -500,3 +500,35 @@ fn immediate_cancel_prorates_the_fee_by_the_second() {
         "cancelling a cancelled subscription is refused"
     );
 }
+
+#[test]
+fn an_immediate_cancel_refuses_a_backlog_larger_than_one_transaction() {
+    let w = world();
+    let sub = {
+        let tx = w.store.read().expect("read");
+        super::subscription::of_customer(&tx, TENANT, w.customer).expect("subs")[0].id
+    };
+    let cancel = |chunk_periods: u64| {
+        w.store
+            .apply_one(super::run::CancelSubscription {
+                tenant: TENANT,
+                id: sub,
+                immediately: true,
+                now_ms: T0 + 10 * DAY_MS + 1,
+                policy: Policy {
+                    chunk_periods,
+                    ..POLICY
+                },
+                origin: "test".into(),
+            })
+            .expect("store")
+    };
+    // Ten closed days plus the current one: more than 5 per transaction is refused, unchanged.
+    assert!(matches!(
+        cancel(5),
+        Err(super::subscription::SubscriptionError::Backlog { periods: 5, .. })
+    ));
+    assert!(invoices(&w).is_empty(), "nothing written");
+    let done = cancel(11).expect("within the bound");
+    assert_eq!(done.invoices.len(), 11);
+}
