@@ -891,3 +891,65 @@ impl Command for VoidInvoice {
         invoice::void(tx, self.tenant, self.id, self.now_ms, &self.origin)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout runs were stored in before they were chunked.
+    #[derive(Serialize)]
+    struct Legacy {
+        id: Id,
+        as_of_ms: i64,
+        ran_at_ms: i64,
+        trigger: String,
+        subscriptions: u64,
+        closed: Vec<Closed>,
+        skipped: Vec<Skipped>,
+    }
+
+    #[test]
+    fn runs_stored_before_chunking_still_decode_as_complete() {
+        let sub = Id::generate();
+        let legacy = Legacy {
+            id: Id::generate(),
+            as_of_ms: 5,
+            ran_at_ms: 6,
+            trigger: "api".into(),
+            subscriptions: 1,
+            closed: vec![Closed {
+                subscription: sub,
+                invoice: Id::generate(),
+                kind: "period".into(),
+                period_start_ms: 1,
+                period_end_ms: 2,
+            }],
+            skipped: Vec::new(),
+        };
+        let bytes = codec::encode(&legacy).expect("encode");
+        let run = Run::decode(&bytes).expect("decode");
+        assert!(run.complete);
+        assert_eq!((run.closed_count, run.skipped_count), (1, 0));
+        assert_eq!(run.closed[0].subscription, sub);
+        // And the current layout round-trips as itself.
+        let mut now = run.clone();
+        now.complete = false;
+        now.next_subscription = Some(sub);
+        let bytes = codec::encode(&now).expect("encode");
+        assert_eq!(Run::decode(&bytes).expect("decode"), now);
+    }
+
+    #[test]
+    fn a_report_counts_everything_and_lists_the_first_entries() {
+        let mut run = Run::new(Id::generate(), 0, 0, "test".into());
+        for i in 0..(REPORT_LIMIT as i64 + 20) {
+            run.record_skipped(Skipped {
+                subscription: Id::generate(),
+                period_start_ms: Some(i),
+                reason: "r".into(),
+            });
+        }
+        assert_eq!(run.skipped.len(), REPORT_LIMIT);
+        assert_eq!(run.skipped_count, REPORT_LIMIT as u64 + 20);
+    }
+}

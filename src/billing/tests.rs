@@ -31,7 +31,7 @@ const POLICY: Policy = Policy {
     grace_ms: 0,
     auto_collect: None,
     adjust_window_ms: 35 * DAY_MS,
-    chunk_periods: 500,
+    chunk_periods: 2,
 };
 
 fn meter(key: &str, aggregation: Aggregation) -> Meter {
@@ -162,18 +162,28 @@ fn ingest(w: &World, events: &[(u32, i64, u32, u8)]) {
         .expect("ingest");
 }
 
+/// A billing run, applied transaction after transaction (two periods each, so the scenarios
+/// below also cross chunk boundaries) until it is complete.
 fn run(w: &World, as_of: i64) {
-    w.store
-        .apply_one(BillingRun {
-            tenant: TENANT,
-            id: Id::generate(),
-            as_of_ms: as_of,
-            now_ms: NOW,
-            policy: POLICY,
-            trigger: "test".into(),
-            origin: "test".into(),
-        })
-        .expect("run");
+    let id = Id::generate();
+    for _ in 0..100 {
+        let report = w
+            .store
+            .apply_one(BillingRun {
+                tenant: TENANT,
+                id,
+                as_of_ms: as_of,
+                now_ms: NOW,
+                policy: POLICY,
+                trigger: "test".into(),
+                origin: "test".into(),
+            })
+            .expect("run");
+        if report.complete {
+            return;
+        }
+    }
+    panic!("a run did not complete");
 }
 
 fn invoices(w: &World) -> Vec<Invoice> {
