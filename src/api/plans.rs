@@ -198,6 +198,23 @@ fn dec(field: String, value: &str, positive: bool) -> Result<Decimal, ApiError> 
     Ok(d)
 }
 
+/// An amount in minor units: 0 to 10^15 (the most one posting moves).
+fn amount(field: String, value: i64) -> Result<i64, ApiError> {
+    if value < 0 {
+        return Err(ApiError::invalid_field(
+            field,
+            "must be a non-negative integer",
+        ));
+    }
+    if value > MAX_AMOUNT_MINOR {
+        return Err(out_of_range(
+            field,
+            format!("is out of range: at most {MAX_AMOUNT_MINOR} minor units"),
+        ));
+    }
+    Ok(value)
+}
+
 /// A 400 `value_out_of_range` naming the field: a well-formed value outside its documented range.
 fn out_of_range(field: String, detail: String) -> ApiError {
     ApiError::new(
@@ -248,12 +265,7 @@ fn tiers(field: &str, body: &Option<Vec<TierBody>>) -> Result<Vec<Tier>, ApiErro
                 Some(Stored(bound))
             }
         };
-        if !(0..=MAX_AMOUNT_MINOR).contains(&t.flat_fee_minor) {
-            return Err(ApiError::invalid_field(
-                format!("{field}.{i}.flat_fee_minor"),
-                "must be a non-negative integer",
-            ));
-        }
+        amount(format!("{field}.{i}.flat_fee_minor"), t.flat_fee_minor)?;
         out.push(Tier {
             up_to,
             unit_price: Stored(dec(
@@ -334,12 +346,7 @@ pub async fn create(
     }
     let fixed_fee = match &req.fixed_fee {
         Some(f) => {
-            if !(0..=MAX_AMOUNT_MINOR).contains(&f.amount_minor) {
-                return Err(ApiError::invalid_field(
-                    "fixed_fee.amount_minor",
-                    "must be a non-negative integer",
-                ));
-            }
+            amount("fixed_fee.amount_minor".into(), f.amount_minor)?;
             let timing = match f.timing.as_deref() {
                 None | Some("in_arrears") => FeeTiming::InArrears,
                 Some("in_advance") => FeeTiming::InAdvance,

@@ -105,6 +105,37 @@ async fn values_out_of_range_are_refused_at_entry_and_billing_keeps_working() {
         r.assert_problem(400, "value_out_of_range");
         assert_eq!(r.fields(), vec![field.to_string()]);
     }
+    let fee = d
+        .post(
+            "/v1/plans",
+            Some("plan-fee"),
+            &json!({"code": "fee", "name": "Fee", "currency": "USD", "interval": "day",
+                    "fixed_fee": {"amount_minor": 1_000_000_000_000_001i64}}),
+        )
+        .await;
+    fee.assert_problem(400, "value_out_of_range");
+    assert_eq!(fee.fields(), vec!["fixed_fee.amount_minor".to_string()]);
+    d.customer("granted", "USD").await;
+    let grant = d
+        .post(
+            "/v1/credit-grants",
+            Some("grant"),
+            &json!({"customer": "granted", "amount_minor": 1_000_000_000_000_001i64,
+                    "currency": "USD", "category": "promotional"}),
+        )
+        .await;
+    grant.assert_problem(400, "value_out_of_range");
+    assert_eq!(grant.fields(), vec!["amount_minor".to_string()]);
+    // A decimal with more digits than the exact range is out of range, not malformed.
+    let r = d
+        .post(
+            "/v1/plans",
+            Some("plan-huge"),
+            &json!({"code": "huge", "name": "Huge", "currency": "USD", "interval": "day",
+                    "charges": [{"meter": "tokens", "model": "per_unit", "unit_price": "1e400"}]}),
+        )
+        .await;
+    r.assert_problem(400, "value_out_of_range");
     // The example: free units 1 and an event at the bottom of the decimal range.
     assert_eq!(
         plan(
