@@ -232,6 +232,14 @@ pub struct BillingConfig {
     /// How often the scheduler runs billing for every tenant; 0 disables it (runs only through
     /// `POST /v1/billing-runs`).
     pub scheduler_interval_ms: u64,
+    /// Most periods a billing run closes (or finds invoiced) in one write transaction; a run
+    /// with more continues in further transactions, so it never holds the writer for long.
+    pub run_chunk_periods: u64,
+    /// How far before now a subscription may start: bounds the backlog of periods one
+    /// subscription can bring.
+    pub max_start_backdate_secs: u64,
+    /// How far after now a subscription may start.
+    pub max_start_ahead_secs: u64,
 }
 
 impl Default for BillingConfig {
@@ -239,6 +247,9 @@ impl Default for BillingConfig {
         Self {
             grace_secs: 3600,
             scheduler_interval_ms: 60_000,
+            run_chunk_periods: 500,
+            max_start_backdate_secs: 366 * 86_400,
+            max_start_ahead_secs: 5 * 366 * 86_400,
         }
     }
 }
@@ -303,6 +314,7 @@ impl Config {
                 .payments
                 .auto_collect
                 .then(|| self.payments.provider_name()),
+            chunk_periods: self.billing.run_chunk_periods,
         }
     }
 }
@@ -585,6 +597,24 @@ impl Config {
             return Err(bad(
                 "billing.grace_secs",
                 "must be at most 2678400 (31 days)",
+            ));
+        }
+        if !(1..=100_000).contains(&self.billing.run_chunk_periods) {
+            return Err(bad(
+                "billing.run_chunk_periods",
+                "must be between 1 and 100000",
+            ));
+        }
+        if self.billing.max_start_backdate_secs > 10 * 366 * 24 * 3600 {
+            return Err(bad(
+                "billing.max_start_backdate_secs",
+                "must be at most 316224000 (10 years)",
+            ));
+        }
+        if self.billing.max_start_ahead_secs > 10 * 366 * 24 * 3600 {
+            return Err(bad(
+                "billing.max_start_ahead_secs",
+                "must be at most 316224000 (10 years)",
             ));
         }
         if !(1..=256).contains(&self.jobs.workers) {

@@ -58,6 +58,7 @@ pub enum CustomerError {
 }
 
 /// Creates a customer unless its external id is taken.
+#[derive(Clone)]
 pub struct CreateCustomer {
     /// Owner.
     pub tenant: TenantId,

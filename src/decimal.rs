@@ -18,6 +18,39 @@ pub enum DecimalError {
     OutOfRange,
 }
 
+/// The largest magnitude of a decimal entered through the API (10^15): meter values in events,
+/// unit prices, free units, package sizes and tier bounds. With at most
+/// [`MAX_FRACTION_DIGITS`] fractional digits such a value uses at most 27 of a decimal's 28
+/// significant digits, so sums of many of them and their products with prices stay exact or
+/// fail as a checked overflow, never silently rounded.
+pub const MAX_MAGNITUDE: Decimal = Decimal::from_parts(0xA4C6_8000, 0x0003_8D7E, 0, false, 0);
+
+/// The most fractional digits a decimal entered through the API may have.
+pub const MAX_FRACTION_DIGITS: u32 = 12;
+
+/// Why an entered decimal lies outside the documented range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RangeError {
+    /// Larger than [`MAX_MAGNITUDE`] in absolute value.
+    #[error("is out of range: at most 10^15 in absolute value")]
+    TooLarge,
+    /// More than [`MAX_FRACTION_DIGITS`] fractional digits.
+    #[error("is out of range: at most 12 digits after the decimal point")]
+    TooPrecise,
+}
+
+/// Checks that an entered decimal lies within the documented range (|value| ≤ 10^15, at most
+/// 12 fractional digits).
+pub fn check_range(value: Decimal) -> Result<Decimal, RangeError> {
+    if value.abs() > MAX_MAGNITUDE {
+        return Err(RangeError::TooLarge);
+    }
+    if value.normalize().scale() > MAX_FRACTION_DIGITS {
+        return Err(RangeError::TooPrecise);
+    }
+    Ok(value)
+}
+
 /// Parses a decimal from text such as `"0.0025"`, `"-3"` or `"1.5e3"`, exactly.
 pub fn parse(text: &str) -> Result<Decimal, DecimalError> {
     let trimmed = text.trim();
@@ -132,6 +165,32 @@ mod tests {
         assert_eq!(
             parse("0.00000000000000000000000000001"),
             Err(DecimalError::OutOfRange)
+        );
+    }
+
+    #[test]
+    fn the_entry_range_is_fifteen_digits_and_twelve_decimals() {
+        assert_eq!(
+            check_range(d("1000000000000000")),
+            Ok(d("1000000000000000"))
+        );
+        assert_eq!(
+            check_range(d("-1000000000000000")),
+            Ok(d("-1000000000000000"))
+        );
+        assert_eq!(
+            check_range(d("1000000000000000.000000000001")),
+            Err(RangeError::TooLarge)
+        );
+        assert_eq!(
+            check_range(d("-79228162514264337593543950335")),
+            Err(RangeError::TooLarge)
+        );
+        assert_eq!(check_range(d("0.000000000001")), Ok(d("0.000000000001")));
+        assert_eq!(check_range(d("1.5000000000000")), Ok(d("1.5")));
+        assert_eq!(
+            check_range(d("0.0000000000000000000000000001")),
+            Err(RangeError::TooPrecise)
         );
     }
 

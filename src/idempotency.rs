@@ -117,6 +117,20 @@ pub struct Idempotent<C: Command> {
     pub render: Render<C::Output>,
 }
 
+impl<C: Command> Clone for Idempotent<C> {
+    fn clone(&self) -> Self {
+        Self {
+            tenant: self.tenant,
+            key: self.key.clone(),
+            fingerprint: self.fingerprint,
+            now_ms: self.now_ms,
+            retention_ms: self.retention_ms,
+            inner: self.inner.clone(),
+            render: self.render,
+        }
+    }
+}
+
 /// What an idempotent submission came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -245,6 +259,7 @@ struct Fresh<O> {
 
 /// Deletes up to `limit` expired records, oldest first; returns how many. Bounded so one purge
 /// never holds the writer for long; the purge task repeats until a pass deletes fewer.
+#[derive(Clone)]
 pub struct PurgeExpired {
     /// Records that expired at or before this instant go.
     pub now_ms: i64,
@@ -391,6 +406,7 @@ mod tests {
     }
 
     /// Counts its executions in `meta["runs"]` and returns the count after it.
+    #[derive(Clone)]
     struct Bump;
 
     impl Command for Bump {

@@ -120,6 +120,7 @@ async fn run(
     let address = listener.local_addr()?;
     let store_for_tasks = Arc::clone(&store);
     let jobs_wake = Arc::new(tokio::sync::Notify::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(AppState {
         store,
         writer: writer.clone(),
@@ -127,8 +128,8 @@ async fn run(
         in_flight: InFlight::default(),
         metrics: metrics.clone(),
         jobs_wake: Arc::clone(&jobs_wake),
+        stop: stop_rx.clone(),
     });
-    let (stop_tx, stop_rx) = watch::channel(false);
     let purge = tokio::spawn(purge_task(
         writer.clone(),
         Arc::clone(&config),
@@ -329,11 +330,23 @@ async fn billing_task(
                 trigger: "scheduler".into(),
                 origin: "scheduler".into(),
             };
-            match writer.submit(command).await {
-                Ok(run) if !run.closed.is_empty() => {
-                    metrics::counter!("tally_invoices_issued_total")
-                        .increment(run.closed.len() as u64);
-                    tracing::info!(tenant, invoices = run.closed.len(), "scheduled billing run");
+            // One bounded transaction at a time until the run is complete.
+            let outcome = match writer.submit(command.clone()).await {
+                Ok(run) => {
+                    let keep_going = || !*stop.borrow();
+                    crate::billing::run::complete(&writer, command, run, keep_going).await
+                }
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(run) if run.closed_count > 0 => {
+                    metrics::counter!("tally_invoices_issued_total").increment(run.closed_count);
+                    tracing::info!(
+                        tenant,
+                        invoices = run.closed_count,
+                        transactions = run.transactions,
+                        "scheduled billing run"
+                    );
                 }
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, tenant, "scheduled billing run deferred"),

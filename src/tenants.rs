@@ -182,6 +182,7 @@ fn tenant_by_name(tx: &WriteTransaction, name: &str) -> Result<Option<u64>, Stor
 }
 
 /// Creates a tenant together with its first API key.
+#[derive(Clone)]
 pub struct CreateTenant {
     /// Unique name.
     pub name: String,
@@ -217,6 +218,7 @@ impl Command for CreateTenant {
 }
 
 /// Adds an API key to an existing tenant.
+#[derive(Clone)]
 pub struct CreateKey {
     /// The tenant's name.
     pub tenant_name: String,
@@ -239,6 +241,7 @@ impl Command for CreateKey {
 }
 
 /// Revokes a key by its public id; it stops authenticating at once.
+#[derive(Clone)]
 pub struct RevokeKey {
     /// The `key_…` id as typed by the operator.
     pub key_id: String,

@@ -161,11 +161,20 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let key = key.required()?;
     let req = &body.value;
-    if req.amount_minor <= 0 || req.amount_minor > MAX_AMOUNT_MINOR {
+    if req.amount_minor <= 0 {
         return Err(ApiError::invalid_field(
             "amount_minor",
             format!("must be a positive integer of at most {MAX_AMOUNT_MINOR}"),
         ));
+    }
+    if req.amount_minor > MAX_AMOUNT_MINOR {
+        let detail = format!("is out of range: at most {MAX_AMOUNT_MINOR} minor units");
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "value_out_of_range",
+            format!("amount_minor: {detail}"),
+        )
+        .field("amount_minor", detail));
     }
     if !crate::currency::is_known(&req.currency) {
         return Err(ApiError::invalid_field(

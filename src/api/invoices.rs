@@ -244,6 +244,8 @@ pub struct ListInvoicesParams {
     pub customer: Option<String>,
     /// Only this status.
     pub status: Option<String>,
+    /// Only invoices created by this billing run (`brn_…`).
+    pub billing_run: Option<String>,
 }
 
 /// A page of invoices.
@@ -280,6 +282,19 @@ pub async fn list(
         })?),
         None => None,
     };
+    let billing_run = match &params.billing_run {
+        Some(r) => Some(Id::parse(r, run::PREFIX).ok_or_else(|| {
+            ApiError::invalid_field("billing_run", "is not a billing run id (brn_…)")
+        })?),
+        None => None,
+    };
+    // A run's invoices are created at or after its start: begin the scan there.
+    let after = after.or_else(|| {
+        billing_run.and_then(|r| {
+            let started = (r.0 >> 80) << 80;
+            started.checked_sub(1).map(Id)
+        })
+    });
     if let Some(s) = &params.status {
         if !["finalized", "paid", "void", "uncollectible"].contains(&s.as_str()) {
             return Err(ApiError::invalid_field(
@@ -312,6 +327,7 @@ pub async fn list(
                 .as_deref()
                 .is_none_or(|s| s == i.status.as_str())
         })
+        .filter(|i| billing_run.is_none_or(|r| i.billing_run == Some(r)))
         .map(invoice_body)
         .collect();
     Ok(Json(InvoicePage {
@@ -462,15 +478,16 @@ pub async fn upcoming(
         .ok_or_else(|| ApiError::missing("customer", &id))?;
     let drafts = preview::upcoming(&tx, tenant, customer.id, &state.config.billing_policy())?;
     let mut invoices = Vec::new();
+    let failed = |e: InvoiceError| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invoice_error",
+            e.to_string(),
+        )
+    };
     for draft in drafts {
-        let draft = draft.map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invoice_error",
-                e.to_string(),
-            )
-        })?;
-        let subtotal: i64 = draft.lines.iter().map(|l| l.amount_minor).sum();
+        let draft = draft.map_err(failed)?;
+        let subtotal = invoice::subtotal(&draft.lines).map_err(failed)?;
         let rfc = crate::clock::rfc3339;
         invoices.push(InvoiceResponse {
             id: String::new(),
@@ -555,12 +572,20 @@ pub struct RunResponse {
     pub ran_at: String,
     /// api or scheduler.
     pub trigger: String,
+    /// `completed`, or `running` while further transactions continue it.
+    pub status: &'static str,
     /// Subscriptions examined.
     pub subscriptions: u64,
-    /// Invoices created.
+    /// The first 100 invoices created (all of them: `GET /v1/invoices?billing_run=`).
     pub closed: Vec<ClosedBody>,
-    /// What was not invoiced, and why.
+    /// How many invoices it created.
+    pub closed_count: u64,
+    /// The first 100 things not invoiced, and why.
     pub skipped: Vec<SkippedBody>,
+    /// How many things were not invoiced.
+    pub skipped_count: u64,
+    /// Write transactions used so far.
+    pub transactions: u32,
 }
 
 fn run_body(r: &Run) -> RunResponse {
@@ -571,7 +596,11 @@ fn run_body(r: &Run) -> RunResponse {
         as_of: rfc(r.as_of_ms),
         ran_at: rfc(r.ran_at_ms),
         trigger: r.trigger.clone(),
+        status: if r.complete { "completed" } else { "running" },
         subscriptions: r.subscriptions,
+        closed_count: r.closed_count,
+        skipped_count: r.skipped_count,
+        transactions: r.transactions,
         closed: r
             .closed
             .iter()
@@ -595,16 +624,28 @@ fn run_body(r: &Run) -> RunResponse {
     }
 }
 
+/// 201 with the report when the run completed in its first transaction; 202 with the report so
+/// far when it continues in further ones (follow it with `GET /v1/billing-runs/{id}`).
 fn render_run(r: &Run) -> StoredResponse {
-    json_response(StatusCode::CREATED, &run_body(r))
+    let status = if r.complete {
+        StatusCode::CREATED
+    } else {
+        StatusCode::ACCEPTED
+    };
+    json_response(status, &run_body(r))
 }
 
-/// Closes every due period of this tenant into invoices (one per subscription and period, ever).
+/// Closes every due period of this tenant into invoices (one per subscription and period, ever),
+/// at most `billing.run_chunk_periods` per write transaction.
 #[utoipa::path(
     post, path = "/v1/billing-runs", tag = "billing",
     request_body = CreateRunRequest,
     params(("Idempotency-Key" = String, Header, description = "required")),
-    responses((status = 201, body = RunResponse), (status = 400, body = Problem, content_type = "application/problem+json")),
+    responses(
+        (status = 201, description = "completed in one transaction", body = RunResponse),
+        (status = 202, description = "continues in further transactions", body = RunResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+    ),
     security(("api_key" = []))
 )]
 pub async fn create_run(
@@ -623,6 +664,15 @@ pub async fn create_run(
         ));
     }
     let origin = format!("api:POST /v1/billing-runs idempotency-key={key}");
+    let command = BillingRun {
+        tenant,
+        id: Id::generate_at(now_ms),
+        as_of_ms,
+        now_ms,
+        policy: state.config.billing_policy(),
+        trigger: "api".into(),
+        origin,
+    };
     let answer = idempotent::execute(
         &state,
         idempotent::Request {
@@ -632,34 +682,69 @@ pub async fn create_run(
             path: "/v1/billing-runs",
             canonical_body: &body.canonical,
         },
-        BillingRun {
-            tenant,
-            id: Id::generate_at(now_ms),
-            as_of_ms,
-            now_ms,
-            policy: state.config.billing_policy(),
-            trigger: "api".into(),
-            origin,
-        },
+        command.clone(),
         render_run,
     )
     .await?;
     if !answer.replayed {
         count_issued(&answer.stored);
     }
+    if answer.stored.status == StatusCode::ACCEPTED.as_u16() {
+        // The run needs more transactions. A replayed 202 names a run that a restart may have
+        // stopped: continue the run the stored reply names (continuing a complete run does
+        // nothing).
+        let named = serde_json::from_slice::<serde_json::Value>(&answer.stored.body)
+            .ok()
+            .and_then(|v| v["id"].as_str().and_then(|id| Id::parse(id, run::PREFIX)));
+        if let Some(id) = named {
+            continue_run(&state, BillingRun { id, ..command });
+        }
+    }
     Ok(idempotent::respond(answer.stored, answer.replayed))
 }
 
-/// Counts the invoices a committed run issued (its stored report's `closed` entries), as the
-/// scheduler does for its runs.
+/// Counts the invoices the first transaction of a committed run issued (its stored report's
+/// `closed_count`); [`continue_run`] counts the rest, as the scheduler does for its runs.
 fn count_issued(stored: &StoredResponse) {
     let closed = serde_json::from_slice::<serde_json::Value>(&stored.body)
         .ok()
-        .and_then(|report| report["closed"].as_array().map(Vec::len))
+        .and_then(|report| report["closed_count"].as_u64())
         .unwrap_or(0);
     if closed > 0 {
-        metrics::counter!("tally_invoices_issued_total").increment(closed as u64);
+        metrics::counter!("tally_invoices_issued_total").increment(closed);
     }
+}
+
+/// Continues a run in further bounded transactions, detached from the request so a client
+/// that goes away does not stop it. Counts the invoices the continuation issues.
+fn continue_run(state: &AppState, command: BillingRun) {
+    let writer = state.writer.clone();
+    let stop = state.stop.clone();
+    let before = state
+        .store
+        .read()
+        .ok()
+        .and_then(|tx| run::get(&tx, command.tenant, command.id).ok().flatten())
+        .map_or(0, |r| r.closed_count);
+    tokio::spawn(async move {
+        let id = command.id.display(run::PREFIX);
+        let keep_going = || !*stop.borrow();
+        let outcome = match writer.submit(command.clone()).await {
+            Ok(first) => run::complete(&writer, command, first, keep_going).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(done) => {
+                let issued = done.closed_count.saturating_sub(before);
+                if issued > 0 {
+                    metrics::counter!("tally_invoices_issued_total").increment(issued);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, run = %id, "billing run stopped before completing")
+            }
+        }
+    });
 }
 
 /// Retrieves a billing run's report.

@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod meters;
 pub mod openapi;
 pub mod pagination;
+pub mod panic_guard;
 pub mod payments;
 pub mod plans;
 pub mod problem;
@@ -53,6 +54,9 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Wakes the job workers when something was enqueued.
     pub jobs_wake: Arc<tokio::sync::Notify>,
+    /// Becomes true when the daemon stops: work detached from a request (a billing run's
+    /// continuation) ends then, so it never holds the shutdown.
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The complete router.
@@ -149,7 +153,8 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Counts every request by route and status, and turns any error response that is not already
-/// problem+json (one produced inside axum or hyper) into one, so clients see one error shape.
+/// problem+json (one produced inside axum or hyper) into one, so clients see one error shape. A
+/// handler that panics is answered 500 `internal_error` rather than dropping the connection.
 async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = request
@@ -158,7 +163,18 @@ async fn observe(request: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let method = request.method().as_str().to_string();
-    let mut response = next.run(request).await;
+    let mut response = match panic_guard::PanicGuard::new(next.run(request)).await {
+        Ok(response) => response,
+        Err(()) => {
+            tracing::error!(route, "a request handler panicked");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the request failed inside the server; other requests are unaffected",
+            )
+            .into_response()
+        }
+    };
     let status = response.status();
     if status.as_u16() >= 400 {
         let is_problem = response

@@ -182,19 +182,50 @@ impl From<&Plan> for PlanResponse {
 }
 
 fn dec(field: String, value: &str, positive: bool) -> Result<Decimal, ApiError> {
-    let d = decimal::parse(value).map_err(|e| {
-        ApiError::invalid_field(
+    let d = decimal::parse(value).map_err(|e| match e {
+        decimal::DecimalError::OutOfRange => out_of_range(field.clone(), e.to_string()),
+        decimal::DecimalError::NotANumber => ApiError::invalid_field(
             field.clone(),
             format!("{e}; send a decimal string such as \"0.0025\""),
-        )
+        ),
     })?;
     if d.is_sign_negative() && !d.is_zero() {
         return Err(ApiError::invalid_field(field, "must not be negative"));
+    }
+    if let Err(e) = decimal::check_range(d) {
+        return Err(out_of_range(field, e.to_string()));
     }
     if positive && d.is_zero() {
         return Err(ApiError::invalid_field(field, "must be greater than zero"));
     }
     Ok(d)
+}
+
+/// An amount in minor units: 0 to 10^15 (the most one posting moves).
+fn amount(field: String, value: i64) -> Result<i64, ApiError> {
+    if value < 0 {
+        return Err(ApiError::invalid_field(
+            field,
+            "must be a non-negative integer",
+        ));
+    }
+    if value > MAX_AMOUNT_MINOR {
+        return Err(out_of_range(
+            field,
+            format!("is out of range: at most {MAX_AMOUNT_MINOR} minor units"),
+        ));
+    }
+    Ok(value)
+}
+
+/// A 400 `value_out_of_range` naming the field: a well-formed value outside its documented range.
+fn out_of_range(field: String, detail: String) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "value_out_of_range",
+        format!("{field}: {detail}"),
+    )
+    .field(field, detail)
 }
 
 fn tiers(field: &str, body: &Option<Vec<TierBody>>) -> Result<Vec<Tier>, ApiError> {
@@ -237,12 +268,7 @@ fn tiers(field: &str, body: &Option<Vec<TierBody>>) -> Result<Vec<Tier>, ApiErro
                 Some(Stored(bound))
             }
         };
-        if !(0..=MAX_AMOUNT_MINOR).contains(&t.flat_fee_minor) {
-            return Err(ApiError::invalid_field(
-                format!("{field}.{i}.flat_fee_minor"),
-                "must be a non-negative integer",
-            ));
-        }
+        amount(format!("{field}.{i}.flat_fee_minor"), t.flat_fee_minor)?;
         out.push(Tier {
             up_to,
             unit_price: Stored(dec(
@@ -323,12 +349,7 @@ pub async fn create(
     }
     let fixed_fee = match &req.fixed_fee {
         Some(f) => {
-            if !(0..=MAX_AMOUNT_MINOR).contains(&f.amount_minor) {
-                return Err(ApiError::invalid_field(
-                    "fixed_fee.amount_minor",
-                    "must be a non-negative integer",
-                ));
-            }
+            amount("fixed_fee.amount_minor".into(), f.amount_minor)?;
             let timing = match f.timing.as_deref() {
                 None | Some("in_arrears") => FeeTiming::InArrears,
                 Some("in_advance") => FeeTiming::InAdvance,

@@ -156,6 +156,11 @@ impl From<WriteError> for ApiError {
                 err.retry_after_secs = Some(1);
                 err
             }
+            WriteError::Failed => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "the request failed inside the server and wrote nothing; other requests are unaffected",
+            ),
             WriteError::Stopped => {
                 let mut err = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -122,6 +122,7 @@ fn render_error(e: &SubscriptionError) -> StoredResponse {
         SubscriptionError::AlreadyCanceled(_) => {
             (StatusCode::CONFLICT, "subscription_canceled", None)
         }
+        SubscriptionError::Backlog { .. } => (StatusCode::CONFLICT, "billing_backlog", None),
     };
     let mut err = ApiError::new(status, code, e.to_string());
     if let Some(f) = field {
@@ -178,6 +179,7 @@ pub async fn create(
     let req = &body.value;
     let now_ms = crate::clock::now_ms();
     let start_at_ms = time_param("start_at", &req.start_at)?.unwrap_or(now_ms);
+    check_start(&state, start_at_ms, now_ms)?;
     let anchor_ms = time_param("billing_anchor", &req.billing_anchor)?.unwrap_or(start_at_ms);
     let (customer, plan_id) = {
         let tx = state.store.read()?;
@@ -220,6 +222,30 @@ pub async fn create(
         render_created,
     )
     .await
+}
+
+/// A subscription starts within the configured window around now, which bounds the backlog
+/// of periods (and so the work) one subscription can bring to a billing run.
+fn check_start(state: &AppState, start_at_ms: i64, now_ms: i64) -> Result<(), ApiError> {
+    let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let billing = &state.config.billing;
+    let earliest = now_ms.saturating_sub(ms(billing.max_start_backdate_secs));
+    let latest = now_ms.saturating_add(ms(billing.max_start_ahead_secs));
+    if (earliest..=latest).contains(&start_at_ms) {
+        return Ok(());
+    }
+    let rfc = crate::clock::rfc3339;
+    let detail = format!(
+        "must lie between {} and {} (billing.max_start_backdate_secs and billing.max_start_ahead_secs around now)",
+        rfc(earliest),
+        rfc(latest)
+    );
+    Err(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "value_out_of_range",
+        format!("start_at: {detail}"),
+    )
+    .field("start_at", detail))
 }
 
 fn plan_by_code(

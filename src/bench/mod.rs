@@ -297,6 +297,24 @@ async fn post(
     Ok(v)
 }
 
+/// Posts a billing run and follows it until it is complete (a run with more periods than one
+/// transaction takes answers 202 and continues); returns its final report.
+async fn billing_run(client: &reqwest::Client, t: &Target, key: &str) -> anyhow::Result<Value> {
+    let mut run = post(client, t, "/v1/billing-runs", key, json!({})).await?;
+    let id = run["id"].as_str().unwrap_or_default().to_string();
+    while run["status"] == "running" {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        run = client
+            .get(format!("{}/v1/billing-runs/{id}", t.base))
+            .bearer_auth(&t.key)
+            .send()
+            .await?
+            .json()
+            .await?;
+    }
+    Ok(run)
+}
+
 async fn usage_total(
     client: &reqwest::Client,
     t: &Target,
@@ -574,25 +592,11 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                     let _ = t.await;
                 }
                 let t0 = Instant::now();
-                let run = post(
-                    &client,
-                    &target,
-                    "/v1/billing-runs",
-                    &format!("{run_tag}-run"),
-                    json!({}),
-                )
-                .await?;
+                let run = billing_run(&client, &target, &format!("{run_tag}-run")).await?;
                 let took = t0.elapsed();
-                let closed = run["closed"].as_array().map_or(0, Vec::len) as u64;
-                let again = post(
-                    &client,
-                    &target,
-                    "/v1/billing-runs",
-                    &format!("{run_tag}-run2"),
-                    json!({}),
-                )
-                .await?;
-                let twice = again["closed"].as_array().map_or(0, Vec::len);
+                let closed = run["closed_count"].as_u64().unwrap_or(0);
+                let again = billing_run(&client, &target, &format!("{run_tag}-run2")).await?;
+                let twice = again["closed_count"].as_u64().unwrap_or(0);
                 accepted.store(closed, Ordering::Relaxed);
                 (
                     closed.max(1),

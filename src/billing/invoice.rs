@@ -314,7 +314,10 @@ fn fee_line(
     let Some(fee) = &plan.fixed_fee else {
         return Ok(None);
     };
-    let denominator = (period.full_end_ms - period.full_start_ms).max(1);
+    let denominator = period
+        .full_end_ms
+        .saturating_sub(period.full_start_ms)
+        .max(1);
     let numerator = numerator_ms.clamp(0, denominator);
     let full = pricing::from_minor(fee.amount_minor, exponent);
     let exact = full
@@ -351,24 +354,28 @@ fn unit_price_of(charge: &Charge) -> Option<Stored> {
     }
 }
 
-/// Unwraps a pricing result inside [`compute`], turning overflow into a business failure.
-macro_rules! priced {
+/// A step's result: a business failure inside, a storage failure outside.
+type Computed<T> = Result<Result<T, InvoiceError>, StoreError>;
+
+/// Unwraps a business result inside a step, returning its failure as the step's outcome.
+macro_rules! business {
     ($e:expr) => {
         match $e {
             Ok(v) => v,
-            Err(_) => return Ok(Err(InvoiceError::OutOfRange)),
+            Err(e) => return Ok(Err(InvoiceError::from(e))),
         }
     };
 }
 
-/// Computes an invoice's lines from its inputs.
+/// Computes an invoice's lines from its inputs, in three named steps: adjustments for late
+/// usage of earlier periods, the period's usage, then the fixed fee.
 pub fn compute<E, C, B, M>(
     src: &Sources<'_, E, C, B, M>,
     tenant: TenantId,
     sub: &Subscription,
     plan: &Plan,
     spec: &Spec,
-) -> Result<Result<Vec<Line>, InvoiceError>, StoreError>
+) -> Computed<Vec<Line>>
 where
     E: ReadableTable<&'static [u8], &'static [u8]>,
     C: ReadableTable<&'static [u8], ()>,
@@ -376,25 +383,50 @@ where
     M: ReadableTable<&'static [u8], &'static [u8]>,
 {
     let exponent = crate::currency::minor_unit_exponent(&plan.currency).unwrap_or(2);
+    let mut lines = business!(adjustment_lines(src, tenant, sub, plan, spec, exponent)?);
+    if spec.include_usage {
+        lines.extend(business!(usage_lines(
+            src, tenant, sub, plan, spec, exponent
+        )?));
+    }
+    lines.extend(business!(fee_lines(plan, spec, exponent)));
+    Ok(Ok(lines))
+}
+
+/// The start of the period a billed-usage key names.
+fn billed_period_start(key: &[u8]) -> Result<i64, StoreError> {
+    key.get(40..48)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(|b| (u64::from_be_bytes(b) ^ (1u64 << 63)) as i64)
+        .ok_or_else(|| StoreError::Corrupt("malformed billed usage key".into()))
+}
+
+/// Step 1: one adjustment line per earlier (meter, period) whose recomputed quantity differs
+/// from the billed one, for periods that started at or after `spec.adjust_from_ms`.
+fn adjustment_lines<E, C, B, M>(
+    src: &Sources<'_, E, C, B, M>,
+    tenant: TenantId,
+    sub: &Subscription,
+    plan: &Plan,
+    spec: &Spec,
+    exponent: u8,
+) -> Computed<Vec<Line>>
+where
+    E: ReadableTable<&'static [u8], &'static [u8]>,
+    C: ReadableTable<&'static [u8], ()>,
+    B: ReadableTable<&'static [u8], &'static [u8]>,
+    M: ReadableTable<&'static [u8], &'static [u8]>,
+{
+    debug_assert!(spec.adjust_from_ms <= spec.period.start_ms);
     let mut lines = Vec::new();
-    let period = &spec.period;
-    // Adjustments first: late usage of earlier periods, named by period.
     for charge in &plan.charges {
-        let meter = match meter_of(src.meters, tenant, charge.meter)? {
-            Ok(m) => m,
-            Err(e) => return Ok(Err(e)),
-        };
+        let meter = business!(meter_of(src.meters, tenant, charge.meter)?);
         let lo = billed_key(tenant, sub.id, charge.meter, spec.adjust_from_ms);
-        let hi = billed_key(tenant, sub.id, charge.meter, period.start_ms);
+        let hi = billed_key(tenant, sub.id, charge.meter, spec.period.start_ms);
         for entry in src.billed.range::<&[u8]>(lo.as_slice()..hi.as_slice())? {
             let (key, value) = entry?;
             let billed: Billed = codec::decode(value.value())?;
-            let start = key
-                .value()
-                .get(40..48)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(|b| (u64::from_be_bytes(b) ^ (1u64 << 63)) as i64)
-                .ok_or_else(|| StoreError::Corrupt("malformed billed usage key".into()))?;
+            let start = billed_period_start(key.value())?;
             let (acc, digest) = usage::aggregate_events(
                 src.by_customer,
                 src.events,
@@ -405,26 +437,20 @@ where
                 billed.period_end_ms,
                 spec.cutoff,
             )?;
-            let now_quantity = match acc.value(meter.aggregation) {
-                Ok(v) => v.unwrap_or(Decimal::ZERO),
-                Err(_) => return Ok(Err(InvoiceError::OutOfRange)),
-            };
+            let now_quantity = business!(acc
+                .value(meter.aggregation)
+                .map_err(|_| InvoiceError::OutOfRange))
+            .unwrap_or(Decimal::ZERO);
             if now_quantity == billed.quantity.0 {
                 continue;
             }
-            let before = priced!(pricing::price(
+            let change = business!(pricing::price_change(
                 &charge.model,
                 charge.free_units.0,
                 billed.quantity.0,
-                exponent
-            ));
-            let after = priced!(pricing::price(
-                &charge.model,
-                charge.free_units.0,
                 now_quantity,
                 exponent
             ));
-            let exact = after.exact - before.exact;
             lines.push(Line {
                 kind: LineKind::Adjustment,
                 description: format!(
@@ -436,111 +462,122 @@ where
                 meter: Some(charge.meter),
                 period_start_ms: start,
                 period_end_ms: billed.period_end_ms,
-                quantity: Stored(now_quantity - billed.quantity.0),
+                quantity: Stored(change.quantity),
                 quantity_before: Some(billed.quantity),
                 quantity_after: Some(Stored(now_quantity)),
                 proration: None,
                 unit_price: unit_price_of(charge),
                 tiers: Vec::new(),
-                amount_exact: Stored(exact),
-                amount_minor: priced!(pricing::to_minor(exact, exponent)),
+                amount_exact: Stored(change.exact),
+                amount_minor: change.amount_minor,
                 events: acc.events(),
                 events_digest: digest,
             });
-        }
-    }
-    if spec.include_usage {
-        for charge in &plan.charges {
-            let meter = match meter_of(src.meters, tenant, charge.meter)? {
-                Ok(m) => m,
-                Err(e) => return Ok(Err(e)),
-            };
-            let (acc, digest) = usage::aggregate_events(
-                src.by_customer,
-                src.events,
-                tenant,
-                &meter,
-                sub.customer,
-                period.start_ms,
-                period.end_ms,
-                spec.cutoff,
-            )?;
-            let quantity = match acc.value(meter.aggregation) {
-                Ok(v) => v.unwrap_or(Decimal::ZERO),
-                Err(_) => return Ok(Err(InvoiceError::OutOfRange)),
-            };
-            let priced = priced!(pricing::price(
-                &charge.model,
-                charge.free_units.0,
-                quantity,
-                exponent
-            ));
-            lines.push(Line {
-                kind: LineKind::Usage,
-                description: meter.name.clone().unwrap_or_else(|| meter.key.clone()),
-                meter: Some(charge.meter),
-                period_start_ms: period.start_ms,
-                period_end_ms: period.end_ms,
-                quantity: Stored(quantity),
-                quantity_before: None,
-                quantity_after: None,
-                proration: None,
-                unit_price: unit_price_of(charge),
-                tiers: priced.tiers,
-                amount_exact: Stored(priced.exact),
-                amount_minor: priced.amount_minor,
-                events: acc.events(),
-                events_digest: digest,
-            });
-        }
-    }
-    if let Some(fee) = &plan.fixed_fee {
-        let covered = |p: &Period| p.end_ms - p.start_ms;
-        let fee_for = |p: &Period, label: &str| {
-            fee_line(
-                plan,
-                exponent,
-                LineKind::FixedFee,
-                format!("{} ({label})", plan.name),
-                p,
-                covered(p),
-                1,
-            )
-        };
-        let mut push = |line: Result<Option<Line>, InvoiceError>| -> Result<(), InvoiceError> {
-            if let Some(l) = line? {
-                lines.push(l);
-            }
-            Ok(())
-        };
-        let result = match (fee.timing, spec.kind) {
-            (FeeTiming::InArrears, InvoiceKind::Period | InvoiceKind::Final) => {
-                push(fee_for(period, "in arrears"))
-            }
-            (FeeTiming::InAdvance, InvoiceKind::Opening) => push(fee_for(period, "in advance")),
-            (FeeTiming::InAdvance, InvoiceKind::Period) => match &spec.next_period {
-                Some(next) => push(fee_for(next, "in advance")),
-                None => Ok(()),
-            },
-            (FeeTiming::InAdvance, InvoiceKind::Final) if spec.credit_unused_advance_fee => {
-                let unused = period.full_end_ms - period.end_ms;
-                push(fee_line(
-                    plan,
-                    exponent,
-                    LineKind::FeeCredit,
-                    format!("{} (unused time after cancellation)", plan.name),
-                    period,
-                    unused,
-                    -1,
-                ))
-            }
-            _ => Ok(()),
-        };
-        if let Err(e) = result {
-            return Ok(Err(e));
         }
     }
     Ok(Ok(lines))
+}
+
+/// Step 2: one usage line per charge for the period itself (not for opening invoices).
+fn usage_lines<E, C, B, M>(
+    src: &Sources<'_, E, C, B, M>,
+    tenant: TenantId,
+    sub: &Subscription,
+    plan: &Plan,
+    spec: &Spec,
+    exponent: u8,
+) -> Computed<Vec<Line>>
+where
+    E: ReadableTable<&'static [u8], &'static [u8]>,
+    C: ReadableTable<&'static [u8], ()>,
+    B: ReadableTable<&'static [u8], &'static [u8]>,
+    M: ReadableTable<&'static [u8], &'static [u8]>,
+{
+    debug_assert!(spec.include_usage);
+    let period = &spec.period;
+    let mut lines = Vec::with_capacity(plan.charges.len());
+    for charge in &plan.charges {
+        let meter = business!(meter_of(src.meters, tenant, charge.meter)?);
+        let (acc, digest) = usage::aggregate_events(
+            src.by_customer,
+            src.events,
+            tenant,
+            &meter,
+            sub.customer,
+            period.start_ms,
+            period.end_ms,
+            spec.cutoff,
+        )?;
+        let quantity = business!(acc
+            .value(meter.aggregation)
+            .map_err(|_| InvoiceError::OutOfRange))
+        .unwrap_or(Decimal::ZERO);
+        let priced = business!(pricing::price(
+            &charge.model,
+            charge.free_units.0,
+            quantity,
+            exponent
+        ));
+        lines.push(Line {
+            kind: LineKind::Usage,
+            description: meter.name.clone().unwrap_or_else(|| meter.key.clone()),
+            meter: Some(charge.meter),
+            period_start_ms: period.start_ms,
+            period_end_ms: period.end_ms,
+            quantity: Stored(quantity),
+            quantity_before: None,
+            quantity_after: None,
+            proration: None,
+            unit_price: unit_price_of(charge),
+            tiers: priced.tiers,
+            amount_exact: Stored(priced.exact),
+            amount_minor: priced.amount_minor,
+            events: acc.events(),
+            events_digest: digest,
+        });
+    }
+    Ok(Ok(lines))
+}
+
+/// Step 3: the fixed fee this invoice carries, if any: the period's own in arrears, the next
+/// period's in advance, or the credit for the unused part after an immediate cancellation.
+fn fee_lines(plan: &Plan, spec: &Spec, exponent: u8) -> Result<Vec<Line>, InvoiceError> {
+    let Some(fee) = &plan.fixed_fee else {
+        return Ok(Vec::new());
+    };
+    let period = &spec.period;
+    let fee_for = |p: &Period, label: &str| {
+        fee_line(
+            plan,
+            exponent,
+            LineKind::FixedFee,
+            format!("{} ({label})", plan.name),
+            p,
+            p.end_ms.saturating_sub(p.start_ms),
+            1,
+        )
+    };
+    let line = match (fee.timing, spec.kind) {
+        (FeeTiming::InArrears, InvoiceKind::Period | InvoiceKind::Final) => {
+            fee_for(period, "in arrears")?
+        }
+        (FeeTiming::InAdvance, InvoiceKind::Opening) => fee_for(period, "in advance")?,
+        (FeeTiming::InAdvance, InvoiceKind::Period) => match &spec.next_period {
+            Some(next) => fee_for(next, "in advance")?,
+            None => None,
+        },
+        (FeeTiming::InAdvance, InvoiceKind::Final) if spec.credit_unused_advance_fee => fee_line(
+            plan,
+            exponent,
+            LineKind::FeeCredit,
+            format!("{} (unused time after cancellation)", plan.name),
+            period,
+            period.full_end_ms.saturating_sub(period.end_ms),
+            -1,
+        )?,
+        _ => None,
+    };
+    Ok(line.into_iter().collect())
 }
 
 /// The digest of an invoice's inputs and results: plan version, subscription, period, event
@@ -579,6 +616,14 @@ pub fn inputs_digest(invoice: &Invoice) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
+/// The sum of the lines' rounded amounts (checked: a sum past `i64` is a business failure).
+pub fn subtotal(lines: &[Line]) -> Result<i64, InvoiceError> {
+    lines
+        .iter()
+        .try_fold(0i64, |acc, l| acc.checked_add(l.amount_minor))
+        .ok_or(InvoiceError::OutOfRange)
+}
+
 /// Issues a computed invoice: stores it under its charge key, moves billed quantities, posts the
 /// invoice entry (receivable/revenue) and applies credits in burn order, all in the caller's
 /// transaction. Returns the stored invoice.
@@ -596,12 +641,7 @@ pub fn issue(
     origin: &str,
 ) -> Result<Result<Invoice, InvoiceError>, StoreError> {
     let id = Id::generate_at(now_ms);
-    let subtotal = lines
-        .iter()
-        .try_fold(0i64, |acc, l| acc.checked_add(l.amount_minor));
-    let Some(subtotal) = subtotal else {
-        return Ok(Err(InvoiceError::OutOfRange));
-    };
+    let subtotal = business!(subtotal(&lines));
     let mut entries = Vec::new();
     if subtotal != 0 {
         let entry_id = Id::generate_at(now_ms);
@@ -661,8 +701,13 @@ pub fn issue(
             Err(e) => return Ok(Err(InvoiceError::Ledger(e.to_string()))),
         }
     }
-    let credits_applied: i64 = credits.iter().map(|(_, a)| a).sum();
-    let amount_due = subtotal - credits_applied;
+    let credits_applied = business!(credits
+        .iter()
+        .try_fold(0i64, |acc, (_, a)| acc.checked_add(*a))
+        .ok_or(InvoiceError::OutOfRange));
+    let amount_due = business!(subtotal
+        .checked_sub(credits_applied)
+        .ok_or(InvoiceError::OutOfRange));
     let mut invoice = Invoice {
         id,
         subscription: sub.id,

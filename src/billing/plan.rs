@@ -99,6 +99,7 @@ pub enum PlanError {
 }
 
 /// Creates a plan.
+#[derive(Clone)]
 pub struct CreatePlan {
     /// Owner.
     pub tenant: TenantId,

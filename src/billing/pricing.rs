@@ -3,7 +3,12 @@
 //! Every line is computed exactly in decimals (unit prices are decimal strings in the currency's
 //! major unit, e.g. `"0.0025"` USD; tier flat fees are integers in minor units) and rounded once,
 //! to the currency's minor unit, half away from zero. Totals are sums of rounded lines, never
-//! rounded again.
+//! rounded again. A late-usage adjustment of a billed (meter, period) is billed as
+//! round(exact after) − round(exact before) ([`price_change`]), so whatever the number of late
+//! arrivals, the amounts billed for a period add up to the rounding of its exact total.
+//!
+//! Every operation is checked: an amount that leaves the exact decimal range or `i64` minor units
+//! is [`OutOfRange`], a business failure of the invoice, never a panic.
 //!
 //! - `per_unit`: billable × unit price.
 //! - `graduated`: each tier prices the units that fall inside it; a tier's flat fee applies when
@@ -109,6 +114,10 @@ fn add(a: Decimal, b: Decimal) -> Result<Decimal, OutOfRange> {
     a.checked_add(b).ok_or(OutOfRange)
 }
 
+fn sub(a: Decimal, b: Decimal) -> Result<Decimal, OutOfRange> {
+    a.checked_sub(b).ok_or(OutOfRange)
+}
+
 fn mul(a: Decimal, b: Decimal) -> Result<Decimal, OutOfRange> {
     a.checked_mul(b).ok_or(OutOfRange)
 }
@@ -120,7 +129,7 @@ pub fn price(
     quantity: Decimal,
     exponent: u8,
 ) -> Result<Priced, OutOfRange> {
-    let billable = (quantity - free_units).max(Decimal::ZERO);
+    let billable = sub(quantity, free_units)?.max(Decimal::ZERO);
     let mut tiers_out = Vec::new();
     let exact = match model {
         Model::PerUnit { unit_price } => mul(billable, unit_price.0)?,
@@ -128,7 +137,10 @@ pub fn price(
             package_size,
             unit_price,
         } => {
-            let packages = (billable / package_size.0).ceil();
+            let packages = billable
+                .checked_div(package_size.0)
+                .ok_or(OutOfRange)?
+                .ceil();
             mul(packages, unit_price.0)?
         }
         Model::Graduated { tiers } => {
@@ -139,10 +151,7 @@ pub fn price(
                     break;
                 }
                 let upper = tier.up_to.map(|u| u.0);
-                let in_tier = match upper {
-                    Some(u) => billable.min(u) - lower,
-                    None => billable - lower,
-                };
+                let in_tier = sub(upper.map_or(billable, |u| billable.min(u)), lower)?;
                 let fee = from_minor(tier.flat_fee_minor, exponent);
                 let amount = add(mul(in_tier, tier.unit_price.0)?, fee)?;
                 total = add(total, amount)?;
@@ -187,6 +196,40 @@ pub fn price(
         exact,
         amount_minor: to_minor(exact, exponent)?,
         tiers: tiers_out,
+    })
+}
+
+/// What a change of a billed quantity costs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The quantity difference (after − before).
+    pub quantity: Decimal,
+    /// The exact amount difference, major units.
+    pub exact: Decimal,
+    /// round(price(after)) − round(price(before)), minor units: what brings the total billed
+    /// for the quantity from the rounding of its old exact amount to that of its new one.
+    pub amount_minor: i64,
+}
+
+/// Prices a billed quantity that changed from `before` to `after` (late usage). The minor
+/// amount is the difference of the two rounded amounts, not the rounding of the difference:
+/// rounding each difference alone would overbill by up to half a minor unit per late arrival.
+pub fn price_change(
+    model: &Model,
+    free_units: Decimal,
+    before: Decimal,
+    after: Decimal,
+    exponent: u8,
+) -> Result<Change, OutOfRange> {
+    let old = price(model, free_units, before, exponent)?;
+    let new = price(model, free_units, after, exponent)?;
+    Ok(Change {
+        quantity: sub(after, before)?,
+        exact: sub(new.exact, old.exact)?,
+        amount_minor: new
+            .amount_minor
+            .checked_sub(old.amount_minor)
+            .ok_or(OutOfRange)?,
     })
 }
 
@@ -273,6 +316,55 @@ mod tests {
             price(&m, d("2000"), d("1500"), 2).expect("p").amount_minor,
             0
         );
+    }
+
+    #[test]
+    fn a_change_is_billed_as_the_difference_of_rounded_totals() {
+        let m = Model::PerUnit {
+            unit_price: Stored(d("0.005")),
+        };
+        // 1 unit bills 0.005 → 1 cent; a late unit makes 0.010 → 1 cent: nothing more to bill.
+        let c = price_change(&m, d("0"), d("1"), d("2"), 2).expect("p");
+        assert_eq!(
+            (c.quantity, c.exact, c.amount_minor),
+            (d("1"), d("0.005"), 0)
+        );
+        // A third unit: 0.015 → 2 cents, one more cent.
+        assert_eq!(
+            price_change(&m, d("0"), d("2"), d("3"), 2)
+                .expect("p")
+                .amount_minor,
+            1
+        );
+        // Downward (a max that fell): 0.015 → 0.005 gives back 1 cent.
+        assert_eq!(
+            price_change(&m, d("0"), d("3"), d("1"), 2)
+                .expect("p")
+                .amount_minor,
+            -1
+        );
+    }
+
+    #[test]
+    fn overflow_is_a_business_failure_not_a_panic() {
+        let m = Model::PerUnit {
+            unit_price: Stored(d("1")),
+        };
+        let min = Decimal::MIN;
+        assert_eq!(price(&m, d("1"), min, 2), Err(OutOfRange));
+        let p = Model::Package {
+            package_size: Stored(d("0.0000000000000000000000000001")),
+            unit_price: Stored(d("1")),
+        };
+        assert_eq!(price(&p, d("0"), d("1000"), 2), Err(OutOfRange));
+        let g = Model::Graduated {
+            tiers: vec![Tier {
+                up_to: None,
+                unit_price: Stored(d("1000000")),
+                flat_fee_minor: 0,
+            }],
+        };
+        assert_eq!(price(&g, d("0"), Decimal::MAX, 2), Err(OutOfRange));
     }
 
     #[test]

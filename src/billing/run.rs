@@ -1,9 +1,15 @@
 //! Billing runs: close every period whose end plus the grace window has passed into exactly one
 //! invoice, in the same write transaction that checks its charge key.
 //!
-//! A run is one writer command, so two runs (from the API and the scheduler, or twenty
+//! A run is a writer command, so two runs (from the API and the scheduler, or twenty
 //! concurrent API calls) execute one after the other and the second finds every charge key
 //! taken: it can never create a second invoice for a period.
+//!
+//! A run's work per transaction is bounded ([`Policy::chunk_periods`] periods examined): a run
+//! that has more to do stores where it stopped and is continued by the same command (same run
+//! id) in further transactions until it is complete, so no run holds the writer for long
+//! whatever the backlog. Its report keeps counts and the first [`REPORT_LIMIT`] entries; the
+//! invoices themselves are listed with `GET /v1/invoices?billing_run=`.
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -14,8 +20,8 @@ use super::subscription::{self, Period, Subscription, SubscriptionError, Subscri
 use crate::id::Id;
 use crate::ingest::event::current_seq;
 use crate::store::keys::{self, TenantId};
-use crate::store::writer::Command;
-use crate::store::{get_record, put_record, tables, StoreError};
+use crate::store::writer::{Command, WriteError, WriterHandle};
+use crate::store::{codec, get_record, put_record, tables, StoreError};
 
 /// The public id prefix.
 pub const PREFIX: &str = "brn";
@@ -30,7 +36,12 @@ pub struct Policy {
     /// Earlier periods are recomputed for late usage this far back (the ingest backdating
     /// limit: older events are refused, so older periods cannot change).
     pub adjust_window_ms: i64,
+    /// Most periods a run examines (closes, re-issues or finds invoiced) in one transaction.
+    pub chunk_periods: u64,
 }
+
+/// Most `closed` and `skipped` entries a run's report keeps (the counts are complete).
+pub const REPORT_LIMIT: usize = 100;
 
 /// One invoice a run created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,10 +82,139 @@ pub struct Run {
     pub trigger: String,
     /// Subscriptions examined.
     pub subscriptions: u64,
-    /// Invoices created.
+    /// The first [`REPORT_LIMIT`] invoices created.
     pub closed: Vec<Closed>,
-    /// What was not invoiced.
+    /// The first [`REPORT_LIMIT`] things not invoiced.
     pub skipped: Vec<Skipped>,
+    /// Invoices created.
+    pub closed_count: u64,
+    /// Things not invoiced.
+    pub skipped_count: u64,
+    /// Transactions the run has used so far.
+    pub transactions: u32,
+    /// Where the next transaction resumes (a subscription, inclusive); `None` once complete.
+    pub next_subscription: Option<Id>,
+    /// Whether every due period has been examined.
+    pub complete: bool,
+}
+
+/// A run's record as written before runs were chunked (no counts, always complete).
+#[derive(Deserialize)]
+struct RunV1 {
+    id: Id,
+    as_of_ms: i64,
+    ran_at_ms: i64,
+    trigger: String,
+    subscriptions: u64,
+    closed: Vec<Closed>,
+    skipped: Vec<Skipped>,
+}
+
+impl Run {
+    fn new(id: Id, as_of_ms: i64, ran_at_ms: i64, trigger: String) -> Self {
+        Self {
+            id,
+            as_of_ms,
+            ran_at_ms,
+            trigger,
+            subscriptions: 0,
+            closed: Vec::new(),
+            skipped: Vec::new(),
+            closed_count: 0,
+            skipped_count: 0,
+            transactions: 0,
+            next_subscription: None,
+            complete: false,
+        }
+    }
+
+    /// Counts an invoice created, keeping the first [`REPORT_LIMIT`].
+    fn record_closed(&mut self, closed: Closed) {
+        self.closed_count += 1;
+        if self.closed.len() < REPORT_LIMIT {
+            self.closed.push(closed);
+        }
+    }
+
+    /// Counts something not invoiced, keeping the first [`REPORT_LIMIT`].
+    fn record_skipped(&mut self, skipped: Skipped) {
+        self.skipped_count += 1;
+        if self.skipped.len() < REPORT_LIMIT {
+            self.skipped.push(skipped);
+        }
+    }
+
+    /// Decodes a stored run, of either layout.
+    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        if let Ok(run) = codec::decode::<Run>(bytes) {
+            return Ok(run);
+        }
+        let old: RunV1 = codec::decode(bytes)?;
+        Ok(Self {
+            closed_count: old.closed.len() as u64,
+            skipped_count: old.skipped.len() as u64,
+            transactions: 1,
+            next_subscription: None,
+            complete: true,
+            id: old.id,
+            as_of_ms: old.as_of_ms,
+            ran_at_ms: old.ran_at_ms,
+            trigger: old.trigger,
+            subscriptions: old.subscriptions,
+            closed: old.closed,
+            skipped: old.skipped,
+        })
+    }
+}
+
+/// What a run may still do in the current transaction: each unit is one period closed,
+/// re-issued or found invoiced (each a durable step forward, so a continued run always
+/// progresses).
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    left: u64,
+}
+
+impl Budget {
+    fn new(periods: u64) -> Self {
+        Self {
+            left: periods.max(1),
+        }
+    }
+
+    fn unlimited() -> Self {
+        Self { left: u64::MAX }
+    }
+
+    fn exhausted(&self) -> bool {
+        self.left == 0
+    }
+
+    fn spend(&mut self) {
+        self.left = self.left.saturating_sub(1);
+    }
+}
+
+/// How a step of billing one subscription ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Go on with the next step.
+    Next,
+    /// A failure was recorded: bill nothing more of this subscription in this run.
+    Halted,
+    /// The budget ran out: resume this subscription in the next transaction.
+    Paused,
+}
+
+/// What every step of a run reads.
+struct Ctx<'a> {
+    tx: &'a WriteTransaction,
+    tenant: TenantId,
+    as_of_ms: i64,
+    now_ms: i64,
+    policy: &'a Policy,
+    cutoff: u64,
+    origin: &'a str,
 }
 
 /// The sources of a write transaction.
@@ -109,38 +249,43 @@ fn taken(
     Ok(found)
 }
 
-/// Computes and issues one invoice.
-#[allow(clippy::too_many_arguments)]
-fn create(
-    tx: &WriteTransaction,
-    tenant: TenantId,
+/// Computes an invoice's lines in the run's transaction.
+fn compute_lines(
+    ctx: &Ctx<'_>,
     sub: &Subscription,
     plan: &Plan,
     spec: &Spec,
-    now_ms: i64,
+) -> Result<Result<Vec<invoice::Line>, InvoiceError>, StoreError> {
+    let events = ctx.tx.open_table(tables::EVENTS)?;
+    let by_customer = ctx.tx.open_table(tables::EVENTS_BY_CUSTOMER)?;
+    let billed = ctx.tx.open_table(tables::BILLED_USAGE)?;
+    let meters = ctx.tx.open_table(tables::METERS)?;
+    let src = sources!(events, by_customer, billed, meters);
+    invoice::compute(&src, ctx.tenant, sub, plan, spec)
+}
+
+/// Computes and issues one invoice.
+fn create(
+    ctx: &Ctx<'_>,
+    sub: &Subscription,
+    plan: &Plan,
+    spec: &Spec,
     run: Option<Id>,
     replaces: Option<Id>,
-    origin: &str,
-    policy: &Policy,
 ) -> Result<Result<Invoice, InvoiceError>, StoreError> {
-    let lines = {
-        let events = tx.open_table(tables::EVENTS)?;
-        let by_customer = tx.open_table(tables::EVENTS_BY_CUSTOMER)?;
-        let billed = tx.open_table(tables::BILLED_USAGE)?;
-        let meters = tx.open_table(tables::METERS)?;
-        let src = sources!(events, by_customer, billed, meters);
-        match invoice::compute(&src, tenant, sub, plan, spec)? {
-            Ok(lines) => lines,
-            Err(e) => return Ok(Err(e)),
-        }
+    let lines = match compute_lines(ctx, sub, plan, spec)? {
+        Ok(lines) => lines,
+        Err(e) => return Ok(Err(e)),
     };
     let issued = invoice::issue(
-        tx, tenant, sub, plan, spec, lines, now_ms, run, replaces, origin,
+        ctx.tx, ctx.tenant, sub, plan, spec, lines, ctx.now_ms, run, replaces, ctx.origin,
     )?;
     // Automatic collection: the payment attempt and its job commit with the invoice.
-    if let (Ok(inv), Some(psp)) = (&issued, policy.auto_collect) {
+    if let (Ok(inv), Some(psp)) = (&issued, ctx.policy.auto_collect) {
         if inv.amount_due_minor > 0 {
-            crate::payments::payment::create_attempt(tx, tenant, inv, psp, None, now_ms, now_ms)?;
+            crate::payments::payment::create_attempt(
+                ctx.tx, ctx.tenant, inv, psp, None, ctx.now_ms, ctx.now_ms,
+            )?;
         }
     }
     Ok(issued)
@@ -165,281 +310,325 @@ fn spec_for(
     }
 }
 
-/// Closes what is due for one subscription. Returns the updated subscription.
-#[allow(clippy::too_many_arguments)]
+fn closed(inv: &Invoice, kind: String) -> Closed {
+    Closed {
+        subscription: inv.subscription,
+        invoice: inv.id,
+        kind,
+        period_start_ms: inv.period_start_ms,
+        period_end_ms: inv.period_end_ms,
+    }
+}
+
+/// Closes what is due for one subscription, within the budget. Returns the updated
+/// subscription and whether it is finished for this run (false: resume it next transaction).
 fn bill_subscription(
-    tx: &WriteTransaction,
-    tenant: TenantId,
+    ctx: &Ctx<'_>,
     mut sub: Subscription,
-    as_of_ms: i64,
-    now_ms: i64,
-    policy: &Policy,
-    cutoff: u64,
     run: &mut Run,
-    origin: &str,
-) -> Result<Subscription, StoreError> {
-    let Some(plan) = load_plan(tx, tenant, sub.plan)? else {
-        run.skipped.push(Skipped {
+    budget: &mut Budget,
+) -> Result<(Subscription, bool), StoreError> {
+    let Some(plan) = load_plan(ctx.tx, ctx.tenant, sub.plan)? else {
+        run.record_skipped(Skipped {
             subscription: sub.id,
             period_start_ms: None,
             reason: "its plan is missing".into(),
         });
-        return Ok(sub);
+        return Ok((sub, true));
     };
-    // 1. Voided invoices of this subscription get their one re-issue.
-    let queued: Vec<(Vec<u8>, Id)> = {
-        let queue = tx.open_table(tables::REISSUE_QUEUE)?;
-        let prefix = keys::tenant_id(tenant, sub.id).to_vec();
-        let mut end = prefix.clone();
-        end.extend_from_slice(&[0xFF; 17]);
-        let mut out = Vec::new();
-        for entry in queue.range::<&[u8]>(prefix.as_slice()..end.as_slice())? {
-            let (key, _) = entry?;
-            let id = key
-                .value()
-                .get(24..40)
-                .and_then(|b| <[u8; 16]>::try_from(b).ok())
-                .map(Id::from_bytes)
-                .ok_or_else(|| StoreError::Corrupt("malformed reissue key".into()))?;
-            out.push((key.value().to_vec(), id));
+    if reissue_voided(ctx, &sub, &plan, run, budget)? == Flow::Paused {
+        return Ok((sub, false));
+    }
+    match issue_opening(ctx, &mut sub, &plan, run, budget)? {
+        Flow::Paused => return Ok((sub, false)),
+        Flow::Halted => return Ok((sub, true)),
+        Flow::Next => {}
+    }
+    if close_due_periods(ctx, &mut sub, &plan, run, budget)? == Flow::Paused {
+        return Ok((sub, false));
+    }
+    let flow = bill_late_usage_after_end(ctx, &sub, &plan, run, budget)?;
+    Ok((sub, flow != Flow::Paused))
+}
+
+/// The voided invoices of a subscription waiting for their one re-issue, with their queue keys.
+fn reissue_queue(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    sub: Id,
+) -> Result<Vec<(Vec<u8>, Id)>, StoreError> {
+    let queue = tx.open_table(tables::REISSUE_QUEUE)?;
+    let prefix = keys::tenant_id(tenant, sub).to_vec();
+    let mut end = prefix.clone();
+    end.extend_from_slice(&[0xFF; 17]);
+    let mut out = Vec::new();
+    for entry in queue.range::<&[u8]>(prefix.as_slice()..end.as_slice())? {
+        let (key, _) = entry?;
+        let id = key
+            .value()
+            .get(24..40)
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .map(Id::from_bytes)
+            .ok_or_else(|| StoreError::Corrupt("malformed reissue key".into()))?;
+        out.push((key.value().to_vec(), id));
+    }
+    Ok(out)
+}
+
+/// The period and spec that re-issue a voided invoice as the original was computed.
+fn reissue_spec(ctx: &Ctx<'_>, sub: &Subscription, plan: &Plan, voided: &Invoice) -> Spec {
+    let period = Period {
+        index: 0,
+        start_ms: voided.period_start_ms,
+        end_ms: if voided.kind == InvoiceKind::Opening {
+            sub.period(plan, 0)
+                .map_or(voided.period_end_ms, |p| p.end_ms)
+        } else {
+            voided.period_end_ms
+        },
+        full_start_ms: voided.period_start_ms,
+        full_end_ms: voided.period_end_ms,
+    };
+    // Recover the schedule position so proration and the next period match the original.
+    let period = sub
+        .period_at(plan, voided.period_start_ms)
+        .filter(|p| p.start_ms == voided.period_start_ms)
+        .map(|p| Period {
+            end_ms: if voided.kind == InvoiceKind::Opening {
+                p.end_ms
+            } else {
+                voided.period_end_ms
+            },
+            ..p
+        })
+        .unwrap_or(period);
+    let mut spec = spec_for(sub, plan, period, voided.kind, ctx.policy, ctx.cutoff);
+    if voided.kind == InvoiceKind::Final {
+        spec.next_period = None;
+        spec.credit_unused_advance_fee = voided
+            .lines
+            .iter()
+            .any(|l| l.kind == invoice::LineKind::FeeCredit);
+    }
+    spec
+}
+
+/// Step 1: voided invoices of this subscription get their one re-issue. A failed re-issue is
+/// reported and stays queued for a later run.
+fn reissue_voided(
+    ctx: &Ctx<'_>,
+    sub: &Subscription,
+    plan: &Plan,
+    run: &mut Run,
+    budget: &mut Budget,
+) -> Result<Flow, StoreError> {
+    for (queue_key, voided_id) in reissue_queue(ctx.tx, ctx.tenant, sub.id)? {
+        if budget.exhausted() {
+            return Ok(Flow::Paused);
         }
-        out
-    };
-    for (queue_key, voided_id) in queued {
         let voided = {
-            let invoices = tx.open_table(tables::INVOICES)?;
-            get_record::<Invoice, _>(&invoices, keys::tenant_id(tenant, voided_id))?
+            let invoices = ctx.tx.open_table(tables::INVOICES)?;
+            get_record::<Invoice, _>(&invoices, keys::tenant_id(ctx.tenant, voided_id))?
         };
         let Some(mut voided) = voided else {
             return Err(StoreError::Corrupt(
                 "reissue queue names a missing invoice".into(),
             ));
         };
-        let period = Period {
-            index: 0,
-            start_ms: voided.period_start_ms,
-            end_ms: if voided.kind == InvoiceKind::Opening {
-                sub.period(&plan, 0)
-                    .map_or(voided.period_end_ms, |p| p.end_ms)
-            } else {
-                voided.period_end_ms
-            },
-            full_start_ms: voided.period_start_ms,
-            full_end_ms: voided.period_end_ms,
-        };
-        // Recover the schedule position so proration and the next period match the original.
-        let period = sub
-            .period_at(&plan, voided.period_start_ms)
-            .filter(|p| p.start_ms == voided.period_start_ms)
-            .map(|p| Period {
-                end_ms: if voided.kind == InvoiceKind::Opening {
-                    p.end_ms
-                } else {
-                    voided.period_end_ms
-                },
-                ..p
-            })
-            .unwrap_or(period);
-        let mut spec = spec_for(&sub, &plan, period, voided.kind, policy, cutoff);
-        if voided.kind == InvoiceKind::Final {
-            spec.next_period = None;
-            spec.credit_unused_advance_fee = voided
-                .lines
-                .iter()
-                .any(|l| l.kind == invoice::LineKind::FeeCredit);
-        }
-        match create(
-            tx,
-            tenant,
-            &sub,
-            &plan,
-            &spec,
-            now_ms,
-            Some(run.id),
-            Some(voided_id),
-            origin,
-            policy,
-        )? {
+        debug_assert_eq!(voided.status, invoice::InvoiceStatus::Void);
+        let spec = reissue_spec(ctx, sub, plan, &voided);
+        match create(ctx, sub, plan, &spec, Some(run.id), Some(voided_id))? {
             Ok(new) => {
+                budget.spend();
                 voided.replaced_by = Some(new.id);
                 put_record(
-                    &mut tx.open_table(tables::INVOICES)?,
-                    &keys::tenant_id(tenant, voided_id),
+                    &mut ctx.tx.open_table(tables::INVOICES)?,
+                    &keys::tenant_id(ctx.tenant, voided_id),
                     &voided,
                 )?;
-                tx.open_table(tables::REISSUE_QUEUE)?
+                ctx.tx
+                    .open_table(tables::REISSUE_QUEUE)?
                     .remove(queue_key.as_slice())?;
-                run.closed.push(Closed {
-                    subscription: sub.id,
-                    invoice: new.id,
-                    kind: format!("{} (re-issue)", new.kind.as_str()),
-                    period_start_ms: new.period_start_ms,
-                    period_end_ms: new.period_end_ms,
-                });
+                run.record_closed(closed(&new, format!("{} (re-issue)", new.kind.as_str())));
             }
-            Err(e) => run.skipped.push(Skipped {
+            Err(e) => run.record_skipped(Skipped {
                 subscription: sub.id,
                 period_start_ms: Some(voided.period_start_ms),
                 reason: format!("re-issue failed: {e}"),
             }),
         }
     }
-    // 2. The opening invoice of an in-advance fee.
+    Ok(Flow::Next)
+}
+
+/// Step 2: the opening invoice of an in-advance fee, once the subscription has started.
+fn issue_opening(
+    ctx: &Ctx<'_>,
+    sub: &mut Subscription,
+    plan: &Plan,
+    run: &mut Run,
+    budget: &mut Budget,
+) -> Result<Flow, StoreError> {
     let in_advance = plan
         .fixed_fee
         .as_ref()
         .is_some_and(|f| f.timing == FeeTiming::InAdvance);
-    if in_advance && !sub.opening_invoiced && sub.start_at_ms <= as_of_ms {
-        if let Some(first) = sub.period(&plan, 0) {
-            if taken(tx, tenant, sub.id, first.start_ms, first.start_ms)?.is_none() {
-                let spec = spec_for(&sub, &plan, first, InvoiceKind::Opening, policy, cutoff);
-                match create(
-                    tx,
-                    tenant,
-                    &sub,
-                    &plan,
-                    &spec,
-                    now_ms,
-                    Some(run.id),
-                    None,
-                    origin,
-                    policy,
-                )? {
-                    Ok(inv) => run.closed.push(Closed {
+    if !in_advance || sub.opening_invoiced || sub.start_at_ms > ctx.as_of_ms {
+        return Ok(Flow::Next);
+    }
+    if budget.exhausted() {
+        return Ok(Flow::Paused);
+    }
+    if let Some(first) = sub.period(plan, 0) {
+        if taken(ctx.tx, ctx.tenant, sub.id, first.start_ms, first.start_ms)?.is_none() {
+            let spec = spec_for(
+                sub,
+                plan,
+                first,
+                InvoiceKind::Opening,
+                ctx.policy,
+                ctx.cutoff,
+            );
+            match create(ctx, sub, plan, &spec, Some(run.id), None)? {
+                Ok(inv) => run.record_closed(closed(&inv, inv.kind.as_str().into())),
+                Err(e) => {
+                    run.record_skipped(Skipped {
                         subscription: sub.id,
-                        invoice: inv.id,
-                        kind: inv.kind.as_str().into(),
-                        period_start_ms: inv.period_start_ms,
-                        period_end_ms: inv.period_end_ms,
-                    }),
-                    Err(e) => {
-                        run.skipped.push(Skipped {
-                            subscription: sub.id,
-                            period_start_ms: Some(first.start_ms),
-                            reason: format!("opening invoice failed: {e}"),
-                        });
-                        return Ok(sub);
-                    }
+                        period_start_ms: Some(first.start_ms),
+                        reason: format!("opening invoice failed: {e}"),
+                    });
+                    return Ok(Flow::Halted);
                 }
             }
         }
-        sub.opening_invoiced = true;
     }
-    // 3. Every due period, in order.
+    budget.spend();
+    sub.opening_invoiced = true;
+    Ok(Flow::Next)
+}
+
+/// Step 3: every period whose end plus grace has passed, in order, each into one invoice (or
+/// found already invoiced); a subscription cancelled at period end becomes canceled after its
+/// last period.
+fn close_due_periods(
+    ctx: &Ctx<'_>,
+    sub: &mut Subscription,
+    plan: &Plan,
+    run: &mut Run,
+    budget: &mut Budget,
+) -> Result<Flow, StoreError> {
     loop {
-        let Some(period) = sub.period(&plan, sub.periods_closed) else {
+        let Some(period) = sub.period(plan, sub.periods_closed) else {
             if sub.status == SubscriptionStatus::Canceling
-                && sub.ends_at_ms.is_some_and(|e| e <= as_of_ms)
+                && sub.ends_at_ms.is_some_and(|e| e <= ctx.as_of_ms)
             {
                 sub.status = SubscriptionStatus::Canceled;
             }
-            break;
+            return Ok(Flow::Next);
         };
-        if period.end_ms.saturating_add(policy.grace_ms) > as_of_ms {
-            break;
+        if period.end_ms.saturating_add(ctx.policy.grace_ms) > ctx.as_of_ms {
+            return Ok(Flow::Next);
         }
-        if let Some(existing) = taken(tx, tenant, sub.id, period.start_ms, period.end_ms)? {
-            run.skipped.push(Skipped {
+        if budget.exhausted() {
+            return Ok(Flow::Paused);
+        }
+        if let Some(existing) = taken(ctx.tx, ctx.tenant, sub.id, period.start_ms, period.end_ms)? {
+            run.record_skipped(Skipped {
                 subscription: sub.id,
                 period_start_ms: Some(period.start_ms),
                 reason: format!("already invoiced as {}", existing.display(invoice::PREFIX)),
             });
+            budget.spend();
             sub.periods_closed += 1;
             continue;
         }
-        let spec = spec_for(&sub, &plan, period, InvoiceKind::Period, policy, cutoff);
-        match create(
-            tx,
-            tenant,
-            &sub,
-            &plan,
-            &spec,
-            now_ms,
-            Some(run.id),
-            None,
-            origin,
-            policy,
-        )? {
+        let spec = spec_for(
+            sub,
+            plan,
+            period,
+            InvoiceKind::Period,
+            ctx.policy,
+            ctx.cutoff,
+        );
+        match create(ctx, sub, plan, &spec, Some(run.id), None)? {
             Ok(inv) => {
-                run.closed.push(Closed {
-                    subscription: sub.id,
-                    invoice: inv.id,
-                    kind: inv.kind.as_str().into(),
-                    period_start_ms: inv.period_start_ms,
-                    period_end_ms: inv.period_end_ms,
-                });
+                run.record_closed(closed(&inv, inv.kind.as_str().into()));
+                budget.spend();
                 sub.periods_closed += 1;
             }
             Err(e) => {
-                run.skipped.push(Skipped {
+                run.record_skipped(Skipped {
                     subscription: sub.id,
                     period_start_ms: Some(period.start_ms),
                     reason: format!("invoice failed: {e}"),
                 });
-                break;
+                return Ok(Flow::Halted);
             }
         }
     }
-    // 4. Late usage of an ended subscription has no next invoice: bill it on an adjustment
-    //    invoice keyed by the run's instant.
-    if sub.status == SubscriptionStatus::Canceled {
-        if let Some(end) = sub.ends_at_ms {
-            let period = Period {
-                index: sub.periods_closed,
-                start_ms: end,
-                end_ms: as_of_ms.max(end + 1),
-                full_start_ms: end,
-                full_end_ms: as_of_ms.max(end + 1),
-            };
-            let spec = Spec {
-                kind: InvoiceKind::Adjustment,
-                period,
-                next_period: None,
-                credit_unused_advance_fee: false,
-                include_usage: false,
-                adjust_from_ms: end.saturating_sub(policy.adjust_window_ms),
-                cutoff,
-            };
-            let lines = {
-                let events = tx.open_table(tables::EVENTS)?;
-                let by_customer = tx.open_table(tables::EVENTS_BY_CUSTOMER)?;
-                let billed = tx.open_table(tables::BILLED_USAGE)?;
-                let meters = tx.open_table(tables::METERS)?;
-                let src = sources!(events, by_customer, billed, meters);
-                invoice::compute(&src, tenant, &sub, &plan, &spec)?
-            };
-            if let Ok(lines) = lines {
-                if !lines.is_empty()
-                    && taken(tx, tenant, sub.id, period.start_ms, period.end_ms)?.is_none()
-                {
-                    if let Ok(inv) = invoice::issue(
-                        tx,
-                        tenant,
-                        &sub,
-                        &plan,
-                        &spec,
-                        lines,
-                        now_ms,
-                        Some(run.id),
-                        None,
-                        origin,
-                    )? {
-                        run.closed.push(Closed {
-                            subscription: sub.id,
-                            invoice: inv.id,
-                            kind: inv.kind.as_str().into(),
-                            period_start_ms: inv.period_start_ms,
-                            period_end_ms: inv.period_end_ms,
-                        });
-                    }
-                }
-            }
-        }
-    }
-    Ok(sub)
 }
 
-/// Runs billing for one tenant as of an instant.
+/// Step 4: late usage of an ended subscription has no next invoice: bill it on an adjustment
+/// invoice keyed by the run's instant.
+fn bill_late_usage_after_end(
+    ctx: &Ctx<'_>,
+    sub: &Subscription,
+    plan: &Plan,
+    run: &mut Run,
+    budget: &mut Budget,
+) -> Result<Flow, StoreError> {
+    let (SubscriptionStatus::Canceled, Some(end)) = (sub.status, sub.ends_at_ms) else {
+        return Ok(Flow::Next);
+    };
+    if budget.exhausted() {
+        return Ok(Flow::Paused);
+    }
+    let period = Period {
+        index: sub.periods_closed,
+        start_ms: end,
+        end_ms: ctx.as_of_ms.max(end.saturating_add(1)),
+        full_start_ms: end,
+        full_end_ms: ctx.as_of_ms.max(end.saturating_add(1)),
+    };
+    let spec = Spec {
+        kind: InvoiceKind::Adjustment,
+        period,
+        next_period: None,
+        credit_unused_advance_fee: false,
+        include_usage: false,
+        adjust_from_ms: end.saturating_sub(ctx.policy.adjust_window_ms),
+        cutoff: ctx.cutoff,
+    };
+    let Ok(lines) = compute_lines(ctx, sub, plan, &spec)? else {
+        return Ok(Flow::Next);
+    };
+    if lines.is_empty()
+        || taken(ctx.tx, ctx.tenant, sub.id, period.start_ms, period.end_ms)?.is_some()
+    {
+        return Ok(Flow::Next);
+    }
+    if let Ok(inv) = invoice::issue(
+        ctx.tx,
+        ctx.tenant,
+        sub,
+        plan,
+        &spec,
+        lines,
+        ctx.now_ms,
+        Some(run.id),
+        None,
+        ctx.origin,
+    )? {
+        budget.spend();
+        run.record_closed(closed(&inv, inv.kind.as_str().into()));
+    }
+    Ok(Flow::Next)
+}
+
+/// Runs billing for one tenant as of an instant, at most [`Policy::chunk_periods`] periods per
+/// transaction. Applying it again with the same id continues the run where it stopped (and
+/// does nothing once it is complete); see [`complete`].
+#[derive(Clone)]
 pub struct BillingRun {
     /// Owner.
     pub tenant: TenantId,
@@ -449,7 +638,7 @@ pub struct BillingRun {
     pub as_of_ms: i64,
     /// Now (issue time).
     pub now_ms: i64,
-    /// Grace and adjustment window.
+    /// Grace, adjustment window and chunk size.
     pub policy: Policy,
     /// `api` or `scheduler`.
     pub trigger: String,
@@ -461,38 +650,52 @@ impl Command for BillingRun {
     type Output = Run;
 
     fn apply(self, tx: &WriteTransaction) -> Result<Run, StoreError> {
-        let cutoff = current_seq(&tx.open_table(tables::META)?)?;
+        let existing = {
+            let table = tx.open_table(tables::BILLING_RUNS)?;
+            let found = table.get(keys::tenant_id(self.tenant, self.id).as_slice())?;
+            match found {
+                Some(v) => Some(Run::decode(v.value())?),
+                None => None,
+            }
+        };
+        let mut run =
+            existing.unwrap_or_else(|| Run::new(self.id, self.as_of_ms, self.now_ms, self.trigger));
+        if run.complete {
+            return Ok(run);
+        }
+        let ctx = Ctx {
+            tx,
+            tenant: self.tenant,
+            as_of_ms: run.as_of_ms,
+            now_ms: self.now_ms,
+            policy: &self.policy,
+            cutoff: current_seq(&tx.open_table(tables::META)?)?,
+            origin: &self.origin,
+        };
+        let resume = run.next_subscription.take();
         let ids = {
             let subs = tx.open_table(tables::SUBSCRIPTIONS)?;
-            subscription::all_ids(&subs, self.tenant)?
+            subscription::ids_from(&subs, self.tenant, resume)?
         };
-        let mut run = Run {
-            id: self.id,
-            as_of_ms: self.as_of_ms,
-            ran_at_ms: self.now_ms,
-            trigger: self.trigger,
-            subscriptions: ids.len() as u64,
-            closed: Vec::new(),
-            skipped: Vec::new(),
-        };
+        run.transactions = run.transactions.saturating_add(1);
+        run.complete = true;
+        let mut budget = Budget::new(self.policy.chunk_periods);
         for id in ids {
+            if Some(id) != resume {
+                run.subscriptions += 1;
+            }
             let Some(sub) = subscription::load(tx, self.tenant, id)? else {
                 continue;
             };
             let before = sub.clone();
-            let after = bill_subscription(
-                tx,
-                self.tenant,
-                sub,
-                self.as_of_ms,
-                self.now_ms,
-                &self.policy,
-                cutoff,
-                &mut run,
-                &self.origin,
-            )?;
+            let (after, finished) = bill_subscription(&ctx, sub, &mut run, &mut budget)?;
             if after != before {
                 subscription::save(tx, self.tenant, &after)?;
+            }
+            if !finished {
+                run.next_subscription = Some(id);
+                run.complete = false;
+                break;
             }
         }
         put_record(
@@ -504,13 +707,44 @@ impl Command for BillingRun {
     }
 }
 
+/// Continues a run in further bounded transactions until it is complete (each a separate
+/// writer command, so other writes interleave) or `keep_going` says stop (shutdown: the run
+/// stays `running`, and the next run bills what it left). The charge key makes every
+/// continuation safe, even alongside other runs.
+pub async fn complete(
+    writer: &WriterHandle,
+    mut command: BillingRun,
+    mut run: Run,
+    keep_going: impl Fn() -> bool,
+) -> Result<Run, WriteError> {
+    while !run.complete && keep_going() {
+        command.now_ms = crate::clock::now_ms();
+        run = writer.submit(command.clone()).await?;
+    }
+    Ok(run)
+}
+
 /// One billing run.
 pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Run>, StoreError> {
     let table = tx.open_table(tables::BILLING_RUNS)?;
-    get_record(&table, keys::tenant_id(tenant, id))
+    let found = table.get(keys::tenant_id(tenant, id).as_slice())?;
+    match found {
+        Some(v) => Run::decode(v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// How many periods not yet invoiced start before `now_ms` (counting stops past `limit`): what
+/// an immediate cancellation would close in its one transaction.
+fn open_periods(sub: &Subscription, plan: &Plan, now_ms: i64, limit: u64) -> u64 {
+    (sub.periods_closed..)
+        .take(usize::try_from(limit.saturating_add(1)).unwrap_or(usize::MAX))
+        .take_while(|k| sub.period(plan, *k).is_some_and(|p| p.start_ms < now_ms))
+        .count() as u64
 }
 
 /// Cancels a subscription at its current period's end, or immediately with a final invoice.
+#[derive(Clone)]
 pub struct CancelSubscription {
     /// Owner.
     pub tenant: TenantId,
@@ -556,6 +790,15 @@ impl Command for CancelSubscription {
                 sub.plan.display(super::plan::PREFIX),
             )));
         };
+        if self.immediately {
+            let open = open_periods(&sub, &plan, self.now_ms, self.policy.chunk_periods);
+            if open > self.policy.chunk_periods {
+                return Ok(Err(SubscriptionError::Backlog {
+                    id: self.id.display(subscription::PREFIX),
+                    periods: self.policy.chunk_periods,
+                }));
+            }
+        }
         sub.canceled_at_ms = Some(self.now_ms);
         let current = sub.period_at(&plan, self.now_ms);
         if !self.immediately {
@@ -579,32 +822,29 @@ impl Command for CancelSubscription {
         // Immediately: close every earlier period now (grace cut short), then the current one,
         // truncated, as the final invoice.
         let cutoff = current_seq(&tx.open_table(tables::META)?)?;
-        let mut run = Run {
-            id: Id::generate_at(self.now_ms),
-            as_of_ms: self.now_ms,
-            ran_at_ms: self.now_ms,
-            trigger: "cancel".into(),
-            subscriptions: 1,
-            closed: Vec::new(),
-            skipped: Vec::new(),
-        };
+        let mut run = Run::new(
+            Id::generate_at(self.now_ms),
+            self.now_ms,
+            self.now_ms,
+            "cancel".into(),
+        );
         let no_grace = Policy {
             grace_ms: 0,
             ..self.policy
         };
+        let ctx = Ctx {
+            tx,
+            tenant: self.tenant,
+            as_of_ms: self.now_ms,
+            now_ms: self.now_ms,
+            policy: &no_grace,
+            cutoff,
+            origin: &self.origin,
+        };
         let ends_at = self.now_ms.max(sub.start_at_ms);
         let advance_billed_index = sub.periods_closed;
-        sub = bill_subscription(
-            tx,
-            self.tenant,
-            sub,
-            self.now_ms,
-            self.now_ms,
-            &no_grace,
-            cutoff,
-            &mut run,
-            &self.origin,
-        )?;
+        // At most `chunk_periods` periods are open (checked above, before any write).
+        sub = bill_subscription(&ctx, sub, &mut run, &mut Budget::unlimited())?.0;
         let fee_was_billed = plan
             .fixed_fee
             .as_ref()
@@ -617,25 +857,8 @@ impl Command for CancelSubscription {
             spec.next_period = None;
             spec.credit_unused_advance_fee = fee_was_billed;
             if taken(tx, self.tenant, sub.id, period.start_ms, period.end_ms)?.is_none() {
-                if let Ok(inv) = create(
-                    tx,
-                    self.tenant,
-                    &sub,
-                    &plan,
-                    &spec,
-                    self.now_ms,
-                    None,
-                    None,
-                    &self.origin,
-                    &no_grace,
-                )? {
-                    run.closed.push(Closed {
-                        subscription: sub.id,
-                        invoice: inv.id,
-                        kind: inv.kind.as_str().into(),
-                        period_start_ms: inv.period_start_ms,
-                        period_end_ms: inv.period_end_ms,
-                    });
+                if let Ok(inv) = create(&ctx, &sub, &plan, &spec, None, None)? {
+                    run.record_closed(closed(&inv, inv.kind.as_str().into()));
                 }
             }
             sub.periods_closed += 1;
@@ -645,5 +868,67 @@ impl Command for CancelSubscription {
             subscription: sub,
             invoices: run.closed.iter().map(|c| c.invoice).collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout runs were stored in before they were chunked.
+    #[derive(Serialize)]
+    struct Legacy {
+        id: Id,
+        as_of_ms: i64,
+        ran_at_ms: i64,
+        trigger: String,
+        subscriptions: u64,
+        closed: Vec<Closed>,
+        skipped: Vec<Skipped>,
+    }
+
+    #[test]
+    fn runs_stored_before_chunking_still_decode_as_complete() {
+        let sub = Id::generate();
+        let legacy = Legacy {
+            id: Id::generate(),
+            as_of_ms: 5,
+            ran_at_ms: 6,
+            trigger: "api".into(),
+            subscriptions: 1,
+            closed: vec![Closed {
+                subscription: sub,
+                invoice: Id::generate(),
+                kind: "period".into(),
+                period_start_ms: 1,
+                period_end_ms: 2,
+            }],
+            skipped: Vec::new(),
+        };
+        let bytes = codec::encode(&legacy).expect("encode");
+        let run = Run::decode(&bytes).expect("decode");
+        assert!(run.complete);
+        assert_eq!((run.closed_count, run.skipped_count), (1, 0));
+        assert_eq!(run.closed[0].subscription, sub);
+        // And the current layout round-trips as itself.
+        let mut now = run.clone();
+        now.complete = false;
+        now.next_subscription = Some(sub);
+        let bytes = codec::encode(&now).expect("encode");
+        assert_eq!(Run::decode(&bytes).expect("decode"), now);
+    }
+
+    #[test]
+    fn a_report_counts_everything_and_lists_the_first_entries() {
+        let mut run = Run::new(Id::generate(), 0, 0, "test".into());
+        for i in 0..(REPORT_LIMIT as i64 + 20) {
+            run.record_skipped(Skipped {
+                subscription: Id::generate(),
+                period_start_ms: Some(i),
+                reason: "r".into(),
+            });
+        }
+        assert_eq!(run.skipped.len(), REPORT_LIMIT);
+        assert_eq!(run.skipped_count, REPORT_LIMIT as u64 + 20);
     }
 }

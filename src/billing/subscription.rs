@@ -8,7 +8,7 @@ use super::plan::Plan;
 use crate::id::Id;
 use crate::store::keys::{self, TenantId};
 use crate::store::writer::Command;
-use crate::store::{codec, get_record, put_record, tables, StoreError};
+use crate::store::{get_record, put_record, tables, StoreError};
 
 /// The public id prefix.
 pub const PREFIX: &str = "sub";
@@ -151,9 +151,18 @@ pub enum SubscriptionError {
     /// Already cancelled.
     #[error("subscription {0} is already canceled")]
     AlreadyCanceled(String),
+    /// An immediate cancellation would close more periods than one transaction may.
+    #[error("subscription {id} has more than {periods} periods to invoice; run billing (POST /v1/billing-runs) first, then cancel it")]
+    Backlog {
+        /// The subscription.
+        id: String,
+        /// The most periods one transaction closes (`billing.run_chunk_periods`).
+        periods: u64,
+    },
 }
 
 /// Creates a subscription.
+#[derive(Clone)]
 pub struct CreateSubscription {
     /// Owner.
     pub tenant: TenantId,
@@ -262,16 +271,21 @@ pub fn of_customer(
     Ok(out)
 }
 
-/// Every subscription of a tenant (billing runs walk them all).
-pub fn all_ids(
+/// The ids of a tenant's subscriptions from `from` (inclusive; all when `None`), in id order:
+/// billing runs walk them all, resuming where their previous transaction stopped.
+pub fn ids_from(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     tenant: TenantId,
+    from: Option<Id>,
 ) -> Result<Vec<Id>, StoreError> {
     let (start, end) = keys::tenant_range(tenant);
+    let lower = match from {
+        Some(id) => keys::tenant_id(tenant, id).to_vec(),
+        None => start,
+    };
     let mut out = Vec::new();
-    for entry in table.range::<&[u8]>(start.as_slice()..end.as_slice())? {
-        let (key, value) = entry?;
-        let _: Subscription = codec::decode(value.value())?;
+    for entry in table.range::<&[u8]>(lower.as_slice()..end.as_slice())? {
+        let (key, _) = entry?;
         if let Some(id) = keys::id_of(key.value()) {
             out.push(id);
         }

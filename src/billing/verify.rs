@@ -78,19 +78,21 @@ pub fn verify_invoice(
                     else {
                         return Ok(Err(format!("{at}: adjustment without quantities")));
                     };
-                    if after.0 != quantity || line.quantity.0 != after.0 - before.0 {
+                    let change = pricing::price_change(
+                        &charge.model,
+                        charge.free_units.0,
+                        before.0,
+                        after.0,
+                        exponent,
+                    )
+                    .map_err(|_| StoreError::Corrupt("price out of range".into()))?;
+                    if after.0 != quantity || line.quantity.0 != change.quantity {
                         return Ok(Err(format!(
                             "{at}: adjusted quantity {} but the events give {quantity}",
                             after.0
                         )));
                     }
-                    let p = |q: Decimal| {
-                        pricing::price(&charge.model, charge.free_units.0, q, exponent)
-                            .map(|p| p.exact)
-                            .map_err(|_| StoreError::Corrupt("price out of range".into()))
-                    };
-                    pricing::to_minor(p(after.0)? - p(before.0)?, exponent)
-                        .map_err(|_| StoreError::Corrupt("price out of range".into()))?
+                    change.amount_minor
                 };
                 if expected_minor != line.amount_minor {
                     return Ok(Err(format!(
@@ -109,11 +111,12 @@ pub fn verify_invoice(
                 } else {
                     1
                 };
-                let exact = pricing::from_minor(fee.amount_minor, exponent) * Decimal::from(num)
-                    / Decimal::from(den.max(1))
-                    * Decimal::from(sign);
-                let expected = pricing::to_minor(exact, exponent)
-                    .map_err(|_| StoreError::Corrupt("fee out of range".into()))?;
+                let expected = pricing::from_minor(fee.amount_minor, exponent)
+                    .checked_mul(Decimal::from(num))
+                    .and_then(|v| v.checked_div(Decimal::from(den.max(1))))
+                    .and_then(|v| v.checked_mul(Decimal::from(sign)))
+                    .and_then(|exact| pricing::to_minor(exact, exponent).ok())
+                    .ok_or_else(|| StoreError::Corrupt("fee out of range".into()))?;
                 if expected != line.amount_minor {
                     return Ok(Err(format!(
                         "{at}: amount {} but the plan's fee gives {expected}",
@@ -123,7 +126,11 @@ pub fn verify_invoice(
             }
         }
     }
-    let subtotal: i64 = invoice.lines.iter().map(|l| l.amount_minor).sum();
+    let subtotal = invoice
+        .lines
+        .iter()
+        .try_fold(0i64, |acc, l| acc.checked_add(l.amount_minor))
+        .ok_or_else(|| StoreError::Corrupt("subtotal out of range".into()))?;
     if subtotal != invoice.subtotal_minor {
         return Ok(Err(format!(
             "subtotal {} but the lines sum to {subtotal}",

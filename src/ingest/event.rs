@@ -158,6 +158,7 @@ pub enum Status {
 }
 
 /// Ingests a batch of events (some possibly rejected during parsing already).
+#[derive(Clone)]
 pub struct IngestBatch {
     /// Owner.
     pub tenant: TenantId,
@@ -517,7 +518,10 @@ fn apply_one(
 
 fn value_rejection(e: &ValueError) -> Rejection {
     Rejection {
-        code: "invalid_meter_value",
+        code: match e {
+            ValueError::OutOfRange { .. } => "value_out_of_range",
+            _ => "invalid_meter_value",
+        },
         detail: e.to_string(),
         field: e.field(),
     }

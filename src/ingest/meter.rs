@@ -134,6 +134,16 @@ pub enum ValueError {
         /// Why.
         reason: DecimalError,
     },
+    /// The value lies outside the documented range of meter values.
+    #[error("property {path:?} required by meter {meter:?} {reason}")]
+    OutOfRange {
+        /// The meter's key.
+        meter: String,
+        /// The property path.
+        path: String,
+        /// Which bound it passes.
+        reason: crate::decimal::RangeError,
+    },
     /// The unique property is an object or array.
     #[error("property {path:?} required by meter {meter:?} must be a string, number or boolean")]
     NotScalar {
@@ -150,6 +160,7 @@ impl ValueError {
         match self {
             ValueError::Missing { path, .. }
             | ValueError::NotNumeric { path, .. }
+            | ValueError::OutOfRange { path, .. }
             | ValueError::NotScalar { path, .. } => {
                 format!("properties.{}", path.trim_start_matches('/'))
             }
@@ -186,9 +197,15 @@ impl Meter {
                     meter: self.key.clone(),
                     path: path.clone(),
                 })?;
-                decimal::from_json(value)
+                let number =
+                    decimal::from_json(value).map_err(|reason| ValueError::NotNumeric {
+                        meter: self.key.clone(),
+                        path: path.clone(),
+                        reason,
+                    })?;
+                decimal::check_range(number)
                     .map(Contribution::Value)
-                    .map_err(|reason| ValueError::NotNumeric {
+                    .map_err(|reason| ValueError::OutOfRange {
                         meter: self.key.clone(),
                         path,
                         reason,
@@ -256,6 +273,7 @@ fn type_prefix(tenant: TenantId, event_type: &str) -> Vec<u8> {
 
 /// Creates a meter and counts the tenant's already stored events of its type, so a meter
 /// created after its events arrived reports the same usage as one created before.
+#[derive(Clone)]
 pub struct CreateMeter {
     /// Owner.
     pub tenant: TenantId,
@@ -298,6 +316,7 @@ impl Command for CreateMeter {
 }
 
 /// Renames a meter: the only change a meter accepts.
+#[derive(Clone)]
 pub struct RenameMeter {
     /// Owner.
     pub tenant: TenantId,

@@ -15,6 +15,7 @@ use crate::store::{tables, StoreError};
 /// Deletes up to `limit` derived-identity rows whose bucket starts before `horizon_ms`, tenant
 /// by tenant; returns how many. Bounded so one pass never holds the writer for long; the purge
 /// task repeats until a pass deletes fewer than `limit`.
+#[derive(Clone)]
 pub struct PurgeDerivedIdentities {
     /// Buckets starting before this instant go.
     pub horizon_ms: i64,

@@ -140,6 +140,7 @@ fn save(tx: &WriteTransaction, job: &Job) -> Result<(), StoreError> {
 }
 
 /// Leases up to `limit` due jobs (of the given kinds) for `lease_ms`.
+#[derive(Clone)]
 pub struct LeaseJobs {
     /// Now.
     pub now_ms: i64,
@@ -252,6 +253,25 @@ pub struct CompleteJob {
     pub jitter_seed: u64,
 }
 
+/// The writer's spare copy, applied only when another command's panic aborted the batch that
+/// held this completion. An effect runs once and cannot be copied, so the copy records an
+/// error instead: the job is retried and its handler runs again (handlers are idempotent).
+impl Clone for CompleteJob {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id,
+            lease_until_ms: self.lease_until_ms,
+            effect: Err(match &self.effect {
+                Ok(_) => "its completion was aborted with another command's batch".into(),
+                Err(e) => e.clone(),
+            }),
+            now_ms: self.now_ms,
+            retry: self.retry,
+            jitter_seed: self.jitter_seed,
+        }
+    }
+}
+
 /// How a completion ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Completion {
@@ -322,6 +342,7 @@ pub enum ReplayError {
 }
 
 /// Requeues dead letters (attempts reset, due now).
+#[derive(Clone)]
 pub struct ReplayDead {
     /// Whose.
     pub tenant: TenantId,

@@ -32,6 +32,7 @@ pub enum AdjustmentError {
 }
 
 /// Posts an operator adjustment.
+#[derive(Clone)]
 pub struct PostAdjustment {
     /// Owner.
     pub tenant: TenantId,

@@ -223,6 +223,7 @@ pub fn of_customer(
 }
 
 /// Issues a grant: the grant record and its entry (funding debited, grant account credited).
+#[derive(Clone)]
 pub struct CreateGrant {
     /// Owner.
     pub tenant: TenantId,
@@ -378,6 +379,7 @@ fn close(
 }
 
 /// Voids a grant's remainder.
+#[derive(Clone)]
 pub struct VoidGrant {
     /// Owner.
     pub tenant: TenantId,
@@ -417,6 +419,7 @@ impl Command for VoidGrant {
 /// Expires every grant whose expiry has passed, oldest first, at most `limit` per command.
 /// Exactly once per grant: the status change, the entry and the removal from the expiry index
 /// commit together, so a restart finds the grant either untouched or fully expired.
+#[derive(Clone)]
 pub struct ExpireGrants {
     /// Grants expiring at or before this instant.
     pub now_ms: i64,
@@ -580,6 +583,7 @@ pub fn consume(
 }
 
 /// [`consume`] as a command of its own (operators and tests; billing embeds the function).
+#[derive(Clone)]
 pub struct ConsumeCredits {
     /// Owner.
     pub tenant: TenantId,

@@ -122,6 +122,7 @@ fn open_attempt(
 /// `POST /v1/invoices/{id}/pay`: records an attempt and its job, unless one is under way. An
 /// attempt waiting for customer action is superseded by the new one rather than left open
 /// beside it.
+#[derive(Clone)]
 pub struct Pay {
     /// Whose.
     pub tenant: TenantId,
@@ -197,6 +198,7 @@ pub enum CallDecision {
 /// `provider_called` only while the invoice still needs collecting and nothing else can
 /// collect it. A void that commits first cancels the attempt and wins; a void that comes after
 /// finds the attempt processing and is refused.
+#[derive(Clone)]
 pub struct MarkProviderCalled {
     /// Whose.
     pub tenant: TenantId,
@@ -300,6 +302,7 @@ pub fn supersede(
 /// `POST /v1/payments/{id}/cancel`: an attempt that was never sent is canceled at once; one
 /// that waits for the customer is canceled at the provider by a job (its outcome is recorded
 /// like a superseded attempt's). An attempt that is settling or settled cannot be canceled.
+#[derive(Clone)]
 pub struct RequestCancel {
     /// Whose.
     pub tenant: TenantId,

@@ -84,6 +84,7 @@ pub struct Reconciliation {
 }
 
 /// Records a reconciliation request and its job.
+#[derive(Clone)]
 pub struct Start {
     /// The record (status pending).
     pub reconciliation: Reconciliation,
@@ -330,6 +331,7 @@ pub fn get(
 }
 
 /// Runs a reconciliation as one command (operator CLI, no daemon).
+#[derive(Clone)]
 pub struct ApplyNow {
     /// Whose.
     pub tenant: TenantId,

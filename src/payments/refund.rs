@@ -20,6 +20,7 @@ use crate::store::writer::Command;
 use crate::store::StoreError;
 
 /// Requests a refund: recorded with its job in one write.
+#[derive(Clone)]
 pub struct RequestRefund {
     /// Whose.
     pub tenant: TenantId,

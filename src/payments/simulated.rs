@@ -87,6 +87,7 @@ pub fn tenant_index_key(tenant: u64, provider_id: &str) -> String {
 }
 
 /// Records (or finds) a simulated charge under its idempotency key.
+#[derive(Clone)]
 struct Record {
     key: String,
     tenant: u64,
@@ -112,6 +113,7 @@ impl Command for Record {
 }
 
 /// Cancels a simulated intent that waits for the customer.
+#[derive(Clone)]
 struct Cancel {
     provider_payment: String,
 }
@@ -137,6 +139,7 @@ impl Command for Cancel {
 }
 
 /// Records a simulated refund (once per key).
+#[derive(Clone)]
 struct RecordRefund {
     key: String,
     provider_payment: String,

@@ -20,6 +20,7 @@ use crate::store::StoreError;
 
 /// `POST /v1/invoices/{id}/void`: voids a finalized invoice (see [`invoice::void`]) unless a
 /// payment attempt is at the provider.
+#[derive(Clone)]
 pub struct VoidInvoice {
     /// Owner.
     pub tenant: TenantId,

@@ -162,6 +162,7 @@ async fn cancel_at_provider(
 }
 
 /// Records what canceling a superseded attempt found, in one write.
+#[derive(Clone)]
 struct SettleSuperseded {
     tenant: TenantId,
     old: Id,

@@ -15,6 +15,13 @@
 //!   commands run one by one in order;
 //! - no network or other outside I/O.
 //!
+//! A command that panics fails alone: the writer aborts the transaction, answers that command
+//! with [`WriteError::Failed`] and applies the rest of the batch again in a fresh transaction
+//! (from spare copies made on the submitting thread, which is why a [`Command`] is `Clone`).
+//! redb cannot roll back part of a transaction (a savepoint needs a transaction that has not
+//! written yet), so re-running the others is the one way to keep them. When the panic happened
+//! in a run of several commands, the retry applies every command alone to find the one.
+//!
 //! A [`StoreError`] (I/O, corruption) is fatal to the batch: it is aborted and every waiter gets
 //! [`WriteError::Unavailable`]; clients retry with their idempotency keys, which is safe. When it
 //! is the commit itself that fails, the outcome is unknown rather than "nothing": a write or an
@@ -37,8 +44,9 @@ use tokio::sync::oneshot;
 use super::{Store, StoreError};
 
 /// One unit of work for the writer: a pure description of an intent, applied inside the batch's
-/// transaction.
-pub trait Command: Send + 'static {
+/// transaction. `Clone` so the writer can apply it again in a fresh transaction when another
+/// command of its batch panics.
+pub trait Command: Clone + Send + 'static {
     /// What the waiting request receives once the batch has committed.
     type Output: Send + 'static;
 
@@ -74,6 +82,10 @@ pub enum WriteError {
     /// The daemon is shutting down and accepts no more writes.
     #[error("the writer has stopped")]
     Stopped,
+    /// The command panicked while applying (a defect): nothing of it was written, and the other
+    /// commands of its batch committed without it. Retrying fails the same way.
+    #[error("the command failed inside the writer")]
+    Failed,
 }
 
 /// Limits of the writer (from `[writer]` in the config).
@@ -98,13 +110,21 @@ trait Pending: Send {
         tx: &WriteTransaction,
     ) -> Result<(), StoreError>;
     fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// Makes the command ready to apply again in a fresh transaction (after an aborted one).
+    fn rearm(&mut self);
     fn finish(self: Box<Self>, committed: Result<(), WriteError>);
 }
 
+/// What the writer sends back: the result, and the spare copy, so it is freed on the
+/// submitting thread rather than on the writer's.
+type Reply<C> = (Result<<C as Command>::Output, WriteError>, Option<C>);
+
 struct Slot<C: Command> {
     command: Option<C>,
+    /// A copy made when submitted, to apply again if the batch's transaction is aborted.
+    spare: Option<C>,
     output: Option<C::Output>,
-    reply: oneshot::Sender<Result<C::Output, WriteError>>,
+    reply: oneshot::Sender<Reply<C>>,
 }
 
 impl<C: Command> Pending for Slot<C> {
@@ -149,14 +169,27 @@ impl<C: Command> Pending for Slot<C> {
         self
     }
 
+    fn rearm(&mut self) {
+        self.output = None;
+        if self.command.is_none() {
+            self.command = self.spare.clone();
+        }
+    }
+
     fn finish(self: Box<Self>, committed: Result<(), WriteError>) {
-        let result = match (committed, self.output) {
+        let Slot {
+            output,
+            reply,
+            spare,
+            ..
+        } = *self;
+        let result = match (committed, output) {
             (Ok(()), Some(output)) => Ok(output),
             (Ok(()), None) => Err(WriteError::Unavailable),
             (Err(e), _) => Err(e),
         };
         // The requester may have gone away (client disconnected); its write still committed.
-        let _ = self.reply.send(result);
+        let _ = reply.send((result, spare));
     }
 }
 
@@ -173,6 +206,7 @@ impl WriterHandle {
     pub async fn submit<C: Command>(&self, command: C) -> Result<C::Output, WriteError> {
         let (reply, receive) = oneshot::channel();
         let slot: Box<dyn Pending> = Box::new(Slot {
+            spare: Some(command.clone()),
             command: Some(command),
             output: None,
             reply,
@@ -186,7 +220,10 @@ impl WriterHandle {
             }
             Err(TrySendError::Disconnected(_)) => return Err(WriteError::Stopped),
         }
-        receive.await.unwrap_or(Err(WriteError::Unavailable))
+        match receive.await {
+            Ok((result, _spare)) => result,
+            Err(_) => Err(WriteError::Unavailable),
+        }
     }
 
     /// Commands waiting right now.
@@ -253,48 +290,90 @@ fn run(
     tracing::info!("writer drained and stopped");
 }
 
-/// Applies and commits one batch, replying to every waiter. An error means the batch was not
-/// committed (every waiter already got `Unavailable`) and the handle must be reopened.
-fn execute(store: &Store, batch: Vec<Box<dyn Pending>>) -> Result<(), StoreError> {
-    let size = batch.len();
-    let db = match store.database() {
-        Ok(db) => db,
-        Err(e) => {
-            fail_all(batch);
-            return Err(e);
-        }
-    };
-    let tx = match db.begin_write() {
-        Ok(tx) => tx,
-        Err(e) => {
-            fail_all(batch);
-            return Err(e.into());
-        }
-    };
-    // Apply runs of same-typed neighbours together; a batch still equals its commands in order.
-    let mut batch = batch;
+/// How applying a batch inside one transaction ended.
+enum Applied {
+    /// Every command applied; the transaction can commit.
+    All,
+    /// A storage error: the batch is lost.
+    Failed(StoreError),
+    /// The run of commands `start..end` panicked; the transaction holds partial writes.
+    Panicked { start: usize, end: usize },
+}
+
+/// Applies the batch in order, each run of same-typed neighbours together (each command alone
+/// when `isolate`); a batch still equals its commands in order.
+fn apply_batch(tx: &WriteTransaction, batch: &mut [Box<dyn Pending>], isolate: bool) -> Applied {
     let mut start = 0;
     while start < batch.len() {
         let kind = batch[start].command_type();
-        let end = batch[start..]
-            .iter()
-            .position(|p| p.command_type() != kind)
-            .map_or(batch.len(), |offset| start + offset);
-        let (head, rest) = batch[start..end].split_at_mut(1);
-        let outcome = catch_unwind(AssertUnwindSafe(|| head[0].apply_run(rest, &tx)));
-        let error = match outcome {
-            Ok(Ok(())) => {
-                start = end;
-                continue;
-            }
-            Ok(Err(e)) => e,
-            Err(_) => StoreError::Corrupt("a command panicked while applying".into()),
+        let end = if isolate {
+            start + 1
+        } else {
+            batch[start..]
+                .iter()
+                .position(|p| p.command_type() != kind)
+                .map_or(batch.len(), |offset| start + offset)
         };
-        // The transaction may hold part of the failed run's writes: abort all of it.
-        let _ = tx.abort();
-        fail_all(batch);
-        return Err(error);
+        let (head, rest) = batch[start..end].split_at_mut(1);
+        match catch_unwind(AssertUnwindSafe(|| head[0].apply_run(rest, tx))) {
+            Ok(Ok(())) => start = end,
+            Ok(Err(e)) => return Applied::Failed(e),
+            Err(_) => return Applied::Panicked { start, end },
+        }
     }
+    Applied::All
+}
+
+/// Applies and commits one batch, replying to every waiter. A command that panics is answered
+/// with [`WriteError::Failed`] and the others are applied again in a fresh transaction. An error
+/// means the batch was not committed (every waiter already got `Unavailable`) and the handle
+/// must be reopened.
+fn execute(store: &Store, batch: Vec<Box<dyn Pending>>) -> Result<(), StoreError> {
+    let mut batch = batch;
+    let mut isolate = false;
+    let tx = loop {
+        let db = match store.database() {
+            Ok(db) => db,
+            Err(e) => {
+                fail_all(batch);
+                return Err(e);
+            }
+        };
+        let tx = match db.begin_write() {
+            Ok(tx) => tx,
+            Err(e) => {
+                fail_all(batch);
+                return Err(e.into());
+            }
+        };
+        match apply_batch(&tx, &mut batch, isolate) {
+            Applied::All => break tx,
+            Applied::Failed(error) => {
+                // The transaction may hold part of the failed run's writes: abort all of it.
+                let _ = tx.abort();
+                fail_all(batch);
+                return Err(error);
+            }
+            Applied::Panicked { start, end } => {
+                let _ = tx.abort();
+                metrics::counter!("tally_writer_panics_total").increment(1);
+                if end - start == 1 {
+                    tracing::error!("a command panicked while applying; it fails alone");
+                    batch.remove(start).finish(Err(WriteError::Failed));
+                } else {
+                    // Which command of the run panicked is unknown: apply each alone.
+                    isolate = true;
+                }
+                for pending in batch.iter_mut() {
+                    pending.rearm();
+                }
+                if batch.is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+    };
+    let size = batch.len();
     let applied = batch;
     let started = Instant::now();
     let committed = tx.commit();
@@ -352,6 +431,7 @@ mod tests {
     use redb::ReadableTable;
 
     /// Writes `value` under `key` unless the key exists (a business failure that writes nothing).
+    #[derive(Clone)]
     struct PutIfAbsent {
         key: &'static str,
         value: u8,
@@ -422,6 +502,7 @@ mod tests {
         );
     }
 
+    #[derive(Clone)]
     struct Fails;
 
     impl Command for Fails {
@@ -455,5 +536,51 @@ mod tests {
         assert!(meta.get("a").expect("get").is_none());
         assert!(meta.get("half").expect("get").is_none());
         assert!(meta.get("b").expect("get").is_some());
+    }
+
+    /// Writes, then panics (an overflow, a bug): its writes must not survive, nor its panic
+    /// take its neighbours down.
+    #[derive(Clone)]
+    struct Panics;
+
+    impl Command for Panics {
+        type Output = ();
+        fn apply(self, tx: &WriteTransaction) -> Result<(), StoreError> {
+            tx.open_table(tables::META)?
+                .insert("panicked", [9u8].as_slice())?;
+            panic!("injected defect");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_command_fails_alone_and_its_neighbours_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(&dir.path().join("w.redb"), 1 << 20).expect("open"));
+        let (handle, join) = spawn(Arc::clone(&store), limits()).expect("spawn");
+        // One batch: a run of two before the panic, the panic, a run of two after it.
+        let results = tokio::join!(
+            handle.submit(PutIfAbsent { key: "a", value: 1 }),
+            handle.submit(PutIfAbsent { key: "a", value: 2 }),
+            handle.submit(Panics),
+            handle.submit(PutIfAbsent { key: "b", value: 3 }),
+            handle.submit(PutIfAbsent { key: "c", value: 4 }),
+        );
+        assert_eq!(results.0, Ok(Ok(())));
+        assert_eq!(results.1, Ok(Err("exists")), "still sees its predecessor");
+        assert_eq!(results.2, Err(WriteError::Failed));
+        assert_eq!(results.3, Ok(Ok(())));
+        assert_eq!(results.4, Ok(Ok(())));
+        assert!(handle.is_healthy());
+        drop(handle);
+        join.join().expect("writer exits");
+        let read = store.read().expect("read");
+        let meta = read.open_table(tables::META).expect("meta");
+        assert_eq!(meta.get("a").expect("get").expect("a").value(), &[1u8][..]);
+        assert!(meta.get("b").expect("get").is_some());
+        assert!(meta.get("c").expect("get").is_some());
+        assert!(
+            meta.get("panicked").expect("get").is_none(),
+            "no partial write"
+        );
     }
 }

@@ -93,6 +93,7 @@ impl Endpoint {
 }
 
 /// Creates an endpoint.
+#[derive(Clone)]
 pub struct CreateEndpoint {
     /// The endpoint.
     pub endpoint: Endpoint,
@@ -123,6 +124,7 @@ pub enum EndpointError {
 }
 
 /// Rotates an endpoint's secret.
+#[derive(Clone)]
 pub struct RotateSecret {
     /// Whose.
     pub tenant: TenantId,

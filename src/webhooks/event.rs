@@ -68,6 +68,7 @@ fn receipt_key(tenant: TenantId, endpoint: Id, identity: &str) -> Vec<u8> {
 }
 
 /// Stores a verified delivery and its processing job, unless it was received before.
+#[derive(Clone)]
 pub struct Receive {
     /// Whose.
     pub tenant: TenantId,
@@ -136,6 +137,7 @@ pub enum ReplayError {
 }
 
 /// Re-runs processing of a received event from its durable record.
+#[derive(Clone)]
 pub struct Replay {
     /// Whose.
     pub tenant: TenantId,

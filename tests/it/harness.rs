@@ -202,13 +202,13 @@ impl Daemon {
         }
     }
 
-    /// SIGTERM, then wait.
+    /// SIGTERM, then wait (up to 15 s: a loaded CI machine drains slowly).
     pub fn stop(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
-        for _ in 0..200 {
+        for _ in 0..600 {
             if let Ok(Some(status)) = child.try_wait() {
                 return Some(status);
             }

@@ -4,6 +4,7 @@ mod harness;
 
 mod backup;
 mod billing;
+mod bounds;
 mod cli;
 mod collection;
 mod corpus;
