@@ -497,13 +497,27 @@ fn restore(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
     let completion = copy::check_complete(file)?;
     // Held until the swap, so no daemon can start on the old file meanwhile. A file that does
     // not open at all (the reason to restore, perhaps) is kept aside all the same.
-    let _guard = match target.exists().then(|| open(config)) {
-        None => None,
-        Some(Ok(store)) => Some(store),
+    let (_open, _locked) = match target.exists().then(|| open(config)) {
+        None => (None, None),
+        Some(Ok(store)) => (Some(store), None),
         Some(Err(e)) if in_use(&e) => return Err(e),
         Some(Err(e)) => {
+            // Only a file nobody holds is replaced: a daemon that could still open it must not
+            // lose the writes it acknowledges after the swap.
+            let lock = std::fs::File::open(target).map_err(|io| {
+                anyhow::anyhow!(
+                    "restore: cannot check whether {} is in use: {io}",
+                    target.display()
+                )
+            })?;
+            if lock.try_lock().is_err() {
+                return Err(anyhow::anyhow!(
+                    "restore: {} is in use by another process (is `tally serve` running?)",
+                    target.display()
+                ));
+            }
             eprintln!("restore: the current database does not open ({e:#}); replacing it");
-            None
+            (None, Some(lock))
         }
     };
     let now_ms = crate::clock::now_ms();
@@ -530,9 +544,11 @@ fn restore(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the staged copy as a database (migrating an older schema in place) and verifies its
-/// ledger; returns the entries verified.
+/// Checks that the staged copy is the complete backup that was checked (the copy itself, not
+/// only its source), then opens it as a database (migrating an older schema in place) and
+/// verifies its ledger; returns the entries verified.
 fn verify_staged(staged: &std::path::Path) -> anyhow::Result<u64> {
+    crate::store::backup::check_complete(staged)?;
     let store = Store::open(staged, crate::server::OFFLINE_CACHE_SIZE_BYTES)
         .with_context(|| format!("{} is not a usable database", staged.display()))?;
     let report = crate::ledger::verify::verify(&*store.read()?, None, &mut |_, _| {})?;

@@ -232,33 +232,34 @@ mod listener {
     }
 
     /// Binds the control socket of `database_path`, owner-only from the first moment: it is
-    /// bound under a temporary name, restricted to mode 0600, then renamed into place (which
-    /// also replaces a socket left by a daemon that crashed; the database lock says no other
-    /// daemon serves this file).
+    /// bound inside a private folder (mode 0700) beside the database, restricted to mode 0600,
+    /// then renamed into place (which also replaces a socket left by a daemon that crashed;
+    /// the database lock says no other daemon serves this file).
     pub fn bind(database_path: &Path) -> std::io::Result<Listener> {
+        use std::os::unix::fs::DirBuilderExt;
         let path = super::socket_path(database_path);
-        let mut temp_name = path
+        let mut private_name = path
             .file_name()
             .map(|n| n.to_os_string())
             .unwrap_or_default();
-        temp_name.push(format!(".{}.tmp", std::process::id()));
-        let temp = path.with_file_name(temp_name);
-        let _ = std::fs::remove_file(&temp);
-        let socket = UnixListener::bind(&temp)?;
-        let placed = std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))
-            .and_then(|()| std::fs::rename(&temp, &path))
-            .and_then(|()| std::fs::metadata(&path));
-        match placed {
-            Ok(meta) => Ok(Listener {
-                socket,
-                path,
-                owner_uid: meta.uid(),
-            }),
-            Err(e) => {
-                let _ = std::fs::remove_file(&temp);
-                Err(e)
-            }
-        }
+        private_name.push(format!(".{}.d", std::process::id()));
+        let private = path.with_file_name(private_name);
+        let _ = std::fs::remove_dir_all(&private);
+        std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+        let temp = private.join("sock");
+        let placed = UnixListener::bind(&temp).and_then(|socket| {
+            std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))?;
+            std::fs::rename(&temp, &path)?;
+            let meta = std::fs::metadata(&path)?;
+            Ok((socket, meta))
+        });
+        let _ = std::fs::remove_dir_all(&private);
+        let (socket, meta) = placed?;
+        Ok(Listener {
+            socket,
+            path,
+            owner_uid: meta.uid(),
+        })
     }
 
     impl Listener {

@@ -99,6 +99,16 @@ pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Cust
     get_record(&table, keys::tenant_id(tenant, id))
 }
 
+/// One customer, inside a write transaction (for commands that read what they act on).
+pub fn load_in_write(
+    tx: &redb::WriteTransaction,
+    tenant: TenantId,
+    id: Id,
+) -> Result<Option<Customer>, StoreError> {
+    let table = tx.open_table(tables::CUSTOMERS)?;
+    get_record(&table, keys::tenant_id(tenant, id))
+}
+
 /// The customer with this external id, if any.
 pub fn by_external_id(
     tx: &ReadTransaction,

@@ -44,7 +44,7 @@ fn scramble(value: &Value, seed: &mut u64) -> String {
     fn go(v: &Value, out: &mut String, next: &mut dyn FnMut() -> u64) {
         let ws = |out: &mut String, n: u64| {
             for _ in 0..(n % 3) {
-                out.push(if n % 2 == 0 { ' ' } else { '\n' });
+                out.push(if n.is_multiple_of(2) { ' ' } else { '\n' });
             }
         };
         match v {

@@ -242,6 +242,12 @@ impl Command for MarkProviderCalled {
                 });
             }
         }
+        // The method is fixed with the recovery point: every call under this attempt's key
+        // sends the same request, whatever the customer's metadata says later.
+        if p.payment_method.is_none() {
+            p.payment_method = crate::customers::load_in_write(tx, self.tenant, p.customer)?
+                .and_then(|c| c.metadata.get("psp_payment_method").cloned());
+        }
         p.recovery_point = RecoveryPoint::ProviderCalled;
         p.status = PaymentStatus::Processing;
         p.updated_at_ms = self.now_ms;

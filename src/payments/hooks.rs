@@ -122,10 +122,9 @@ impl StripeEvent {
             }
             "payment_intent.processing" => Outcome::Processing { provider_id },
             "payment_intent.requires_action" => Outcome::RequiresAction { provider_id },
-            "payment_intent.canceled" => Outcome::Failed {
+            "payment_intent.canceled" => Outcome::Canceled {
                 provider_id,
-                code: "canceled".into(),
-                message: object["cancellation_reason"]
+                reason: object["cancellation_reason"]
                     .as_str()
                     .unwrap_or("the intent was canceled at the provider")
                     .to_string(),
@@ -201,13 +200,11 @@ fn charge_refunded(
             "the charge names no amount_refunded".into(),
         ));
     };
-    let charge = object["id"].as_str().unwrap_or("charge");
-    let matched = refund::apply_refunded_total(tx, tenant, id, charge, total, now_ms, origin)?;
-    Ok(match matched {
+    Ok(match refund::check_refunded_total(tx, tenant, id, total)? {
         Matched::Applied => Handled::Applied,
         // Left pending: the refunds' own events (or the refund jobs) settle them.
         Matched::Mismatch(why) => {
-            tracing::info!(reason = %why, "charge.refunded left refunds pending");
+            tracing::info!(reason = %why, "charge.refunded without a refund list books nothing");
             Handled::Applied
         }
         Matched::Refused(why) => Handled::Failed(why),

@@ -9,7 +9,7 @@ use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::payment::{Payment, PaymentStatus, RecoveryPoint, Refund};
-use super::simulated::tenant_index_key;
+use super::simulated::{tenant_index_key, SimCharge};
 use crate::id::Id;
 use crate::store::{codec, tables, StoreError};
 
@@ -68,6 +68,37 @@ impl From<PaymentV2> for Payment {
     }
 }
 
+/// Indexes every simulated charge under its tenant, found through the payment its record
+/// names (a charge whose reply was lost has no provider id on its payment, but still names it).
+fn index_simulated_charges(
+    tx: &WriteTransaction,
+    tenant_of: &std::collections::HashMap<Id, u64>,
+) -> Result<(), StoreError> {
+    let mut found = Vec::new();
+    {
+        let sim = tx.open_table(tables::SIM_PSP)?;
+        for entry in sim.range::<&[u8]>(b"charge:".as_slice()..b"charge;".as_slice())? {
+            let (key, value) = entry?;
+            let Ok(charge) = codec::decode::<SimCharge>(value.value()) else {
+                continue;
+            };
+            let tenant = Id::parse(&charge.payment, super::payment::PREFIX)
+                .and_then(|id| tenant_of.get(&id).copied());
+            if let Some(tenant) = tenant {
+                found.push((
+                    tenant_index_key(tenant, &charge.provider_id),
+                    key.value().to_vec(),
+                ));
+            }
+        }
+    }
+    let mut sim = tx.open_table(tables::SIM_PSP)?;
+    for (index, charge_key) in found {
+        sim.insert(index.as_bytes(), charge_key.as_slice())?;
+    }
+    Ok(())
+}
+
 /// Rewrites every payment in the new layout and indexes the simulator's charges by tenant.
 /// Returns how many payments it rewrote.
 pub fn to_schema_3(tx: &WriteTransaction) -> Result<u64, StoreError> {
@@ -81,18 +112,12 @@ pub fn to_schema_3(tx: &WriteTransaction) -> Result<u64, StoreError> {
         }
     }
     let mut payments = tx.open_table(tables::PAYMENTS)?;
-    let mut sim = tx.open_table(tables::SIM_PSP)?;
+    let mut tenant_of = std::collections::HashMap::new();
     for (key, p) in &rewritten {
         crate::store::put_record(&mut payments, key, p)?;
-        let charge_key = format!("charge:{}", p.psp_key);
-        let Some(provider_id) = &p.provider_id else {
-            continue;
-        };
-        if sim.get(charge_key.as_bytes())?.is_some() {
-            let index = tenant_index_key(p.tenant, provider_id);
-            sim.insert(index.as_bytes(), charge_key.as_bytes())?;
-        }
+        tenant_of.insert(p.id, p.tenant);
     }
+    index_simulated_charges(tx, &tenant_of)?;
     Ok(rewritten.len() as u64)
 }
 
@@ -118,7 +143,7 @@ mod tests {
             recovery_point: RecoveryPoint::OutcomeRecorded,
             psp: "simulated".into(),
             psp_key: "k1".into(),
-            provider_id: Some("sim_pi_k1".into()),
+            provider_id: None,
             payment_method: None,
             failure: None,
             entry: None,
@@ -138,9 +163,21 @@ mod tests {
                     codec::encode(&old).expect("encode").as_slice(),
                 )
                 .expect("insert");
+            let charge = SimCharge {
+                provider_id: "sim_pi_k1".into(),
+                amount_minor: 900,
+                currency: "USD".into(),
+                status: "succeeded".into(),
+                payment: old.id.display(crate::payments::payment::PREFIX),
+                created_s: 1,
+                refunded_minor: 0,
+            };
             tx.open_table(tables::SIM_PSP)
                 .expect("sim")
-                .insert(b"charge:k1".as_slice(), b"charge bytes".as_slice())
+                .insert(
+                    b"charge:k1".as_slice(),
+                    codec::encode(&charge).expect("encode").as_slice(),
+                )
                 .expect("charge");
             tx.open_table(tables::META)
                 .expect("meta")

@@ -72,6 +72,15 @@ pub enum Outcome {
         /// The provider's id.
         provider_id: Option<String>,
     },
+    /// Canceled at the provider (by Tally superseding it, on request, or in the provider's
+    /// dashboard): it can never collect. Ends like a cancel Tally asked for, with no dunning,
+    /// whichever of the cancel's own record and this report arrives first.
+    Canceled {
+        /// The provider's id.
+        provider_id: Option<String>,
+        /// The provider's reason.
+        reason: String,
+    },
     /// No answer (timeout): retried with the same key.
     Unknown,
 }
@@ -108,6 +117,10 @@ pub fn apply_outcome(
         Outcome::Processing { provider_id } => {
             still_open(&mut p, provider_id, PaymentStatus::Processing)
         }
+        Outcome::Canceled {
+            provider_id,
+            reason,
+        } => canceled(&mut p, provider_id, reason),
         Outcome::RequiresAction { provider_id } => {
             still_open(&mut p, provider_id, PaymentStatus::RequiresAction)
         }
@@ -142,13 +155,38 @@ fn adopt(p: &mut Payment, id: Option<String>) {
     }
 }
 
-/// Processing or waiting for the customer: only an open attempt moves.
+/// How far an open attempt has come: a report never moves it back (a late
+/// `requires_action` after `processing` changes nothing).
+fn progress(status: PaymentStatus) -> u8 {
+    match status {
+        PaymentStatus::Pending => 0,
+        PaymentStatus::Unknown => 1,
+        PaymentStatus::RequiresAction => 2,
+        _ => 3,
+    }
+}
+
+/// Processing or waiting for the customer: only an open attempt moves, and once the provider
+/// has reported on it, only forward (`processing` while only sent is Tally's own mark).
 fn still_open(p: &mut Payment, provider_id: Option<String>, status: PaymentStatus) -> bool {
-    if !p.status.is_open() {
+    let reported = p.recovery_point == super::payment::RecoveryPoint::OutcomeRecorded;
+    if !p.status.is_open() || (reported && progress(status) < progress(p.status)) {
         return false;
     }
     adopt(p, provider_id);
     p.status = status;
+    true
+}
+
+/// Transition "canceled at the provider": an open attempt closes without dunning; the invoice
+/// stays open for a new attempt or a void.
+fn canceled(p: &mut Payment, provider_id: Option<String>, reason: String) -> bool {
+    if !p.status.is_open() {
+        return false;
+    }
+    adopt(p, provider_id);
+    p.status = PaymentStatus::Canceled;
+    p.failure = Some(("canceled".into(), reason));
     true
 }
 

@@ -67,6 +67,15 @@ impl RequestRefund {
                 p.status.as_str()
             ))));
         }
+        if p.status != PaymentStatus::Succeeded && p.entry.is_none() {
+            return Ok(Err(PayError::NotRefundable(format!(
+                "payment {} holds {} {} that could not be booked; refund it at the provider \
+                 and record it with a journal entry",
+                p.id.display(PREFIX),
+                p.collected_minor(),
+                p.collected_currency()
+            ))));
+        }
         let left = p.collected_minor().saturating_sub(p.refunded_minor());
         let amount = self.amount_minor.unwrap_or(left);
         if amount <= 0 || amount > left {
@@ -141,11 +150,18 @@ pub fn apply_refund(
         return Ok(());
     };
     if p.refunds[index].status == "succeeded" {
-        return Ok(());
+        return match outcome {
+            RefundOutcome::Failed { reason, .. } => {
+                reverse_refund(tx, tenant, &mut p, index, now_ms, origin, reason)
+            }
+            _ => Ok(()),
+        };
     }
     match outcome {
         RefundOutcome::Succeeded { provider_id } => {
-            let entry = post_refund(tx, tenant, &p, index, now_ms, origin)?;
+            let Some(entry) = post_refund(tx, tenant, &p, index, now_ms, origin, 1)? else {
+                return Ok(());
+            };
             let r = &mut p.refunds[index];
             r.status = "succeeded".into();
             r.provider_id = Some(provider_id);
@@ -175,6 +191,35 @@ pub fn apply_refund(
     save(tx, &p)
 }
 
+/// Transition "refund failed after succeeding": the provider can still fail a refund it
+/// reported succeeded (the bank returned it). The money is back at the provider, so the refund
+/// entry is reversed and the refund reads `failed` with the reason.
+fn reverse_refund(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    p: &mut Payment,
+    index: usize,
+    now_ms: i64,
+    origin: &str,
+    reason: String,
+) -> Result<(), StoreError> {
+    let entry = post_refund(tx, tenant, p, index, now_ms, origin, -1)?;
+    let r = &mut p.refunds[index];
+    r.status = "failed".into();
+    r.failure = Some(format!("reversed after succeeding: {reason}"));
+    r.entry = entry.or(r.entry);
+    tracing::warn!(
+        payment = %p.id.display(PREFIX),
+        refund = %p.refunds[index].id.display(REFUND_PREFIX),
+        "the provider failed a refund it had reported succeeded; its entry is reversed"
+    );
+    p.updated_at_ms = now_ms;
+    save(tx, p)
+}
+
+/// Posts a refund's entry (`sign` 1) or its reversal (`sign` -1). `None` when the ledger
+/// refuses it (an amount or currency it cannot hold): the refund's state is not changed then,
+/// and the refusal is logged, never a batch-aborting storage error.
 fn post_refund(
     tx: &WriteTransaction,
     tenant: TenantId,
@@ -182,8 +227,9 @@ fn post_refund(
     index: usize,
     now_ms: i64,
     origin: &str,
-) -> Result<Id, StoreError> {
-    let amount = p.refunds[index].amount_minor;
+    sign: i64,
+) -> Result<Option<Id>, StoreError> {
+    let amount = p.refunds[index].amount_minor.saturating_mul(sign);
     let currency = p.collected_currency().to_string();
     let source = if p.status == PaymentStatus::Succeeded {
         SystemAccount::Revenue
@@ -193,7 +239,12 @@ fn post_refund(
     let entry_id = Id::generate_at(now_ms);
     let draft = Draft {
         id: entry_id,
-        kind: "refund".into(),
+        kind: if sign > 0 {
+            "refund"
+        } else {
+            "refund_reversal"
+        }
+        .into(),
         reason: format!(
             "refund {} of payment {}",
             p.refunds[index].id.display(REFUND_PREFIX),
@@ -215,9 +266,10 @@ fn post_refund(
         ],
     };
     if let Err(e) = journal::post(tx, tenant, now_ms, draft)? {
-        return Err(StoreError::Corrupt(format!("refund entry refused: {e}")));
+        tracing::error!(payment = %p.id.display(PREFIX), error = %e, "refund entry refused");
+        return Ok(None);
     }
-    Ok(entry_id)
+    Ok(Some(entry_id))
 }
 
 /// One refund object as the provider describes it (a webhook's refund, or an item of a
@@ -336,18 +388,16 @@ fn record_external(
     Ok(Matched::Applied)
 }
 
-/// Applies a `charge.refunded` total when the event carries no refund list: the difference
-/// between the provider's total and what Tally booked completes a pending refund only when
-/// exactly one pending refund has exactly that amount; with no pending refund it is a refund
-/// made at the provider directly. Anything else stays pending for the refunds' own events.
-pub fn apply_refunded_total(
+/// Reads a `charge.refunded` total when the event carries no refund list. A total cannot say
+/// which refund moved (it also counts refunds the provider is still settling), so nothing is
+/// booked from it: the refunds' own events (`refund.created`, `refund.updated`,
+/// `charge.refund.updated`) and the refund jobs settle them by id. The answer says whether the
+/// total agrees with what Tally booked, for the log.
+pub fn check_refunded_total(
     tx: &WriteTransaction,
     tenant: TenantId,
     payment: Id,
-    charge_id: &str,
     amount_refunded_minor: i64,
-    now_ms: i64,
-    origin: &str,
 ) -> Result<Matched, StoreError> {
     let Some(p) = load(tx, tenant, payment)? else {
         return Ok(Matched::Refused("unknown payment".into()));
@@ -358,47 +408,12 @@ pub fn apply_refunded_total(
         .filter(|r| r.status == "succeeded")
         .map(|r| r.amount_minor)
         .sum();
-    let missing = amount_refunded_minor.saturating_sub(booked);
-    if missing <= 0 {
-        return Ok(Matched::Applied);
-    }
-    let pending: Vec<&Refund> = p.refunds.iter().filter(|r| r.status == "pending").collect();
-    let exact: Vec<&&Refund> = pending
-        .iter()
-        .filter(|r| r.amount_minor == missing)
-        .collect();
-    match (pending.len(), exact.as_slice()) {
-        (0, _) => record_external(
-            tx,
-            tenant,
-            payment,
-            &ProviderRefund {
-                provider_id: format!("{charge_id}:{amount_refunded_minor}"),
-                amount_minor: missing,
-                status: "succeeded".into(),
-                tally_refund: None,
-            },
-            now_ms,
-            origin,
-        ),
-        (_, [one]) => {
-            let provider_id = one
-                .provider_id
-                .clone()
-                .unwrap_or_else(|| format!("{charge_id}:{amount_refunded_minor}"));
-            apply_refund(
-                tx,
-                tenant,
-                payment,
-                one.id,
-                RefundOutcome::Succeeded { provider_id },
-                now_ms,
-                origin,
-            )?;
-            Ok(Matched::Applied)
-        }
-        _ => Ok(Matched::Mismatch(format!(
-            "the provider refunded {missing} more, which no single pending refund matches"
-        ))),
-    }
+    Ok(if booked == amount_refunded_minor {
+        Matched::Applied
+    } else {
+        Matched::Mismatch(format!(
+            "the provider reports {amount_refunded_minor} refunded, Tally has booked {booked}; \
+             the refunds' own events settle the difference"
+        ))
+    })
 }

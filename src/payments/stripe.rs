@@ -78,6 +78,30 @@ pub fn intent_received(json: &Value) -> Option<(i64, String)> {
     Some((amount, currency))
 }
 
+/// A refusal that is final only when Stripe says the request itself can never succeed. A key
+/// in use by a concurrent call (409), an idempotency error, or a rate or lock error says
+/// nothing about the charge: whether it happened is unknown, so the call is repeated with the
+/// same key (and, after the retries, left to an operator) rather than read as a decline that
+/// would start a new attempt under a new key.
+fn refusal(status: u16, json: &Value, fallback: &str) -> PspError {
+    let kind = json["error"]["type"].as_str().unwrap_or_default();
+    let code = json["error"]["code"].as_str().unwrap_or_default();
+    let message = format!(
+        "{status}: {}",
+        json["error"]["message"].as_str().unwrap_or(fallback)
+    );
+    let unknown = status == 409
+        || kind == "idempotency_error"
+        || kind == "api_error"
+        || code == "lock_timeout"
+        || code == "idempotency_key_in_use";
+    if unknown {
+        PspError::Retryable(message)
+    } else {
+        PspError::Permanent(message)
+    }
+}
+
 fn intent_status(json: &Value) -> ChargeStatus {
     match json["status"].as_str() {
         Some("succeeded") => ChargeStatus::Succeeded,
@@ -175,12 +199,7 @@ impl Psp for Stripe {
                             .to_string(),
                     },
                 }),
-                _ => Err(PspError::Permanent(format!(
-                    "{status}: {}",
-                    json["error"]["message"]
-                        .as_str()
-                        .unwrap_or("request refused")
-                ))),
+                _ => Err(refusal(status, &json, "request refused")),
             }
         })
     }
@@ -209,12 +228,7 @@ impl Psp for Stripe {
                         _ => RefundStatus::Pending,
                     },
                 }),
-                _ => Err(PspError::Permanent(format!(
-                    "{status}: {}",
-                    json["error"]["message"]
-                        .as_str()
-                        .unwrap_or("refund refused")
-                ))),
+                _ => Err(refusal(status, &json, "refund refused")),
             }
         })
     }
@@ -289,7 +303,9 @@ impl Psp for Stripe {
                                 .to_ascii_uppercase(),
                             status: i["status"].as_str().unwrap_or("unknown").to_string(),
                             payment: i["metadata"]["tally_payment"].as_str().map(str::to_string),
-                            tenant: Some(tenant),
+                            tenant: i["metadata"]["tally_tenant"]
+                                .as_str()
+                                .and_then(|t| t.parse().ok()),
                             created_s: i["created"].as_i64().unwrap_or(0),
                         })
                         .collect()
@@ -307,5 +323,46 @@ impl Psp for Stripe {
                 last,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_a_refusal_stripe_calls_final_is_read_as_one() {
+        let retryable =
+            |status, body: Value| matches!(refusal(status, &body, "x"), PspError::Retryable(_));
+        // A concurrent call under the same key, an idempotency error: the charge is unknown.
+        assert!(retryable(
+            409,
+            json!({"error": {"type": "invalid_request_error"}})
+        ));
+        assert!(retryable(
+            400,
+            json!({"error": {"type": "idempotency_error"}})
+        ));
+        assert!(retryable(400, json!({"error": {"code": "lock_timeout"}})));
+        // A request Stripe will never accept as sent.
+        assert!(!retryable(
+            400,
+            json!({"error": {"type": "invalid_request_error", "code": "parameter_invalid_integer"}})
+        ));
+        assert!(!retryable(
+            404,
+            json!({"error": {"code": "resource_missing"}})
+        ));
+    }
+
+    #[test]
+    fn a_listed_intent_names_its_tenant_only_through_its_metadata() {
+        let legacy = json!({"metadata": {"tally_payment": "pay_x"}});
+        assert!(belongs_to(&legacy, 7));
+        let other = json!({"metadata": {"tally_payment": "pay_x", "tally_tenant": "8"}});
+        assert!(!belongs_to(&other, 7));
+        let none = json!({"metadata": {}});
+        assert!(!belongs_to(&none, 7));
     }
 }

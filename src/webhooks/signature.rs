@@ -67,7 +67,7 @@ pub fn sign_stripe(secret: &str, timestamp_s: i64, body: &[u8]) -> String {
 }
 
 fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

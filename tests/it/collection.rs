@@ -258,35 +258,88 @@ async fn charge_refunded_books_only_the_refunds_the_provider_made() {
 }
 
 #[tokio::test]
-async fn a_refund_total_without_a_list_completes_only_the_refund_it_matches() {
+async fn a_refund_total_without_a_list_books_nothing_and_each_refund_settles_by_its_own_event() {
     let stripe = FakeStripe::start().await;
     let d = daemon(&stripe, "").await;
     let ep = stripe_endpoint(&d).await;
     let (p, refunds) = two_pending_refunds(&stripe, &d).await;
+    let pid = |i: usize| refunds[i]["provider_id"].clone();
+    // A total counts refunds the provider is still settling: it books nothing.
     let charge = json!({"id": "ch_1", "object": "charge", "payment_intent": "pi_1",
-        "amount_refunded": 300});
+        "amount_refunded": 700});
     assert_eq!(
         stripe_hook(&d, &ep, "evt_r1", "charge.refunded", &charge).await,
         200
     );
-    d.eventually("the 300 refund settled", || async {
-        payment(&d, &p).await["refunds"][0]["status"] == "succeeded"
-    })
-    .await;
-    assert_eq!(payment(&d, &p).await["refunds"][1]["status"], "pending");
-    // Stripe refuses the other one.
-    let refused = json!({"id": refunds[1]["provider_id"], "object": "refund", "amount": 400,
-        "status": "failed", "payment_intent": "pi_1"});
+    let refund_event = |id: &str, event: &str, amount: i64, status: &str, i: usize| {
+        let d = &d;
+        let ep = &ep;
+        let body = json!({"id": pid(i), "object": "refund", "amount": amount,
+            "status": status, "payment_intent": "pi_1"});
+        let (id, event) = (id.to_string(), event.to_string());
+        async move { stripe_hook(d, ep, &id, &event, &body).await }
+    };
     assert_eq!(
-        stripe_hook(&d, &ep, "evt_r2", "charge.refund.updated", &refused).await,
+        refund_event("evt_r2", "refund.updated", 300, "succeeded", 0).await,
         200
     );
-    d.eventually("the 400 refund failed", || async {
-        payment(&d, &p).await["refunds"][1]["status"] == "failed"
+    assert_eq!(
+        refund_event("evt_r3", "charge.refund.updated", 400, "failed", 1).await,
+        200
+    );
+    d.eventually("refunds settled by their events", || async {
+        let r = payment(&d, &p).await;
+        r["refunds"][0]["status"] == "succeeded" && r["refunds"][1]["status"] == "failed"
     })
     .await;
     assert_eq!(refund_total(&entries_of_kind(&d, "refund").await), 300);
     assert_eq!(balance(&d, "psp_clearing", "USD").await, 700);
+    // The bank returns the 300 after all: the refund entry is reversed.
+    assert_eq!(
+        refund_event("evt_r4", "refund.updated", 300, "failed", 0).await,
+        200
+    );
+    d.eventually("the succeeded refund failed", || async {
+        payment(&d, &p).await["refunds"][0]["status"] == "failed"
+    })
+    .await;
+    assert_eq!(entries_of_kind(&d, "refund_reversal").await.len(), 1);
+    assert_eq!(balance(&d, "psp_clearing", "USD").await, 1000);
+    assert_eq!(payment(&d, &p).await["refunded_minor"], 0);
+    assert_eq!(d.get("/v1/ledger/verify").await.json["ok"], true);
+}
+
+#[tokio::test]
+async fn an_intent_canceled_at_the_provider_closes_its_attempt_without_dunning() {
+    let stripe = FakeStripe::start().await;
+    let d = daemon(&stripe, "").await;
+    let ep = stripe_endpoint(&d).await;
+    let inv = invoices(&d, 1).await;
+    let p = id_of(&pay(&d, &inv[0], "pm_3ds").await);
+    settle(&d, &p, "requires_action").await;
+    let mut intent = stripe.intent(0);
+    intent["status"] = json!("canceled");
+    intent["cancellation_reason"] = json!("abandoned");
+    assert_eq!(
+        stripe_hook(&d, &ep, "evt_c", "payment_intent.canceled", &intent).await,
+        200
+    );
+    settle(&d, &p, "canceled").await;
+    // A late `requires_action` does not reopen it.
+    intent["status"] = json!("requires_action");
+    stripe_hook(&d, &ep, "evt_ra", "payment_intent.requires_action", &intent).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(payment(&d, &p).await["status"], "canceled");
+    let attempts = d
+        .get(&format!("/v1/payments?invoice={}", inv[0]))
+        .await
+        .json;
+    assert_eq!(
+        attempts["data"].as_array().map_or(0, Vec::len),
+        1,
+        "no dunning attempt"
+    );
+    assert_eq!(void(&d, &inv[0], "void-1").await.status, 200);
 }
 
 #[tokio::test]
