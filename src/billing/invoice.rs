@@ -626,7 +626,8 @@ pub fn subtotal(lines: &[Line]) -> Result<i64, InvoiceError> {
 
 /// Issues a computed invoice: stores it under its charge key, moves billed quantities, posts the
 /// invoice entry (receivable/revenue) and applies credits in burn order, all in the caller's
-/// transaction. Returns the stored invoice.
+/// transaction. Returns the stored invoice. Every check that can refuse it (the totals) comes
+/// before the first write; the steps after it cannot refuse.
 #[allow(clippy::too_many_arguments)]
 pub fn issue(
     tx: &WriteTransaction,
@@ -642,65 +643,21 @@ pub fn issue(
 ) -> Result<Result<Invoice, InvoiceError>, StoreError> {
     let id = Id::generate_at(now_ms);
     let subtotal = business!(subtotal(&lines));
+    let step = IssueStep {
+        tx,
+        tenant,
+        customer: sub.customer,
+        currency: &plan.currency,
+        invoice: id,
+        now_ms,
+        origin,
+    };
     let mut entries = Vec::new();
-    if subtotal != 0 {
-        let entry_id = Id::generate_at(now_ms);
-        let draft = Draft {
-            id: entry_id,
-            kind: "invoice".into(),
-            reason: format!("invoice {} issued", id.display(PREFIX)),
-            links: Links {
-                customer: Some(sub.customer),
-                invoice: Some(id),
-                ..Links::default()
-            },
-            origin: origin.to_string(),
-            postings: vec![
-                Posting {
-                    account: AccountRef::Receivable {
-                        customer: sub.customer,
-                    },
-                    currency: plan.currency.clone(),
-                    amount_minor: subtotal,
-                },
-                Posting {
-                    account: AccountRef::System(SystemAccount::Revenue),
-                    currency: plan.currency.clone(),
-                    amount_minor: -subtotal,
-                },
-            ],
-        };
-        if let Err(e) = journal::post(tx, tenant, now_ms, draft)? {
-            return Ok(Err(InvoiceError::Ledger(e.to_string())));
-        }
-        entries.push(entry_id);
+    if let Some(entry) = business!(step.post_invoice_entry(subtotal)?) {
+        entries.push(entry);
     }
-    let mut credits = Vec::new();
-    if subtotal > 0 {
-        let entry_id = Id::generate_at(now_ms);
-        match grant::consume(
-            tx,
-            tenant,
-            sub.customer,
-            &plan.currency,
-            subtotal,
-            now_ms,
-            entry_id,
-            Links {
-                invoice: Some(id),
-                ..Links::default()
-            },
-            origin.to_string(),
-        )? {
-            Ok(consumption) => {
-                if consumption.entry.is_some() {
-                    entries.push(entry_id);
-                }
-                credits = consumption.draws;
-            }
-            Err(e) => return Ok(Err(InvoiceError::Ledger(e.to_string()))),
-        }
-    }
+    let (credits, credits_entry) = step.apply_credits(subtotal)?;
+    entries.extend(credits_entry);
     let credits_applied = business!(credits
         .iter()
         .try_fold(0i64, |acc, (_, a)| acc.checked_add(*a))
@@ -742,63 +699,188 @@ pub fn issue(
         paid_at_ms: (amount_due <= 0).then_some(now_ms),
     };
     invoice.inputs_digest = inputs_digest(&invoice);
-    // Billed quantities move with the invoice.
-    {
-        let mut billed = tx.open_table(tables::BILLED_USAGE)?;
-        for line in &invoice.lines {
-            let (Some(meter), Some(quantity)) = (
-                line.meter,
-                match line.kind {
-                    LineKind::Usage => Some(line.quantity),
-                    LineKind::Adjustment => line.quantity_after,
-                    _ => None,
-                },
-            ) else {
-                continue;
-            };
-            put_record(
-                &mut billed,
-                &billed_key(tenant, sub.id, meter, line.period_start_ms),
-                &Billed {
-                    period_end_ms: line.period_end_ms,
-                    quantity,
-                },
-            )?;
+    record_billed_quantities(tx, tenant, sub.id, &invoice.lines)?;
+    store_invoice(tx, tenant, &invoice)?;
+    if spec.include_usage {
+        advance_invoiced_through(tx, tenant, sub.customer, spec.period.end_ms)?;
+    }
+    Ok(Ok(invoice))
+}
+
+/// The grants an invoice drew on (grant, amount) and the entry that drew them.
+type Credits = (Vec<(Id, i64)>, Option<Id>);
+
+/// What the ledger steps of [`issue`] share.
+struct IssueStep<'a> {
+    tx: &'a WriteTransaction,
+    tenant: TenantId,
+    customer: Id,
+    currency: &'a str,
+    invoice: Id,
+    now_ms: i64,
+    origin: &'a str,
+}
+
+impl IssueStep<'_> {
+    fn links(&self) -> Links {
+        Links {
+            customer: Some(self.customer),
+            invoice: Some(self.invoice),
+            ..Links::default()
         }
     }
+
+    /// Step "invoice entry": the subtotal moves to the customer's receivable as revenue.
+    fn post_invoice_entry(
+        &self,
+        subtotal: i64,
+    ) -> Result<Result<Option<Id>, InvoiceError>, StoreError> {
+        if subtotal == 0 {
+            return Ok(Ok(None));
+        }
+        let entry_id = Id::generate_at(self.now_ms);
+        let draft = Draft {
+            id: entry_id,
+            kind: "invoice".into(),
+            reason: format!("invoice {} issued", self.invoice.display(PREFIX)),
+            links: self.links(),
+            origin: self.origin.to_string(),
+            postings: vec![
+                Posting {
+                    account: AccountRef::Receivable {
+                        customer: self.customer,
+                    },
+                    currency: self.currency.to_string(),
+                    amount_minor: subtotal,
+                },
+                Posting {
+                    account: AccountRef::System(SystemAccount::Revenue),
+                    currency: self.currency.to_string(),
+                    amount_minor: -subtotal,
+                },
+            ],
+        };
+        Ok(
+            match journal::post(self.tx, self.tenant, self.now_ms, draft)? {
+                Ok(_) => Ok(Some(entry_id)),
+                Err(e) => Err(InvoiceError::Ledger(e.to_string())),
+            },
+        )
+    }
+
+    /// Step "credits applied": the customer's grants pay what they can, in burn order. It
+    /// comes after the invoice entry, so it cannot refuse the invoice: should the ledger refuse
+    /// the credits' entry, the invoice is issued without credits (the whole amount stays due
+    /// and the grants keep their remainder) and the refusal is logged.
+    fn apply_credits(&self, subtotal: i64) -> Result<Credits, StoreError> {
+        if subtotal <= 0 {
+            return Ok((Vec::new(), None));
+        }
+        let entry_id = Id::generate_at(self.now_ms);
+        let consumed = grant::consume(
+            self.tx,
+            self.tenant,
+            self.customer,
+            self.currency,
+            subtotal,
+            self.now_ms,
+            entry_id,
+            Links {
+                invoice: Some(self.invoice),
+                ..Links::default()
+            },
+            self.origin.to_string(),
+        )?;
+        Ok(match consumed {
+            Ok(c) => (c.draws, c.entry.map(|_| entry_id)),
+            Err(e) => {
+                tracing::warn!(
+                    invoice = %self.invoice.display(PREFIX),
+                    error = %e,
+                    "credits not applied: the ledger refused their entry"
+                );
+                (Vec::new(), None)
+            }
+        })
+    }
+}
+
+/// Step "billed quantities move with the invoice": what each usage or adjustment line billed.
+fn record_billed_quantities(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    sub: Id,
+    lines: &[Line],
+) -> Result<(), StoreError> {
+    let mut billed = tx.open_table(tables::BILLED_USAGE)?;
+    for line in lines {
+        let quantity = match line.kind {
+            LineKind::Usage => Some(line.quantity),
+            LineKind::Adjustment => line.quantity_after,
+            _ => None,
+        };
+        let (Some(meter), Some(quantity)) = (line.meter, quantity) else {
+            continue;
+        };
+        put_record(
+            &mut billed,
+            &billed_key(tenant, sub, meter, line.period_start_ms),
+            &Billed {
+                period_end_ms: line.period_end_ms,
+                quantity,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Step "stored": the invoice, its charge key and its customer index.
+fn store_invoice(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    invoice: &Invoice,
+) -> Result<(), StoreError> {
     put_record(
         &mut tx.open_table(tables::INVOICES)?,
-        &keys::tenant_id(tenant, id),
-        &invoice,
+        &keys::tenant_id(tenant, invoice.id),
+        invoice,
     )?;
     tx.open_table(tables::INVOICE_BY_PERIOD)?.insert(
         charge_key(
             tenant,
-            sub.id,
+            invoice.subscription,
             invoice.period_start_ms,
             invoice.period_end_ms,
         )
         .as_slice(),
-        id.to_bytes().as_slice(),
+        invoice.id.to_bytes().as_slice(),
     )?;
-    let mut by_customer = keys::tenant_id(tenant, sub.customer).to_vec();
-    by_customer.extend_from_slice(&id.to_bytes());
+    let mut by_customer = keys::tenant_id(tenant, invoice.customer).to_vec();
+    by_customer.extend_from_slice(&invoice.id.to_bytes());
     tx.open_table(tables::INVOICES_BY_CUSTOMER)?
         .insert(by_customer.as_slice(), ())?;
-    if spec.include_usage {
-        // Usage before this instant is invoiced: later events for it are `late`.
-        let mut through = tx.open_table(tables::INVOICED_THROUGH)?;
-        let key = keys::tenant_id(tenant, sub.customer);
-        let current = through
-            .get(key.as_slice())?
-            .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
-            .map(i64::from_be_bytes)
-            .unwrap_or(i64::MIN);
-        if spec.period.end_ms > current {
-            through.insert(key.as_slice(), spec.period.end_ms.to_be_bytes().as_slice())?;
-        }
+    Ok(())
+}
+
+/// Step "invoiced through": usage before this instant is invoiced, so later events for it
+/// are `late`. Never moves back.
+fn advance_invoiced_through(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    customer: Id,
+    end_ms: i64,
+) -> Result<(), StoreError> {
+    let mut through = tx.open_table(tables::INVOICED_THROUGH)?;
+    let key = keys::tenant_id(tenant, customer);
+    let current = through
+        .get(key.as_slice())?
+        .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+        .map(i64::from_be_bytes)
+        .unwrap_or(i64::MIN);
+    if end_ms > current {
+        through.insert(key.as_slice(), end_ms.to_be_bytes().as_slice())?;
     }
-    Ok(Ok(invoice))
+    Ok(())
 }
 
 /// Voids a finalized invoice: reverses its entries (credits return to grants that are still

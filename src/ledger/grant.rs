@@ -541,7 +541,10 @@ pub fn consume(
     let mut wanted = amount_minor.max(0);
     let mut draws = Vec::new();
     let mut postings = Vec::new();
-    for (grant, left) in usable {
+    // One entry holds at most MAX_POSTINGS legs, one of them the receivable: what the first
+    // grants in burn order cannot cover stays due, so applying credits never fails on the
+    // entry's size after the invoice's own entry was written.
+    for (grant, left) in usable.into_iter().take(journal::MAX_POSTINGS - 1) {
         if wanted == 0 {
             break;
         }

@@ -251,6 +251,52 @@ fn expiry_happens_once_across_reopen() {
 }
 
 #[test]
+fn credits_drawn_in_one_entry_stop_at_the_entry_size_and_the_rest_stays_due() {
+    let (_dir, store, customers) = setup();
+    for n in 0..(journal::MAX_POSTINGS as i64 + 20) {
+        store
+            .apply_one(CreateGrant {
+                tenant: TENANT,
+                grant: Grant {
+                    id: Id::generate(),
+                    customer: customers[0],
+                    currency: "USD".into(),
+                    amount_minor: 1,
+                    category: Category::Promotional,
+                    funding: Funding::PromotionalExpense,
+                    priority: 0,
+                    effective_at_ms: START_MS,
+                    expires_at_ms: None,
+                    created_at_ms: START_MS + n,
+                    status: GrantStatus::Active,
+                    closed_at_ms: None,
+                    issue_entry: Id::generate(),
+                    close_entry: None,
+                },
+                reason: "test".into(),
+                origin: "test".into(),
+            })
+            .expect("store")
+            .expect("grant");
+    }
+    let consumed = store
+        .apply_one(ConsumeCredits {
+            tenant: TENANT,
+            customer: customers[0],
+            currency: "USD".into(),
+            amount_minor: 500,
+            now_ms: START_MS + 1_000,
+            entry_id: Id::generate(),
+            origin: "test".into(),
+        })
+        .expect("store")
+        .expect("an entry of at most MAX_POSTINGS legs");
+    assert_eq!(consumed.draws.len(), journal::MAX_POSTINGS - 1);
+    let report = verify(&store.read().expect("read"), None, &mut |_, _| {}).expect("verify");
+    assert!(report.violation.is_none());
+}
+
+#[test]
 fn tampering_with_an_entry_is_found_and_named() {
     let (_dir, store, customers) = setup();
     for amount in [100, 200, 300] {
