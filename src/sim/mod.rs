@@ -28,9 +28,9 @@ use rng::Rng;
 use world::World;
 
 /// Seeds run by default (CI).
-const CI_SEEDS: u64 = 56;
+const CI_SEEDS: u64 = 64;
 /// Steps per seed by default.
-const CI_STEPS: usize = 150;
+const CI_STEPS: usize = 200;
 
 /// Why a seed failed, with what replays it.
 struct Failure {

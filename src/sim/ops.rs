@@ -179,7 +179,7 @@ pub const PROFILES: [Profile; 8] = [
     },
     Profile {
         name: "extreme-values",
-        weights: [10, 0, 2, 3, 8, 1, 2, 2, 0, 8, 1, 4, 0, 0, 0, 0, 10, 2, 1],
+        weights: [10, 0, 2, 5, 8, 1, 2, 2, 0, 8, 1, 4, 0, 0, 0, 0, 10, 2, 1],
         faults: CALM_FAULTS,
         call_price: "0.01",
     },
@@ -201,12 +201,12 @@ pub const PROFILES: [Profile; 8] = [
     },
     Profile {
         name: "requires-action",
-        weights: [6, 0, 1, 0, 8, 10, 1, 0, 0, 12, 1, 8, 6, 1, 0, 1, 6, 1, 2],
+        weights: [6, 0, 1, 0, 10, 14, 0, 0, 0, 12, 0, 8, 6, 1, 0, 1, 14, 1, 4],
         faults: Faults {
             error_before: 5,
             lost_reply: 10,
             decline: 5,
-            requires_action: 60,
+            requires_action: 50,
             processing: 5,
             refuse_refund: 5,
             webhook_lost: 10,

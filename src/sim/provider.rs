@@ -59,6 +59,8 @@ pub struct Refund {
     pub key: String,
     /// `re_…` at the provider.
     pub provider_id: String,
+    /// `metadata[tally_refund]`: Tally's refund id.
+    pub refund: String,
     /// Minor units.
     pub amount_minor: i64,
     /// Whether the money went back.
@@ -191,8 +193,24 @@ impl Books {
 
     fn emit_refunded(&mut self, index: usize) {
         let c = &self.charges[index];
+        let refunds: Vec<serde_json::Value> = c
+            .refunds
+            .iter()
+            .map(|r| {
+                json!({
+                    "id": r.provider_id,
+                    "object": "refund",
+                    "amount": r.amount_minor,
+                    "currency": c.currency.to_ascii_lowercase(),
+                    "payment_intent": c.provider_id,
+                    "status": if r.succeeded { "succeeded" } else { "failed" },
+                    "metadata": {"tally_refund": r.refund},
+                })
+            })
+            .collect();
         let object = json!({
             "id": format!("ch_{}", c.provider_id),
+            "refunds": {"object": "list", "data": refunds, "has_more": false},
             "object": "charge",
             "payment_intent": c.provider_id,
             "amount": c.amount_minor,
@@ -295,6 +313,7 @@ impl Books {
         self.charges[index].refunds.push(Refund {
             key: request.idempotency_key.clone(),
             provider_id: provider_id.clone(),
+            refund: request.refund.clone(),
             amount_minor: request.amount_minor,
             succeeded,
         });
