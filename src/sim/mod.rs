@@ -18,11 +18,13 @@
 
 mod invariants;
 mod ops;
+mod profile;
 mod provider;
 mod rng;
 mod world;
 
-use ops::{Kind, KINDS, PROFILES};
+use ops::{Kind, KINDS};
+use profile::PROFILES;
 use provider::Provider;
 use rng::Rng;
 use world::World;
