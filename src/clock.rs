@@ -7,10 +7,38 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
+    #[cfg(test)]
+    if let Some(ms) = simulated::now_ms() {
+        return ms;
+    }
     match SystemTime::now().duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
         // A clock before 1970 is a misconfigured host; treat it as the epoch rather than panic.
         Err(_) => 0,
+    }
+}
+
+/// Test seam: a thread can read a shared simulated clock instead of the wall clock, so a
+/// seeded simulation replays exactly. Only test builds have it; it is off unless a thread
+/// installs a clock, and it affects only the threads that do.
+#[cfg(test)]
+pub(crate) mod simulated {
+    use std::cell::RefCell;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
+
+    thread_local! {
+        static CLOCK: RefCell<Option<Arc<AtomicI64>>> = const { RefCell::new(None) };
+    }
+
+    /// Makes [`super::now_ms`] on this thread read `clock` (or the wall clock again with `None`).
+    pub(crate) fn install(clock: Option<Arc<AtomicI64>>) {
+        CLOCK.with(|c| *c.borrow_mut() = clock);
+    }
+
+    /// The simulated instant, when this thread has a simulated clock.
+    pub(super) fn now_ms() -> Option<i64> {
+        CLOCK.with(|c| c.borrow().as_ref().map(|c| c.load(Ordering::SeqCst)))
     }
 }
 

@@ -31,6 +31,10 @@ impl Id {
     /// A fresh id for the given millisecond (still strictly greater than the previous one).
     pub fn generate_at(now_ms: i64) -> Self {
         let ms = u128::from(u64::try_from(now_ms.max(0)).unwrap_or(0) & 0xFFFF_FFFF_FFFF);
+        #[cfg(test)]
+        if let Some(id) = seeded::next(ms) {
+            return id;
+        }
         let mut random = [0u8; 16];
         // Without an entropy source ids would still be unique (time + increment) but guessable;
         // getrandom only fails on exotic platforms, where zeros are an acceptable fallback.
@@ -95,6 +99,72 @@ impl Id {
             value = (value << 5) | digit;
         }
         Some(Id(value))
+    }
+}
+
+/// Test seam: a thread can draw ids from a shared seeded generator (with its own memory of
+/// the last id) instead of the entropy source and the process-wide `LAST`, so a seeded
+/// simulation issues the same ids on every replay. Only test builds have it; it is off unless
+/// a thread installs a generator, and it affects only the threads that do.
+#[cfg(test)]
+pub(crate) mod seeded {
+    use std::cell::RefCell;
+    use std::sync::{Arc, Mutex};
+
+    use super::Id;
+
+    /// A seeded id generator: splitmix64 state and the last id it issued.
+    #[derive(Debug, Default)]
+    pub(crate) struct Generator {
+        state: u64,
+        last: u128,
+    }
+
+    impl Generator {
+        /// A generator whose ids depend only on `seed` and the instants asked for.
+        pub(crate) fn new(seed: u64) -> Self {
+            Self {
+                state: seed,
+                last: 0,
+            }
+        }
+
+        fn next_u64(&mut self) -> u64 {
+            self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+    }
+
+    thread_local! {
+        static GENERATOR: RefCell<Option<Arc<Mutex<Generator>>>> = const { RefCell::new(None) };
+    }
+
+    /// Makes ids generated on this thread come from `generator` (or from entropy again with
+    /// `None`).
+    pub(crate) fn install(generator: Option<Arc<Mutex<Generator>>>) {
+        GENERATOR.with(|g| *g.borrow_mut() = generator);
+    }
+
+    /// The next id for millisecond `ms`, when this thread has a seeded generator.
+    pub(super) fn next(ms: u128) -> Option<Id> {
+        let shared = GENERATOR.with(|g| g.borrow().clone())?;
+        let mut g = match shared.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let random = (u128::from(g.next_u64()) << 16 | u128::from(g.next_u64() & 0xFFFF))
+            & ((1u128 << 80) - 1);
+        let candidate = (ms << 80) | random;
+        let next = if candidate > g.last {
+            candidate
+        } else {
+            g.last.wrapping_add(1)
+        };
+        g.last = next;
+        Some(Id(next))
     }
 }
 

@@ -27,6 +27,8 @@ pub mod payments;
 #[cfg(test)]
 mod properties;
 pub mod server;
+#[cfg(test)]
+mod sim;
 pub mod store;
 pub mod tenants;
 pub mod webhooks;

@@ -344,7 +344,7 @@ fn render_void(output: &Result<Invoice, InvoiceError>) -> StoredResponse {
         Err(e @ InvoiceError::Missing(_)) => {
             ApiError::new(StatusCode::NOT_FOUND, "resource_missing", e.to_string()).to_stored()
         }
-        Err(e @ InvoiceError::WrongState { .. }) => {
+        Err(e @ (InvoiceError::WrongState { .. } | InvoiceError::AdjustedLater { .. })) => {
             ApiError::new(StatusCode::CONFLICT, "invoice_state", e.to_string()).to_stored()
         }
         Err(e @ InvoiceError::PaymentInProgress { .. }) => {

@@ -222,6 +222,15 @@ pub enum InvoiceError {
         /// Its status.
         status: &'static str,
     },
+    /// A later invoice adjusted usage this one billed: voiding this one first would put the
+    /// period's billed quantity back while the later adjustment stands, and bill it twice.
+    #[error("invoice {id} billed usage of the period starting {period_start} that a later invoice adjusted; void the later invoice first")]
+    AdjustedLater {
+        /// The invoice.
+        id: String,
+        /// The adjusted period's start (RFC 3339).
+        period_start: String,
+    },
 }
 
 impl From<pricing::OutOfRange> for InvoiceError {
@@ -907,6 +916,12 @@ pub fn void(
             action: "voided",
         }));
     }
+    if let Some(period_start_ms) = adjusted_later(tx, tenant, &invoice)? {
+        return Ok(Err(InvoiceError::AdjustedLater {
+            id: id.display(PREFIX),
+            period_start: crate::clock::rfc3339(period_start_ms),
+        }));
+    }
     let receivable = AccountRef::Receivable {
         customer: invoice.customer,
     };
@@ -1019,6 +1034,32 @@ pub fn void(
     tx.open_table(tables::REISSUE_QUEUE)?
         .insert(queue.as_slice(), ())?;
     Ok(Ok(invoice))
+}
+
+/// The start of the first period whose billed quantity a later invoice has moved past what
+/// `invoice` left it at, if any: voiding `invoice` would then restore a stale quantity.
+fn adjusted_later(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    invoice: &Invoice,
+) -> Result<Option<i64>, StoreError> {
+    let billed = tx.open_table(tables::BILLED_USAGE)?;
+    for line in &invoice.lines {
+        let left = match line.kind {
+            LineKind::Usage => Some(line.quantity),
+            LineKind::Adjustment => line.quantity_after,
+            _ => None,
+        };
+        let (Some(meter), Some(left)) = (line.meter, left) else {
+            continue;
+        };
+        let key = billed_key(tenant, invoice.subscription, meter, line.period_start_ms);
+        let now = get_record::<Billed, _>(&billed, key.as_slice())?;
+        if now.is_none_or(|b| b.quantity != left) {
+            return Ok(Some(line.period_start_ms));
+        }
+    }
+    Ok(None)
 }
 
 /// One invoice.

@@ -346,3 +346,56 @@ impl Command for RequestCancel {
             .ok_or_else(|| PayError::UnknownPayment(self.payment.display(PREFIX))))
     }
 }
+
+/// Transition "unexpected collection recorded": the provider reports an intent that names an
+/// attempt but is not the one the attempt charged (made outside Tally, or a second intent). It
+/// gets an attempt record of its own, with no job: what it collected is then booked like any
+/// success (applied to the invoice if it matches and the invoice still needs it, held in
+/// `suspense` otherwise), never folded into the attempt it names.
+pub fn record_unexpected(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    named: &Payment,
+    provider_id: &str,
+    now_ms: i64,
+) -> Result<Payment, StoreError> {
+    if let Some(existing) = super::payment::by_provider_id(tx, tenant, provider_id)? {
+        if let Some(p) = load(tx, tenant, existing)? {
+            return Ok(p);
+        }
+    }
+    let existing = attempts(tx, tenant, named.invoice)?;
+    let attempt = u32::try_from(existing.len())
+        .ok()
+        .and_then(|n| n.checked_add(1))
+        .ok_or_else(|| StoreError::Corrupt("too many attempts for one invoice".into()))?;
+    let mut key = blake3::Hasher::new_derive_key("tally 2026-12 unexpected intent v1");
+    key.update(&tenant.to_bytes());
+    key.update(provider_id.as_bytes());
+    let payment = Payment {
+        id: Id::generate_at(now_ms),
+        attempt,
+        status: PaymentStatus::Processing,
+        recovery_point: RecoveryPoint::ProviderCalled,
+        psp_key: key.finalize().to_hex()[..48].to_string(),
+        provider_id: Some(provider_id.to_string()),
+        payment_method: None,
+        failure: None,
+        entry: None,
+        refunds: Vec::new(),
+        scheduled_at_ms: now_ms,
+        created_at_ms: now_ms,
+        updated_at_ms: now_ms,
+        supersedes: None,
+        received_minor: None,
+        received_currency: None,
+        held_reason: None,
+        ..named.clone()
+    };
+    save(tx, &payment)?;
+    tx.open_table(tables::PAYMENTS_BY_INVOICE)?.insert(
+        by_invoice_key(tenant, named.invoice, attempt).as_slice(),
+        payment.id.to_bytes().as_slice(),
+    )?;
+    Ok(payment)
+}

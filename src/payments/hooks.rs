@@ -49,6 +49,13 @@ fn find(
     object: &serde_json::Value,
     intent_field: &str,
 ) -> Result<Result<Id, Handled>, StoreError> {
+    // The intent's own id first: an intent Tally recorded (or recorded beside the attempt it
+    // names) is found exactly; the metadata names the attempt an unknown intent is about.
+    if let Some(provider_id) = object[intent_field].as_str() {
+        if let Some(id) = payment::by_provider_id(tx, tenant, provider_id)? {
+            return Ok(Ok(id));
+        }
+    }
     let meta = object["metadata"]["tally_payment"].as_str();
     if let Some(id) = meta.and_then(|m| Id::parse(m, payment::PREFIX)) {
         return Ok(match payment::load(tx, tenant, id)? {
@@ -57,13 +64,7 @@ fn find(
             None => Err(Handled::Ignored),
         });
     }
-    let Some(provider_id) = object[intent_field].as_str() else {
-        return Ok(Err(Handled::Ignored));
-    };
-    Ok(match payment::by_provider_id(tx, tenant, provider_id)? {
-        Some(id) => Ok(id),
-        None => Err(Handled::Ignored),
-    })
+    Ok(Err(Handled::Ignored))
 }
 
 impl EventHandler for StripeEvent {

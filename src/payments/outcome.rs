@@ -104,6 +104,21 @@ pub fn apply_outcome(
         now_ms,
         origin,
     };
+    if let Some(other) = other_intent(&p, &outcome).map(str::to_string) {
+        // The report is about an intent that is not this attempt's: it never changes this
+        // attempt. A collection is money all the same, recorded beside it.
+        return match outcome {
+            Outcome::Succeeded { received, .. } => {
+                let mut beside = attempt::record_unexpected(tx, tenant, &p, &other, now_ms)?;
+                succeeded(&step, &mut beside, None, received)?;
+                beside.recovery_point = super::payment::RecoveryPoint::OutcomeRecorded;
+                beside.updated_at_ms = now_ms;
+                save(tx, &beside)?;
+                Ok(Some(beside))
+            }
+            _ => Ok(Some(p)),
+        };
+    }
     let changed = match outcome {
         Outcome::Succeeded {
             provider_id,
@@ -139,6 +154,23 @@ pub fn apply_outcome(
         save(tx, &p)?;
     }
     Ok(Some(p))
+}
+
+/// The provider id a report names when it is not the attempt's own intent (the attempt
+/// already knows another one).
+fn other_intent<'a>(p: &Payment, outcome: &'a Outcome) -> Option<&'a str> {
+    let reported = match outcome {
+        Outcome::Succeeded { provider_id, .. }
+        | Outcome::Failed { provider_id, .. }
+        | Outcome::Processing { provider_id }
+        | Outcome::RequiresAction { provider_id }
+        | Outcome::Canceled { provider_id, .. } => provider_id.as_deref()?,
+        Outcome::Unknown => return None,
+    };
+    match &p.provider_id {
+        Some(own) if own != reported => Some(reported),
+        _ => None,
+    }
 }
 
 /// What every transition needs besides the payment.

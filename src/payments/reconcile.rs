@@ -141,19 +141,20 @@ fn owner(
     if c.tenant.is_some_and(|t| t != tenant.0) {
         return Ok(Err(false));
     }
-    let by_meta = c
-        .payment
-        .as_deref()
-        .and_then(|p| Id::parse(p, payment::PREFIX))
-        .map(|pid| payment::load(tx, tenant, pid))
-        .transpose()?
-        .flatten();
-    let found = match by_meta {
+    // The charge's own id first (exact), then the attempt its metadata names.
+    let by_id = match payment::by_provider_id(tx, tenant, &c.provider_id)? {
+        Some(pid) => payment::load(tx, tenant, pid)?,
+        None => None,
+    };
+    let found = match by_id {
         Some(p) => Some(p),
-        None => match payment::by_provider_id(tx, tenant, &c.provider_id)? {
-            Some(pid) => payment::load(tx, tenant, pid)?,
-            None => None,
-        },
+        None => c
+            .payment
+            .as_deref()
+            .and_then(|p| Id::parse(p, payment::PREFIX))
+            .map(|pid| payment::load(tx, tenant, pid))
+            .transpose()?
+            .flatten(),
     };
     Ok(match found {
         Some(p) => Ok(p),
@@ -190,7 +191,13 @@ fn compare(
         }
     };
     let provider_succeeded = c.status == "succeeded";
-    let resolvable = p.status.is_open() || p.status == PaymentStatus::Canceled;
+    // A charge that names the attempt but is not the intent it recorded (made outside Tally,
+    // or reported first under its name) is recorded beside it by the outcome path.
+    let another_intent = p
+        .provider_id
+        .as_deref()
+        .is_some_and(|own| own != c.provider_id);
+    let resolvable = p.status.is_open() || p.status == PaymentStatus::Canceled || another_intent;
     let amounts_agree = p.amount_minor == c.amount_minor && p.currency == c.currency;
     if provider_succeeded && resolvable {
         let after = payment::apply_outcome(

@@ -259,3 +259,75 @@ async fn plan_and_subscription_input_is_validated() {
     .await
     .assert_problem(409, "subscription_canceled");
 }
+
+#[tokio::test]
+async fn an_invoice_whose_usage_a_later_invoice_adjusted_is_voided_only_after_it() {
+    let d = Daemon::start().await;
+    setup(&d).await;
+    let today = &at(0)[..10];
+    let midnight = tally::clock::parse_rfc3339(&format!("{today}T00:00:00Z")).expect("t");
+    let day_ms = 86_400_000;
+    let first_day = tally::clock::rfc3339(midnight - 3 * day_ms);
+    let first_day_noon = tally::clock::rfc3339(midnight - 3 * day_ms + day_ms / 2);
+    let run = |key: &'static str, as_of_ms: i64| {
+        let d = &d;
+        async move {
+            let r = d
+                .post(
+                    "/v1/billing-runs",
+                    Some(key),
+                    &json!({"as_of": tally::clock::rfc3339(as_of_ms)}),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{}", r.json);
+            r.json["closed"][0]["invoice"]
+                .as_str()
+                .expect("one invoice")
+                .to_string()
+        }
+    };
+    let events = |ids: &[&str]| {
+        let body: Vec<serde_json::Value> = ids
+            .iter()
+            .map(|id| json!({"id": id, "customer": "acme", "type": "call", "timestamp": first_day_noon}))
+            .collect();
+        json!({ "events": body })
+    };
+    let twelve: Vec<String> = (0..12).map(|i| format!("e{i}")).collect();
+    let twelve: Vec<&str> = twelve.iter().map(String::as_str).collect();
+    d.post("/v1/events", None, &events(&twelve)).await;
+    let first = run("r1", midnight - 2 * day_ms).await;
+    // Late usage of the first day: the second day's invoice adjusts it from 12 to 14 calls.
+    d.post("/v1/events", None, &events(&["late1", "late2"]))
+        .await;
+    let second = run("r2", midnight - day_ms).await;
+    let void = |id: &str, key: &'static str| {
+        let d = &d;
+        let path = format!("/v1/invoices/{id}/void");
+        async move { d.post(&path, Some(key), &json!({})).await }
+    };
+    // Voiding the first would put the billed 12 back under the standing +2 adjustment, and its
+    // re-issue would bill the two late calls a second time.
+    void(&first, "v1")
+        .await
+        .assert_problem(409, "invoice_state");
+    assert_eq!(void(&second, "v2").await.json["status"], "void");
+    assert_eq!(void(&first, "v3").await.json["status"], "void");
+    run("r3", midnight).await;
+    let invoices = d.get("/v1/invoices").await.json["data"]
+        .as_array()
+        .expect("data")
+        .clone();
+    let billed_first_day: i64 = invoices
+        .iter()
+        .filter(|i| i["status"] != "void")
+        .flat_map(|i| i["lines"].as_array().cloned().unwrap_or_default())
+        .filter(|l| l["meter"].is_string() && l["period_start"] == first_day.as_str())
+        .map(|l| l["amount_minor"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        billed_first_day, 500,
+        "14 calls: 2 packages of 10 at 2.50, once"
+    );
+    assert_eq!(d.get("/v1/ledger/verify").await.json["ok"], true);
+}

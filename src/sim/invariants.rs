@@ -1,0 +1,397 @@
+//! The global invariants. [`after_every_step`] holds at every step boundary, whatever is in
+//! flight; [`at_rest`] holds once everything in flight has come to rest (the balances of the
+//! provider and of the books can only agree when no reply, webhook or job is outstanding).
+
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+
+use super::ops::{invoices, payments};
+use super::provider::{Charge, Status};
+use super::world::{Violation, World};
+use crate::billing::invoice::{Billed, Invoice, InvoiceStatus, LineKind};
+use crate::billing::plan::Plan;
+use crate::billing::pricing;
+use crate::billing::subscription::Subscription;
+use crate::id::Id;
+use crate::ledger::account::{AccountRef, SystemAccount};
+use crate::payments::payment::{self, Payment, PaymentStatus};
+use crate::store::{codec, get_record, keys, tables};
+
+fn err(e: impl std::fmt::Display) -> Violation {
+    e.to_string()
+}
+
+/// Whether provider charge `c` is attempt `p`'s: by Tally's key, or by the provider id Tally
+/// recorded, or by the metadata naming it.
+fn belongs(c: &Charge, p: &Payment) -> bool {
+    c.key.as_deref() == Some(p.psp_key.as_str())
+        || p.provider_id.as_deref() == Some(c.provider_id.as_str())
+        || c.payment == p.id.display(payment::PREFIX)
+}
+
+/// Whether `c` collected what attempt `p` asked for.
+fn collects(c: &Charge, p: &Payment) -> bool {
+    c.status == Status::Succeeded
+        && c.amount_minor == p.amount_minor
+        && c.currency.eq_ignore_ascii_case(&p.currency)
+}
+
+fn succeeded_refunds(p: &Payment) -> i64 {
+    p.refunds
+        .iter()
+        .filter(|r| r.status == "succeeded")
+        .map(|r| r.amount_minor)
+        .sum()
+}
+
+/// Safety: true at every step boundary.
+pub fn after_every_step(world: &World) -> Result<(), Violation> {
+    books_verify(world)?;
+    let invoices = invoices(world)?;
+    invoices_verify(world, &invoices)?;
+    billed_once(world, &invoices)?;
+    let payments = payments(world)?;
+    let charges = world.provider.charges();
+    for p in &payments {
+        if p.status == PaymentStatus::Succeeded
+            && !charges.iter().any(|c| belongs(c, p) && collects(c, p))
+        {
+            return Err(format!(
+                "payment {} ({} {}) is succeeded but the provider collected no such charge for it",
+                p.id.display(payment::PREFIX),
+                p.amount_minor,
+                p.currency
+            ));
+        }
+        let refunded_at_provider: i64 = charges
+            .iter()
+            .filter(|c| belongs(c, p))
+            .map(Charge::refunded_minor)
+            .sum();
+        let booked = succeeded_refunds(p);
+        if booked > refunded_at_provider {
+            return Err(format!(
+                "payment {}: Tally booked {booked} of refunds, the provider refunded {refunded_at_provider}",
+                p.id.display(payment::PREFIX)
+            ));
+        }
+    }
+    acknowledged(world, &invoices, &payments)
+}
+
+/// Balances: true once nothing is in flight.
+pub fn at_rest(world: &World) -> Result<(), Violation> {
+    let payments = payments(world)?;
+    let charges = world.provider.charges();
+    // The provider's net collected for the tenant's payments equals psp_clearing: what it
+    // collected with another amount or currency is at the provider too (held in suspense).
+    let provider = world
+        .provider
+        .net_collected(|c| payments.iter().any(|p| belongs(c, p)));
+    let tx = world.read()?;
+    let balances = tx.open_table(tables::BALANCES).map_err(err)?;
+    let mut currencies: Vec<String> = provider.keys().cloned().collect();
+    currencies.extend(payments.iter().map(|p| p.currency.clone()));
+    currencies.sort();
+    currencies.dedup();
+    for currency in currencies {
+        let books = crate::ledger::journal::balance(
+            &balances,
+            world.tenant,
+            &currency,
+            AccountRef::System(SystemAccount::PspClearing),
+        )
+        .map_err(err)?;
+        let collected = provider.get(&currency).copied().unwrap_or(0);
+        if books != collected {
+            let detail: Vec<String> = charges
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} {:?} {} {} refunded {}",
+                        c.provider_id,
+                        c.status,
+                        c.amount_minor,
+                        c.currency,
+                        c.refunded_minor()
+                    )
+                })
+                .chain(payments.iter().map(|p| {
+                    format!(
+                        "{} {} {} {:?} refunds {:?}",
+                        p.id.display(payment::PREFIX),
+                        p.amount_minor,
+                        p.status.as_str(),
+                        p.provider_id,
+                        p.refunds
+                            .iter()
+                            .map(|r| (r.amount_minor, r.status.clone()))
+                            .collect::<Vec<_>>()
+                    )
+                }))
+                .collect();
+            return Err(format!(
+                "psp_clearing is {books} {currency} but the provider's net collected for the \
+                 tenant is {collected}\n      {}",
+                detail.join("\n      ")
+            ));
+        }
+    }
+    // Refunds booked equal refunds the provider made.
+    for p in &payments {
+        let made: i64 = charges
+            .iter()
+            .filter(|c| belongs(c, p))
+            .map(Charge::refunded_minor)
+            .sum();
+        let booked = succeeded_refunds(p);
+        if booked != made {
+            return Err(format!(
+                "payment {}: Tally booked {booked} of refunds, the provider refunded {made}",
+                p.id.display(payment::PREFIX)
+            ));
+        }
+    }
+    // No invoice collected more than its total (a void invoice owes nothing).
+    let mut collected: BTreeMap<Id, i64> = BTreeMap::new();
+    for p in payments
+        .iter()
+        .filter(|p| p.status == PaymentStatus::Succeeded)
+    {
+        *collected.entry(p.invoice).or_insert(0) += p.amount_minor - succeeded_refunds(p);
+    }
+    for invoice in invoices(world)? {
+        let net = collected.get(&invoice.id).copied().unwrap_or(0);
+        let owed = match invoice.status {
+            InvoiceStatus::Void => 0,
+            _ => invoice.amount_due_minor,
+        };
+        if net > owed {
+            return Err(format!(
+                "invoice {} ({}, {} due) collected {net} net of refunds",
+                invoice.id.display(crate::billing::invoice::PREFIX),
+                invoice.status.as_str(),
+                owed
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `tally verify`: the chain, every balance, every grant.
+fn books_verify(world: &World) -> Result<(), Violation> {
+    let tx = world.read()?;
+    let report =
+        crate::ledger::verify::verify(&tx, Some(world.tenant), &mut |_, _| {}).map_err(err)?;
+    match report.violation {
+        Some(v) => Err(format!("tally verify: {} ({:?})", v.reason, v.entry)),
+        None => Ok(()),
+    }
+}
+
+/// `tally invoice verify` of every invoice.
+fn invoices_verify(world: &World, invoices: &[Invoice]) -> Result<(), Violation> {
+    let tx = world.read()?;
+    for invoice in invoices {
+        if let Err(difference) =
+            crate::billing::verify::verify_invoice(&tx, world.tenant, invoice).map_err(err)?
+        {
+            return Err(format!(
+                "invoice verify {}: {difference}",
+                invoice.id.display(crate::billing::invoice::PREFIX)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Each period billed once net of voids, and for exactly what its final quantity costs.
+fn billed_once(world: &World, invoices: &[Invoice]) -> Result<(), Violation> {
+    let live: Vec<&Invoice> = invoices
+        .iter()
+        .filter(|i| i.status != InvoiceStatus::Void)
+        .collect();
+    let mut charge_keys: BTreeMap<(Id, i64, i64), Id> = BTreeMap::new();
+    let mut usage_lines: BTreeMap<(Id, Id, i64), Id> = BTreeMap::new();
+    let mut amounts: BTreeMap<(Id, Id, i64), i64> = BTreeMap::new();
+    for invoice in &live {
+        let key = (
+            invoice.subscription,
+            invoice.period_start_ms,
+            invoice.period_end_ms,
+        );
+        if let Some(other) = charge_keys.insert(key, invoice.id) {
+            return Err(format!(
+                "period {} of a subscription is billed by {} and {}",
+                crate::clock::rfc3339(invoice.period_start_ms),
+                other.display(crate::billing::invoice::PREFIX),
+                invoice.id.display(crate::billing::invoice::PREFIX)
+            ));
+        }
+        for line in &invoice.lines {
+            let Some(meter) = line.meter else { continue };
+            let key = (invoice.subscription, meter, line.period_start_ms);
+            *amounts.entry(key).or_insert(0) += line.amount_minor;
+            if line.kind == LineKind::Usage {
+                if let Some(other) = usage_lines.insert(key, invoice.id) {
+                    return Err(format!(
+                        "usage of period {} is billed by {} and {}",
+                        crate::clock::rfc3339(line.period_start_ms),
+                        other.display(crate::billing::invoice::PREFIX),
+                        invoice.id.display(crate::billing::invoice::PREFIX)
+                    ));
+                }
+            }
+        }
+    }
+    // Everything billed for a (subscription, meter, period) adds up to the price of the
+    // quantity billed in total, rounded once.
+    let tx = world.read()?;
+    let billed = tx.open_table(tables::BILLED_USAGE).map_err(err)?;
+    let subs = tx.open_table(tables::SUBSCRIPTIONS).map_err(err)?;
+    let plans = tx.open_table(tables::PLANS).map_err(err)?;
+    let (start, end) = keys::tenant_range(world.tenant);
+    for entry in billed
+        .range::<&[u8]>(start.as_slice()..end.as_slice())
+        .map_err(err)?
+    {
+        let (k, v) = entry.map_err(err)?;
+        let k = k.value();
+        let id_at = |at: usize| -> Option<Id> {
+            Some(Id::from_bytes(k.get(at..at + 16)?.try_into().ok()?))
+        };
+        let (Some(sub_id), Some(meter), Some(start_bytes)) = (
+            id_at(8),
+            id_at(24),
+            k.get(40..48).and_then(|b| <[u8; 8]>::try_from(b).ok()),
+        ) else {
+            return Err("malformed billed usage key".into());
+        };
+        let period_start = (u64::from_be_bytes(start_bytes) ^ (1u64 << 63)) as i64;
+        let record: Billed = codec::decode(v.value()).map_err(err)?;
+        let Some(sub) = get_record::<Subscription, _>(&subs, keys::tenant_id(world.tenant, sub_id))
+            .map_err(err)?
+        else {
+            return Err("billed usage of a missing subscription".into());
+        };
+        let Some(plan) =
+            get_record::<Plan, _>(&plans, keys::tenant_id(world.tenant, sub.plan)).map_err(err)?
+        else {
+            return Err("a subscription's plan is missing".into());
+        };
+        let Some(charge) = plan.charges.iter().find(|c| c.meter == meter) else {
+            continue;
+        };
+        let Ok(priced) = pricing::price(&charge.model, charge.free_units.0, record.quantity.0, 2)
+        else {
+            continue;
+        };
+        let sum = amounts
+            .get(&(sub_id, meter, period_start))
+            .copied()
+            .unwrap_or(0);
+        if sum != priced.amount_minor {
+            let name = crate::ingest::meter::get(&tx, world.tenant, meter)
+                .map_err(err)?
+                .map_or_else(|| meter.display(crate::ingest::meter::PREFIX), |m| m.key);
+            return Err(format!(
+                "period {} of meter {name} is billed {sum} in total, but its quantity {} costs {} \
+                 rounded once",
+                crate::clock::rfc3339(period_start),
+                Decimal::normalize(&record.quantity.0),
+                priced.amount_minor
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every acknowledged write is present, once.
+fn acknowledged(
+    world: &World,
+    invoices: &[Invoice],
+    payments: &[Payment],
+) -> Result<(), Violation> {
+    let model = &world.model;
+    let tx = world.read()?;
+    let events = tx.open_table(tables::EVENTS).map_err(err)?;
+    let (start, end) = keys::tenant_range(world.tenant);
+    let stored = events
+        .range::<&[u8]>(start.as_slice()..end.as_slice())
+        .map_err(err)?
+        .count();
+    if stored != model.events.len() {
+        return Err(format!(
+            "{} events acknowledged, {stored} stored",
+            model.events.len()
+        ));
+    }
+    for (client, (id, _)) in &model.events {
+        if events
+            .get(keys::tenant_id(world.tenant, *id).as_slice())
+            .map_err(err)?
+            .is_none()
+        {
+            return Err(format!("acknowledged event {client} is missing"));
+        }
+    }
+    for id in &model.customers {
+        if crate::customers::get(&tx, world.tenant, *id)
+            .map_err(err)?
+            .is_none()
+        {
+            return Err("an acknowledged customer is missing".into());
+        }
+    }
+    for id in &model.grants {
+        if crate::ledger::grant::get(&tx, world.tenant, *id)
+            .map_err(err)?
+            .is_none()
+        {
+            return Err("an acknowledged grant is missing".into());
+        }
+    }
+    for id in &model.invoices {
+        if !invoices.iter().any(|i| i.id == *id) {
+            return Err(format!(
+                "acknowledged invoice {} is missing",
+                id.display(crate::billing::invoice::PREFIX)
+            ));
+        }
+    }
+    for id in &model.voided {
+        if !invoices
+            .iter()
+            .any(|i| i.id == *id && i.status == InvoiceStatus::Void)
+        {
+            return Err(format!(
+                "invoice {} was acknowledged void but is not",
+                id.display(crate::billing::invoice::PREFIX)
+            ));
+        }
+    }
+    for id in &model.payments {
+        if !payments.iter().any(|p| p.id == *id) {
+            return Err(format!(
+                "acknowledged payment {} is missing",
+                id.display(payment::PREFIX)
+            ));
+        }
+    }
+    for (pay, refund) in &model.refunds {
+        let present = payments
+            .iter()
+            .filter(|p| p.id == *pay)
+            .flat_map(|p| p.refunds.iter())
+            .filter(|r| r.id == *refund)
+            .count();
+        if present != 1 {
+            return Err(format!(
+                "acknowledged refund {} is present {present} times",
+                refund.display(payment::REFUND_PREFIX)
+            ));
+        }
+    }
+    Ok(())
+}
