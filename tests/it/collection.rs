@@ -470,3 +470,50 @@ async fn an_attempt_waiting_for_the_customer_is_canceled_at_the_provider_before_
     .assert_problem(409, "not_cancelable");
     assert_eq!(balance(&d, "psp_clearing", "USD").await, 0);
 }
+
+#[tokio::test]
+async fn a_second_intent_naming_a_paid_attempt_is_recorded_beside_it_and_refunded() {
+    let stripe = FakeStripe::start().await;
+    let d = daemon(&stripe, "").await;
+    let ep = stripe_endpoint(&d).await;
+    let inv = invoices(&d, 1).await;
+    let p = id_of(&pay(&d, &inv[0], "pm_ok").await);
+    settle(&d, &p, "succeeded").await;
+    // Another integration charged the customer under the same metadata.
+    let mut other = stripe.intent(0);
+    other["id"] = json!("pi_elsewhere");
+    assert_eq!(
+        stripe_hook(&d, &ep, "evt_other", "payment_intent.succeeded", &other).await,
+        200
+    );
+    d.eventually("recorded beside the attempt", || async {
+        let list = d
+            .get(&format!("/v1/payments?invoice={}", inv[0]))
+            .await
+            .json;
+        list["data"].as_array().is_some_and(|a| a.len() == 2)
+    })
+    .await;
+    let list = d
+        .get(&format!("/v1/payments?invoice={}", inv[0]))
+        .await
+        .json;
+    let beside = list["data"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["provider_id"] == "pi_elsewhere"))
+        .cloned()
+        .expect("the second intent's record");
+    assert_eq!(beside["status"], "unapplied", "{beside}");
+    assert_eq!(payment(&d, &p).await["status"], "succeeded");
+    assert_eq!(
+        entries_of_kind(&d, "payment").await.len(),
+        1,
+        "one payment booked"
+    );
+    d.eventually("the second collection refunded", || async {
+        payment(&d, beside["id"].as_str().expect("id")).await["refunds"][0]["status"] == "succeeded"
+    })
+    .await;
+    assert_eq!(balance(&d, "psp_clearing", "USD").await, 1000);
+    assert_eq!(d.get("/v1/ledger/verify").await.json["ok"], true);
+}
