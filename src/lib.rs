@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod ledger;
 pub mod metrics;
+pub mod notifications;
 pub mod payments;
 #[cfg(test)]
 mod properties;

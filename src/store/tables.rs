@@ -140,6 +140,10 @@ pub const SIM_PSP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sim_psp
 
 /// Every table keyed and valued by bytes.
 pub const BYTES_TABLES: &[TableDefinition<&[u8], &[u8]>] = &[
+    NOTIFICATIONS,
+    NOTIFICATION_KEYS,
+    EVENT_DESTINATIONS,
+    DELIVERIES,
     TENANTS,
     API_KEYS,
     API_KEY_IDS,
@@ -195,6 +199,17 @@ pub const SET_TABLES: &[TableDefinition<&[u8], ()>] = &[
     DEAD_LETTERS,
     WEBHOOK_ENDPOINTS_BY_TENANT,
 ];
+
+/// Outbound events: (tenant, ntf id) → notification.
+pub const NOTIFICATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("notifications");
+/// (tenant, effect hash[..16]) → ntf id: one notification per effect.
+pub const NOTIFICATION_KEYS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("notification_keys");
+/// (tenant, evd id) → event destination.
+pub const EVENT_DESTINATIONS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("event_destinations");
+/// (tenant, ntf id, evd id) → delivery and its attempts.
+pub const DELIVERIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("deliveries");
 
 /// Every table keyed by text.
 pub const TEXT_TABLES: &[TableDefinition<&str, &[u8]>] = &[META, TENANT_BY_NAME];

@@ -1,0 +1,11 @@
+//! Outbound events: what happened, told to the tenant's systems exactly once per effect.
+//!
+//! The outbox ([`outbox`]) is written by the command whose effect it reports, in the same write
+//! transaction, under an id derived from the effect's identity, so an event exists if and only
+//! if its effect committed and a replayed request, a retried job or a repeated webhook never
+//! records a second one. Delivery to the tenant's destinations ([`destination`]) is a job per
+//! destination, enqueued in that same transaction.
+
+pub mod catalogue;
+pub mod destination;
+pub mod outbox;

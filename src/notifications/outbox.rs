@@ -1,0 +1,298 @@
+//! The transactional outbox: one notification per effect, written with the effect.
+//!
+//! [`record`] derives the notification's identity from the effect's own (for example an
+//! invoice id and the transition), so the same effect reported twice (a replayed request, a
+//! retried job, a webhook that repeats a transition) finds the first record and adds nothing.
+//! The notification holds the subject as the effect left it (the encoded domain record), so
+//! what it says never changes afterwards; rendering it as JSON is the API's business. In the
+//! same write it gets the tenant's next `sequence` (increasing in commit order) and one
+//! delivery row and job per destination that wants its type.
+
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::destination;
+use crate::id::Id;
+use crate::jobs::{self, Job};
+use crate::store::keys::{self, TenantId};
+use crate::store::{codec, get_record, put_record, tables, StoreError};
+
+/// The public id prefix.
+pub const PREFIX: &str = "ntf";
+/// The job kind that delivers one notification to one destination.
+pub const DELIVER_JOB: &str = "notification.deliver";
+
+/// What a notification is about, as the effect left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subject {
+    /// The object's kind: `customer`, `subscription`, `invoice`, `payment`, `credit_grant`,
+    /// `reconciliation`, `dead_letter`, `destination`.
+    pub kind: String,
+    /// The object's id.
+    pub id: Id,
+    /// The domain record, encoded by the store codec at the time of the effect.
+    pub record: Vec<u8>,
+}
+
+impl Subject {
+    /// A subject from a domain record.
+    pub fn of<T: Serialize>(kind: &str, id: Id, record: &T) -> Result<Self, StoreError> {
+        Ok(Subject {
+            kind: kind.to_string(),
+            id,
+            record: codec::encode(record)?,
+        })
+    }
+}
+
+/// A notification as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    /// `ntf_…`, derived from the effect.
+    pub id: Id,
+    /// Whose.
+    pub tenant: u64,
+    /// A catalogue type.
+    pub event_type: String,
+    /// Per tenant, increasing in commit order.
+    pub sequence: u64,
+    /// When the effect committed (its transaction's time).
+    pub created_at_ms: i64,
+    /// The customer concerned, for filtering.
+    pub customer: Option<Id>,
+    /// The object.
+    pub subject: Subject,
+}
+
+/// Where one notification stands with one destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliveryStatus {
+    /// Not delivered yet; attempts continue.
+    Pending,
+    /// A 2xx answered.
+    Delivered,
+    /// Every attempt failed: a dead letter.
+    Failed,
+}
+
+impl DeliveryStatus {
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryAttempt {
+    /// When it started.
+    pub at_ms: i64,
+    /// The HTTP status, when one came back.
+    pub status_code: Option<u16>,
+    /// Why it failed without a status (timeout, refused, redirect…).
+    pub error: Option<String>,
+    /// How long it took.
+    pub latency_ms: u64,
+    /// The first KiB of the response body.
+    pub response_excerpt: String,
+}
+
+/// One notification's delivery to one destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The notification.
+    pub notification: Id,
+    /// The destination.
+    pub destination: Id,
+    /// Where it stands.
+    pub status: DeliveryStatus,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<DeliveryAttempt>,
+}
+
+/// The key of a delivery row: tenant, notification, destination.
+pub fn delivery_key(tenant: TenantId, notification: Id, destination: Id) -> Vec<u8> {
+    let mut key = keys::tenant_id(tenant, notification).to_vec();
+    key.extend_from_slice(&destination.to_bytes());
+    key
+}
+
+/// The identity of an effect: the tenant, the type and the effect's own words.
+fn effect_hash(tenant: TenantId, event_type: &str, effect: &str) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("tally 2026-12 notification effect v1");
+    h.update(&tenant.to_bytes());
+    h.update(&(event_type.len() as u64).to_be_bytes());
+    h.update(event_type.as_bytes());
+    h.update(effect.as_bytes());
+    *h.finalize().as_bytes()
+}
+
+/// Records the notification of an effect, once: `effect` names the effect itself (for example
+/// `"inv_…:finalized"`), so reporting the same effect again returns `None` and writes nothing.
+/// Writes the notification, its identity, its sequence and a delivery row and job per
+/// subscribed destination, in the caller's transaction.
+pub fn record(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    event_type: &str,
+    effect: &str,
+    customer: Option<Id>,
+    subject: Subject,
+    now_ms: i64,
+) -> Result<Option<Notification>, StoreError> {
+    debug_assert!(
+        super::catalogue::is_known(event_type),
+        "{event_type} is not in the catalogue"
+    );
+    let hash = effect_hash(tenant, event_type, effect);
+    let identity = keys::tenant_bytes(tenant, &hash[..16]);
+    if tx
+        .open_table(tables::NOTIFICATION_KEYS)?
+        .get(identity.as_slice())?
+        .is_some()
+    {
+        return Ok(None);
+    }
+    // Time-ordered like every id (the effect's millisecond), the rest from the effect.
+    let mut bytes = Id::generate_at(now_ms).to_bytes();
+    bytes[6..].copy_from_slice(&hash[..10]);
+    let id = Id::from_bytes(bytes);
+    let sequence = crate::store::next_counter(tx, &format!("notification_sequence:{}", tenant.0))?;
+    let notification = Notification {
+        id,
+        tenant: tenant.0,
+        event_type: event_type.to_string(),
+        sequence,
+        created_at_ms: now_ms,
+        customer,
+        subject,
+    };
+    put_record(
+        &mut tx.open_table(tables::NOTIFICATIONS)?,
+        &keys::tenant_id(tenant, id),
+        &notification,
+    )?;
+    tx.open_table(tables::NOTIFICATION_KEYS)?
+        .insert(identity.as_slice(), id.to_bytes().as_slice())?;
+    for d in destination::subscribed(tx, tenant, event_type)? {
+        start_delivery(tx, tenant, id, d.id, now_ms)?;
+    }
+    metrics::counter!("tally_notifications_total", "type" => event_type.to_string()).increment(1);
+    Ok(Some(notification))
+}
+
+/// A pending delivery row and the job that performs it.
+pub fn start_delivery(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    notification: Id,
+    destination: Id,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    put_record(
+        &mut tx.open_table(tables::DELIVERIES)?,
+        &delivery_key(tenant, notification, destination),
+        &Delivery {
+            notification,
+            destination,
+            status: DeliveryStatus::Pending,
+            attempts: Vec::new(),
+        },
+    )?;
+    let payload = format!(
+        "{}:{}",
+        notification.display(PREFIX),
+        destination.display(destination::PREFIX)
+    );
+    jobs::enqueue(tx, &Job::new(tenant, DELIVER_JOB, payload, now_ms))
+}
+
+/// One notification.
+pub fn get(
+    tx: &ReadTransaction,
+    tenant: TenantId,
+    id: Id,
+) -> Result<Option<Notification>, StoreError> {
+    let table = tx.open_table(tables::NOTIFICATIONS)?;
+    get_record(&table, keys::tenant_id(tenant, id))
+}
+
+/// The deliveries of one notification, one per destination.
+pub fn deliveries(
+    tx: &ReadTransaction,
+    tenant: TenantId,
+    notification: Id,
+) -> Result<Vec<Delivery>, StoreError> {
+    let table = tx.open_table(tables::DELIVERIES)?;
+    let lo = delivery_key(tenant, notification, Id::from_bytes([0; 16]));
+    let hi = delivery_key(tenant, notification, Id::from_bytes([0xFF; 16]));
+    let mut out = Vec::new();
+    for entry in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
+        let (_, v) = entry?;
+        out.push(codec::decode(v.value())?);
+    }
+    Ok(out)
+}
+
+/// What a notification listing is filtered by.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// One type.
+    pub event_type: Option<String>,
+    /// One customer.
+    pub customer: Option<Id>,
+    /// Created at or after.
+    pub from_ms: Option<i64>,
+    /// Created before.
+    pub to_ms: Option<i64>,
+}
+
+impl Filter {
+    fn keeps(&self, n: &Notification) -> bool {
+        self.event_type.as_deref().is_none_or(|t| t == n.event_type)
+            && self.customer.is_none_or(|c| n.customer == Some(c))
+            && self.from_ms.is_none_or(|f| n.created_at_ms >= f)
+            && self.to_ms.is_none_or(|t| n.created_at_ms < t)
+    }
+}
+
+/// A page of notifications in id (time) order after `after`, examining at most `budget` rows;
+/// the flag says whether more may follow.
+pub fn list(
+    tx: &ReadTransaction,
+    tenant: TenantId,
+    filter: &Filter,
+    after: Option<Id>,
+    limit: usize,
+    budget: usize,
+) -> Result<(Vec<Notification>, bool), StoreError> {
+    let table = tx.open_table(tables::NOTIFICATIONS)?;
+    let (start, end) = keys::tenant_range(tenant);
+    let lower = match after {
+        Some(id) => {
+            let mut k = keys::tenant_id(tenant, id).to_vec();
+            k.push(0);
+            k
+        }
+        None => start,
+    };
+    let mut out = Vec::new();
+    for (examined, entry) in table
+        .range::<&[u8]>(lower.as_slice()..end.as_slice())?
+        .enumerate()
+    {
+        if out.len() == limit || examined == budget {
+            return Ok((out, true));
+        }
+        let (_, v) = entry?;
+        let n: Notification = codec::decode(v.value())?;
+        if filter.keeps(&n) {
+            out.push(n);
+        }
+    }
+    Ok((out, false))
+}
