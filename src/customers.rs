@@ -89,6 +89,20 @@ impl Command for CreateCustomer {
             &self.customer,
         )?;
         index.insert(index_key.as_slice(), self.customer.id.to_bytes().as_slice())?;
+        drop((index, customers));
+        crate::notifications::outbox::emit(
+            tx,
+            self.tenant,
+            crate::notifications::outbox::Effect {
+                event_type: "customer.created",
+                effect: format!("{}:created", self.customer.id.display(PREFIX)),
+                customer: Some(self.customer.id),
+                kind: "customer",
+                id: self.customer.id,
+                record: &self.customer,
+            },
+            self.customer.created_at_ms,
+        )?;
         Ok(Ok(self.customer))
     }
 }

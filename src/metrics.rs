@@ -175,6 +175,18 @@ pub const FAMILIES: &[Family] = &[
         initial: &[&[]],
     },
     Family {
+        name: "tally_notifications_total",
+        kind: Kind::Counter,
+        help: "Outbound events recorded, by type (one per effect).",
+        labels: &["type"],
+        initial: &[
+            &["customer.created"],
+            &["invoice.finalized"],
+            &["invoice.paid"],
+            &["payment.succeeded"],
+        ],
+    },
+    Family {
         name: "tally_purged_total",
         kind: Kind::Counter,
         help: "Rows removed by the purge task, by what.",

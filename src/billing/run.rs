@@ -403,6 +403,15 @@ fn reissue_spec(ctx: &Ctx<'_>, sub: &Subscription, plan: &Plan, voided: &Invoice
         })
         .unwrap_or(period);
     let mut spec = spec_for(sub, plan, period, voided.kind, ctx.policy, ctx.cutoff);
+    if voided.kind == InvoiceKind::Adjustment {
+        // As step 4 made it: late usage of earlier periods only, never the usage of its own
+        // span (after the subscription ended).
+        spec.include_usage = false;
+        spec.next_period = None;
+        spec.adjust_from_ms = voided
+            .period_start_ms
+            .saturating_sub(ctx.policy.adjust_window_ms);
+    }
     if voided.kind == InvoiceKind::Final {
         spec.next_period = None;
         spec.credit_unused_advance_fee = voided
@@ -523,6 +532,14 @@ fn close_due_periods(
                 && sub.ends_at_ms.is_some_and(|e| e <= ctx.as_of_ms)
             {
                 sub.status = SubscriptionStatus::Canceled;
+                subscription::emit_subscription(
+                    ctx.tx,
+                    ctx.tenant,
+                    sub,
+                    "subscription.canceled",
+                    "canceled",
+                    ctx.now_ms,
+                )?;
             }
             return Ok(Flow::Next);
         };
@@ -814,6 +831,18 @@ impl Command for CancelSubscription {
                 }
             }
             subscription::save(tx, self.tenant, &sub)?;
+            let (event_type, effect) = match sub.status {
+                SubscriptionStatus::Canceled => ("subscription.canceled", "canceled"),
+                _ => ("subscription.updated", "canceling"),
+            };
+            subscription::emit_subscription(
+                tx,
+                self.tenant,
+                &sub,
+                event_type,
+                effect,
+                self.now_ms,
+            )?;
             return Ok(Ok(Cancellation {
                 subscription: sub,
                 invoices: Vec::new(),
@@ -864,6 +893,14 @@ impl Command for CancelSubscription {
             sub.periods_closed += 1;
         }
         subscription::save(tx, self.tenant, &sub)?;
+        subscription::emit_subscription(
+            tx,
+            self.tenant,
+            &sub,
+            "subscription.canceled",
+            "canceled",
+            self.now_ms,
+        )?;
         Ok(Ok(Cancellation {
             subscription: sub,
             invoices: run.closed.iter().map(|c| c.invoice).collect(),

@@ -211,8 +211,40 @@ impl Command for CreateSubscription {
         by_customer.extend_from_slice(&sub.id.to_bytes());
         tx.open_table(tables::SUBSCRIPTIONS_BY_CUSTOMER)?
             .insert(by_customer.as_slice(), ())?;
+        emit_subscription(
+            tx,
+            self.tenant,
+            &sub,
+            "subscription.created",
+            "created",
+            sub.created_at_ms,
+        )?;
         Ok(Ok((sub, plan)))
     }
+}
+
+/// Records a subscription's transition in the outbox (`effect` names the transition).
+pub fn emit_subscription(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    sub: &Subscription,
+    event_type: &str,
+    effect: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    crate::notifications::outbox::emit(
+        tx,
+        tenant,
+        crate::notifications::outbox::Effect {
+            event_type,
+            effect: format!("{}:{effect}", sub.id.display(PREFIX)),
+            customer: Some(sub.customer),
+            kind: "subscription",
+            id: sub.id,
+            record: sub,
+        },
+        now_ms,
+    )
 }
 
 /// Loads a subscription inside a write transaction.

@@ -92,7 +92,14 @@ pub fn verify_invoice(
                             after.0
                         )));
                     }
-                    change.amount_minor
+                    // Adjustments issued before 0.3.0 billed round(after − before); they are
+                    // checked by the rule they were made with (the line does not record it).
+                    let legacy = pricing::to_minor(change.exact, exponent).ok();
+                    if legacy == Some(line.amount_minor) {
+                        line.amount_minor
+                    } else {
+                        change.amount_minor
+                    }
                 };
                 if expected_minor != line.amount_minor {
                     return Ok(Err(format!(

@@ -251,23 +251,26 @@ pub struct CompleteJob {
     pub retry: RetryPolicy,
     /// Random seed for jitter.
     pub jitter_seed: u64,
+    /// Set only on the writer's spare copy (see the `Clone` impl): the completion was
+    /// aborted with a batch, through no fault of this job's.
+    pub aborted: bool,
 }
 
-/// The writer's spare copy, applied only when another command's panic aborted the batch that
-/// held this completion. An effect runs once and cannot be copied, so the copy records an
-/// error instead: the job is retried and its handler runs again (handlers are idempotent).
+/// The writer's spare copy, applied only when a panic aborted the batch that held this
+/// completion. An effect runs once and cannot be copied, so the copy puts the job back, due at
+/// once: its handler runs again (handlers are idempotent) and its real effect commits then. An
+/// abort is not the job's failure, so it never dead-letters a job on its last attempt; a job
+/// whose completions are aborted past its attempts (its own effect panics each time) is dead.
 impl Clone for CompleteJob {
     fn clone(&self) -> Self {
         Self {
             id: self.id,
             lease_until_ms: self.lease_until_ms,
-            effect: Err(match &self.effect {
-                Ok(_) => "its completion was aborted with another command's batch".into(),
-                Err(e) => e.clone(),
-            }),
+            effect: Err("its completion was aborted with a batch that panicked".into()),
             now_ms: self.now_ms,
             retry: self.retry,
             jitter_seed: self.jitter_seed,
+            aborted: true,
         }
     }
 }
@@ -301,6 +304,17 @@ impl Command for CompleteJob {
         };
         tx.open_table(tables::JOBS_DUE)?
             .remove(due_key(job.due_at_ms, job.id).as_slice())?;
+        if self.aborted && job.attempts <= self.retry.max_attempts {
+            if let Some(last) = job.log.last_mut() {
+                last.error = Some("completion aborted with a batch that panicked".into());
+            }
+            job.status = JobStatus::Pending;
+            job.due_at_ms = self.now_ms;
+            tx.open_table(tables::JOBS_DUE)?
+                .insert(due_key(job.due_at_ms, job.id).as_slice(), ())?;
+            save(tx, &job)?;
+            return Ok(Completion::Retrying(job.due_at_ms));
+        }
         let completion = match outcome {
             Outcome::Done => {
                 job.status = JobStatus::Done;
@@ -491,5 +505,77 @@ mod tests {
         assert!(p.delay_ms(3, u64::MAX) <= 6000);
         assert_eq!(p.delay_ms(30, 0), 60_000);
         assert!(p.delay_ms(30, 12345) <= 60_000);
+    }
+
+    /// A completion whose effect panics in the same batch as a job on its last attempt: the
+    /// neighbour is put back (its effect runs again), never dead-lettered for another's panic.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_neighbours_panic_never_dead_letters_a_job() {
+        use crate::store::writer::{spawn, WriterLimits};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Arc::new(crate::store::Store::open(&dir.path().join("j.redb"), 1 << 20).expect("open"));
+        let limits = WriterLimits {
+            queue_capacity: 64,
+            max_batch_size: 64,
+            max_batch_wait: std::time::Duration::from_millis(20),
+        };
+        let (writer, join) = spawn(Arc::clone(&store), limits).expect("spawn");
+        let now = 1_800_000_000_000;
+        struct Enqueue(Job, Job);
+        impl Clone for Enqueue {
+            fn clone(&self) -> Self {
+                Enqueue(self.0.clone(), self.1.clone())
+            }
+        }
+        impl Command for Enqueue {
+            type Output = ();
+            fn apply(self, tx: &WriteTransaction) -> Result<(), StoreError> {
+                enqueue(tx, &self.0)?;
+                enqueue(tx, &self.1)
+            }
+        }
+        let good = Job::new(TenantId(1), "t.good", String::new(), now);
+        let bad = Job::new(TenantId(1), "t.bad", String::new(), now);
+        writer
+            .submit(Enqueue(good.clone(), bad.clone()))
+            .await
+            .expect("enqueue");
+        let leased = writer
+            .submit(LeaseJobs {
+                now_ms: now,
+                lease_ms: 10_000,
+                limit: 2,
+            })
+            .await
+            .expect("lease");
+        assert_eq!(leased.len(), 2);
+        let lease = |id: Id| leased.iter().find(|j| j.id == id).map(|j| j.due_at_ms);
+        let retry = RetryPolicy {
+            max_attempts: 1,
+            base_ms: 10,
+            max_ms: 10,
+        };
+        let complete = |id: Id, effect: Result<Effect, String>| CompleteJob {
+            id,
+            lease_until_ms: lease(id).expect("leased"),
+            effect,
+            now_ms: now + 1,
+            retry,
+            jitter_seed: 0,
+            aborted: false,
+        };
+        let (g, b) = tokio::join!(
+            writer.submit(complete(good.id, Ok(Box::new(|_, _| Ok(Outcome::Done))))),
+            writer.submit(complete(bad.id, Ok(Box::new(|_, _| panic!("injected"))))),
+        );
+        assert_ne!(g, Ok(Completion::Dead), "not dead for another's panic");
+        assert_ne!(b, Ok(Completion::Done));
+        let tx = store.read().expect("read");
+        let good_now = get(&tx, good.id).expect("read").expect("job");
+        assert_ne!(good_now.status, JobStatus::Dead);
+        drop(writer);
+        join.join().expect("writer exits");
     }
 }

@@ -106,16 +106,24 @@ pub async fn run(
                     Some(h) => h.run(job).await,
                     None => Err(format!("no handler is registered for job kind {kind:?}")),
                 };
-                let completion = writer
-                    .submit(CompleteJob {
-                        id,
-                        lease_until_ms,
-                        effect,
-                        now_ms: crate::clock::now_ms(),
-                        retry,
-                        jitter_seed: jitter_seed(),
-                    })
-                    .await;
+                let complete = |effect| CompleteJob {
+                    id,
+                    lease_until_ms,
+                    effect,
+                    now_ms: crate::clock::now_ms(),
+                    retry,
+                    jitter_seed: jitter_seed(),
+                    aborted: false,
+                };
+                let mut completion = writer.submit(complete(effect)).await;
+                if matches!(completion, Err(crate::store::writer::WriteError::Failed)) {
+                    // Its effect panicked (and failed alone): record that as the attempt's
+                    // failure, so a job whose effect always panics ends as a dead letter
+                    // instead of running again at every lease.
+                    completion = writer
+                        .submit(complete(Err("the job's effect panicked".into())))
+                        .await;
+                }
                 let outcome = match &completion {
                     Ok(Completion::Done) => "done",
                     Ok(Completion::Retrying(_)) => "retrying",

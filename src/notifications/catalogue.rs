@@ -38,7 +38,8 @@ mod tests {
         for (i, t) in TYPES.iter().enumerate() {
             let (noun, verb) = t.split_once('.').expect("noun.verb");
             assert!(!noun.is_empty() && !verb.is_empty(), "{t}");
-            assert!(verb.ends_with('d'), "{t} is past tense");
+            // Past tense, or the state an invoice entered (`invoice.uncollectible`).
+            assert!(verb.ends_with('d') || verb == "uncollectible", "{t}");
             assert!(!TYPES[..i].contains(t), "{t} listed twice");
         }
         assert!(is_known("invoice.paid"));

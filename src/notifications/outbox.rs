@@ -185,6 +185,42 @@ pub fn record(
     Ok(Some(notification))
 }
 
+/// What one effect reports: its type, its own identity, whom it concerns and its object.
+pub struct Effect<'a, T: Serialize> {
+    /// A catalogue type.
+    pub event_type: &'a str,
+    /// The effect's identity (for example `"inv_…:finalized"`).
+    pub effect: String,
+    /// The customer concerned.
+    pub customer: Option<Id>,
+    /// The object's kind (see [`Subject::kind`]).
+    pub kind: &'a str,
+    /// The object's id.
+    pub id: Id,
+    /// The object as the effect left it.
+    pub record: &'a T,
+}
+
+/// [`record`] for the emitters: builds the subject from a domain record.
+pub fn emit<T: Serialize>(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    effect: Effect<'_, T>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let subject = Subject::of(effect.kind, effect.id, effect.record)?;
+    record(
+        tx,
+        tenant,
+        effect.event_type,
+        &effect.effect,
+        effect.customer,
+        subject,
+        now_ms,
+    )?;
+    Ok(())
+}
+
 /// A pending delivery row and the job that performs it.
 pub fn start_delivery(
     tx: &WriteTransaction,

@@ -304,6 +304,7 @@ impl World {
             now_ms: self.now(),
             retry: RETRY,
             jitter_seed,
+            aborted: false,
         })?;
         note.push_str(match completion {
             Completion::Done => " → done",

@@ -331,3 +331,83 @@ async fn an_invoice_whose_usage_a_later_invoice_adjusted_is_voided_only_after_it
     );
     assert_eq!(d.get("/v1/ledger/verify").await.json["ok"], true);
 }
+
+#[tokio::test]
+async fn a_voided_late_usage_invoice_after_the_end_is_reissued_without_usage_after_the_end() {
+    let d = Daemon::start().await;
+    setup(&d).await;
+    // The setup's create, replayed under its key, names the subscription.
+    let today = &at(0)[..10];
+    let start = tally::clock::parse_rfc3339(&format!("{today}T00:00:00Z")).expect("t");
+    let replay = d
+        .post(
+            "/v1/subscriptions",
+            Some("s"),
+            &json!({"customer": "acme", "plan": "daily",
+                    "start_at": tally::clock::rfc3339(start - 3 * 86_400_000)}),
+        )
+        .await;
+    let sub = replay.json["id"]
+        .as_str()
+        .expect("subscription")
+        .to_string();
+    let canceled = d
+        .post(
+            &format!("/v1/subscriptions/{sub}/cancel"),
+            Some("cancel"),
+            &json!({"at_period_end": false}),
+        )
+        .await;
+    assert_eq!(canceled.status, 200, "{}", canceled.json);
+    let ends_at = canceled.json["ends_at"]
+        .as_str()
+        .expect("ends_at")
+        .to_string();
+    let end_ms = tally::clock::parse_rfc3339(&ends_at).expect("t");
+    let yesterday_noon = tally::clock::rfc3339(end_ms - 86_400_000 / 2);
+    let after_end = tally::clock::rfc3339(end_ms + 1_000);
+    let mut late: Vec<serde_json::Value> = (0..10)
+        .map(|i| json!({"id": format!("late{i}"), "customer": "acme", "type": "call", "timestamp": yesterday_noon}))
+        .collect();
+    late.extend((0..10).map(|i| json!({"id": format!("after{i}"), "customer": "acme", "type": "call", "timestamp": after_end})));
+    let sent = d.post("/v1/events", None, &json!({ "events": late })).await;
+    assert_eq!(sent.status, 200, "{}", sent.json);
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let run = |key: &'static str| {
+        let d = &d;
+        async move {
+            let r = d.post("/v1/billing-runs", Some(key), &json!({})).await;
+            assert_eq!(r.status, 201, "{}", r.json);
+            r.json["closed"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    let adjustment = run("r1").await;
+    assert_eq!(
+        adjustment.len(),
+        1,
+        "one late-usage invoice: {adjustment:?}"
+    );
+    let adjustment = adjustment[0]["invoice"].as_str().expect("id").to_string();
+    let voided = d
+        .post(
+            &format!("/v1/invoices/{adjustment}/void"),
+            Some("v"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(voided.status, 200, "{}", voided.json);
+    let reissued = run("r2").await;
+    assert_eq!(reissued.len(), 1, "{reissued:?}");
+    let id = reissued[0]["invoice"].as_str().expect("id");
+    let lines = d.get(&format!("/v1/invoices/{id}")).await.json["lines"].clone();
+    let lines = lines.as_array().expect("lines");
+    assert!(
+        lines.iter().all(|l| l["kind"] != "usage"),
+        "usage after the end is never billed: {lines:?}"
+    );
+    let billed: i64 = lines
+        .iter()
+        .map(|l| l["amount_minor"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(billed, 250, "the 10 late calls: one package of 10 at 2.50");
+}
