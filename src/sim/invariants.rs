@@ -30,6 +30,29 @@ fn belongs(c: &Charge, p: &Payment) -> bool {
         || c.payment == p.id.display(payment::PREFIX)
 }
 
+/// The one payment that owns provider charge `c`: the attempt that recorded its provider id
+/// (an intent recorded beside the attempt it names owns itself), else the attempt whose key
+/// made it, else the attempt its metadata names.
+fn owner<'a>(c: &Charge, payments: &'a [Payment]) -> Option<&'a Payment> {
+    payments
+        .iter()
+        .find(|p| p.provider_id.as_deref() == Some(c.provider_id.as_str()))
+        .or_else(|| {
+            payments
+                .iter()
+                .find(|p| c.key.as_deref() == Some(p.psp_key.as_str()))
+        })
+        .or_else(|| {
+            payments
+                .iter()
+                .find(|p| c.payment == p.id.display(payment::PREFIX))
+        })
+}
+
+fn owns(c: &Charge, p: &Payment, payments: &[Payment]) -> bool {
+    owner(c, payments).is_some_and(|o| o.id == p.id)
+}
+
 /// Whether `c` collected what attempt `p` asked for.
 fn collects(c: &Charge, p: &Payment) -> bool {
     c.status == Status::Succeeded
@@ -66,7 +89,7 @@ pub fn after_every_step(world: &World) -> Result<(), Violation> {
         }
         let refunded_at_provider: i64 = charges
             .iter()
-            .filter(|c| belongs(c, p))
+            .filter(|c| owns(c, p, &payments))
             .map(Charge::refunded_minor)
             .sum();
         let booked = succeeded_refunds(p);
@@ -142,7 +165,7 @@ pub fn at_rest(world: &World) -> Result<(), Violation> {
     for p in &payments {
         let made: i64 = charges
             .iter()
-            .filter(|c| belongs(c, p))
+            .filter(|c| owns(c, p, &payments))
             .map(Charge::refunded_minor)
             .sum();
         let booked = succeeded_refunds(p);
