@@ -86,7 +86,8 @@ pub struct GrantResponse {
     pub created_at: String,
 }
 
-fn grant_response(g: &Grant, remaining_minor: i64) -> GrantResponse {
+/// The API body of a grant with its remainder.
+pub fn grant_response(g: &Grant, remaining_minor: i64) -> GrantResponse {
     GrantResponse {
         id: g.id.display(PREFIX),
         object: "credit_grant",

@@ -13,6 +13,7 @@ pub mod idempotent;
 pub mod invoices;
 pub mod ledger;
 pub mod meters;
+pub mod notifications;
 pub mod openapi;
 pub mod pagination;
 pub mod panic_guard;
@@ -119,6 +120,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/payments/{id}", get(payments::get))
         .route("/v1/payments/{id}/refund", post(payments::refund))
         .route("/v1/payments/{id}/cancel", post(payments::cancel))
+        .route("/v1/notifications", get(notifications::list))
+        .route("/v1/notifications/{id}", get(notifications::get))
         .route("/v1/reconciliations", post(payments::reconcile_start))
         .route("/v1/reconciliations/{id}", get(payments::reconcile_get))
         .route("/v1/dead-letters", get(dead_letters::list))

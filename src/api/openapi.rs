@@ -8,8 +8,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    customers, dead_letters, events, grants, health, invoices, ledger, meters, pagination,
-    payments, plans, problem, subscriptions, usage, webhooks,
+    customers, dead_letters, events, grants, health, invoices, ledger, meters, notifications,
+    pagination, payments, plans, problem, subscriptions, usage, webhooks,
 };
 
 /// The document's root.
@@ -73,6 +73,8 @@ use super::{
         payments::list,
         payments::refund,
         payments::cancel,
+        notifications::list,
+        notifications::get,
         payments::reconcile_start,
         payments::reconcile_get,
     ),
@@ -146,6 +148,8 @@ use super::{
         payments::RefundBody,
         payments::PaymentPage,
         payments::RefundRequestBody,
+        notifications::NotificationResponse,
+        notifications::NotificationPage,
         payments::ReconcileRequest,
         payments::ItemBody,
         payments::ReportBody,
@@ -213,6 +217,8 @@ const OPERATION_IDS: &[(&str, &str, &str)] = &[
     ("get", "/v1/payments/{id}", "getPayment"),
     ("post", "/v1/payments/{id}/refund", "refundPayment"),
     ("post", "/v1/payments/{id}/cancel", "cancelPayment"),
+    ("get", "/v1/notifications", "listNotifications"),
+    ("get", "/v1/notifications/{id}", "getNotification"),
     ("get", "/v1/plans", "listPlans"),
     ("post", "/v1/plans", "createPlan"),
     ("get", "/v1/plans/{id}", "getPlan"),

@@ -107,7 +107,8 @@ pub struct PaymentResponse {
     pub held_reason: Option<String>,
 }
 
-fn payment_body(p: &Payment) -> PaymentResponse {
+/// The API body of a payment.
+pub fn payment_body(p: &Payment) -> PaymentResponse {
     let rfc = crate::clock::rfc3339;
     PaymentResponse {
         id: p.id.display(PREFIX),

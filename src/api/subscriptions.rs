@@ -77,7 +77,8 @@ pub struct SubscriptionResponse {
     pub created_at: String,
 }
 
-fn response(
+/// The API body of a subscription (its plan, when known, for the next period).
+pub fn response(
     sub: &Subscription,
     plan: Option<&Plan>,
     final_invoices: Vec<String>,

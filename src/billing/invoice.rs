@@ -713,11 +713,46 @@ pub fn issue(
     if spec.include_usage {
         advance_invoiced_through(tx, tenant, sub.customer, spec.period.end_ms)?;
     }
+    emit_invoice(
+        tx,
+        tenant,
+        &invoice,
+        "invoice.finalized",
+        "finalized",
+        now_ms,
+    )?;
+    if invoice.status == InvoiceStatus::Paid {
+        emit_invoice(tx, tenant, &invoice, "invoice.paid", "paid", now_ms)?;
+    }
     Ok(Ok(invoice))
 }
 
 /// The grants an invoice drew on (grant, amount) and the entry that drew them.
 type Credits = (Vec<(Id, i64)>, Option<Id>);
+
+/// Records an invoice's transition in the outbox (`effect` names the transition).
+pub fn emit_invoice(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    invoice: &Invoice,
+    event_type: &str,
+    effect: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    crate::notifications::outbox::emit(
+        tx,
+        tenant,
+        crate::notifications::outbox::Effect {
+            event_type,
+            effect: format!("{}:{effect}", invoice.id.display(PREFIX)),
+            customer: Some(invoice.customer),
+            kind: "invoice",
+            id: invoice.id,
+            record: invoice,
+        },
+        now_ms,
+    )
+}
 
 /// What the ledger steps of [`issue`] share.
 struct IssueStep<'a> {
@@ -1024,6 +1059,7 @@ pub fn void(
     }
     invoice.status = InvoiceStatus::Void;
     invoice.voided_at_ms = Some(now_ms);
+    emit_invoice(tx, tenant, &invoice, "invoice.voided", "voided", now_ms)?;
     put_record(
         &mut tx.open_table(tables::INVOICES)?,
         &keys::tenant_id(tenant, id),

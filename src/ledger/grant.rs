@@ -290,6 +290,14 @@ impl Command for CreateGrant {
             tx.open_table(tables::GRANT_EXPIRY)?
                 .insert(expiry_key(expires, self.tenant, grant.id).as_slice(), ())?;
         }
+        emit_grant(
+            tx,
+            self.tenant,
+            &grant,
+            grant.amount_minor,
+            ("credit_grant.created", "created"),
+            grant.created_at_ms,
+        )?;
         Ok(Ok(grant))
     }
 }
@@ -466,16 +474,27 @@ impl Command for ExpireGrants {
             let expires = grant.expires_at_ms.unwrap_or(self.now_ms);
             // The deterministic entry id keeps the origin traceable: one expiry per grant.
             let origin = format!("expiry:{}", grant.id.display(PREFIX));
+            let at_ms = expires.max(0).min(self.now_ms);
             match close(
                 tx,
                 tenant,
                 grant,
                 Closure::Expire,
                 Id::generate_at(expires),
-                expires.max(0).min(self.now_ms),
+                at_ms,
                 origin,
             )? {
-                Ok(_) => expired += 1,
+                Ok(closed) => {
+                    expired += 1;
+                    emit_grant(
+                        tx,
+                        tenant,
+                        &closed,
+                        0,
+                        ("credit_grant.expired", "expired"),
+                        at_ms,
+                    )?;
+                }
                 Err(GrantError::NotActive { .. }) => {
                     tx.open_table(tables::GRANT_EXPIRY)?
                         .remove(key.as_slice())?;
@@ -544,6 +563,7 @@ pub fn consume(
     // One entry holds at most MAX_POSTINGS legs, one of them the receivable: what the first
     // grants in burn order cannot cover stays due, so applying credits never fails on the
     // entry's size after the invoice's own entry was written.
+    let mut depleted = Vec::new();
     for (grant, left) in usable.into_iter().take(journal::MAX_POSTINGS - 1) {
         if wanted == 0 {
             break;
@@ -551,6 +571,9 @@ pub fn consume(
         let take = left.min(wanted);
         wanted -= take;
         draws.push((grant.id, take));
+        if take == left {
+            depleted.push(grant.clone());
+        }
         postings.push(Posting {
             account: grant.account(),
             currency: currency.to_string(),
@@ -577,11 +600,42 @@ pub fn consume(
         origin,
         postings,
     };
-    Ok(
-        journal::post(tx, tenant, at_ms, draft)?.map(|entry| Consumption {
-            draws,
-            entry: Some(entry),
-        }),
+    let posted = journal::post(tx, tenant, at_ms, draft)?;
+    if posted.is_ok() {
+        for g in &depleted {
+            // Once per consumption that emptied it: a void that gives credits back may let a
+            // later invoice empty it again.
+            let effect = format!("depleted:{}", entry_id.display(journal::PREFIX));
+            emit_grant(tx, tenant, g, 0, ("credit_grant.depleted", &effect), at_ms)?;
+        }
+    }
+    Ok(posted.map(|entry| Consumption {
+        draws,
+        entry: Some(entry),
+    }))
+}
+
+/// Records a grant's transition in the outbox, with its remainder at that moment.
+fn emit_grant(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    grant: &Grant,
+    remaining_minor: i64,
+    (event_type, effect): (&str, &str),
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    crate::notifications::outbox::emit(
+        tx,
+        tenant,
+        crate::notifications::outbox::Effect {
+            event_type,
+            effect: format!("{}:{effect}", grant.id.display(PREFIX)),
+            customer: Some(grant.customer),
+            kind: "credit_grant",
+            id: grant.id,
+            record: &(grant, remaining_minor),
+        },
+        now_ms,
     )
 }
 

@@ -19,7 +19,7 @@ use super::attempt::{self, create_attempt};
 use super::payment::{load, load_invoice, save, save_invoice, Payment, PaymentStatus, PREFIX};
 use super::refund::RequestRefund;
 use super::write_off::{write_off, WriteOff};
-use crate::billing::invoice::InvoiceStatus;
+use crate::billing::invoice::{emit_invoice, InvoiceStatus};
 use crate::id::Id;
 use crate::ledger::account::{AccountRef, SystemAccount};
 use crate::ledger::journal::{self, Draft, Links, Posting, MAX_AMOUNT_MINOR};
@@ -324,6 +324,15 @@ fn collect(step: &Step<'_>, p: &mut Payment) -> Result<(), StoreError> {
     invoice.status = InvoiceStatus::Paid;
     invoice.paid_at_ms = Some(step.now_ms);
     save_invoice(step.tx, step.tenant, &invoice)?;
+    emit_invoice(
+        step.tx,
+        step.tenant,
+        &invoice,
+        "invoice.paid",
+        "paid",
+        step.now_ms,
+    )?;
+    emit_payment(step, p, "payment.succeeded", "succeeded")?;
     // A dunning attempt that was scheduled but never sent is not needed any more.
     for other in attempt::attempts(step.tx, step.tenant, p.invoice)? {
         if other.id != p.id && other.status == PaymentStatus::Pending {
@@ -433,12 +442,21 @@ fn failed(
     p.updated_at_ms = step.now_ms;
     // Saved before dunning looks at the invoice's attempts, so it sees this one closed.
     save(step.tx, p)?;
+    emit_payment(step, p, "payment.failed", "failed")?;
     let Some(mut invoice) = load_invoice(step.tx, step.tenant, p.invoice)? else {
         return Ok(true);
     };
     if invoice.status != InvoiceStatus::Finalized {
         return Ok(true);
     }
+    emit_invoice(
+        step.tx,
+        step.tenant,
+        &invoice,
+        "invoice.payment_failed",
+        &format!("payment_failed:{}", p.id.display(PREFIX)),
+        step.now_ms,
+    )?;
     let others_open = attempt::attempts(step.tx, step.tenant, p.invoice)?
         .iter()
         .any(|o| o.id != p.id && o.status.is_open());
@@ -472,9 +490,39 @@ fn failed(
             )?;
             invoice.status = InvoiceStatus::Uncollectible;
             save_invoice(step.tx, step.tenant, &invoice)?;
+            emit_invoice(
+                step.tx,
+                step.tenant,
+                &invoice,
+                "invoice.uncollectible",
+                "uncollectible",
+                step.now_ms,
+            )?;
         }
     }
     Ok(true)
+}
+
+/// Records a payment's transition in the outbox.
+fn emit_payment(
+    step: &Step<'_>,
+    p: &Payment,
+    event_type: &str,
+    effect: &str,
+) -> Result<(), StoreError> {
+    crate::notifications::outbox::emit(
+        step.tx,
+        step.tenant,
+        crate::notifications::outbox::Effect {
+            event_type,
+            effect: format!("{}:{effect}", p.id.display(PREFIX)),
+            customer: Some(p.customer),
+            kind: "payment",
+            id: p.id,
+            record: p,
+        },
+        step.now_ms,
+    )
 }
 
 /// The links of a payment's entries.

@@ -305,6 +305,19 @@ pub fn apply(
     rec.completed_at_ms = Some(now_ms);
     rec.report = Some(report);
     put_record(&mut tx.open_table(tables::RECONCILIATIONS)?, &key, &rec)?;
+    crate::notifications::outbox::emit(
+        tx,
+        tenant,
+        crate::notifications::outbox::Effect {
+            event_type: "reconciliation.completed",
+            effect: format!("{}:completed", id.display(PREFIX)),
+            customer: None,
+            kind: "reconciliation",
+            id,
+            record: &rec,
+        },
+        now_ms,
+    )?;
     Ok(Some(rec))
 }
 

@@ -167,6 +167,25 @@ pub fn apply_refund(
             r.provider_id = Some(provider_id);
             r.entry = Some(entry);
             r.failure = None;
+            let effect = format!(
+                "{}:refunded:{}",
+                p.id.display(PREFIX),
+                p.refunds[index].id.display(REFUND_PREFIX)
+            );
+            p.updated_at_ms = now_ms;
+            crate::notifications::outbox::emit(
+                tx,
+                tenant,
+                crate::notifications::outbox::Effect {
+                    event_type: "payment.refunded",
+                    effect,
+                    customer: Some(p.customer),
+                    kind: "payment",
+                    id: p.id,
+                    record: &p,
+                },
+                now_ms,
+            )?;
         }
         RefundOutcome::Pending { provider_id } => {
             let r = &mut p.refunds[index];

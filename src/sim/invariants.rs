@@ -199,6 +199,48 @@ pub fn at_rest(world: &World) -> Result<(), Violation> {
             ));
         }
     }
+    notified_once(world, &payments)
+}
+
+/// The outbox: one `payment.succeeded` per collected payment and one `invoice.paid` per paid
+/// invoice, never two, never one for a payment that did not collect.
+fn notified_once(world: &World, payments: &[Payment]) -> Result<(), Violation> {
+    let tx = world.read()?;
+    let table = tx.open_table(tables::NOTIFICATIONS).map_err(err)?;
+    let (start, end) = keys::tenant_range(world.tenant);
+    let mut subjects: BTreeMap<(String, Id), usize> = BTreeMap::new();
+    for entry in table
+        .range::<&[u8]>(start.as_slice()..end.as_slice())
+        .map_err(err)?
+    {
+        let (_, v) = entry.map_err(err)?;
+        let n: crate::notifications::outbox::Notification =
+            codec::decode(v.value()).map_err(err)?;
+        *subjects.entry((n.event_type, n.subject.id)).or_insert(0) += 1;
+    }
+    let count = |t: &str, id: Id| subjects.get(&(t.to_string(), id)).copied().unwrap_or(0);
+    for p in payments {
+        let expected = usize::from(p.status == PaymentStatus::Succeeded);
+        if count("payment.succeeded", p.id) != expected {
+            return Err(format!(
+                "payment {} is {} with {} payment.succeeded notifications",
+                p.id.display(payment::PREFIX),
+                p.status.as_str(),
+                count("payment.succeeded", p.id)
+            ));
+        }
+    }
+    for invoice in invoices(world)? {
+        let expected = usize::from(invoice.paid_at_ms.is_some());
+        if count("invoice.paid", invoice.id) != expected {
+            return Err(format!(
+                "invoice {} ({}) has {} invoice.paid notifications",
+                invoice.id.display(crate::billing::invoice::PREFIX),
+                invoice.status.as_str(),
+                count("invoice.paid", invoice.id)
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -16,6 +16,7 @@ mod idempotency;
 mod ingest;
 mod ledger;
 mod metrics;
+mod notifications;
 mod openapi;
 mod payments;
 mod soak;

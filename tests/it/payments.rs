@@ -393,6 +393,12 @@ async fn webhook_before_after_or_instead_of_the_reply_ends_in_one_state() {
             "paid"
         );
     }
+    // The webhook, the reply and the retries reported each success more than once: one
+    // notification per payment.
+    let succeeded = d
+        .get("/v1/notifications?type=payment.succeeded&limit=500")
+        .await;
+    assert_eq!(succeeded.json["data"].as_array().map_or(0, Vec::len), 3);
     // Refund half of one payment, twice with one key: one refund.
     let refund = d
         .post(
