@@ -696,7 +696,16 @@ pub async fn create_run(
         let named = serde_json::from_slice::<serde_json::Value>(&answer.stored.body)
             .ok()
             .and_then(|v| v["id"].as_str().and_then(|id| Id::parse(id, run::PREFIX)));
-        if let Some(id) = named {
+        // A replay naming a run that has completed meanwhile has nothing to continue.
+        let unfinished = named.filter(|id| {
+            state
+                .store
+                .read()
+                .ok()
+                .and_then(|tx| run::get(&tx, tenant, *id).ok().flatten())
+                .is_none_or(|r| !r.complete)
+        });
+        if let Some(id) = unfinished {
             continue_run(&state, BillingRun { id, ..command });
         }
     }

@@ -355,7 +355,15 @@ fn execute(store: &Store, batch: Vec<Box<dyn Pending>>) -> Result<(), StoreError
                 return Err(error);
             }
             Applied::Panicked { start, end } => {
-                let _ = tx.abort();
+                // A panic inside redb itself may leave it unable to abort cleanly: that is a
+                // storage failure (the batch fails and the database is reopened), never a
+                // second panic that would end the writer thread.
+                if catch_unwind(AssertUnwindSafe(|| tx.abort())).is_err() {
+                    fail_all(batch);
+                    return Err(StoreError::Corrupt(
+                        "the transaction could not be aborted after a panic".into(),
+                    ));
+                }
                 metrics::counter!("tally_writer_panics_total").increment(1);
                 if end - start == 1 {
                     tracing::error!("a command panicked while applying; it fails alone");
