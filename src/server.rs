@@ -428,7 +428,40 @@ fn job_registry(
         crate::payments::reconcile::JOB_KIND,
         Arc::new(RunReconciliation(ctx)),
     );
+    registry.register(
+        crate::notifications::outbox::DELIVER_JOB,
+        Arc::new(crate::notifications::delivery::Deliver::new(
+            Arc::clone(store),
+            crate::notifications::delivery::client(&config.notifications)
+                .context("cannot build the event delivery client")?,
+            Arc::new(notification_body),
+            (&config.notifications).into(),
+        )),
+    );
     Ok(registry)
+}
+
+/// The body of an outbound event: the notification's envelope, naming its subject.
+fn notification_body(n: &crate::notifications::outbox::Notification) -> Result<Vec<u8>, String> {
+    let prefix = match n.subject.kind.as_str() {
+        "customer" => crate::customers::PREFIX,
+        "subscription" => crate::billing::subscription::PREFIX,
+        "invoice" => crate::billing::invoice::PREFIX,
+        "payment" => crate::payments::payment::PREFIX,
+        "credit_grant" => crate::ledger::grant::PREFIX,
+        "reconciliation" => crate::payments::reconcile::PREFIX,
+        "dead_letter" => crate::jobs::PREFIX,
+        "destination" => crate::notifications::destination::PREFIX,
+        _ => "obj",
+    };
+    let body = serde_json::json!({
+        "id": n.id.display(crate::notifications::outbox::PREFIX),
+        "type": n.event_type,
+        "created_at": crate::clock::rfc3339(n.created_at_ms),
+        "sequence": n.sequence,
+        "data": {"object": {"object": n.subject.kind, "id": n.subject.id.display(prefix)}},
+    });
+    serde_json::to_vec(&body).map_err(|e| e.to_string())
 }
 
 /// Keeps the metrics recorder's histograms bounded.
