@@ -72,14 +72,40 @@ impl From<&NotificationsConfig> for Settings {
 }
 
 /// The HTTP client deliveries use: no redirects, the configured timeouts, a `User-Agent`
-/// naming Tally and its version.
+/// naming Tally and its version, and (unless private targets are allowed) a resolver that
+/// refuses names resolving to private addresses, so the address connected to is the one
+/// checked (a name cannot resolve to a public address for the check and a private one for the
+/// call).
 pub fn client(c: &NotificationsConfig) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_millis(c.connect_timeout_ms))
         .timeout(Duration::from_millis(c.timeout_ms))
-        .user_agent(concat!("tally/", env!("CARGO_PKG_VERSION")))
-        .build()
+        .user_agent(concat!("tally/", env!("CARGO_PKG_VERSION")));
+    if c.allow_private_targets {
+        builder.build()
+    } else {
+        builder.dns_resolver(Arc::new(PublicOnly)).build()
+    }
+}
+
+/// A resolver that answers only when every address of the name is public.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addresses: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(private) = addresses.iter().find(|a| destinations::is_private(a.ip())) {
+                return Err(
+                    format!("{host} resolves to {}, a private address", private.ip()).into(),
+                );
+            }
+            Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 /// The `webhook-signature` header: one `v1,<base64>` per signing secret, space-separated.

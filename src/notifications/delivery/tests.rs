@@ -44,6 +44,11 @@ async fn hook(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> R
         .into_response()
 }
 
+async fn hang() -> Response {
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    (StatusCode::OK, "too late").into_response()
+}
+
 async fn moved() -> Response {
     (StatusCode::FOUND, [("location", "/hook")], "moved").into_response()
 }
@@ -56,6 +61,7 @@ async fn receiver(script: Vec<u16>) -> (String, Shared) {
     let app = Router::new()
         .route("/hook", post(hook))
         .route("/moved", post(moved))
+        .route("/hang", post(hang))
         .with_state(Arc::clone(&state));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -143,6 +149,10 @@ struct World {
 }
 
 fn world(url: &str, s: Settings) -> World {
+    world_with(url, s, &NotificationsConfig::default())
+}
+
+fn world_with(url: &str, s: Settings, config: &NotificationsConfig) -> World {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(Store::open(&dir.path().join("d.redb"), 1 << 22).expect("open"));
     let now_ms = crate::clock::now_ms();
@@ -154,7 +164,7 @@ fn world(url: &str, s: Settings) -> World {
         })
         .expect("seed")
         .expect("recorded");
-    let client = client(&NotificationsConfig::default()).expect("client");
+    let client = client(config).expect("client");
     let handler = Deliver::new(Arc::clone(&store), client, render(), s);
     World {
         _dir: dir,
@@ -467,4 +477,56 @@ fn job_payloads_round_trip() {
         Some((n, d))
     );
     assert_eq!(outbox::parse_job_payload("ntf_x"), None);
+}
+
+#[tokio::test]
+async fn a_receiver_that_hangs_times_out_and_is_retried() {
+    let (base, _got) = receiver(Vec::new()).await;
+    let config = NotificationsConfig {
+        connect_timeout_ms: 200,
+        timeout_ms: 300,
+        ..NotificationsConfig::default()
+    };
+    let w = world_with(&format!("{base}/hang"), settings(vec![0, 10]), &config);
+    let started = std::time::Instant::now();
+    let (c, _) = w.run_once().await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    assert!(matches!(c, Completion::Retrying(_)), "{c:?}");
+    let row = w.delivery();
+    assert_eq!(row.status, DeliveryStatus::Pending);
+    assert_eq!(row.attempts[0].status_code, None);
+    assert!(
+        row.attempts[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("timeout")),
+        "{:?}",
+        row.attempts[0]
+    );
+}
+
+#[tokio::test]
+async fn the_client_refuses_names_that_resolve_to_private_addresses() {
+    let (base, got) = receiver(Vec::new()).await;
+    let port = base.rsplit(':').next().expect("port");
+    // The check before the call is skipped here: the resolver alone must refuse.
+    let w = world(
+        &format!("http://localhost:{port}/hook"),
+        settings(vec![0, 10]),
+    );
+    let (c, _) = w.run_once().await;
+    assert!(matches!(c, Completion::Retrying(_)), "{c:?}");
+    assert!(got.lock().expect("lock").hits.is_empty());
+    let open = NotificationsConfig {
+        allow_private_targets: true,
+        ..NotificationsConfig::default()
+    };
+    let w = world_with(
+        &format!("http://localhost:{port}/hook"),
+        settings(vec![0]),
+        &open,
+    );
+    let (c, _) = w.run_once().await;
+    assert_eq!(c, Completion::Done);
+    assert_eq!(got.lock().expect("lock").hits.len(), 1);
 }
