@@ -318,3 +318,26 @@ async fn a_created_customer_is_delivered_signed_and_resent_with_the_same_id() {
     .await;
     assert!(d.metric("tally_deliveries_total").await >= 2.0);
 }
+
+#[tokio::test]
+async fn the_cli_lists_notifications_and_refuses_to_resend_an_unknown_one() {
+    let mut d = Daemon::start_with(OPEN).await;
+    d.stop();
+    let out = d.cli(&["notifications", "list"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("ID"), "{stdout}");
+    assert_eq!(stdout.lines().count(), 1, "no notification yet: {stdout}");
+    let out = d.cli(&["notifications", "resend", "ntf_nope"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a notification id"));
+    let missing = format!("ntf_{}", "0".repeat(26));
+    let out = d.cli(&["notifications", "resend", &missing]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no notification"), "{stderr}");
+}
