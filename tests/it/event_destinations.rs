@@ -226,16 +226,42 @@ async fn updates_are_checked_and_another_tenants_destination_is_not_found() {
 
 type Hits = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
 
-async fn record(State(hits): State<Hits>, headers: HeaderMap, body: Bytes) -> &'static str {
-    hits.lock().expect("lock").push((headers, body.to_vec()));
-    "ok"
+#[derive(Clone, Default)]
+struct Receiver {
+    hits: Hits,
+    /// Statuses to answer, in order; 200 once exhausted.
+    script: Arc<Mutex<Vec<u16>>>,
+}
+
+async fn record(
+    State(r): State<Receiver>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (axum::http::StatusCode, &'static str) {
+    r.hits.lock().expect("lock").push((headers, body.to_vec()));
+    let mut script = r.script.lock().expect("lock");
+    let status = if script.is_empty() {
+        200
+    } else {
+        script.remove(0)
+    };
+    (
+        axum::http::StatusCode::from_u16(status).expect("status"),
+        "ok",
+    )
 }
 
 async fn receiver() -> (String, Hits) {
-    let hits: Hits = Arc::default();
-    let app = Router::new()
-        .route("/hook", post(record))
-        .with_state(Arc::clone(&hits));
+    scripted(Vec::new()).await
+}
+
+async fn scripted(script: Vec<u16>) -> (String, Hits) {
+    let state = Receiver {
+        hits: Arc::default(),
+        script: Arc::new(Mutex::new(script)),
+    };
+    let hits = Arc::clone(&state.hits);
+    let app = Router::new().route("/hook", post(record)).with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -340,4 +366,77 @@ async fn the_cli_lists_notifications_and_refuses_to_resend_an_unknown_one() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no notification"), "{stderr}");
+}
+
+/// Needs the `customer.created` emitter.
+#[tokio::test]
+#[ignore = "needs the customer.created emitter"]
+async fn failures_are_retried_on_the_schedule_with_one_id_then_dead_and_replayable() {
+    let d = Daemon::start_with(
+        "[notifications]\nallow_http = true\nallow_private_targets = true\nretry_schedule_secs = [0, 0, 0]\n",
+    )
+    .await;
+    let (url, hits) = scripted(vec![500, 500, 200, 503, 503, 503]).await;
+    let r = create(&d, "evd-r", json!({"url": url, "event_types": ["*"]})).await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    d.customer("retried-1", "USD").await;
+    d.eventually("three attempts", || async {
+        hits.lock().expect("lock").len() == 3
+    })
+    .await;
+    let ids: Vec<String> = hits
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(h, _)| h["webhook-id"].to_str().expect("id").to_string())
+        .collect();
+    assert!(ids.iter().all(|i| i == &ids[0]), "{ids:?}");
+    let path = format!("/v1/notifications/{}/deliveries", ids[0]);
+    d.eventually("delivered", || async {
+        d.get(&path).await.json["data"][0]["status"] == "delivered"
+    })
+    .await;
+    let codes: Vec<Value> = d.get(&path).await.json["data"][0]["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| a["status_code"].clone())
+        .collect();
+    assert_eq!(codes, [json!(500), json!(500), json!(200)]);
+
+    // The next one fails three times: failed, and a dead letter that replays.
+    d.customer("retried-2", "USD").await;
+    d.eventually("a dead letter", || async {
+        d.get("/v1/dead-letters?kind=notification.deliver")
+            .await
+            .json["data"]
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    let dead = d.get("/v1/dead-letters?kind=notification.deliver").await;
+    let job = dead.json["data"][0]["id"]
+        .as_str()
+        .expect("job id")
+        .to_string();
+    let second = hits.lock().expect("lock")[3].0["webhook-id"]
+        .to_str()
+        .expect("id")
+        .to_string();
+    let path = format!("/v1/notifications/{second}/deliveries");
+    assert_eq!(d.get(&path).await.json["data"][0]["status"], "failed");
+    let replay = d
+        .post(
+            &format!("/v1/dead-letters/{job}/replay"),
+            Some("dl-1"),
+            &json!({}),
+        )
+        .await;
+    assert!(replay.status < 300, "{}", replay.json);
+    d.eventually("delivered after the replay", || async {
+        d.get(&path).await.json["data"][0]["status"] == "delivered"
+    })
+    .await;
+    let last = hits.lock().expect("lock").last().cloned().expect("hit");
+    assert_eq!(last.0["webhook-id"].to_str().expect("id"), second);
 }
