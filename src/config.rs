@@ -242,6 +242,9 @@ pub struct NotificationsConfig {
     pub retry_schedule_secs: Vec<u64>,
     /// Deliveries to one destination in flight at once.
     pub max_in_flight_per_destination: u64,
+    /// Deliveries in flight at once, over all destinations. They run beside the job workers,
+    /// never in their place, so receivers never hold up other jobs.
+    pub max_concurrent_deliveries: u64,
     /// A destination whose every delivery failed for this long is disabled.
     pub disable_after_secs: u64,
     /// How long a rotated-out destination secret keeps signing beside the new one.
@@ -257,6 +260,7 @@ impl Default for NotificationsConfig {
             timeout_ms: 15_000,
             retry_schedule_secs: vec![0, 5, 300, 1800, 7200, 18_000, 36_000, 36_000],
             max_in_flight_per_destination: 4,
+            max_concurrent_deliveries: 64,
             disable_after_secs: 432_000,
             rotation_overlap_secs: 86_400,
         }
@@ -767,6 +771,12 @@ impl Config {
             return Err(bad(
                 "notifications.max_in_flight_per_destination",
                 "must be between 1 and 64",
+            ));
+        }
+        if !(1..=1024).contains(&n.max_concurrent_deliveries) {
+            return Err(bad(
+                "notifications.max_concurrent_deliveries",
+                "must be between 1 and 1024",
             ));
         }
         if n.disable_after_secs == 0 {

@@ -428,7 +428,7 @@ fn job_registry(
         crate::payments::reconcile::JOB_KIND,
         Arc::new(RunReconciliation(ctx)),
     );
-    registry.register(
+    registry.register_with_capacity(
         crate::notifications::outbox::DELIVER_JOB,
         Arc::new(crate::notifications::delivery::Deliver::new(
             Arc::clone(store),
@@ -437,6 +437,7 @@ fn job_registry(
             Arc::new(notification_body),
             (&config.notifications).into(),
         )),
+        usize::try_from(config.notifications.max_concurrent_deliveries).unwrap_or(64),
     );
     Ok(registry)
 }
