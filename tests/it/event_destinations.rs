@@ -231,6 +231,8 @@ struct Receiver {
     hits: Hits,
     /// Statuses to answer, in order; 200 once exhausted.
     script: Arc<Mutex<Vec<u16>>>,
+    /// How long each answer takes.
+    delay_ms: u64,
 }
 
 async fn record(
@@ -239,6 +241,7 @@ async fn record(
     body: Bytes,
 ) -> (axum::http::StatusCode, &'static str) {
     r.hits.lock().expect("lock").push((headers, body.to_vec()));
+    tokio::time::sleep(std::time::Duration::from_millis(r.delay_ms)).await;
     let mut script = r.script.lock().expect("lock");
     let status = if script.is_empty() {
         200
@@ -256,10 +259,23 @@ async fn receiver() -> (String, Hits) {
 }
 
 async fn scripted(script: Vec<u16>) -> (String, Hits) {
-    let state = Receiver {
+    serve(Receiver {
         hits: Arc::default(),
         script: Arc::new(Mutex::new(script)),
-    };
+        delay_ms: 0,
+    })
+    .await
+}
+
+async fn slow(delay_ms: u64) -> (String, Hits) {
+    serve(Receiver {
+        delay_ms,
+        ..Receiver::default()
+    })
+    .await
+}
+
+async fn serve(state: Receiver) -> (String, Hits) {
     let hits = Arc::clone(&state.hits);
     let app = Router::new().route("/hook", post(record)).with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -439,4 +455,70 @@ async fn failures_are_retried_on_the_schedule_with_one_id_then_dead_and_replayab
     .await;
     let last = hits.lock().expect("lock").last().cloned().expect("hit");
     assert_eq!(last.0["webhook-id"].to_str().expect("id"), second);
+}
+
+fn webhook_ids(hits: &Hits) -> Vec<String> {
+    hits.lock()
+        .expect("lock")
+        .iter()
+        .map(|(h, _)| h["webhook-id"].to_str().expect("id").to_string())
+        .collect()
+}
+
+/// Needs the `customer.created` emitter.
+#[tokio::test]
+#[ignore = "needs the customer.created emitter"]
+async fn a_slow_destination_does_not_delay_a_healthy_one_even_with_one_worker() {
+    let d = Daemon::start_with(
+        "[jobs]\nworkers = 1\n[notifications]\nallow_http = true\nallow_private_targets = true\nconnect_timeout_ms = 500\ntimeout_ms = 1500\n",
+    )
+    .await;
+    let (slow_url, slow_hits) = slow(1400).await;
+    let (fast_url, fast_hits) = receiver().await;
+    for (key, url) in [("evd-slow", &slow_url), ("evd-fast", &fast_url)] {
+        let r = create(&d, key, json!({"url": url, "event_types": ["*"]})).await;
+        assert_eq!(r.status, 201, "{}", r.json);
+    }
+    let started = std::time::Instant::now();
+    for i in 0..3 {
+        d.customer(&format!("iso-{i}"), "USD").await;
+    }
+    d.eventually("the healthy destination's deliveries", || async {
+        fast_hits.lock().expect("lock").len() == 3
+    })
+    .await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1000),
+        "the healthy destination waited {:?}",
+        started.elapsed()
+    );
+    assert!(!slow_hits.lock().expect("lock").is_empty());
+}
+
+/// Needs the `customer.created` emitter.
+#[tokio::test]
+#[ignore = "needs the customer.created emitter"]
+async fn a_delivery_cut_by_kill_9_is_delivered_again_with_the_same_id() {
+    let mut d = Daemon::start_with(OPEN).await;
+    let (url, hits) = slow(800).await;
+    let r = create(&d, "evd-k", json!({"url": url, "event_types": ["*"]})).await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    d.customer("killed-1", "USD").await;
+    d.eventually("the first attempt reaches the receiver", || async {
+        !hits.lock().expect("lock").is_empty()
+    })
+    .await;
+    d.kill9();
+    d.restart().await;
+    d.eventually("a second attempt after the restart", || async {
+        hits.lock().expect("lock").len() >= 2
+    })
+    .await;
+    let ids = webhook_ids(&hits);
+    assert!(ids.iter().all(|i| i == &ids[0]), "{ids:?}");
+    let path = format!("/v1/notifications/{}/deliveries", ids[0]);
+    d.eventually("delivered", || async {
+        d.get(&path).await.json["data"][0]["status"] == "delivered"
+    })
+    .await;
 }
