@@ -237,8 +237,8 @@ pub struct NotificationsConfig {
     pub connect_timeout_ms: u64,
     /// Total timeout of one delivery, response included.
     pub timeout_ms: u64,
-    /// Delay before each attempt, the first one included (its length is the number of
-    /// attempts); after the last failure the delivery is a dead letter.
+    /// Delay before each attempt (its length is the number of attempts; the first attempt is
+    /// due at once, at the commit); after the last failure the delivery is a dead letter.
     pub retry_schedule_secs: Vec<u64>,
     /// Deliveries to one destination in flight at once.
     pub max_in_flight_per_destination: u64,
