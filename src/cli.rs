@@ -49,6 +49,9 @@ pub enum Command {
     /// Dead letters: jobs that exhausted their retries.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Outbound events: the notifications recorded and their deliveries.
+    #[command(subcommand)]
+    Notifications(NotificationsCommand),
     /// Copy a consistent snapshot of the database (one read transaction) into a new file; works
     /// while the daemon serves.
     Backup {
@@ -136,6 +139,32 @@ pub enum DlqCommand {
     },
 }
 
+/// `tally notifications …`.
+#[derive(Debug, Subcommand)]
+pub enum NotificationsCommand {
+    /// List notifications, oldest first, with where each delivery stands.
+    List {
+        /// The tenant's name.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Only this type (`invoice.paid`, …).
+        #[arg(long = "type")]
+        event_type: Option<String>,
+    },
+    /// Deliver a notification again, with the same `webhook-id`: to every destination it was
+    /// meant for, or to one.
+    Resend {
+        /// The tenant's name.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// The notification id (`ntf_…`).
+        id: String,
+        /// Only this destination (`evd_…`).
+        #[arg(long)]
+        destination: Option<String>,
+    },
+}
+
 /// `tally invoice …`.
 #[derive(Debug, Subcommand)]
 pub enum InvoiceCommand {
@@ -213,6 +242,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify { tenant } => verify(&config, tenant.as_deref()),
         Command::Invoice(InvoiceCommand::Verify { id }) => verify_invoice(&config, &id),
         Command::Dlq(command) => dlq(&config, command),
+        Command::Notifications(command) => notifications(&config, command),
         Command::Backup { out } => backup(&config, &out),
         Command::Bench {
             url,
@@ -458,6 +488,86 @@ fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
                 let _ = writeln!(stderr);
             }
             println!("replayed: {done}");
+            Ok(())
+        }
+    }
+}
+
+fn notifications(config: &Config, command: NotificationsCommand) -> anyhow::Result<()> {
+    use crate::notifications::{destination, destinations, outbox};
+    let store = open(config)?;
+    match command {
+        NotificationsCommand::List { tenant, event_type } => {
+            let tx = store.read()?;
+            let tenant = tenant_named(&tx, &tenant)?;
+            let filter = outbox::Filter {
+                event_type,
+                ..outbox::Filter::default()
+            };
+            let mut after = None;
+            println!(
+                "{:<31} {:<26} {:>8} {:<25} DELIVERIES",
+                "ID", "TYPE", "SEQUENCE", "CREATED"
+            );
+            loop {
+                let (page, more) = outbox::list(&tx, tenant, &filter, after, 500, usize::MAX)?;
+                for n in &page {
+                    let deliveries: Vec<String> = outbox::deliveries(&tx, tenant, n.id)?
+                        .iter()
+                        .map(|d| {
+                            format!(
+                                "{}={}",
+                                d.destination.display(destination::PREFIX),
+                                d.status.as_str()
+                            )
+                        })
+                        .collect();
+                    println!(
+                        "{:<31} {:<26} {:>8} {:<25} {}",
+                        n.id.display(outbox::PREFIX),
+                        n.event_type,
+                        n.sequence,
+                        crate::clock::rfc3339(n.created_at_ms),
+                        deliveries.join(" ")
+                    );
+                }
+                if !more {
+                    return Ok(());
+                }
+                let Some(last) = page.last().map(|n| n.id) else {
+                    return Ok(());
+                };
+                after = Some(last);
+            }
+        }
+        NotificationsCommand::Resend {
+            tenant,
+            id,
+            destination: only,
+        } => {
+            let tenant = {
+                let tx = store.read()?;
+                tenant_named(&tx, &tenant)?
+            };
+            let notification = crate::id::Id::parse(&id, outbox::PREFIX)
+                .ok_or_else(|| anyhow::anyhow!("{id:?} is not a notification id (ntf_…)"))?;
+            let only = match only {
+                Some(d) => Some(crate::id::Id::parse(&d, destination::PREFIX).ok_or_else(
+                    || anyhow::anyhow!("{d:?} is not an event destination id (evd_…)"),
+                )?),
+                None => None,
+            };
+            let (_, targets) = store
+                .apply_one(destinations::Resend {
+                    tenant,
+                    notification,
+                    destination: only,
+                    now_ms: crate::clock::now_ms(),
+                })?
+                .map_err(anyhow::Error::from)?;
+            for d in targets {
+                println!("queued: {id} to {}", d.display(destination::PREFIX));
+            }
             Ok(())
         }
     }

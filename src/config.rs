@@ -65,6 +65,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// Payment collection.
     pub payments: PaymentsConfig,
+    /// Outbound events: delivery to the tenants' event destinations.
+    pub notifications: NotificationsConfig,
 }
 
 /// Which provider collects payments, and how.
@@ -218,6 +220,49 @@ impl Default for WebhooksConfig {
             tolerance_secs: 300,
             rotation_overlap_secs: 86_400,
             derived_window_secs: 86_400,
+        }
+    }
+}
+
+/// Delivery of outbound events to event destinations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsConfig {
+    /// Accept `http://` destination URLs (otherwise only `https://`).
+    pub allow_http: bool,
+    /// Accept destinations resolving to loopback, private, link-local, unique-local or metadata
+    /// addresses (refused otherwise, at creation and at every delivery).
+    pub allow_private_targets: bool,
+    /// Connect timeout of one delivery.
+    pub connect_timeout_ms: u64,
+    /// Total timeout of one delivery, response included.
+    pub timeout_ms: u64,
+    /// Delay before each attempt (its length is the number of attempts; the first attempt is
+    /// due at once, at the commit); after the last failure the delivery is a dead letter.
+    pub retry_schedule_secs: Vec<u64>,
+    /// Deliveries to one destination in flight at once.
+    pub max_in_flight_per_destination: u64,
+    /// Deliveries in flight at once, over all destinations. They run beside the job workers,
+    /// never in their place, so receivers never hold up other jobs.
+    pub max_concurrent_deliveries: u64,
+    /// A destination whose every delivery failed for this long is disabled.
+    pub disable_after_secs: u64,
+    /// How long a rotated-out destination secret keeps signing beside the new one.
+    pub rotation_overlap_secs: u64,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            allow_http: false,
+            allow_private_targets: false,
+            connect_timeout_ms: 5000,
+            timeout_ms: 15_000,
+            retry_schedule_secs: vec![0, 5, 300, 1800, 7200, 18_000, 36_000, 36_000],
+            max_in_flight_per_destination: 4,
+            max_concurrent_deliveries: 64,
+            disable_after_secs: 432_000,
+            rotation_overlap_secs: 86_400,
         }
     }
 }
@@ -437,6 +482,7 @@ impl Default for Config {
             jobs: JobsConfig::default(),
             webhooks: WebhooksConfig::default(),
             payments: PaymentsConfig::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 }
@@ -679,6 +725,7 @@ impl Config {
                 "at most 20 retries of at most 365 days each",
             ));
         }
+        self.validate_notifications()?;
         if self.ledger.expiry_interval_ms == 0 {
             return Err(bad("ledger.expiry_interval_ms", "must be at least 1"));
         }
@@ -686,6 +733,62 @@ impl Config {
             return Err(bad(
                 "ledger.expiry_batch_size",
                 "must be between 1 and 100000",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_notifications(&self) -> Result<(), ConfigError> {
+        let n = &self.notifications;
+        let bad = |key: &'static str, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.to_string(),
+        };
+        if !(100..=60_000).contains(&n.connect_timeout_ms) {
+            return Err(bad(
+                "notifications.connect_timeout_ms",
+                "must be between 100 and 60000",
+            ));
+        }
+        if !(100..=120_000).contains(&n.timeout_ms) || n.timeout_ms < n.connect_timeout_ms {
+            return Err(bad(
+                "notifications.timeout_ms",
+                "must be between 100 and 120000 and at least connect_timeout_ms",
+            ));
+        }
+        if n.retry_schedule_secs.is_empty()
+            || n.retry_schedule_secs.len() > 30
+            || n.retry_schedule_secs.iter().any(|s| *s > 7 * 86_400)
+        {
+            return Err(bad(
+                "notifications.retry_schedule_secs",
+                "must list 1 to 30 delays of at most 604800 seconds each",
+            ));
+        }
+        if !(1..=64).contains(&n.max_in_flight_per_destination) {
+            return Err(bad(
+                "notifications.max_in_flight_per_destination",
+                "must be between 1 and 64",
+            ));
+        }
+        if !(1..=1024).contains(&n.max_concurrent_deliveries) {
+            return Err(bad(
+                "notifications.max_concurrent_deliveries",
+                "must be between 1 and 1024",
+            ));
+        }
+        if n.disable_after_secs == 0 {
+            return Err(bad(
+                "notifications.disable_after_secs",
+                "must be at least 1",
+            ));
+        }
+        if n.rotation_overlap_secs > 30 * 86_400 {
+            return Err(bad(
+                "notifications.rotation_overlap_secs",
+                "must be at most 2592000 (30 days)",
             ));
         }
         Ok(())
@@ -929,6 +1032,22 @@ mod tests {
         let err = Config::load(None, env(&[("TALLY_WRITER_MAX_BATCH_SIZE", "0")]))
             .expect_err("must fail");
         assert!(err.to_string().contains("writer.max_batch_size"), "{err}");
+        let err = Config::load(
+            None,
+            env(&[("TALLY_NOTIFICATIONS_MAX_IN_FLIGHT_PER_DESTINATION", "0")]),
+        )
+        .expect_err("must fail");
+        assert!(
+            err.to_string()
+                .contains("notifications.max_in_flight_per_destination"),
+            "{err}"
+        );
+        let err = Config::load(None, env(&[("TALLY_NOTIFICATIONS_TIMEOUT_MS", "50")]))
+            .expect_err("must fail");
+        assert!(
+            err.to_string().contains("notifications.timeout_ms"),
+            "{err}"
+        );
     }
 }
 

@@ -194,6 +194,20 @@ pub const FAMILIES: &[Family] = &[
         initial: &[&["idempotency_keys"], &["derived_identities"]],
     },
     Family {
+        name: "tally_deliveries_total",
+        kind: Kind::Counter,
+        help: "Outbound event delivery attempts, by outcome: delivered, retried (failed, will retry) or failed (the last attempt failed).",
+        labels: &["outcome"],
+        initial: &[&["delivered"], &["retried"], &["failed"]],
+    },
+    Family {
+        name: "tally_delivery_seconds",
+        kind: Kind::Histogram,
+        help: "Duration of one outbound event delivery request, in seconds.",
+        labels: &[],
+        initial: &[&[]],
+    },
+    Family {
         name: "tally_invoices_issued_total",
         kind: Kind::Counter,
         help: "Invoices issued by billing runs (scheduled and POST /v1/billing-runs).",

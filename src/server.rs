@@ -428,6 +428,17 @@ fn job_registry(
         crate::payments::reconcile::JOB_KIND,
         Arc::new(RunReconciliation(ctx)),
     );
+    registry.register_with_capacity(
+        crate::notifications::outbox::DELIVER_JOB,
+        Arc::new(crate::notifications::delivery::Deliver::new(
+            Arc::clone(store),
+            crate::notifications::delivery::client(&config.notifications)
+                .context("cannot build the event delivery client")?,
+            Arc::new(crate::api::notifications::render_body),
+            (&config.notifications).into(),
+        )),
+        usize::try_from(config.notifications.max_concurrent_deliveries).unwrap_or(64),
+    );
     Ok(registry)
 }
 

@@ -5,6 +5,7 @@
 
 pub mod customers;
 pub mod dead_letters;
+pub mod event_destinations;
 pub mod events;
 pub mod extract;
 pub mod grants;
@@ -107,6 +108,26 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/webhook-endpoints/{id}/rotate-secret",
             post(webhooks::rotate_secret),
+        )
+        .route(
+            "/v1/event-destinations",
+            get(event_destinations::list).post(event_destinations::create),
+        )
+        .route(
+            "/v1/event-destinations/{id}",
+            get(event_destinations::get).post(event_destinations::update),
+        )
+        .route(
+            "/v1/event-destinations/{id}/rotate-secret",
+            post(event_destinations::rotate_secret),
+        )
+        .route(
+            "/v1/notifications/{id}/deliveries",
+            get(event_destinations::deliveries),
+        )
+        .route(
+            "/v1/notifications/{id}/resend",
+            post(event_destinations::resend),
         )
         .route("/v1/hooks/{endpoint_id}", post(webhooks::receive))
         .route("/v1/webhook-events", get(webhooks::list_events))

@@ -8,8 +8,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    customers, dead_letters, events, grants, health, invoices, ledger, meters, notifications,
-    pagination, payments, plans, problem, subscriptions, usage, webhooks,
+    customers, dead_letters, event_destinations, events, grants, health, invoices, ledger, meters,
+    notifications, pagination, payments, plans, problem, subscriptions, usage, webhooks,
 };
 
 /// The document's root.
@@ -57,6 +57,13 @@ use super::{
         invoices::void,
         invoices::verify,
         invoices::upcoming,
+        event_destinations::create,
+        event_destinations::list,
+        event_destinations::get,
+        event_destinations::update,
+        event_destinations::rotate_secret,
+        event_destinations::deliveries,
+        event_destinations::resend,
         webhooks::create_endpoint,
         webhooks::get_endpoint,
         webhooks::list_endpoints,
@@ -131,6 +138,16 @@ use super::{
         invoices::ClosedBody,
         invoices::SkippedBody,
         invoices::EmptyRequest,
+        event_destinations::CreateDestinationRequest,
+        event_destinations::UpdateDestinationRequest,
+        event_destinations::DestinationResponse,
+        event_destinations::DestinationPage,
+        event_destinations::EmptyRequest,
+        event_destinations::DeliveryAttemptBody,
+        event_destinations::DeliveryBody,
+        event_destinations::DeliveryList,
+        event_destinations::ResendRequest,
+        event_destinations::ResendResponse,
         webhooks::CreateEndpointRequest,
         webhooks::RotateRequest,
         webhooks::EndpointResponse,
@@ -175,6 +192,29 @@ impl Modify for BearerAuth {
 /// them). An operation missing here falls back to `{method}_{path}` in snake case, which is
 /// unique too; the black-box tests check uniqueness.
 const OPERATION_IDS: &[(&str, &str, &str)] = &[
+    ("post", "/v1/event-destinations", "createEventDestination"),
+    ("get", "/v1/event-destinations", "listEventDestinations"),
+    ("get", "/v1/event-destinations/{id}", "getEventDestination"),
+    (
+        "post",
+        "/v1/event-destinations/{id}",
+        "updateEventDestination",
+    ),
+    (
+        "post",
+        "/v1/event-destinations/{id}/rotate-secret",
+        "rotateEventDestinationSecret",
+    ),
+    (
+        "get",
+        "/v1/notifications/{id}/deliveries",
+        "listNotificationDeliveries",
+    ),
+    (
+        "post",
+        "/v1/notifications/{id}/resend",
+        "resendNotification",
+    ),
     ("get", "/healthz", "getHealth"),
     ("get", "/readyz", "getReadiness"),
     ("get", "/metrics", "getMetrics"),

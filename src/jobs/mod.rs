@@ -205,6 +205,17 @@ pub enum Outcome {
     Done,
     /// Not possible yet (e.g. an out-of-order webhook); retry with backoff.
     Retry(String),
+    /// Failed; the kind keeps its own schedule: retry after `delay_ms`, or become a dead
+    /// letter now when `None` (its schedule is exhausted).
+    RetryIn {
+        /// Why it failed.
+        error: String,
+        /// The delay before the next attempt.
+        delay_ms: Option<i64>,
+    },
+    /// Not attempted (e.g. a per-destination limit was reached): due again after the delay,
+    /// without counting an attempt.
+    Postpone(i64),
 }
 
 /// A handler's in-transaction effect: checks, then writes, exactly like a [`Command`].
@@ -322,29 +333,57 @@ impl Command for CompleteJob {
                 Completion::Done
             }
             Outcome::Retry(error) => {
-                if let Some(last) = job.log.last_mut() {
-                    last.error = Some(error);
-                }
-                if job.attempts >= self.retry.max_attempts {
-                    job.status = JobStatus::Dead;
-                    job.finished_at_ms = Some(self.now_ms);
-                    tx.open_table(tables::DEAD_LETTERS)?
-                        .insert(dead_key(job.tenant, job.id).as_slice(), ())?;
-                    Completion::Dead
-                } else {
-                    job.status = JobStatus::Pending;
-                    job.due_at_ms = self
-                        .now_ms
-                        .saturating_add(self.retry.delay_ms(job.attempts, self.jitter_seed));
-                    tx.open_table(tables::JOBS_DUE)?
-                        .insert(due_key(job.due_at_ms, job.id).as_slice(), ())?;
-                    Completion::Retrying(job.due_at_ms)
-                }
+                let delay = (job.attempts < self.retry.max_attempts)
+                    .then(|| self.retry.delay_ms(job.attempts, self.jitter_seed));
+                fail(tx, &mut job, error, delay, self.now_ms)?
+            }
+            Outcome::RetryIn { error, delay_ms } => {
+                fail(tx, &mut job, error, delay_ms, self.now_ms)?
+            }
+            Outcome::Postpone(delay_ms) => {
+                job.attempts = job.attempts.saturating_sub(1);
+                job.log.pop();
+                reschedule(tx, &mut job, self.now_ms.saturating_add(delay_ms.max(1)))?
             }
         };
         save(tx, &job)?;
         Ok(completion)
     }
+}
+
+/// Records a failed attempt: pending again after `delay_ms`, or dead without one.
+fn fail(
+    tx: &WriteTransaction,
+    job: &mut Job,
+    error: String,
+    delay_ms: Option<i64>,
+    now_ms: i64,
+) -> Result<Completion, StoreError> {
+    if let Some(last) = job.log.last_mut() {
+        last.error = Some(error);
+    }
+    match delay_ms {
+        Some(delay) => reschedule(tx, job, now_ms.saturating_add(delay.max(0))),
+        None => {
+            job.status = JobStatus::Dead;
+            job.finished_at_ms = Some(now_ms);
+            tx.open_table(tables::DEAD_LETTERS)?
+                .insert(dead_key(job.tenant, job.id).as_slice(), ())?;
+            Ok(Completion::Dead)
+        }
+    }
+}
+
+fn reschedule(
+    tx: &WriteTransaction,
+    job: &mut Job,
+    due_at_ms: i64,
+) -> Result<Completion, StoreError> {
+    job.status = JobStatus::Pending;
+    job.due_at_ms = due_at_ms;
+    tx.open_table(tables::JOBS_DUE)?
+        .insert(due_key(job.due_at_ms, job.id).as_slice(), ())?;
+    Ok(Completion::Retrying(job.due_at_ms))
 }
 
 /// Why a replay did nothing.

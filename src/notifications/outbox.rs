@@ -332,3 +332,18 @@ pub fn list(
     }
     Ok((out, false))
 }
+
+/// The payload of a delivery job: `ntf_…:evd_…` (as [`start_delivery`] writes it).
+pub fn job_payload(notification: Id, destination: Id) -> String {
+    format!(
+        "{}:{}",
+        notification.display(PREFIX),
+        destination.display(destination::PREFIX)
+    )
+}
+
+/// The notification and destination of a delivery job's payload.
+pub fn parse_job_payload(payload: &str) -> Option<(Id, Id)> {
+    let (n, d) = payload.split_once(':')?;
+    Some((Id::parse(n, PREFIX)?, Id::parse(d, destination::PREFIX)?))
+}

@@ -11,6 +11,7 @@ mod corpus;
 mod crash;
 mod customers;
 mod errors;
+mod event_destinations;
 mod fake_stripe;
 mod idempotency;
 mod ingest;
