@@ -376,6 +376,7 @@ impl JobsConfig {
                 base_ms: i64::try_from(self.backoff_base_ms).unwrap_or(1000),
                 max_ms: i64::try_from(self.backoff_max_ms).unwrap_or(3_600_000),
             },
+            on_dead: None,
         }
     }
 }

@@ -144,7 +144,10 @@ async fn run(
     let workers = tokio::spawn(crate::jobs::worker::run(
         writer.clone(),
         Arc::new(registry),
-        config.jobs.pool(),
+        crate::jobs::worker::PoolConfig {
+            on_dead: Some(crate::notifications::outbox::dead_letter),
+            ..config.jobs.pool()
+        },
         Arc::clone(&jobs_wake),
         stop_rx.clone(),
     ));

@@ -45,7 +45,8 @@ pub struct DeadLetterResponse {
     pub finished_at: Option<String>,
 }
 
-fn body(j: &Job) -> DeadLetterResponse {
+/// The API body of a dead letter.
+pub fn body(j: &Job) -> DeadLetterResponse {
     DeadLetterResponse {
         id: j.id.display(PREFIX),
         object: if j.status == jobs::JobStatus::Dead {

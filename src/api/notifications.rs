@@ -99,6 +99,10 @@ fn object(n: &Notification) -> Result<serde_json::Value, RenderError> {
                 &r,
             )))
         }
+        "dead_letter" => {
+            let j: crate::jobs::Job = codec::decode(bytes).map_err(|e| fail(e.to_string()))?;
+            json(serde_json::to_value(super::dead_letters::body(&j)))
+        }
         "destination" => {
             let d: crate::notifications::destination::Destination =
                 codec::decode(bytes).map_err(|e| fail(e.to_string()))?;

@@ -265,7 +265,13 @@ pub struct CompleteJob {
     /// Set only on the writer's spare copy (see the `Clone` impl): the completion was
     /// aborted with a batch, through no fault of this job's.
     pub aborted: bool,
+    /// Called in the completion's transaction when the job becomes a dead letter (the outbox
+    /// records `dead_letter.created` through it; the queue itself knows no notifications).
+    pub on_dead: Option<DeadHook>,
 }
+
+/// What runs in the transaction that makes a job a dead letter.
+pub type DeadHook = fn(&WriteTransaction, &Job, i64) -> Result<(), StoreError>;
 
 /// The writer's spare copy, applied only when a panic aborted the batch that held this
 /// completion. An effect runs once and cannot be copied, so the copy puts the job back, due at
@@ -282,6 +288,7 @@ impl Clone for CompleteJob {
             retry: self.retry,
             jitter_seed: self.jitter_seed,
             aborted: true,
+            on_dead: self.on_dead,
         }
     }
 }
@@ -335,10 +342,10 @@ impl Command for CompleteJob {
             Outcome::Retry(error) => {
                 let delay = (job.attempts < self.retry.max_attempts)
                     .then(|| self.retry.delay_ms(job.attempts, self.jitter_seed));
-                fail(tx, &mut job, error, delay, self.now_ms)?
+                fail(tx, &mut job, error, delay, self.now_ms, self.on_dead)?
             }
             Outcome::RetryIn { error, delay_ms } => {
-                fail(tx, &mut job, error, delay_ms, self.now_ms)?
+                fail(tx, &mut job, error, delay_ms, self.now_ms, self.on_dead)?
             }
             Outcome::Postpone(delay_ms) => {
                 job.attempts = job.attempts.saturating_sub(1);
@@ -358,6 +365,7 @@ fn fail(
     error: String,
     delay_ms: Option<i64>,
     now_ms: i64,
+    on_dead: Option<DeadHook>,
 ) -> Result<Completion, StoreError> {
     if let Some(last) = job.log.last_mut() {
         last.error = Some(error);
@@ -369,6 +377,9 @@ fn fail(
             job.finished_at_ms = Some(now_ms);
             tx.open_table(tables::DEAD_LETTERS)?
                 .insert(dead_key(job.tenant, job.id).as_slice(), ())?;
+            if let Some(hook) = on_dead {
+                hook(tx, job, now_ms)?;
+            }
             Ok(Completion::Dead)
         }
     }
@@ -604,6 +615,7 @@ mod tests {
             retry,
             jitter_seed: 0,
             aborted: false,
+            on_dead: None,
         };
         let (g, b) = tokio::join!(
             writer.submit(complete(good.id, Ok(Box::new(|_, _| Ok(Outcome::Done))))),

@@ -72,6 +72,8 @@ pub struct PoolConfig {
     pub poll_interval: Duration,
     /// Retries.
     pub retry: RetryPolicy,
+    /// Runs in the transaction that makes a job a dead letter.
+    pub on_dead: Option<super::DeadHook>,
 }
 
 fn jitter_seed() -> u64 {
@@ -126,6 +128,7 @@ pub async fn run(
             let writer = writer.clone();
             let handler = registry.get(&job.kind);
             let retry = config.retry;
+            let on_dead = config.on_dead;
             tokio::spawn(async move {
                 let _permit = permit;
                 let id = job.id;
@@ -144,6 +147,7 @@ pub async fn run(
                     retry,
                     jitter_seed: jitter_seed(),
                     aborted: false,
+                    on_dead,
                 };
                 let mut completion = writer.submit(complete(effect)).await;
                 if matches!(completion, Err(crate::store::writer::WriteError::Failed)) {
@@ -276,6 +280,7 @@ mod tests {
                     base_ms: 10,
                     max_ms: 10,
                 },
+                on_dead: None,
             },
             Arc::new(Notify::new()),
             stop_rx,

@@ -221,6 +221,24 @@ pub fn emit<T: Serialize>(
     Ok(())
 }
 
+/// `dead_letter.created`, in the transaction that makes `job` a dead letter (the job queue's
+/// dead-letter hook). Once per death: a replayed job that dies again is a new effect.
+pub fn dead_letter(tx: &WriteTransaction, job: &Job, now_ms: i64) -> Result<(), StoreError> {
+    emit(
+        tx,
+        TenantId(job.tenant),
+        Effect {
+            event_type: "dead_letter.created",
+            effect: format!("{}:dead:{}", job.id.display(jobs::PREFIX), job.attempts),
+            customer: None,
+            kind: "dead_letter",
+            id: job.id,
+            record: job,
+        },
+        now_ms,
+    )
+}
+
 /// A pending delivery row and the job that performs it.
 pub fn start_delivery(
     tx: &WriteTransaction,

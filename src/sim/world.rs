@@ -305,6 +305,7 @@ impl World {
             retry: RETRY,
             jitter_seed,
             aborted: false,
+            on_dead: Some(crate::notifications::outbox::dead_letter),
         })?;
         note.push_str(match completion {
             Completion::Done => " → done",

@@ -515,6 +515,17 @@ async fn a_bulk_dead_letter_replay_needs_a_filter_or_all() {
         event_status(&d, &id).await == "dead"
     })
     .await;
+    // The outbox recorded it, in the write that made it dead.
+    let dead = d
+        .get("/v1/notifications?type=dead_letter.created")
+        .await
+        .json["data"]
+        .clone();
+    assert_eq!(dead.as_array().map_or(0, Vec::len), 1, "{dead}");
+    assert_eq!(
+        dead[0]["data"]["object"]["kind"], "webhook.process",
+        "{dead}"
+    );
     let empty = d
         .send(
             d.client

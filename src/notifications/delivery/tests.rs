@@ -203,6 +203,7 @@ impl World {
                 },
                 jitter_seed: 0,
                 aborted: false,
+                on_dead: None,
             })
             .expect("complete");
         let tx = self.store.read().expect("read");
