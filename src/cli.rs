@@ -510,7 +510,7 @@ fn notifications(config: &Config, command: NotificationsCommand) -> anyhow::Resu
                 "ID", "TYPE", "SEQUENCE", "CREATED"
             );
             loop {
-                let (page, more) = outbox::list(&tx, tenant, &filter, after, 500, usize::MAX)?;
+                let (page, next) = outbox::list(&tx, tenant, &filter, after, 500, usize::MAX)?;
                 for n in &page {
                     let deliveries: Vec<String> = outbox::deliveries(&tx, tenant, n.id)?
                         .iter()
@@ -531,13 +531,10 @@ fn notifications(config: &Config, command: NotificationsCommand) -> anyhow::Resu
                         deliveries.join(" ")
                     );
                 }
-                if !more {
-                    return Ok(());
-                }
-                let Some(last) = page.last().map(|n| n.id) else {
+                let Some(next) = next else {
                     return Ok(());
                 };
-                after = Some(last);
+                after = Some(next);
             }
         }
         NotificationsCommand::Resend {

@@ -186,11 +186,14 @@ fn parse_id(id: &str) -> Result<Id, ApiError> {
     Id::parse(id, PREFIX).ok_or_else(|| ApiError::missing("event destination", id))
 }
 
-fn render_created(d: &Destination) -> StoredResponse {
-    json_response(
-        StatusCode::CREATED,
-        &destination_body(d, true, d.created_at_ms),
-    )
+fn render_created(output: &Result<Destination, DestinationError>) -> StoredResponse {
+    match output {
+        Ok(d) => json_response(
+            StatusCode::CREATED,
+            &destination_body(d, true, d.created_at_ms),
+        ),
+        Err(e) => missing(e).to_stored(),
+    }
 }
 
 /// Creates an event destination. The reply carries its signing secret, once.
@@ -198,7 +201,7 @@ fn render_created(d: &Destination) -> StoredResponse {
     post, path = "/v1/event-destinations", tag = "events-out",
     request_body = CreateDestinationRequest,
     params(("Idempotency-Key" = String, Header, description = "required")),
-    responses((status = 201, body = DestinationResponse), (status = 400, body = Problem, content_type = "application/problem+json")),
+    responses((status = 201, body = DestinationResponse), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 409, description = "destination_limit", body = Problem, content_type = "application/problem+json")),
     security(("api_key" = []))
 )]
 pub async fn create(
@@ -340,6 +343,9 @@ fn missing(e: &DestinationError) -> ApiError {
         }
         DestinationError::MissingNotification(_) => {
             ApiError::new(StatusCode::NOT_FOUND, "resource_missing", e.to_string())
+        }
+        DestinationError::TooMany(_) => {
+            ApiError::new(StatusCode::CONFLICT, "destination_limit", e.to_string())
         }
     }
 }

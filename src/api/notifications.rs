@@ -217,24 +217,16 @@ pub async fn list(
     };
     let filter = filter(&params)?;
     let tx = state.store.read()?;
-    let (items, has_more) = outbox::list(&tx, tenant, &filter, after, limit, LIST_BUDGET)?;
+    let (items, cursor) = outbox::list(&tx, tenant, &filter, after, limit, LIST_BUDGET)?;
     let data = items
         .iter()
         .map(render)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::internal(&StoreError::Corrupt(e.to_string())))?;
-    let next_cursor = if has_more {
-        items
-            .last()
-            .map(|n| n.id.display(PREFIX))
-            .or(after.map(|a| a.display(PREFIX)))
-    } else {
-        None
-    };
     Ok(Json(NotificationPage {
         data,
-        has_more,
-        next_cursor,
+        has_more: cursor.is_some(),
+        next_cursor: cursor.map(|c| c.display(PREFIX)),
     })
     .into_response())
 }

@@ -59,7 +59,7 @@ impl Registry {
 }
 
 /// How long a job of a kind with its own slots waits when they are all busy.
-const BUSY_POSTPONE_MS: i64 = 200;
+const BUSY_POSTPONE_MS: i64 = 500;
 
 /// Worker pool settings.
 #[derive(Debug, Clone, Copy)]

@@ -37,7 +37,7 @@ pub const EXCERPT_BYTES: usize = 1024;
 /// Most attempts kept on a delivery row (the oldest are dropped beyond this).
 pub const MAX_ATTEMPTS_KEPT: usize = 100;
 /// How long a delivery waits before trying again when its destination is at its limit.
-const BUSY_DELAY_MS: i64 = 500;
+const BUSY_DELAY_MS: i64 = 1_000;
 
 /// The delivery settings, from `[notifications]`.
 #[derive(Debug, Clone)]
@@ -77,7 +77,10 @@ impl From<&NotificationsConfig> for Settings {
 /// checked (a name cannot resolve to a public address for the check and a private one for the
 /// call).
 pub fn client(c: &NotificationsConfig) -> reqwest::Result<reqwest::Client> {
+    // No proxy from the environment: a proxy would resolve the destination itself, after
+    // the address check, and could reach what the check refuses.
     let builder = reqwest::Client::builder()
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_millis(c.connect_timeout_ms))
         .timeout(Duration::from_millis(c.timeout_ms))
@@ -98,10 +101,9 @@ impl reqwest::dns::Resolve for PublicOnly {
         Box::pin(async move {
             let addresses: Vec<std::net::SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if let Some(private) = addresses.iter().find(|a| destinations::is_private(a.ip())) {
-                return Err(
-                    format!("{host} resolves to {}, a private address", private.ip()).into(),
-                );
+            if addresses.iter().any(|a| destinations::is_private(a.ip())) {
+                // The address itself is not named: it would map the operator's network.
+                return Err(format!("{host} does not resolve to public addresses only").into());
             }
             Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)
         })

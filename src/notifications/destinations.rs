@@ -27,8 +27,9 @@ pub enum UrlError {
     /// A scheme other than https (or http where allowed).
     #[error("must use https:// (http:// only with notifications.allow_http)")]
     Scheme,
-    /// The host resolves to an address Tally does not call.
-    #[error("resolves to {0}, a loopback, private, link-local or metadata address (allowed only with notifications.allow_private_targets)")]
+    /// The host resolves to an address Tally does not call (the address is not named: it
+    /// would map the operator's network).
+    #[error("is not a public address: loopback, private, link-local, metadata and reserved addresses are allowed only with notifications.allow_private_targets")]
     Private(IpAddr),
     /// The host does not resolve.
     #[error("does not resolve: {0}")]
@@ -62,12 +63,23 @@ pub fn is_private(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_private_v4(v4);
             }
-            let first = v6.segments()[0];
+            let seg = v6.segments();
+            let first = seg[0];
+            // IPv4 embedded by translation or tunnelling reaches the IPv4 it carries.
+            let embedded = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+            let nat64 = (seg[0], seg[1]) == (0x64, 0xff9b);
+            let compatible = seg[..6].iter().all(|s| *s == 0);
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
+                || (first & 0xffc0) == 0xfec0
+                || first == 0x2002
+                || (first, seg[1]) == (0x2001, 0)
+                || (nat64 && is_private_v4(embedded(seg[6], seg[7])))
+                || (compatible && is_private_v4(embedded(seg[6], seg[7])))
+                || (first & 0xe000) != 0x2000
                 || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
         }
     }
@@ -82,7 +94,10 @@ fn is_private_v4(v4: Ipv4Addr) -> bool {
         || v4.is_broadcast()
         || v4.is_multicast()
         || a == 0
+        || a >= 240
         || (a == 100 && (64..128).contains(&b))
+        || (a == 192 && b == 0 && v4.octets()[2] == 0)
+        || (a == 198 && (18..20).contains(&b))
 }
 
 /// Resolves the URL's host and refuses it when any address is private (see [`is_private`]).
@@ -122,7 +137,14 @@ pub enum DestinationError {
     /// Nothing to resend to.
     #[error("the notification has no destination to resend to")]
     NoDestination,
+    /// The tenant has as many destinations as it may.
+    #[error("a tenant has at most {0} event destinations; disable or reuse one")]
+    TooMany(usize),
 }
+
+/// Most destinations per tenant: every event is fanned out to them in the write that records
+/// it, so their number bounds that write.
+pub const MAX_DESTINATIONS_PER_TENANT: usize = 50;
 
 /// Creates a destination.
 #[derive(Clone)]
@@ -132,11 +154,19 @@ pub struct CreateDestination {
 }
 
 impl Command for CreateDestination {
-    type Output = Destination;
+    type Output = Result<Destination, DestinationError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Destination, StoreError> {
+    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+        let tenant = TenantId(self.destination.tenant);
+        let existing = {
+            let table = tx.open_table(crate::store::tables::EVENT_DESTINATIONS)?;
+            destination::of_tenant(&table, tenant)?.len()
+        };
+        if existing >= MAX_DESTINATIONS_PER_TENANT {
+            return Ok(Err(DestinationError::TooMany(MAX_DESTINATIONS_PER_TENANT)));
+        }
         destination::save(tx, &self.destination)?;
-        Ok(self.destination)
+        Ok(Ok(self.destination))
     }
 }
 
@@ -411,6 +441,14 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            "64:ff9b::a00:5",
+            "::7f00:1",
+            "2002:a00:1::1",
+            "2001:0:4136:e378::1",
+            "fec0::1",
+            "192.0.0.8",
+            "198.18.0.1",
+            "240.0.0.1",
         ] {
             assert!(is_private(private.parse().expect("ip")), "{private}");
         }

@@ -224,6 +224,12 @@ pub fn emit<T: Serialize>(
 /// `dead_letter.created`, in the transaction that makes `job` a dead letter (the job queue's
 /// dead-letter hook). Once per death: a replayed job that dies again is a new effect.
 pub fn dead_letter(tx: &WriteTransaction, job: &Job, now_ms: i64) -> Result<(), StoreError> {
+    // A delivery that died is visible on its notification's deliveries and in the dead
+    // letters; announcing it as an event would send it to the destinations that are failing
+    // and multiply the failures.
+    if job.kind == DELIVER_JOB {
+        return Ok(());
+    }
     emit(
         tx,
         TenantId(job.tenant),
@@ -314,8 +320,10 @@ impl Filter {
     }
 }
 
-/// A page of notifications in id (time) order after `after`, examining at most `budget` rows;
-/// the flag says whether more may follow.
+/// A page of notifications in id (time) order after `after`, examining at most `budget` rows,
+/// and the cursor to continue from (`None` when nothing follows): the last notification
+/// returned, or the last row examined when the budget ran out first, so a filter that matches
+/// nothing for a long stretch still moves forward.
 pub fn list(
     tx: &ReadTransaction,
     tenant: TenantId,
@@ -323,7 +331,7 @@ pub fn list(
     after: Option<Id>,
     limit: usize,
     budget: usize,
-) -> Result<(Vec<Notification>, bool), StoreError> {
+) -> Result<(Vec<Notification>, Option<Id>), StoreError> {
     let table = tx.open_table(tables::NOTIFICATIONS)?;
     let (start, end) = keys::tenant_range(tenant);
     let lower = match after {
@@ -334,21 +342,26 @@ pub fn list(
         }
         None => start,
     };
-    let mut out = Vec::new();
+    let mut out: Vec<Notification> = Vec::new();
+    let mut last_examined = None;
     for (examined, entry) in table
         .range::<&[u8]>(lower.as_slice()..end.as_slice())?
         .enumerate()
     {
-        if out.len() == limit || examined == budget {
-            return Ok((out, true));
+        if out.len() == limit {
+            return Ok((out.clone(), out.last().map(|n| n.id)));
+        }
+        if examined == budget {
+            return Ok((out, last_examined));
         }
         let (_, v) = entry?;
         let n: Notification = codec::decode(v.value())?;
+        last_examined = Some(n.id);
         if filter.keeps(&n) {
             out.push(n);
         }
     }
-    Ok((out, false))
+    Ok((out, None))
 }
 
 /// The payload of a delivery job: `ntf_…:evd_…` (as [`start_delivery`] writes it).
