@@ -337,6 +337,11 @@ async fn a_replayed_dead_letter_that_succeeds_adds_no_second_payment_event() {
         assert_eq!(payment_events(&d, p).await, ["payment.succeeded"], "{p}");
     }
     assert_eq!(of_type(&d, "invoice.paid").await.len(), 2);
+    assert_eq!(
+        of_type(&d, "dead_letter.created").await.len(),
+        2,
+        "one per death"
+    );
     assert_eq!(d.get("/v1/ledger/verify").await.json["ok"], true);
 }
 
