@@ -222,8 +222,13 @@ pub fn emit<T: Serialize>(
 }
 
 /// `dead_letter.created`, in the transaction that makes `job` a dead letter (the job queue's
-/// dead-letter hook). Once per death: a replayed job that dies again is a new effect.
+/// dead-letter hook). Once per death: a replayed job that dies again is a new effect. The death
+/// of a delivery of a `dead_letter.created` records nothing: its own event would go to the same
+/// failing destination, die too, and so on without end.
 pub fn dead_letter(tx: &WriteTransaction, job: &Job, now_ms: i64) -> Result<(), StoreError> {
+    if reports_a_dead_letter(tx, job)? {
+        return Ok(());
+    }
     emit(
         tx,
         TenantId(job.tenant),
@@ -237,6 +242,20 @@ pub fn dead_letter(tx: &WriteTransaction, job: &Job, now_ms: i64) -> Result<(), 
         },
         now_ms,
     )
+}
+
+/// Whether `job` delivers a `dead_letter.created` notification.
+fn reports_a_dead_letter(tx: &WriteTransaction, job: &Job) -> Result<bool, StoreError> {
+    if job.kind != DELIVER_JOB {
+        return Ok(false);
+    }
+    let Some((notification, _)) = parse_job_payload(&job.payload) else {
+        return Ok(false);
+    };
+    let table = tx.open_table(tables::NOTIFICATIONS)?;
+    let found: Option<Notification> =
+        get_record(&table, keys::tenant_id(TenantId(job.tenant), notification))?;
+    Ok(found.is_some_and(|n| n.event_type == "dead_letter.created"))
 }
 
 /// A pending delivery row and the job that performs it.

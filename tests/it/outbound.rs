@@ -539,3 +539,25 @@ async fn a_destination_refusing_connections_does_not_hold_up_another() {
         .expect("a row for the down destination");
     assert_ne!(row["status"], "delivered", "{row}");
 }
+
+#[tokio::test]
+async fn a_dead_delivery_to_a_destination_that_is_down_records_one_dead_letter_event() {
+    let d = Daemon::start_with(
+        "[notifications]\nallow_http = true\nallow_private_targets = true\nretry_schedule_secs = [0]\n",
+    )
+    .await;
+    let down = refusing_url().await;
+    let r = d
+        .post(
+            "/v1/event-destinations",
+            Some("evd-all"),
+            &json!({"url": down, "event_types": ["*"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    d.customer("undelivered", "USD").await;
+    only_one(&d, "dead_letter.created").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let events = of_type(&d, "dead_letter.created").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+}
