@@ -222,7 +222,9 @@ pub fn emit<T: Serialize>(
 }
 
 /// `dead_letter.created`, in the transaction that makes `job` a dead letter (the job queue's
-/// dead-letter hook). Once per death: a replayed job that dies again is a new effect.
+/// dead-letter hook). Once per death: a replayed job that dies again is a new effect. The death
+/// of a delivery of a `dead_letter.created` records nothing: its own event would go to the same
+/// failing destination, die too, and so on without end.
 pub fn dead_letter(tx: &WriteTransaction, job: &Job, now_ms: i64) -> Result<(), StoreError> {
     // A delivery that died is visible on its notification's deliveries and in the dead
     // letters; announcing it as an event would send it to the destinations that are failing

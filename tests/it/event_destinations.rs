@@ -451,8 +451,10 @@ async fn failures_are_retried_on_the_schedule_with_one_id_then_dead_and_replayab
         d.get(&path).await.json["data"][0]["status"] == "delivered"
     })
     .await;
-    let last = hits.lock().expect("lock").last().cloned().expect("hit");
-    assert_eq!(last.0["webhook-id"].to_str().expect("id"), second);
+    // The dead letter's own `dead_letter.created` goes to this destination too, in no set
+    // order: the replayed delivery is one of the hits after the replay.
+    let after_replay = webhook_ids(&hits).split_off(6);
+    assert!(after_replay.contains(&second), "{after_replay:?}");
 }
 
 fn webhook_ids(hits: &Hits) -> Vec<String> {

@@ -19,6 +19,7 @@ mod ledger;
 mod metrics;
 mod notifications;
 mod openapi;
+mod outbound;
 mod payments;
 mod soak;
 
