@@ -117,16 +117,38 @@ fn object(n: &Notification) -> Result<serde_json::Value, RenderError> {
     }
 }
 
-/// A notification as the API (and every delivery) shows it.
+/// A notification as the API (and every delivery) shows it. A subject recorded in a layout
+/// this binary no longer reads (a record type changed without its stored subjects being
+/// migrated) is shown by kind and id rather than failing the whole listing or delivery.
 pub fn render(n: &Notification) -> Result<NotificationResponse, RenderError> {
+    let object = object(n).unwrap_or_else(|e| {
+        tracing::warn!(notification = %n.id.display(PREFIX), error = %e, "subject shown by id only");
+        serde_json::json!({ "object": n.subject.kind, "id": subject_id(n) })
+    });
     Ok(NotificationResponse {
         id: n.id.display(PREFIX),
         object: "event",
         event_type: n.event_type.clone(),
         created_at: crate::clock::rfc3339(n.created_at_ms),
         sequence: n.sequence,
-        data: serde_json::json!({ "object": object(n)? }),
+        data: serde_json::json!({ "object": object }),
     })
+}
+
+/// The subject's id with its kind's prefix.
+fn subject_id(n: &Notification) -> String {
+    let prefix = match n.subject.kind.as_str() {
+        "customer" => crate::customers::PREFIX,
+        "subscription" => crate::billing::subscription::PREFIX,
+        "invoice" => crate::billing::invoice::PREFIX,
+        "payment" => crate::payments::payment::PREFIX,
+        "credit_grant" => crate::ledger::grant::PREFIX,
+        "reconciliation" => crate::payments::reconcile::PREFIX,
+        "dead_letter" => crate::jobs::PREFIX,
+        "destination" => crate::notifications::destination::PREFIX,
+        _ => "obj",
+    };
+    n.subject.id.display(prefix)
 }
 
 /// A notification's JSON body, as delivered.

@@ -300,9 +300,15 @@ async fn read_limited(mut response: reqwest::Response) -> (Vec<u8>, Option<Strin
     }
 }
 
-/// The first KiB of a body, as text.
+/// The first KiB of a body, as text: at most `EXCERPT_BYTES` bytes once converted (invalid
+/// bytes become three-byte replacement characters), cut on a character boundary.
 fn excerpt(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(&bytes[..bytes.len().min(EXCERPT_BYTES)]).into_owned()
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(EXCERPT_BYTES)]);
+    let mut end = text.len().min(EXCERPT_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
 }
 
 /// Whether an attempt delivered: a 2xx with the whole body read.
