@@ -520,3 +520,25 @@ async fn a_delivery_cut_by_kill_9_is_delivered_again_with_the_same_id() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_tenant_has_at_most_fifty_destinations() {
+    let d = Daemon::start_with(OPEN).await;
+    for i in 0..50 {
+        let r = d
+            .post(
+                "/v1/event-destinations",
+                Some(&format!("evd-{i}")),
+                &json!({"url": format!("http://127.0.0.1:9/{i}"), "event_types": ["*"]}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json);
+    }
+    d.post(
+        "/v1/event-destinations",
+        Some("evd-51"),
+        &json!({"url": "http://127.0.0.1:9/51", "event_types": ["*"]}),
+    )
+    .await
+    .assert_problem(409, "destination_limit");
+}
