@@ -16,10 +16,19 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 mod client;
+mod deliveries;
 use serde_json::{json, Value};
 
 /// The scenarios, in the order a full run takes them.
-pub const SCENARIOS: &[&str] = &["ingest", "batch", "create", "replay", "usage", "billing"];
+pub const SCENARIOS: &[&str] = &[
+    "ingest",
+    "batch",
+    "create",
+    "replay",
+    "usage",
+    "billing",
+    "deliveries",
+];
 
 /// Each scenario to run with its client count: `name` or `name:clients`.
 fn plan(opts: &Options) -> anyhow::Result<Vec<(String, usize)>> {
@@ -128,7 +137,7 @@ fn start_daemon() -> anyhow::Result<Target> {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndatabase_path = \"{}\"\n[log]\nlevel = \"warn\"\n[billing]\nscheduler_interval_ms = 0\ngrace_secs = 0\n[writer]\nqueue_capacity = 65536\n",
+            "listen = \"127.0.0.1:0\"\ndatabase_path = \"{}\"\n[log]\nlevel = \"warn\"\n[billing]\nscheduler_interval_ms = 0\ngrace_secs = 0\n[writer]\nqueue_capacity = 65536\n[notifications]\nallow_http = true\nallow_private_targets = true\n",
             dir.join("bench.redb").display()
         ),
     )?;
@@ -607,8 +616,15 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                     format!("{closed} invoices for {k} subscriptions; a second run closed {twice}"),
                 )
             }
+            "deliveries" => {
+                let o = deliveries::run(&client, &target, clients, duration, &run_tag).await?;
+                (1, o.latencies, o.errors, o.elapsed, o.verified, o.check)
+            }
             other => {
-                bail!("unknown scenario {other:?} (ingest, batch, create, replay, usage, billing)")
+                bail!(
+                    "unknown scenario {other:?}; known: {}",
+                    SCENARIOS.join(", ")
+                )
             }
         };
         let sum1 = metric(&client, &target.base, "tally_writer_batch_size_sum").await;

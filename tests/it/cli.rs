@@ -153,6 +153,48 @@ fn the_benchmark_runs_every_scenario_and_verifies_the_stored_counts() {
 }
 
 #[test]
+fn the_delivery_benchmark_receives_every_created_customers_event_signed_and_once() {
+    let out = crate::harness::hermetic(std::process::Command::new(BIN))
+        .args([
+            "bench",
+            "--duration-secs",
+            "1",
+            "--scenarios",
+            "deliveries:2,create:2",
+            "--json",
+        ])
+        .env(
+            "TALLY_DATABASE_PATH",
+            std::env::temp_dir().join("unused-by-bench.redb"),
+        )
+        .output()
+        .expect("run bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    let scenarios = report["scenarios"].as_array().expect("scenarios");
+    let deliveries = &scenarios[0];
+    assert_eq!(deliveries["scenario"], "deliveries", "{deliveries}");
+    assert_eq!(deliveries["verified"], true, "{deliveries}");
+    assert_eq!(deliveries["errors"], 0, "{deliveries}");
+    assert!(
+        deliveries["requests"].as_u64().is_some_and(|r| r > 0),
+        "{deliveries}"
+    );
+    let check = deliveries["check"].as_str().unwrap_or_default();
+    assert!(
+        check.contains(" 0 missing") && check.contains(" 0 bad signatures"),
+        "{check}"
+    );
+    // The destination is disabled afterwards: later creates are not delivered to a receiver
+    // that is gone, and their scenario still verifies.
+    assert_eq!(scenarios[1]["verified"], true, "{}", scenarios[1]);
+}
+
+#[test]
 fn the_benchmark_refuses_an_unknown_scenario_or_client_count() {
     for (clients, spec) in [
         ("4", "nonsense"),
