@@ -617,7 +617,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                 )
             }
             "deliveries" => {
-                let o = deliveries::run(&client, &target, clients, duration, &run_tag).await?;
+                // A tag of its own per run of the scenario: it may be named more than once.
+                let tag = format!("{run_tag}-{}", crate::id::Id::generate().display("d"));
+                let o = deliveries::run(&client, &target, clients, duration, &tag).await?;
                 (1, o.latencies, o.errors, o.elapsed, o.verified, o.check)
             }
             other => {
