@@ -656,7 +656,7 @@ fn restore(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
 /// verifies its ledger; returns the entries verified.
 fn verify_staged(staged: &std::path::Path) -> anyhow::Result<u64> {
     crate::store::backup::check_complete(staged)?;
-    let store = Store::open(staged, crate::server::OFFLINE_CACHE_SIZE_BYTES)
+    let store = crate::migrate::open(staged, crate::server::OFFLINE_CACHE_SIZE_BYTES)
         .with_context(|| format!("{} is not a usable database", staged.display()))?;
     let report = crate::ledger::verify::verify(&*store.read()?, None, &mut |_, _| {})?;
     if let Some(v) = report.violation {
@@ -754,7 +754,7 @@ fn in_use(error: &anyhow::Error) -> bool {
 }
 
 fn open(config: &Config) -> anyhow::Result<Store> {
-    Ok(Store::open(
+    Ok(crate::migrate::open(
         &config.database_path,
         config.cache_size_bytes(),
     )?)

@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod ledger;
 pub mod metrics;
+pub mod migrate;
 pub mod notifications;
 pub mod payments;
 #[cfg(test)]

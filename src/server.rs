@@ -51,7 +51,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             "idempotency retention is below the 24 h the API promises; use only for testing"
         );
     }
-    let store = Arc::new(Store::open(
+    let store = Arc::new(crate::migrate::open(
         &config.database_path,
         config.cache_size_bytes(),
     )?);

@@ -283,7 +283,7 @@ fn a_schema_1_database_gets_its_stable_identities_rebuilt_on_open() {
             .expect("version");
         tx.commit().expect("commit");
     }
-    let store = Store::open(&path, 1 << 22).expect("reopen migrates");
+    let store = crate::migrate::open(&path, 1 << 22).expect("reopen migrates");
     assert!(matches!(send(&store, "a"), Status::Duplicate { .. }));
     assert!(matches!(send(&store, "b"), Status::Duplicate { .. }));
     assert!(matches!(send(&store, "c"), Status::Accepted { .. }));

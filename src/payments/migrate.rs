@@ -185,7 +185,14 @@ mod tests {
                 .expect("version");
             tx.commit().expect("commit");
         }
-        let store = Store::open(&path, 1 << 22).expect("reopen migrates");
+        assert!(
+            matches!(
+                Store::open(&path, 1 << 22),
+                Err(crate::store::OpenError::OlderSchema { found: 2, .. })
+            ),
+            "the store alone refuses an older file"
+        );
+        let store = crate::migrate::open(&path, 1 << 22).expect("reopen migrates");
         let tx = store.read().expect("read");
         let p = crate::payments::payment::get(&tx, tenant, old.id)
             .expect("decodes")

@@ -363,7 +363,9 @@ pub fn read_snapshot(
                 .map_err(|e| BackupError::Store(e.into()))?;
             Ok((None, Some(store), tx))
         }
-        Err(OpenError::InUse(_)) => {
+        // A running daemon holds it, or an older Tally wrote it: copy it as it is (a restore
+        // migrates the copy), never change the source.
+        Err(OpenError::InUse(_) | OpenError::OlderSchema { .. }) => {
             let db = open_read_only(path)?;
             let tx = db.begin_read().map_err(|e| BackupError::Store(e.into()))?;
             Ok((Some(db), None, tx))

@@ -81,6 +81,17 @@ pub enum OpenError {
         /// Its schema version.
         found: u32,
     },
+    /// The file was written by an older Tally: it opens after [`upgrade`] (the `migrate`
+    /// module, above the domain, knows the steps).
+    #[error(
+        "database {path} has schema version {found}; it must be migrated to {SCHEMA_VERSION} first"
+    )]
+    OlderSchema {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: u32,
+    },
     /// The folder could not be created, or another storage failure.
     #[error("cannot open database {0}: {1}")]
     Io(PathBuf, String),
@@ -349,9 +360,10 @@ fn check_schema(path: &Path, db: &Database) -> Result<(), OpenError> {
                     });
                 }
                 if found < SCHEMA_VERSION {
-                    migrate(&tx, found).map_err(io)?;
-                    meta.insert("schema_version", SCHEMA_VERSION.to_be_bytes().as_slice())
-                        .map_err(|e| io(e.into()))?;
+                    return Err(OpenError::OlderSchema {
+                        path: path.to_path_buf(),
+                        found,
+                    });
                 }
             }
         }
@@ -361,27 +373,43 @@ fn check_schema(path: &Path, db: &Database) -> Result<(), OpenError> {
     Ok(())
 }
 
-/// Brings an older schema up to [`SCHEMA_VERSION`] inside the opening transaction, so the file
-/// is either wholly old or wholly new.
-fn migrate(tx: &WriteTransaction, from: u32) -> Result<(), StoreError> {
-    if from < 2 {
-        let rebuilt = crate::ingest::event::rebuild_stable_identities(tx)?;
-        tx.delete_table(tables::LEGACY_EVENT_IDENTITIES)?;
-        let minutes = crate::ingest::usage::rebuild_minute_rollups(tx)?;
-        tracing::info!(
-            rebuilt,
-            minutes,
-            "schema 1 → 2: stable event identities re-keyed by client id, minute rollups built"
-        );
+/// Brings a file written by an older schema up to [`SCHEMA_VERSION`]: `steps` runs with the
+/// version found, inside one write transaction that also records the new version and creates
+/// every table, so the file is either wholly old or wholly new. The store knows no step; the
+/// `migrate` module (above the domain) supplies them. A file already current is left alone.
+pub fn upgrade(
+    path: &Path,
+    cache_size_bytes: usize,
+    steps: impl FnOnce(&WriteTransaction, u32) -> Result<(), StoreError>,
+) -> Result<(), OpenError> {
+    let io = |e: StoreError| OpenError::Io(path.to_path_buf(), e.to_string());
+    let mut builder = Database::builder();
+    builder.set_cache_size(cache_size_bytes);
+    let db = builder.create(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse(path.to_path_buf()),
+        other => OpenError::Io(path.to_path_buf(), other.to_string()),
+    })?;
+    let tx = db.begin_write().map_err(|e| io(e.into()))?;
+    let found = {
+        let meta = tx.open_table(tables::META).map_err(|e| io(e.into()))?;
+        let version = meta
+            .get("schema_version")
+            .map_err(|e| io(e.into()))?
+            .and_then(|v| <[u8; 4]>::try_from(v.value()).ok())
+            .map(u32::from_be_bytes);
+        version
+            .ok_or_else(|| OpenError::NotTally(path.to_path_buf(), "no schema version".into()))?
+    };
+    if found >= SCHEMA_VERSION {
+        return Ok(());
     }
-    if from < 3 {
-        let payments = crate::payments::migrate::to_schema_3(tx)?;
-        tracing::info!(
-            payments,
-            "schema 2 → 3: payments record superseded attempts and held money"
-        );
-    }
-    Ok(())
+    steps(&tx, found).map_err(io)?;
+    tx.open_table(tables::META)
+        .map_err(|e| io(e.into()))?
+        .insert("schema_version", SCHEMA_VERSION.to_be_bytes().as_slice())
+        .map_err(|e| io(e.into()))?;
+    tables::create_all(&tx).map_err(|e| io(e.into()))?;
+    tx.commit().map_err(|e| io(e.into()))
 }
 
 /// Reads and decodes one record.

@@ -1,0 +1,44 @@
+//! Schema migrations: the steps that bring a file written by an older Tally up to the schema
+//! this binary writes. They live above the domain because each step rebuilds domain records;
+//! the store only refuses an older file and runs the steps in one transaction
+//! ([`store::upgrade`]).
+
+use std::path::Path;
+
+use redb::WriteTransaction;
+
+use crate::store::{self, OpenError, Store, StoreError};
+
+/// Opens the database at `path`, migrating it first when an older Tally wrote it. Every
+/// operator command and the daemon open files through here.
+pub fn open(path: &Path, cache_size_bytes: usize) -> Result<Store, OpenError> {
+    match Store::open(path, cache_size_bytes) {
+        Err(OpenError::OlderSchema { .. }) => {
+            store::upgrade(path, cache_size_bytes, steps)?;
+            Store::open(path, cache_size_bytes)
+        }
+        other => other,
+    }
+}
+
+/// Every step from schema `from` on, in order, inside the upgrading transaction.
+fn steps(tx: &WriteTransaction, from: u32) -> Result<(), StoreError> {
+    if from < 2 {
+        let rebuilt = crate::ingest::event::rebuild_stable_identities(tx)?;
+        tx.delete_table(store::tables::LEGACY_EVENT_IDENTITIES)?;
+        let minutes = crate::ingest::usage::rebuild_minute_rollups(tx)?;
+        tracing::info!(
+            rebuilt,
+            minutes,
+            "schema 1 → 2: stable event identities re-keyed by client id, minute rollups built"
+        );
+    }
+    if from < 3 {
+        let payments = crate::payments::migrate::to_schema_3(tx)?;
+        tracing::info!(
+            payments,
+            "schema 2 → 3: payments record superseded attempts and held money"
+        );
+    }
+    Ok(())
+}
