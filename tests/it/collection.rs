@@ -48,6 +48,21 @@ fn count(report: &Value, category: &str) -> usize {
     report[category].as_array().map_or(0, Vec::len)
 }
 
+/// A daemon on the fake Stripe with its webhook endpoint, one daily invoice and one attempt
+/// settled in `status`: (provider, daemon, endpoint, invoices, payment).
+async fn one_attempt(
+    method: &str,
+    status: &str,
+) -> (FakeStripe, Daemon, String, Vec<String>, String) {
+    let stripe = FakeStripe::start().await;
+    let d = daemon(&stripe, "").await;
+    let ep = stripe_endpoint(&d).await;
+    let inv = invoices(&d, 1).await;
+    let p = id_of(&pay(&d, &inv[0], method).await);
+    settle(&d, &p, status).await;
+    (stripe, d, ep, inv, p)
+}
+
 async fn void(d: &Daemon, invoice: &str, key: &str) -> crate::harness::Resp {
     d.post(
         &format!("/v1/invoices/{invoice}/void"),
@@ -116,12 +131,7 @@ async fn a_void_cancels_an_attempt_that_was_never_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_attempt_supersedes_one_waiting_for_the_customer_and_a_late_success_is_refunded() {
-    let stripe = FakeStripe::start().await;
-    let d = daemon(&stripe, "").await;
-    let ep = stripe_endpoint(&d).await;
-    let inv = invoices(&d, 1).await;
-    let first = id_of(&pay(&d, &inv[0], "pm_3ds").await);
-    settle(&d, &first, "requires_action").await;
+    let (stripe, d, ep, inv, first) = one_attempt("pm_3ds", "requires_action").await;
     let second = d
         .post(
             &format!("/v1/invoices/{}/pay", inv[0]),
@@ -311,12 +321,7 @@ async fn a_refund_total_without_a_list_books_nothing_and_each_refund_settles_by_
 
 #[tokio::test]
 async fn an_intent_canceled_at_the_provider_closes_its_attempt_without_dunning() {
-    let stripe = FakeStripe::start().await;
-    let d = daemon(&stripe, "").await;
-    let ep = stripe_endpoint(&d).await;
-    let inv = invoices(&d, 1).await;
-    let p = id_of(&pay(&d, &inv[0], "pm_3ds").await);
-    settle(&d, &p, "requires_action").await;
+    let (stripe, d, ep, inv, p) = one_attempt("pm_3ds", "requires_action").await;
     let mut intent = stripe.intent(0);
     intent["status"] = json!("canceled");
     intent["cancellation_reason"] = json!("abandoned");
@@ -344,12 +349,7 @@ async fn an_intent_canceled_at_the_provider_closes_its_attempt_without_dunning()
 
 #[tokio::test]
 async fn a_success_with_another_amount_or_currency_is_held_for_review() {
-    let stripe = FakeStripe::start().await;
-    let d = daemon(&stripe, "").await;
-    let ep = stripe_endpoint(&d).await;
-    let inv = invoices(&d, 1).await;
-    let p = id_of(&pay(&d, &inv[0], "pm_3ds").await);
-    settle(&d, &p, "requires_action").await;
+    let (stripe, d, ep, inv, p) = one_attempt("pm_3ds", "requires_action").await;
     stripe.mutate(0, |i| {
         i["amount"] = json!(1);
         i["currency"] = json!("eur");
@@ -473,12 +473,7 @@ async fn an_attempt_waiting_for_the_customer_is_canceled_at_the_provider_before_
 
 #[tokio::test]
 async fn a_second_intent_naming_a_paid_attempt_is_recorded_beside_it_and_refunded() {
-    let stripe = FakeStripe::start().await;
-    let d = daemon(&stripe, "").await;
-    let ep = stripe_endpoint(&d).await;
-    let inv = invoices(&d, 1).await;
-    let p = id_of(&pay(&d, &inv[0], "pm_ok").await);
-    settle(&d, &p, "succeeded").await;
+    let (stripe, d, ep, inv, p) = one_attempt("pm_ok", "succeeded").await;
     // Another integration charged the customer under the same metadata.
     let mut other = stripe.intent(0);
     other["id"] = json!("pi_elsewhere");
