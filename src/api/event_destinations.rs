@@ -290,12 +290,7 @@ pub async fn list(
     Query(page): Query<PageParams>,
 ) -> Result<Response, ApiError> {
     let limit = page.limit()?;
-    let after = match &page.starting_after {
-        Some(c) => Some(Id::parse(c, PREFIX).ok_or_else(|| {
-            ApiError::invalid_field("starting_after", "is not an event destination id (evd_…)")
-        })?),
-        None => None,
-    };
+    let after = page.after(PREFIX, "an event destination")?;
     let tx = state.store.read()?;
     let (items, has_more) = destinations::list(&tx, tenant, after, limit)?;
     let next_cursor = if has_more {

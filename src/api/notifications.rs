@@ -226,17 +226,11 @@ pub async fn list(
     Tenant(tenant): Tenant,
     Query(params): Query<ListParams>,
 ) -> Result<Response, ApiError> {
-    let limit = PageParams {
+    let page = PageParams {
         limit: params.limit,
-        starting_after: None,
-    }
-    .limit()?;
-    let after = match &params.starting_after {
-        Some(c) => Some(Id::parse(c, PREFIX).ok_or_else(|| {
-            ApiError::invalid_field("starting_after", "is not a notification id (ntf_…)")
-        })?),
-        None => None,
+        starting_after: params.starting_after.clone(),
     };
+    let (limit, after) = (page.limit()?, page.after(PREFIX, "a notification")?);
     let filter = filter(&params)?;
     let tx = state.store.read()?;
     let (items, cursor) = outbox::list(&tx, tenant, &filter, after, limit, LIST_BUDGET)?;

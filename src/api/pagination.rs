@@ -33,6 +33,22 @@ impl PageParams {
             )),
         }
     }
+
+    /// The validated cursor: an id of the listed resource (`prefix`, named `what` in the
+    /// error), or none.
+    pub fn after(&self, prefix: &str, what: &str) -> Result<Option<crate::id::Id>, ApiError> {
+        self.starting_after
+            .as_deref()
+            .map(|c| {
+                crate::id::Id::parse(c, prefix).ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "starting_after",
+                        format!("is not {what} id ({prefix}_…)"),
+                    )
+                })
+            })
+            .transpose()
+    }
 }
 
 /// One page of a list.
