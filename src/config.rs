@@ -285,6 +285,9 @@ pub struct BillingConfig {
     pub max_start_backdate_secs: u64,
     /// How far after now a subscription may start.
     pub max_start_ahead_secs: u64,
+    /// `subscription.trial_will_end` is recorded this long before a trial ends (by the billing
+    /// run that first finds it due).
+    pub trial_notice_secs: u64,
 }
 
 impl Default for BillingConfig {
@@ -295,6 +298,7 @@ impl Default for BillingConfig {
             run_chunk_periods: 500,
             max_start_backdate_secs: 366 * 86_400,
             max_start_ahead_secs: 5 * 366 * 86_400,
+            trial_notice_secs: 3 * 86_400,
         }
     }
 }
@@ -360,6 +364,8 @@ impl Config {
                 .auto_collect
                 .then(|| self.payments.provider_name()),
             chunk_periods: self.billing.run_chunk_periods,
+            trial_notice_ms: i64::try_from(self.billing.trial_notice_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
         }
     }
 }
@@ -662,6 +668,12 @@ impl Config {
             return Err(bad(
                 "billing.max_start_ahead_secs",
                 "must be at most 316224000 (10 years)",
+            ));
+        }
+        if self.billing.trial_notice_secs > 366 * 24 * 3600 {
+            return Err(bad(
+                "billing.trial_notice_secs",
+                "must be at most 31622400 (366 days)",
             ));
         }
         if !(1..=256).contains(&self.jobs.workers) {

@@ -40,5 +40,12 @@ fn steps(tx: &WriteTransaction, from: u32) -> Result<(), StoreError> {
             "schema 2 → 3: payments record superseded attempts and held money"
         );
     }
+    if from < 4 {
+        let subscriptions = crate::billing::migrate::to_schema_4(tx)?;
+        tracing::info!(
+            subscriptions,
+            "schema 3 → 4: subscriptions record their plan phases and trial"
+        );
+    }
     Ok(())
 }

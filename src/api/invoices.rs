@@ -138,7 +138,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn line_body(l: &Line) -> LineBody {
+/// The API body of one invoice line.
+pub fn line_body(l: &Line) -> LineBody {
     let t = |d: crate::decimal::Stored| decimal::to_text(d.0);
     LineBody {
         kind: l.kind.as_str(),

@@ -21,6 +21,7 @@ pub mod panic_guard;
 pub mod payments;
 pub mod plans;
 pub mod problem;
+pub mod subscription_changes;
 pub mod subscriptions;
 pub mod usage;
 pub mod webhooks;
@@ -90,6 +91,26 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/subscriptions", post(subscriptions::create))
         .route("/v1/subscriptions/{id}", get(subscriptions::get))
         .route("/v1/subscriptions/{id}/cancel", post(subscriptions::cancel))
+        .route(
+            "/v1/subscriptions/{id}/change",
+            post(subscription_changes::change),
+        )
+        .route(
+            "/v1/subscriptions/{id}/change/preview",
+            post(subscription_changes::preview),
+        )
+        .route(
+            "/v1/subscriptions/{id}/scheduled-change/cancel",
+            post(subscription_changes::cancel_scheduled),
+        )
+        .route(
+            "/v1/subscriptions/{id}/end-trial",
+            post(subscription_changes::end_trial),
+        )
+        .route(
+            "/v1/subscriptions/{id}/resume",
+            post(subscription_changes::resume),
+        )
         .route("/v1/billing-runs", post(invoices::create_run))
         .route("/v1/billing-runs/{id}", get(invoices::get_run))
         .route("/v1/invoices", get(invoices::list))

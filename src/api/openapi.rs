@@ -9,7 +9,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     customers, dead_letters, event_destinations, events, grants, health, invoices, ledger, meters,
-    notifications, pagination, payments, plans, problem, subscriptions, usage, webhooks,
+    notifications, pagination, payments, plans, problem, subscription_changes, subscriptions,
+    usage, webhooks,
 };
 
 /// The document's root.
@@ -50,6 +51,11 @@ use super::{
         subscriptions::create,
         subscriptions::get,
         subscriptions::cancel,
+        subscription_changes::change,
+        subscription_changes::preview,
+        subscription_changes::cancel_scheduled,
+        subscription_changes::end_trial,
+        subscription_changes::resume,
         invoices::create_run,
         invoices::get_run,
         invoices::list,
@@ -126,6 +132,10 @@ use super::{
         subscriptions::SubscriptionResponse,
         subscriptions::PeriodBody,
         subscriptions::CancelRequest,
+        subscriptions::PhaseBody,
+        subscription_changes::ChangeBody,
+        subscription_changes::ChangedBody,
+        subscription_changes::PreviewBody,
         invoices::InvoiceResponse,
         invoices::LineBody,
         invoices::TierLineBody,

@@ -89,6 +89,10 @@ pub struct CreatePlanRequest {
     /// Usage charges.
     #[serde(default)]
     pub charges: Vec<ChargeBody>,
+    /// Whether usage during a subscription's trial is billed (default false: the trial is
+    /// free; the fixed fee is never billed in a trial).
+    #[serde(default)]
+    pub bill_usage_in_trial: bool,
 }
 
 /// A plan as the API shows it.
@@ -112,6 +116,8 @@ pub struct PlanResponse {
     pub fixed_fee: Option<FixedFeeBody>,
     /// Charges.
     pub charges: Vec<ChargeBody>,
+    /// Whether usage during a trial is billed.
+    pub bill_usage_in_trial: bool,
     /// RFC 3339.
     pub created_at: String,
 }
@@ -176,6 +182,7 @@ impl From<&Plan> for PlanResponse {
                     }
                 })
                 .collect(),
+            bill_usage_in_trial: p.bill_usage_in_trial,
             created_at: crate::clock::rfc3339(p.created_at_ms),
         }
     }
@@ -454,6 +461,7 @@ pub async fn create(
         fixed_fee,
         charges,
         created_at_ms: now_ms,
+        bill_usage_in_trial: req.bill_usage_in_trial,
     };
     idempotent::run(
         &state,

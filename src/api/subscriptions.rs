@@ -32,8 +32,32 @@ pub struct CreateSubscriptionRequest {
     pub plan: String,
     /// Billing starts (RFC 3339; default now).
     pub start_at: Option<String>,
-    /// Period boundaries are this instant plus whole intervals (default `start_at`).
+    /// Period boundaries are this instant plus whole intervals (default `start_at`, or
+    /// `trial_end` with a trial; not together with a trial).
     pub billing_anchor: Option<String>,
+    /// The trial ends here (RFC 3339, after `start_at`, at most 730 days after it): no fixed fee
+    /// before it; usage only when the plan bills usage in trials. Not with `trial_days`.
+    pub trial_end: Option<String>,
+    /// The trial lasts this many days from `start_at` (1 to 730).
+    pub trial_days: Option<u32>,
+}
+
+/// Longest trial, in days.
+pub const MAX_TRIAL_DAYS: u32 = 730;
+
+/// One phase of a subscription: a plan from an instant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PhaseBody {
+    /// `pln_…`.
+    pub plan: String,
+    /// RFC 3339.
+    pub start_at: String,
+    /// RFC 3339, exclusive: the next phase's start or the subscription's end (none while open).
+    pub end_at: Option<String>,
+    /// How the change into it treated the fee: prorate, none or invoice_now.
+    pub proration: &'static str,
+    /// The change that made it (`chg_…`); none for the first phase.
+    pub change: Option<String>,
 }
 
 /// A period.
@@ -54,10 +78,16 @@ pub struct SubscriptionResponse {
     pub object: &'static str,
     /// `cus_…`.
     pub customer: String,
-    /// `pln_…`.
+    /// `pln_…`: the plan in effect now.
     pub plan: String,
-    /// active, canceling or canceled.
+    /// trialing, active, canceling or canceled.
     pub status: &'static str,
+    /// The plans over time, including a scheduled change.
+    pub phases: Vec<PhaseBody>,
+    /// The change scheduled for a later instant, if any (its phase).
+    pub scheduled_change: Option<PhaseBody>,
+    /// When the trial ends (RFC 3339), if it has one.
+    pub trial_end: Option<String>,
     /// RFC 3339.
     pub start_at: String,
     /// RFC 3339.
@@ -84,12 +114,30 @@ pub fn response(
     final_invoices: Vec<String>,
 ) -> SubscriptionResponse {
     let rfc = crate::clock::rfc3339;
+    let now_ms = crate::clock::now_ms();
+    let phases: Vec<PhaseBody> = sub
+        .phases
+        .iter()
+        .enumerate()
+        .map(|(i, p)| phase_body(sub, i, p))
+        .collect();
+    let trialing =
+        sub.status == SubscriptionStatus::Active && sub.trial_end_ms.is_some_and(|t| t > now_ms);
     SubscriptionResponse {
         id: sub.id.display(PREFIX),
         object: "subscription",
         customer: sub.customer.display(crate::customers::PREFIX),
-        plan: sub.plan.display(plan::PREFIX),
-        status: sub.status.as_str(),
+        plan: sub.plan_at(now_ms).display(plan::PREFIX),
+        status: if trialing {
+            "trialing"
+        } else {
+            sub.status.as_str()
+        },
+        scheduled_change: sub
+            .scheduled_change(now_ms)
+            .map(|p| phase_body(sub, sub.phases.len() - 1, p)),
+        phases,
+        trial_end: sub.trial_end_ms.map(rfc),
         start_at: rfc(sub.start_at_ms),
         billing_anchor: rfc(sub.anchor_ms),
         next_period: plan
@@ -106,30 +154,68 @@ pub fn response(
     }
 }
 
-fn render_error(e: &SubscriptionError) -> StoredResponse {
-    let (status, code, field) = match e {
-        SubscriptionError::UnknownCustomer(_) => {
-            (StatusCode::NOT_FOUND, "resource_missing", Some("customer"))
+fn phase_body(sub: &Subscription, i: usize, p: &crate::billing::phase::Phase) -> PhaseBody {
+    let end = sub.phases.get(i + 1).map(|n| n.start_ms).or(sub.ends_at_ms);
+    PhaseBody {
+        plan: p.plan.display(plan::PREFIX),
+        start_at: crate::clock::rfc3339(p.start_ms),
+        end_at: end.map(crate::clock::rfc3339),
+        proration: p.proration.as_str(),
+        change: p
+            .change
+            .map(|c| c.display(crate::billing::phase::CHANGE_PREFIX)),
+    }
+}
+
+/// The status, stable type and offending field of a subscription failure.
+fn error_parts(e: &SubscriptionError) -> (StatusCode, &'static str, Option<&'static str>) {
+    use SubscriptionError as E;
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    match e {
+        E::UnknownCustomer(_) => (StatusCode::NOT_FOUND, "resource_missing", Some("customer")),
+        E::UnknownPlan(_) => (StatusCode::NOT_FOUND, "resource_missing", Some("plan")),
+        E::CurrencyMismatch { .. } => (unprocessable, "currency_mismatch", Some("plan")),
+        E::IntervalMismatch { .. } => (unprocessable, "interval_mismatch", Some("plan")),
+        E::Missing(_) => (StatusCode::NOT_FOUND, "resource_missing", None),
+        E::AlreadyCanceled(_) => (StatusCode::CONFLICT, "subscription_canceled", None),
+        E::Backlog { .. } => (StatusCode::CONFLICT, "billing_backlog", None),
+        E::ChangeScheduled { .. } => (StatusCode::CONFLICT, "change_scheduled", None),
+        E::NoScheduledChange(_) => (StatusCode::CONFLICT, "no_scheduled_change", None),
+        E::TooManyPhases(..) => (StatusCode::CONFLICT, "too_many_phases", None),
+        E::EffectiveTooEarly { .. } | E::EffectiveTooLate { .. } => {
+            (unprocessable, "value_out_of_range", Some("effective"))
         }
-        SubscriptionError::UnknownPlan(_) => {
-            (StatusCode::NOT_FOUND, "resource_missing", Some("plan"))
-        }
-        SubscriptionError::CurrencyMismatch { .. } => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "currency_mismatch",
-            Some("plan"),
+        E::EndsBefore { .. } => (
+            StatusCode::CONFLICT,
+            "subscription_canceling",
+            Some("effective"),
         ),
-        SubscriptionError::Missing(_) => (StatusCode::NOT_FOUND, "resource_missing", None),
-        SubscriptionError::AlreadyCanceled(_) => {
-            (StatusCode::CONFLICT, "subscription_canceled", None)
-        }
-        SubscriptionError::Backlog { .. } => (StatusCode::CONFLICT, "billing_backlog", None),
-    };
+        E::AlreadyOnPlan(..) => (StatusCode::CONFLICT, "already_on_plan", Some("plan")),
+        E::NotRunning(_) => (StatusCode::CONFLICT, "subscription_not_running", None),
+        E::NotTrialing(_) => (StatusCode::CONFLICT, "not_trialing", None),
+        E::NotCanceling(_) => (StatusCode::CONFLICT, "not_canceling", None),
+        E::Invoice(_) => (unprocessable, "invoice_failed", None),
+    }
+}
+
+/// The stored problem response of a subscription failure.
+pub fn render_error(e: &SubscriptionError) -> StoredResponse {
+    let (status, code, field) = error_parts(e);
     let mut err = ApiError::new(status, code, e.to_string());
     if let Some(f) = field {
         err = err.field(f, e.to_string());
     }
     err.to_stored()
+}
+
+/// The same failure answered directly (for requests that write nothing).
+pub fn api_error(e: &SubscriptionError) -> ApiError {
+    let (status, code, field) = error_parts(e);
+    let mut err = ApiError::new(status, code, e.to_string());
+    if let Some(f) = field {
+        err = err.field(f, e.to_string());
+    }
+    err
 }
 
 fn render_created(output: &Result<(Subscription, Plan), SubscriptionError>) -> StoredResponse {
@@ -181,6 +267,13 @@ pub async fn create(
     let now_ms = crate::clock::now_ms();
     let start_at_ms = time_param("start_at", &req.start_at)?.unwrap_or(now_ms);
     check_start(&state, start_at_ms, now_ms)?;
+    let trial_end_ms = trial_end(req, start_at_ms)?;
+    if trial_end_ms.is_some() && req.billing_anchor.is_some() {
+        return Err(ApiError::invalid_field(
+            "billing_anchor",
+            "a subscription with a trial is anchored at the trial's end; omit billing_anchor",
+        ));
+    }
     let anchor_ms = time_param("billing_anchor", &req.billing_anchor)?.unwrap_or(start_at_ms);
     let (customer, plan_id) = {
         let tx = state.store.read()?;
@@ -194,19 +287,17 @@ pub async fn create(
         .ok_or_else(|| ApiError::missing("plan", &req.plan).field("plan", "no such plan"))?;
         (customer, plan_id)
     };
-    let sub = Subscription {
-        id: Id::generate_at(now_ms),
-        customer: customer.id,
-        plan: plan_id,
+    let mut sub = Subscription::new(
+        Id::generate_at(now_ms),
+        customer.id,
+        plan_id,
         start_at_ms,
         anchor_ms,
-        status: SubscriptionStatus::Active,
-        ends_at_ms: None,
-        canceled_at_ms: None,
-        periods_closed: 0,
-        opening_invoiced: false,
-        created_at_ms: now_ms,
-    };
+        now_ms,
+    );
+    if let Some(t) = trial_end_ms {
+        sub = sub.with_trial(t);
+    }
     idempotent::run(
         &state,
         idempotent::Request {
@@ -223,6 +314,39 @@ pub async fn create(
         render_created,
     )
     .await
+}
+
+/// The trial's end from `trial_end` or `trial_days`, checked: after the start, at most
+/// [`MAX_TRIAL_DAYS`] after it, not both.
+fn trial_end(req: &CreateSubscriptionRequest, start_at_ms: i64) -> Result<Option<i64>, ApiError> {
+    const DAY_MS: i64 = 86_400_000;
+    let latest = start_at_ms.saturating_add(i64::from(MAX_TRIAL_DAYS) * DAY_MS);
+    let end = match (&req.trial_end, req.trial_days) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid_field(
+                "trial_days",
+                "give trial_end or trial_days, not both",
+            ))
+        }
+        (None, None) => return Ok(None),
+        (_, Some(days)) => {
+            if !(1..=MAX_TRIAL_DAYS).contains(&days) {
+                return Err(ApiError::invalid_field(
+                    "trial_days",
+                    format!("must be between 1 and {MAX_TRIAL_DAYS}"),
+                ));
+            }
+            start_at_ms.saturating_add(i64::from(days) * DAY_MS)
+        }
+        (Some(_), None) => time_param("trial_end", &req.trial_end)?.unwrap_or(start_at_ms),
+    };
+    if end <= start_at_ms || end > latest {
+        return Err(ApiError::invalid_field(
+            "trial_end",
+            format!("must lie after start_at and at most {MAX_TRIAL_DAYS} days after it"),
+        ));
+    }
+    Ok(Some(end))
 }
 
 /// A subscription starts within the configured window around now, which bounds the backlog
@@ -249,7 +373,8 @@ fn check_start(state: &AppState, start_at_ms: i64, now_ms: i64) -> Result<(), Ap
     .field("start_at", detail))
 }
 
-fn plan_by_code(
+/// The newest plan with this code, if any.
+pub fn plan_by_code(
     tx: &redb::ReadTransaction,
     tenant: crate::store::TenantId,
     code: &str,
@@ -287,23 +412,39 @@ pub async fn get(
 }
 
 /// Body of the cancel endpoint.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
     /// true (default): bill through the current period, then stop. false: stop now with a final
-    /// invoice, the fixed fee prorated by the second.
-    #[serde(default = "default_true")]
-    pub at_period_end: bool,
+    /// invoice, the fixed fee prorated by the second. Superseded by `at`.
+    #[serde(default)]
+    pub at_period_end: Option<bool>,
+    /// `period_end` (default) or `now`; the same choice as `at_period_end`.
+    #[serde(default)]
+    pub at: Option<String>,
 }
 
-fn default_true() -> bool {
-    true
-}
-
-impl Default for CancelRequest {
-    fn default() -> Self {
-        Self {
-            at_period_end: true,
+impl CancelRequest {
+    /// Whether to cancel now, from either field (they must agree when both are given).
+    fn immediately(&self) -> Result<bool, ApiError> {
+        let from_at = match self.at.as_deref() {
+            None => None,
+            Some("period_end") => Some(false),
+            Some("now") => Some(true),
+            Some(_) => {
+                return Err(ApiError::invalid_field(
+                    "at",
+                    "must be \"period_end\" or \"now\"",
+                ))
+            }
+        };
+        let from_flag = self.at_period_end.map(|end| !end);
+        match (from_at, from_flag) {
+            (Some(a), Some(b)) if a != b => Err(ApiError::invalid_field(
+                "at",
+                "contradicts at_period_end; give one of them",
+            )),
+            (a, b) => Ok(a.or(b).unwrap_or(false)),
         }
     }
 }
@@ -329,6 +470,7 @@ pub async fn cancel(
 ) -> Result<Response, ApiError> {
     let key = key.required()?;
     let parsed = Id::parse(&id, PREFIX).ok_or_else(|| ApiError::missing("subscription", &id))?;
+    let immediately = body.value.immediately()?;
     let path = format!("/v1/subscriptions/{id}/cancel");
     let origin = format!("api:POST {path} idempotency-key={key}");
     idempotent::run(
@@ -343,7 +485,7 @@ pub async fn cancel(
         CancelSubscription {
             tenant,
             id: parsed,
-            immediately: !body.value.at_period_end,
+            immediately,
             now_ms: crate::clock::now_ms(),
             policy: state.config.billing_policy(),
             origin,

@@ -6,10 +6,13 @@
 //! billed for earlier periods. The same function recomputes it for `tally invoice verify`, so a
 //! stored invoice either matches its inputs or the first difference is reported.
 
+use std::collections::BTreeMap;
+
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use super::phase;
 use super::plan::{Charge, FeeTiming, Plan};
 use super::pricing::{self, TierLine};
 use super::subscription::{Period, Subscription};
@@ -196,6 +199,9 @@ pub enum InvoiceError {
     /// The plan references a missing meter.
     #[error("meter {0} of the plan is missing")]
     MissingMeter(String),
+    /// A phase of the subscription names a missing plan.
+    #[error("plan {0} of the subscription is missing")]
+    MissingPlan(String),
     /// No such invoice.
     #[error("no invoice {0}")]
     Missing(String),
@@ -291,15 +297,28 @@ pub struct Spec {
     /// The next period, whose in-advance fee this invoice carries (if the subscription
     /// continues).
     pub next_period: Option<Period>,
-    /// Whether this period's in-advance fee was already billed and part of it must be credited
-    /// (immediate cancellation).
-    pub credit_unused_advance_fee: bool,
+    /// Whether the in-advance fee for this period was billed before it (by the previous
+    /// period's invoice or the opening invoice): its unused part is credited when the period
+    /// ends early (immediate cancellation, a split) or its plan changed inside it.
+    pub advance_prebilled: bool,
     /// Bill usage of the period (false for opening invoices).
     pub include_usage: bool,
     /// Recompute earlier periods whose usage started at or after this instant.
     pub adjust_from_ms: i64,
     /// Events committed up to this sequence number count.
     pub cutoff: u64,
+    /// Every plan of the subscription's phases, by id.
+    pub plans: BTreeMap<Id, Plan>,
+}
+
+impl Spec {
+    /// The plan of the phase in effect at `at_ms`.
+    fn plan_at<'a>(&'a self, sub: &Subscription, at_ms: i64) -> Result<&'a Plan, InvoiceError> {
+        let id = sub.plan_at(at_ms);
+        self.plans
+            .get(&id)
+            .ok_or_else(|| InvoiceError::MissingPlan(id.display(super::plan::PREFIX)))
+    }
 }
 
 fn meter_of<M: ReadableTable<&'static [u8], &'static [u8]>>(
@@ -377,7 +396,8 @@ macro_rules! business {
 }
 
 /// Computes an invoice's lines from its inputs, in three named steps: adjustments for late
-/// usage of earlier periods, the period's usage, then the fixed fee.
+/// usage of earlier periods, the period's usage, then the fixed fee. Each line is priced by
+/// the plan of the phase in effect at its own start (`plan` gives the currency).
 pub fn compute<E, C, B, M>(
     src: &Sources<'_, E, C, B, M>,
     tenant: TenantId,
@@ -392,13 +412,11 @@ where
     M: ReadableTable<&'static [u8], &'static [u8]>,
 {
     let exponent = crate::currency::minor_unit_exponent(&plan.currency).unwrap_or(2);
-    let mut lines = business!(adjustment_lines(src, tenant, sub, plan, spec, exponent)?);
+    let mut lines = business!(adjustment_lines(src, tenant, sub, spec, exponent)?);
     if spec.include_usage {
-        lines.extend(business!(usage_lines(
-            src, tenant, sub, plan, spec, exponent
-        )?));
+        lines.extend(business!(usage_lines(src, tenant, sub, spec, exponent)?));
     }
-    lines.extend(business!(fee_lines(plan, spec, exponent)));
+    lines.extend(business!(fee_lines(sub, spec, exponent)));
     Ok(Ok(lines))
 }
 
@@ -410,13 +428,26 @@ fn billed_period_start(key: &[u8]) -> Result<i64, StoreError> {
         .ok_or_else(|| StoreError::Corrupt("malformed billed usage key".into()))
 }
 
-/// Step 1: one adjustment line per earlier (meter, period) whose recomputed quantity differs
-/// from the billed one, for periods that started at or after `spec.adjust_from_ms`.
+/// Every meter any phase's plan charges for, each once.
+fn meters_of_plans(spec: &Spec) -> Vec<Id> {
+    let mut out: Vec<Id> = Vec::new();
+    for plan in spec.plans.values() {
+        for charge in &plan.charges {
+            if !out.contains(&charge.meter) {
+                out.push(charge.meter);
+            }
+        }
+    }
+    out
+}
+
+/// Step 1: one adjustment line per earlier (meter, segment) whose recomputed quantity differs
+/// from the billed one, for segments that started at or after `spec.adjust_from_ms`, each
+/// priced by the plan of its own phase.
 fn adjustment_lines<E, C, B, M>(
     src: &Sources<'_, E, C, B, M>,
     tenant: TenantId,
     sub: &Subscription,
-    plan: &Plan,
     spec: &Spec,
     exponent: u8,
 ) -> Computed<Vec<Line>>
@@ -428,14 +459,18 @@ where
 {
     debug_assert!(spec.adjust_from_ms <= spec.period.start_ms);
     let mut lines = Vec::new();
-    for charge in &plan.charges {
-        let meter = business!(meter_of(src.meters, tenant, charge.meter)?);
-        let lo = billed_key(tenant, sub.id, charge.meter, spec.adjust_from_ms);
-        let hi = billed_key(tenant, sub.id, charge.meter, spec.period.start_ms);
+    for meter_id in meters_of_plans(spec) {
+        let meter = business!(meter_of(src.meters, tenant, meter_id)?);
+        let lo = billed_key(tenant, sub.id, meter_id, spec.adjust_from_ms);
+        let hi = billed_key(tenant, sub.id, meter_id, spec.period.start_ms);
         for entry in src.billed.range::<&[u8]>(lo.as_slice()..hi.as_slice())? {
             let (key, value) = entry?;
             let billed: Billed = codec::decode(value.value())?;
             let start = billed_period_start(key.value())?;
+            let plan = business!(spec.plan_at(sub, start));
+            let Some(charge) = plan.charges.iter().find(|c| c.meter == meter_id) else {
+                continue;
+            };
             let (acc, digest) = usage::aggregate_events(
                 src.by_customer,
                 src.events,
@@ -468,7 +503,7 @@ where
                     crate::clock::rfc3339(start),
                     crate::clock::rfc3339(billed.period_end_ms)
                 ),
-                meter: Some(charge.meter),
+                meter: Some(meter_id),
                 period_start_ms: start,
                 period_end_ms: billed.period_end_ms,
                 quantity: Stored(change.quantity),
@@ -487,12 +522,13 @@ where
     Ok(Ok(lines))
 }
 
-/// Step 2: one usage line per charge for the period itself (not for opening invoices).
+/// Step 2: for each segment of the period (one per phase in effect during it), one usage line
+/// per charge of that phase's plan. A period in the trial bills no usage unless the plan
+/// bills usage in trials.
 fn usage_lines<E, C, B, M>(
     src: &Sources<'_, E, C, B, M>,
     tenant: TenantId,
     sub: &Subscription,
-    plan: &Plan,
     spec: &Spec,
     exponent: u8,
 ) -> Computed<Vec<Line>>
@@ -504,89 +540,191 @@ where
 {
     debug_assert!(spec.include_usage);
     let period = &spec.period;
-    let mut lines = Vec::with_capacity(plan.charges.len());
-    for charge in &plan.charges {
-        let meter = business!(meter_of(src.meters, tenant, charge.meter)?);
-        let (acc, digest) = usage::aggregate_events(
-            src.by_customer,
-            src.events,
-            tenant,
-            &meter,
-            sub.customer,
-            period.start_ms,
-            period.end_ms,
-            spec.cutoff,
-        )?;
-        let quantity = business!(acc
-            .value(meter.aggregation)
-            .map_err(|_| InvoiceError::OutOfRange))
-        .unwrap_or(Decimal::ZERO);
-        let priced = business!(pricing::price(
-            &charge.model,
-            charge.free_units.0,
-            quantity,
-            exponent
-        ));
-        lines.push(Line {
-            kind: LineKind::Usage,
-            description: meter.name.clone().unwrap_or_else(|| meter.key.clone()),
-            meter: Some(charge.meter),
-            period_start_ms: period.start_ms,
-            period_end_ms: period.end_ms,
-            quantity: Stored(quantity),
-            quantity_before: None,
-            quantity_after: None,
-            proration: None,
-            unit_price: unit_price_of(charge),
-            tiers: priced.tiers,
-            amount_exact: Stored(priced.exact),
-            amount_minor: priced.amount_minor,
-            events: acc.events(),
-            events_digest: digest,
-        });
+    let mut lines = Vec::new();
+    for segment in phase::segments(&sub.phases, period.start_ms, period.end_ms) {
+        let plan = business!(spec.plan_at(sub, segment.start_ms));
+        if sub.in_trial(period.end_ms) && !plan.bill_usage_in_trial {
+            continue;
+        }
+        for charge in &plan.charges {
+            lines.push(business!(usage_line(
+                src, tenant, sub, spec, charge, &segment, exponent
+            )?));
+        }
     }
     Ok(Ok(lines))
 }
 
-/// Step 3: the fixed fee this invoice carries, if any: the period's own in arrears, the next
-/// period's in advance, or the credit for the unused part after an immediate cancellation.
-fn fee_lines(plan: &Plan, spec: &Spec, exponent: u8) -> Result<Vec<Line>, InvoiceError> {
-    let Some(fee) = &plan.fixed_fee else {
-        return Ok(Vec::new());
-    };
+/// One charge's usage over one segment.
+fn usage_line<E, C, B, M>(
+    src: &Sources<'_, E, C, B, M>,
+    tenant: TenantId,
+    sub: &Subscription,
+    spec: &Spec,
+    charge: &Charge,
+    segment: &phase::Span,
+    exponent: u8,
+) -> Computed<Line>
+where
+    E: ReadableTable<&'static [u8], &'static [u8]>,
+    C: ReadableTable<&'static [u8], ()>,
+    B: ReadableTable<&'static [u8], &'static [u8]>,
+    M: ReadableTable<&'static [u8], &'static [u8]>,
+{
+    let meter = business!(meter_of(src.meters, tenant, charge.meter)?);
+    let (acc, digest) = usage::aggregate_events(
+        src.by_customer,
+        src.events,
+        tenant,
+        &meter,
+        sub.customer,
+        segment.start_ms,
+        segment.end_ms,
+        spec.cutoff,
+    )?;
+    let quantity = business!(acc
+        .value(meter.aggregation)
+        .map_err(|_| InvoiceError::OutOfRange))
+    .unwrap_or(Decimal::ZERO);
+    let priced = business!(pricing::price(
+        &charge.model,
+        charge.free_units.0,
+        quantity,
+        exponent
+    ));
+    Ok(Ok(Line {
+        kind: LineKind::Usage,
+        description: meter.name.clone().unwrap_or_else(|| meter.key.clone()),
+        meter: Some(charge.meter),
+        period_start_ms: segment.start_ms,
+        period_end_ms: segment.end_ms,
+        quantity: Stored(quantity),
+        quantity_before: None,
+        quantity_after: None,
+        proration: None,
+        unit_price: unit_price_of(charge),
+        tiers: priced.tiers,
+        amount_exact: Stored(priced.exact),
+        amount_minor: priced.amount_minor,
+        events: acc.events(),
+        events_digest: digest,
+    }))
+}
+
+/// Whether a plan's fee is billed at the start of the period it pays for.
+fn in_advance(plan: &Plan) -> bool {
+    plan.fixed_fee
+        .as_ref()
+        .is_some_and(|f| f.timing == FeeTiming::InAdvance)
+}
+
+/// Whether a plan's fee is billed after the period it pays for.
+fn in_arrears(plan: &Plan) -> bool {
+    plan.fixed_fee
+        .as_ref()
+        .is_some_and(|f| f.timing == FeeTiming::InArrears)
+}
+
+/// Step 3: the fixed fees this invoice carries. Every plan pays for the time it was in effect
+/// (pieces of the period: see [`phase::fee_pieces`]), nothing during the trial:
+/// - an opening invoice: the first period's fee, in advance;
+/// - a closing invoice: each in-arrears piece; each in-advance piece after the first (it was not
+///   billed in advance); a credit for the part of the in-advance fee billed for this period
+///   that its first piece did not use (a change, a split or an immediate cancellation ended it
+///   early); and the next period's fee when its plan bills in advance.
+fn fee_lines(sub: &Subscription, spec: &Spec, exponent: u8) -> Result<Vec<Line>, InvoiceError> {
     let period = &spec.period;
-    let fee_for = |p: &Period, label: &str| {
+    let mut lines = Vec::new();
+    let piece_fee = |plan: &Plan, label: String, p: &Period, from: i64, to: i64, sign: i64| {
+        let span = Period {
+            start_ms: from,
+            end_ms: to,
+            ..*p
+        };
         fee_line(
             plan,
             exponent,
-            LineKind::FixedFee,
-            format!("{} ({label})", plan.name),
-            p,
-            p.end_ms.saturating_sub(p.start_ms),
-            1,
+            if sign < 0 {
+                LineKind::FeeCredit
+            } else {
+                LineKind::FixedFee
+            },
+            label,
+            &span,
+            to.saturating_sub(from),
+            sign,
         )
     };
-    let line = match (fee.timing, spec.kind) {
-        (FeeTiming::InArrears, InvoiceKind::Period | InvoiceKind::Final) => {
-            fee_for(period, "in arrears")?
+    if spec.kind == InvoiceKind::Opening {
+        let plan = spec.plan_at(sub, period.start_ms)?;
+        if in_advance(plan) && !sub.in_trial(period.end_ms) {
+            // The whole first period from the start, as the closing invoice assumes (a split
+            // made before the opening invoice does not shorten what was billed in advance).
+            let label = format!("{} (in advance)", plan.name);
+            lines.extend(piece_fee(
+                plan,
+                label,
+                period,
+                period.start_ms,
+                period.full_end_ms,
+                1,
+            )?);
         }
-        (FeeTiming::InAdvance, InvoiceKind::Opening) => fee_for(period, "in advance")?,
-        (FeeTiming::InAdvance, InvoiceKind::Period) => match &spec.next_period {
-            Some(next) => fee_for(next, "in advance")?,
-            None => None,
-        },
-        (FeeTiming::InAdvance, InvoiceKind::Final) if spec.credit_unused_advance_fee => fee_line(
-            plan,
-            exponent,
-            LineKind::FeeCredit,
-            format!("{} (unused time after cancellation)", plan.name),
-            period,
-            period.full_end_ms.saturating_sub(period.end_ms),
-            -1,
-        )?,
-        _ => None,
-    };
-    Ok(line.into_iter().collect())
+        return Ok(lines);
+    }
+    if !matches!(spec.kind, InvoiceKind::Period | InvoiceKind::Final) {
+        return Ok(lines);
+    }
+    if !sub.in_trial(period.end_ms) {
+        let pieces = phase::fee_pieces(&sub.phases, period.start_ms, period.end_ms);
+        for (i, piece) in pieces.iter().enumerate() {
+            let plan = spec.plan_at(sub, piece.start_ms)?;
+            let (from, to) = (piece.start_ms, piece.end_ms);
+            if in_arrears(plan) {
+                let label = format!("{} (in arrears)", plan.name);
+                lines.extend(piece_fee(plan, label, period, from, to, 1)?);
+            } else if in_advance(plan) && i > 0 {
+                let label = format!("{} (from the plan change)", plan.name);
+                lines.extend(piece_fee(plan, label, period, from, to, 1)?);
+            }
+        }
+        if let Some(first) = pieces.first() {
+            let plan = spec.plan_at(sub, first.start_ms)?;
+            if in_advance(plan) && spec.advance_prebilled && first.end_ms < period.full_end_ms {
+                let label = if pieces.len() > 1 {
+                    format!("{} (unused time after the plan change)", plan.name)
+                } else if spec.kind == InvoiceKind::Final {
+                    format!("{} (unused time after cancellation)", plan.name)
+                } else {
+                    format!("{} (unused time after the plan change)", plan.name)
+                };
+                // The credit's span starts where the billed fee did, so its plan is found by
+                // its start like every other line's.
+                let mut line =
+                    piece_fee(plan, label, period, first.end_ms, period.full_end_ms, -1)?;
+                if let Some(l) = line.as_mut() {
+                    l.period_start_ms = period.start_ms;
+                    l.period_end_ms = period.end_ms;
+                }
+                lines.extend(line);
+            }
+        }
+    }
+    if let (InvoiceKind::Period, Some(next)) = (spec.kind, &spec.next_period) {
+        let plan = spec.plan_at(sub, next.start_ms)?;
+        if in_advance(plan) && !sub.in_trial(next.end_ms) {
+            let label = format!("{} (in advance)", plan.name);
+            lines.extend(piece_fee(
+                plan,
+                label,
+                next,
+                next.start_ms,
+                next.full_end_ms,
+                1,
+            )?);
+        }
+    }
+    Ok(lines)
 }
 
 /// The digest of an invoice's inputs and results: plan version, subscription, period, event

@@ -1,7 +1,10 @@
 //! Billing: plans, subscriptions, periods, pricing, billing runs and invoices.
 
+pub mod change;
 pub mod invoice;
+pub mod migrate;
 pub mod period;
+pub mod phase;
 pub mod plan;
 pub mod preview;
 pub mod pricing;
@@ -9,5 +12,7 @@ pub mod run;
 pub mod subscription;
 pub mod verify;
 
+#[cfg(test)]
+mod change_tests;
 #[cfg(test)]
 mod tests;

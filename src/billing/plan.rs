@@ -75,6 +75,48 @@ pub struct Plan {
     pub charges: Vec<Charge>,
     /// Created.
     pub created_at_ms: i64,
+    /// Whether usage during a subscription's trial is billed (the fixed fee never is).
+    pub bill_usage_in_trial: bool,
+}
+
+/// A plan as stored by schema 3 and earlier; schema 4's migration rewrites each into [`Plan`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanV3 {
+    /// `pln_…`.
+    pub id: Id,
+    /// Unique per tenant.
+    pub code: String,
+    /// Display name.
+    pub name: String,
+    /// ISO 4217.
+    pub currency: String,
+    /// Period unit.
+    pub interval: Interval,
+    /// Units per period.
+    pub interval_count: u32,
+    /// Optional fixed fee.
+    pub fixed_fee: Option<FixedFee>,
+    /// Usage charges.
+    pub charges: Vec<Charge>,
+    /// Created.
+    pub created_at_ms: i64,
+}
+
+impl From<PlanV3> for Plan {
+    fn from(old: PlanV3) -> Self {
+        Plan {
+            id: old.id,
+            code: old.code,
+            name: old.name,
+            currency: old.currency,
+            interval: old.interval,
+            interval_count: old.interval_count,
+            fixed_fee: old.fixed_fee,
+            charges: old.charges,
+            created_at_ms: old.created_at_ms,
+            bill_usage_in_trial: false,
+        }
+    }
 }
 
 /// Why a plan was not created.

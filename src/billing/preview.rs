@@ -54,15 +54,16 @@ pub fn upcoming(
         let Some(period) = sub.period(&plan, sub.periods_closed) else {
             continue;
         };
-        let spec = Spec {
-            kind: InvoiceKind::Period,
+        let plans_of = subscription::plans_of(&plans, tenant, &sub)?;
+        let spec = super::run::spec_for(
+            &sub,
+            &plan,
             period,
-            next_period: sub.period(&plan, period.index + 1),
-            credit_unused_advance_fee: false,
-            include_usage: true,
-            adjust_from_ms: period.start_ms.saturating_sub(policy.adjust_window_ms),
+            InvoiceKind::Period,
+            policy,
             cutoff,
-        };
+            plans_of,
+        );
         out.push(
             invoice::compute(&src, tenant, &sub, &plan, &spec)?.map(|lines| Draft {
                 subscription: sub,

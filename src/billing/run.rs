@@ -38,6 +38,8 @@ pub struct Policy {
     pub adjust_window_ms: i64,
     /// Most periods a run examines (closes, re-issues or finds invoiced) in one transaction.
     pub chunk_periods: u64,
+    /// `subscription.trial_will_end` is recorded this long before a trial ends.
+    pub trial_notice_ms: i64,
 }
 
 /// Most `closed` and `skipped` entries a run's report keeps (the counts are complete).
@@ -291,22 +293,34 @@ fn create(
     Ok(issued)
 }
 
-fn spec_for(
+/// Every plan of the subscription's phases, read in the run's transaction.
+fn plans_of(
+    ctx: &Ctx<'_>,
+    sub: &Subscription,
+) -> Result<std::collections::BTreeMap<Id, Plan>, StoreError> {
+    subscription::plans_of(&ctx.tx.open_table(tables::PLANS)?, ctx.tenant, sub)
+}
+
+/// What closing `period` as `kind` computes.
+pub fn spec_for(
     sub: &Subscription,
     plan: &Plan,
     period: Period,
     kind: InvoiceKind,
     policy: &Policy,
     cutoff: u64,
+    plans: std::collections::BTreeMap<Id, Plan>,
 ) -> Spec {
     Spec {
         kind,
         period,
         next_period: sub.period(plan, period.index + 1),
-        credit_unused_advance_fee: false,
+        advance_prebilled: kind != InvoiceKind::Opening
+            && (period.index > 0 || sub.opening_invoiced),
         include_usage: kind != InvoiceKind::Opening,
         adjust_from_ms: period.start_ms.saturating_sub(policy.adjust_window_ms),
         cutoff,
+        plans,
     }
 }
 
@@ -339,6 +353,8 @@ fn bill_subscription(
     if reissue_voided(ctx, &sub, &plan, run, budget)? == Flow::Paused {
         return Ok((sub, false));
     }
+    note_trial_end(ctx, &mut sub)?;
+    sub.plan = sub.plan_at(ctx.as_of_ms.min(ctx.now_ms));
     match issue_opening(ctx, &mut sub, &plan, run, budget)? {
         Flow::Paused => return Ok((sub, false)),
         Flow::Halted => return Ok((sub, true)),
@@ -349,6 +365,30 @@ fn bill_subscription(
     }
     let flow = bill_late_usage_after_end(ctx, &sub, &plan, run, budget)?;
     Ok((sub, flow != Flow::Paused))
+}
+
+/// Records `subscription.trial_will_end` once, when the run finds the trial ending within the
+/// notice window (a run after the trial ended records nothing: the notice would be late).
+fn note_trial_end(ctx: &Ctx<'_>, sub: &mut Subscription) -> Result<(), StoreError> {
+    let Some(trial_end) = sub.trial_end_ms else {
+        return Ok(());
+    };
+    let due = trial_end.saturating_sub(ctx.policy.trial_notice_ms);
+    if sub.trial_notice_sent || ctx.as_of_ms < due || sub.status == SubscriptionStatus::Canceled {
+        return Ok(());
+    }
+    sub.trial_notice_sent = true;
+    if ctx.as_of_ms < trial_end {
+        subscription::emit_subscription(
+            ctx.tx,
+            ctx.tenant,
+            sub,
+            "subscription.trial_will_end",
+            &format!("trial_will_end:{trial_end}"),
+            ctx.now_ms,
+        )?;
+    }
+    Ok(())
 }
 
 /// The voided invoices of a subscription waiting for their one re-issue, with their queue keys.
@@ -376,7 +416,13 @@ fn reissue_queue(
 }
 
 /// The period and spec that re-issue a voided invoice as the original was computed.
-fn reissue_spec(ctx: &Ctx<'_>, sub: &Subscription, plan: &Plan, voided: &Invoice) -> Spec {
+fn reissue_spec(
+    ctx: &Ctx<'_>,
+    sub: &Subscription,
+    plan: &Plan,
+    voided: &Invoice,
+    plans: std::collections::BTreeMap<Id, Plan>,
+) -> Spec {
     let period = Period {
         index: 0,
         start_ms: voided.period_start_ms,
@@ -402,7 +448,15 @@ fn reissue_spec(ctx: &Ctx<'_>, sub: &Subscription, plan: &Plan, voided: &Invoice
             ..p
         })
         .unwrap_or(period);
-    let mut spec = spec_for(sub, plan, period, voided.kind, ctx.policy, ctx.cutoff);
+    let mut spec = spec_for(
+        sub,
+        plan,
+        period,
+        voided.kind,
+        ctx.policy,
+        ctx.cutoff,
+        plans,
+    );
     if voided.kind == InvoiceKind::Adjustment {
         // As step 4 made it: late usage of earlier periods only, never the usage of its own
         // span (after the subscription ended).
@@ -414,10 +468,6 @@ fn reissue_spec(ctx: &Ctx<'_>, sub: &Subscription, plan: &Plan, voided: &Invoice
     }
     if voided.kind == InvoiceKind::Final {
         spec.next_period = None;
-        spec.credit_unused_advance_fee = voided
-            .lines
-            .iter()
-            .any(|l| l.kind == invoice::LineKind::FeeCredit);
     }
     spec
 }
@@ -445,7 +495,7 @@ fn reissue_voided(
             ));
         };
         debug_assert_eq!(voided.status, invoice::InvoiceStatus::Void);
-        let spec = reissue_spec(ctx, sub, plan, &voided);
+        let spec = reissue_spec(ctx, sub, plan, &voided, plans_of(ctx, sub)?);
         match create(ctx, sub, plan, &spec, Some(run.id), Some(voided_id))? {
             Ok(new) => {
                 budget.spend();
@@ -478,11 +528,15 @@ fn issue_opening(
     run: &mut Run,
     budget: &mut Budget,
 ) -> Result<Flow, StoreError> {
-    let in_advance = plan
-        .fixed_fee
-        .as_ref()
+    if sub.opening_invoiced || sub.start_at_ms > ctx.as_of_ms {
+        return Ok(Flow::Next);
+    }
+    let plans = plans_of(ctx, sub)?;
+    let in_advance = plans
+        .get(&sub.plan_at(sub.start_at_ms))
+        .and_then(|p| p.fixed_fee.as_ref())
         .is_some_and(|f| f.timing == FeeTiming::InAdvance);
-    if !in_advance || sub.opening_invoiced || sub.start_at_ms > ctx.as_of_ms {
+    if !in_advance {
         return Ok(Flow::Next);
     }
     if budget.exhausted() {
@@ -497,6 +551,7 @@ fn issue_opening(
                 InvoiceKind::Opening,
                 ctx.policy,
                 ctx.cutoff,
+                plans,
             );
             match create(ctx, sub, plan, &spec, Some(run.id), None)? {
                 Ok(inv) => run.record_closed(closed(&inv, inv.kind.as_str().into())),
@@ -566,6 +621,7 @@ fn close_due_periods(
             InvoiceKind::Period,
             ctx.policy,
             ctx.cutoff,
+            plans_of(ctx, sub)?,
         );
         match create(ctx, sub, plan, &spec, Some(run.id), None)? {
             Ok(inv) => {
@@ -611,10 +667,11 @@ fn bill_late_usage_after_end(
         kind: InvoiceKind::Adjustment,
         period,
         next_period: None,
-        credit_unused_advance_fee: false,
+        advance_prebilled: false,
         include_usage: false,
         adjust_from_ms: end.saturating_sub(ctx.policy.adjust_window_ms),
         cutoff: ctx.cutoff,
+        plans: plans_of(ctx, sub)?,
     };
     let Ok(lines) = compute_lines(ctx, sub, plan, &spec)? else {
         return Ok(Flow::Next);
@@ -751,9 +808,40 @@ pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Run>
     }
 }
 
+/// Closes, in the caller's transaction, every period of `sub` that has ended by `now_ms` (grace
+/// cut short): what a change with `invoice_now`, or the early end of a trial, invoices at once.
+/// The caller checked [`open_periods`] against the chunk bound first. Returns the subscription
+/// after it and the invoices issued.
+pub fn close_ended_now(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    sub: Subscription,
+    now_ms: i64,
+    policy: &Policy,
+    origin: &str,
+) -> Result<(Subscription, Vec<Id>), StoreError> {
+    let cutoff = current_seq(&tx.open_table(tables::META)?)?;
+    let mut run = Run::new(Id::generate_at(now_ms), now_ms, now_ms, "change".into());
+    let no_grace = Policy {
+        grace_ms: 0,
+        ..*policy
+    };
+    let ctx = Ctx {
+        tx,
+        tenant,
+        as_of_ms: now_ms,
+        now_ms,
+        policy: &no_grace,
+        cutoff,
+        origin,
+    };
+    let (sub, _) = bill_subscription(&ctx, sub, &mut run, &mut Budget::unlimited())?;
+    Ok((sub, run.closed.iter().map(|c| c.invoice).collect()))
+}
+
 /// How many periods not yet invoiced start before `now_ms` (counting stops past `limit`): what
 /// an immediate cancellation would close in its one transaction.
-fn open_periods(sub: &Subscription, plan: &Plan, now_ms: i64, limit: u64) -> u64 {
+pub fn open_periods(sub: &Subscription, plan: &Plan, now_ms: i64, limit: u64) -> u64 {
     (sub.periods_closed..)
         .take(usize::try_from(limit.saturating_add(1)).unwrap_or(usize::MAX))
         .take_while(|k| sub.period(plan, *k).is_some_and(|p| p.start_ms < now_ms))
@@ -823,6 +911,9 @@ impl Command for CancelSubscription {
                 Some(p) => {
                     sub.ends_at_ms = Some(p.end_ms);
                     sub.status = SubscriptionStatus::Canceling;
+                    // A change scheduled at or after the end no longer happens.
+                    sub.phases
+                        .retain(|ph| ph.change.is_none() || ph.start_ms < p.end_ms);
                 }
                 None => {
                     // Not started yet (or already past its end): nothing left to bill.
@@ -871,20 +962,25 @@ impl Command for CancelSubscription {
             origin: &self.origin,
         };
         let ends_at = self.now_ms.max(sub.start_at_ms);
-        let advance_billed_index = sub.periods_closed;
         // At most `chunk_periods` periods are open (checked above, before any write).
         sub = bill_subscription(&ctx, sub, &mut run, &mut Budget::unlimited())?.0;
-        let fee_was_billed = plan
-            .fixed_fee
-            .as_ref()
-            .is_some_and(|f| f.timing == FeeTiming::InAdvance)
-            && (advance_billed_index > 0 || sub.opening_invoiced);
+        // A change scheduled after the end no longer happens.
+        sub.phases
+            .retain(|p| p.change.is_none() || p.start_ms < ends_at);
         sub.ends_at_ms = Some(ends_at);
         sub.status = SubscriptionStatus::Canceled;
         if let Some(period) = sub.period(&plan, sub.periods_closed) {
-            let mut spec = spec_for(&sub, &plan, period, InvoiceKind::Final, &no_grace, cutoff);
+            let plans = plans_of(&ctx, &sub)?;
+            let mut spec = spec_for(
+                &sub,
+                &plan,
+                period,
+                InvoiceKind::Final,
+                &no_grace,
+                cutoff,
+                plans,
+            );
             spec.next_period = None;
-            spec.credit_unused_advance_fee = fee_was_billed;
             if taken(tx, self.tenant, sub.id, period.start_ms, period.end_ms)?.is_none() {
                 if let Ok(inv) = create(&ctx, &sub, &plan, &spec, None, None)? {
                     run.record_closed(closed(&inv, inv.kind.as_str().into()));

@@ -1,9 +1,12 @@
 //! Subscriptions: a customer on a plan, from a start instant, with periods following an anchor.
 
+use std::collections::BTreeMap;
+
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::period::Schedule;
+use super::phase::{self, Phase, Proration};
 use super::plan::Plan;
 use crate::id::Id;
 use crate::store::keys::{self, TenantId};
@@ -60,6 +63,72 @@ pub struct Subscription {
     pub opening_invoiced: bool,
     /// Created.
     pub created_at_ms: i64,
+    /// The plans over time, ordered by start; the first starts at `start_at_ms`. `plan` is the
+    /// plan of the phase in effect when the subscription was last written.
+    pub phases: Vec<Phase>,
+    /// The trial ends here (exclusive): no fixed fee before it, and usage is billed only when
+    /// the plan says so. The first paid period starts here (it is the billing anchor).
+    pub trial_end_ms: Option<i64>,
+    /// Whether `subscription.trial_will_end` was recorded.
+    pub trial_notice_sent: bool,
+    /// Overrides the plan's minimum commitment per period (minor units).
+    pub minimum_minor: Option<i64>,
+}
+
+/// A subscription as stored by schema 3 and earlier (before phases and trials); schema 4's
+/// migration rewrites each into [`Subscription`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionV3 {
+    /// `sub_…`.
+    pub id: Id,
+    /// Who pays.
+    pub customer: Id,
+    /// What they pay.
+    pub plan: Id,
+    /// Billing starts.
+    pub start_at_ms: i64,
+    /// Period boundaries are `anchor + k × interval`.
+    pub anchor_ms: i64,
+    /// Lifecycle.
+    pub status: SubscriptionStatus,
+    /// Billing stops here (exclusive), once cancelled.
+    pub ends_at_ms: Option<i64>,
+    /// When the cancellation was requested.
+    pub canceled_at_ms: Option<i64>,
+    /// Periods closed into invoices so far.
+    pub periods_closed: u64,
+    /// Whether the in-advance fee of the first period was invoiced.
+    pub opening_invoiced: bool,
+    /// Created.
+    pub created_at_ms: i64,
+}
+
+impl From<SubscriptionV3> for Subscription {
+    fn from(old: SubscriptionV3) -> Self {
+        Subscription {
+            phases: vec![Phase {
+                plan: old.plan,
+                start_ms: old.start_at_ms,
+                proration: Proration::Prorate,
+                change: None,
+                requested_at_ms: old.created_at_ms,
+            }],
+            id: old.id,
+            customer: old.customer,
+            plan: old.plan,
+            start_at_ms: old.start_at_ms,
+            anchor_ms: old.anchor_ms,
+            status: old.status,
+            ends_at_ms: old.ends_at_ms,
+            canceled_at_ms: old.canceled_at_ms,
+            periods_closed: old.periods_closed,
+            opening_invoiced: old.opening_invoiced,
+            created_at_ms: old.created_at_ms,
+            trial_end_ms: None,
+            trial_notice_sent: false,
+            minimum_minor: None,
+        }
+    }
 }
 
 /// One billing period.
@@ -79,6 +148,50 @@ pub struct Period {
 }
 
 impl Subscription {
+    /// A new active subscription on one plan from `start_at_ms`, periods following
+    /// `anchor_ms`, with no trial.
+    pub fn new(
+        id: Id,
+        customer: Id,
+        plan: Id,
+        start_at_ms: i64,
+        anchor_ms: i64,
+        created_at_ms: i64,
+    ) -> Self {
+        Subscription {
+            id,
+            customer,
+            plan,
+            start_at_ms,
+            anchor_ms,
+            status: SubscriptionStatus::Active,
+            ends_at_ms: None,
+            canceled_at_ms: None,
+            periods_closed: 0,
+            opening_invoiced: false,
+            created_at_ms,
+            phases: vec![Phase {
+                plan,
+                start_ms: start_at_ms,
+                proration: Proration::Prorate,
+                change: None,
+                requested_at_ms: created_at_ms,
+            }],
+            trial_end_ms: None,
+            trial_notice_sent: false,
+            minimum_minor: None,
+        }
+    }
+
+    /// The same subscription with a trial until `trial_end_ms`: the first paid period starts
+    /// there, so the trial's end is the billing anchor and nothing is billed in advance before it.
+    pub fn with_trial(mut self, trial_end_ms: i64) -> Self {
+        self.trial_end_ms = Some(trial_end_ms);
+        self.anchor_ms = trial_end_ms;
+        self.opening_invoiced = true;
+        self
+    }
+
     /// The schedule of its boundaries.
     pub fn schedule(&self, plan: &Plan) -> Schedule {
         Schedule {
@@ -88,22 +201,52 @@ impl Subscription {
         }
     }
 
-    /// Period `index`, or `None` when the subscription has ended before it.
+    /// Period `index`, or `None` when the subscription has ended before it. Periods follow the
+    /// schedule's boundaries, except that a change made with `invoice_now` splits the period it
+    /// falls in into two parts, each a period of its own (with the schedule period's bounds for
+    /// proration).
     pub fn period(&self, plan: &Plan, index: u64) -> Option<Period> {
         let schedule = self.schedule(plan);
         let k0 = schedule.index_of(self.start_at_ms)?;
-        let k = k0.checked_add(i64::try_from(index).ok()?)?;
+        // Splits strictly inside a schedule period, each with its schedule position.
+        let mut before: Option<i64> = None;
+        let mut after: Option<(u64, i64)> = None;
+        let mut extra: u64 = 0;
+        for split in phase::splits(&self.phases) {
+            let k = schedule.index_of(split)?;
+            if schedule.boundary(k)? == split || split <= self.start_at_ms {
+                continue;
+            }
+            let rel = u64::try_from(k.checked_sub(k0)?).ok()?;
+            let part = rel.checked_add(extra)?.checked_add(1)?;
+            if part > index {
+                after = Some((rel, split));
+                break;
+            }
+            extra += 1;
+            before = Some(split);
+        }
+        let rel = index.checked_sub(extra)?;
+        let k = k0.checked_add(i64::try_from(rel).ok()?)?;
         let boundary_start = schedule.boundary(k)?;
         let full_end_ms = schedule.boundary(k + 1)?;
-        let start_ms = if index == 0 {
+        let mut start_ms = if rel == 0 {
             self.start_at_ms
         } else {
             boundary_start
         };
-        let end_ms = match self.ends_at_ms {
-            Some(end) => full_end_ms.min(end),
-            None => full_end_ms,
-        };
+        if let Some(split) = before.filter(|s| *s > boundary_start && *s < full_end_ms) {
+            start_ms = split;
+        }
+        let mut end_ms = full_end_ms;
+        if let Some((split_rel, split)) = after {
+            if split_rel == rel {
+                end_ms = split;
+            }
+        }
+        if let Some(end) = self.ends_at_ms {
+            end_ms = end_ms.min(end);
+        }
         if start_ms >= end_ms {
             return None;
         }
@@ -124,7 +267,43 @@ impl Subscription {
         let schedule = self.schedule(plan);
         let k0 = schedule.index_of(self.start_at_ms)?;
         let k = schedule.index_of(at_ms)?;
-        self.period(plan, u64::try_from(k - k0).ok()?)
+        let mut index = u64::try_from(k - k0).ok()?;
+        for split in phase::splits(&self.phases) {
+            let sk = schedule.index_of(split)?;
+            if schedule.boundary(sk)? == split || split <= self.start_at_ms {
+                continue;
+            }
+            if split > at_ms {
+                break;
+            }
+            index += 1;
+        }
+        self.period(plan, index)
+    }
+
+    /// The plan in effect at `at_ms`.
+    pub fn plan_at(&self, at_ms: i64) -> Id {
+        phase::at(&self.phases, at_ms).plan
+    }
+
+    /// Whether `[start_ms, end_ms)` lies in the trial (a period never straddles its end: the
+    /// trial's end is the billing anchor).
+    pub fn in_trial(&self, end_ms: i64) -> bool {
+        self.trial_end_ms.is_some_and(|t| end_ms <= t)
+    }
+
+    /// The start of the first period not yet closed: no change may take effect at or before
+    /// it, since what was invoiced before it (including a fee billed in advance for it) was
+    /// priced by the phases as they are.
+    pub fn open_from_ms(&self, plan: &Plan) -> Option<i64> {
+        self.period(plan, self.periods_closed).map(|p| p.start_ms)
+    }
+
+    /// The change scheduled after `now_ms`, if any (at most one is pending).
+    pub fn scheduled_change(&self, now_ms: i64) -> Option<&Phase> {
+        self.phases
+            .last()
+            .filter(|p| p.start_ms > now_ms && p.change.is_some())
     }
 }
 
@@ -151,6 +330,63 @@ pub enum SubscriptionError {
     /// Already cancelled.
     #[error("subscription {0} is already canceled")]
     AlreadyCanceled(String),
+    /// The new plan bills on another interval (a change keeps the period boundaries).
+    #[error("plan bills every {plan}, the subscription every {current}; a change keeps the billing interval (cancel at period end and subscribe to change it)")]
+    IntervalMismatch {
+        /// The new plan's interval.
+        plan: String,
+        /// The subscription's interval.
+        current: String,
+    },
+    /// A change is already scheduled; cancel it first.
+    #[error("subscription {id} has a change scheduled at {}; cancel it (POST /v1/subscriptions/{id}/scheduled-change/cancel) first", crate::clock::rfc3339(*at_ms))]
+    ChangeScheduled {
+        /// The subscription.
+        id: String,
+        /// When the scheduled change takes effect.
+        at_ms: i64,
+    },
+    /// No change is scheduled.
+    #[error("subscription {0} has no scheduled change")]
+    NoScheduledChange(String),
+    /// The phase history is full.
+    #[error("subscription {0} has {1} phases, the most one subscription may have")]
+    TooManyPhases(String, usize),
+    /// The change would take effect inside what is already invoiced.
+    #[error("effective must be after {}: the periods before it are invoiced (or the last change takes effect then)", crate::clock::rfc3339(*earliest_ms))]
+    EffectiveTooEarly {
+        /// The earliest instant allowed (exclusive).
+        earliest_ms: i64,
+    },
+    /// The change is scheduled too far ahead.
+    #[error("effective must be at or before {}", crate::clock::rfc3339(*latest_ms))]
+    EffectiveTooLate {
+        /// The latest instant allowed.
+        latest_ms: i64,
+    },
+    /// The subscription ends before the change would take effect.
+    #[error("subscription {id} ends at {}; a change must take effect before that (resume it first)", crate::clock::rfc3339(*end_ms))]
+    EndsBefore {
+        /// The subscription.
+        id: String,
+        /// Its end.
+        end_ms: i64,
+    },
+    /// The subscription is already on the plan at that instant.
+    #[error("subscription {0} is already on plan {1} then")]
+    AlreadyOnPlan(String, String),
+    /// The subscription is not running (not started, or ended).
+    #[error("subscription {0} has no current period")]
+    NotRunning(String),
+    /// The subscription is not in a trial.
+    #[error("subscription {0} is not in a trial")]
+    NotTrialing(String),
+    /// The subscription is not canceled at period end (or its end has passed).
+    #[error("subscription {0} is not canceling at a future period end")]
+    NotCanceling(String),
+    /// The lines could not be computed.
+    #[error("invoice: {0}")]
+    Invoice(String),
     /// An immediate cancellation would close more periods than one transaction may.
     #[error("subscription {id} has more than {periods} periods to invoice; run billing (POST /v1/billing-runs) first, then cancel it")]
     Backlog {
@@ -298,6 +534,22 @@ pub fn of_customer(
             .ok_or_else(|| StoreError::Corrupt("malformed subscription index key".into()))?;
         if let Some(s) = get_record::<Subscription, _>(&table, keys::tenant_id(tenant, id))? {
             out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// Every plan the subscription's phases name, by id (a missing plan is simply absent; computing
+/// a line it would price reports it).
+pub fn plans_of(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    tenant: TenantId,
+    sub: &Subscription,
+) -> Result<BTreeMap<Id, Plan>, StoreError> {
+    let mut out = BTreeMap::new();
+    for id in phase::plans(&sub.phases) {
+        if let Some(plan) = get_record::<Plan, _>(table, keys::tenant_id(tenant, id))? {
+            out.insert(id, plan);
         }
     }
     Ok(out)

@@ -31,6 +31,7 @@ const POLICY: Policy = Policy {
     grace_ms: 0,
     auto_collect: None,
     adjust_window_ms: 35 * DAY_MS,
+    trial_notice_ms: 3 * 86_400_000,
     chunk_periods: 2,
 };
 
@@ -102,6 +103,7 @@ fn world_priced(unit_price: Decimal) -> World {
             })
             .collect(),
         created_at_ms: T0,
+        bill_usage_in_trial: false,
     };
     let plan_id = plan.id;
     store
@@ -114,19 +116,7 @@ fn world_priced(unit_price: Decimal) -> World {
     store
         .apply_one(CreateSubscription {
             tenant: TENANT,
-            subscription: Subscription {
-                id: Id::generate(),
-                customer,
-                plan: plan_id,
-                start_at_ms: T0,
-                anchor_ms: T0,
-                status: SubscriptionStatus::Active,
-                ends_at_ms: None,
-                canceled_at_ms: None,
-                periods_closed: 0,
-                opening_invoiced: false,
-                created_at_ms: T0,
-            },
+            subscription: Subscription::new(Id::generate(), customer, plan_id, T0, T0, T0),
         })
         .expect("store")
         .expect("subscription");
@@ -437,6 +427,7 @@ fn immediate_cancel_prorates_the_fee_by_the_second() {
         }),
         charges: Vec::new(),
         created_at_ms: april,
+        bill_usage_in_trial: false,
     };
     let plan_id = plan.id;
     w.store
@@ -450,19 +441,7 @@ fn immediate_cancel_prorates_the_fee_by_the_second() {
     w.store
         .apply_one(CreateSubscription {
             tenant: TENANT,
-            subscription: Subscription {
-                id: sub_id,
-                customer: w.customer,
-                plan: plan_id,
-                start_at_ms: april,
-                anchor_ms: april,
-                status: SubscriptionStatus::Active,
-                ends_at_ms: None,
-                canceled_at_ms: None,
-                periods_closed: 0,
-                opening_invoiced: false,
-                created_at_ms: april,
-            },
+            subscription: Subscription::new(sub_id, w.customer, plan_id, april, april, april),
         })
         .expect("store")
         .expect("subscription");

@@ -7,6 +7,7 @@ use rust_decimal::Decimal;
 use super::invoice::{self, Invoice, LineKind};
 use super::plan::Plan;
 use super::pricing;
+use super::subscription::Subscription;
 use crate::ingest::meter::Meter;
 use crate::ingest::usage;
 use crate::ledger::journal;
@@ -23,12 +24,20 @@ pub fn verify_invoice(
     let meters = tx.open_table(tables::METERS)?;
     let events = tx.open_table(tables::EVENTS)?;
     let by_customer = tx.open_table(tables::EVENTS_BY_CUSTOMER)?;
-    let Some(plan) = get_record::<Plan, _>(&plans, keys::tenant_id(tenant, invoice.plan))? else {
-        return Ok(Err("its plan no longer exists".into()));
+    let subs = tx.open_table(tables::SUBSCRIPTIONS)?;
+    let Some(sub) =
+        get_record::<Subscription, _>(&subs, keys::tenant_id(tenant, invoice.subscription))?
+    else {
+        return Ok(Err("its subscription no longer exists".into()));
     };
-    let exponent = crate::currency::minor_unit_exponent(&plan.currency).unwrap_or(2);
+    let exponent = crate::currency::minor_unit_exponent(&invoice.currency).unwrap_or(2);
     for (i, line) in invoice.lines.iter().enumerate() {
         let at = format!("line {i} ({})", line.description);
+        // Each line is priced by the plan of the phase in effect where it starts.
+        let plan_id = sub.plan_at(line.period_start_ms);
+        let Some(plan) = get_record::<Plan, _>(&plans, keys::tenant_id(tenant, plan_id))? else {
+            return Ok(Err(format!("{at}: its plan no longer exists")));
+        };
         match line.kind {
             LineKind::Usage | LineKind::Adjustment => {
                 let Some(meter_id) = line.meter else {

@@ -8,6 +8,7 @@ pub const TYPES: &[&str] = &[
     "subscription.created",
     "subscription.updated",
     "subscription.canceled",
+    "subscription.trial_will_end",
     "invoice.finalized",
     "invoice.paid",
     "invoice.voided",
@@ -38,8 +39,12 @@ mod tests {
         for (i, t) in TYPES.iter().enumerate() {
             let (noun, verb) = t.split_once('.').expect("noun.verb");
             assert!(!noun.is_empty() && !verb.is_empty(), "{t}");
-            // Past tense, or the state an invoice entered (`invoice.uncollectible`).
-            assert!(verb.ends_with('d') || verb == "uncollectible", "{t}");
+            // Past tense, the state an invoice entered (`invoice.uncollectible`), or the one
+            // advance notice (`subscription.trial_will_end`, named as peers name it).
+            assert!(
+                verb.ends_with('d') || verb == "uncollectible" || verb == "trial_will_end",
+                "{t}"
+            );
             assert!(!TYPES[..i].contains(t), "{t} listed twice");
         }
         assert!(is_known("invoice.paid"));

@@ -11,7 +11,7 @@ use crate::billing::period::{Interval, DAY_MS};
 use crate::billing::plan::{Charge, CreatePlan, FeeTiming, FixedFee, Plan};
 use crate::billing::pricing::Model;
 use crate::billing::run::{BillingRun, Policy};
-use crate::billing::subscription::{CreateSubscription, Subscription, SubscriptionStatus};
+use crate::billing::subscription::{CreateSubscription, Subscription};
 use crate::customers::{CreateCustomer, Customer};
 use crate::decimal::Stored;
 use crate::id::Id;
@@ -27,6 +27,7 @@ use crate::store::{codec, keys, tables};
 /// Billing policy of the simulated tenant: daily periods close at once, every invoice with an
 /// amount due is collected through the provider.
 pub const POLICY: Policy = Policy {
+    trial_notice_ms: 3 * 86_400_000,
     chunk_periods: 500,
     grace_ms: 0,
     auto_collect: Some("stripe"),
@@ -164,6 +165,7 @@ pub fn setup(world: &mut World, profile: &Profile) -> Result<(), Violation> {
             },
         ],
         created_at_ms: T0_MS,
+        bill_usage_in_trial: false,
     };
     let plan_id = plan.id;
     world
@@ -209,19 +211,14 @@ pub fn setup(world: &mut World, profile: &Profile) -> Result<(), Violation> {
         let (sub, _) = world
             .submit(CreateSubscription {
                 tenant: world.tenant,
-                subscription: Subscription {
-                    id: Id::generate_at(T0_MS),
-                    customer: id,
-                    plan: plan_id,
-                    start_at_ms: T0_MS,
-                    anchor_ms: T0_MS,
-                    status: SubscriptionStatus::Active,
-                    ends_at_ms: None,
-                    canceled_at_ms: None,
-                    periods_closed: 0,
-                    opening_invoiced: false,
-                    created_at_ms: T0_MS,
-                },
+                subscription: Subscription::new(
+                    Id::generate_at(T0_MS),
+                    id,
+                    plan_id,
+                    T0_MS,
+                    T0_MS,
+                    T0_MS,
+                ),
             })?
             .map_err(|e| e.to_string())?;
         world.model.subscriptions.push(sub.id);

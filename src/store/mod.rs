@@ -25,7 +25,7 @@ pub use keys::TenantId;
 
 /// The schema this binary writes. A database with a larger number was written by a newer Tally
 /// and is refused rather than misread.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The marker stored under `meta["format"]` that tells a Tally database from any other redb file.
 const FORMAT_MARKER: &[u8] = b"tally";

@@ -1,0 +1,581 @@
+//! Property and scenario tests of plan changes, trials and resumption: whatever changes (any
+//! plans, instants and proration) and usage happen, each plan's fixed fee is billed for exactly
+//! the time it was in effect, each event is priced by the plan in effect when it happened,
+//! nothing is billed twice, and every invoice re-derives.
+
+use proptest::prelude::*;
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use super::change::{ChangeRequest, ChangeSubscription, Effective, EndTrial, ResumeSubscription};
+use super::invoice::{self, Invoice, LineKind};
+use super::period::{Interval, DAY_MS};
+use super::phase::Proration;
+use super::plan::{Charge, CreatePlan, FeeTiming, FixedFee, Plan};
+use super::pricing::Model;
+use super::run::{BillingRun, CancelSubscription, Policy};
+use super::subscription::{self, CreateSubscription, Subscription, SubscriptionError};
+use super::verify::verify_invoice;
+use crate::decimal::Stored;
+use crate::id::Id;
+use crate::ingest::event::IngestBatch;
+use crate::ingest::meter::{Aggregation, CreateMeter, Meter};
+use crate::ingest::parse::{parse_body, Context, Format};
+use crate::store::{Store, TenantId};
+
+const TENANT: TenantId = TenantId(1);
+/// Midnight UTC.
+const T0: i64 = 1_799_971_200_000;
+/// The horizon: changes and usage happen in the four days before it.
+const H: i64 = T0 + 4 * DAY_MS;
+const POLICY: Policy = Policy {
+    grace_ms: 0,
+    auto_collect: None,
+    adjust_window_ms: 35 * DAY_MS,
+    trial_notice_ms: DAY_MS,
+    chunk_periods: 50,
+};
+
+/// (code, fee minor, timing, cents per call).
+const PLANS: [(&str, i64, FeeTiming, i64); 4] = [
+    ("basic", 1000, FeeTiming::InAdvance, 10),
+    ("pro", 3000, FeeTiming::InAdvance, 5),
+    ("metered", 2000, FeeTiming::InArrears, 20),
+    ("free", 0, FeeTiming::InArrears, 1),
+];
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Store,
+    plans: Vec<Plan>,
+    sub: Id,
+}
+
+fn world(trial_end: Option<i64>) -> World {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("c.redb"), 1 << 22).expect("open");
+    let customer = crate::customers::create_for_test(&store, TENANT, "c", T0).id;
+    let meter = Meter {
+        id: Id::generate(),
+        key: "calls".into(),
+        name: None,
+        event_type: "call".into(),
+        aggregation: Aggregation::Count,
+        value_property: None,
+        unique_property: None,
+        created_at_ms: T0,
+        backfilled_events: 0,
+        backfill_skipped_events: 0,
+    };
+    store
+        .apply_one(CreateMeter {
+            tenant: TENANT,
+            meter: meter.clone(),
+        })
+        .expect("store")
+        .expect("meter");
+    let plans: Vec<Plan> = PLANS
+        .iter()
+        .map(|(code, fee, timing, cents)| Plan {
+            id: Id::generate(),
+            code: (*code).into(),
+            name: (*code).into(),
+            currency: "USD".into(),
+            interval: Interval::Day,
+            interval_count: 1,
+            fixed_fee: (*fee > 0).then_some(FixedFee {
+                amount_minor: *fee,
+                timing: *timing,
+            }),
+            charges: vec![Charge {
+                meter: meter.id,
+                model: Model::PerUnit {
+                    unit_price: Stored(Decimal::new(*cents, 2)),
+                },
+                free_units: Stored(Decimal::ZERO),
+            }],
+            created_at_ms: T0,
+            bill_usage_in_trial: false,
+        })
+        .collect();
+    for plan in &plans {
+        store
+            .apply_one(CreatePlan {
+                tenant: TENANT,
+                plan: plan.clone(),
+            })
+            .expect("store")
+            .expect("plan");
+    }
+    let mut sub = Subscription::new(Id::generate(), customer, plans[0].id, T0, T0, T0);
+    if let Some(t) = trial_end {
+        sub = sub.with_trial(t);
+    }
+    let sub_id = sub.id;
+    store
+        .apply_one(CreateSubscription {
+            tenant: TENANT,
+            subscription: sub,
+        })
+        .expect("store")
+        .expect("subscription");
+    World {
+        _dir: dir,
+        store,
+        plans,
+        sub: sub_id,
+    }
+}
+
+fn ingest(w: &World, events: &[(u32, i64)]) {
+    let config = crate::config::IngestConfig::default();
+    let ctx = Context {
+        tenant: TENANT,
+        now_ms: H + DAY_MS,
+        config: &config,
+    };
+    let body: Vec<serde_json::Value> = events
+        .iter()
+        .map(|(id, ts)| {
+            json!({"id": format!("e{id}"), "customer": "c", "type": "call",
+                   "timestamp": crate::clock::rfc3339(*ts)})
+        })
+        .collect();
+    let parsed = parse_body(json!({ "events": body }), Format::Native, &ctx).expect("shape");
+    w.store
+        .apply_one(IngestBatch {
+            tenant: TENANT,
+            events: parsed,
+            now_ms: H + DAY_MS,
+        })
+        .expect("ingest");
+}
+
+fn run(w: &World, as_of: i64) {
+    let report = w
+        .store
+        .apply_one(BillingRun {
+            tenant: TENANT,
+            id: Id::generate(),
+            as_of_ms: as_of,
+            now_ms: as_of,
+            policy: POLICY,
+            trigger: "test".into(),
+            origin: "test".into(),
+        })
+        .expect("run");
+    assert!(report.complete);
+}
+
+fn change(
+    w: &World,
+    plan: usize,
+    effective: Effective,
+    proration: Proration,
+    now_ms: i64,
+) -> Result<super::change::Changed, SubscriptionError> {
+    w.store
+        .apply_one(ChangeSubscription {
+            tenant: TENANT,
+            id: w.sub,
+            request: ChangeRequest {
+                plan: w.plans[plan].id,
+                effective,
+                proration,
+                change: Id::generate_at(now_ms),
+                now_ms,
+            },
+            policy: POLICY,
+            origin: "test".into(),
+        })
+        .expect("store")
+}
+
+fn invoices(w: &World) -> Vec<Invoice> {
+    let tx = w.store.read().expect("read");
+    invoice::list(&tx, TENANT, None, None, 500).expect("list").0
+}
+
+fn sub(w: &World) -> Subscription {
+    let tx = w.store.read().expect("read");
+    subscription::get(&tx, TENANT, w.sub)
+        .expect("read")
+        .expect("sub")
+}
+
+fn verify_all(w: &World) {
+    let tx = w.store.read().expect("read");
+    for inv in invoices(w) {
+        assert_eq!(
+            verify_invoice(&tx, TENANT, &inv).expect("verify"),
+            Ok(()),
+            "{}",
+            inv.id.display("inv")
+        );
+    }
+    let report = crate::ledger::verify::verify(&tx, None, &mut |_, _| {}).expect("verify");
+    assert!(report.violation.is_none(), "{:?}", report.violation);
+}
+
+/// One step: at instant `at` (increasing), ingest events stamped before it, run billing, or
+/// change the plan (effective now or at period end).
+#[derive(Debug, Clone)]
+enum Step {
+    Ingest(Vec<u32>),
+    Run,
+    Change(usize, bool, Proration),
+}
+
+fn steps() -> impl Strategy<Value = Vec<(i64, Step)>> {
+    let step = prop_oneof![
+        3 => proptest::collection::vec(any::<u32>(), 1..6).prop_map(Step::Ingest),
+        1 => Just(Step::Run),
+        3 => (0usize..4, any::<bool>(), prop_oneof![Just(Proration::Prorate), Just(Proration::InvoiceNow)])
+            .prop_map(|(p, end, pr)| Step::Change(p, end, pr)),
+    ];
+    proptest::collection::vec((1i64..4 * DAY_MS, step), 1..16).prop_map(|mut v| {
+        v.sort_by_key(|(at, _)| *at);
+        v.into_iter().map(|(at, s)| (T0 + at, s)).collect()
+    })
+}
+
+/// The fee each plan owes for `[from, to)` of a day, exact.
+fn fee_owed(plan: &Plan, from: i64, to: i64) -> Decimal {
+    plan.fixed_fee.as_ref().map_or(Decimal::ZERO, |f| {
+        Decimal::from(f.amount_minor) * Decimal::from(to - from) / Decimal::from(DAY_MS)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_plan_pays_for_its_time_and_every_event_at_its_price(steps in steps()) {
+        let w = world(None);
+        let mut events: Vec<(u32, i64)> = Vec::new();
+        let mut next_event = 0u32;
+        for (at, step) in &steps {
+            match step {
+                Step::Ingest(offsets) => {
+                    // Stamped anywhere from the start to now: on time or late.
+                    let batch: Vec<(u32, i64)> = offsets
+                        .iter()
+                        .map(|o| {
+                            next_event += 1;
+                            (next_event, T0 + i64::from(*o) % (*at - T0))
+                        })
+                        .collect();
+                    ingest(&w, &batch);
+                    events.extend(batch);
+                }
+                Step::Run => run(&w, *at),
+                Step::Change(plan, at_end, proration) => {
+                    let effective = if *at_end { Effective::PeriodEnd } else { Effective::Now };
+                    let _ = change(&w, *plan, effective, *proration, *at);
+                }
+            }
+        }
+        let last = steps.last().map_or(T0, |(at, _)| *at);
+        // Let any change scheduled for a period end take effect before the horizon.
+        let s = sub(&w);
+        prop_assume!(s.phases.last().is_some_and(|p| p.start_ms < H));
+        run(&w, H.max(last));
+        let s = sub(&w);
+        let all = invoices(&w);
+        let plan_of = |id: Id| w.plans.iter().find(|p| p.id == id).expect("plan");
+        // Fees: the integral of each phase's fee over its time before the horizon, plus the
+        // next period billed in advance by the plan in effect at the horizon.
+        let mut expected = Decimal::ZERO;
+        for (i, ph) in s.phases.iter().enumerate() {
+            let end = s.phases.get(i + 1).map_or(H, |n| n.start_ms).min(H);
+            if ph.start_ms < end {
+                expected += fee_owed(plan_of(ph.plan), ph.start_ms, end);
+            }
+        }
+        let at_h = plan_of(s.plan_at(H));
+        if at_h.fixed_fee.as_ref().is_some_and(|f| f.timing == FeeTiming::InAdvance) {
+            expected += fee_owed(at_h, H, H + DAY_MS);
+        }
+        let fee_lines: Vec<&invoice::Line> = all
+            .iter()
+            .flat_map(|i| i.lines.iter())
+            .filter(|l| matches!(l.kind, LineKind::FixedFee | LineKind::FeeCredit))
+            .collect();
+        let billed: i64 = fee_lines.iter().map(|l| l.amount_minor).sum();
+        let diff = (Decimal::from(billed) - expected).abs();
+        prop_assert!(
+            diff <= Decimal::from(fee_lines.len() as u64),
+            "fees billed {} expected {} ({} lines)", billed, expected, fee_lines.len()
+        );
+        // Usage: every event once, at the price of the plan in effect when it happened.
+        let expected_usage: i64 = events
+            .iter()
+            .map(|(_, ts)| {
+                let plan = plan_of(s.plan_at(*ts));
+                PLANS.iter().find(|p| p.0 == plan.code).map_or(0, |p| p.3)
+            })
+            .sum();
+        let usage: i64 = all
+            .iter()
+            .flat_map(|i| i.lines.iter())
+            .filter(|l| matches!(l.kind, LineKind::Usage | LineKind::Adjustment))
+            .map(|l| l.amount_minor)
+            .sum();
+        prop_assert_eq!(usage, expected_usage);
+        let counted: Decimal = all
+            .iter()
+            .flat_map(|i| i.lines.iter())
+            .filter(|l| matches!(l.kind, LineKind::Usage | LineKind::Adjustment))
+            .map(|l| l.quantity.0)
+            .sum();
+        prop_assert_eq!(counted, Decimal::from(events.len() as u64), "each event counted once");
+        // No period twice: charge keys are distinct by construction; periods do not overlap.
+        let mut spans: Vec<(i64, i64)> = all
+            .iter()
+            .filter(|i| i.kind != invoice::InvoiceKind::Opening)
+            .map(|i| (i.period_start_ms, i.period_end_ms))
+            .collect();
+        spans.sort();
+        prop_assert!(spans.windows(2).all(|p| p[0].1 <= p[1].0), "{:?}", spans);
+        verify_all(&w);
+    }
+}
+
+#[test]
+fn an_upgrade_with_prorate_credits_the_old_fee_and_charges_the_new_on_the_next_invoice() {
+    let w = world(None);
+    run(&w, T0);
+    // Basic (10.00 in advance) → pro (30.00 in advance) at 06:00 on day 0.
+    let at = T0 + DAY_MS / 4;
+    change(&w, 1, Effective::Now, Proration::Prorate, at).expect("change");
+    ingest(&w, &[(1, T0 + 1000), (2, at + 1000), (3, at + 2000)]);
+    run(&w, T0 + DAY_MS);
+    let all = invoices(&w);
+    let day0 = all
+        .iter()
+        .find(|i| i.kind == invoice::InvoiceKind::Period && i.period_start_ms == T0)
+        .expect("day 0 invoice");
+    let lines: Vec<(LineKind, i64)> = day0
+        .lines
+        .iter()
+        .map(|l| (l.kind, l.amount_minor))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            (LineKind::Usage, 10),       // one call on basic
+            (LineKind::Usage, 10),       // two calls on pro
+            (LineKind::FixedFee, 2250),  // pro for the 18 hours left
+            (LineKind::FeeCredit, -750), // basic's unused 18 hours
+            (LineKind::FixedFee, 3000),  // day 1 on pro, in advance
+        ]
+    );
+    verify_all(&w);
+}
+
+#[test]
+fn invoice_now_splits_the_period_and_bills_the_old_part_at_once() {
+    let w = world(None);
+    run(&w, T0);
+    let at = T0 + DAY_MS / 2;
+    ingest(&w, &[(1, T0 + 1000)]);
+    let done = change(&w, 2, Effective::Now, Proration::InvoiceNow, at).expect("change");
+    assert_eq!(done.invoices.len(), 1);
+    let all = invoices(&w);
+    let first = all
+        .iter()
+        .find(|i| i.id == done.invoices[0])
+        .expect("issued");
+    assert_eq!((first.period_start_ms, first.period_end_ms), (T0, at));
+    let lines: Vec<(LineKind, i64)> = first
+        .lines
+        .iter()
+        .map(|l| (l.kind, l.amount_minor))
+        .collect();
+    // Basic's usage, basic's unused half day credited; metered bills in arrears.
+    assert_eq!(
+        lines,
+        vec![(LineKind::Usage, 10), (LineKind::FeeCredit, -500)]
+    );
+    run(&w, T0 + DAY_MS);
+    let second = invoices(&w)
+        .into_iter()
+        .find(|i| i.period_start_ms == at)
+        .expect("second part");
+    assert_eq!(second.period_end_ms, T0 + DAY_MS);
+    let fee: Vec<i64> = second
+        .lines
+        .iter()
+        .filter(|l| l.kind == LineKind::FixedFee)
+        .map(|l| l.amount_minor)
+        .collect();
+    assert_eq!(fee, vec![1000], "metered's half day in arrears");
+    verify_all(&w);
+}
+
+#[test]
+fn a_change_without_proration_keeps_the_period_fee_and_prices_usage_by_plan() {
+    let w = world(None);
+    run(&w, T0);
+    let at = T0 + DAY_MS / 2;
+    change(&w, 1, Effective::Now, Proration::None, at).expect("change");
+    ingest(&w, &[(1, T0 + 1000), (2, at + 1000)]);
+    run(&w, T0 + DAY_MS);
+    let day0 = invoices(&w)
+        .into_iter()
+        .find(|i| i.kind == invoice::InvoiceKind::Period && i.period_start_ms == T0)
+        .expect("day 0");
+    let lines: Vec<(LineKind, i64)> = day0
+        .lines
+        .iter()
+        .map(|l| (l.kind, l.amount_minor))
+        .collect();
+    // Basic's call at 10, pro's at 5; no proration lines; day 1 in advance on pro.
+    assert_eq!(
+        lines,
+        vec![
+            (LineKind::Usage, 10),
+            (LineKind::Usage, 5),
+            (LineKind::FixedFee, 3000)
+        ]
+    );
+    verify_all(&w);
+}
+
+#[test]
+fn a_scheduled_change_can_be_canceled_and_bad_changes_write_nothing() {
+    let w = world(None);
+    let now = T0 + 1000;
+    change(&w, 1, Effective::PeriodEnd, Proration::Prorate, now).expect("scheduled");
+    assert_eq!(sub(&w).phases.len(), 2);
+    assert!(matches!(
+        change(&w, 2, Effective::Now, Proration::Prorate, now + 1),
+        Err(SubscriptionError::ChangeScheduled { .. })
+    ));
+    w.store
+        .apply_one(super::change::CancelScheduledChange {
+            tenant: TENANT,
+            id: w.sub,
+            now_ms: now + 2,
+        })
+        .expect("store")
+        .expect("canceled");
+    assert_eq!(sub(&w).phases.len(), 1);
+    let before = sub(&w);
+    assert!(matches!(
+        change(&w, 0, Effective::Now, Proration::Prorate, now + 3),
+        Err(SubscriptionError::AlreadyOnPlan(..))
+    ));
+    assert!(matches!(
+        change(
+            &w,
+            1,
+            Effective::At(T0 - DAY_MS),
+            Proration::Prorate,
+            now + 3
+        ),
+        Err(SubscriptionError::EffectiveTooEarly { .. })
+    ));
+    assert_eq!(sub(&w), before, "refusals write nothing");
+}
+
+#[test]
+fn a_trial_bills_no_fee_and_converts_from_its_end() {
+    let trial_end = T0 + 2 * DAY_MS;
+    let w = world(Some(trial_end));
+    ingest(&w, &[(1, T0 + 1000)]);
+    run(&w, trial_end - DAY_MS / 2);
+    let s = sub(&w);
+    assert!(s.trial_notice_sent, "notice within a day of the end");
+    run(&w, trial_end);
+    let all = invoices(&w);
+    let billed: i64 = all.iter().map(|i| i.subtotal_minor).sum();
+    // No usage and no fee in the trial; the first paid day billed in advance at its end.
+    assert_eq!(billed, 1000);
+    let tx = w.store.read().expect("read");
+    let (notes, _) = crate::notifications::outbox::list(
+        &tx,
+        TENANT,
+        &crate::notifications::outbox::Filter {
+            event_type: Some("subscription.trial_will_end".into()),
+            customer: None,
+            from_ms: None,
+            to_ms: None,
+        },
+        None,
+        10,
+        1000,
+    )
+    .expect("list");
+    assert_eq!(notes.len(), 1, "the notice is recorded once");
+    drop(tx);
+    verify_all(&w);
+}
+
+#[test]
+fn ending_a_trial_early_bills_from_that_instant() {
+    let w = world(Some(T0 + 10 * DAY_MS));
+    let now = T0 + DAY_MS / 2;
+    let done = w
+        .store
+        .apply_one(EndTrial {
+            tenant: TENANT,
+            id: w.sub,
+            now_ms: now,
+            policy: POLICY,
+            origin: "test".into(),
+        })
+        .expect("store")
+        .expect("ended");
+    assert_eq!(done.invoices.len(), 1);
+    let inv = &invoices(&w)[0];
+    assert_eq!((inv.period_start_ms, inv.period_end_ms), (T0, now));
+    let fee: Vec<(i64, i64)> = inv
+        .lines
+        .iter()
+        .map(|l| (l.period_start_ms, l.amount_minor))
+        .collect();
+    assert_eq!(
+        fee,
+        vec![(now, 1000)],
+        "the first paid day, from now, in advance"
+    );
+    assert_eq!(sub(&w).anchor_ms, now);
+    verify_all(&w);
+}
+
+#[test]
+fn a_cancellation_at_period_end_can_be_resumed_before_it() {
+    let w = world(None);
+    let now = T0 + 1000;
+    w.store
+        .apply_one(CancelSubscription {
+            tenant: TENANT,
+            id: w.sub,
+            immediately: false,
+            now_ms: now,
+            policy: POLICY,
+            origin: "test".into(),
+        })
+        .expect("store")
+        .expect("canceling");
+    let resume = |at: i64| {
+        w.store
+            .apply_one(ResumeSubscription {
+                tenant: TENANT,
+                id: w.sub,
+                now_ms: at,
+            })
+            .expect("store")
+    };
+    let s = resume(now + 1).expect("resumed").subscription;
+    assert_eq!(s.status, super::subscription::SubscriptionStatus::Active);
+    assert_eq!(s.ends_at_ms, None);
+    assert!(matches!(
+        resume(now + 2),
+        Err(SubscriptionError::NotCanceling(_))
+    ));
+    run(&w, T0 + 2 * DAY_MS);
+    // It kept billing: opening, day 0 (carrying day 1), day 1 (carrying day 2).
+    assert_eq!(invoices(&w).len(), 3);
+}
