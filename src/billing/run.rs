@@ -922,16 +922,18 @@ impl Command for CancelSubscription {
                 }
             }
             subscription::save(tx, self.tenant, &sub)?;
+            // A cancellation at period end can be resumed and requested again: each request
+            // is its own transition.
             let (event_type, effect) = match sub.status {
-                SubscriptionStatus::Canceled => ("subscription.canceled", "canceled"),
-                _ => ("subscription.updated", "canceling"),
+                SubscriptionStatus::Canceled => ("subscription.canceled", "canceled".to_string()),
+                _ => ("subscription.updated", format!("canceling:{}", self.now_ms)),
             };
             subscription::emit_subscription(
                 tx,
                 self.tenant,
                 &sub,
                 event_type,
-                effect,
+                &effect,
                 self.now_ms,
             )?;
             return Ok(Ok(Cancellation {

@@ -16,6 +16,7 @@ mod fake_stripe;
 mod idempotency;
 mod ingest;
 mod ledger;
+mod lifecycle;
 mod metrics;
 mod notifications;
 mod openapi;
