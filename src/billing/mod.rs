@@ -1,5 +1,6 @@
 //! Billing: plans, subscriptions, periods, pricing, billing runs and invoices.
 
+pub mod customer_update;
 pub mod invoice;
 pub mod period;
 pub mod plan;
