@@ -8,9 +8,16 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::id::Id;
+use crate::store::codec::{self, CodecError};
 use crate::store::keys::{self, tenant_bytes, TenantId};
 use crate::store::writer::Command;
-use crate::store::{codec, get_record, put_record, tables, StoreError};
+use crate::store::{put_record, tables, StoreError};
+
+pub mod details;
+pub mod update;
+
+pub use details::{Address, TaxId};
+pub use update::Changes;
 
 /// The public id prefix.
 pub const PREFIX: &str = "cus";
@@ -42,6 +49,99 @@ pub struct Customer {
     pub metadata: BTreeMap<String, String>,
     /// When it was created.
     pub created_at_ms: i64,
+    /// The registered name invoices are addressed to, when it differs from `name`.
+    pub legal_name: Option<String>,
+    /// Billing address.
+    pub address: Option<Address>,
+    /// Tax registrations printed on invoices, at most [`details::MAX_TAX_IDS`].
+    pub tax_ids: Vec<TaxId>,
+    /// BCP 47 language tag for documents and messages (`en`, `de-DE`).
+    pub locale: Option<String>,
+    /// 1 when created, one more per update that changed something: names each update once
+    /// (its `customer.updated` notification is keyed by it).
+    pub version: u64,
+}
+
+/// A customer as records written before billing details existed hold it. New fields are
+/// appended after these, so such a record never decodes as a [`Customer`] (bincode runs out of
+/// bytes) and [`decode`] falls back to this layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerV1 {
+    /// Tally's id.
+    pub id: Id,
+    /// The tenant's id.
+    pub external_id: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Billing email.
+    pub email: Option<String>,
+    /// ISO 4217 currency.
+    pub currency: String,
+    /// String pairs.
+    pub metadata: BTreeMap<String, String>,
+    /// When it was created.
+    pub created_at_ms: i64,
+}
+
+impl From<CustomerV1> for Customer {
+    fn from(old: CustomerV1) -> Self {
+        Customer {
+            id: old.id,
+            external_id: old.external_id,
+            name: old.name,
+            email: old.email,
+            currency: old.currency,
+            metadata: old.metadata,
+            created_at_ms: old.created_at_ms,
+            legal_name: None,
+            address: None,
+            tax_ids: Vec::new(),
+            locale: None,
+            version: 1,
+        }
+    }
+}
+
+impl Customer {
+    /// A new customer (version 1) with only the required fields; the caller sets the rest.
+    pub fn new(id: Id, external_id: String, currency: String, created_at_ms: i64) -> Self {
+        Customer {
+            id,
+            external_id,
+            name: None,
+            email: None,
+            currency,
+            metadata: BTreeMap::new(),
+            created_at_ms,
+            legal_name: None,
+            address: None,
+            tax_ids: Vec::new(),
+            locale: None,
+            version: 1,
+        }
+    }
+}
+
+/// Decodes a stored customer, in today's layout or the one before it: the one way customer
+/// records (the table's and those notifications hold) are read.
+pub fn decode(bytes: &[u8]) -> Result<Customer, CodecError> {
+    match codec::decode::<Customer>(bytes) {
+        Ok(customer) => Ok(customer),
+        Err(current) => codec::decode::<CustomerV1>(bytes)
+            .map(Customer::from)
+            .map_err(|_| current),
+    }
+}
+
+fn get_customer(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    tenant: TenantId,
+    id: Id,
+) -> Result<Option<Customer>, StoreError> {
+    match table.get(keys::tenant_id(tenant, id).as_slice())? {
+        Some(guard) => Ok(Some(decode(guard.value())?)),
+        None => Ok(None),
+    }
 }
 
 /// Why a customer command did nothing.
@@ -54,6 +154,21 @@ pub enum CustomerError {
         external_id: String,
         /// The customer that has it, as `cus_…`.
         existing: String,
+    },
+    /// No such customer.
+    #[error("no customer {0}")]
+    Missing(String),
+    /// The request would change a field that never changes.
+    #[error("{field} cannot change once the customer exists")]
+    Immutable {
+        /// The field.
+        field: &'static str,
+    },
+    /// The currency cannot change: money was, or is being, billed in it.
+    #[error("currency cannot change: {reason}")]
+    CurrencyLocked {
+        /// Why, naming the invoice or subscription.
+        reason: String,
     },
 }
 
@@ -110,7 +225,7 @@ impl Command for CreateCustomer {
 /// One customer of a tenant, if it exists (another tenant's id is simply absent).
 pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Customer>, StoreError> {
     let table = tx.open_table(tables::CUSTOMERS)?;
-    get_record(&table, keys::tenant_id(tenant, id))
+    get_customer(&table, tenant, id)
 }
 
 /// One customer, inside a write transaction (for commands that read what they act on).
@@ -120,7 +235,7 @@ pub fn load_in_write(
     id: Id,
 ) -> Result<Option<Customer>, StoreError> {
     let table = tx.open_table(tables::CUSTOMERS)?;
-    get_record(&table, keys::tenant_id(tenant, id))
+    get_customer(&table, tenant, id)
 }
 
 /// The customer with this external id, if any.
@@ -172,7 +287,7 @@ pub fn list(
             has_more = true;
             break;
         }
-        out.push(codec::decode(value.value())?);
+        out.push(decode(value.value())?);
     }
     Ok((out, has_more))
 }
@@ -199,14 +314,167 @@ pub(crate) fn create_for_test(
 impl Customer {
     /// A USD customer with only the required fields.
     pub(crate) fn for_test(external_id: &str, created_at_ms: i64) -> Self {
-        Customer {
-            id: Id::generate(),
-            external_id: external_id.into(),
-            name: None,
-            email: None,
-            currency: "USD".into(),
-            metadata: BTreeMap::new(),
+        Customer::new(
+            Id::generate(),
+            external_id.into(),
+            "USD".into(),
             created_at_ms,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::billing::customer_update::UpdateCustomer;
+    use crate::store::Store;
+
+    const TENANT: TenantId = TenantId(1);
+
+    /// The customer record as it was stored before billing details existed.
+    #[derive(Serialize)]
+    struct OldLayout {
+        id: Id,
+        external_id: String,
+        name: Option<String>,
+        email: Option<String>,
+        currency: String,
+        metadata: BTreeMap<String, String>,
+        created_at_ms: i64,
+    }
+
+    /// Writes raw record bytes, as an older binary did.
+    #[derive(Clone)]
+    struct PutRaw {
+        id: Id,
+        external_id: String,
+        bytes: Vec<u8>,
+    }
+
+    impl Command for PutRaw {
+        type Output = ();
+
+        fn apply(self, tx: &WriteTransaction) -> Result<(), StoreError> {
+            tx.open_table(tables::CUSTOMERS)?.insert(
+                keys::tenant_id(TENANT, self.id).as_slice(),
+                self.bytes.as_slice(),
+            )?;
+            tx.open_table(tables::CUSTOMER_BY_EXTERNAL)?.insert(
+                tenant_bytes(TENANT, self.external_id.as_bytes()).as_slice(),
+                self.id.to_bytes().as_slice(),
+            )?;
+            Ok(())
         }
+    }
+
+    #[test]
+    fn a_record_in_the_old_layout_decodes_with_version_one_and_updates_in_the_new() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(&dir.path().join("t.redb"), 1 << 20).expect("store");
+        let old = OldLayout {
+            id: Id::generate(),
+            external_id: "legacy".into(),
+            name: Some("Legacy Ltd".into()),
+            email: None,
+            currency: "EUR".into(),
+            metadata: BTreeMap::from([("k".to_string(), "v".to_string())]),
+            created_at_ms: 1_700_000_000_000,
+        };
+        let bytes = codec::encode(&old).expect("encode");
+        assert!(
+            codec::decode::<Customer>(&bytes).is_err(),
+            "the old layout never reads as the new one"
+        );
+        let expected = Customer {
+            name: Some("Legacy Ltd".into()),
+            metadata: old.metadata.clone(),
+            ..Customer::new(old.id, "legacy".into(), "EUR".into(), old.created_at_ms)
+        };
+        assert_eq!(decode(&bytes).expect("decodes"), expected);
+        store
+            .apply_one(PutRaw {
+                id: old.id,
+                external_id: old.external_id.clone(),
+                bytes,
+            })
+            .expect("put");
+        let tx = store.read().expect("read");
+        assert_eq!(
+            get(&tx, TENANT, old.id).expect("get"),
+            Some(expected.clone())
+        );
+        assert_eq!(
+            by_external_id(&tx, TENANT, "legacy").expect("by external id"),
+            Some(expected.clone())
+        );
+        assert_eq!(
+            list(&tx, TENANT, None, 10).expect("list").0,
+            vec![expected.clone()]
+        );
+        drop(tx);
+        let updated = store
+            .apply_one(UpdateCustomer {
+                tenant: TENANT,
+                id: old.id,
+                changes: Changes {
+                    locale: Some(Some("de-DE".into())),
+                    ..Changes::default()
+                },
+                now_ms: 1_700_000_001_000,
+            })
+            .expect("store")
+            .expect("updated");
+        assert_eq!(updated.version, 2);
+        assert_eq!(updated.locale.as_deref(), Some("de-DE"));
+        let tx = store.read().expect("read");
+        let bytes = tx
+            .open_table(tables::CUSTOMERS)
+            .expect("table")
+            .get(keys::tenant_id(TENANT, old.id).as_slice())
+            .expect("get")
+            .expect("present")
+            .value()
+            .to_vec();
+        assert_eq!(
+            codec::decode::<Customer>(&bytes).expect("new layout"),
+            updated
+        );
+    }
+
+    #[test]
+    fn an_update_that_changes_nothing_keeps_the_version() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(&dir.path().join("t.redb"), 1 << 20).expect("store");
+        let c = create_for_test(&store, TENANT, "same", 1_700_000_000_000);
+        let update = |changes: Changes| {
+            store
+                .apply_one(UpdateCustomer {
+                    tenant: TENANT,
+                    id: c.id,
+                    changes,
+                    now_ms: 1_700_000_001_000,
+                })
+                .expect("store")
+        };
+        let same = update(Changes {
+            currency: Some("USD".into()),
+            name: Some(None),
+            external_id: Some("same".into()),
+            ..Changes::default()
+        });
+        assert_eq!(same, Ok(c.clone()));
+        let moved = update(Changes {
+            external_id: Some("other".into()),
+            name: Some(Some("x".into())),
+            ..Changes::default()
+        });
+        assert_eq!(
+            moved,
+            Err(CustomerError::Immutable {
+                field: "external_id"
+            })
+        );
+        let tx = store.read().expect("read");
+        assert_eq!(get(&tx, TENANT, c.id).expect("get"), Some(c));
     }
 }

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod country;
 pub mod currency;
 pub mod customers;
 pub mod decimal;

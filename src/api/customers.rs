@@ -15,7 +15,11 @@ use super::idempotent::{self, json_response};
 use super::pagination::{Page, PageParams};
 use super::problem::{ApiError, Problem};
 use super::AppState;
-use crate::customers::{self, CreateCustomer, Customer, CustomerError, PREFIX};
+use crate::billing::customer_update::UpdateCustomer;
+use crate::customers::details::{self, Invalid};
+use crate::customers::{
+    self, Address, Changes, CreateCustomer, Customer, CustomerError, TaxId, PREFIX,
+};
 use crate::id::Id;
 use crate::idempotency::StoredResponse;
 
@@ -38,6 +42,145 @@ pub struct CreateCustomerRequest {
     /// Up to 50 string pairs; keys 1-40 characters, values at most 500.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// Registered name for invoices, 1-512 characters.
+    #[schema(min_length = 1, max_length = 512)]
+    pub legal_name: Option<String>,
+    /// Billing address.
+    pub address: Option<AddressBody>,
+    /// Tax registrations, at most 5.
+    #[serde(default)]
+    #[schema(max_items = 5)]
+    pub tax_ids: Vec<TaxIdBody>,
+    /// BCP 47 language tag (`en`, `de-DE`), at most 35 characters.
+    #[schema(max_length = 35)]
+    pub locale: Option<String>,
+}
+
+/// A postal address.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddressBody {
+    /// Street and number, 1-200 characters.
+    #[schema(min_length = 1, max_length = 200)]
+    pub line1: String,
+    /// Apartment, suite, building; at most 200 characters.
+    #[schema(max_length = 200)]
+    pub line2: Option<String>,
+    /// City, 1-100 characters.
+    #[schema(min_length = 1, max_length = 100)]
+    pub city: String,
+    /// Postal code, 1-20 characters.
+    #[schema(min_length = 1, max_length = 20)]
+    pub postal_code: String,
+    /// State, province or county; at most 100 characters.
+    #[schema(max_length = 100)]
+    pub region: Option<String>,
+    /// ISO 3166-1 alpha-2 code, upper case (an assigned one: `DE`, `GB`, `US`…).
+    #[schema(pattern = "^[A-Z]{2}$")]
+    pub country: String,
+}
+
+impl From<AddressBody> for Address {
+    fn from(a: AddressBody) -> Self {
+        Address {
+            line1: a.line1,
+            line2: a.line2,
+            city: a.city,
+            postal_code: a.postal_code,
+            region: a.region,
+            country: a.country,
+        }
+    }
+}
+
+impl From<&Address> for AddressBody {
+    fn from(a: &Address) -> Self {
+        AddressBody {
+            line1: a.line1.clone(),
+            line2: a.line2.clone(),
+            city: a.city.clone(),
+            postal_code: a.postal_code.clone(),
+            region: a.region.clone(),
+            country: a.country.clone(),
+        }
+    }
+}
+
+/// A tax registration.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaxIdBody {
+    /// eu_vat, gb_vat, ch_vat, no_vat, us_ein, ca_bn, au_abn, nz_gst, in_gst, jp_cn, sg_uen,
+    /// za_vat, br_cnpj or kr_brn.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The number, 1-64 characters, of the type's shape (see the README).
+    #[schema(min_length = 1, max_length = 64)]
+    pub value: String,
+}
+
+impl From<TaxIdBody> for TaxId {
+    fn from(t: TaxIdBody) -> Self {
+        TaxId {
+            kind: t.kind,
+            value: t.value,
+        }
+    }
+}
+
+/// Body of `POST /v1/customers/{id}`. Absent fields keep their value; `null` clears an
+/// optional one (`metadata` and `tax_ids` become empty); `external_id` can only repeat the
+/// current value; `currency` cannot be null.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCustomerRequest {
+    /// Never changes: a different value (or null) is refused (422 `field_immutable`).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub external_id: Option<Option<String>>,
+    /// Display name, at most 512 characters.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 512)]
+    pub name: Option<Option<String>>,
+    /// Billing email, at most 512 characters.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 512)]
+    pub email: Option<Option<String>>,
+    /// Replaces every pair (null or `{}` removes them all).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    pub metadata: Option<Option<BTreeMap<String, String>>>,
+    /// Registered name, 1-512 characters.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 512)]
+    pub legal_name: Option<Option<String>>,
+    /// Billing address (replaced whole).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<AddressBody>)]
+    pub address: Option<Option<AddressBody>>,
+    /// Replaces every tax id (null or `[]` removes them all); at most 5.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<TaxIdBody>>, max_items = 5)]
+    pub tax_ids: Option<Option<Vec<TaxIdBody>>>,
+    /// BCP 47 language tag, at most 35 characters.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 35)]
+    pub locale: Option<Option<String>>,
+    /// ISO 4217 code; 409 `currency_locked` once the customer has an invoice or a subscription
+    /// that is not canceled.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, pattern = "^[A-Z]{3}$")]
+    pub currency: Option<Option<String>>,
+}
+
+/// A field that is present is `Some` (its value, `None` for JSON null); an absent one stays
+/// `None` through `#[serde(default)]`.
+fn present<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// A customer as the API shows it.
@@ -57,6 +200,16 @@ pub struct CustomerResponse {
     pub currency: String,
     /// String pairs.
     pub metadata: BTreeMap<String, String>,
+    /// Registered name.
+    pub legal_name: Option<String>,
+    /// Billing address.
+    pub address: Option<AddressBody>,
+    /// Tax registrations.
+    pub tax_ids: Vec<TaxIdBody>,
+    /// BCP 47 language tag.
+    pub locale: Option<String>,
+    /// 1 when created, one more per update that changed something.
+    pub version: u64,
     /// RFC 3339.
     pub created_at: String,
 }
@@ -71,6 +224,18 @@ impl From<&Customer> for CustomerResponse {
             email: c.email.clone(),
             currency: c.currency.clone(),
             metadata: c.metadata.clone(),
+            legal_name: c.legal_name.clone(),
+            address: c.address.as_ref().map(AddressBody::from),
+            tax_ids: c
+                .tax_ids
+                .iter()
+                .map(|t| TaxIdBody {
+                    kind: t.kind.clone(),
+                    value: t.value.clone(),
+                })
+                .collect(),
+            locale: c.locale.clone(),
+            version: c.version,
             created_at: crate::clock::rfc3339(c.created_at_ms),
         }
     }
@@ -89,6 +254,10 @@ pub struct ListCustomersParams {
     pub external_id: Option<String>,
 }
 
+fn field_error(e: Invalid) -> ApiError {
+    ApiError::invalid_field(e.field, e.detail)
+}
+
 fn validate(req: &CreateCustomerRequest) -> Result<(), ApiError> {
     let ext = &req.external_id;
     if ext.is_empty() || ext.len() > customers::MAX_EXTERNAL_ID_BYTES {
@@ -103,26 +272,41 @@ fn validate(req: &CreateCustomerRequest) -> Result<(), ApiError> {
             "must not contain control characters",
         ));
     }
-    if !crate::currency::is_known(&req.currency) {
+    validate_currency(&req.currency)?;
+    validate_name("name", req.name.as_deref())?;
+    validate_name("email", req.email.as_deref())?;
+    validate_email(req.email.as_deref())?;
+    validate_metadata(&req.metadata)?;
+    validate_details(
+        req.legal_name.as_deref(),
+        req.address.as_ref(),
+        Some(&req.tax_ids),
+        req.locale.as_deref(),
+    )
+}
+
+fn validate_currency(currency: &str) -> Result<(), ApiError> {
+    if !crate::currency::is_known(currency) {
         return Err(ApiError::invalid_field(
             "currency",
-            format!(
-                "{:?} is not an ISO 4217 currency code (upper case, e.g. USD)",
-                req.currency
-            ),
+            format!("{currency:?} is not an ISO 4217 currency code (upper case, e.g. USD)"),
         ));
     }
-    for (field, value) in [("name", &req.name), ("email", &req.email)] {
-        if let Some(v) = value {
-            if v.chars().count() > customers::MAX_TEXT_CHARS {
-                return Err(ApiError::invalid_field(
-                    field,
-                    format!("must be at most {} characters", customers::MAX_TEXT_CHARS),
-                ));
-            }
-        }
+    Ok(())
+}
+
+fn validate_name(field: &str, value: Option<&str>) -> Result<(), ApiError> {
+    if value.is_some_and(|v| v.chars().count() > customers::MAX_TEXT_CHARS) {
+        return Err(ApiError::invalid_field(
+            field,
+            format!("must be at most {} characters", customers::MAX_TEXT_CHARS),
+        ));
     }
-    if let Some(email) = &req.email {
+    Ok(())
+}
+
+fn validate_email(email: Option<&str>) -> Result<(), ApiError> {
+    if let Some(email) = email {
         let valid = email
             .split_once('@')
             .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
@@ -131,13 +315,17 @@ fn validate(req: &CreateCustomerRequest) -> Result<(), ApiError> {
             return Err(ApiError::invalid_field("email", "is not an email address"));
         }
     }
-    if req.metadata.len() > customers::MAX_METADATA_ENTRIES {
+    Ok(())
+}
+
+fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if metadata.len() > customers::MAX_METADATA_ENTRIES {
         return Err(ApiError::invalid_field(
             "metadata",
             format!("at most {} entries", customers::MAX_METADATA_ENTRIES),
         ));
     }
-    for (k, v) in &req.metadata {
+    for (k, v) in metadata {
         if k.is_empty() || k.chars().count() > customers::MAX_METADATA_KEY_CHARS {
             return Err(ApiError::invalid_field(
                 format!("metadata.{k}"),
@@ -160,14 +348,116 @@ fn validate(req: &CreateCustomerRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The billing details' ranges (each given field; `None` is not given or cleared).
+fn validate_details(
+    legal_name: Option<&str>,
+    address: Option<&AddressBody>,
+    tax_ids: Option<&Vec<TaxIdBody>>,
+    locale: Option<&str>,
+) -> Result<(), ApiError> {
+    if let Some(legal_name) = legal_name {
+        details::check_text("legal_name", legal_name, customers::MAX_TEXT_CHARS, true)
+            .map_err(field_error)?;
+    }
+    if let Some(address) = address {
+        details::check_address(&Address::from(address.clone())).map_err(field_error)?;
+    }
+    if let Some(tax_ids) = tax_ids {
+        let tax_ids: Vec<TaxId> = tax_ids.iter().cloned().map(TaxId::from).collect();
+        details::check_tax_ids(&tax_ids).map_err(field_error)?;
+    }
+    if let Some(locale) = locale {
+        details::check_locale(locale).map_err(field_error)?;
+    }
+    Ok(())
+}
+
+/// Checks an update's fields and turns it into the command's changes.
+fn changes(req: UpdateCustomerRequest) -> Result<Changes, ApiError> {
+    if req.external_id == Some(None) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "field_immutable",
+            "external_id cannot change once the customer exists",
+        )
+        .field("external_id", "cannot change"));
+    }
+    let currency = match req.currency {
+        Some(None) => {
+            return Err(ApiError::invalid_field(
+                "currency",
+                "cannot be null: a customer is always billed in a currency",
+            ))
+        }
+        Some(Some(c)) => {
+            validate_currency(&c)?;
+            Some(c)
+        }
+        None => None,
+    };
+    let flat =
+        |v: &Option<Option<String>>| v.as_ref().and_then(|v| v.as_deref().map(str::to_string));
+    validate_name("name", flat(&req.name).as_deref())?;
+    validate_name("email", flat(&req.email).as_deref())?;
+    validate_email(flat(&req.email).as_deref())?;
+    if let Some(Some(metadata)) = &req.metadata {
+        validate_metadata(metadata)?;
+    }
+    validate_details(
+        flat(&req.legal_name).as_deref(),
+        req.address.as_ref().and_then(Option::as_ref),
+        req.tax_ids.as_ref().and_then(Option::as_ref),
+        flat(&req.locale).as_deref(),
+    )?;
+    Ok(Changes {
+        external_id: req.external_id.flatten(),
+        name: req.name,
+        email: req.email,
+        metadata: req.metadata.map(Option::unwrap_or_default),
+        legal_name: req.legal_name,
+        address: req.address.map(|a| a.map(Address::from)),
+        tax_ids: req
+            .tax_ids
+            .map(|t| t.unwrap_or_default().into_iter().map(TaxId::from).collect()),
+        locale: req.locale,
+        currency,
+    })
+}
+
 fn render(output: &Result<Customer, CustomerError>) -> StoredResponse {
     match output {
         Ok(customer) => json_response(StatusCode::CREATED, &CustomerResponse::from(customer)),
-        Err(e @ CustomerError::Exists { .. }) => {
+        Err(e) => render_error(e),
+    }
+}
+
+fn render_error(e: &CustomerError) -> StoredResponse {
+    match e {
+        CustomerError::Exists { .. } => {
             ApiError::new(StatusCode::CONFLICT, "customer_exists", e.to_string())
                 .field("external_id", "already used by another customer")
-                .to_stored()
         }
+        CustomerError::Missing(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "resource_missing", e.to_string())
+        }
+        CustomerError::Immutable { field } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "field_immutable",
+            e.to_string(),
+        )
+        .field(*field, "cannot change"),
+        CustomerError::CurrencyLocked { reason } => {
+            ApiError::new(StatusCode::CONFLICT, "currency_locked", e.to_string())
+                .field("currency", reason.clone())
+        }
+    }
+    .to_stored()
+}
+
+fn render_update(output: &Result<Customer, CustomerError>) -> StoredResponse {
+    match output {
+        Ok(customer) => json_response(StatusCode::OK, &CustomerResponse::from(customer)),
+        Err(e) => render_error(e),
     }
 }
 
@@ -197,13 +487,19 @@ pub async fn create(
     validate(&req)?;
     let now_ms = crate::clock::now_ms();
     let customer = Customer {
-        id: Id::generate_at(now_ms),
-        external_id: req.external_id,
         name: req.name,
         email: req.email,
-        currency: req.currency,
         metadata: req.metadata,
-        created_at_ms: now_ms,
+        legal_name: req.legal_name,
+        address: req.address.map(Address::from),
+        tax_ids: req.tax_ids.into_iter().map(TaxId::from).collect(),
+        locale: req.locale,
+        ..Customer::new(
+            Id::generate_at(now_ms),
+            req.external_id,
+            req.currency,
+            now_ms,
+        )
     };
     idempotent::run(
         &state,
@@ -216,6 +512,64 @@ pub async fn create(
         },
         CreateCustomer { tenant, customer },
         render,
+    )
+    .await
+}
+
+/// Changes a customer's details. Absent fields keep their value, `null` clears an optional
+/// one; an update that changes nothing writes nothing. Each update that changes something
+/// advances `version` and records one `customer.updated`.
+#[utoipa::path(
+    post,
+    path = "/v1/customers/{id}",
+    tag = "customers",
+    request_body = UpdateCustomerRequest,
+    params(
+        ("id" = String, Path, description = "cus_…"),
+        ("Idempotency-Key" = String, Header, description = "1-255 characters; required"),
+    ),
+    responses(
+        (status = 200, description = "Updated, unchanged, or replayed", body = CustomerResponse),
+        (status = 400, description = "A field out of its range, named in errors[]", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "currency_locked: the customer has an invoice or a subscription that is not canceled", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "field_immutable (external_id) or idempotency_key_reused", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    key: IdempotencyKey,
+    body: JsonBody<UpdateCustomerRequest>,
+) -> Result<Response, ApiError> {
+    let key = key.required()?;
+    let parsed = Id::parse(&id, PREFIX).ok_or_else(|| ApiError::missing("customer", &id))?;
+    let changes = changes(body.value)?;
+    {
+        let tx = state.store.read()?;
+        if customers::get(&tx, tenant, parsed)?.is_none() {
+            return Err(ApiError::missing("customer", &id));
+        }
+    }
+    let path = format!("/v1/customers/{id}");
+    idempotent::run(
+        &state,
+        idempotent::Request {
+            tenant,
+            key,
+            method: "POST",
+            path: &path,
+            canonical_body: &body.canonical,
+        },
+        UpdateCustomer {
+            tenant,
+            id: parsed,
+            changes,
+            now_ms: crate::clock::now_ms(),
+        },
+        render_update,
     )
     .await
 }

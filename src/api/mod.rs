@@ -74,7 +74,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/customers",
             get(customers::list).post(customers::create),
         )
-        .route("/v1/customers/{id}", get(customers::get))
+        .route(
+            "/v1/customers/{id}",
+            get(customers::get).post(customers::update),
+        )
         .route("/v1/customers/{id}/balance", get(grants::balance))
         .route("/v1/credit-grants", post(grants::create))
         .route("/v1/credit-grants/{id}", get(grants::get))
@@ -88,7 +91,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/ledger/verify", get(ledger::verify_ledger))
         .route("/v1/plans", get(plans::list).post(plans::create))
         .route("/v1/plans/{id}", get(plans::get))
-        .route("/v1/subscriptions", post(subscriptions::create))
+        .route(
+            "/v1/subscriptions",
+            get(subscriptions::list).post(subscriptions::create),
+        )
         .route("/v1/subscriptions/{id}", get(subscriptions::get))
         .route("/v1/subscriptions/{id}/cancel", post(subscriptions::cancel))
         .route(

@@ -60,8 +60,7 @@ fn object(n: &Notification) -> Result<serde_json::Value, RenderError> {
     let json = |v: Result<serde_json::Value, serde_json::Error>| v.map_err(|e| fail(e.to_string()));
     match n.subject.kind.as_str() {
         "customer" => {
-            let c: crate::customers::Customer =
-                codec::decode(bytes).map_err(|e| fail(e.to_string()))?;
+            let c = crate::customers::decode(bytes).map_err(|e| fail(e.to_string()))?;
             json(serde_json::to_value(
                 super::customers::CustomerResponse::from(&c),
             ))

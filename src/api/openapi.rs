@@ -27,6 +27,7 @@ use super::{
         health::metrics,
         customers::create,
         customers::get,
+        customers::update,
         customers::list,
         meters::create,
         meters::update,
@@ -50,6 +51,7 @@ use super::{
         plans::list,
         subscriptions::create,
         subscriptions::get,
+        subscriptions::list,
         subscriptions::cancel,
         subscription_changes::change,
         subscription_changes::preview,
@@ -96,6 +98,9 @@ use super::{
         problem::FieldError,
         customers::CreateCustomerRequest,
         customers::CustomerResponse,
+        customers::UpdateCustomerRequest,
+        customers::AddressBody,
+        customers::TaxIdBody,
         pagination::Page<customers::CustomerResponse>,
         meters::CreateMeterRequest,
         meters::UpdateMeterRequest,
@@ -130,6 +135,7 @@ use super::{
         pagination::Page<plans::PlanResponse>,
         subscriptions::CreateSubscriptionRequest,
         subscriptions::SubscriptionResponse,
+        pagination::Page<subscriptions::SubscriptionResponse>,
         subscriptions::PeriodBody,
         subscriptions::CancelRequest,
         subscriptions::PhaseBody,
@@ -237,6 +243,7 @@ const OPERATION_IDS: &[(&str, &str, &str)] = &[
     ("get", "/v1/customers", "listCustomers"),
     ("post", "/v1/customers", "createCustomer"),
     ("get", "/v1/customers/{id}", "getCustomer"),
+    ("post", "/v1/customers/{id}", "updateCustomer"),
     ("get", "/v1/customers/{id}/balance", "getCustomerBalance"),
     (
         "get",
@@ -274,6 +281,7 @@ const OPERATION_IDS: &[(&str, &str, &str)] = &[
     ("get", "/v1/plans/{id}", "getPlan"),
     ("post", "/v1/reconciliations", "createReconciliation"),
     ("get", "/v1/reconciliations/{id}", "getReconciliation"),
+    ("get", "/v1/subscriptions", "listSubscriptions"),
     ("post", "/v1/subscriptions", "createSubscription"),
     ("get", "/v1/subscriptions/{id}", "getSubscription"),
     (
@@ -328,11 +336,13 @@ pub fn document() -> Value {
         for schema in schemas.values_mut() {
             mark_instants(schema);
         }
-        if let Some(metadata) = schemas
-            .get_mut("CreateCustomerRequest")
-            .and_then(|s| s.pointer_mut("/properties/metadata"))
-        {
-            limit_metadata(metadata);
+        for request in ["CreateCustomerRequest", "UpdateCustomerRequest"] {
+            if let Some(metadata) = schemas
+                .get_mut(request)
+                .and_then(|s| s.pointer_mut("/properties/metadata"))
+            {
+                limit_metadata(metadata);
+            }
         }
     }
     doc

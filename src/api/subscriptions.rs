@@ -494,3 +494,103 @@ pub async fn cancel(
     )
     .await
 }
+
+/// Query of `GET /v1/subscriptions`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListSubscriptionsParams {
+    /// Page size, 1-500 (default 50).
+    pub limit: Option<i64>,
+    /// Return subscriptions after this id (the previous page's `next_cursor`).
+    pub starting_after: Option<String>,
+    /// Only this customer's (`cus_…`).
+    pub customer: Option<String>,
+    /// Only on this plan (`pln_…` or plan code).
+    pub plan: Option<String>,
+    /// Only in this state: active, canceling or canceled.
+    pub status: Option<String>,
+}
+
+/// Lists subscriptions, oldest first, by customer, plan or status. A filtered request examines
+/// at most 10,000 subscriptions and may answer a short (even empty) page with a cursor.
+#[utoipa::path(
+    get, path = "/v1/subscriptions", tag = "billing",
+    params(ListSubscriptionsParams),
+    responses(
+        (status = 200, body = super::pagination::Page<SubscriptionResponse>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no plan with that code", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    super::extract::Query(params): super::extract::Query<ListSubscriptionsParams>,
+) -> Result<Response, ApiError> {
+    let page = super::pagination::PageParams {
+        limit: params.limit,
+        starting_after: params.starting_after.clone(),
+    };
+    let (limit, after) = (page.limit()?, page.after(PREFIX, "a subscription")?);
+    let customer =
+        match &params.customer {
+            Some(c) => Some(Id::parse(c, crate::customers::PREFIX).ok_or_else(|| {
+                ApiError::invalid_field("customer", "is not a customer id (cus_…)")
+            })?),
+            None => None,
+        };
+    let status = match params.status.as_deref() {
+        None => None,
+        Some("active") => Some(SubscriptionStatus::Active),
+        Some("canceling") => Some(SubscriptionStatus::Canceling),
+        Some("canceled") => Some(SubscriptionStatus::Canceled),
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "status",
+                "must be active, canceling or canceled",
+            ))
+        }
+    };
+    let tx = state.store.read()?;
+    let plan = match &params.plan {
+        Some(p) => Some(match Id::parse(p, plan::PREFIX) {
+            Some(id) => id,
+            None => plan_by_code(&tx, tenant, p)?.ok_or_else(|| {
+                ApiError::missing("plan", p).field("plan", "no plan with this id or code")
+            })?,
+        }),
+        None => None,
+    };
+    let filter = subscription::ListFilter {
+        customer,
+        plan,
+        status,
+    };
+    let (items, cursor) = subscription::list(
+        &tx,
+        tenant,
+        &filter,
+        after,
+        limit,
+        subscription::LIST_SCAN_ROWS,
+    )?;
+    let mut plans: std::collections::BTreeMap<Id, Option<Plan>> = std::collections::BTreeMap::new();
+    let mut data = Vec::with_capacity(items.len());
+    for sub in &items {
+        let plan = match plans.entry(sub.plan) {
+            std::collections::btree_map::Entry::Occupied(known) => known.into_mut(),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(plan::get(&tx, tenant, sub.plan)?)
+            }
+        };
+        data.push(response(sub, plan.as_ref(), Vec::new()));
+    }
+    Ok(Json(super::pagination::Page {
+        data,
+        has_more: cursor.is_some(),
+        next_cursor: cursor.map(|c| c.display(PREFIX)),
+    })
+    .into_response())
+}

@@ -1,6 +1,7 @@
 //! Billing: plans, subscriptions, periods, pricing, billing runs and invoices.
 
 pub mod change;
+pub mod customer_update;
 pub mod invoice;
 pub mod migrate;
 pub mod period;

@@ -11,7 +11,7 @@ use super::plan::Plan;
 use crate::id::Id;
 use crate::store::keys::{self, TenantId};
 use crate::store::writer::Command;
-use crate::store::{get_record, put_record, tables, StoreError};
+use crate::store::{codec, get_record, put_record, tables, StoreError};
 
 /// The public id prefix.
 pub const PREFIX: &str = "sub";
@@ -411,13 +411,7 @@ impl Command for CreateSubscription {
 
     fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
         let sub = self.subscription;
-        let customer = {
-            let customers = tx.open_table(tables::CUSTOMERS)?;
-            get_record::<crate::customers::Customer, _>(
-                &customers,
-                keys::tenant_id(self.tenant, sub.customer),
-            )?
-        };
+        let customer = crate::customers::load_in_write(tx, self.tenant, sub.customer)?;
         let Some(customer) = customer else {
             return Ok(Err(SubscriptionError::UnknownCustomer(
                 sub.customer.display(crate::customers::PREFIX),
@@ -575,4 +569,115 @@ pub fn ids_from(
         }
     }
     Ok(out)
+}
+
+/// Rows one listing request examines at most: a sparse filter answers a short page with a
+/// cursor instead of scanning without bound.
+pub const LIST_SCAN_ROWS: usize = 10_000;
+
+/// Which subscriptions a listing keeps (every given condition must hold).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListFilter {
+    /// Only this customer's (read through the by-customer index).
+    pub customer: Option<Id>,
+    /// Only on this plan.
+    pub plan: Option<Id>,
+    /// Only in this state.
+    pub status: Option<SubscriptionStatus>,
+}
+
+impl ListFilter {
+    fn keeps(&self, s: &Subscription) -> bool {
+        self.customer.is_none_or(|c| s.customer == c)
+            && self.plan.is_none_or(|p| s.plan == p)
+            && self.status.is_none_or(|st| s.status == st)
+    }
+}
+
+/// A page being filled: what it kept, how many rows it examined.
+struct Collector<'a> {
+    filter: &'a ListFilter,
+    limit: usize,
+    budget: usize,
+    out: Vec<Subscription>,
+    examined: usize,
+    last_examined: Option<Id>,
+}
+
+impl Collector<'_> {
+    /// Whether the page is done before the next row, and its cursor if so.
+    fn done(&self) -> Option<Option<Id>> {
+        if self.out.len() == self.limit {
+            return Some(self.out.last().map(|s| s.id));
+        }
+        (self.examined == self.budget).then_some(self.last_examined)
+    }
+
+    fn take(&mut self, id: Id, sub: Option<Subscription>) {
+        self.examined += 1;
+        self.last_examined = Some(id);
+        if let Some(sub) = sub.filter(|s| self.filter.keeps(s)) {
+            self.out.push(sub);
+        }
+    }
+}
+
+/// A page of subscriptions in id (creation) order after `after`, examining at most `budget`
+/// rows, and the cursor to continue from (`None` when nothing follows): the last one returned,
+/// or the last row examined when the budget ran out first, so a filter that matches nothing
+/// for a long stretch still moves forward.
+pub fn list(
+    tx: &ReadTransaction,
+    tenant: TenantId,
+    filter: &ListFilter,
+    after: Option<Id>,
+    limit: usize,
+    budget: usize,
+) -> Result<(Vec<Subscription>, Option<Id>), StoreError> {
+    let table = tx.open_table(tables::SUBSCRIPTIONS)?;
+    // With a customer, its index holds (tenant, customer, id): the same id order, fewer rows.
+    let prefix = match filter.customer {
+        Some(customer) => keys::tenant_id(tenant, customer).to_vec(),
+        None => tenant.to_bytes().to_vec(),
+    };
+    let lower = match after {
+        // The smallest key strictly after `after`.
+        Some(id) => [prefix.as_slice(), &id.to_bytes(), &[0]].concat(),
+        None => prefix.clone(),
+    };
+    let end = [prefix.as_slice(), &[0xFF; 17]].concat();
+    let id_in = |key: &[u8]| {
+        key.get(prefix.len()..prefix.len() + 16)
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .map(Id::from_bytes)
+            .ok_or_else(|| StoreError::Corrupt("malformed subscription key".into()))
+    };
+    let mut page = Collector {
+        filter,
+        limit,
+        budget,
+        out: Vec::new(),
+        examined: 0,
+        last_examined: None,
+    };
+    if filter.customer.is_some() {
+        let index = tx.open_table(tables::SUBSCRIPTIONS_BY_CUSTOMER)?;
+        for entry in index.range::<&[u8]>(lower.as_slice()..end.as_slice())? {
+            if let Some(cursor) = page.done() {
+                return Ok((page.out, cursor));
+            }
+            let (key, _) = entry?;
+            let id = id_in(key.value())?;
+            page.take(id, get_record(&table, keys::tenant_id(tenant, id))?);
+        }
+    } else {
+        for entry in table.range::<&[u8]>(lower.as_slice()..end.as_slice())? {
+            if let Some(cursor) = page.done() {
+                return Ok((page.out, cursor));
+            }
+            let (key, value) = entry?;
+            page.take(id_in(key.value())?, Some(codec::decode(value.value())?));
+        }
+    }
+    Ok((page.out, None))
 }

@@ -202,8 +202,9 @@ pub fn at_rest(world: &World) -> Result<(), Violation> {
     notified_once(world, &payments)
 }
 
-/// The outbox: one `payment.succeeded` per collected payment and one `invoice.paid` per paid
-/// invoice, never two, never one for a payment that did not collect.
+/// The outbox: one `payment.succeeded` per collected payment, one `invoice.paid` per paid
+/// invoice and one `customer.updated` per customer version after the first, never two, never
+/// one for a payment that did not collect.
 fn notified_once(world: &World, payments: &[Payment]) -> Result<(), Violation> {
     let tx = world.read()?;
     let table = tx.open_table(tables::NOTIFICATIONS).map_err(err)?;
@@ -227,6 +228,22 @@ fn notified_once(world: &World, payments: &[Payment]) -> Result<(), Violation> {
                 p.id.display(payment::PREFIX),
                 p.status.as_str(),
                 count("payment.succeeded", p.id)
+            ));
+        }
+    }
+    // One `customer.updated` per effective update: per version after the first, whatever was
+    // retried or changed nothing.
+    for id in &world.model.customers {
+        let acknowledged = world.model.customer_versions.get(id).copied().unwrap_or(1);
+        let stored = crate::customers::get(&tx, world.tenant, *id)
+            .map_err(err)?
+            .map_or(0, |c| c.version);
+        let notified = count("customer.updated", *id);
+        if stored != acknowledged || usize::try_from(stored.saturating_sub(1)) != Ok(notified) {
+            return Err(format!(
+                "customer {} is at version {stored} (acknowledged {acknowledged}) with {notified} \
+                 customer.updated notifications",
+                id.display(crate::customers::PREFIX)
             ));
         }
     }

@@ -6,13 +6,14 @@ use serde_json::json;
 
 use super::profile::Profile;
 use super::world::{Violation, World, T0_MS};
+use crate::billing::customer_update::UpdateCustomer;
 use crate::billing::invoice::{Invoice, InvoiceStatus};
 use crate::billing::period::{Interval, DAY_MS};
 use crate::billing::plan::{Charge, CreatePlan, FeeTiming, FixedFee, Plan};
 use crate::billing::pricing::Model;
 use crate::billing::run::{BillingRun, Policy};
 use crate::billing::subscription::{CreateSubscription, Subscription};
-use crate::customers::{CreateCustomer, Customer};
+use crate::customers::{Changes, CreateCustomer, Customer};
 use crate::decimal::Stored;
 use crate::id::Id;
 use crate::idempotency::{Idempotent, Outcome, StoredResponse};
@@ -85,10 +86,13 @@ pub enum Kind {
     Crash,
     /// Everything in flight comes to rest; the balance invariants are checked.
     Settle,
+    /// A customer updates its details (sometimes to what they already are, sometimes its
+    /// locked currency), now and then retried with its key.
+    UpdateCustomer,
 }
 
 /// Every kind, in the order of a profile's weights.
-pub const KINDS: [Kind; 19] = [
+pub const KINDS: [Kind; 20] = [
     Kind::Ingest,
     Kind::IngestLate,
     Kind::IngestDuplicate,
@@ -108,6 +112,7 @@ pub const KINDS: [Kind; 19] = [
     Kind::AdvanceTime,
     Kind::Crash,
     Kind::Settle,
+    Kind::UpdateCustomer,
 ];
 
 /// Creates the tenant's meters, plan, customers and subscriptions (customers through an
@@ -175,15 +180,7 @@ pub fn setup(world: &mut World, profile: &Profile) -> Result<(), Violation> {
         })?
         .map_err(|e| e.to_string())?;
     for external in ["alice", "bob"] {
-        let customer = Customer {
-            id: Id::generate_at(T0_MS),
-            external_id: external.into(),
-            name: None,
-            email: None,
-            currency: "USD".into(),
-            metadata: Default::default(),
-            created_at_ms: T0_MS,
-        };
+        let customer = Customer::new(Id::generate_at(T0_MS), external.into(), "USD".into(), T0_MS);
         let key = format!("customer-{external}");
         let mut acked = None;
         // Created, then retried as after a lost reply: one customer either way.
@@ -358,7 +355,107 @@ pub fn apply(world: &mut World, kind: Kind, note: &mut String) -> Result<(), Vio
             note.push_str(&done);
             Ok(())
         }
+        Kind::UpdateCustomer => update_customer(world, note),
     }
+}
+
+fn render_updated(output: &Result<Customer, crate::customers::CustomerError>) -> StoredResponse {
+    stored(match output {
+        Ok(c) => format!("{} v{}", c.id.display(crate::customers::PREFIX), c.version),
+        Err(e) => format!("error: {e}"),
+    })
+}
+
+/// One change a customer makes, and its description: a name or locale from a small set (so
+/// some updates change nothing), or a currency change its active subscription refuses.
+fn customer_changes(world: &mut World) -> (Changes, String) {
+    const NAMES: [&str; 2] = ["Alice Ltd", "Bob GmbH"];
+    const LOCALES: [Option<&str>; 2] = [Some("de-DE"), None];
+    let mut changes = Changes::default();
+    let text = |t: Option<&str>| t.unwrap_or("null").to_string();
+    let said = match world.rng.below(4) {
+        0 => {
+            let name = NAMES[world.rng.pick(2).unwrap_or(0)];
+            changes.name = Some(Some(name.into()));
+            format!("name={name}")
+        }
+        1 => {
+            let locale = LOCALES[world.rng.pick(2).unwrap_or(0)];
+            changes.locale = Some(locale.map(str::to_string));
+            format!("locale={}", text(locale))
+        }
+        2 => {
+            let name = NAMES[world.rng.pick(2).unwrap_or(0)];
+            changes.legal_name = Some(Some(name.into()));
+            changes.tax_ids = Some(vec![crate::customers::TaxId {
+                kind: "eu_vat".into(),
+                value: "DE123456789".into(),
+            }]);
+            format!("legal_name={name} tax_ids=[eu_vat]")
+        }
+        _ => {
+            changes.currency = Some("EUR".into());
+            "currency=EUR".into()
+        }
+    };
+    (changes, said)
+}
+
+fn update_customer(world: &mut World, note: &mut String) -> Result<(), Violation> {
+    let Some(c) = world.rng.pick(world.model.customers.len()) else {
+        note.push_str("no customer");
+        return Ok(());
+    };
+    let id = world.model.customers[c];
+    let (changes, said) = customer_changes(world);
+    note.push_str(&format!("{} {said}", id.display(crate::customers::PREFIX)));
+    let key = next_key(world, "customer-update");
+    let tries = if world.rng.chance(30) { 2 } else { 1 };
+    let mut acked: Option<Option<Vec<String>>> = None;
+    for _ in 0..tries {
+        let outcome = world.submit(Idempotent {
+            tenant: world.tenant,
+            key: key.clone(),
+            fingerprint: *blake3::hash(key.as_bytes()).as_bytes(),
+            now_ms: world.now(),
+            retention_ms: DAY_MS,
+            inner: UpdateCustomer {
+                tenant: world.tenant,
+                id,
+                changes: changes.clone(),
+                now_ms: world.now(),
+            },
+            render: render_updated,
+        })?;
+        let ids = response_ids(&outcome)?;
+        if acked.as_ref().is_some_and(|a| *a != ids) {
+            return Err("a retried customer update answered differently".into());
+        }
+        acked = Some(ids);
+    }
+    let version = match acked.flatten() {
+        Some(words) => words
+            .get(1)
+            .and_then(|v| v.strip_prefix('v'))
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or("a customer update named no version")?,
+        None => {
+            note.push_str(" → refused");
+            return Ok(());
+        }
+    };
+    let known = world.model.customer_versions.entry(id).or_insert(1);
+    if version < *known || version > *known + 1 {
+        return Err(format!(
+            "customer update answered version {version} after version {known}"
+        ));
+    }
+    *known = version;
+    note.push_str(&format!(" → v{version}"));
+    if tries == 2 {
+        note.push_str(" (retried with its key)");
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -45,6 +45,9 @@ pub type Violation = String;
 pub struct Model {
     /// Customers created.
     pub customers: Vec<Id>,
+    /// The version each customer's last acknowledged update answered (absent: never updated,
+    /// version 1).
+    pub customer_versions: BTreeMap<Id, u64>,
     /// Subscriptions created.
     pub subscriptions: Vec<Id>,
     /// Acknowledged events by client id, with their payloads (for duplicates).

@@ -15,7 +15,7 @@
 //!   same identities as `POST /v1/events`. Events naming a customer that does not exist yet
 //!   make the delivery wait (`NotYet`) rather than be dropped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use redb::{ReadableTable, WriteTransaction};
@@ -215,13 +215,14 @@ impl EventHandler for CustomerUpserted {
             return Ok(Handled::Applied);
         }
         let customer = crate::customers::Customer {
-            id: Id::generate_at(now_ms),
-            external_id: external_id.to_string(),
             name: data["name"].as_str().map(str::to_string),
             email: data["email"].as_str().map(str::to_string),
-            currency: currency.to_string(),
-            metadata: BTreeMap::new(),
-            created_at_ms: now_ms,
+            ..crate::customers::Customer::new(
+                Id::generate_at(now_ms),
+                external_id.to_string(),
+                currency.to_string(),
+                now_ms,
+            )
         };
         match (crate::customers::CreateCustomer { tenant, customer }).apply(tx)? {
             Ok(_) => Ok(Handled::Applied),

@@ -9,6 +9,7 @@ mod cli;
 mod collection;
 mod corpus;
 mod crash;
+mod customer_update;
 mod customers;
 mod errors;
 mod event_destinations;

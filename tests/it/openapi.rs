@@ -148,6 +148,42 @@ async fn replies_conform_to_the_documented_schemas() {
     case("POST /v1/customers", "CustomerResponse", &created.json);
     let list = d.get("/v1/customers").await;
     case("GET /v1/customers", "Page_CustomerResponse", &list.json);
+    let customer = created.json["id"].as_str().expect("id").to_string();
+    let updated = d
+        .post(
+            &format!("/v1/customers/{customer}"),
+            Some("c3"),
+            &json!({"legal_name": "Acme GmbH", "locale": "de-DE",
+                    "tax_ids": [{"type": "eu_vat", "value": "DE123456789"}],
+                    "address": {"line1": "1 Main St", "city": "Berlin", "postal_code": "10115",
+                                "country": "DE"}}),
+        )
+        .await;
+    assert_eq!(updated.status, 200, "{}", updated.json);
+    case("POST /v1/customers/{id}", "CustomerResponse", &updated.json);
+    let plan = d
+        .post(
+            "/v1/plans",
+            Some("p1"),
+            &json!({"code": "monthly", "name": "Monthly", "currency": "USD", "interval": "month"}),
+        )
+        .await;
+    assert_eq!(plan.status, 201, "{}", plan.json);
+    let sub = d
+        .post(
+            "/v1/subscriptions",
+            Some("s1"),
+            &json!({"customer": customer, "plan": "monthly"}),
+        )
+        .await;
+    assert_eq!(sub.status, 201, "{}", sub.json);
+    let subs = d.get("/v1/subscriptions?plan=monthly").await;
+    assert_eq!(subs.json["data"].as_array().map(Vec::len), Some(1));
+    case(
+        "GET /v1/subscriptions",
+        "Page_SubscriptionResponse",
+        &subs.json,
+    );
     let ingest = d
         .post(
             "/v1/events",
