@@ -579,3 +579,34 @@ fn a_cancellation_at_period_end_can_be_resumed_before_it() {
     // It kept billing: opening, day 0 (carrying day 1), day 1 (carrying day 2).
     assert_eq!(invoices(&w).len(), 3);
 }
+
+#[test]
+fn a_negative_invoice_becomes_a_credit_balance_the_next_invoice_draws_on() {
+    let w = world(None);
+    run(&w, T0);
+    // Basic's 10.00 was billed in advance for day 0; at 06:00 it moves to free (no fee): 7.50
+    // unused, nothing charged.
+    change(&w, 3, Effective::Now, Proration::Prorate, T0 + DAY_MS / 4).expect("change");
+    run(&w, T0 + DAY_MS);
+    let day0 = invoices(&w)
+        .into_iter()
+        .find(|i| i.kind == invoice::InvoiceKind::Period)
+        .expect("day 0");
+    assert_eq!(day0.subtotal_minor, -750);
+    assert_eq!(day0.amount_due_minor, 0, "nothing is due on a credit");
+    assert_eq!(day0.status, invoice::InvoiceStatus::Paid);
+    // Day 1's 60 calls on free cost 0.60: drawn from the 7.50 balance.
+    let calls: Vec<(u32, i64)> = (0..60)
+        .map(|i| (100 + i, T0 + DAY_MS + 1000 + i64::from(i)))
+        .collect();
+    ingest(&w, &calls);
+    run(&w, T0 + 2 * DAY_MS);
+    let day1 = invoices(&w)
+        .into_iter()
+        .find(|i| i.period_start_ms == T0 + DAY_MS)
+        .expect("day 1");
+    assert_eq!(day1.subtotal_minor, 60);
+    assert_eq!(day1.credits_applied_minor, 60);
+    assert_eq!(day1.amount_due_minor, 0);
+    verify_all(&w);
+}

@@ -805,13 +805,19 @@ pub fn issue(
     }
     let (credits, credits_entry) = step.apply_credits(subtotal)?;
     entries.extend(credits_entry);
+    // A negative invoice (a downgrade's credit exceeding its charges, usage that went down)
+    // owes the customer: the amount becomes a credit grant that later invoices draw on.
+    if subtotal < 0 {
+        entries.extend(step.credit_balance(subtotal.unsigned_abs())?);
+    }
     let credits_applied = business!(credits
         .iter()
         .try_fold(0i64, |acc, (_, a)| acc.checked_add(*a))
         .ok_or(InvoiceError::OutOfRange));
     let amount_due = business!(subtotal
         .checked_sub(credits_applied)
-        .ok_or(InvoiceError::OutOfRange));
+        .ok_or(InvoiceError::OutOfRange))
+    .max(0);
     let mut invoice = Invoice {
         id,
         subscription: sub.id,
@@ -946,6 +952,49 @@ impl IssueStep<'_> {
             match journal::post(self.tx, self.tenant, self.now_ms, draft)? {
                 Ok(_) => Ok(Some(entry_id)),
                 Err(e) => Err(InvoiceError::Ledger(e.to_string())),
+            },
+        )
+    }
+
+    /// Step "credit balance": what a negative invoice owes the customer becomes a paid credit
+    /// grant funded by the receivable (which the invoice entry left negative), so the next
+    /// invoices draw it in burn order. Returns the grant's entry.
+    fn credit_balance(&self, amount_minor: u64) -> Result<Option<Id>, StoreError> {
+        let amount_minor = i64::try_from(amount_minor).unwrap_or(i64::MAX);
+        let entry = Id::generate_at(self.now_ms);
+        let grant = Grant {
+            id: Id::generate_at(self.now_ms),
+            customer: self.customer,
+            currency: self.currency.to_string(),
+            amount_minor,
+            category: grant::Category::Paid,
+            funding: grant::Funding::Receivable,
+            priority: 0,
+            effective_at_ms: self.now_ms,
+            expires_at_ms: None,
+            created_at_ms: self.now_ms,
+            status: GrantStatus::Active,
+            closed_at_ms: None,
+            issue_entry: entry,
+            close_entry: None,
+        };
+        let reason = format!(
+            "credit balance from invoice {}",
+            self.invoice.display(PREFIX)
+        );
+        // Like the credits step, it comes after the invoice entry and cannot refuse the
+        // invoice: should the ledger refuse it, the receivable keeps the credit and it is logged.
+        Ok(
+            match grant::issue(self.tx, self.tenant, grant, reason, self.origin.to_string())? {
+                Ok(_) => Some(entry),
+                Err(e) => {
+                    tracing::warn!(
+                        invoice = %self.invoice.display(PREFIX),
+                        error = %e,
+                        "credit balance not granted: the ledger refused its entry"
+                    );
+                    None
+                }
             },
         )
     }

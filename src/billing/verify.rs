@@ -155,7 +155,7 @@ pub fn verify_invoice(
     }
     let credits: i64 = invoice.credits.iter().map(|(_, a)| a).sum();
     if credits != invoice.credits_applied_minor
-        || invoice.amount_due_minor != invoice.subtotal_minor - credits
+        || invoice.amount_due_minor != (invoice.subtotal_minor - credits).max(0)
     {
         return Ok(Err("credits applied or amount due do not add up".into()));
     }

@@ -239,7 +239,40 @@ impl Command for CreateGrant {
     type Output = Result<Grant, GrantError>;
 
     fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
-        let grant = self.grant;
+        issue(tx, self.tenant, self.grant, self.reason, self.origin)
+    }
+}
+
+/// Issues a grant in the caller's transaction (see [`CreateGrant`]): checks the customer,
+/// posts the entry, stores the grant and its indexes, records `credit_grant.created`.
+pub fn issue(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    grant: Grant,
+    reason: String,
+    origin: String,
+) -> Result<Result<Grant, GrantError>, StoreError> {
+    let this = IssueArgs {
+        tenant,
+        reason,
+        origin,
+    };
+    this.issue(tx, grant)
+}
+
+/// What issuing a grant needs besides the grant.
+struct IssueArgs {
+    tenant: TenantId,
+    reason: String,
+    origin: String,
+}
+
+impl IssueArgs {
+    fn issue(
+        self,
+        tx: &WriteTransaction,
+        grant: Grant,
+    ) -> Result<Result<Grant, GrantError>, StoreError> {
         {
             let customers = tx.open_table(tables::CUSTOMERS)?;
             if customers

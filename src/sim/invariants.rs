@@ -357,8 +357,12 @@ fn billed_once(world: &World, invoices: &[Invoice]) -> Result<(), Violation> {
         else {
             return Err("billed usage of a missing subscription".into());
         };
-        let Some(plan) =
-            get_record::<Plan, _>(&plans, keys::tenant_id(world.tenant, sub.plan)).map_err(err)?
+        // Priced by the plan in effect where the billed segment starts.
+        let Some(plan) = get_record::<Plan, _>(
+            &plans,
+            keys::tenant_id(world.tenant, sub.plan_at(period_start)),
+        )
+        .map_err(err)?
         else {
             return Err("a subscription's plan is missing".into());
         };

@@ -89,10 +89,13 @@ pub enum Kind {
     /// A customer updates its details (sometimes to what they already are, sometimes its
     /// locked currency), now and then retried with its key.
     UpdateCustomer,
+    /// A subscription changes plan (now or at period end, any proration), now and then
+    /// retried with its key; a scheduled change is sometimes canceled instead.
+    ChangePlan,
 }
 
 /// Every kind, in the order of a profile's weights.
-pub const KINDS: [Kind; 20] = [
+pub const KINDS: [Kind; 21] = [
     Kind::Ingest,
     Kind::IngestLate,
     Kind::IngestDuplicate,
@@ -113,6 +116,7 @@ pub const KINDS: [Kind; 20] = [
     Kind::Crash,
     Kind::Settle,
     Kind::UpdateCustomer,
+    Kind::ChangePlan,
 ];
 
 /// Creates the tenant's meters, plan, customers and subscriptions (customers through an
@@ -173,12 +177,41 @@ pub fn setup(world: &mut World, profile: &Profile) -> Result<(), Violation> {
         bill_usage_in_trial: false,
     };
     let plan_id = plan.id;
-    world
-        .submit(CreatePlan {
-            tenant: world.tenant,
-            plan,
-        })?
-        .map_err(|e| e.to_string())?;
+    // A second plan to change to: its fee in advance, usage at twice the price.
+    let double = |text: &str| Stored(decimal(text).0 * Decimal::TWO);
+    let pro = Plan {
+        id: Id::generate_at(T0_MS),
+        code: "daily-pro".into(),
+        name: "Daily pro".into(),
+        fixed_fee: Some(FixedFee {
+            amount_minor: 3000,
+            timing: FeeTiming::InAdvance,
+        }),
+        charges: plan
+            .charges
+            .iter()
+            .map(|c| Charge {
+                meter: c.meter,
+                model: match &c.model {
+                    Model::PerUnit { .. } => Model::PerUnit {
+                        unit_price: double(profile.call_price),
+                    },
+                    other => other.clone(),
+                },
+                free_units: c.free_units,
+            })
+            .collect(),
+        ..plan.clone()
+    };
+    world.model.plans = vec![plan.id, pro.id];
+    for plan in [plan, pro] {
+        world
+            .submit(CreatePlan {
+                tenant: world.tenant,
+                plan,
+            })?
+            .map_err(|e| e.to_string())?;
+    }
     for external in ["alice", "bob"] {
         let customer = Customer::new(Id::generate_at(T0_MS), external.into(), "USD".into(), T0_MS);
         let key = format!("customer-{external}");
@@ -356,7 +389,123 @@ pub fn apply(world: &mut World, kind: Kind, note: &mut String) -> Result<(), Vio
             Ok(())
         }
         Kind::UpdateCustomer => update_customer(world, note),
+        Kind::ChangePlan => change_plan(world, note),
     }
+}
+
+fn render_changed(
+    output: &Result<
+        crate::billing::change::Changed,
+        crate::billing::subscription::SubscriptionError,
+    >,
+) -> StoredResponse {
+    stored(match output {
+        Ok(c) => std::iter::once(
+            c.subscription
+                .id
+                .display(crate::billing::subscription::PREFIX),
+        )
+        .chain(
+            c.invoices
+                .iter()
+                .map(|i| i.display(crate::billing::invoice::PREFIX)),
+        )
+        .collect::<Vec<_>>()
+        .join(" "),
+        Err(e) => format!("error: {e}"),
+    })
+}
+
+/// Moves a subscription to the other plan, or cancels its scheduled change.
+fn change_plan(world: &mut World, note: &mut String) -> Result<(), Violation> {
+    use crate::billing::change::{
+        CancelScheduledChange, ChangeRequest, ChangeSubscription, Effective,
+    };
+    use crate::billing::phase::Proration;
+    let Some(s) = world.rng.pick(world.model.subscriptions.len()) else {
+        return Ok(());
+    };
+    let id = world.model.subscriptions[s];
+    let now = world.now();
+    let current = {
+        let tx = world.read()?;
+        crate::billing::subscription::get(&tx, world.tenant, id)
+            .map_err(|e| e.to_string())?
+            .ok_or("a subscription is missing")?
+    };
+    if current.scheduled_change(now).is_some() && world.rng.chance(50) {
+        let done = world.submit(CancelScheduledChange {
+            tenant: world.tenant,
+            id,
+            now_ms: now,
+        })?;
+        note.push_str(&format!("cancel the scheduled change → {}", done.is_ok()));
+        return Ok(());
+    }
+    let plan = *world
+        .model
+        .plans
+        .iter()
+        .find(|p| **p != current.plan_at(now))
+        .ok_or("no other plan")?;
+    let effective = if world.rng.chance(30) {
+        Effective::PeriodEnd
+    } else {
+        Effective::Now
+    };
+    let proration = [Proration::Prorate, Proration::None, Proration::InvoiceNow]
+        [world.rng.pick(3).unwrap_or(0)];
+    note.push_str(&format!(
+        "{} → {} {:?} {}",
+        id.display(crate::billing::subscription::PREFIX),
+        plan.display(crate::billing::plan::PREFIX),
+        effective,
+        proration.as_str()
+    ));
+    let key = next_key(world, "change");
+    let change = Id::generate_at(now);
+    let tries = if world.rng.chance(30) { 2 } else { 1 };
+    let mut acked: Option<Option<Vec<String>>> = None;
+    for _ in 0..tries {
+        let outcome = world.submit(Idempotent {
+            tenant: world.tenant,
+            key: key.clone(),
+            fingerprint: *blake3::hash(key.as_bytes()).as_bytes(),
+            now_ms: world.now(),
+            retention_ms: DAY_MS,
+            inner: ChangeSubscription {
+                tenant: world.tenant,
+                id,
+                request: ChangeRequest {
+                    plan,
+                    effective,
+                    proration,
+                    change,
+                    now_ms: now,
+                },
+                policy: POLICY,
+                origin: format!("sim:change {key}"),
+            },
+            render: render_changed,
+        })?;
+        let ids = response_ids(&outcome)?;
+        if acked.as_ref().is_some_and(|a| *a != ids) {
+            return Err("a retried plan change answered differently".into());
+        }
+        acked = Some(ids);
+    }
+    match acked.flatten() {
+        Some(words) => {
+            for word in words.iter().skip(1) {
+                let invoice = Id::parse(word, crate::billing::invoice::PREFIX)
+                    .ok_or("a plan change named a malformed invoice")?;
+                world.model.invoices.insert(invoice);
+            }
+            note.push_str(&format!(" → changed, {} invoices", words.len() - 1));
+        }
+        None => note.push_str(" → refused"),
+    }
+    Ok(())
 }
 
 fn render_updated(output: &Result<Customer, crate::customers::CustomerError>) -> StoredResponse {

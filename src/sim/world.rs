@@ -50,6 +50,8 @@ pub struct Model {
     pub customer_versions: BTreeMap<Id, u64>,
     /// Subscriptions created.
     pub subscriptions: Vec<Id>,
+    /// The plans subscriptions move between (the first is the one they start on).
+    pub plans: Vec<Id>,
     /// Acknowledged events by client id, with their payloads (for duplicates).
     pub events: BTreeMap<String, (Id, serde_json::Value)>,
     /// Invoices billing runs reported.
