@@ -87,6 +87,10 @@ pub enum LineKind {
     Adjustment,
     /// Unused part of an in-advance fee, credited on immediate cancellation (negative).
     FeeCredit,
+    /// A coupon's discount (negative); see [`super::discount`].
+    Discount,
+    /// What a period fell short of the plan's minimum commitment; see [`super::minimum`].
+    MinimumCommitment,
 }
 
 impl LineKind {
@@ -97,6 +101,8 @@ impl LineKind {
             LineKind::FixedFee => "fixed_fee",
             LineKind::Adjustment => "adjustment",
             LineKind::FeeCredit => "fee_credit",
+            LineKind::Discount => "discount",
+            LineKind::MinimumCommitment => "minimum_commitment",
         }
     }
 }
@@ -300,6 +306,9 @@ pub struct Spec {
     pub adjust_from_ms: i64,
     /// Events committed up to this sequence number count.
     pub cutoff: u64,
+    /// The discounts in effect for this invoice, in redemption order
+    /// ([`super::discount::in_effect`]).
+    pub discounts: Vec<super::discount::Active>,
 }
 
 fn meter_of<M: ReadableTable<&'static [u8], &'static [u8]>>(
@@ -376,8 +385,9 @@ macro_rules! business {
     };
 }
 
-/// Computes an invoice's lines from its inputs, in three named steps: adjustments for late
-/// usage of earlier periods, the period's usage, then the fixed fee.
+/// Computes an invoice's lines from its inputs, in named steps: adjustments for late usage of
+/// earlier periods, the period's usage, the fixed fee, then discounts and the minimum
+/// commitment's true-up.
 pub fn compute<E, C, B, M>(
     src: &Sources<'_, E, C, B, M>,
     tenant: TenantId,
@@ -399,6 +409,22 @@ where
         )?));
     }
     lines.extend(business!(fee_lines(plan, spec, exponent)));
+    lines.extend(business!(super::discount::lines(
+        &lines,
+        &plan.code,
+        &spec.period,
+        &spec.discounts,
+        exponent
+    )));
+    if let Some(minimum_minor) = plan.minimum_minor {
+        lines.extend(business!(super::minimum::true_up(
+            &lines,
+            minimum_minor,
+            spec.kind,
+            &spec.period,
+            exponent
+        )));
+    }
     Ok(Ok(lines))
 }
 

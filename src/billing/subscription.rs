@@ -189,7 +189,7 @@ impl Command for CreateSubscription {
         };
         let plan = {
             let plans = tx.open_table(tables::PLANS)?;
-            get_record::<Plan, _>(&plans, keys::tenant_id(self.tenant, sub.plan))?
+            super::plan::load(&plans, self.tenant, sub.plan)?
         };
         let Some(plan) = plan else {
             return Ok(Err(SubscriptionError::UnknownPlan(

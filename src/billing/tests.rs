@@ -102,6 +102,9 @@ fn world_priced(unit_price: Decimal) -> World {
             })
             .collect(),
         created_at_ms: T0,
+        minimum_minor: None,
+        version: 1,
+        previous_version: None,
     };
     let plan_id = plan.id;
     store
@@ -437,6 +440,9 @@ fn immediate_cancel_prorates_the_fee_by_the_second() {
         }),
         charges: Vec::new(),
         created_at_ms: april,
+        minimum_minor: None,
+        version: 1,
+        previous_version: None,
     };
     let plan_id = plan.id;
     w.store

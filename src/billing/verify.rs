@@ -4,9 +4,12 @@
 use redb::ReadTransaction;
 use rust_decimal::Decimal;
 
-use super::invoice::{self, Invoice, LineKind};
+use super::discount;
+use super::invoice::{self, Invoice, InvoiceKind, Line, LineKind};
+use super::minimum;
 use super::plan::Plan;
 use super::pricing;
+use super::subscription;
 use crate::ingest::meter::Meter;
 use crate::ingest::usage;
 use crate::ledger::journal;
@@ -23,7 +26,7 @@ pub fn verify_invoice(
     let meters = tx.open_table(tables::METERS)?;
     let events = tx.open_table(tables::EVENTS)?;
     let by_customer = tx.open_table(tables::EVENTS_BY_CUSTOMER)?;
-    let Some(plan) = get_record::<Plan, _>(&plans, keys::tenant_id(tenant, invoice.plan))? else {
+    let Some(plan) = super::plan::load(&plans, tenant, invoice.plan)? else {
         return Ok(Err("its plan no longer exists".into()));
     };
     let exponent = crate::currency::minor_unit_exponent(&plan.currency).unwrap_or(2);
@@ -108,6 +111,8 @@ pub fn verify_invoice(
                     )));
                 }
             }
+            // Checked together below, from the other lines.
+            LineKind::Discount | LineKind::MinimumCommitment => {}
             LineKind::FixedFee | LineKind::FeeCredit => {
                 let Some(fee) = &plan.fixed_fee else {
                     return Ok(Err(format!("{at}: the plan has no fixed fee")));
@@ -132,6 +137,9 @@ pub fn verify_invoice(
                 }
             }
         }
+    }
+    if let Err(difference) = verify_derived_lines(tx, tenant, invoice, &plan, exponent)? {
+        return Ok(Err(difference));
     }
     let subtotal = invoice
         .lines
@@ -184,4 +192,100 @@ pub fn verify_invoice(
         ));
     }
     Ok(Ok(()))
+}
+
+/// The discount and minimum-commitment lines, derived again from the invoice's other lines,
+/// the discounts in effect when it was issued and the plan's minimum, as a billing run does.
+fn verify_derived_lines(
+    tx: &ReadTransaction,
+    tenant: TenantId,
+    invoice: &Invoice,
+    plan: &Plan,
+    exponent: u8,
+) -> Result<Result<(), String>, StoreError> {
+    let derived = |l: &Line| matches!(l.kind, LineKind::Discount | LineKind::MinimumCommitment);
+    let stored: Vec<&Line> = invoice.lines.iter().filter(|l| derived(l)).collect();
+    if invoice.kind == InvoiceKind::Adjustment {
+        return Ok(if stored.is_empty() {
+            Ok(())
+        } else {
+            Err("an adjustment invoice carries discount or minimum lines".into())
+        });
+    }
+    let Some(sub) = subscription::get(tx, tenant, invoice.subscription)? else {
+        return Ok(Err("its subscription no longer exists".into()));
+    };
+    let Some(period) = invoice_period(&sub, plan, invoice) else {
+        return Ok(Err(
+            "its period is not in the subscription's schedule".into()
+        ));
+    };
+    let active = discount::in_effect(
+        &tx.open_table(tables::DISCOUNTS)?,
+        &tx.open_table(tables::DISCOUNTS_BY_TARGET)?,
+        tenant,
+        &sub,
+        plan,
+        invoice.issued_at_ms,
+    )?;
+    let mut lines: Vec<Line> = invoice
+        .lines
+        .iter()
+        .filter(|l| !derived(l))
+        .cloned()
+        .collect();
+    let base = lines.len();
+    let out_of_range = |_| StoreError::Corrupt("discount out of range".into());
+    lines.extend(
+        discount::lines(&lines, &plan.code, &period, &active, exponent).map_err(out_of_range)?,
+    );
+    if let Some(minimum_minor) = plan.minimum_minor {
+        lines.extend(
+            minimum::true_up(&lines, minimum_minor, invoice.kind, &period, exponent)
+                .map_err(out_of_range)?,
+        );
+    }
+    let expected: Vec<&Line> = lines[base..].iter().collect();
+    if expected.len() != stored.len() {
+        return Ok(Err(format!(
+            "{} discount and minimum lines, but its discounts and plan give {}",
+            stored.len(),
+            expected.len()
+        )));
+    }
+    for (got, want) in stored.iter().zip(&expected) {
+        if got.kind != want.kind
+            || got.amount_minor != want.amount_minor
+            || got.description != want.description
+        {
+            return Ok(Err(format!(
+                "line {:?}: amount {} but its discounts and plan give {:?} of {}",
+                got.description, got.amount_minor, want.description, want.amount_minor
+            )));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// The schedule period an invoice was computed for (an opening invoice: the whole first
+/// period; otherwise its own, possibly truncated, span).
+fn invoice_period(
+    sub: &subscription::Subscription,
+    plan: &Plan,
+    invoice: &Invoice,
+) -> Option<subscription::Period> {
+    let p = sub
+        .period_at(plan, invoice.period_start_ms)
+        .or_else(|| discount::first_period(sub, plan, invoice.period_start_ms))?;
+    if p.start_ms != invoice.period_start_ms {
+        return None;
+    }
+    Some(subscription::Period {
+        end_ms: if invoice.kind == InvoiceKind::Opening {
+            p.end_ms
+        } else {
+            invoice.period_end_ms
+        },
+        ..p
+    })
 }

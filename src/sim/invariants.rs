@@ -10,7 +10,6 @@ use super::ops::{invoices, payments};
 use super::provider::{Charge, Status};
 use super::world::{Violation, World};
 use crate::billing::invoice::{Billed, Invoice, InvoiceStatus, LineKind};
-use crate::billing::plan::Plan;
 use crate::billing::pricing;
 use crate::billing::subscription::Subscription;
 use crate::id::Id;
@@ -340,8 +339,7 @@ fn billed_once(world: &World, invoices: &[Invoice]) -> Result<(), Violation> {
         else {
             return Err("billed usage of a missing subscription".into());
         };
-        let Some(plan) =
-            get_record::<Plan, _>(&plans, keys::tenant_id(world.tenant, sub.plan)).map_err(err)?
+        let Some(plan) = crate::billing::plan::load(&plans, world.tenant, sub.plan).map_err(err)?
         else {
             return Err("a subscription's plan is missing".into());
         };

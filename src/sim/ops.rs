@@ -164,6 +164,9 @@ pub fn setup(world: &mut World, profile: &Profile) -> Result<(), Violation> {
             },
         ],
         created_at_ms: T0_MS,
+        minimum_minor: None,
+        version: 1,
+        previous_version: None,
     };
     let plan_id = plan.id;
     world
