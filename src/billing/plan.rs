@@ -136,7 +136,7 @@ pub fn load(
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
     /// The code is taken.
-    #[error("a plan with code {code:?} already exists ({existing}); plans are immutable, so a new price needs a new code")]
+    #[error("a plan with code {code:?} already exists ({existing}); plans are immutable: a new price is a new version (POST /v1/plans/{{id}}/versions)")]
     Exists {
         /// The code.
         code: String,
