@@ -84,10 +84,12 @@ pub enum Kind {
     Crash,
     /// Everything in flight comes to rest; the balance invariants are checked.
     Settle,
+    /// A coupon is created and redeemed (some redemptions replayed).
+    Coupon,
 }
 
 /// Every kind, in the order of a profile's weights.
-pub const KINDS: [Kind; 19] = [
+pub const KINDS: [Kind; 20] = [
     Kind::Ingest,
     Kind::IngestLate,
     Kind::IngestDuplicate,
@@ -107,6 +109,7 @@ pub const KINDS: [Kind; 19] = [
     Kind::AdvanceTime,
     Kind::Crash,
     Kind::Settle,
+    Kind::Coupon,
 ];
 
 /// Creates the tenant's meters, plan, customers and subscriptions (customers through an
@@ -329,6 +332,7 @@ pub fn apply(world: &mut World, kind: Kind, note: &mut String) -> Result<(), Vio
             Ok(())
         }
         Kind::ForeignCharge => foreign_charge(world, note),
+        Kind::Coupon => super::coupons::redeem(world, note),
         Kind::Reconcile => {
             let now = world.now();
             let rec = crate::payments::reconcile::Reconciliation {
