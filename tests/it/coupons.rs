@@ -384,17 +384,18 @@ async fn an_opening_invoice_is_discounted_and_never_below_zero() {
 async fn a_final_invoice_with_a_discount_and_a_prorated_minimum_verifies() {
     let d = Daemon::start().await;
     let customer = d.customer("acme", "USD").await;
-    // Period boundaries at midnight; started an hour ago, so the first period is partial.
+    // Boundaries 12 hours ago and in 12 hours; started 6 hours ago, so the first period is
+    // 18 of 24 hours, and cancelling now leaves 6 of them.
     let now_ms = tally::clock::parse_rfc3339(&at(0)).expect("now");
-    let midnight = now_ms - now_ms.rem_euclid(86_400_000);
-    let start = (now_ms - 3_600_000).max(midnight + 1);
+    let anchor = now_ms - 12 * 3_600_000;
+    let start = now_ms - 6 * 3_600_000;
     let sub = subscribed(
         &d,
         "acme",
         "in_arrears",
         json!({"plan": {"minimum_minor": 2000},
                "subscription": {"start_at": tally::clock::rfc3339(start),
-                                "billing_anchor": tally::clock::rfc3339(midnight)}}),
+                                "billing_anchor": tally::clock::rfc3339(anchor)}}),
     )
     .await;
     coupon(
@@ -411,6 +412,25 @@ async fn a_final_invoice_with_a_discount_and_a_prorated_minimum_verifies() {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.json);
+    // The preview computes the open period as a run would: the same discount and true-up.
+    let upcoming = d
+        .get(&format!("/v1/customers/{customer}/upcoming-invoice"))
+        .await;
+    assert_eq!(upcoming.status, 200, "{}", upcoming.json);
+    assert_eq!(
+        kinds(&upcoming.json["invoices"][0]),
+        ["fixed_fee", "discount", "minimum_commitment"]
+    );
+    let amounts = |inv: &Value| -> Vec<i64> {
+        inv["lines"]
+            .as_array()
+            .expect("lines")
+            .iter()
+            .map(|l| l["amount_minor"].as_i64().expect("amount"))
+            .collect()
+    };
+    // 18 hours: fee 7.50, half off, minimum 15.00.
+    assert_eq!(amounts(&upcoming.json["invoices"][0]), [750, -375, 1125]);
     let cancel = d
         .post(
             &format!("/v1/subscriptions/{sub}/cancel"),
@@ -422,15 +442,14 @@ async fn a_final_invoice_with_a_discount_and_a_prorated_minimum_verifies() {
     let inv = invoices_of(&d, &customer).await.remove(0);
     assert_eq!(inv["kind"], "final");
     assert_eq!(kinds(&inv), ["fixed_fee", "discount", "minimum_commitment"]);
-    let lines = inv["lines"].as_array().expect("lines");
-    let fee = lines[0]["amount_minor"].as_i64().expect("fee");
-    let discount = lines[1]["amount_minor"].as_i64().expect("discount");
-    let minimum = lines[2]["amount_minor"].as_i64().expect("minimum");
-    assert!(fee > 0 && fee < 1000, "prorated fee {fee}");
-    assert!(discount < 0 && -discount <= fee);
-    assert!(lines[2]["proration"].is_string(), "{}", lines[2]);
-    assert_eq!(inv["subtotal_minor"], fee + discount + minimum);
-    assert!(inv["subtotal_minor"].as_i64().expect("subtotal") < 2000);
+    // 6 hours: fee 2.50, half off, minimum 5.00.
+    assert_eq!(amounts(&inv), [250, -125, 375]);
+    assert_eq!(inv["subtotal_minor"], 500);
+    assert!(
+        inv["lines"][2]["proration"].is_string(),
+        "{}",
+        inv["lines"][2]
+    );
     let v = d
         .get(&format!(
             "/v1/invoices/{}/verify",
