@@ -102,7 +102,8 @@ pub enum DiscountError {
         /// The subscription's plan code.
         plan: String,
     },
-    /// The same coupon is already active on the target.
+    /// The same coupon is already active on the target, its customer or one of its
+    /// subscriptions (it would discount the same invoices twice).
     #[error("coupon {code:?} is already active here as {existing}")]
     AlreadyActive {
         /// The coupon's code.
@@ -230,6 +231,33 @@ impl ApplyDiscount {
         }))
     }
 
+    /// The targets whose discounts reach the same invoices: a subscription and its customer,
+    /// or a customer and its subscriptions.
+    fn overlapping(&self, tx: &WriteTransaction, target: &Resolved) -> Result<Vec<Id>, StoreError> {
+        let mut out = vec![self.target.id()];
+        match self.target {
+            Target::Subscription(_) => out.push(target.customer.id),
+            Target::Customer(customer) => {
+                let index = tx.open_table(tables::SUBSCRIPTIONS_BY_CUSTOMER)?;
+                let lo = target_key(self.tenant, customer, Id::from_bytes([0; 16]));
+                let hi = target_key(self.tenant, customer, Id::from_bytes([0xFF; 16]));
+                for entry in index.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
+                    let (key, _) = entry?;
+                    let sub = key
+                        .value()
+                        .get(24..40)
+                        .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                        .map(Id::from_bytes)
+                        .ok_or_else(|| {
+                            StoreError::Corrupt("malformed subscription index key".into())
+                        })?;
+                    out.push(sub);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Every reason to refuse the redemption, before any write.
     fn check(
         &self,
@@ -270,9 +298,12 @@ impl ApplyDiscount {
         }
         let discounts = tx.open_table(tables::DISCOUNTS)?;
         let by_target = tx.open_table(tables::DISCOUNTS_BY_TARGET)?;
-        let active = of_target(&discounts, &by_target, self.tenant, self.target.id())?
-            .into_iter()
-            .find(|d| d.coupon.id == coupon.id && d.removed_at_ms.is_none());
+        let mut active = None;
+        for target in self.overlapping(tx, target)? {
+            active = active.or(of_target(&discounts, &by_target, self.tenant, target)?
+                .into_iter()
+                .find(|d| d.coupon.id == coupon.id && d.removed_at_ms.is_none()));
+        }
         if let Some(existing) = active {
             return Ok(Err(DiscountError::AlreadyActive {
                 code,

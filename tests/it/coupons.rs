@@ -234,10 +234,36 @@ async fn bad_coupons_and_refused_redemptions_name_the_field_and_store_nothing() 
         )
         .await;
     r.assert_problem(422, "coupon_not_applicable");
+    // A coupon active on a subscription is active for its customer, and the other way round:
+    // either would discount the same invoices twice.
+    d.post(
+        "/v1/customers/eur/discounts",
+        Some("e1"),
+        &json!({"coupon": "PRO"}),
+    )
+    .await
+    .assert_problem(409, "discount_exists");
+    let fam = json!({"code": "FAM", "percent_off": 5, "duration": "forever"});
+    assert_eq!(coupon(&d, "fam", fam).await.status, 201);
+    let on_customer = d
+        .post(
+            "/v1/customers/other/discounts",
+            Some("f1"),
+            &json!({"coupon": "FAM"}),
+        )
+        .await;
+    assert_eq!(on_customer.status, 201, "{}", on_customer.json);
+    d.post(
+        &format!("/v1/subscriptions/{other_sub}/discounts"),
+        Some("f2"),
+        &json!({"coupon": "FAM"}),
+    )
+    .await
+    .assert_problem(409, "discount_exists");
     // Nothing was written by the refusals.
     let list = d.get(&path).await;
     assert_eq!(list.json["data"].as_array().expect("data").len(), 2);
-    for (code, redeemed) in [("USD5", 0), ("OLD", 0), ("ONE", 1), ("PRO", 1)] {
+    for (code, redeemed) in [("USD5", 0), ("OLD", 0), ("ONE", 1), ("PRO", 1), ("FAM", 1)] {
         let all = d.get("/v1/coupons").await.json["data"].clone();
         let c = all
             .as_array()
