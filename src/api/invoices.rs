@@ -42,7 +42,7 @@ pub struct TierLineBody {
 /// An invoice line.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LineBody {
-    /// usage, fixed_fee, adjustment or fee_credit.
+    /// usage, fixed_fee, adjustment, fee_credit, discount or minimum_commitment.
     pub kind: &'static str,
     /// Description.
     pub description: String,

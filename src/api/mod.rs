@@ -3,6 +3,7 @@
 //! This layer parses and validates (no writes), builds a command, and hands it to the writer or
 //! reads a snapshot. It knows nothing of redb tables: storage goes through the domain modules.
 
+pub mod coupons;
 pub mod customers;
 pub mod dead_letters;
 pub mod event_destinations;
@@ -91,6 +92,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/ledger/verify", get(ledger::verify_ledger))
         .route("/v1/plans", get(plans::list).post(plans::create))
         .route("/v1/plans/{id}", get(plans::get))
+        .route("/v1/plans/{id}/versions", post(plans::create_version))
+        .route("/v1/coupons", get(coupons::list).post(coupons::create))
+        .route("/v1/coupons/{id}", get(coupons::get))
+        .route(
+            "/v1/subscriptions/{id}/discounts",
+            get(coupons::list_for_subscription).post(coupons::apply_to_subscription),
+        )
+        .route(
+            "/v1/customers/{id}/discounts",
+            get(coupons::list_for_customer).post(coupons::apply_to_customer),
+        )
+        .route("/v1/discounts/{id}/remove", post(coupons::remove))
         .route(
             "/v1/subscriptions",
             get(subscriptions::list).post(subscriptions::create),

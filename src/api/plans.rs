@@ -17,7 +17,7 @@ use super::problem::{ApiError, Problem};
 use super::AppState;
 use crate::billing::period::Interval;
 use crate::billing::plan::{
-    self, Charge, CreatePlan, FeeTiming, FixedFee, Plan, PlanError, PREFIX,
+    self, Charge, CreatePlan, CreatePlanVersion, FeeTiming, FixedFee, Plan, PlanError, PREFIX,
 };
 use crate::billing::pricing::{Model, Tier};
 use crate::decimal::{self, Stored};
@@ -27,7 +27,7 @@ use crate::ingest::meter;
 use crate::ledger::journal::MAX_AMOUNT_MINOR;
 
 /// A fixed fee.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FixedFeeBody {
     /// Per period, minor units.
@@ -37,7 +37,7 @@ pub struct FixedFeeBody {
 }
 
 /// A tier.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TierBody {
     /// Inclusive upper bound (decimal string); null for the last tier.
@@ -50,7 +50,7 @@ pub struct TierBody {
 }
 
 /// A usage charge.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChargeBody {
     /// `mtr_…` or meter key.
@@ -89,10 +89,57 @@ pub struct CreatePlanRequest {
     /// Usage charges.
     #[serde(default)]
     pub charges: Vec<ChargeBody>,
+    /// Minimum amount per full period, minor units (0 to 10^15): a period invoice whose own
+    /// lines after discounts fall short carries a `minimum_commitment` line for the rest.
+    pub minimum_minor: Option<i64>,
     /// Whether usage during a subscription's trial is billed (default false: the trial is
     /// free; the fixed fee is never billed in a trial).
     #[serde(default)]
     pub bill_usage_in_trial: bool,
+}
+
+/// Body of `POST /v1/plans/{id}/versions`: a full plan without its code (the new version keeps
+/// the code of the one it follows).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePlanVersionRequest {
+    /// Display name, 1-255 characters.
+    #[schema(min_length = 1, max_length = 255)]
+    pub name: String,
+    /// ISO 4217.
+    #[schema(pattern = "^[A-Z]{3}$")]
+    pub currency: String,
+    /// `day`, `week`, `month`, `quarter` or `year`.
+    pub interval: String,
+    /// Units per period (default 1).
+    pub interval_count: Option<u32>,
+    /// Optional fixed fee.
+    pub fixed_fee: Option<FixedFeeBody>,
+    /// Usage charges.
+    #[serde(default)]
+    pub charges: Vec<ChargeBody>,
+    /// Minimum amount per full period, minor units (0 to 10^15).
+    pub minimum_minor: Option<i64>,
+    /// Whether usage during a subscription's trial is billed (default false).
+    #[serde(default)]
+    pub bill_usage_in_trial: bool,
+}
+
+impl CreatePlanVersionRequest {
+    /// The same fields as a plan body, under the code of the version it follows.
+    fn with_code(&self, code: String) -> CreatePlanRequest {
+        CreatePlanRequest {
+            code,
+            name: self.name.clone(),
+            currency: self.currency.clone(),
+            interval: self.interval.clone(),
+            interval_count: self.interval_count,
+            fixed_fee: self.fixed_fee.clone(),
+            charges: self.charges.clone(),
+            minimum_minor: self.minimum_minor,
+            bill_usage_in_trial: self.bill_usage_in_trial,
+        }
+    }
 }
 
 /// A plan as the API shows it.
@@ -116,6 +163,12 @@ pub struct PlanResponse {
     pub fixed_fee: Option<FixedFeeBody>,
     /// Charges.
     pub charges: Vec<ChargeBody>,
+    /// Minimum amount per full period, minor units.
+    pub minimum_minor: Option<i64>,
+    /// 1 for the first plan of a code, then previous + 1.
+    pub version: u32,
+    /// `pln_…` of the version this one follows.
+    pub previous_version: Option<String>,
     /// Whether usage during a trial is billed.
     pub bill_usage_in_trial: bool,
     /// RFC 3339.
@@ -183,6 +236,9 @@ impl From<&Plan> for PlanResponse {
                 })
                 .collect(),
             bill_usage_in_trial: p.bill_usage_in_trial,
+            minimum_minor: p.minimum_minor,
+            version: p.version,
+            previous_version: p.previous_version.map(|v| v.display(PREFIX)),
             created_at: crate::clock::rfc3339(p.created_at_ms),
         }
     }
@@ -300,6 +356,12 @@ fn render(output: &Result<Plan, PlanError>) -> StoredResponse {
         Err(e @ PlanError::UnknownMeter { index, .. }) => {
             ApiError::invalid_field(format!("charges.{index}.meter"), e.to_string()).to_stored()
         }
+        Err(e @ PlanError::Missing(_)) => {
+            ApiError::new(StatusCode::NOT_FOUND, "resource_missing", e.to_string()).to_stored()
+        }
+        Err(e @ PlanError::NotNewest { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, "plan_version_stale", e.to_string()).to_stored()
+        }
     }
 }
 
@@ -322,7 +384,78 @@ pub async fn create(
     body: JsonBody<CreatePlanRequest>,
 ) -> Result<Response, ApiError> {
     let key = key.required()?;
-    let req = &body.value;
+    let plan = build(&state, tenant, &body.value)?;
+    idempotent::run(
+        &state,
+        idempotent::Request {
+            tenant,
+            key,
+            method: "POST",
+            path: "/v1/plans",
+            canonical_body: &body.canonical,
+        },
+        CreatePlan { tenant, plan },
+        render,
+    )
+    .await
+}
+
+/// Creates the next version of a plan under the same code: the code then names the new
+/// version (new subscriptions by code get it), while existing subscriptions keep theirs.
+#[utoipa::path(
+    post, path = "/v1/plans/{id}/versions", tag = "billing",
+    request_body = CreatePlanVersionRequest,
+    params(("id" = String, Path, description = "the newest version of the plan"), ("Idempotency-Key" = String, Header, description = "required")),
+    responses(
+        (status = 201, body = PlanResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "plan_version_stale: the plan is not the newest version of its code", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn create_version(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    key: IdempotencyKey,
+    body: JsonBody<CreatePlanVersionRequest>,
+) -> Result<Response, ApiError> {
+    let key = key.required()?;
+    let previous = Id::parse(&id, PREFIX).ok_or_else(|| ApiError::missing("plan", &id))?;
+    let code = {
+        let tx = state.store.read()?;
+        plan::get(&tx, tenant, previous)?
+            .ok_or_else(|| ApiError::missing("plan", &id))?
+            .code
+    };
+    let plan = build(&state, tenant, &body.value.with_code(code))?;
+    let path = format!("/v1/plans/{id}/versions");
+    idempotent::run(
+        &state,
+        idempotent::Request {
+            tenant,
+            key,
+            method: "POST",
+            path: &path,
+            canonical_body: &body.canonical,
+        },
+        CreatePlanVersion {
+            tenant,
+            previous,
+            plan,
+        },
+        render,
+    )
+    .await
+}
+
+/// Validates a plan body into a first version (no writes).
+fn build(
+    state: &AppState,
+    tenant: crate::store::TenantId,
+    req: &CreatePlanRequest,
+) -> Result<Plan, ApiError> {
     let code_ok = !req.code.is_empty()
         && req.code.len() <= 255
         && req
@@ -450,8 +583,12 @@ pub async fn create(
             });
         }
     }
+    let minimum_minor = req
+        .minimum_minor
+        .map(|m| amount("minimum_minor".into(), m))
+        .transpose()?;
     let now_ms = crate::clock::now_ms();
-    let plan = Plan {
+    Ok(Plan {
         id: Id::generate_at(now_ms),
         code: req.code.clone(),
         name: req.name.clone(),
@@ -461,21 +598,11 @@ pub async fn create(
         fixed_fee,
         charges,
         created_at_ms: now_ms,
+        minimum_minor,
+        version: 1,
+        previous_version: None,
         bill_usage_in_trial: req.bill_usage_in_trial,
-    };
-    idempotent::run(
-        &state,
-        idempotent::Request {
-            tenant,
-            key,
-            method: "POST",
-            path: "/v1/plans",
-            canonical_body: &body.canonical,
-        },
-        CreatePlan { tenant, plan },
-        render,
-    )
-    .await
+    })
 }
 
 /// Retrieves a plan.
@@ -505,6 +632,8 @@ pub struct ListPlansParams {
     pub limit: Option<i64>,
     /// After this id.
     pub starting_after: Option<String>,
+    /// Only the versions of this plan code, oldest first.
+    pub code: Option<String>,
 }
 
 /// Lists plans.
@@ -531,7 +660,7 @@ pub async fn list(
         None => None,
     };
     let tx = state.store.read()?;
-    let (items, has_more) = plan::list(&tx, tenant, after, limit)?;
+    let (items, has_more) = plan::list(&tx, tenant, params.code.as_deref(), after, limit)?;
     let next_cursor = if has_more {
         items.last().map(|p| p.id.display(PREFIX))
     } else {

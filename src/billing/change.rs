@@ -14,9 +14,9 @@ use super::plan::Plan;
 use super::run::{self, Policy};
 use super::subscription::{self, Subscription, SubscriptionError, SubscriptionStatus};
 use crate::id::Id;
-use crate::store::keys::{self, TenantId};
+use crate::store::keys::TenantId;
 use crate::store::writer::Command;
-use crate::store::{get_record, tables, StoreError};
+use crate::store::{tables, StoreError};
 
 /// Furthest ahead a change may be scheduled (5 × 366 days, like a subscription's start).
 pub const MAX_CHANGE_AHEAD_MS: i64 = 5 * 366 * 86_400_000;
@@ -166,7 +166,7 @@ pub struct Changed {
 }
 
 fn load_plan(tx: &WriteTransaction, tenant: TenantId, id: Id) -> Result<Option<Plan>, StoreError> {
-    get_record(&tx.open_table(tables::PLANS)?, keys::tenant_id(tenant, id))
+    super::plan::load(&tx.open_table(tables::PLANS)?, tenant, id)
 }
 
 /// Loads a subscription and its current plan, or the business failure.
@@ -441,7 +441,7 @@ pub fn preview(
     policy: &Policy,
 ) -> Result<Result<Preview, SubscriptionError>, StoreError> {
     let plans = tx.open_table(tables::PLANS)?;
-    let load = |id: Id| get_record::<Plan, _>(&plans, keys::tenant_id(tenant, id));
+    let load = |id: Id| super::plan::load(&plans, tenant, id);
     let Some(current) = load(sub.plan)? else {
         return Ok(Err(SubscriptionError::UnknownPlan(
             sub.plan.display(super::plan::PREFIX),
@@ -479,7 +479,7 @@ pub fn preview(
         meters: &meters,
     };
     let all_plans = subscription::plans_of(&plans, tenant, &changed)?;
-    let spec = run::spec_for(
+    let mut spec = run::spec_for(
         &changed,
         &current,
         period,
@@ -488,6 +488,14 @@ pub fn preview(
         cutoff,
         all_plans,
     );
+    spec.discounts = super::discount::in_effect(
+        &tx.open_table(tables::DISCOUNTS)?,
+        &tx.open_table(tables::DISCOUNTS_BY_TARGET)?,
+        tenant,
+        &changed,
+        &current,
+        req.now_ms,
+    )?;
     let lines = match super::invoice::compute(&src, tenant, &changed, &current, &spec)? {
         Ok(lines) => lines,
         Err(e) => return Ok(Err(SubscriptionError::Invoice(e.to_string()))),

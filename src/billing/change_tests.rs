@@ -96,6 +96,9 @@ fn world(trial_end: Option<i64>) -> World {
             }],
             created_at_ms: T0,
             bill_usage_in_trial: false,
+            minimum_minor: None,
+            version: 1,
+            previous_version: None,
         })
         .collect();
     for plan in &plans {

@@ -90,6 +90,10 @@ pub enum LineKind {
     Adjustment,
     /// Unused part of an in-advance fee, credited on immediate cancellation (negative).
     FeeCredit,
+    /// A coupon's discount (negative); see [`super::discount`].
+    Discount,
+    /// What a period fell short of the plan's minimum commitment; see [`super::minimum`].
+    MinimumCommitment,
 }
 
 impl LineKind {
@@ -100,6 +104,8 @@ impl LineKind {
             LineKind::FixedFee => "fixed_fee",
             LineKind::Adjustment => "adjustment",
             LineKind::FeeCredit => "fee_credit",
+            LineKind::Discount => "discount",
+            LineKind::MinimumCommitment => "minimum_commitment",
         }
     }
 }
@@ -309,6 +315,9 @@ pub struct Spec {
     pub cutoff: u64,
     /// Every plan of the subscription's phases, by id.
     pub plans: BTreeMap<Id, Plan>,
+    /// The discounts in effect for this invoice, in redemption order
+    /// ([`super::discount::in_effect`]).
+    pub discounts: Vec<super::discount::Active>,
 }
 
 impl Spec {
@@ -395,9 +404,11 @@ macro_rules! business {
     };
 }
 
-/// Computes an invoice's lines from its inputs, in three named steps: adjustments for late
-/// usage of earlier periods, the period's usage, then the fixed fee. Each line is priced by
-/// the plan of the phase in effect at its own start (`plan` gives the currency).
+/// Computes an invoice's lines from its inputs, in named steps: adjustments for late usage of
+/// earlier periods, the period's usage, the fixed fee, then discounts and the minimum
+/// commitment's true-up. Each line is priced by the plan of the phase in effect at its own
+/// start (`plan` gives the currency); discounts and the minimum follow the plan in effect at
+/// the period's end, and the subscription's own minimum overrides the plan's.
 pub fn compute<E, C, B, M>(
     src: &Sources<'_, E, C, B, M>,
     tenant: TenantId,
@@ -417,6 +428,28 @@ where
         lines.extend(business!(usage_lines(src, tenant, sub, spec, exponent)?));
     }
     lines.extend(business!(fee_lines(sub, spec, exponent)));
+    let last_ms = spec
+        .period
+        .end_ms
+        .saturating_sub(1)
+        .max(spec.period.start_ms);
+    let closing = business!(spec.plan_at(sub, last_ms));
+    lines.extend(business!(super::discount::lines(
+        &lines,
+        &closing.code,
+        &spec.period,
+        &spec.discounts,
+        exponent
+    )));
+    if let Some(minimum_minor) = sub.minimum_minor.or(closing.minimum_minor) {
+        lines.extend(business!(super::minimum::true_up(
+            &lines,
+            minimum_minor,
+            spec.kind,
+            &spec.period,
+            exponent
+        )));
+    }
     Ok(Ok(lines))
 }
 

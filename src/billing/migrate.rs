@@ -3,7 +3,7 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::plan::{Plan, PlanV3};
+use super::plan;
 use super::subscription::{Subscription, SubscriptionV3};
 use crate::store::{codec, put_record, tables, StoreError};
 
@@ -29,8 +29,7 @@ pub fn to_schema_4(tx: &WriteTransaction) -> Result<u64, StoreError> {
         let table = tx.open_table(tables::PLANS)?;
         for entry in table.iter()? {
             let (key, value) = entry?;
-            let old: PlanV3 = codec::decode(value.value())?;
-            plans.push((key.value().to_vec(), Plan::from(old)));
+            plans.push((key.value().to_vec(), plan::decode(value.value())?));
         }
     }
     let mut table = tx.open_table(tables::PLANS)?;

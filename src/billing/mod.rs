@@ -1,9 +1,12 @@
 //! Billing: plans, subscriptions, periods, pricing, billing runs and invoices.
 
 pub mod change;
+pub mod coupon;
 pub mod customer_update;
+pub mod discount;
 pub mod invoice;
 pub mod migrate;
+pub mod minimum;
 pub mod period;
 pub mod phase;
 pub mod plan;
@@ -15,5 +18,7 @@ pub mod verify;
 
 #[cfg(test)]
 mod change_tests;
+#[cfg(test)]
+mod coupon_tests;
 #[cfg(test)]
 mod tests;

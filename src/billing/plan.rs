@@ -1,5 +1,6 @@
 //! Plans: what a subscription pays. A plan is immutable (there is no update); a new price is a
-//! new plan with a new code, so every invoice can name the exact version it was priced with.
+//! new version under the same code (a new plan record), so every invoice can name the exact
+//! version it was priced with and existing subscriptions stay on theirs.
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,7 @@ use crate::decimal::Stored;
 use crate::id::Id;
 use crate::store::keys::{self, tenant_bytes, TenantId};
 use crate::store::writer::Command;
-use crate::store::{codec, get_record, put_record, tables, StoreError};
+use crate::store::{codec, put_record, tables, StoreError};
 
 /// The public id prefix.
 pub const PREFIX: &str = "pln";
@@ -75,47 +76,62 @@ pub struct Plan {
     pub charges: Vec<Charge>,
     /// Created.
     pub created_at_ms: i64,
+    /// Minimum amount per full period, minor units (see [`super::minimum`]).
+    pub minimum_minor: Option<i64>,
+    /// 1 for the first plan of a code, previous + 1 for each new version.
+    pub version: u32,
+    /// The version this one replaces.
+    pub previous_version: Option<Id>,
     /// Whether usage during a subscription's trial is billed (the fixed fee never is).
     pub bill_usage_in_trial: bool,
 }
 
-/// A plan as stored by schema 3 and earlier; schema 4's migration rewrites each into [`Plan`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlanV3 {
-    /// `pln_…`.
-    pub id: Id,
-    /// Unique per tenant.
-    pub code: String,
-    /// Display name.
-    pub name: String,
-    /// ISO 4217.
-    pub currency: String,
-    /// Period unit.
-    pub interval: Interval,
-    /// Units per period.
-    pub interval_count: u32,
-    /// Optional fixed fee.
-    pub fixed_fee: Option<FixedFee>,
-    /// Usage charges.
-    pub charges: Vec<Charge>,
-    /// Created.
-    pub created_at_ms: i64,
+/// A plan's record as written before versions and minimum commitments.
+#[derive(Deserialize)]
+struct PlanV1 {
+    id: Id,
+    code: String,
+    name: String,
+    currency: String,
+    interval: Interval,
+    interval_count: u32,
+    fixed_fee: Option<FixedFee>,
+    charges: Vec<Charge>,
+    created_at_ms: i64,
 }
 
-impl From<PlanV3> for Plan {
-    fn from(old: PlanV3) -> Self {
-        Plan {
-            id: old.id,
-            code: old.code,
-            name: old.name,
-            currency: old.currency,
-            interval: old.interval,
-            interval_count: old.interval_count,
-            fixed_fee: old.fixed_fee,
-            charges: old.charges,
-            created_at_ms: old.created_at_ms,
-            bill_usage_in_trial: false,
-        }
+/// Decodes a stored plan, of either layout (older records are version 1 without a minimum).
+pub fn decode(bytes: &[u8]) -> Result<Plan, StoreError> {
+    if let Ok(plan) = codec::decode::<Plan>(bytes) {
+        return Ok(plan);
+    }
+    let old: PlanV1 = codec::decode(bytes)?;
+    Ok(Plan {
+        id: old.id,
+        code: old.code,
+        name: old.name,
+        currency: old.currency,
+        interval: old.interval,
+        interval_count: old.interval_count,
+        fixed_fee: old.fixed_fee,
+        charges: old.charges,
+        created_at_ms: old.created_at_ms,
+        minimum_minor: None,
+        version: 1,
+        previous_version: None,
+        bill_usage_in_trial: false,
+    })
+}
+
+/// One plan from the plans table of any transaction.
+pub fn load(
+    plans: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    tenant: TenantId,
+    id: Id,
+) -> Result<Option<Plan>, StoreError> {
+    match plans.get(keys::tenant_id(tenant, id).as_slice())? {
+        Some(v) => decode(v.value()).map(Some),
+        None => Ok(None),
     }
 }
 
@@ -123,12 +139,25 @@ impl From<PlanV3> for Plan {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
     /// The code is taken.
-    #[error("a plan with code {code:?} already exists ({existing}); plans are immutable, so a new price needs a new code")]
+    #[error("a plan with code {code:?} already exists ({existing}); plans are immutable: a new price is a new version (POST /v1/plans/{{id}}/versions)")]
     Exists {
         /// The code.
         code: String,
         /// The plan that has it.
         existing: String,
+    },
+    /// No such plan (the version a new one would follow).
+    #[error("no plan {0}")]
+    Missing(String),
+    /// A new version must follow the newest one of its code.
+    #[error("plan {previous} is not the newest version of {code:?} ({newest} is); create the new version from it")]
+    NotNewest {
+        /// The code.
+        code: String,
+        /// The plan named.
+        previous: String,
+        /// The newest version.
+        newest: String,
     },
     /// A charge names a meter that does not exist.
     #[error("charge {index}: no meter {meter}")]
@@ -140,7 +169,7 @@ pub enum PlanError {
     },
 }
 
-/// Creates a plan.
+/// Creates a plan: the first version of a new code.
 #[derive(Clone)]
 pub struct CreatePlan {
     /// Owner.
@@ -149,56 +178,132 @@ pub struct CreatePlan {
     pub plan: Plan,
 }
 
+/// The newest plan of a code, if the code is used.
+fn newest_of(
+    by_code: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    tenant: TenantId,
+    code: &str,
+) -> Result<Option<Id>, StoreError> {
+    Ok(by_code
+        .get(tenant_bytes(tenant, code.as_bytes()).as_slice())?
+        .and_then(|v| <[u8; 16]>::try_from(v.value()).ok())
+        .map(Id::from_bytes))
+}
+
+/// The first charge whose meter does not exist.
+fn unknown_meter(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    plan: &Plan,
+) -> Result<Option<PlanError>, StoreError> {
+    let meters = tx.open_table(tables::METERS)?;
+    for (index, charge) in plan.charges.iter().enumerate() {
+        if meters
+            .get(keys::tenant_id(tenant, charge.meter).as_slice())?
+            .is_none()
+        {
+            return Ok(Some(PlanError::UnknownMeter {
+                index,
+                meter: charge.meter.display(crate::ingest::meter::PREFIX),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Stores a plan and points its code at it (the newest version).
+fn store_plan(tx: &WriteTransaction, tenant: TenantId, plan: &Plan) -> Result<(), StoreError> {
+    put_record(
+        &mut tx.open_table(tables::PLANS)?,
+        &keys::tenant_id(tenant, plan.id),
+        plan,
+    )?;
+    tx.open_table(tables::PLAN_BY_CODE)?.insert(
+        tenant_bytes(tenant, plan.code.as_bytes()).as_slice(),
+        plan.id.to_bytes().as_slice(),
+    )?;
+    Ok(())
+}
+
 impl Command for CreatePlan {
     type Output = Result<Plan, PlanError>;
 
     fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
-        let code_key = tenant_bytes(self.tenant, self.plan.code.as_bytes());
-        let mut by_code = tx.open_table(tables::PLAN_BY_CODE)?;
-        let existing = by_code
-            .get(code_key.as_slice())?
-            .and_then(|v| <[u8; 16]>::try_from(v.value()).ok())
-            .map(Id::from_bytes);
+        let existing = newest_of(
+            &tx.open_table(tables::PLAN_BY_CODE)?,
+            self.tenant,
+            &self.plan.code,
+        )?;
         if let Some(existing) = existing {
             return Ok(Err(PlanError::Exists {
                 code: self.plan.code,
                 existing: existing.display(PREFIX),
             }));
         }
-        {
-            let meters = tx.open_table(tables::METERS)?;
-            for (index, charge) in self.plan.charges.iter().enumerate() {
-                if meters
-                    .get(keys::tenant_id(self.tenant, charge.meter).as_slice())?
-                    .is_none()
-                {
-                    return Ok(Err(PlanError::UnknownMeter {
-                        index,
-                        meter: charge.meter.display(crate::ingest::meter::PREFIX),
-                    }));
-                }
-            }
+        if let Some(e) = unknown_meter(tx, self.tenant, &self.plan)? {
+            return Ok(Err(e));
         }
-        put_record(
-            &mut tx.open_table(tables::PLANS)?,
-            &keys::tenant_id(self.tenant, self.plan.id),
-            &self.plan,
-        )?;
-        by_code.insert(code_key.as_slice(), self.plan.id.to_bytes().as_slice())?;
+        store_plan(tx, self.tenant, &self.plan)?;
         Ok(Ok(self.plan))
+    }
+}
+
+/// Creates the next version of a plan: same code, version + 1, and the code then names it, so
+/// new subscriptions by code get it while existing ones keep theirs.
+#[derive(Clone)]
+pub struct CreatePlanVersion {
+    /// Owner.
+    pub tenant: TenantId,
+    /// The version it follows (must be the newest of its code).
+    pub previous: Id,
+    /// The new version; its code, version and previous version are set from `previous`.
+    pub plan: Plan,
+}
+
+impl Command for CreatePlanVersion {
+    type Output = Result<Plan, PlanError>;
+
+    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+        let Some(previous) = load(&tx.open_table(tables::PLANS)?, self.tenant, self.previous)?
+        else {
+            return Ok(Err(PlanError::Missing(self.previous.display(PREFIX))));
+        };
+        let newest = newest_of(
+            &tx.open_table(tables::PLAN_BY_CODE)?,
+            self.tenant,
+            &previous.code,
+        )?;
+        if let Some(newest) = newest.filter(|n| *n != previous.id) {
+            return Ok(Err(PlanError::NotNewest {
+                code: previous.code,
+                previous: previous.id.display(PREFIX),
+                newest: newest.display(PREFIX),
+            }));
+        }
+        let plan = Plan {
+            code: previous.code,
+            version: previous.version.saturating_add(1),
+            previous_version: Some(previous.id),
+            ..self.plan
+        };
+        if let Some(e) = unknown_meter(tx, self.tenant, &plan)? {
+            return Ok(Err(e));
+        }
+        store_plan(tx, self.tenant, &plan)?;
+        Ok(Ok(plan))
     }
 }
 
 /// One plan.
 pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Plan>, StoreError> {
-    let table = tx.open_table(tables::PLANS)?;
-    get_record(&table, keys::tenant_id(tenant, id))
+    load(&tx.open_table(tables::PLANS)?, tenant, id)
 }
 
-/// A page of plans.
+/// A page of plans, optionally only the versions of one code.
 pub fn list(
     tx: &ReadTransaction,
     tenant: TenantId,
+    code: Option<&str>,
     after: Option<Id>,
     limit: usize,
 ) -> Result<(Vec<Plan>, bool), StoreError> {
@@ -215,10 +320,66 @@ pub fn list(
     let mut out = Vec::new();
     for entry in table.range::<&[u8]>(lower.as_slice()..end.as_slice())? {
         let (_, value) = entry?;
+        let plan = decode(value.value())?;
+        if code.is_some_and(|c| c != plan.code) {
+            continue;
+        }
         if out.len() == limit {
             return Ok((out, true));
         }
-        out.push(codec::decode(value.value())?);
+        out.push(plan);
     }
     Ok((out, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout plans were stored in before versions and minimum commitments.
+    #[derive(Serialize)]
+    struct Legacy {
+        id: Id,
+        code: String,
+        name: String,
+        currency: String,
+        interval: Interval,
+        interval_count: u32,
+        fixed_fee: Option<FixedFee>,
+        charges: Vec<Charge>,
+        created_at_ms: i64,
+    }
+
+    #[test]
+    fn plans_stored_before_versions_still_decode_as_version_one() {
+        let legacy = Legacy {
+            id: Id::generate(),
+            code: "pro".into(),
+            name: "Pro".into(),
+            currency: "USD".into(),
+            interval: Interval::Month,
+            interval_count: 1,
+            fixed_fee: Some(FixedFee {
+                amount_minor: 900,
+                timing: FeeTiming::InAdvance,
+            }),
+            charges: Vec::new(),
+            created_at_ms: 7,
+        };
+        let plan = decode(&codec::encode(&legacy).expect("encode")).expect("decode");
+        assert_eq!((plan.id, plan.code.as_str()), (legacy.id, "pro"));
+        assert_eq!(plan.fixed_fee, legacy.fixed_fee);
+        assert_eq!(
+            (plan.version, plan.previous_version, plan.minimum_minor),
+            (1, None, None)
+        );
+        let next = Plan {
+            version: 2,
+            previous_version: Some(plan.id),
+            minimum_minor: Some(0),
+            ..plan
+        };
+        let bytes = codec::encode(&next).expect("encode");
+        assert_eq!(decode(&bytes).expect("decode"), next);
+    }
 }

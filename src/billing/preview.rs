@@ -8,8 +8,8 @@ use super::plan::Plan;
 use super::run::Policy;
 use super::subscription::{self, Subscription, SubscriptionStatus};
 use crate::ingest::event::current_seq;
-use crate::store::keys::{self, TenantId};
-use crate::store::{get_record, tables, StoreError};
+use crate::store::keys::TenantId;
+use crate::store::{tables, StoreError};
 
 /// A draft invoice for one subscription.
 #[derive(Debug, Clone)]
@@ -37,6 +37,9 @@ pub fn upcoming(
     let meters = tx.open_table(tables::METERS)?;
     let plans = tx.open_table(tables::PLANS)?;
     let cutoff = current_seq(&tx.open_table(tables::META)?)?;
+    let discounts = tx.open_table(tables::DISCOUNTS)?;
+    let discounts_by_target = tx.open_table(tables::DISCOUNTS_BY_TARGET)?;
+    let now_ms = crate::clock::now_ms();
     let src = Sources {
         events: &events,
         by_customer: &by_customer,
@@ -48,14 +51,14 @@ pub fn upcoming(
         if sub.status == SubscriptionStatus::Canceled {
             continue;
         }
-        let Some(plan) = get_record::<Plan, _>(&plans, keys::tenant_id(tenant, sub.plan))? else {
+        let Some(plan) = super::plan::load(&plans, tenant, sub.plan)? else {
             continue;
         };
         let Some(period) = sub.period(&plan, sub.periods_closed) else {
             continue;
         };
         let plans_of = subscription::plans_of(&plans, tenant, &sub)?;
-        let spec = super::run::spec_for(
+        let mut spec = super::run::spec_for(
             &sub,
             &plan,
             period,
@@ -64,6 +67,14 @@ pub fn upcoming(
             cutoff,
             plans_of,
         );
+        spec.discounts = crate::billing::discount::in_effect(
+            &discounts,
+            &discounts_by_target,
+            tenant,
+            &sub,
+            &plan,
+            now_ms,
+        )?;
         out.push(
             invoice::compute(&src, tenant, &sub, &plan, &spec)?.map(|lines| Draft {
                 subscription: sub,

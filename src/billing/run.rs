@@ -232,8 +232,7 @@ macro_rules! sources {
 }
 
 fn load_plan(tx: &WriteTransaction, tenant: TenantId, id: Id) -> Result<Option<Plan>, StoreError> {
-    let plans = tx.open_table(tables::PLANS)?;
-    get_record(&plans, keys::tenant_id(tenant, id))
+    super::plan::load(&tx.open_table(tables::PLANS)?, tenant, id)
 }
 
 fn taken(
@@ -263,6 +262,17 @@ fn compute_lines(
     let billed = ctx.tx.open_table(tables::BILLED_USAGE)?;
     let meters = ctx.tx.open_table(tables::METERS)?;
     let src = sources!(events, by_customer, billed, meters);
+    let spec = &Spec {
+        discounts: super::discount::in_effect(
+            &ctx.tx.open_table(tables::DISCOUNTS)?,
+            &ctx.tx.open_table(tables::DISCOUNTS_BY_TARGET)?,
+            ctx.tenant,
+            sub,
+            plan,
+            ctx.now_ms,
+        )?,
+        ..spec.clone()
+    };
     invoice::compute(&src, ctx.tenant, sub, plan, spec)
 }
 
@@ -321,6 +331,7 @@ pub fn spec_for(
         adjust_from_ms: period.start_ms.saturating_sub(policy.adjust_window_ms),
         cutoff,
         plans,
+        discounts: Vec::new(),
     }
 }
 
@@ -672,6 +683,7 @@ fn bill_late_usage_after_end(
         adjust_from_ms: end.saturating_sub(ctx.policy.adjust_window_ms),
         cutoff: ctx.cutoff,
         plans: plans_of(ctx, sub)?,
+        discounts: Vec::new(),
     };
     let Ok(lines) = compute_lines(ctx, sub, plan, &spec)? else {
         return Ok(Flow::Next);

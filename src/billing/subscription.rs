@@ -419,7 +419,7 @@ impl Command for CreateSubscription {
         };
         let plan = {
             let plans = tx.open_table(tables::PLANS)?;
-            get_record::<Plan, _>(&plans, keys::tenant_id(self.tenant, sub.plan))?
+            super::plan::load(&plans, self.tenant, sub.plan)?
         };
         let Some(plan) = plan else {
             return Ok(Err(SubscriptionError::UnknownPlan(
@@ -542,7 +542,7 @@ pub fn plans_of(
 ) -> Result<BTreeMap<Id, Plan>, StoreError> {
     let mut out = BTreeMap::new();
     for id in phase::plans(&sub.phases) {
-        if let Some(plan) = get_record::<Plan, _>(table, keys::tenant_id(tenant, id))? {
+        if let Some(plan) = super::plan::load(table, tenant, id)? {
             out.insert(id, plan);
         }
     }

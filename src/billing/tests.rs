@@ -104,6 +104,9 @@ fn world_priced(unit_price: Decimal) -> World {
             .collect(),
         created_at_ms: T0,
         bill_usage_in_trial: false,
+        minimum_minor: None,
+        version: 1,
+        previous_version: None,
     };
     let plan_id = plan.id;
     store
@@ -428,6 +431,9 @@ fn immediate_cancel_prorates_the_fee_by_the_second() {
         charges: Vec::new(),
         created_at_ms: april,
         bill_usage_in_trial: false,
+        minimum_minor: None,
+        version: 1,
+        previous_version: None,
     };
     let plan_id = plan.id;
     w.store

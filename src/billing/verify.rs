@@ -4,10 +4,12 @@
 use redb::ReadTransaction;
 use rust_decimal::Decimal;
 
-use super::invoice::{self, Invoice, LineKind};
+use super::discount;
+use super::invoice::{self, Invoice, InvoiceKind, Line, LineKind};
+use super::minimum;
 use super::plan::Plan;
 use super::pricing;
-use super::subscription::Subscription;
+use super::subscription::{self, Subscription};
 use crate::ingest::meter::Meter;
 use crate::ingest::usage;
 use crate::ledger::journal;
@@ -35,7 +37,7 @@ pub fn verify_invoice(
         let at = format!("line {i} ({})", line.description);
         // Each line is priced by the plan of the phase in effect where it starts.
         let plan_id = sub.plan_at(line.period_start_ms);
-        let Some(plan) = get_record::<Plan, _>(&plans, keys::tenant_id(tenant, plan_id))? else {
+        let Some(plan) = super::plan::load(&plans, tenant, plan_id)? else {
             return Ok(Err(format!("{at}: its plan no longer exists")));
         };
         match line.kind {
@@ -117,6 +119,8 @@ pub fn verify_invoice(
                     )));
                 }
             }
+            // Checked together below, from the other lines.
+            LineKind::Discount | LineKind::MinimumCommitment => {}
             LineKind::FixedFee | LineKind::FeeCredit => {
                 let Some(fee) = &plan.fixed_fee else {
                     return Ok(Err(format!("{at}: the plan has no fixed fee")));
@@ -141,6 +145,12 @@ pub fn verify_invoice(
                 }
             }
         }
+    }
+    let Some(plan) = super::plan::load(&plans, tenant, invoice.plan)? else {
+        return Ok(Err("its plan no longer exists".into()));
+    };
+    if let Err(difference) = verify_derived_lines(tx, tenant, invoice, &plan, exponent)? {
+        return Ok(Err(difference));
     }
     let subtotal = invoice
         .lines
@@ -193,4 +203,106 @@ pub fn verify_invoice(
         ));
     }
     Ok(Ok(()))
+}
+
+/// The discount and minimum-commitment lines, derived again from the invoice's other lines,
+/// the discounts in effect when it was issued and the plan's minimum, as a billing run does.
+fn verify_derived_lines(
+    tx: &ReadTransaction,
+    tenant: TenantId,
+    invoice: &Invoice,
+    plan: &Plan,
+    exponent: u8,
+) -> Result<Result<(), String>, StoreError> {
+    let derived = |l: &Line| matches!(l.kind, LineKind::Discount | LineKind::MinimumCommitment);
+    let stored: Vec<&Line> = invoice.lines.iter().filter(|l| derived(l)).collect();
+    if invoice.kind == InvoiceKind::Adjustment {
+        return Ok(if stored.is_empty() {
+            Ok(())
+        } else {
+            Err("an adjustment invoice carries discount or minimum lines".into())
+        });
+    }
+    let Some(sub) = subscription::get(tx, tenant, invoice.subscription)? else {
+        return Ok(Err("its subscription no longer exists".into()));
+    };
+    let Some(period) = invoice_period(&sub, plan, invoice) else {
+        return Ok(Err(
+            "its period is not in the subscription's schedule".into()
+        ));
+    };
+    let active = discount::in_effect(
+        &tx.open_table(tables::DISCOUNTS)?,
+        &tx.open_table(tables::DISCOUNTS_BY_TARGET)?,
+        tenant,
+        &sub,
+        plan,
+        invoice.issued_at_ms,
+    )?;
+    let mut lines: Vec<Line> = invoice
+        .lines
+        .iter()
+        .filter(|l| !derived(l))
+        .cloned()
+        .collect();
+    let base = lines.len();
+    let out_of_range = |_| StoreError::Corrupt("discount out of range".into());
+    // As computed: discounts and the minimum follow the plan in effect at the period's end.
+    let closing_id = sub.plan_at(period.end_ms.saturating_sub(1).max(period.start_ms));
+    let Some(closing) = super::plan::load(&tx.open_table(tables::PLANS)?, tenant, closing_id)?
+    else {
+        return Ok(Err("the plan of its period's end no longer exists".into()));
+    };
+    lines.extend(
+        discount::lines(&lines, &closing.code, &period, &active, exponent).map_err(out_of_range)?,
+    );
+    if let Some(minimum_minor) = sub.minimum_minor.or(closing.minimum_minor) {
+        lines.extend(
+            minimum::true_up(&lines, minimum_minor, invoice.kind, &period, exponent)
+                .map_err(out_of_range)?,
+        );
+    }
+    let expected: Vec<&Line> = lines[base..].iter().collect();
+    if expected.len() != stored.len() {
+        return Ok(Err(format!(
+            "{} discount and minimum lines, but its discounts and plan give {}",
+            stored.len(),
+            expected.len()
+        )));
+    }
+    for (got, want) in stored.iter().zip(&expected) {
+        if got.kind != want.kind
+            || got.amount_minor != want.amount_minor
+            || got.description != want.description
+        {
+            return Ok(Err(format!(
+                "line {:?}: amount {} but its discounts and plan give {:?} of {}",
+                got.description, got.amount_minor, want.description, want.amount_minor
+            )));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// The schedule period an invoice was computed for (an opening invoice: the whole first
+/// period; otherwise its own, possibly truncated, span).
+fn invoice_period(
+    sub: &subscription::Subscription,
+    plan: &Plan,
+    invoice: &Invoice,
+) -> Option<subscription::Period> {
+    let p = sub
+        .period_at(plan, invoice.period_start_ms)
+        .or_else(|| discount::first_period(sub, plan, invoice.period_start_ms))?;
+    if p.start_ms != invoice.period_start_ms {
+        return None;
+    }
+    Some(subscription::Period {
+        end_ms: if invoice.kind == InvoiceKind::Opening {
+            p.end_ms
+        } else {
+            invoice.period_end_ms
+        },
+        ..p
+    })
 }

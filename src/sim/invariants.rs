@@ -10,7 +10,6 @@ use super::ops::{invoices, payments};
 use super::provider::{Charge, Status};
 use super::world::{Violation, World};
 use crate::billing::invoice::{Billed, Invoice, InvoiceStatus, LineKind};
-use crate::billing::plan::Plan;
 use crate::billing::pricing;
 use crate::billing::subscription::Subscription;
 use crate::id::Id;
@@ -74,6 +73,7 @@ pub fn after_every_step(world: &World) -> Result<(), Violation> {
     let invoices = invoices(world)?;
     invoices_verify(world, &invoices)?;
     billed_once(world, &invoices)?;
+    super::coupons::check(world, &invoices)?;
     let payments = payments(world)?;
     let charges = world.provider.charges();
     for p in &payments {
@@ -358,11 +358,9 @@ fn billed_once(world: &World, invoices: &[Invoice]) -> Result<(), Violation> {
             return Err("billed usage of a missing subscription".into());
         };
         // Priced by the plan in effect where the billed segment starts.
-        let Some(plan) = get_record::<Plan, _>(
-            &plans,
-            keys::tenant_id(world.tenant, sub.plan_at(period_start)),
-        )
-        .map_err(err)?
+        let Some(plan) =
+            crate::billing::plan::load(&plans, world.tenant, sub.plan_at(period_start))
+                .map_err(err)?
         else {
             return Err("a subscription's plan is missing".into());
         };

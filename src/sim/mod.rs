@@ -16,6 +16,7 @@
 //! - `SIM_SEEDS=5000 cargo test --lib sim`: thousands (`SIM_STEPS` sets steps per seed);
 //! - `SIM_SEED=N cargo test --lib sim`: replays seed N alone, printing every step.
 
+mod coupons;
 mod invariants;
 mod ops;
 mod profile;

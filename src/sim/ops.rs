@@ -92,10 +92,12 @@ pub enum Kind {
     /// A subscription changes plan (now or at period end, any proration), now and then
     /// retried with its key; a scheduled change is sometimes canceled instead.
     ChangePlan,
+    /// A coupon is created and redeemed (some redemptions replayed).
+    Coupon,
 }
 
 /// Every kind, in the order of a profile's weights.
-pub const KINDS: [Kind; 21] = [
+pub const KINDS: [Kind; 22] = [
     Kind::Ingest,
     Kind::IngestLate,
     Kind::IngestDuplicate,
@@ -117,6 +119,7 @@ pub const KINDS: [Kind; 21] = [
     Kind::Settle,
     Kind::UpdateCustomer,
     Kind::ChangePlan,
+    Kind::Coupon,
 ];
 
 /// Creates the tenant's meters, plan, customers and subscriptions (customers through an
@@ -175,6 +178,9 @@ pub fn setup(world: &mut World, profile: &Profile) -> Result<(), Violation> {
         ],
         created_at_ms: T0_MS,
         bill_usage_in_trial: false,
+        minimum_minor: None,
+        version: 1,
+        previous_version: None,
     };
     let plan_id = plan.id;
     // A second plan to change to: its fee in advance, usage at twice the price.
@@ -353,6 +359,7 @@ pub fn apply(world: &mut World, kind: Kind, note: &mut String) -> Result<(), Vio
             Ok(())
         }
         Kind::ForeignCharge => foreign_charge(world, note),
+        Kind::Coupon => super::coupons::redeem(world, note),
         Kind::Reconcile => {
             let now = world.now();
             let rec = crate::payments::reconcile::Reconciliation {

@@ -138,6 +138,17 @@ pub const RECONCILIATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new(
 /// The simulated PSP's own records (a stand-in for a provider's database).
 pub const SIM_PSP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sim_psp");
 
+/// (tenant, coupon id) → coupon record (with its redemption count).
+pub const COUPONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("coupons");
+/// (tenant, coupon code) → coupon id: codes are unique per tenant.
+pub const COUPON_BY_CODE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("coupon_by_code");
+/// (tenant, discount id) → discount record (a redeemed coupon on a subscription or customer).
+pub const DISCOUNTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("discounts");
+/// (tenant, subscription or customer id, discount id) → (): the discounts of a target, in
+/// redemption order.
+pub const DISCOUNTS_BY_TARGET: TableDefinition<&[u8], ()> =
+    TableDefinition::new("discounts_by_target");
+
 /// Every table keyed and valued by bytes.
 pub const BYTES_TABLES: &[TableDefinition<&[u8], &[u8]>] = &[
     NOTIFICATIONS,
@@ -180,6 +191,9 @@ pub const BYTES_TABLES: &[TableDefinition<&[u8], &[u8]>] = &[
     PAYMENT_BY_PROVIDER,
     RECONCILIATIONS,
     SIM_PSP,
+    COUPONS,
+    COUPON_BY_CODE,
+    DISCOUNTS,
 ];
 
 /// Every index table (bytes keys, no value).
@@ -198,6 +212,7 @@ pub const SET_TABLES: &[TableDefinition<&[u8], ()>] = &[
     JOBS_DUE,
     DEAD_LETTERS,
     WEBHOOK_ENDPOINTS_BY_TENANT,
+    DISCOUNTS_BY_TARGET,
 ];
 
 /// Outbound events: (tenant, ntf id) → notification.

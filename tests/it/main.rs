@@ -8,6 +8,7 @@ mod bounds;
 mod cli;
 mod collection;
 mod corpus;
+mod coupons;
 mod crash;
 mod customer_update;
 mod customers;
