@@ -68,10 +68,11 @@ fn object(n: &Notification) -> Result<serde_json::Value, RenderError> {
         "subscription" => {
             let s: crate::billing::subscription::Subscription =
                 codec::decode(bytes).map_err(|e| fail(e.to_string()))?;
-            json(serde_json::to_value(super::subscriptions::response(
+            json(serde_json::to_value(super::subscriptions::response_at(
                 &s,
                 None,
                 Vec::new(),
+                n.created_at_ms,
             )))
         }
         "invoice" => {

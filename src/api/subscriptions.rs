@@ -113,8 +113,18 @@ pub fn response(
     plan: Option<&Plan>,
     final_invoices: Vec<String>,
 ) -> SubscriptionResponse {
+    response_at(sub, plan, final_invoices, crate::clock::now_ms())
+}
+
+/// The API body of a subscription as it stood at `now_ms` (a notification shows its object as
+/// the effect left it: the plan then in effect, the trial then running).
+pub fn response_at(
+    sub: &Subscription,
+    plan: Option<&Plan>,
+    final_invoices: Vec<String>,
+    now_ms: i64,
+) -> SubscriptionResponse {
     let rfc = crate::clock::rfc3339;
-    let now_ms = crate::clock::now_ms();
     let phases: Vec<PhaseBody> = sub
         .phases
         .iter()

@@ -336,8 +336,7 @@ impl Command for EndTrial {
         let name = self.id.display(subscription::PREFIX);
         let trialing = sub.trial_end_ms.is_some_and(|t| t > self.now_ms)
             && sub.start_at_ms < self.now_ms
-            && sub.status != SubscriptionStatus::Canceled
-            && sub.ends_at_ms.is_none_or(|e| e > self.now_ms);
+            && sub.status != SubscriptionStatus::Canceled;
         if !trialing {
             return Ok(Err(SubscriptionError::NotTrialing(name)));
         }
@@ -347,6 +346,16 @@ impl Command for EndTrial {
                 at_ms: sub.phases.last().map_or(0, |p| p.start_ms),
             }));
         }
+        if let Some(end) = sub.ends_at_ms {
+            // Canceling: the paid period it would start runs past the end.
+            return Ok(Err(SubscriptionError::EndsBefore {
+                id: name,
+                end_ms: end,
+            }));
+        }
+        // The trial's periods keep their boundaries (some may be invoiced); paid periods
+        // follow from now.
+        sub.trial_anchor_ms = Some(sub.trial_anchor_ms.unwrap_or(sub.anchor_ms));
         sub.trial_end_ms = Some(self.now_ms);
         sub.anchor_ms = self.now_ms;
         if let Err(e) = check_backlog(&sub, &plan, self.now_ms, &self.policy) {
@@ -457,16 +466,17 @@ pub fn preview(
         Err(e) => return Ok(Err(e)),
     };
     let immediate = req.proration == Proration::InvoiceNow && at_ms <= req.now_ms;
-    let probe = if immediate { at_ms - 1 } else { at_ms };
-    let Some(period) = changed.period_at(&current, probe) else {
+    // The invoice the change shows on is the one of the period ending after the instant just
+    // before it: its own (a change inside a period), the part a split ends (invoice_now), or
+    // the period whose closing invoice bills the next one in advance (a change at a boundary).
+    let Some(period) = changed.period_at(&current, at_ms.saturating_sub(1)) else {
         return Ok(Err(SubscriptionError::NotRunning(
             sub.id.display(subscription::PREFIX),
         )));
     };
-    // The change's own transaction issues the opening invoice first when it is due.
-    if sub.start_at_ms <= req.now_ms {
-        changed.opening_invoiced = true;
-    }
+    // Whenever that invoice is issued, the opening invoice (if the first plan bills in
+    // advance) has been issued before it.
+    changed.opening_invoiced = true;
     let events = tx.open_table(tables::EVENTS)?;
     let by_customer = tx.open_table(tables::EVENTS_BY_CUSTOMER)?;
     let billed = tx.open_table(tables::BILLED_USAGE)?;

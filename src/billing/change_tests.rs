@@ -613,3 +613,49 @@ fn a_negative_invoice_becomes_a_credit_balance_the_next_invoice_draws_on() {
     assert_eq!(day1.amount_due_minor, 0);
     verify_all(&w);
 }
+
+#[test]
+fn ending_a_trial_after_some_of_its_periods_closed_keeps_them_and_bills_every_paid_day() {
+    let trial_end = T0 + 5 * DAY_MS / 2;
+    let w = world(Some(trial_end));
+    run(&w, T0 + 6 * DAY_MS / 10); // closes the trial's first part, [0, 0.5 d)
+    let now = T0 + 8 * DAY_MS / 10;
+    let done = w
+        .store
+        .apply_one(EndTrial {
+            tenant: TENANT,
+            id: w.sub,
+            now_ms: now,
+            policy: POLICY,
+            origin: "test".into(),
+        })
+        .expect("store")
+        .expect("ended");
+    assert_eq!(
+        done.invoices.len(),
+        1,
+        "the trial's last part closes at once"
+    );
+    run(&w, T0 + 28 * DAY_MS / 10);
+    let all = invoices(&w);
+    let mut spans: Vec<(i64, i64)> = all
+        .iter()
+        .map(|i| (i.period_start_ms - T0, i.period_end_ms - T0))
+        .collect();
+    spans.sort();
+    let tenth = DAY_MS / 10;
+    assert_eq!(
+        spans,
+        vec![
+            (0, 5 * tenth),
+            (5 * tenth, 8 * tenth),
+            (8 * tenth, 18 * tenth),
+            (18 * tenth, 28 * tenth)
+        ],
+        "the invoiced trial part keeps its bounds; paid days follow from the end"
+    );
+    let fees: i64 = all.iter().map(|i| i.subtotal_minor).sum();
+    // Paid days [0.8, 1.8), [1.8, 2.8) and [2.8, 3.8) in advance.
+    assert_eq!(fees, 3000);
+    verify_all(&w);
+}

@@ -855,7 +855,13 @@ pub fn issue(
         id,
         subscription: sub.id,
         customer: sub.customer,
-        plan: plan.id,
+        // The plan in effect at the period's end (each line is priced by its own phase's).
+        plan: sub.plan_at(
+            spec.period
+                .end_ms
+                .saturating_sub(1)
+                .max(spec.period.start_ms),
+        ),
         currency: plan.currency.clone(),
         kind: spec.kind,
         status: if amount_due > 0 {

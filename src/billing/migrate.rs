@@ -5,6 +5,7 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::plan;
 use super::subscription::{Subscription, SubscriptionV3};
+use crate::notifications::outbox::Notification;
 use crate::store::{codec, put_record, tables, StoreError};
 
 /// Rewrites every subscription in the new layout, its one phase being its plan from its start,
@@ -36,7 +37,37 @@ pub fn to_schema_4(tx: &WriteTransaction) -> Result<u64, StoreError> {
     for (key, plan) in &plans {
         put_record(&mut table, key, plan)?;
     }
+    rewrite_subjects(tx, "subscription", |bytes| {
+        let old: SubscriptionV3 = codec::decode(bytes)?;
+        Ok(codec::encode(&Subscription::from(old))?)
+    })?;
     Ok(rewritten.len() as u64)
+}
+
+/// Re-encodes the records recorded in notifications of one subject kind, so events recorded
+/// before the upgrade still show their object.
+fn rewrite_subjects(
+    tx: &WriteTransaction,
+    kind: &str,
+    convert: impl Fn(&[u8]) -> Result<Vec<u8>, StoreError>,
+) -> Result<(), StoreError> {
+    let mut changed = Vec::new();
+    {
+        let table = tx.open_table(tables::NOTIFICATIONS)?;
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            let mut n: Notification = codec::decode(value.value())?;
+            if n.subject.kind == kind {
+                n.subject.record = convert(&n.subject.record)?;
+                changed.push((key.value().to_vec(), n));
+            }
+        }
+    }
+    let mut table = tx.open_table(tables::NOTIFICATIONS)?;
+    for (key, n) in &changed {
+        put_record(&mut table, key, n)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

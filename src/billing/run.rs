@@ -385,7 +385,15 @@ fn note_trial_end(ctx: &Ctx<'_>, sub: &mut Subscription) -> Result<(), StoreErro
         return Ok(());
     };
     let due = trial_end.saturating_sub(ctx.policy.trial_notice_ms);
-    if sub.trial_notice_sent || ctx.as_of_ms < due || sub.status == SubscriptionStatus::Canceled {
+    if sub.trial_notice_sent || ctx.as_of_ms < due {
+        return Ok(());
+    }
+    // Only a subscription that will convert is told: not one ending at or before its trial's
+    // end, nor one that has not started.
+    let converts = sub.status != SubscriptionStatus::Canceled
+        && sub.ends_at_ms.is_none_or(|e| e > trial_end)
+        && sub.start_at_ms <= ctx.as_of_ms;
+    if !converts {
         return Ok(());
     }
     sub.trial_notice_sent = true;
@@ -917,7 +925,11 @@ impl Command for CancelSubscription {
             }
         }
         sub.canceled_at_ms = Some(self.now_ms);
-        let current = sub.period_at(&plan, self.now_ms);
+        // The period end as the schedule has it, not shortened by a split a change scheduled
+        // for later would make (that change stays if it falls before the end).
+        let mut settled = sub.clone();
+        settled.phases.retain(|ph| ph.start_ms <= self.now_ms);
+        let current = settled.period_at(&plan, self.now_ms);
         if !self.immediately {
             match current {
                 Some(p) => {
@@ -976,6 +988,8 @@ impl Command for CancelSubscription {
             origin: &self.origin,
         };
         let ends_at = self.now_ms.max(sub.start_at_ms);
+        // A subscription canceled now is never told its trial will end.
+        sub.trial_notice_sent = true;
         // At most `chunk_periods` periods are open (checked above, before any write).
         sub = bill_subscription(&ctx, sub, &mut run, &mut Budget::unlimited())?.0;
         // A change scheduled after the end no longer happens.

@@ -73,6 +73,9 @@ pub struct Subscription {
     pub trial_notice_sent: bool,
     /// Overrides the plan's minimum commitment per period (minor units).
     pub minimum_minor: Option<i64>,
+    /// The anchor the trial's periods followed when the trial was ended early (the anchor then
+    /// moved to the new trial end): periods before `trial_end_ms` keep their boundaries.
+    pub trial_anchor_ms: Option<i64>,
 }
 
 /// A subscription as stored by schema 3 and earlier (before phases and trials); schema 4's
@@ -127,6 +130,7 @@ impl From<SubscriptionV3> for Subscription {
             trial_end_ms: None,
             trial_notice_sent: false,
             minimum_minor: None,
+            trial_anchor_ms: None,
         }
     }
 }
@@ -180,6 +184,7 @@ impl Subscription {
             trial_end_ms: None,
             trial_notice_sent: false,
             minimum_minor: None,
+            trial_anchor_ms: None,
         }
     }
 
@@ -206,6 +211,47 @@ impl Subscription {
     /// falls in into two parts, each a period of its own (with the schedule period's bounds for
     /// proration).
     pub fn period(&self, plan: &Plan, index: u64) -> Option<Period> {
+        match self.trial_views() {
+            None => self.period_on_schedule(plan, index),
+            Some((trial, paid)) => {
+                let trial_parts = trial.parts_through(plan);
+                if index < trial_parts {
+                    return trial.period_on_schedule(plan, index);
+                }
+                paid.period_on_schedule(plan, index - trial_parts)
+                    .map(|p| Period { index, ..p })
+            }
+        }
+    }
+
+    /// When a trial ended early: the subscription as its trial's periods saw it (their anchor,
+    /// ending at the trial's end) and as its paid periods see it (starting at the trial's end).
+    fn trial_views(&self) -> Option<(Subscription, Subscription)> {
+        let (trial_anchor, trial_end) = (self.trial_anchor_ms?, self.trial_end_ms?);
+        if trial_anchor == self.anchor_ms || trial_end <= self.start_at_ms {
+            return None;
+        }
+        let mut trial = self.clone();
+        trial.trial_anchor_ms = None;
+        trial.anchor_ms = trial_anchor;
+        trial.ends_at_ms = Some(self.ends_at_ms.map_or(trial_end, |e| e.min(trial_end)));
+        let mut paid = self.clone();
+        paid.trial_anchor_ms = None;
+        paid.start_at_ms = trial_end;
+        Some((trial, paid))
+    }
+
+    /// How many periods this view has up to its end (its trial part).
+    fn parts_through(&self, plan: &Plan) -> u64 {
+        let Some(end) = self.ends_at_ms else {
+            return 0;
+        };
+        self.period_at_on_schedule(plan, end.saturating_sub(1))
+            .map_or(0, |p| p.index + 1)
+    }
+
+    /// Period `index` on the one schedule of `anchor_ms`.
+    fn period_on_schedule(&self, plan: &Plan, index: u64) -> Option<Period> {
         let schedule = self.schedule(plan);
         let k0 = schedule.index_of(self.start_at_ms)?;
         // Splits strictly inside a schedule period, each with its schedule position.
@@ -261,6 +307,23 @@ impl Subscription {
 
     /// The period containing `at_ms`, if the subscription is running then.
     pub fn period_at(&self, plan: &Plan, at_ms: i64) -> Option<Period> {
+        match self.trial_views() {
+            None => self.period_at_on_schedule(plan, at_ms),
+            Some((trial, paid)) => {
+                if at_ms < paid.start_at_ms {
+                    return trial.period_at_on_schedule(plan, at_ms);
+                }
+                let offset = trial.parts_through(plan);
+                paid.period_at_on_schedule(plan, at_ms).map(|p| Period {
+                    index: p.index + offset,
+                    ..p
+                })
+            }
+        }
+    }
+
+    /// The period containing `at_ms` on the one schedule of `anchor_ms`.
+    fn period_at_on_schedule(&self, plan: &Plan, at_ms: i64) -> Option<Period> {
         if at_ms < self.start_at_ms || self.ends_at_ms.is_some_and(|e| at_ms >= e) {
             return None;
         }
@@ -278,7 +341,7 @@ impl Subscription {
             }
             index += 1;
         }
-        self.period(plan, index)
+        self.period_on_schedule(plan, index)
     }
 
     /// The plan in effect at `at_ms`.
@@ -589,7 +652,9 @@ pub struct ListFilter {
 impl ListFilter {
     fn keeps(&self, s: &Subscription) -> bool {
         self.customer.is_none_or(|c| s.customer == c)
-            && self.plan.is_none_or(|p| s.plan == p)
+            && self
+                .plan
+                .is_none_or(|p| s.plan_at(crate::clock::now_ms()) == p)
             && self.status.is_none_or(|st| s.status == st)
     }
 }
