@@ -4,12 +4,14 @@ pub mod change;
 pub mod customer_update;
 pub mod invoice;
 pub mod migrate;
+pub mod numbering;
 pub mod period;
 pub mod phase;
 pub mod plan;
 pub mod preview;
 pub mod pricing;
 pub mod run;
+pub mod snapshot;
 pub mod subscription;
 pub mod verify;
 
