@@ -523,3 +523,28 @@ async fn an_issued_invoice_keeps_the_parties_it_was_issued_with() {
     assert_ne!(s.json["logo_ref"]["blake3"], logo_hash);
     assert_eq!(d.get(&format!("/v1/invoices/{id}")).await.json, issued);
 }
+
+#[tokio::test]
+async fn an_invoice_paid_by_credits_at_issue_is_numbered_too() {
+    let d = Daemon::start().await;
+    let c = d.customer("prepaid", "USD").await;
+    let grant = d
+        .post(
+            "/v1/credit-grants",
+            Some("g"),
+            &json!({"customer": c, "amount_minor": 5000, "currency": "USD", "category": "paid"}),
+        )
+        .await;
+    assert_eq!(grant.status, 201, "{}", grant.json);
+    daily_plan(&d).await;
+    subscribe(&d, "prepaid", 2).await;
+    run_to_completion(&d, "run").await;
+    let all = all_invoices(&d).await;
+    assert_eq!(all.len(), 2);
+    let year = &at(0)[..4];
+    for (i, inv) in all.iter().enumerate() {
+        assert_eq!(inv["status"], "paid", "{inv}");
+        assert_eq!(inv["amount_due_minor"], 0);
+        assert_eq!(inv["number"], format!("INV-{year}-{:06}", i + 1));
+    }
+}
