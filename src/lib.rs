@@ -33,5 +33,6 @@ pub mod server;
 #[cfg(test)]
 mod sim;
 pub mod store;
+pub mod tenant_settings;
 pub mod tenants;
 pub mod webhooks;

@@ -132,6 +132,13 @@ pub struct InvoiceResponse {
     pub voided_at: Option<String>,
     /// RFC 3339.
     pub paid_at: Option<String>,
+    /// The invoice number (`INV-2026-000042`), from the tenant's gapless sequence; null on
+    /// drafts and on invoices issued before numbering.
+    pub number: Option<String>,
+    /// The buyer as issued to (a copy: later customer edits do not change it).
+    pub buyer: Option<super::parties::BuyerBody>,
+    /// The seller as issued by (a copy of the tenant settings; the logo by its hash).
+    pub seller: Option<super::parties::SellerBody>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -210,6 +217,9 @@ pub fn invoice_body(i: &Invoice) -> InvoiceResponse {
         billing_run: i.billing_run.map(|x| x.display(run::PREFIX)),
         voided_at: i.voided_at_ms.map(rfc),
         paid_at: i.paid_at_ms.map(rfc),
+        number: i.number.clone(),
+        buyer: i.buyer.as_ref().map(super::parties::buyer_body),
+        seller: i.seller.as_ref().map(super::parties::seller_body),
     }
 }
 
@@ -515,6 +525,9 @@ pub async fn upcoming(
             billing_run: None,
             voided_at: None,
             paid_at: None,
+            number: None,
+            buyer: None,
+            seller: None,
         });
     }
     Ok(Json(UpcomingResponse {

@@ -19,11 +19,13 @@ pub mod notifications;
 pub mod openapi;
 pub mod pagination;
 pub mod panic_guard;
+pub mod parties;
 pub mod payments;
 pub mod plans;
 pub mod problem;
 pub mod subscription_changes;
 pub mod subscriptions;
+pub mod tenant_settings;
 pub mod usage;
 pub mod webhooks;
 
@@ -132,6 +134,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/billing-runs", post(invoices::create_run))
         .route("/v1/billing-runs/{id}", get(invoices::get_run))
+        .route(
+            "/v1/tenant/settings",
+            get(tenant_settings::get).post(tenant_settings::update),
+        )
         .route("/v1/invoices", get(invoices::list))
         .route("/v1/invoices/{id}", get(invoices::get))
         .route("/v1/invoices/{id}/void", post(invoices::void))

@@ -9,8 +9,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     coupons, customers, dead_letters, event_destinations, events, grants, health, invoices, ledger,
-    meters, notifications, pagination, payments, plans, problem, subscription_changes,
-    subscriptions, usage, webhooks,
+    meters, notifications, pagination, parties, payments, plans, problem, subscription_changes,
+    subscriptions, tenant_settings, usage, webhooks,
 };
 
 /// The document's root.
@@ -74,6 +74,8 @@ use super::{
         invoices::void,
         invoices::verify,
         invoices::upcoming,
+        tenant_settings::get,
+        tenant_settings::update,
         event_destinations::create,
         event_destinations::list,
         event_destinations::get,
@@ -161,6 +163,12 @@ use super::{
         subscription_changes::ChangedBody,
         subscription_changes::PreviewBody,
         invoices::InvoiceResponse,
+        parties::BuyerBody,
+        parties::SellerBody,
+        parties::LogoRefBody,
+        tenant_settings::UpdateSettingsRequest,
+        tenant_settings::SettingsResponse,
+        tenant_settings::LogoBody,
         invoices::LineBody,
         invoices::TierLineBody,
         invoices::CreditBody,

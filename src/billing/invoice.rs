@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::phase;
 use super::plan::{Charge, FeeTiming, Plan};
 use super::pricing::{self, TierLine};
+use super::snapshot::{Buyer, Issued, Seller};
 use super::subscription::{Period, Subscription};
 use crate::decimal::Stored;
 use crate::id::Id;
@@ -194,6 +195,16 @@ pub struct Invoice {
     pub voided_at_ms: Option<i64>,
     /// When it was paid.
     pub paid_at_ms: Option<i64>,
+    /// Its number (`INV-2026-000042`); `None` only for invoices issued before numbering.
+    pub number: Option<String>,
+    /// The number's value in its sequence (from 1 in each scope, see `numbering`).
+    pub number_seq: Option<u64>,
+    /// The year the number's sequence restarted in, when the format holds `{year}`.
+    pub number_year: Option<i32>,
+    /// The buyer as issued to; `None` only for invoices issued before snapshots.
+    pub buyer: Option<Buyer>,
+    /// The seller as issued by; `None` only for invoices issued before snapshots.
+    pub seller: Option<Seller>,
 }
 
 /// Why an invoice could not be computed or changed.
@@ -851,6 +862,7 @@ pub fn issue(
         .checked_sub(credits_applied)
         .ok_or(InvoiceError::OutOfRange))
     .max(0);
+    let issued = Issued::take(tx, tenant, sub.customer, now_ms)?;
     let mut invoice = Invoice {
         id,
         subscription: sub.id,
@@ -889,6 +901,11 @@ pub fn issue(
         billing_run,
         voided_at_ms: None,
         paid_at_ms: (amount_due <= 0).then_some(now_ms),
+        number: Some(issued.number.text),
+        number_seq: Some(issued.number.value),
+        number_year: issued.number.year,
+        buyer: Some(issued.buyer),
+        seller: Some(issued.seller),
     };
     invoice.inputs_digest = inputs_digest(&invoice);
     record_billed_quantities(tx, tenant, sub.id, &invoice.lines)?;

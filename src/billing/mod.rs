@@ -7,12 +7,14 @@ pub mod discount;
 pub mod invoice;
 pub mod migrate;
 pub mod minimum;
+pub mod numbering;
 pub mod period;
 pub mod phase;
 pub mod plan;
 pub mod preview;
 pub mod pricing;
 pub mod run;
+pub mod snapshot;
 pub mod subscription;
 pub mod verify;
 

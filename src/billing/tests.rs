@@ -527,3 +527,82 @@ fn an_immediate_cancel_refuses_a_backlog_larger_than_one_transaction() {
     let done = cancel(11).expect("within the bound");
     assert_eq!(done.invoices.len(), 11);
 }
+
+/// A step of the numbering scenario: a billing run as of a day's end, voiding the n-th invoice
+/// (modulo how many exist), or looking at the upcoming invoice (which must not take a number).
+#[derive(Debug, Clone)]
+enum NumberStep {
+    Run(i64),
+    Void(usize),
+    Preview,
+}
+
+fn number_steps() -> impl Strategy<Value = Vec<NumberStep>> {
+    let step = prop_oneof![
+        3 => (1i64..5).prop_map(|day| NumberStep::Run(T0 + day * DAY_MS)),
+        2 => (0usize..16).prop_map(NumberStep::Void),
+        1 => Just(NumberStep::Preview),
+    ];
+    proptest::collection::vec(step, 1..20)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// However issues, voids and re-issues interleave, the invoices' numbers are 1..N each
+    /// once, a voided invoice keeps its number and its re-issue has a new one.
+    #[test]
+    fn numbers_are_gapless_and_unique_across_issue_and_void(steps in number_steps()) {
+        let w = world();
+        ingest(&w, &[(1, T0 + 1000, 7, 1), (2, T0 + DAY_MS + 5, 3, 2)]);
+        let mut numbers_before_void = BTreeMap::new();
+        for step in &steps {
+            match step {
+                NumberStep::Run(as_of) => run(&w, *as_of),
+                NumberStep::Void(n) => {
+                    let all = invoices(&w);
+                    if all.is_empty() {
+                        continue;
+                    }
+                    let target = &all[n % all.len()];
+                    let voided = w.store.apply_one(crate::payments::void::VoidInvoice {
+                        tenant: TENANT,
+                        id: target.id,
+                        now_ms: NOW,
+                        origin: "test".into(),
+                    }).expect("store");
+                    if let Ok(v) = voided {
+                        numbers_before_void.insert(v.id, target.number.clone());
+                    }
+                }
+                NumberStep::Preview => {
+                    let before = invoices(&w).len();
+                    let tx = w.store.read().expect("read");
+                    let _ = super::preview::upcoming(&tx, TENANT, w.customer, &POLICY).expect("preview");
+                    drop(tx);
+                    prop_assert_eq!(invoices(&w).len(), before);
+                }
+            }
+        }
+        let all = invoices(&w);
+        let mut seqs: Vec<u64> = all.iter().map(|i| i.number_seq.expect("numbered")).collect();
+        seqs.sort_unstable();
+        let expected: Vec<u64> = (1..=all.len() as u64).collect();
+        prop_assert_eq!(seqs, expected);
+        let texts: std::collections::BTreeSet<&str> =
+            all.iter().map(|i| i.number.as_deref().expect("number")).collect();
+        prop_assert_eq!(texts.len(), all.len());
+        for inv in &all {
+            let year = super::numbering::year_of(NOW);
+            prop_assert_eq!(inv.number_year, Some(year));
+            let text = format!("INV-{year}-{:06}", inv.number_seq.expect("seq"));
+            prop_assert_eq!(inv.number.as_deref(), Some(text.as_str()));
+            if let Some(before) = numbers_before_void.get(&inv.id) {
+                prop_assert_eq!(&inv.number, before, "a void keeps the number");
+            }
+            if let Some(original) = inv.replaces.and_then(|r| all.iter().find(|i| i.id == r)) {
+                prop_assert!(original.number != inv.number, "a re-issue has a new number");
+            }
+        }
+    }
+}

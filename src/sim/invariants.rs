@@ -199,7 +199,43 @@ pub fn at_rest(world: &World) -> Result<(), Violation> {
             ));
         }
     }
+    numbered_once(&invoices(world)?)?;
     notified_once(world, &payments)
+}
+
+/// Invoice numbers: in each sequence scope (a year, or none), the issued invoices' sequence
+/// values are exactly 1..N, each once — voided invoices included, since they keep theirs —
+/// and no two invoices share a number.
+fn numbered_once(invoices: &[Invoice]) -> Result<(), Violation> {
+    let mut scopes: BTreeMap<Option<i32>, Vec<u64>> = BTreeMap::new();
+    let mut texts: BTreeMap<&str, Id> = BTreeMap::new();
+    for invoice in invoices {
+        let (Some(value), Some(text)) = (invoice.number_seq, invoice.number.as_deref()) else {
+            return Err(format!(
+                "invoice {} was issued without a number",
+                invoice.id.display(crate::billing::invoice::PREFIX)
+            ));
+        };
+        scopes.entry(invoice.number_year).or_default().push(value);
+        if let Some(other) = texts.insert(text, invoice.id) {
+            return Err(format!(
+                "number {text} was given to {} and {}",
+                other.display(crate::billing::invoice::PREFIX),
+                invoice.id.display(crate::billing::invoice::PREFIX)
+            ));
+        }
+    }
+    for (year, mut values) in scopes {
+        values.sort_unstable();
+        let expected: Vec<u64> = (1..=values.len() as u64).collect();
+        if values != expected {
+            return Err(format!(
+                "invoice numbers of scope {year:?} are {values:?}, not 1..={}",
+                expected.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The outbox: one `payment.succeeded` per collected payment, one `invoice.paid` per paid

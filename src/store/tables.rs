@@ -135,6 +135,15 @@ pub const PAYMENT_BY_PROVIDER: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("payment_by_provider");
 /// (tenant, reconciliation id) → reconciliation record.
 pub const RECONCILIATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("reconciliations");
+/// tenant (u64 BE) → the tenant's seller details and numbering settings.
+pub const TENANT_SETTINGS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tenant_settings");
+/// (tenant, blake3 of the image) → logo record: every logo a tenant ever set, so an issued
+/// invoice's seller snapshot (which holds only the hash) can still show its own logo.
+pub const LOGOS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("logos");
+/// (tenant, sequence kind u8, scope year i32 BE sign-flipped; 0 when the sequence never
+/// restarts) → u64 BE: the last number value given out.
+pub const NUMBER_SEQUENCES: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("number_sequences");
 /// The simulated PSP's own records (a stand-in for a provider's database).
 pub const SIM_PSP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sim_psp");
 
@@ -194,6 +203,9 @@ pub const BYTES_TABLES: &[TableDefinition<&[u8], &[u8]>] = &[
     COUPONS,
     COUPON_BY_CODE,
     DISCOUNTS,
+    TENANT_SETTINGS,
+    LOGOS,
+    NUMBER_SEQUENCES,
 ];
 
 /// Every index table (bytes keys, no value).

@@ -21,6 +21,7 @@ mod ledger;
 mod lifecycle;
 mod metrics;
 mod notifications;
+mod numbering;
 mod openapi;
 mod outbound;
 mod payments;
