@@ -84,6 +84,14 @@ pub fn plan_change(
     if sub.phases.len() >= MAX_PHASES {
         return Err(SubscriptionError::TooManyPhases(name, MAX_PHASES));
     }
+    // The plan of the latest phase is the one from then on: changing to it changes nothing
+    // (so identical concurrent requests make one change and the rest learn why).
+    if sub.phases.last().is_some_and(|p| p.plan == new_plan.id) {
+        return Err(SubscriptionError::AlreadyOnPlan(
+            name,
+            new_plan.id.display(super::plan::PREFIX),
+        ));
+    }
     let at_ms = effective_instant(sub, current, req)?;
     if sub.plan_at(at_ms) == new_plan.id {
         return Err(SubscriptionError::AlreadyOnPlan(
