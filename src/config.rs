@@ -759,6 +759,14 @@ impl Config {
                 "must be between 100 and 120000 and at least connect_timeout_ms",
             ));
         }
+        // A delivery must end (connected or not) before its job's lease does: otherwise the
+        // lease expires mid-call and a second worker delivers the same notification at once.
+        if n.timeout_ms >= self.jobs.lease_ms {
+            return Err(bad(
+                "notifications.timeout_ms",
+                "must be below jobs.lease_ms (with notifications.connect_timeout_ms, which it bounds): a delivery still running when its job's lease expires is delivered again by a second worker at the same time; lower notifications.timeout_ms or raise jobs.lease_ms",
+            ));
+        }
         if n.retry_schedule_secs.is_empty()
             || n.retry_schedule_secs.len() > 30
             || n.retry_schedule_secs.iter().any(|s| *s > 7 * 86_400)
@@ -1049,6 +1057,50 @@ mod tests {
             err.to_string().contains("notifications.timeout_ms"),
             "{err}"
         );
+    }
+}
+
+#[cfg(test)]
+mod lease_tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A delivery that outlives its job's lease would be delivered by a second worker at once.
+    #[test]
+    fn a_delivery_timeout_at_or_above_the_job_lease_is_refused_naming_both() {
+        for (lease, timeout, connect) in [("15000", "15000", "5000"), ("2000", "15000", "5000")] {
+            let err = Config::load(
+                None,
+                env(&[
+                    ("TALLY_JOBS_LEASE_MS", lease),
+                    ("TALLY_NOTIFICATIONS_TIMEOUT_MS", timeout),
+                    ("TALLY_NOTIFICATIONS_CONNECT_TIMEOUT_MS", connect),
+                ]),
+            )
+            .expect_err("refused");
+            let text = err.to_string();
+            assert!(text.contains("notifications.timeout_ms"), "{text}");
+            assert!(text.contains("jobs.lease_ms"), "{text}");
+            assert!(text.contains("notifications.connect_timeout_ms"), "{text}");
+        }
+        let config = Config::load(
+            None,
+            env(&[
+                ("TALLY_JOBS_LEASE_MS", "2000"),
+                ("TALLY_NOTIFICATIONS_TIMEOUT_MS", "1999"),
+                ("TALLY_NOTIFICATIONS_CONNECT_TIMEOUT_MS", "500"),
+            ]),
+        )
+        .expect("a timeout below the lease is accepted");
+        assert!(config.notifications.timeout_ms < config.jobs.lease_ms);
+        let defaults = Config::default();
+        assert!(defaults.notifications.timeout_ms < defaults.jobs.lease_ms);
     }
 }
 
