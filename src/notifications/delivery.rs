@@ -357,6 +357,7 @@ fn record_attempt(
         if let Some(mut d) = destinations::load(tx, tenant, evd)? {
             if d.failing_since_ms.is_some() {
                 d.failing_since_ms = None;
+                d.drop_expired_secrets(at_ms);
                 destination::save(tx, &d)?;
             }
         }
@@ -398,6 +399,7 @@ fn note_failure(
     let Some(mut d) = destinations::load(tx, tenant, evd)? else {
         return Ok(());
     };
+    d.drop_expired_secrets(at_ms);
     let since = *d.failing_since_ms.get_or_insert(at_ms);
     let disable = d.status == DestinationStatus::Enabled
         && at_ms.saturating_sub(since) >= settings.disable_after_ms;

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
-use super::destination::{self, Destination, DestinationStatus, Secret};
+use super::destination::{self, Destination, DestinationStatus};
 use super::outbox::{self, Delivery, DeliveryStatus};
 use crate::id::Id;
 use crate::jobs::{self, Job};
@@ -213,13 +213,15 @@ impl Command for UpdateDestination {
         if let Some(description) = self.description {
             d.description = description;
         }
+        d.drop_expired_secrets(self.now_ms);
         d.updated_at_ms = self.now_ms;
         destination::save(tx, &d)?;
         Ok(Ok(d))
     }
 }
 
-/// Replaces a destination's secret; the previous one keeps signing for the overlap.
+/// Replaces a destination's secret; the previous one keeps signing for the overlap, and any
+/// older one stops at once (see [`Destination::rotate`]).
 #[derive(Clone)]
 pub struct RotateDestinationSecret {
     /// Whose.
@@ -243,17 +245,7 @@ impl Command for RotateDestinationSecret {
                 self.id.display(destination::PREFIX),
             )));
         };
-        let until = self.now_ms.saturating_add(self.overlap_ms);
-        for s in &mut d.secrets {
-            s.expires_at_ms = Some(s.expires_at_ms.map_or(until, |e| e.min(until)));
-        }
-        d.secrets
-            .retain(|s| s.expires_at_ms.is_none_or(|e| e > self.now_ms));
-        d.secrets.push(Secret {
-            value: self.secret,
-            created_at_ms: self.now_ms,
-            expires_at_ms: None,
-        });
+        d.rotate(self.secret, self.now_ms, self.overlap_ms);
         d.updated_at_ms = self.now_ms;
         destination::save(tx, &d)?;
         Ok(Ok(d))

@@ -95,6 +95,14 @@ async fn destinations_are_created_listed_read_updated_and_rotated() {
     let after = d.get(&path).await;
     assert!(after.json.get("secret").is_none());
     assert_eq!(after.json["signing_secrets"], 2);
+    // A rotation during the overlap replaces the previous secret: still two, never more.
+    for key in ["evd-rot-2", "evd-rot-3"] {
+        let again = d
+            .post(&format!("{path}/rotate-secret"), Some(key), &json!({}))
+            .await;
+        assert_eq!(again.status, 200, "{}", again.json);
+        assert_eq!(again.json["signing_secrets"], 2, "{}", again.json);
+    }
 }
 
 #[tokio::test]

@@ -375,6 +375,50 @@ async fn during_a_rotation_both_secrets_sign() {
     assert!(parts.contains(&independent_signature(&new, id, ts, body).as_str()));
 }
 
+/// Three rotations: while the overlap lasts the current secret and the one before sign, and
+/// nothing older; once it has passed only the current one.
+#[tokio::test]
+async fn three_rotations_sign_with_the_current_and_the_previous_secret_only() {
+    let (base, got) = receiver(Vec::new()).await;
+    let overlap_ms = 3_600_000;
+    for (age_ms, signing) in [(0, 2), (2 * overlap_ms, 1)] {
+        let w = world(&format!("{base}/hook"), settings(vec![0]));
+        let at = crate::clock::now_ms() - age_ms;
+        let mut made = vec![w.destination.secrets[0].value.clone()];
+        for i in 0..3 {
+            let new = secret();
+            w.store
+                .apply_one(destinations::RotateDestinationSecret {
+                    tenant: TENANT,
+                    id: w.destination.id,
+                    secret: new.clone(),
+                    now_ms: at + i,
+                    overlap_ms,
+                })
+                .expect("rotate")
+                .expect("found");
+            made.push(new);
+        }
+        assert_eq!(w.destination_now().secrets.len(), 2, "at most one previous");
+        let (c, _) = w.run_once().await;
+        assert_eq!(c, Completion::Done);
+        let hits = got.lock().expect("lock").hits.clone();
+        let (h, body) = hits.last().expect("a request");
+        let (id, ts) = (header(h, "webhook-id"), header(h, "webhook-timestamp"));
+        let mut sent: Vec<&str> = header(h, "webhook-signature").split(' ').collect();
+        let mut expected: Vec<String> = made[made.len() - signing..]
+            .iter()
+            .map(|s| independent_signature(s, id, ts, body))
+            .collect();
+        sent.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(
+            sent, expected,
+            "{signing} secret(s) sign, {age_ms} ms after"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_destination_failing_past_the_limit_is_disabled_and_that_is_recorded() {
     let (base, _got) = receiver(vec![500; 10]).await;
