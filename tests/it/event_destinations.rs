@@ -353,6 +353,8 @@ async fn a_created_customer_is_delivered_signed_and_resent_with_the_same_id() {
         )
         .await;
     assert_eq!(resent.status, 202, "{}", resent.json);
+    assert_eq!(resent.json["queued"], json!([evd]), "{}", resent.json);
+    assert_eq!(resent.json["live"], json!([]), "{}", resent.json);
     d.eventually("the resend", || async {
         hits.lock().expect("lock").len() == 2
     })
@@ -366,6 +368,58 @@ async fn a_created_customer_is_delivered_signed_and_resent_with_the_same_id() {
     })
     .await;
     assert!(d.metric("tally_deliveries_total").await >= 2.0);
+}
+
+/// A delivery still retrying is live: a resend adds no job (the receiver hears nothing more
+/// before the schedule's next attempt) and the answer says so.
+#[tokio::test]
+async fn resending_a_live_delivery_adds_no_second_delivery() {
+    let d = Daemon::start_with(
+        "[notifications]\nallow_http = true\nallow_private_targets = true\nretry_schedule_secs = [0, 3600]\n",
+    )
+    .await;
+    let (url, hits) = scripted(vec![500]).await;
+    let r = create(
+        &d,
+        "evd-live-resend",
+        json!({"url": url, "event_types": ["customer.created"]}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let evd = r.json["id"].as_str().expect("id").to_string();
+    d.customer("retrying-1", "USD").await;
+    d.eventually("the first attempt", || async {
+        !hits.lock().expect("lock").is_empty()
+    })
+    .await;
+    let ntf = webhook_ids(&hits)[0].clone();
+    let path = format!("/v1/notifications/{ntf}/deliveries");
+    d.eventually("the failure recorded", || async {
+        d.get(&path).await.json["data"][0]["attempts"]
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    for (key, body) in [
+        ("live-all", json!({})),
+        ("live-one", json!({"destination": evd})),
+    ] {
+        let resent = d
+            .post(&format!("/v1/notifications/{ntf}/resend"), Some(key), &body)
+            .await;
+        assert_eq!(resent.status, 202, "{}", resent.json);
+        assert_eq!(resent.json["live"], json!([evd]), "{}", resent.json);
+        assert_eq!(resent.json["queued"], json!([]), "{}", resent.json);
+        assert_eq!(resent.json["destinations"], json!([evd]), "{}", resent.json);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(hits.lock().expect("lock").len(), 1, "no second delivery");
+    let rows = d.get(&path).await;
+    assert_eq!(rows.json["data"][0]["status"], "pending", "{}", rows.json);
+    assert_eq!(
+        rows.json["data"][0]["attempts"].as_array().map(Vec::len),
+        Some(1)
+    );
 }
 
 #[tokio::test]
