@@ -249,6 +249,9 @@ pub struct NotificationsConfig {
     pub disable_after_secs: u64,
     /// How long a rotated-out destination secret keeps signing beside the new one.
     pub rotation_overlap_secs: u64,
+    /// Notifications older than this many days are deleted with their delivery rows once
+    /// every delivery is finished (a live one stays until it is).
+    pub retention_days: u64,
 }
 
 impl Default for NotificationsConfig {
@@ -263,7 +266,16 @@ impl Default for NotificationsConfig {
             max_concurrent_deliveries: 64,
             disable_after_secs: 432_000,
             rotation_overlap_secs: 86_400,
+            retention_days: 30,
         }
+    }
+}
+
+impl NotificationsConfig {
+    /// Notifications recorded before this instant may be deleted (see `retention_days`).
+    pub fn retention_cutoff_ms(&self, now_ms: i64) -> i64 {
+        let days = i64::try_from(self.retention_days).unwrap_or(i64::MAX);
+        now_ms.saturating_sub(days.saturating_mul(86_400_000))
     }
 }
 
@@ -792,6 +804,12 @@ impl Config {
             return Err(bad(
                 "notifications.disable_after_secs",
                 "must be at least 1",
+            ));
+        }
+        if !(1..=3650).contains(&n.retention_days) {
+            return Err(bad(
+                "notifications.retention_days",
+                "must be between 1 and 3650",
             ));
         }
         if n.rotation_overlap_secs > 30 * 86_400 {

@@ -604,3 +604,133 @@ async fn a_tenant_has_at_most_fifty_destinations() {
     .await
     .assert_problem(409, "destination_limit");
 }
+
+/// Writes notifications recorded `age_ms` ago straight into a stopped daemon's file (the API
+/// records only what happens now), each with a delivery to its destination when given.
+#[derive(Clone)]
+struct OldNotifications {
+    tenant: u64,
+    age_ms: i64,
+    items: Vec<(&'static str, Option<tally::id::Id>)>,
+}
+
+impl tally::store::writer::Command for OldNotifications {
+    type Output = Vec<String>;
+
+    fn apply(self, tx: &redb::WriteTransaction) -> Result<Vec<String>, tally::store::StoreError> {
+        use tally::notifications::outbox::{self, Notification, Subject};
+        use tally::store::keys::{self, TenantId};
+        let tenant = TenantId(self.tenant);
+        let at_ms = tally::clock::now_ms() - self.age_ms;
+        let mut ids = Vec::new();
+        for (i, (event_type, destination)) in self.items.into_iter().enumerate() {
+            let ms = at_ms + i as i64;
+            let tail = tally::id::Id::generate().0 & ((1u128 << 80) - 1);
+            let id = tally::id::Id((u128::from(ms as u64) << 80) | tail);
+            let n = Notification {
+                id,
+                tenant: tenant.0,
+                event_type: event_type.to_string(),
+                sequence: 1_000 + i as u64,
+                created_at_ms: ms,
+                customer: None,
+                subject: Subject::of("customer", id, &"an old customer")?,
+            };
+            tally::store::put_record(
+                &mut tx.open_table(tally::store::tables::NOTIFICATIONS)?,
+                &keys::tenant_id(tenant, id),
+                &n,
+            )?;
+            if let Some(d) = destination {
+                outbox::start_delivery(tx, tenant, id, d, ms)?;
+            }
+            ids.push(id.display(outbox::PREFIX));
+        }
+        Ok(ids)
+    }
+}
+
+/// Retention: notifications recorded before `retention_days` go once every delivery of theirs
+/// is over (GET answers 404, the list no longer shows them, in bounded passes of two); one
+/// whose delivery is still retrying stays, and so does a recent one.
+#[tokio::test]
+async fn old_notifications_are_purged_once_their_deliveries_are_over() {
+    let mut d = Daemon::start_with(
+        "[idempotency]\npurge_interval_ms = 100\npurge_batch_size = 2\n[notifications]\nallow_http = true\nallow_private_targets = true\nretention_days = 1\nretry_schedule_secs = [0, 3600]\n",
+    )
+    .await;
+    let (ok_url, ok_hits) = receiver().await;
+    let (bad_url, bad_hits) = scripted(vec![500; 10]).await;
+    let mut evd = Vec::new();
+    for (key, url, event_type) in [
+        ("evd-ok", &ok_url, "customer.created"),
+        ("evd-bad", &bad_url, "customer.updated"),
+    ] {
+        let r = create(&d, key, json!({"url": url, "event_types": [event_type]})).await;
+        assert_eq!(r.status, 201, "{}", r.json);
+        let id = r.json["id"].as_str().expect("id").to_string();
+        evd.push(tally::id::Id::parse(&id, "evd").expect("evd id"));
+    }
+    d.customer("recent", "USD").await;
+    d.eventually("the recent notification delivered", || async {
+        ok_hits.lock().expect("lock").len() == 1
+    })
+    .await;
+    d.stop();
+    let ids = {
+        let store = tally::migrate::open(&d.dir.path().join("tally.redb"), 1 << 22).expect("open");
+        let tenant = {
+            let tx = store.read().expect("read");
+            tally::tenants::list(&tx).expect("tenants")[0].0.id
+        };
+        store
+            .apply_one(OldNotifications {
+                tenant,
+                age_ms: 2 * 86_400_000,
+                items: vec![
+                    ("customer.updated", Some(evd[1])),
+                    ("invoice.voided", None),
+                    ("invoice.voided", None),
+                    ("customer.created", Some(evd[0])),
+                    ("invoice.voided", None),
+                ],
+            })
+            .expect("old notifications")
+    };
+    let (live, purged) = (&ids[0], &ids[1..]);
+    d.restart().await;
+    for id in purged {
+        let path = format!("/v1/notifications/{id}");
+        d.eventually("an old finished notification purged", || async {
+            d.get(&path).await.status == 404
+        })
+        .await;
+        d.get(&format!("{path}/deliveries"))
+            .await
+            .assert_problem(404, "resource_missing");
+    }
+    assert!(
+        ok_hits.lock().expect("lock").len() >= 2,
+        "the old one was delivered before it went"
+    );
+    assert!(!bad_hits.lock().expect("lock").is_empty());
+    assert_eq!(
+        d.get(&format!("/v1/notifications/{live}")).await.status,
+        200
+    );
+    let rows = d.get(&format!("/v1/notifications/{live}/deliveries")).await;
+    assert_eq!(rows.json["data"][0]["status"], "pending", "{}", rows.json);
+    let listed: Vec<String> = d.get("/v1/notifications?limit=500").await.json["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|n| n["id"].as_str().expect("id").to_string())
+        .collect();
+    assert!(listed.contains(live), "{listed:?}");
+    assert!(purged.iter().all(|p| !listed.contains(p)), "{listed:?}");
+    assert_eq!(
+        listed.len(),
+        2,
+        "the live old one and the recent one: {listed:?}"
+    );
+}
