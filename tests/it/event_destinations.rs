@@ -734,3 +734,85 @@ async fn old_notifications_are_purged_once_their_deliveries_are_over() {
         "the live old one and the recent one: {listed:?}"
     );
 }
+
+/// A receiver that accepts connections and never answers, counting the connections open at
+/// once (closed when the client gives up).
+struct Hanging {
+    url: String,
+    most_open: Arc<std::sync::atomic::AtomicUsize>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn hanging() -> Hanging {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let open = Arc::new(AtomicUsize::new(0));
+    let most_open = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (most, count) = (Arc::clone(&most_open), Arc::clone(&accepted));
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            let open = Arc::clone(&open);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {}
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    Hanging {
+        url: format!("http://{addr}/hook"),
+        most_open,
+        accepted,
+    }
+}
+
+/// `notifications.max_in_flight_per_destination`: a receiver that hangs holds at most that
+/// many connections however many deliveries wait for it, and another destination meanwhile
+/// receives each of its deliveries at once.
+#[tokio::test]
+async fn a_hanging_receiver_holds_at_most_the_in_flight_limit_and_delays_no_other() {
+    use std::sync::atomic::Ordering;
+    let d = Daemon::start_with(
+        "[notifications]\nallow_http = true\nallow_private_targets = true\nmax_in_flight_per_destination = 2\nretry_schedule_secs = [0, 3600]\n",
+    )
+    .await;
+    let hang = hanging().await;
+    let (fast_url, fast_hits) = receiver().await;
+    for (key, url) in [("evd-hang", &hang.url), ("evd-fast", &fast_url)] {
+        let r = create(
+            &d,
+            key,
+            json!({"url": url, "event_types": ["customer.created"]}),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.json);
+    }
+    for i in 0..6 {
+        d.customer(&format!("hung-{i}"), "USD").await;
+        let started = std::time::Instant::now();
+        d.eventually("the healthy destination's delivery", || async {
+            fast_hits.lock().expect("lock").len() == i + 1
+        })
+        .await;
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(1000),
+            "delivery {i} to the healthy destination took {:?}",
+            started.elapsed()
+        );
+    }
+    // Past a timeout (1.5 s) and the postponed deliveries' next try: new connections replace
+    // the ones given up, never more than two at once.
+    d.eventually("connections after the first ones time out", || async {
+        hang.accepted.load(Ordering::SeqCst) >= 4
+    })
+    .await;
+    assert_eq!(hang.most_open.load(Ordering::SeqCst), 2);
+}
