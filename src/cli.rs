@@ -554,7 +554,7 @@ fn notifications(config: &Config, command: NotificationsCommand) -> anyhow::Resu
                 )?),
                 None => None,
             };
-            let (_, targets) = store
+            let resent = store
                 .apply_one(destinations::Resend {
                     tenant,
                     notification,
@@ -562,8 +562,14 @@ fn notifications(config: &Config, command: NotificationsCommand) -> anyhow::Resu
                     now_ms: crate::clock::now_ms(),
                 })?
                 .map_err(anyhow::Error::from)?;
-            for d in targets {
+            for d in resent.queued {
                 println!("queued: {id} to {}", d.display(destination::PREFIX));
+            }
+            for d in resent.live {
+                println!(
+                    "still being delivered (nothing added): {id} to {}",
+                    d.display(destination::PREFIX)
+                );
             }
             Ok(())
         }

@@ -249,6 +249,9 @@ pub struct NotificationsConfig {
     pub disable_after_secs: u64,
     /// How long a rotated-out destination secret keeps signing beside the new one.
     pub rotation_overlap_secs: u64,
+    /// Notifications older than this many days are deleted with their delivery rows once
+    /// every delivery is finished (a live one stays until it is).
+    pub retention_days: u64,
 }
 
 impl Default for NotificationsConfig {
@@ -263,7 +266,16 @@ impl Default for NotificationsConfig {
             max_concurrent_deliveries: 64,
             disable_after_secs: 432_000,
             rotation_overlap_secs: 86_400,
+            retention_days: 30,
         }
+    }
+}
+
+impl NotificationsConfig {
+    /// Notifications recorded before this instant may be deleted (see `retention_days`).
+    pub fn retention_cutoff_ms(&self, now_ms: i64) -> i64 {
+        let days = i64::try_from(self.retention_days).unwrap_or(i64::MAX);
+        now_ms.saturating_sub(days.saturating_mul(86_400_000))
     }
 }
 
@@ -771,6 +783,14 @@ impl Config {
                 "must be between 100 and 120000 and at least connect_timeout_ms",
             ));
         }
+        // A delivery must end (connected or not) before its job's lease does: otherwise the
+        // lease expires mid-call and a second worker delivers the same notification at once.
+        if n.timeout_ms >= self.jobs.lease_ms {
+            return Err(bad(
+                "notifications.timeout_ms",
+                "must be below jobs.lease_ms (with notifications.connect_timeout_ms, which it bounds): a delivery still running when its job's lease expires is delivered again by a second worker at the same time; lower notifications.timeout_ms or raise jobs.lease_ms",
+            ));
+        }
         if n.retry_schedule_secs.is_empty()
             || n.retry_schedule_secs.len() > 30
             || n.retry_schedule_secs.iter().any(|s| *s > 7 * 86_400)
@@ -796,6 +816,12 @@ impl Config {
             return Err(bad(
                 "notifications.disable_after_secs",
                 "must be at least 1",
+            ));
+        }
+        if !(1..=3650).contains(&n.retention_days) {
+            return Err(bad(
+                "notifications.retention_days",
+                "must be between 1 and 3650",
             ));
         }
         if n.rotation_overlap_secs > 30 * 86_400 {
@@ -1061,6 +1087,50 @@ mod tests {
             err.to_string().contains("notifications.timeout_ms"),
             "{err}"
         );
+    }
+}
+
+#[cfg(test)]
+mod lease_tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A delivery that outlives its job's lease would be delivered by a second worker at once.
+    #[test]
+    fn a_delivery_timeout_at_or_above_the_job_lease_is_refused_naming_both() {
+        for (lease, timeout, connect) in [("15000", "15000", "5000"), ("2000", "15000", "5000")] {
+            let err = Config::load(
+                None,
+                env(&[
+                    ("TALLY_JOBS_LEASE_MS", lease),
+                    ("TALLY_NOTIFICATIONS_TIMEOUT_MS", timeout),
+                    ("TALLY_NOTIFICATIONS_CONNECT_TIMEOUT_MS", connect),
+                ]),
+            )
+            .expect_err("refused");
+            let text = err.to_string();
+            assert!(text.contains("notifications.timeout_ms"), "{text}");
+            assert!(text.contains("jobs.lease_ms"), "{text}");
+            assert!(text.contains("notifications.connect_timeout_ms"), "{text}");
+        }
+        let config = Config::load(
+            None,
+            env(&[
+                ("TALLY_JOBS_LEASE_MS", "2000"),
+                ("TALLY_NOTIFICATIONS_TIMEOUT_MS", "1999"),
+                ("TALLY_NOTIFICATIONS_CONNECT_TIMEOUT_MS", "500"),
+            ]),
+        )
+        .expect("a timeout below the lease is accepted");
+        assert!(config.notifications.timeout_ms < config.jobs.lease_ms);
+        let defaults = Config::default();
+        assert!(defaults.notifications.timeout_ms < defaults.jobs.lease_ms);
     }
 }
 

@@ -12,6 +12,7 @@ use crate::api::{self, AppState};
 use crate::config::{Config, LogFormat, CONTRACT_MIN_RETENTION_SECS};
 use crate::idempotency::{InFlight, PurgeExpired};
 use crate::ingest::purge::PurgeDerivedIdentities;
+use crate::notifications::retention::PurgeNotifications;
 use crate::store::writer::{self, Command, WriterHandle, WriterLimits};
 use crate::store::Store;
 use crate::tenants;
@@ -209,8 +210,8 @@ fn control_task(
     }
 }
 
-/// Deletes expired idempotency records and derived event identities that can no longer match,
-/// in bounded passes.
+/// Deletes expired idempotency records, derived event identities that can no longer match and
+/// notifications past their retention, in bounded passes.
 async fn purge_task(writer: WriterHandle, config: Arc<Config>, mut stop: watch::Receiver<bool>) {
     let interval = Duration::from_millis(config.idempotency.purge_interval_ms);
     let limit = usize::try_from(config.idempotency.purge_batch_size).unwrap_or(1000);
@@ -235,13 +236,52 @@ async fn purge_task(writer: WriterHandle, config: Arc<Config>, mut stop: watch::
             }
         })
         .await;
+        let notifications = purge_notifications(&writer, &config, limit, &stop).await;
         for (what, purged) in [
             ("idempotency_keys", keys),
             ("derived_identities", identities),
+            ("notifications", notifications),
         ] {
             if purged > 0 {
                 metrics::counter!("tally_purged_total", "what" => what).increment(purged);
                 tracing::debug!(purged, what, "purged");
+            }
+        }
+    }
+}
+
+/// Deletes notifications past their retention in bounded passes, each continuing where the
+/// previous one stopped, until every old notification was examined (or the daemon stops).
+/// Returns how many were deleted; a failed pass is logged and the walk starts again at the next
+/// interval.
+async fn purge_notifications(
+    writer: &WriterHandle,
+    config: &Config,
+    limit: usize,
+    stop: &watch::Receiver<bool>,
+) -> u64 {
+    let cutoff_ms = config
+        .notifications
+        .retention_cutoff_ms(crate::clock::now_ms());
+    let mut after = None;
+    let mut total = 0u64;
+    loop {
+        let pass = PurgeNotifications {
+            cutoff_ms,
+            limit,
+            after,
+        };
+        match writer.submit(pass).await {
+            Ok(done) => {
+                total += done.purged as u64;
+                match done.next {
+                    Some(next) if !*stop.borrow() => after = Some(next),
+                    _ => return total,
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, what = "notification purge", "deferred");
+                return total;
             }
         }
     }

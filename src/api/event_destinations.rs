@@ -20,8 +20,8 @@ use crate::idempotency::StoredResponse;
 use crate::notifications::catalogue;
 use crate::notifications::destination::{Destination, DestinationStatus, Secret, PREFIX};
 use crate::notifications::destinations::{
-    self, CreateDestination, DestinationError, Resend, RotateDestinationSecret, UpdateDestination,
-    MAX_EVENT_TYPES,
+    self, CreateDestination, DestinationError, Resend, Resent, RotateDestinationSecret,
+    UpdateDestination, MAX_EVENT_TYPES,
 };
 use crate::notifications::outbox::{self, Delivery};
 use crate::webhooks::signature;
@@ -568,13 +568,18 @@ pub struct ResendRequest {
     pub destination: Option<String>,
 }
 
-/// What a resend queued.
+/// What a resend did.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ResendResponse {
     /// `ntf_…`: the `webhook-id` the new attempts carry, as before.
     pub notification: String,
-    /// The destinations a new attempt is queued for.
+    /// Every destination the resend was for (`queued` and `live` together).
     pub destinations: Vec<String>,
+    /// The destinations a new delivery job was queued for (their delivery had finished).
+    pub queued: Vec<String>,
+    /// The destinations whose delivery was still live (queued, in flight or retrying): it
+    /// goes on under its own job and nothing was added.
+    pub live: Vec<String>,
 }
 
 /// Queues a new delivery of a notification, with the same `webhook-id`.
@@ -629,13 +634,16 @@ pub async fn resend(
     Ok(idempotent::respond(answer.stored, answer.replayed))
 }
 
-fn render_resent(output: &Result<(Id, Vec<Id>), DestinationError>) -> StoredResponse {
+fn render_resent(output: &Result<Resent, DestinationError>) -> StoredResponse {
+    let shown = |ids: &[Id]| ids.iter().map(|d| d.display(PREFIX)).collect::<Vec<_>>();
     match output {
-        Ok((notification, ids)) => json_response(
+        Ok(r) => json_response(
             StatusCode::ACCEPTED,
             &ResendResponse {
-                notification: notification.display(outbox::PREFIX),
-                destinations: ids.iter().map(|d| d.display(PREFIX)).collect(),
+                notification: r.notification.display(outbox::PREFIX),
+                destinations: shown(&[r.queued.as_slice(), r.live.as_slice()].concat()),
+                queued: shown(&r.queued),
+                live: shown(&r.live),
             },
         ),
         Err(e) => missing(e).to_stored(),

@@ -40,6 +40,11 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// Whether the job will still run (waiting or held by a worker).
+    pub fn is_live(self) -> bool {
+        matches!(self, JobStatus::Pending | JobStatus::Leased)
+    }
+
     /// The API name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -133,6 +138,25 @@ pub fn enqueue(tx: &WriteTransaction, job: &Job) -> Result<(), StoreError> {
 fn load(tx: &WriteTransaction, id: Id) -> Result<Option<Job>, StoreError> {
     let jobs = tx.open_table(tables::JOBS)?;
     get_record(&jobs, id.to_bytes())
+}
+
+/// One job, inside a write: for the commands that follow the work they enqueued.
+pub fn load_in(tx: &WriteTransaction, id: Id) -> Result<Option<Job>, StoreError> {
+    load(tx, id)
+}
+
+/// Deletes a job that is done (its effect committed), so owners that purge what they enqueued
+/// can take its record too; a live job and a dead letter (which waits for an operator) stay.
+/// Returns whether it was deleted.
+pub fn delete_done(tx: &WriteTransaction, id: Id) -> Result<bool, StoreError> {
+    match load(tx, id)? {
+        Some(job) if job.status == JobStatus::Done => {
+            tx.open_table(tables::JOBS)?
+                .remove(id.to_bytes().as_slice())?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 fn save(tx: &WriteTransaction, job: &Job) -> Result<(), StoreError> {

@@ -24,7 +24,7 @@ use crate::id::Id;
 use crate::jobs::worker::{Handler, HandlerFuture};
 use crate::jobs::{Effect, Job, Outcome};
 use crate::store::keys::TenantId;
-use crate::store::{get_record, put_record, tables, Store, StoreError};
+use crate::store::{put_record, tables, Store, StoreError};
 use crate::webhooks::signature;
 
 /// Turns a notification into the request body (the API's JSON rendering).
@@ -167,20 +167,33 @@ impl Deliver {
         let (ntf, evd) = outbox::parse_job_payload(&job.payload)
             .ok_or_else(|| format!("malformed delivery payload {:?}", job.payload))?;
         let tenant = TenantId(job.tenant);
-        let (notification, dest) = {
+        let (notification, dest, row) = {
             let tx = self.store.read().map_err(|e| e.to_string())?;
             let n = outbox::get(&tx, tenant, ntf).map_err(|e| e.to_string())?;
             let d = destinations::get(&tx, tenant, evd).map_err(|e| e.to_string())?;
-            (n, d)
+            let r = outbox::delivery(&tx, tenant, ntf, evd).map_err(|e| e.to_string())?;
+            (n, d, r)
         };
         let (Some(notification), Some(dest)) = (notification, dest) else {
             // Nothing left to deliver (or nowhere to): the job is done.
             return Ok(Box::new(|_, _| Ok(Outcome::Done)));
         };
+        if row
+            .as_ref()
+            .is_some_and(|r| r.job.is_some_and(|j| j != job.id))
+        {
+            // Another job carries the delivery now (a resend after this one finished, and
+            // then this one was replayed): it delivers, this one would only repeat it.
+            return Ok(Box::new(|_, _| Ok(Outcome::Done)));
+        }
+        let start = Start {
+            job: job.id,
+            number: row.map_or(1, |r| r.last_attempt.saturating_add(1)),
+        };
         if dest.status == DestinationStatus::Disabled {
             let attempt = refused(crate::clock::now_ms(), "the destination is disabled".into());
             return Ok(Box::new(move |tx, _| {
-                update_row(tx, tenant, ntf, evd, attempt, DeliveryStatus::Failed)?;
+                update_row(tx, tenant, ntf, evd, attempt, DeliveryStatus::Failed, start)?;
                 Ok(Outcome::Done)
             }));
         }
@@ -190,7 +203,7 @@ impl Deliver {
         let attempt = self.attempt(&notification, &dest).await;
         let settings = Arc::clone(&self.settings);
         Ok(Box::new(move |tx, job| {
-            record_attempt(tx, job, tenant, ntf, evd, attempt, &settings)
+            record_attempt(tx, job, (tenant, ntf, evd), attempt, start, &settings)
         }))
     }
 
@@ -316,6 +329,27 @@ fn delivered(a: &DeliveryAttempt) -> bool {
     a.error.is_none() && a.status_code.is_some_and(|s| (200..300).contains(&s))
 }
 
+/// What an attempt started from: the job that made it and its number on the delivery row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    /// The job making the attempt.
+    pub job: Id,
+    /// `last_attempt + 1` of the row when the attempt started.
+    pub number: u32,
+}
+
+/// Whether an attempt's result may still move the row: the row is not delivered, its job is
+/// the one that made the attempt (or it names none yet), and no other result was recorded
+/// since the attempt started. Anything else is a stale completion.
+fn current(row: &Delivery, start: Start) -> bool {
+    row.status != DeliveryStatus::Delivered
+        && row.job.is_none_or(|j| j == start.job)
+        && row.last_attempt.saturating_add(1) == start.number
+}
+
+/// Records an attempt on the delivery row. A current attempt (see [`current`]) moves the row
+/// to `status`; a stale one is only kept in the history and moves nothing, so a row never goes
+/// back from `delivered` or from a newer result. Returns whether it was current.
 fn update_row(
     tx: &WriteTransaction,
     tenant: TenantId,
@@ -323,40 +357,58 @@ fn update_row(
     evd: Id,
     attempt: DeliveryAttempt,
     status: DeliveryStatus,
-) -> Result<(), StoreError> {
+    start: Start,
+) -> Result<bool, StoreError> {
     let key = outbox::delivery_key(tenant, ntf, evd);
     let mut table = tx.open_table(tables::DELIVERIES)?;
-    let mut row = get_record::<Delivery, _>(&table, key.as_slice())?.unwrap_or(Delivery {
-        notification: ntf,
-        destination: evd,
-        status,
-        attempts: Vec::new(),
+    let mut row = outbox::load_delivery(&table, &key)?.unwrap_or(Delivery {
+        last_attempt: start.number.saturating_sub(1),
+        ..Delivery::pending(ntf, evd, start.job)
     });
+    let fresh = current(&row, start);
     row.attempts.push(attempt);
+    // A stale attempt may have started before the latest recorded one.
+    row.attempts.sort_by_key(|a| a.at_ms);
     if row.attempts.len() > MAX_ATTEMPTS_KEPT {
         row.attempts.remove(0);
     }
-    row.status = status;
-    put_record(&mut table, &key, &row)
+    if fresh {
+        row.status = status;
+        row.job = Some(start.job);
+        row.last_attempt = start.number;
+    }
+    put_record(&mut table, &key, &row)?;
+    Ok(fresh)
 }
 
 /// The completion effect: the attempt on the delivery row, the destination's failure streak
-/// (disabling it after `disable_after_ms`), and what the job does next.
+/// (disabling it after `disable_after_ms`), and what the job does next. A stale attempt (see
+/// [`current`]) ends its job: the row belongs to a newer attempt or is delivered.
 fn record_attempt(
     tx: &WriteTransaction,
     job: &Job,
-    tenant: TenantId,
-    ntf: Id,
-    evd: Id,
+    (tenant, ntf, evd): (TenantId, Id, Id),
     attempt: DeliveryAttempt,
+    start: Start,
     settings: &Settings,
 ) -> Result<Outcome, StoreError> {
     let at_ms = attempt.at_ms;
     if delivered(&attempt) {
-        update_row(tx, tenant, ntf, evd, attempt, DeliveryStatus::Delivered)?;
+        if !update_row(
+            tx,
+            tenant,
+            ntf,
+            evd,
+            attempt,
+            DeliveryStatus::Delivered,
+            start,
+        )? {
+            return Ok(Outcome::Done);
+        }
         if let Some(mut d) = destinations::load(tx, tenant, evd)? {
             if d.failing_since_ms.is_some() {
                 d.failing_since_ms = None;
+                d.drop_expired_secrets(at_ms);
                 destination::save(tx, &d)?;
             }
         }
@@ -376,7 +428,9 @@ fn record_attempt(
     } else {
         DeliveryStatus::Failed
     };
-    update_row(tx, tenant, ntf, evd, attempt, status)?;
+    if !update_row(tx, tenant, ntf, evd, attempt, status, start)? {
+        return Ok(Outcome::Done);
+    }
     note_failure(tx, tenant, evd, at_ms, settings)?;
     let outcome = if next.is_some() { "retried" } else { "failed" };
     metrics::counter!("tally_deliveries_total", "outcome" => outcome).increment(1);
@@ -398,6 +452,7 @@ fn note_failure(
     let Some(mut d) = destinations::load(tx, tenant, evd)? else {
         return Ok(());
     };
+    d.drop_expired_secrets(at_ms);
     let since = *d.failing_since_ms.get_or_insert(at_ms);
     let disable = d.status == DestinationStatus::Enabled
         && at_ms.saturating_sub(since) >= settings.disable_after_ms;

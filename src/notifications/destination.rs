@@ -74,14 +74,57 @@ impl Destination {
             && self.event_types.iter().any(|t| t == "*" || t == event_type)
     }
 
-    /// The secrets that sign at `now_ms`: the current one and any rotated-out one still in
-    /// its overlap.
+    /// The secrets that sign at `now_ms`: the previous one while it is inside its overlap,
+    /// then the current one. Never more than two, whatever an older record still holds: a
+    /// receiver checks every signature it is sent, and each extra secret is one more key
+    /// that can still sign.
     pub fn signing_secrets(&self, now_ms: i64) -> Vec<&str> {
-        self.secrets
+        let previous = self
+            .secrets
             .iter()
-            .filter(|s| s.expires_at_ms.is_none_or(|e| e > now_ms))
+            .rev()
+            .find(|s| s.expires_at_ms.is_some_and(|e| e > now_ms));
+        let current = self
+            .secrets
+            .iter()
+            .rev()
+            .find(|s| s.expires_at_ms.is_none());
+        previous
+            .into_iter()
+            .chain(current)
             .map(|s| s.value.as_str())
             .collect()
+    }
+
+    /// Forgets the rotated-out secrets that no longer sign at `now_ms` (every write of the
+    /// destination does this, so an expired secret is not kept).
+    pub fn drop_expired_secrets(&mut self, now_ms: i64) {
+        self.secrets
+            .retain(|s| s.expires_at_ms.is_none_or(|e| e > now_ms));
+    }
+
+    /// Makes `secret` the current one. The secret it replaces keeps signing until
+    /// `now_ms + overlap_ms`; any older one is dropped at once, so a second rotation during an
+    /// overlap ends the first one's overlap: at most the current secret and one previous.
+    pub fn rotate(&mut self, secret: String, now_ms: i64, overlap_ms: i64) {
+        let until = now_ms.saturating_add(overlap_ms);
+        let previous = self
+            .secrets
+            .iter()
+            .rev()
+            .find(|s| s.expires_at_ms.is_none())
+            .cloned()
+            .map(|s| Secret {
+                expires_at_ms: Some(until),
+                ..s
+            })
+            .filter(|_| until > now_ms);
+        self.secrets = previous.into_iter().collect();
+        self.secrets.push(Secret {
+            value: secret,
+            created_at_ms: now_ms,
+            expires_at_ms: None,
+        });
     }
 }
 
@@ -119,4 +162,63 @@ pub fn subscribed(
         .into_iter()
         .filter(|d| d.wants(event_type))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn destination(now_ms: i64) -> Destination {
+        Destination {
+            id: Id::generate_at(now_ms),
+            tenant: 1,
+            url: "https://example.com/hook".into(),
+            event_types: vec!["*".into()],
+            description: None,
+            status: DestinationStatus::Enabled,
+            secrets: vec![Secret {
+                value: "whsec_0".into(),
+                created_at_ms: now_ms,
+                expires_at_ms: None,
+            }],
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            failing_since_ms: None,
+        }
+    }
+
+    #[test]
+    fn three_rotations_keep_the_current_secret_and_the_one_before_only() {
+        let t0 = 1_800_000_000_000;
+        let overlap = 60_000;
+        let mut d = destination(t0);
+        for (i, at) in [(1, t0), (2, t0 + 10), (3, t0 + 20)] {
+            d.rotate(format!("whsec_{i}"), at, overlap);
+        }
+        assert_eq!(d.secrets.len(), 2, "{:?}", d.secrets);
+        assert_eq!(d.signing_secrets(t0 + 30), ["whsec_2", "whsec_3"]);
+        assert_eq!(d.secrets[0].expires_at_ms, Some(t0 + 20 + overlap));
+        // The overlap ends: only the current one signs, and the next write forgets the other.
+        assert_eq!(d.signing_secrets(t0 + 20 + overlap), ["whsec_3"]);
+        d.drop_expired_secrets(t0 + 20 + overlap);
+        assert_eq!(d.secrets.len(), 1);
+        // Without an overlap the previous secret stops at once.
+        d.rotate("whsec_4".into(), t0 + overlap * 2, 0);
+        assert_eq!(d.signing_secrets(t0 + overlap * 2), ["whsec_4"]);
+        assert_eq!(d.secrets.len(), 1);
+    }
+
+    #[test]
+    fn an_older_record_with_several_rotated_secrets_signs_with_two_at_most() {
+        let t0 = 1_800_000_000_000;
+        let mut d = destination(t0);
+        d.secrets = (0..4)
+            .map(|i| Secret {
+                value: format!("whsec_{i}"),
+                created_at_ms: t0 + i,
+                expires_at_ms: (i < 3).then_some(t0 + 1000 + i),
+            })
+            .collect();
+        assert_eq!(d.signing_secrets(t0 + 10), ["whsec_2", "whsec_3"]);
+    }
 }

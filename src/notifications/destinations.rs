@@ -3,9 +3,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use redb::{ReadTransaction, WriteTransaction};
 
-use super::destination::{self, Destination, DestinationStatus, Secret};
+use super::destination::{self, Destination, DestinationStatus};
 use super::outbox::{self, Delivery, DeliveryStatus};
 use crate::id::Id;
 use crate::jobs::{self, Job};
@@ -213,13 +213,15 @@ impl Command for UpdateDestination {
         if let Some(description) = self.description {
             d.description = description;
         }
+        d.drop_expired_secrets(self.now_ms);
         d.updated_at_ms = self.now_ms;
         destination::save(tx, &d)?;
         Ok(Ok(d))
     }
 }
 
-/// Replaces a destination's secret; the previous one keeps signing for the overlap.
+/// Replaces a destination's secret; the previous one keeps signing for the overlap, and any
+/// older one stops at once (see [`Destination::rotate`]).
 #[derive(Clone)]
 pub struct RotateDestinationSecret {
     /// Whose.
@@ -243,17 +245,7 @@ impl Command for RotateDestinationSecret {
                 self.id.display(destination::PREFIX),
             )));
         };
-        let until = self.now_ms.saturating_add(self.overlap_ms);
-        for s in &mut d.secrets {
-            s.expires_at_ms = Some(s.expires_at_ms.map_or(until, |e| e.min(until)));
-        }
-        d.secrets
-            .retain(|s| s.expires_at_ms.is_none_or(|e| e > self.now_ms));
-        d.secrets.push(Secret {
-            value: self.secret,
-            created_at_ms: self.now_ms,
-            expires_at_ms: None,
-        });
+        d.rotate(self.secret, self.now_ms, self.overlap_ms);
         d.updated_at_ms = self.now_ms;
         destination::save(tx, &d)?;
         Ok(Ok(d))
@@ -261,7 +253,9 @@ impl Command for RotateDestinationSecret {
 }
 
 /// Delivers a notification again (to one destination, or to every one it was meant for),
-/// under the same notification id, so receivers that deduplicate still do.
+/// under the same notification id, so receivers that deduplicate still do. A delivery that is
+/// still live (queued, in flight or retrying) gets no second job: its job delivers it, and the
+/// answer names it as live.
 #[derive(Clone)]
 pub struct Resend {
     /// Whose.
@@ -274,9 +268,19 @@ pub struct Resend {
     pub now_ms: i64,
 }
 
+/// What a resend did, per destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resent {
+    /// The notification.
+    pub notification: Id,
+    /// Destinations that got a new delivery job.
+    pub queued: Vec<Id>,
+    /// Destinations whose delivery was still live: nothing was added.
+    pub live: Vec<Id>,
+}
+
 impl Command for Resend {
-    /// The notification and the destinations a new attempt is queued for.
-    type Output = Result<(Id, Vec<Id>), DestinationError>;
+    type Output = Result<Resent, DestinationError>;
 
     fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
         let found: Option<outbox::Notification> = get_record(
@@ -298,7 +302,8 @@ impl Command for Resend {
                 vec![id]
             }
             None => {
-                let existing = delivery_rows(tx, self.tenant, n.id)?;
+                let existing =
+                    outbox::rows_of(&tx.open_table(tables::DELIVERIES)?, self.tenant, n.id)?;
                 if existing.is_empty() {
                     destination::subscribed(tx, self.tenant, &n.event_type)?
                         .into_iter()
@@ -312,49 +317,64 @@ impl Command for Resend {
         if targets.is_empty() {
             return Ok(Err(DestinationError::NoDestination));
         }
-        for d in &targets {
-            requeue(tx, self.tenant, n.id, *d, self.now_ms)?;
+        let mut resent = Resent {
+            notification: n.id,
+            queued: Vec::new(),
+            live: Vec::new(),
+        };
+        for d in targets {
+            if requeue(tx, self.tenant, n.id, d, self.now_ms)? {
+                resent.queued.push(d);
+            } else {
+                resent.live.push(d);
+            }
         }
-        Ok(Ok((n.id, targets)))
+        Ok(Ok(resent))
     }
 }
 
-/// Marks a delivery pending again (keeping its attempts) and enqueues its job.
+/// Whether a delivery is still live: its job will still run (a row from before rows named
+/// their job: while it is pending).
+pub fn is_live(tx: &WriteTransaction, row: &Delivery) -> Result<bool, StoreError> {
+    match row.job {
+        Some(job) => Ok(jobs::load_in(tx, job)?.is_some_and(|j| j.status.is_live())),
+        None => Ok(row.status == DeliveryStatus::Pending),
+    }
+}
+
+/// Starts a new round of a finished delivery (keeping its attempts): pending again, carried by
+/// a new job, whose predecessor's record goes if it is done (a dead letter stays). A live
+/// delivery is left alone; returns whether a job was added.
 fn requeue(
     tx: &WriteTransaction,
     tenant: TenantId,
     notification: Id,
     destination: Id,
     now_ms: i64,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let key = outbox::delivery_key(tenant, notification, destination);
-    let mut table = tx.open_table(tables::DELIVERIES)?;
-    let mut row = get_record::<Delivery, _>(&table, key.as_slice())?.unwrap_or(Delivery {
-        notification,
-        destination,
-        status: DeliveryStatus::Pending,
-        attempts: Vec::new(),
-    });
-    row.status = DeliveryStatus::Pending;
-    put_record(&mut table, &key, &row)?;
-    let payload = outbox::job_payload(notification, destination);
-    jobs::enqueue(tx, &Job::new(tenant, outbox::DELIVER_JOB, payload, now_ms))
-}
-
-fn delivery_rows(
-    tx: &WriteTransaction,
-    tenant: TenantId,
-    notification: Id,
-) -> Result<Vec<Delivery>, StoreError> {
-    let table = tx.open_table(tables::DELIVERIES)?;
-    let lo = outbox::delivery_key(tenant, notification, Id::from_bytes([0; 16]));
-    let hi = outbox::delivery_key(tenant, notification, Id::from_bytes([0xFF; 16]));
-    let mut out = Vec::new();
-    for entry in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
-        let (_, v) = entry?;
-        out.push(codec::decode(v.value())?);
+    let found = outbox::load_delivery(&tx.open_table(tables::DELIVERIES)?, &key)?;
+    if let Some(row) = &found {
+        if is_live(tx, row)? {
+            return Ok(false);
+        }
+        if let Some(previous) = row.job {
+            jobs::delete_done(tx, previous)?;
+        }
     }
-    Ok(out)
+    let payload = outbox::job_payload(notification, destination);
+    let job = Job::new(tenant, outbox::DELIVER_JOB, payload, now_ms);
+    let row = match found {
+        Some(mut row) => {
+            row.status = DeliveryStatus::Pending;
+            row.job = Some(job.id);
+            row
+        }
+        None => Delivery::pending(notification, destination, job.id),
+    };
+    put_record(&mut tx.open_table(tables::DELIVERIES)?, &key, &row)?;
+    jobs::enqueue(tx, &job)?;
+    Ok(true)
 }
 
 /// A destination of a tenant, inside a write.

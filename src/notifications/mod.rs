@@ -6,9 +6,11 @@
 //! records a second one. Delivery to the tenant's destinations ([`destination`], managed by
 //! [`destinations`]) is a job per destination, enqueued in that same transaction and performed
 //! by [`delivery`]: signed, retried on its own schedule, at least once under one id.
+//! [`retention`] deletes old notifications once every delivery of theirs is finished.
 
 pub mod catalogue;
 pub mod delivery;
 pub mod destination;
 pub mod destinations;
 pub mod outbox;
+pub mod retention;

@@ -112,6 +112,69 @@ pub struct Delivery {
     pub status: DeliveryStatus,
     /// Every attempt, oldest first.
     pub attempts: Vec<DeliveryAttempt>,
+    /// The job that carries the delivery now: only its attempts change the status, so a job
+    /// it replaced can never move it (`None` on rows recorded before rows named their job).
+    pub job: Option<Id>,
+    /// The number of the last attempt whose result moved the status (every result counts,
+    /// unlike `attempts`, which keeps the latest [`MAX_ATTEMPTS_KEPT`]). An attempt starts as
+    /// number `last_attempt + 1`, and its result is recorded only while that is still next.
+    ///
+    /// [`MAX_ATTEMPTS_KEPT`]: super::delivery::MAX_ATTEMPTS_KEPT
+    pub last_attempt: u32,
+}
+
+impl Delivery {
+    /// A new pending delivery carried by `job`.
+    pub fn pending(notification: Id, destination: Id, job: Id) -> Self {
+        Delivery {
+            notification,
+            destination,
+            status: DeliveryStatus::Pending,
+            attempts: Vec::new(),
+            job: Some(job),
+            last_attempt: 0,
+        }
+    }
+}
+
+/// A delivery row as written before rows named their job and counted their attempts.
+#[derive(Deserialize)]
+struct DeliveryBeforeJobs {
+    notification: Id,
+    destination: Id,
+    status: DeliveryStatus,
+    attempts: Vec<DeliveryAttempt>,
+}
+
+/// Decodes a delivery row of either shape: today's, or one written before rows named their job
+/// (bincode is not self-describing: the older bytes end where today's fields would begin, so
+/// today's shape never decodes them and the older one never decodes today's).
+pub fn decode_delivery(bytes: &[u8]) -> Result<Delivery, StoreError> {
+    match codec::decode::<Delivery>(bytes) {
+        Ok(row) => Ok(row),
+        Err(e) => match codec::decode::<DeliveryBeforeJobs>(bytes) {
+            Ok(old) => Ok(Delivery {
+                notification: old.notification,
+                destination: old.destination,
+                status: old.status,
+                last_attempt: u32::try_from(old.attempts.len()).unwrap_or(u32::MAX),
+                attempts: old.attempts,
+                job: None,
+            }),
+            Err(_) => Err(e.into()),
+        },
+    }
+}
+
+/// One delivery row, inside a write.
+pub fn load_delivery(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &[u8],
+) -> Result<Option<Delivery>, StoreError> {
+    match table.get(key)? {
+        Some(v) => decode_delivery(v.value()).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// The key of a delivery row: tenant, notification, destination.
@@ -255,22 +318,29 @@ pub fn start_delivery(
     destination: Id,
     now_ms: i64,
 ) -> Result<(), StoreError> {
+    let job = Job::new(
+        tenant,
+        DELIVER_JOB,
+        job_payload(notification, destination),
+        now_ms,
+    );
     put_record(
         &mut tx.open_table(tables::DELIVERIES)?,
         &delivery_key(tenant, notification, destination),
-        &Delivery {
-            notification,
-            destination,
-            status: DeliveryStatus::Pending,
-            attempts: Vec::new(),
-        },
+        &Delivery::pending(notification, destination, job.id),
     )?;
-    let payload = format!(
-        "{}:{}",
-        notification.display(PREFIX),
-        destination.display(destination::PREFIX)
-    );
-    jobs::enqueue(tx, &Job::new(tenant, DELIVER_JOB, payload, now_ms))
+    jobs::enqueue(tx, &job)
+}
+
+/// One delivery row.
+pub fn delivery(
+    tx: &ReadTransaction,
+    tenant: TenantId,
+    notification: Id,
+    destination: Id,
+) -> Result<Option<Delivery>, StoreError> {
+    let table = tx.open_table(tables::DELIVERIES)?;
+    load_delivery(&table, &delivery_key(tenant, notification, destination))
 }
 
 /// One notification.
@@ -289,13 +359,21 @@ pub fn deliveries(
     tenant: TenantId,
     notification: Id,
 ) -> Result<Vec<Delivery>, StoreError> {
-    let table = tx.open_table(tables::DELIVERIES)?;
+    rows_of(&tx.open_table(tables::DELIVERIES)?, tenant, notification)
+}
+
+/// The delivery rows of one notification in a deliveries table (read or write).
+pub fn rows_of(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    tenant: TenantId,
+    notification: Id,
+) -> Result<Vec<Delivery>, StoreError> {
     let lo = delivery_key(tenant, notification, Id::from_bytes([0; 16]));
     let hi = delivery_key(tenant, notification, Id::from_bytes([0xFF; 16]));
     let mut out = Vec::new();
     for entry in table.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
         let (_, v) = entry?;
-        out.push(codec::decode(v.value())?);
+        out.push(decode_delivery(v.value())?);
     }
     Ok(out)
 }

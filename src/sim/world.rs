@@ -392,7 +392,34 @@ impl World {
         })?;
         work += self.drain()?;
         self.provider.set_calm(false);
-        Ok(format!("{work} deliveries and jobs"))
+        let purged = self.purge_notifications()?;
+        Ok(format!(
+            "{work} deliveries and jobs, {purged} old notifications purged"
+        ))
+    }
+
+    /// Notifications recorded before this instant may have been purged: the daemon's default
+    /// retention, as the purge task applies it.
+    pub fn notification_cutoff_ms(&self) -> i64 {
+        crate::config::NotificationsConfig::default().retention_cutoff_ms(self.now())
+    }
+
+    /// Runs the notification purge to the end of its walk, as the daemon's purge task does.
+    fn purge_notifications(&mut self) -> Result<usize, Violation> {
+        let cutoff_ms = self.notification_cutoff_ms();
+        let (mut after, mut purged) = (None, 0);
+        loop {
+            let pass = self.submit(crate::notifications::retention::PurgeNotifications {
+                cutoff_ms,
+                limit: 100,
+                after: after.take(),
+            })?;
+            purged += pass.purged;
+            match pass.next {
+                Some(next) => after = Some(next),
+                None => return Ok(purged),
+            }
+        }
     }
 
     fn drain(&mut self) -> Result<usize, Violation> {

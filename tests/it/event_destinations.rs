@@ -95,6 +95,14 @@ async fn destinations_are_created_listed_read_updated_and_rotated() {
     let after = d.get(&path).await;
     assert!(after.json.get("secret").is_none());
     assert_eq!(after.json["signing_secrets"], 2);
+    // A rotation during the overlap replaces the previous secret: still two, never more.
+    for key in ["evd-rot-2", "evd-rot-3"] {
+        let again = d
+            .post(&format!("{path}/rotate-secret"), Some(key), &json!({}))
+            .await;
+        assert_eq!(again.status, 200, "{}", again.json);
+        assert_eq!(again.json["signing_secrets"], 2, "{}", again.json);
+    }
 }
 
 #[tokio::test]
@@ -345,6 +353,8 @@ async fn a_created_customer_is_delivered_signed_and_resent_with_the_same_id() {
         )
         .await;
     assert_eq!(resent.status, 202, "{}", resent.json);
+    assert_eq!(resent.json["queued"], json!([evd]), "{}", resent.json);
+    assert_eq!(resent.json["live"], json!([]), "{}", resent.json);
     d.eventually("the resend", || async {
         hits.lock().expect("lock").len() == 2
     })
@@ -358,6 +368,58 @@ async fn a_created_customer_is_delivered_signed_and_resent_with_the_same_id() {
     })
     .await;
     assert!(d.metric("tally_deliveries_total").await >= 2.0);
+}
+
+/// A delivery still retrying is live: a resend adds no job (the receiver hears nothing more
+/// before the schedule's next attempt) and the answer says so.
+#[tokio::test]
+async fn resending_a_live_delivery_adds_no_second_delivery() {
+    let d = Daemon::start_with(
+        "[notifications]\nallow_http = true\nallow_private_targets = true\nretry_schedule_secs = [0, 3600]\n",
+    )
+    .await;
+    let (url, hits) = scripted(vec![500]).await;
+    let r = create(
+        &d,
+        "evd-live-resend",
+        json!({"url": url, "event_types": ["customer.created"]}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let evd = r.json["id"].as_str().expect("id").to_string();
+    d.customer("retrying-1", "USD").await;
+    d.eventually("the first attempt", || async {
+        !hits.lock().expect("lock").is_empty()
+    })
+    .await;
+    let ntf = webhook_ids(&hits)[0].clone();
+    let path = format!("/v1/notifications/{ntf}/deliveries");
+    d.eventually("the failure recorded", || async {
+        d.get(&path).await.json["data"][0]["attempts"]
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    for (key, body) in [
+        ("live-all", json!({})),
+        ("live-one", json!({"destination": evd})),
+    ] {
+        let resent = d
+            .post(&format!("/v1/notifications/{ntf}/resend"), Some(key), &body)
+            .await;
+        assert_eq!(resent.status, 202, "{}", resent.json);
+        assert_eq!(resent.json["live"], json!([evd]), "{}", resent.json);
+        assert_eq!(resent.json["queued"], json!([]), "{}", resent.json);
+        assert_eq!(resent.json["destinations"], json!([evd]), "{}", resent.json);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(hits.lock().expect("lock").len(), 1, "no second delivery");
+    let rows = d.get(&path).await;
+    assert_eq!(rows.json["data"][0]["status"], "pending", "{}", rows.json);
+    assert_eq!(
+        rows.json["data"][0]["attempts"].as_array().map(Vec::len),
+        Some(1)
+    );
 }
 
 #[tokio::test]
@@ -541,4 +603,216 @@ async fn a_tenant_has_at_most_fifty_destinations() {
     )
     .await
     .assert_problem(409, "destination_limit");
+}
+
+/// Writes notifications recorded `age_ms` ago straight into a stopped daemon's file (the API
+/// records only what happens now), each with a delivery to its destination when given.
+#[derive(Clone)]
+struct OldNotifications {
+    tenant: u64,
+    age_ms: i64,
+    items: Vec<(&'static str, Option<tally::id::Id>)>,
+}
+
+impl tally::store::writer::Command for OldNotifications {
+    type Output = Vec<String>;
+
+    fn apply(self, tx: &redb::WriteTransaction) -> Result<Vec<String>, tally::store::StoreError> {
+        use tally::notifications::outbox::{self, Notification, Subject};
+        use tally::store::keys::{self, TenantId};
+        let tenant = TenantId(self.tenant);
+        let at_ms = tally::clock::now_ms() - self.age_ms;
+        let mut ids = Vec::new();
+        for (i, (event_type, destination)) in self.items.into_iter().enumerate() {
+            let ms = at_ms + i as i64;
+            let tail = tally::id::Id::generate().0 & ((1u128 << 80) - 1);
+            let id = tally::id::Id((u128::from(ms as u64) << 80) | tail);
+            let n = Notification {
+                id,
+                tenant: tenant.0,
+                event_type: event_type.to_string(),
+                sequence: 1_000 + i as u64,
+                created_at_ms: ms,
+                customer: None,
+                subject: Subject::of("customer", id, &"an old customer")?,
+            };
+            tally::store::put_record(
+                &mut tx.open_table(tally::store::tables::NOTIFICATIONS)?,
+                &keys::tenant_id(tenant, id),
+                &n,
+            )?;
+            if let Some(d) = destination {
+                outbox::start_delivery(tx, tenant, id, d, ms)?;
+            }
+            ids.push(id.display(outbox::PREFIX));
+        }
+        Ok(ids)
+    }
+}
+
+/// Retention: notifications recorded before `retention_days` go once every delivery of theirs
+/// is over (GET answers 404, the list no longer shows them, in bounded passes of two); one
+/// whose delivery is still retrying stays, and so does a recent one.
+#[tokio::test]
+async fn old_notifications_are_purged_once_their_deliveries_are_over() {
+    let mut d = Daemon::start_with(
+        "[idempotency]\npurge_interval_ms = 100\npurge_batch_size = 2\n[notifications]\nallow_http = true\nallow_private_targets = true\nretention_days = 1\nretry_schedule_secs = [0, 3600]\n",
+    )
+    .await;
+    let (ok_url, ok_hits) = receiver().await;
+    let (bad_url, bad_hits) = scripted(vec![500; 10]).await;
+    let mut evd = Vec::new();
+    for (key, url, event_type) in [
+        ("evd-ok", &ok_url, "customer.created"),
+        ("evd-bad", &bad_url, "customer.updated"),
+    ] {
+        let r = create(&d, key, json!({"url": url, "event_types": [event_type]})).await;
+        assert_eq!(r.status, 201, "{}", r.json);
+        let id = r.json["id"].as_str().expect("id").to_string();
+        evd.push(tally::id::Id::parse(&id, "evd").expect("evd id"));
+    }
+    d.customer("recent", "USD").await;
+    d.eventually("the recent notification delivered", || async {
+        ok_hits.lock().expect("lock").len() == 1
+    })
+    .await;
+    d.stop();
+    let ids = {
+        let store = tally::migrate::open(&d.dir.path().join("tally.redb"), 1 << 22).expect("open");
+        let tenant = {
+            let tx = store.read().expect("read");
+            tally::tenants::list(&tx).expect("tenants")[0].0.id
+        };
+        store
+            .apply_one(OldNotifications {
+                tenant,
+                age_ms: 2 * 86_400_000,
+                items: vec![
+                    ("customer.updated", Some(evd[1])),
+                    ("invoice.voided", None),
+                    ("invoice.voided", None),
+                    ("customer.created", Some(evd[0])),
+                    ("invoice.voided", None),
+                ],
+            })
+            .expect("old notifications")
+    };
+    let (live, purged) = (&ids[0], &ids[1..]);
+    d.restart().await;
+    for id in purged {
+        let path = format!("/v1/notifications/{id}");
+        d.eventually("an old finished notification purged", || async {
+            d.get(&path).await.status == 404
+        })
+        .await;
+        d.get(&format!("{path}/deliveries"))
+            .await
+            .assert_problem(404, "resource_missing");
+    }
+    assert!(
+        ok_hits.lock().expect("lock").len() >= 2,
+        "the old one was delivered before it went"
+    );
+    assert!(!bad_hits.lock().expect("lock").is_empty());
+    assert_eq!(
+        d.get(&format!("/v1/notifications/{live}")).await.status,
+        200
+    );
+    let rows = d.get(&format!("/v1/notifications/{live}/deliveries")).await;
+    assert_eq!(rows.json["data"][0]["status"], "pending", "{}", rows.json);
+    let listed: Vec<String> = d.get("/v1/notifications?limit=500").await.json["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|n| n["id"].as_str().expect("id").to_string())
+        .collect();
+    assert!(listed.contains(live), "{listed:?}");
+    assert!(purged.iter().all(|p| !listed.contains(p)), "{listed:?}");
+    assert_eq!(
+        listed.len(),
+        2,
+        "the live old one and the recent one: {listed:?}"
+    );
+}
+
+/// A receiver that accepts connections and never answers, counting the connections open at
+/// once (closed when the client gives up).
+struct Hanging {
+    url: String,
+    most_open: Arc<std::sync::atomic::AtomicUsize>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn hanging() -> Hanging {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let open = Arc::new(AtomicUsize::new(0));
+    let most_open = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (most, count) = (Arc::clone(&most_open), Arc::clone(&accepted));
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            let open = Arc::clone(&open);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {}
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    Hanging {
+        url: format!("http://{addr}/hook"),
+        most_open,
+        accepted,
+    }
+}
+
+/// `notifications.max_in_flight_per_destination`: a receiver that hangs holds at most that
+/// many connections however many deliveries wait for it, and another destination meanwhile
+/// receives each of its deliveries at once.
+#[tokio::test]
+async fn a_hanging_receiver_holds_at_most_the_in_flight_limit_and_delays_no_other() {
+    use std::sync::atomic::Ordering;
+    let d = Daemon::start_with(
+        "[notifications]\nallow_http = true\nallow_private_targets = true\nmax_in_flight_per_destination = 2\nretry_schedule_secs = [0, 3600]\n",
+    )
+    .await;
+    let hang = hanging().await;
+    let (fast_url, fast_hits) = receiver().await;
+    for (key, url) in [("evd-hang", &hang.url), ("evd-fast", &fast_url)] {
+        let r = create(
+            &d,
+            key,
+            json!({"url": url, "event_types": ["customer.created"]}),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.json);
+    }
+    for i in 0..6 {
+        d.customer(&format!("hung-{i}"), "USD").await;
+        let started = std::time::Instant::now();
+        d.eventually("the healthy destination's delivery", || async {
+            fast_hits.lock().expect("lock").len() == i + 1
+        })
+        .await;
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(1000),
+            "delivery {i} to the healthy destination took {:?}",
+            started.elapsed()
+        );
+    }
+    // Past a timeout (1.5 s) and the postponed deliveries' next try: new connections replace
+    // the ones given up, never more than two at once.
+    d.eventually("connections after the first ones time out", || async {
+        hang.accepted.load(Ordering::SeqCst) >= 4
+    })
+    .await;
+    assert_eq!(hang.most_open.load(Ordering::SeqCst), 2);
 }

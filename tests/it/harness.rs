@@ -87,6 +87,9 @@ fn base_config() -> toml::Table {
         backoff_base_ms = 50
         backoff_max_ms = 400
         lease_ms = 2000
+        [notifications]
+        connect_timeout_ms = 500
+        timeout_ms = 1500
         [ledger]
         expiry_interval_ms = 100
     }

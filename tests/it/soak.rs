@@ -33,7 +33,10 @@ fn seed() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill9_soak_keeps_every_invariant() {
-    let mut d = Daemon::start_with("[jobs]\nlease_ms = 300\n").await;
+    let mut d = Daemon::start_with(
+        "[jobs]\nlease_ms = 300\n[notifications]\nconnect_timeout_ms = 100\ntimeout_ms = 250\n",
+    )
+    .await;
     let c = d.customer("soak", "USD").await;
     assert_eq!(
         d.post(

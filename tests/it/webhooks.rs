@@ -359,7 +359,7 @@ async fn an_out_of_order_pair_converges_to_the_in_order_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_crash_during_processing_processes_exactly_once_after_restart() {
     // A long first backoff keeps the delivery pending across the kill.
-    let mut d = Daemon::start_with("[jobs]\nbackoff_base_ms = 300\nlease_ms = 500\n").await;
+    let mut d = Daemon::start_with("[jobs]\nbackoff_base_ms = 300\nlease_ms = 500\n[notifications]\nconnect_timeout_ms = 200\ntimeout_ms = 400\n").await;
     let ep = endpoint(&d, "standard").await;
     let usage = json!({"type": "usage.recorded", "data": {"events": [
         {"id": "k1", "customer": "crashy", "type": "call"}, {"id": "k2", "customer": "crashy", "type": "call"}]}}).to_string();

@@ -218,6 +218,34 @@ impl World {
         rows.remove(0)
     }
 
+    fn resend(&self) -> destinations::Resent {
+        self.store
+            .apply_one(destinations::Resend {
+                tenant: TENANT,
+                notification: self.notification.id,
+                destination: None,
+                now_ms: crate::clock::now_ms(),
+            })
+            .expect("resend")
+            .expect("resent")
+    }
+
+    /// Every delivery job, as stored.
+    fn delivery_jobs(&self) -> Vec<Job> {
+        use redb::ReadableTable;
+        let tx = self.store.read().expect("read");
+        let table = tx.open_table(tables::JOBS).expect("jobs");
+        let mut out = Vec::new();
+        for entry in table.iter().expect("iter") {
+            let (_, v) = entry.expect("entry");
+            let job: Job = crate::store::codec::decode(v.value()).expect("job");
+            if job.kind == outbox::DELIVER_JOB {
+                out.push(job);
+            }
+        }
+        out
+    }
+
     fn destination_now(&self) -> Destination {
         let tx = self.store.read().expect("read");
         destinations::get(&tx, TENANT, self.destination.id)
@@ -375,6 +403,50 @@ async fn during_a_rotation_both_secrets_sign() {
     assert!(parts.contains(&independent_signature(&new, id, ts, body).as_str()));
 }
 
+/// Three rotations: while the overlap lasts the current secret and the one before sign, and
+/// nothing older; once it has passed only the current one.
+#[tokio::test]
+async fn three_rotations_sign_with_the_current_and_the_previous_secret_only() {
+    let (base, got) = receiver(Vec::new()).await;
+    let overlap_ms = 3_600_000;
+    for (age_ms, signing) in [(0, 2), (2 * overlap_ms, 1)] {
+        let w = world(&format!("{base}/hook"), settings(vec![0]));
+        let at = crate::clock::now_ms() - age_ms;
+        let mut made = vec![w.destination.secrets[0].value.clone()];
+        for i in 0..3 {
+            let new = secret();
+            w.store
+                .apply_one(destinations::RotateDestinationSecret {
+                    tenant: TENANT,
+                    id: w.destination.id,
+                    secret: new.clone(),
+                    now_ms: at + i,
+                    overlap_ms,
+                })
+                .expect("rotate")
+                .expect("found");
+            made.push(new);
+        }
+        assert_eq!(w.destination_now().secrets.len(), 2, "at most one previous");
+        let (c, _) = w.run_once().await;
+        assert_eq!(c, Completion::Done);
+        let hits = got.lock().expect("lock").hits.clone();
+        let (h, body) = hits.last().expect("a request");
+        let (id, ts) = (header(h, "webhook-id"), header(h, "webhook-timestamp"));
+        let mut sent: Vec<&str> = header(h, "webhook-signature").split(' ').collect();
+        let mut expected: Vec<String> = made[made.len() - signing..]
+            .iter()
+            .map(|s| independent_signature(s, id, ts, body))
+            .collect();
+        sent.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(
+            sent, expected,
+            "{signing} secret(s) sign, {age_ms} ms after"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_destination_failing_past_the_limit_is_disabled_and_that_is_recorded() {
     let (base, _got) = receiver(vec![500; 10]).await;
@@ -447,17 +519,9 @@ async fn a_resend_keeps_the_attempts_and_the_webhook_id() {
     let (base, got) = receiver(Vec::new()).await;
     let w = world(&format!("{base}/hook"), settings(vec![0]));
     w.run_once().await;
-    let targets = w
-        .store
-        .apply_one(destinations::Resend {
-            tenant: TENANT,
-            notification: w.notification.id,
-            destination: None,
-            now_ms: crate::clock::now_ms(),
-        })
-        .expect("resend")
-        .expect("resent");
-    assert_eq!(targets, (w.notification.id, vec![w.destination.id]));
+    let resent = w.resend();
+    assert_eq!(resent.queued, [w.destination.id]);
+    assert!(resent.live.is_empty());
     assert_eq!(w.delivery().status, DeliveryStatus::Pending);
     let (c, _) = w.run_once().await;
     assert_eq!(c, Completion::Done);
@@ -531,4 +595,140 @@ async fn the_client_refuses_names_that_resolve_to_private_addresses() {
     let (c, _) = w.run_once().await;
     assert_eq!(c, Completion::Done);
     assert_eq!(got.lock().expect("lock").hits.len(), 1);
+}
+
+/// A resend while the delivery is queued or retrying adds no job and answers that it is live;
+/// once it is delivered, a resend starts a new round under a new job (the finished one goes).
+#[tokio::test]
+async fn a_resend_of_a_live_delivery_adds_no_job() {
+    let (base, got) = receiver(vec![500]).await;
+    let w = world(&format!("{base}/hook"), settings(vec![0, 3_600_000]));
+    let live = |r: destinations::Resent| {
+        assert!(r.queued.is_empty(), "{r:?}");
+        assert_eq!(r.live, [w.destination.id]);
+    };
+    live(w.resend());
+    assert_eq!(w.delivery_jobs().len(), 1, "queued: no second job");
+    let (c, _) = w.run_once().await;
+    assert!(matches!(c, Completion::Retrying(_)), "{c:?}");
+    live(w.resend());
+    assert_eq!(w.delivery_jobs().len(), 1, "retrying: no second job");
+    let (c, first) = w.run_once().await;
+    assert_eq!(c, Completion::Done);
+    assert_eq!(w.delivery().status, DeliveryStatus::Delivered);
+    assert_eq!(got.lock().expect("lock").hits.len(), 2);
+    let resent = w.resend();
+    assert_eq!(resent.queued, [w.destination.id]);
+    let jobs = w.delivery_jobs();
+    assert_eq!(jobs.len(), 1, "the finished job goes with its round");
+    assert_ne!(jobs[0].id, first.id);
+    assert_eq!(jobs[0].status, JobStatus::Pending);
+    let row = w.delivery();
+    assert_eq!(
+        (row.status, row.job, row.last_attempt),
+        (DeliveryStatus::Pending, Some(jobs[0].id), 2)
+    );
+    let (c, _) = w.run_once().await;
+    assert_eq!(c, Completion::Done);
+    assert_eq!(w.delivery().last_attempt, 3);
+}
+
+/// A row as written before rows named their job, for the duplicate jobs an older resend made.
+#[derive(Clone)]
+struct Unowned(TenantId, Id, Id);
+
+impl Command for Unowned {
+    type Output = ();
+
+    fn apply(self, tx: &WriteTransaction) -> Result<(), StoreError> {
+        let Unowned(tenant, ntf, evd) = self;
+        let mut row = Delivery::pending(ntf, evd, Id::generate());
+        row.job = None;
+        put_record(
+            &mut tx.open_table(tables::DELIVERIES)?,
+            &outbox::delivery_key(tenant, ntf, evd),
+            &row,
+        )?;
+        crate::jobs::enqueue(
+            tx,
+            &Job::new(
+                tenant,
+                outbox::DELIVER_JOB,
+                outbox::job_payload(ntf, evd),
+                0,
+            ),
+        )
+    }
+}
+
+/// Two jobs carry one delivery and race: the first delivers, the second's failure completes
+/// afterwards. The row stays delivered and the late job ends instead of retrying.
+#[tokio::test]
+async fn a_stale_completion_never_downgrades_a_delivered_row() {
+    let (base, got) = receiver(vec![200, 500]).await;
+    let w = world(&format!("{base}/hook"), settings(vec![0, 10, 10]));
+    w.store
+        .apply_one(Unowned(TENANT, w.notification.id, w.destination.id))
+        .expect("second job");
+    let leased = w
+        .store
+        .apply_one(LeaseJobs {
+            now_ms: crate::clock::now_ms() + 86_400_000,
+            lease_ms: 60_000,
+            limit: 2,
+        })
+        .expect("lease");
+    assert_eq!(leased.len(), 2);
+    // Both start before either completes; the first to reach the receiver gets the 200.
+    let mut effects = Vec::new();
+    for job in &leased {
+        effects.push((job.clone(), w.handler.run(job.clone()).await));
+    }
+    assert_eq!(got.lock().expect("lock").hits.len(), 2);
+    let mut completions = Vec::new();
+    for (job, effect) in effects {
+        completions.push(
+            w.store
+                .apply_one(CompleteJob {
+                    id: job.id,
+                    lease_until_ms: job.due_at_ms,
+                    effect,
+                    now_ms: crate::clock::now_ms(),
+                    retry: RetryPolicy {
+                        max_attempts: 99,
+                        base_ms: 1,
+                        max_ms: 1,
+                    },
+                    jitter_seed: 0,
+                    aborted: false,
+                    on_dead: None,
+                })
+                .expect("complete"),
+        );
+    }
+    assert_eq!(completions, [Completion::Done, Completion::Done]);
+    let row = w.delivery();
+    assert_eq!(row.status, DeliveryStatus::Delivered);
+    assert_eq!(row.job, Some(leased[0].id));
+    assert_eq!(row.last_attempt, 1);
+    assert_eq!(
+        row.attempts.len(),
+        2,
+        "the late attempt is shown, not applied"
+    );
+    assert!(w.delivery_jobs().iter().all(|j| !j.status.is_live()));
+}
+
+#[test]
+fn only_the_next_attempt_of_the_carrying_job_moves_a_row() {
+    let (a, b) = (Id::generate(), Id::generate());
+    let mut row = Delivery::pending(Id::generate(), Id::generate(), a);
+    row.last_attempt = 2;
+    assert!(current(&row, Start { job: a, number: 3 }));
+    assert!(!current(&row, Start { job: a, number: 2 }), "older attempt");
+    assert!(!current(&row, Start { job: b, number: 3 }), "another job");
+    row.job = None;
+    assert!(current(&row, Start { job: b, number: 3 }), "an older row");
+    row.status = DeliveryStatus::Delivered;
+    assert!(!current(&row, Start { job: b, number: 3 }), "delivered");
 }
