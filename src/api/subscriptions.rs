@@ -40,7 +40,13 @@ pub struct CreateSubscriptionRequest {
     pub trial_end: Option<String>,
     /// The trial lasts this many days from `start_at` (1 to 730).
     pub trial_days: Option<u32>,
+    /// The minimum commitment per full period for this subscription, minor units (0 to 10^15);
+    /// overrides the plan's.
+    pub minimum_minor: Option<i64>,
 }
+
+/// Largest minimum commitment, minor units (as on plans).
+pub const MAX_MINIMUM_MINOR: i64 = 1_000_000_000_000_000;
 
 /// Longest trial, in days.
 pub const MAX_TRIAL_DAYS: u32 = 730;
@@ -88,6 +94,8 @@ pub struct SubscriptionResponse {
     pub scheduled_change: Option<PhaseBody>,
     /// When the trial ends (RFC 3339), if it has one.
     pub trial_end: Option<String>,
+    /// The subscription's own minimum commitment per period (overrides the plan's).
+    pub minimum_minor: Option<i64>,
     /// RFC 3339.
     pub start_at: String,
     /// RFC 3339.
@@ -148,6 +156,7 @@ pub fn response_at(
             .map(|p| phase_body(sub, sub.phases.len() - 1, p)),
         phases,
         trial_end: sub.trial_end_ms.map(rfc),
+        minimum_minor: sub.minimum_minor,
         start_at: rfc(sub.start_at_ms),
         billing_anchor: rfc(sub.anchor_ms),
         next_period: plan
@@ -307,6 +316,20 @@ pub async fn create(
     );
     if let Some(t) = trial_end_ms {
         sub = sub.with_trial(t);
+    }
+    if let Some(m) = req.minimum_minor {
+        if !(0..=MAX_MINIMUM_MINOR).contains(&m) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "value_out_of_range",
+                format!("minimum_minor: must be between 0 and {MAX_MINIMUM_MINOR}"),
+            )
+            .field(
+                "minimum_minor",
+                format!("must be between 0 and {MAX_MINIMUM_MINOR}"),
+            ));
+        }
+        sub.minimum_minor = Some(m);
     }
     idempotent::run(
         &state,

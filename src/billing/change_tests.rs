@@ -52,6 +52,11 @@ struct World {
 }
 
 fn world(trial_end: Option<i64>) -> World {
+    world_with(trial_end, None)
+}
+
+/// A world whose subscription may have its own minimum commitment.
+fn world_with(trial_end: Option<i64>, minimum_minor: Option<i64>) -> World {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&dir.path().join("c.redb"), 1 << 22).expect("open");
     let customer = crate::customers::create_for_test(&store, TENANT, "c", T0).id;
@@ -114,6 +119,7 @@ fn world(trial_end: Option<i64>) -> World {
     if let Some(t) = trial_end {
         sub = sub.with_trial(t);
     }
+    sub.minimum_minor = minimum_minor;
     let sub_id = sub.id;
     store
         .apply_one(CreateSubscription {
@@ -657,5 +663,101 @@ fn ending_a_trial_after_some_of_its_periods_closed_keeps_them_and_bills_every_pa
     let fees: i64 = all.iter().map(|i| i.subtotal_minor).sum();
     // Paid days [0.8, 1.8), [1.8, 2.8) and [2.8, 3.8) in advance.
     assert_eq!(fees, 3000);
+    verify_all(&w);
+}
+
+fn preview(
+    w: &World,
+    plan: usize,
+    effective: Effective,
+    proration: Proration,
+    now_ms: i64,
+) -> super::change::Preview {
+    let tx = w.store.read().expect("read");
+    let s = subscription::get(&tx, TENANT, w.sub)
+        .expect("read")
+        .expect("sub");
+    let req = ChangeRequest {
+        plan: w.plans[plan].id,
+        effective,
+        proration,
+        change: Id::generate_at(now_ms),
+        now_ms,
+    };
+    super::change::preview(&tx, TENANT, &s, &req, &POLICY)
+        .expect("store")
+        .expect("previewed")
+}
+
+/// (kind, amount, start, end) of each line.
+fn shape(lines: &[invoice::Line]) -> Vec<(LineKind, i64, i64, i64)> {
+    lines
+        .iter()
+        .map(|l| (l.kind, l.amount_minor, l.period_start_ms, l.period_end_ms))
+        .collect()
+}
+
+#[test]
+fn a_preview_equals_the_invoice_billed_at_period_end_and_with_a_coupon_and_a_minimum() {
+    let w = world_with(None, Some(5000));
+    run(&w, T0);
+    ingest(&w, &[(1, T0 + 1000)]);
+    // A 10 % coupon for ever, and a subscription minimum far above the day's charges.
+    w.store
+        .apply_one(super::coupon::CreateCoupon {
+            tenant: TENANT,
+            coupon: super::coupon::Coupon {
+                id: Id::generate(),
+                code: "TEN".into(),
+                name: None,
+                off: super::coupon::Off::Percent(Stored(Decimal::new(10, 0))),
+                duration: super::coupon::Duration::Forever,
+                max_redemptions: None,
+                redeem_by_ms: None,
+                applies_to: super::coupon::AppliesTo::default(),
+                times_redeemed: 0,
+                created_at_ms: T0,
+            },
+        })
+        .expect("store")
+        .expect("coupon");
+    w.store
+        .apply_one(super::discount::ApplyDiscount {
+            tenant: TENANT,
+            id: Id::generate_at(T0 + 2000),
+            coupon: "TEN".into(),
+            target: super::discount::Target::Subscription(w.sub),
+            now_ms: T0 + 2000,
+        })
+        .expect("store")
+        .expect("discount");
+    // Downgrade to metered at the period's end: the closing invoice carries no advance fee.
+    let now = T0 + DAY_MS / 3;
+    let seen = preview(&w, 2, Effective::PeriodEnd, Proration::Prorate, now);
+    assert_eq!(seen.effective_at_ms, T0 + DAY_MS);
+    change(&w, 2, Effective::PeriodEnd, Proration::Prorate, now).expect("scheduled");
+    run(&w, T0 + DAY_MS);
+    let day0 = invoices(&w)
+        .into_iter()
+        .find(|i| i.kind == invoice::InvoiceKind::Period && i.period_start_ms == T0)
+        .expect("day 0");
+    assert_eq!(shape(&seen.lines), shape(&day0.lines), "period end");
+    assert!(day0.lines.iter().any(|l| l.kind == LineKind::Discount));
+    assert!(day0
+        .lines
+        .iter()
+        .any(|l| l.kind == LineKind::MinimumCommitment));
+    // An upgrade now with invoice_now, previewed then made: the part invoice equals it.
+    let now = T0 + DAY_MS + DAY_MS / 2;
+    ingest(&w, &[(2, T0 + DAY_MS + 1000)]);
+    let seen = preview(&w, 1, Effective::Now, Proration::InvoiceNow, now);
+    assert!(seen.immediate);
+    let done = change(&w, 1, Effective::Now, Proration::InvoiceNow, now).expect("changed");
+    let part = invoices(&w)
+        .into_iter()
+        .find(|i| i.id == done.invoices[done.invoices.len() - 1])
+        .expect("part");
+    assert_eq!(shape(&seen.lines), shape(&part.lines), "invoice now");
+    assert!(part.lines.iter().any(|l| l.kind == LineKind::Discount));
     verify_all(&w);
 }

@@ -190,6 +190,28 @@ async fn trial_convert_upgrade_downgrade_cancel_and_resume_line_by_line() {
         .await;
     assert_eq!(again.json, up.json);
 
+    // A 10 % coupon for ever, from this period on.
+    let coupon = d
+        .post(
+            "/v1/coupons",
+            Some("coupon"),
+            &json!({"code": "TEN", "percent_off": "10", "duration": "forever"}),
+        )
+        .await;
+    assert_eq!(coupon.status, 201, "{}", coupon.json);
+    let applied = d
+        .post(
+            &format!("/v1/subscriptions/{sub}/discounts"),
+            Some("apply"),
+            &json!({"coupon": "TEN"}),
+        )
+        .await;
+    assert!(
+        applied.status == 200 || applied.status == 201,
+        "{}",
+        applied.json
+    );
+
     // Downgrade back to basic at the period end.
     let down = d
         .post(
@@ -211,6 +233,9 @@ async fn trial_convert_upgrade_downgrade_cancel_and_resume_line_by_line() {
     assert_eq!(all.len(), 3);
     let mut day2 = expected_day2.clone();
     day2.push(line("fixed_fee", 1000, end)); // day 3 on basic, in advance
+                                             // 10 % of the usage and fees (0.10 + 0.05 + 15.00 + 10.00 = 25.15; credits are not
+                                             // discounted): 2.515, rounded once half away from zero.
+    day2.push(line("discount", -252, start + 2 * DAY_MS));
     assert_eq!(lines(&all[2]), day2);
 
     // Cancel at period end, resume, cancel again: each a transition of its own.
