@@ -5,6 +5,7 @@
 
 pub mod customers;
 pub mod dead_letters;
+pub mod documents;
 pub mod event_destinations;
 pub mod events;
 pub mod extract;
@@ -123,6 +124,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/invoices/{id}", get(invoices::get))
         .route("/v1/invoices/{id}/void", post(invoices::void))
         .route("/v1/invoices/{id}/verify", get(invoices::verify))
+        .route("/v1/invoices/{id}/document", get(documents::document))
         .route(
             "/v1/customers/{id}/upcoming-invoice",
             get(invoices::upcoming),

@@ -8,9 +8,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    customers, dead_letters, event_destinations, events, grants, health, invoices, ledger, meters,
-    notifications, pagination, payments, plans, problem, subscription_changes, subscriptions,
-    usage, webhooks,
+    customers, dead_letters, documents, event_destinations, events, grants, health, invoices,
+    ledger, meters, notifications, pagination, payments, plans, problem, subscription_changes,
+    subscriptions, usage, webhooks,
 };
 
 /// The document's root.
@@ -64,6 +64,7 @@ use super::{
         invoices::get,
         invoices::void,
         invoices::verify,
+        documents::document,
         invoices::upcoming,
         event_destinations::create,
         event_destinations::list,
@@ -154,6 +155,7 @@ use super::{
         invoices::ClosedBody,
         invoices::SkippedBody,
         invoices::EmptyRequest,
+        documents::PdfFile,
         event_destinations::CreateDestinationRequest,
         event_destinations::UpdateDestinationRequest,
         event_destinations::DestinationResponse,
@@ -261,6 +263,7 @@ const OPERATION_IDS: &[(&str, &str, &str)] = &[
     ("get", "/v1/invoices/{id}", "getInvoice"),
     ("post", "/v1/invoices/{id}/pay", "payInvoice"),
     ("get", "/v1/invoices/{id}/verify", "verifyInvoice"),
+    ("get", "/v1/invoices/{id}/document", "getInvoiceDocument"),
     ("post", "/v1/invoices/{id}/void", "voidInvoice"),
     ("get", "/v1/journal-entries", "listJournalEntries"),
     ("post", "/v1/journal-entries", "createJournalEntry"),

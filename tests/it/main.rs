@@ -11,6 +11,7 @@ mod corpus;
 mod crash;
 mod customer_update;
 mod customers;
+mod documents;
 mod errors;
 mod event_destinations;
 mod fake_stripe;
