@@ -247,6 +247,31 @@ mod tests {
     }
 
     #[test]
+    fn tax_rows_notes_and_a_status_other_than_finalized_are_shown() {
+        use crate::documents::model::TaxRow;
+        let mut doc = sample("de-DE", "EUR");
+        doc.tax_rows = vec![TaxRow {
+            label: "USt.".to_string(),
+            percentage: "19 %".to_string(),
+            net_minor: 100_000,
+            tax_minor: 19_000,
+        }];
+        doc.tax_minor = 19_000;
+        doc.total_minor = 119_000;
+        doc.status = "void".to_string();
+        doc.notes = vec!["Steuerschuldnerschaft des Leistungsempfängers".to_string()];
+        let html = render(&doc);
+        assert!(html.contains("USt. 19 % of 1.000,00\u{a0}€"));
+        assert!(html.contains("190,00\u{a0}€"));
+        assert!(html.contains("1.190,00\u{a0}€"));
+        assert!(html.contains("Steuerschuldnerschaft des Leistungsempfängers"));
+        assert!(html.contains("<p class=\"status\">void</p>"));
+        assert!(crate::documents::pdf::render(&doc)
+            .unwrap()
+            .starts_with(b"%PDF-"));
+    }
+
+    #[test]
     fn shows_lines_and_totals_for_the_locale() {
         let html = render(&sample("en-US", "USD"));
         assert!(html.contains("Acme Corporation"));
