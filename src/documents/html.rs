@@ -161,18 +161,6 @@ fn line_row(out: &mut String, doc: &Document, line: &DocLine) {
 
 fn totals(out: &mut String, doc: &Document) {
     out.push_str("<table class=\"totals\">");
-    if !doc.tax_rows.is_empty() {
-        for row in &doc.tax_rows {
-            let _ = write!(
-                out,
-                "<tr class=\"muted\"><td>{} {} of {}</td><td class=\"num\">{}</td></tr>",
-                escape(&row.label),
-                escape(&row.percentage),
-                escape(&doc.money(row.net_minor)),
-                escape(&doc.money(row.tax_minor)),
-            );
-        }
-    }
     for (label, amount) in doc.totals() {
         let _ = write!(
             out,
@@ -261,7 +249,8 @@ mod tests {
         doc.status = "void".to_string();
         doc.notes = vec!["Steuerschuldnerschaft des Leistungsempfängers".to_string()];
         let html = render(&doc);
-        assert!(html.contains("USt. 19 % of 1.000,00\u{a0}€"));
+        assert!(html.contains("USt. 19 % on 1.000,00\u{a0}€"));
+        assert_eq!(html.matches("USt.").count(), 1, "each tax once");
         assert!(html.contains("190,00\u{a0}€"));
         assert!(html.contains("1.190,00\u{a0}€"));
         assert!(html.contains("Steuerschuldnerschaft des Leistungsempfängers"));

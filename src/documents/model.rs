@@ -331,12 +331,18 @@ impl Document {
         format!("{}-{stem}.{extension}", self.kind.file_stem())
     }
 
-    /// The rows of the totals block, label and amount, in order.
+    /// The rows of the totals block, label and amount, in order: subtotal, each tax with the
+    /// amount it is levied on, total, credits applied.
     pub fn totals(&self) -> Vec<(String, String)> {
         let mut rows = vec![("Subtotal".to_string(), self.money(self.subtotal_minor))];
         for row in &self.tax_rows {
             rows.push((
-                format!("{} {}", row.label, row.percentage),
+                format!(
+                    "{} {} on {}",
+                    row.label,
+                    row.percentage,
+                    self.money(row.net_minor)
+                ),
                 self.money(row.tax_minor),
             ));
         }

@@ -454,26 +454,14 @@ fn line_row(p: &mut Pages, doc: &Document, line: &DocLine) {
 
 fn totals(p: &mut Pages, doc: &Document) {
     let label_x = 330.0;
-    let mut rows: Vec<(String, String, bool)> = doc
-        .tax_rows
-        .iter()
-        .map(|r| {
-            (
-                format!("{} {} of {}", r.label, r.percentage, doc.money(r.net_minor)),
-                doc.money(r.tax_minor),
-                true,
-            )
-        })
-        .collect();
-    rows.extend(doc.totals().into_iter().map(|(l, a)| (l, a, false)));
+    let rows = doc.totals();
     let height = rows.len() as f32 * LEAD + 40.0;
     p.y += 12.0;
     p.ensure(height);
-    for (label, amount, muted) in rows {
-        let color = if muted { MUTED } else { INK };
+    for (label, amount) in rows {
         let y = p.y + BODY;
-        p.text(label_x, y, BODY, Weight::Regular, color, &label);
-        p.text_right(RIGHT, y, BODY, Weight::Regular, color, &amount);
+        p.text(label_x, y, BODY, Weight::Regular, INK, &label);
+        p.text_right(RIGHT, y, BODY, Weight::Regular, INK, &amount);
         p.y += LEAD + 2.0;
     }
     p.y += 2.0;
