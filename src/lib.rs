@@ -17,6 +17,7 @@ pub mod country;
 pub mod currency;
 pub mod customers;
 pub mod decimal;
+pub mod documents;
 pub mod id;
 pub mod idempotency;
 pub mod identity;

@@ -6,6 +6,7 @@
 pub mod coupons;
 pub mod customers;
 pub mod dead_letters;
+pub mod documents;
 pub mod event_destinations;
 pub mod events;
 pub mod extract;
@@ -142,6 +143,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/invoices/{id}", get(invoices::get))
         .route("/v1/invoices/{id}/void", post(invoices::void))
         .route("/v1/invoices/{id}/verify", get(invoices::verify))
+        .route("/v1/invoices/{id}/document", get(documents::document))
         .route(
             "/v1/customers/{id}/upcoming-invoice",
             get(invoices::upcoming),

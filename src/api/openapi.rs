@@ -8,9 +8,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    coupons, customers, dead_letters, event_destinations, events, grants, health, invoices, ledger,
-    meters, notifications, pagination, parties, payments, plans, problem, subscription_changes,
-    subscriptions, tenant_settings, usage, webhooks,
+    coupons, customers, dead_letters, documents, event_destinations, events, grants, health,
+    invoices, ledger, meters, notifications, pagination, parties, payments, plans, problem,
+    subscription_changes, subscriptions, tenant_settings, usage, webhooks,
 };
 
 /// The document's root.
@@ -73,6 +73,7 @@ use super::{
         invoices::get,
         invoices::void,
         invoices::verify,
+        documents::document,
         invoices::upcoming,
         tenant_settings::get,
         tenant_settings::update,
@@ -180,6 +181,7 @@ use super::{
         invoices::ClosedBody,
         invoices::SkippedBody,
         invoices::EmptyRequest,
+        documents::PdfFile,
         event_destinations::CreateDestinationRequest,
         event_destinations::UpdateDestinationRequest,
         event_destinations::DestinationResponse,
@@ -287,6 +289,7 @@ const OPERATION_IDS: &[(&str, &str, &str)] = &[
     ("get", "/v1/invoices/{id}", "getInvoice"),
     ("post", "/v1/invoices/{id}/pay", "payInvoice"),
     ("get", "/v1/invoices/{id}/verify", "verifyInvoice"),
+    ("get", "/v1/invoices/{id}/document", "getInvoiceDocument"),
     ("post", "/v1/invoices/{id}/void", "voidInvoice"),
     ("get", "/v1/journal-entries", "listJournalEntries"),
     ("post", "/v1/journal-entries", "createJournalEntry"),

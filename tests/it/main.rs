@@ -12,6 +12,7 @@ mod coupons;
 mod crash;
 mod customer_update;
 mod customers;
+mod documents;
 mod errors;
 mod event_destinations;
 mod fake_stripe;

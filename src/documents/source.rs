@@ -1,0 +1,150 @@
+//! Where a document's parties come from: the buyer and seller snapshotted onto the invoice when
+//! it was issued (so later edits of the customer or the tenant's settings never change an issued
+//! document), with the logo the invoice was issued with. An invoice issued before snapshots
+//! existed falls back to the customer record as it reads now and an empty seller.
+
+use redb::ReadTransaction;
+
+use crate::billing::invoice::Invoice;
+use crate::billing::snapshot::{Buyer, Seller};
+use crate::customers::{self, Customer};
+use crate::store::keys::TenantId;
+use crate::store::{tables, StoreError};
+
+use super::model::{Document, Logo, LogoType, Party, PartyTaxId, PostalAddress};
+
+/// The locale of a customer without one: English, US conventions.
+pub const DEFAULT_LOCALE: &str = "en-US";
+
+/// The document of a stored invoice, addressed and written as it was issued.
+pub fn invoice_document(
+    tx: &ReadTransaction,
+    tenant: TenantId,
+    invoice: &Invoice,
+) -> Result<Document, StoreError> {
+    let (buyer, locale) = match &invoice.buyer {
+        Some(b) => (snapshot_buyer(b, invoice), b.locale.clone()),
+        None => {
+            let customer = customers::get(tx, tenant, invoice.customer)?;
+            let buyer = match &customer {
+                Some(c) => buyer_party(c),
+                None => Party {
+                    name: invoice.customer.display(customers::PREFIX),
+                    ..Party::default()
+                },
+            };
+            (buyer, customer.and_then(|c| c.locale))
+        }
+    };
+    let locale = locale.unwrap_or_else(|| DEFAULT_LOCALE.to_string());
+    let seller = invoice
+        .seller
+        .as_ref()
+        .map(seller_party)
+        .unwrap_or_default();
+    let mut doc = Document::for_invoice(invoice, buyer, seller, &locale);
+    doc.number = invoice.number.clone();
+    if let Some(s) = &invoice.seller {
+        doc.footer = s.invoice_footer.clone();
+        doc.payment_instructions = s.payment_instructions.clone();
+        doc.logo = issued_logo(tx, tenant, s)?;
+    }
+    Ok(doc)
+}
+
+/// The logo the invoice was issued with, if its bytes are kept.
+fn issued_logo(
+    tx: &ReadTransaction,
+    tenant: TenantId,
+    seller: &Seller,
+) -> Result<Option<Logo>, StoreError> {
+    let Some(reference) = &seller.logo else {
+        return Ok(None);
+    };
+    let table = tx.open_table(tables::LOGOS)?;
+    let Some(stored) = crate::tenant_settings::logo(&table, tenant, &reference.blake3)? else {
+        return Ok(None);
+    };
+    let media_type = match stored.media_type.as_str() {
+        "image/png" => LogoType::Png,
+        "image/svg+xml" => LogoType::Svg,
+        _ => return Ok(None),
+    };
+    Ok(Some(Logo {
+        media_type,
+        bytes: stored.data,
+    }))
+}
+
+fn address(a: &crate::customers::details::Address) -> PostalAddress {
+    PostalAddress {
+        line1: a.line1.clone(),
+        line2: a.line2.clone(),
+        city: a.city.clone(),
+        postal_code: a.postal_code.clone(),
+        region: a.region.clone(),
+        country: a.country.clone(),
+    }
+}
+
+/// The buyer as snapshotted at issue.
+fn snapshot_buyer(b: &Buyer, invoice: &Invoice) -> Party {
+    Party {
+        name: b
+            .name
+            .clone()
+            .or_else(|| b.legal_name.clone())
+            .unwrap_or_else(|| invoice.customer.display(customers::PREFIX)),
+        legal_name: b.legal_name.clone(),
+        email: b.email.clone(),
+        address: b.address.as_ref().map(address),
+        tax_ids: b
+            .tax_ids
+            .iter()
+            .map(|t| PartyTaxId {
+                kind: t.kind.clone(),
+                value: t.value.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The seller as snapshotted at issue.
+fn seller_party(s: &Seller) -> Party {
+    Party {
+        name: s.legal_name.clone().unwrap_or_default(),
+        legal_name: s.legal_name.clone(),
+        email: s.email.clone(),
+        address: s.address.as_ref().map(address),
+        tax_ids: s
+            .tax_id
+            .iter()
+            .map(|t| PartyTaxId {
+                kind: t.kind.clone(),
+                value: t.value.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// A customer as the buyer: its name (the external id when it has none), legal name, email,
+/// address and tax ids.
+pub fn buyer_party(customer: &Customer) -> Party {
+    Party {
+        name: customer
+            .name
+            .clone()
+            .unwrap_or_else(|| customer.external_id.clone()),
+        legal_name: customer.legal_name.clone(),
+        email: customer.email.clone(),
+        address: customer.address.as_ref().map(address),
+        tax_ids: customer
+            .tax_ids
+            .iter()
+            .map(|t| PartyTaxId {
+                kind: t.kind.clone(),
+                value: t.value.clone(),
+            })
+            .collect(),
+    }
+}
