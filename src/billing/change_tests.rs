@@ -761,3 +761,35 @@ fn a_preview_equals_the_invoice_billed_at_period_end_and_with_a_coupon_and_a_min
     assert!(part.lines.iter().any(|l| l.kind == LineKind::Discount));
     verify_all(&w);
 }
+
+#[test]
+fn a_scheduled_change_taking_effect_is_recorded_once() {
+    let w = world(None);
+    run(&w, T0);
+    change(&w, 1, Effective::PeriodEnd, Proration::Prorate, T0 + 1000).expect("scheduled");
+    let updated = |w: &World| {
+        let tx = w.store.read().expect("read");
+        crate::notifications::outbox::list(
+            &tx,
+            TENANT,
+            &crate::notifications::outbox::Filter {
+                event_type: Some("subscription.updated".into()),
+                customer: None,
+                from_ms: None,
+                to_ms: None,
+            },
+            None,
+            10,
+            1000,
+        )
+        .expect("list")
+        .0
+        .len()
+    };
+    assert_eq!(updated(&w), 1, "the request");
+    run(&w, T0 + DAY_MS);
+    assert_eq!(updated(&w), 2, "the change in effect");
+    run(&w, T0 + DAY_MS + 1000);
+    assert_eq!(updated(&w), 2, "once");
+    assert_eq!(sub(&w).plan, w.plans[1].id);
+}

@@ -365,7 +365,7 @@ fn bill_subscription(
         return Ok((sub, false));
     }
     note_trial_end(ctx, &mut sub)?;
-    sub.plan = sub.plan_at(ctx.as_of_ms.min(ctx.now_ms));
+    note_change_in_effect(ctx, &mut sub)?;
     match issue_opening(ctx, &mut sub, &plan, run, budget)? {
         Flow::Paused => return Ok((sub, false)),
         Flow::Halted => return Ok((sub, true)),
@@ -404,6 +404,35 @@ fn note_trial_end(ctx: &Ctx<'_>, sub: &mut Subscription) -> Result<(), StoreErro
             sub,
             "subscription.trial_will_end",
             &format!("trial_will_end:{trial_end}"),
+            ctx.now_ms,
+        )?;
+    }
+    Ok(())
+}
+
+/// Moves `sub.plan` to the plan now in effect; when a scheduled change has taken effect since,
+/// records `subscription.updated` for it (once: its effect names the change).
+fn note_change_in_effect(ctx: &Ctx<'_>, sub: &mut Subscription) -> Result<(), StoreError> {
+    let at_ms = ctx.as_of_ms.min(ctx.now_ms);
+    let current = super::phase::at(&sub.phases, at_ms).clone();
+    if current.plan == sub.plan {
+        return Ok(());
+    }
+    sub.plan = current.plan;
+    if let Some(change) = current
+        .change
+        .filter(|_| current.requested_at_ms < current.start_ms)
+    {
+        let effect = format!(
+            "change_effective:{}",
+            change.display(super::phase::CHANGE_PREFIX)
+        );
+        subscription::emit_subscription(
+            ctx.tx,
+            ctx.tenant,
+            sub,
+            "subscription.updated",
+            &effect,
             ctx.now_ms,
         )?;
     }

@@ -271,8 +271,8 @@ async fn trial_convert_upgrade_downgrade_cancel_and_resume_line_by_line() {
         .await;
     assert_eq!(
         updated.json["data"].as_array().map(Vec::len),
-        Some(5),
-        "upgrade, downgrade, cancel, resume, cancel: {}",
+        Some(6),
+        "upgrade, downgrade scheduled, downgrade in effect, cancel, resume, cancel: {}",
         updated.json
     );
     verify_all(&d).await;
