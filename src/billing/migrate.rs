@@ -98,32 +98,49 @@ impl From<InvoiceV3> for Invoice {
     }
 }
 
+/// Rewrites every record of `table` with `convert`, in the caller's transaction. Returns how many.
+fn rewrite_table<T: serde::Serialize>(
+    tx: &WriteTransaction,
+    table: redb::TableDefinition<&'static [u8], &'static [u8]>,
+    convert: impl Fn(&[u8]) -> Result<T, StoreError>,
+) -> Result<u64, StoreError> {
+    let mut rewritten = Vec::new();
+    {
+        let read = tx.open_table(table)?;
+        for entry in read.iter()? {
+            let (key, value) = entry?;
+            rewritten.push((key.value().to_vec(), convert(value.value())?));
+        }
+    }
+    let mut write = tx.open_table(table)?;
+    for (key, record) in &rewritten {
+        put_record(&mut write, key, record)?;
+    }
+    Ok(rewritten.len() as u64)
+}
+
+/// A notification subject recorded in the old layout, in the new one; `None` when it does not
+/// decode in the old layout (it is left as it is and shown by kind and id, as any subject that
+/// no longer decodes).
+fn upgraded<Old, New>(bytes: &[u8]) -> Result<Option<Vec<u8>>, StoreError>
+where
+    Old: serde::de::DeserializeOwned,
+    New: From<Old> + serde::Serialize,
+{
+    match codec::decode::<Old>(bytes) {
+        Ok(old) => Ok(Some(codec::encode(&New::from(old))?)),
+        Err(_) => Ok(None),
+    }
+}
+
 /// Rewrites every invoice, and every invoice a notification holds as its subject, in the new
 /// layout. Returns how many invoices were rewritten.
 pub fn invoices_to_schema_4(tx: &WriteTransaction) -> Result<u64, StoreError> {
-    let mut rewritten = Vec::new();
-    {
-        let table = tx.open_table(tables::INVOICES)?;
-        for entry in table.iter()? {
-            let (key, value) = entry?;
-            let old: InvoiceV3 = codec::decode(value.value())?;
-            rewritten.push((key.value().to_vec(), Invoice::from(old)));
-        }
-    }
-    let mut table = tx.open_table(tables::INVOICES)?;
-    for (key, invoice) in &rewritten {
-        put_record(&mut table, key, invoice)?;
-    }
-    drop(table);
-    // A subject that does not decode in the old layout is left as it is: it is shown by kind
-    // and id, as any subject that no longer decodes.
-    rewrite_subjects(tx, "invoice", |bytes| {
-        match codec::decode::<InvoiceV3>(bytes) {
-            Ok(old) => Ok(Some(codec::encode(&Invoice::from(old))?)),
-            Err(_) => Ok(None),
-        }
+    let invoices = rewrite_table(tx, tables::INVOICES, |bytes| {
+        Ok(Invoice::from(codec::decode::<InvoiceV3>(bytes)?))
     })?;
-    Ok(rewritten.len() as u64)
+    rewrite_subjects(tx, "invoice", upgraded::<InvoiceV3, Invoice>)?;
+    Ok(invoices)
 }
 
 /// Rewrites every subscription in the new layout, its one phase being its plan from its start,
@@ -135,39 +152,12 @@ pub fn to_schema_4(tx: &WriteTransaction) -> Result<u64, StoreError> {
         invoices,
         "schema 3 → 4: invoices gain their number and parties"
     );
-    let mut rewritten = Vec::new();
-    {
-        let subs = tx.open_table(tables::SUBSCRIPTIONS)?;
-        for entry in subs.iter()? {
-            let (key, value) = entry?;
-            let old: SubscriptionV3 = codec::decode(value.value())?;
-            rewritten.push((key.value().to_vec(), Subscription::from(old)));
-        }
-    }
-    let mut subs = tx.open_table(tables::SUBSCRIPTIONS)?;
-    for (key, sub) in &rewritten {
-        put_record(&mut subs, key, sub)?;
-    }
-    drop(subs);
-    let mut plans = Vec::new();
-    {
-        let table = tx.open_table(tables::PLANS)?;
-        for entry in table.iter()? {
-            let (key, value) = entry?;
-            plans.push((key.value().to_vec(), plan::decode(value.value())?));
-        }
-    }
-    let mut table = tx.open_table(tables::PLANS)?;
-    for (key, plan) in &plans {
-        put_record(&mut table, key, plan)?;
-    }
-    rewrite_subjects(tx, "subscription", |bytes| {
-        match codec::decode::<SubscriptionV3>(bytes) {
-            Ok(old) => Ok(Some(codec::encode(&Subscription::from(old))?)),
-            Err(_) => Ok(None),
-        }
+    let subscriptions = rewrite_table(tx, tables::SUBSCRIPTIONS, |bytes| {
+        Ok(Subscription::from(codec::decode::<SubscriptionV3>(bytes)?))
     })?;
-    Ok(rewritten.len() as u64)
+    rewrite_table(tx, tables::PLANS, plan::decode)?;
+    rewrite_subjects(tx, "subscription", upgraded::<SubscriptionV3, Subscription>)?;
+    Ok(subscriptions)
 }
 
 /// Re-encodes the records recorded in notifications of one subject kind, so events recorded
