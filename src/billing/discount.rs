@@ -214,7 +214,8 @@ impl ApplyDiscount {
                     )));
                 }
                 let plans = tx.open_table(tables::PLANS)?;
-                let plan = plan::load(&plans, self.tenant, sub.plan)?.ok_or_else(|| {
+                let in_effect = sub.plan_at(self.now_ms);
+                let plan = plan::load(&plans, self.tenant, in_effect)?.ok_or_else(|| {
                     StoreError::Corrupt("a subscription names a missing plan".into())
                 })?;
                 (sub.customer, Some((sub, plan)))
@@ -434,13 +435,25 @@ pub fn in_effect(
     let mut all = of_target(discounts, by_target, tenant, sub.id)?;
     all.extend(of_target(discounts, by_target, tenant, sub.customer)?);
     all.retain(|d| {
-        d.redeemed_at_ms <= as_of_ms && d.removed_at_ms.is_none_or(|removed| as_of_ms < removed)
+        // Strictly before: a redemption in the same millisecond as an issue does not count,
+        // whichever committed first, so the issue and its verification always agree.
+        d.redeemed_at_ms < as_of_ms && d.removed_at_ms.is_none_or(|removed| as_of_ms < removed)
     });
     all.sort_by_key(|d| (d.redeemed_at_ms, d.id));
     Ok(all
         .into_iter()
+        // An amount off in another currency never applies (the customer's currency changed).
+        .filter(|d| match &d.coupon.off {
+            Off::Amount { currency, .. } => *currency == plan.currency,
+            Off::Percent(_) => true,
+        })
         .filter_map(|d| {
-            let first = first_period(sub, plan, d.redeemed_at_ms)?;
+            let mut first = first_period(sub, plan, d.redeemed_at_ms)?;
+            // A trial bills nothing, so it uses up no discount: coverage starts with the first
+            // paid period.
+            if sub.in_trial(first.end_ms) {
+                first = sub.period_at(plan, sub.trial_end_ms?)?;
+            }
             Some(Active {
                 code: d.coupon.code,
                 off: d.coupon.off,
@@ -482,16 +495,27 @@ pub fn lines(
         .ok_or(OutOfRange)?;
     let mut out = Vec::new();
     for d in discounts {
-        let covered = period
-            .index
-            .checked_sub(d.first_period)
-            .is_some_and(|offset| d.duration.covers(offset));
+        // A line counts in the period it pays for: the next period's fee billed in advance on
+        // this invoice is the next period's (so `once` takes one fee, not two).
+        let covers = |index: u64| {
+            index
+                .checked_sub(d.first_period)
+                .is_some_and(|offset| d.duration.covers(offset))
+        };
+        let (this, next) = (covers(period.index), covers(period.index.saturating_add(1)));
         let plans = &d.applies_to.plans;
-        if !covered || (!plans.is_empty() && !plans.iter().any(|p| p == plan_code)) {
+        if !(this || next) || (!plans.is_empty() && !plans.iter().any(|p| p == plan_code)) {
             continue;
         }
         let take: Vec<usize> = (0..computed.len())
             .filter(|&i| eligible(&computed[i], &d.applies_to))
+            .filter(|&i| {
+                if computed[i].period_start_ms >= period.end_ms {
+                    next
+                } else {
+                    this
+                }
+            })
             .collect();
         let base = take.iter().try_fold(Decimal::ZERO, |acc, &i| {
             acc.checked_add(left[i].max(Decimal::ZERO))

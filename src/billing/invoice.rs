@@ -452,16 +452,96 @@ where
         &spec.discounts,
         exponent
     )));
-    if let Some(minimum_minor) = sub.minimum_minor.or(closing.minimum_minor) {
-        lines.extend(business!(super::minimum::true_up(
-            &lines,
-            minimum_minor,
-            spec.kind,
-            &spec.period,
-            exponent
-        )));
-    }
+    let true_up = business!(minimum_true_up(
+        sub,
+        &spec.plans,
+        spec.kind,
+        &spec.period,
+        spec.advance_prebilled,
+        &lines,
+        exponent
+    ));
+    lines.extend(true_up);
     Ok(Ok(lines))
+}
+
+/// The instant an invoice's discounts are taken as of: its own issue, or for a re-issue after a
+/// void the issue of the invoice it (ultimately) replaces, so correcting an invoice never
+/// re-prices its period with discounts redeemed or removed since.
+pub fn discounts_as_of(
+    invoices: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    tenant: TenantId,
+    issued_at_ms: i64,
+    replaces: Option<Id>,
+) -> Result<i64, StoreError> {
+    let (mut at_ms, mut next) = (issued_at_ms, replaces);
+    // A chain of voids and re-issues is short; the bound only guards a corrupt loop.
+    for _ in 0..1000 {
+        let Some(id) = next else {
+            return Ok(at_ms);
+        };
+        let Some(voided) = get_record::<Invoice, _>(invoices, keys::tenant_id(tenant, id))? else {
+            return Ok(at_ms);
+        };
+        (at_ms, next) = (voided.issued_at_ms, voided.replaces);
+    }
+    Err(StoreError::Corrupt("a re-issue chain does not end".into()))
+}
+
+/// The minimum commitment's true-up of an invoice closing `period` (shared by [`compute`] and
+/// `tally invoice verify`): the subscription's own minimum, else the one of the plan in effect
+/// at the period's end; none in a trial. The period's fee billed in advance on an earlier
+/// invoice counts towards it, as that invoice billed it.
+pub fn minimum_true_up(
+    sub: &Subscription,
+    plans: &BTreeMap<Id, Plan>,
+    kind: InvoiceKind,
+    period: &Period,
+    advance_prebilled: bool,
+    lines: &[Line],
+    exponent: u8,
+) -> Result<Option<Line>, InvoiceError> {
+    if sub.in_trial(period.end_ms) {
+        return Ok(None);
+    }
+    let plan_at = |at_ms: i64| {
+        let id = sub.plan_at(at_ms);
+        plans
+            .get(&id)
+            .ok_or_else(|| InvoiceError::MissingPlan(id.display(super::plan::PREFIX)))
+    };
+    let closing = plan_at(period.end_ms.saturating_sub(1).max(period.start_ms))?;
+    let Some(minimum_minor) = sub.minimum_minor.or(closing.minimum_minor) else {
+        return Ok(None);
+    };
+    let opening = plan_at(period.start_ms)?;
+    let prebilled_minor = if advance_prebilled && in_advance(opening) {
+        let billed = Period {
+            end_ms: period.full_end_ms,
+            ..*period
+        };
+        let span = period.full_end_ms.saturating_sub(period.start_ms);
+        fee_line(
+            opening,
+            exponent,
+            LineKind::FixedFee,
+            String::new(),
+            &billed,
+            span,
+            1,
+        )?
+        .map_or(0, |l| l.amount_minor)
+    } else {
+        0
+    };
+    Ok(super::minimum::true_up(
+        lines,
+        minimum_minor,
+        kind,
+        period,
+        prebilled_minor,
+        exponent,
+    )?)
 }
 
 /// The start of the period a billed-usage key names.

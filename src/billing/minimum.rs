@@ -13,13 +13,16 @@ use crate::decimal::Stored;
 ///
 /// Only invoices that close a period (period and final) carry one. A partial period (a first
 /// period that began between boundaries, a last one cut short) owes the minimum prorated by
-/// its length over the full period's, rounded once. The invoice's lines count except late-usage
-/// adjustments, which belong to earlier periods.
+/// its length over the full period's, rounded once. What counts is what pays for the period:
+/// the invoice's lines for it (not late-usage adjustments of earlier periods, not the next
+/// period's fee billed in advance) plus `prebilled_minor`, the period's own fee billed in advance
+/// on an earlier invoice (its unused part, if any, is credited on this one).
 pub fn true_up(
     lines: &[Line],
     minimum_minor: i64,
     kind: InvoiceKind,
     period: &Period,
+    prebilled_minor: i64,
     exponent: u8,
 ) -> Result<Option<Line>, OutOfRange> {
     if !matches!(kind, InvoiceKind::Period | InvoiceKind::Final) || minimum_minor <= 0 {
@@ -37,8 +40,8 @@ pub fn true_up(
     let owed = pricing::to_minor(owed_exact, exponent)?;
     let counted = lines
         .iter()
-        .filter(|l| l.kind != LineKind::Adjustment)
-        .try_fold(0i64, |acc, l| acc.checked_add(l.amount_minor))
+        .filter(|l| l.kind != LineKind::Adjustment && l.period_start_ms < period.end_ms)
+        .try_fold(prebilled_minor, |acc, l| acc.checked_add(l.amount_minor))
         .ok_or(OutOfRange)?;
     let short = owed.checked_sub(counted).ok_or(OutOfRange)?;
     if short <= 0 {
@@ -105,7 +108,7 @@ mod tests {
     }
 
     fn short(lines: &[Line], minimum: i64, kind: InvoiceKind, period: &Period) -> Option<i64> {
-        true_up(lines, minimum, kind, period, 2)
+        true_up(lines, minimum, kind, period, 0, 2)
             .expect("true-up")
             .map(|l| l.amount_minor)
     }
@@ -117,7 +120,7 @@ mod tests {
         assert_eq!(short(&usage, 1000, InvoiceKind::Period, &p), Some(500));
         assert_eq!(short(&usage, 500, InvoiceKind::Period, &p), None);
         assert_eq!(short(&usage, 400, InvoiceKind::Final, &p), None);
-        let line = true_up(&usage, 1000, InvoiceKind::Period, &p, 2)
+        let line = true_up(&usage, 1000, InvoiceKind::Period, &p, 0, 2)
             .expect("true-up")
             .expect("a line");
         assert_eq!(line.kind, LineKind::MinimumCommitment);
@@ -134,7 +137,7 @@ mod tests {
         let usage = [line(LineKind::Usage, 100)];
         // 10.01 × 3/4 = 7.5075 → 751; short by 651.
         assert_eq!(short(&usage, 1001, InvoiceKind::Period, &p), Some(651));
-        let line = true_up(&usage, 1001, InvoiceKind::Period, &p, 2)
+        let line = true_up(&usage, 1001, InvoiceKind::Period, &p, 0, 2)
             .expect("true-up")
             .expect("a line");
         assert_eq!(line.proration, Some((3 * DAY_MS / 4, DAY_MS)));

@@ -23,4 +23,6 @@ mod change_tests;
 #[cfg(test)]
 mod coupon_tests;
 #[cfg(test)]
+mod interaction_tests;
+#[cfg(test)]
 mod tests;

@@ -256,7 +256,14 @@ fn compute_lines(
     sub: &Subscription,
     plan: &Plan,
     spec: &Spec,
+    replaces: Option<Id>,
 ) -> Result<Result<Vec<invoice::Line>, InvoiceError>, StoreError> {
+    let as_of_ms = invoice::discounts_as_of(
+        &ctx.tx.open_table(tables::INVOICES)?,
+        ctx.tenant,
+        ctx.now_ms,
+        replaces,
+    )?;
     let events = ctx.tx.open_table(tables::EVENTS)?;
     let by_customer = ctx.tx.open_table(tables::EVENTS_BY_CUSTOMER)?;
     let billed = ctx.tx.open_table(tables::BILLED_USAGE)?;
@@ -269,7 +276,7 @@ fn compute_lines(
             ctx.tenant,
             sub,
             plan,
-            ctx.now_ms,
+            as_of_ms,
         )?,
         ..spec.clone()
     };
@@ -285,22 +292,29 @@ fn create(
     run: Option<Id>,
     replaces: Option<Id>,
 ) -> Result<Result<Invoice, InvoiceError>, StoreError> {
-    let lines = match compute_lines(ctx, sub, plan, spec)? {
+    let lines = match compute_lines(ctx, sub, plan, spec, replaces)? {
         Ok(lines) => lines,
         Err(e) => return Ok(Err(e)),
     };
     let issued = invoice::issue(
         ctx.tx, ctx.tenant, sub, plan, spec, lines, ctx.now_ms, run, replaces, ctx.origin,
     )?;
-    // Automatic collection: the payment attempt and its job commit with the invoice.
-    if let (Ok(inv), Some(psp)) = (&issued, ctx.policy.auto_collect) {
+    if let Ok(inv) = &issued {
+        auto_collect(ctx, inv)?;
+    }
+    Ok(issued)
+}
+
+/// Automatic collection: the payment attempt and its job commit with the invoice.
+fn auto_collect(ctx: &Ctx<'_>, inv: &Invoice) -> Result<(), StoreError> {
+    if let Some(psp) = ctx.policy.auto_collect {
         if inv.amount_due_minor > 0 {
             crate::payments::payment::create_attempt(
                 ctx.tx, ctx.tenant, inv, psp, None, ctx.now_ms, ctx.now_ms,
             )?;
         }
     }
-    Ok(issued)
+    Ok(())
 }
 
 /// Every plan of the subscription's phases, read in the run's transaction.
@@ -722,7 +736,7 @@ fn bill_late_usage_after_end(
         plans: plans_of(ctx, sub)?,
         discounts: Vec::new(),
     };
-    let Ok(lines) = compute_lines(ctx, sub, plan, &spec)? else {
+    let Ok(lines) = compute_lines(ctx, sub, plan, &spec, None)? else {
         return Ok(Flow::Next);
     };
     if lines.is_empty()
@@ -742,6 +756,7 @@ fn bill_late_usage_after_end(
         None,
         ctx.origin,
     )? {
+        auto_collect(ctx, &inv)?;
         budget.spend();
         run.record_closed(closed(&inv, inv.kind.as_str().into()));
     }

@@ -6,7 +6,6 @@ use rust_decimal::Decimal;
 
 use super::discount;
 use super::invoice::{self, Invoice, InvoiceKind, Line, LineKind};
-use super::minimum;
 use super::plan::Plan;
 use super::pricing;
 use super::subscription::{self, Subscription};
@@ -237,7 +236,12 @@ fn verify_derived_lines(
         tenant,
         &sub,
         plan,
-        invoice.issued_at_ms,
+        invoice::discounts_as_of(
+            &tx.open_table(tables::INVOICES)?,
+            tenant,
+            invoice.issued_at_ms,
+            invoice.replaces,
+        )?,
     )?;
     let mut lines: Vec<Line> = invoice
         .lines
@@ -256,11 +260,19 @@ fn verify_derived_lines(
     lines.extend(
         discount::lines(&lines, &closing.code, &period, &active, exponent).map_err(out_of_range)?,
     );
-    if let Some(minimum_minor) = sub.minimum_minor.or(closing.minimum_minor) {
-        lines.extend(
-            minimum::true_up(&lines, minimum_minor, invoice.kind, &period, exponent)
-                .map_err(out_of_range)?,
-        );
+    let plans = subscription::plans_of(&tx.open_table(tables::PLANS)?, tenant, &sub)?;
+    let advance_prebilled = period.index > 0 || sub.opening_invoiced;
+    match invoice::minimum_true_up(
+        &sub,
+        &plans,
+        invoice.kind,
+        &period,
+        advance_prebilled,
+        &lines,
+        exponent,
+    ) {
+        Ok(true_up) => lines.extend(true_up),
+        Err(e) => return Ok(Err(format!("its minimum commitment: {e}"))),
     }
     let expected: Vec<&Line> = lines[base..].iter().collect();
     if expected.len() != stored.len() {
