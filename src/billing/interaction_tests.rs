@@ -589,3 +589,35 @@ fn verify_matches_after_changes_a_split_and_an_immediate_cancel_with_discounts_a
     let results = verify_all(&w);
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
 }
+
+#[test]
+fn a_format_whose_literal_text_repeats_a_number_passes_over_it() {
+    let w = world(vec![plan("daily", "USD", 1000, FeeTiming::InArrears, None)]);
+    let db = w.store.database().expect("db");
+    let take = |at_ms: i64| {
+        let tx = db.begin_write().expect("write");
+        let n = super::numbering::next(&tx, TENANT, super::numbering::Sequence::Invoice, at_ms)
+            .expect("number");
+        tx.commit().expect("commit");
+        n.text
+    };
+    let first = take(T0);
+    assert!(first.ends_with("-000001"), "{first}");
+    // The year moves into the literal text: the counter without a year starts at 1 again and
+    // would render the same text.
+    let year = super::numbering::year_of(T0);
+    let changes = crate::tenant_settings::Changes {
+        invoice_number_format: Some(Some(format!("{{prefix}}-{year}-{{seq:06}}"))),
+        ..Default::default()
+    };
+    w.store
+        .apply_one(crate::tenant_settings::UpdateSettings {
+            tenant: TENANT,
+            changes,
+            now_ms: T0,
+        })
+        .expect("store");
+    let second = take(T0 + 1);
+    assert_ne!(second, first, "no text is given twice");
+    assert!(second.ends_with("-000002"), "{second}");
+}

@@ -8,7 +8,9 @@
 //! (UTC year of the issue instant): the year in the number keeps numbers distinct, and
 //! "INV-2027-000001" reads as the first invoice of 2027. Without `{year}` one sequence runs
 //! forever. Each (kind, year) scope has its own counter, so switching formats never reuses a
-//! value within a scope.
+//! value within a scope; and no text is ever given twice: should a new format render a text
+//! another counter already gave (its literal digits spell a year, say), that value is passed
+//! over, leaving the only gap a number sequence can have.
 
 use redb::{ReadableTable, WriteTransaction};
 
@@ -85,15 +87,26 @@ pub fn next(
         .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
         .map(u64::from_be_bytes)
         .unwrap_or(0);
-    let value = last
-        .checked_add(1)
-        .ok_or_else(|| StoreError::Corrupt("a number sequence overflowed".into()))?;
-    counters.insert(key.as_slice(), value.to_be_bytes().as_slice())?;
-    Ok(Number {
-        text: format.render(prefix, calendar_year, value),
-        value,
-        year,
-    })
+    let mut texts = tx.open_table(tables::NUMBER_TEXTS)?;
+    let mut value = last;
+    // Only a format change can make a text repeat, and then for as many values as the other
+    // counter gave: the bound is a corruption guard, not a business limit.
+    for _ in 0..1_000_000 {
+        value = value
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Corrupt("a number sequence overflowed".into()))?;
+        let text = format.render(prefix, calendar_year, value);
+        let text_key = crate::store::keys::tenant_bytes(tenant, text.as_bytes());
+        if texts.get(text_key.as_slice())?.is_some() {
+            continue;
+        }
+        texts.insert(text_key.as_slice(), ())?;
+        counters.insert(key.as_slice(), value.to_be_bytes().as_slice())?;
+        return Ok(Number { text, value, year });
+    }
+    Err(StoreError::Corrupt(
+        "no unused number text within a million values".into(),
+    ))
 }
 
 #[cfg(test)]

@@ -144,6 +144,9 @@ pub const LOGOS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("logos");
 /// restarts) → u64 BE: the last number value given out.
 pub const NUMBER_SEQUENCES: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("number_sequences");
+/// Every number text given out, per tenant: (tenant, text) → (). A format change can make a
+/// counter render a text another counter already gave; the next value is taken instead.
+pub const NUMBER_TEXTS: TableDefinition<&[u8], ()> = TableDefinition::new("number_texts");
 /// The simulated PSP's own records (a stand-in for a provider's database).
 pub const SIM_PSP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sim_psp");
 
@@ -218,6 +221,7 @@ pub const SET_TABLES: &[TableDefinition<&[u8], ()>] = &[
     JOURNAL_BY_CUSTOMER,
     GRANTS_BY_CUSTOMER,
     GRANT_EXPIRY,
+    NUMBER_TEXTS,
     SUBSCRIPTIONS_BY_CUSTOMER,
     INVOICES_BY_CUSTOMER,
     REISSUE_QUEUE,
