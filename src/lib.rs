@@ -33,6 +33,7 @@ pub mod server;
 #[cfg(test)]
 mod sim;
 pub mod store;
+pub mod tax_rates;
 pub mod tenant_settings;
 pub mod tenants;
 pub mod webhooks;

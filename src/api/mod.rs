@@ -25,6 +25,7 @@ pub mod plans;
 pub mod problem;
 pub mod subscription_changes;
 pub mod subscriptions;
+pub mod tax_rates;
 pub mod tenant_settings;
 pub mod usage;
 pub mod webhooks;
@@ -95,6 +96,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/plans", get(plans::list).post(plans::create))
         .route("/v1/plans/{id}", get(plans::get))
         .route("/v1/plans/{id}/versions", post(plans::create_version))
+        .route(
+            "/v1/tax-rates",
+            get(tax_rates::list).post(tax_rates::create),
+        )
+        .route("/v1/tax-rates/{id}", get(tax_rates::get))
+        .route("/v1/tax-rates/{id}/archive", post(tax_rates::archive))
         .route("/v1/coupons", get(coupons::list).post(coupons::create))
         .route("/v1/coupons/{id}", get(coupons::get))
         .route(

@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 use super::{
     coupons, customers, dead_letters, event_destinations, events, grants, health, invoices, ledger,
     meters, notifications, pagination, parties, payments, plans, problem, subscription_changes,
-    subscriptions, tenant_settings, usage, webhooks,
+    subscriptions, tax_rates, tenant_settings, usage, webhooks,
 };
 
 /// The document's root.
@@ -50,6 +50,10 @@ use super::{
         plans::get,
         plans::list,
         plans::create_version,
+        tax_rates::create,
+        tax_rates::get,
+        tax_rates::list,
+        tax_rates::archive,
         coupons::create,
         coupons::get,
         coupons::list,
@@ -145,6 +149,10 @@ use super::{
         plans::ChargeBody,
         pagination::Page<plans::PlanResponse>,
         plans::CreatePlanVersionRequest,
+        tax_rates::CreateTaxRateRequest,
+        tax_rates::TaxRateResponse,
+        pagination::Page<tax_rates::TaxRateResponse>,
+        invoices::TaxLineBody,
         coupons::AppliesToBody,
         coupons::CreateCouponRequest,
         coupons::CouponResponse,

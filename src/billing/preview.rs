@@ -22,6 +22,8 @@ pub struct Draft {
     pub spec: Spec,
     /// The lines as of now.
     pub lines: Vec<Line>,
+    /// Their taxes at the customer's rates as of now.
+    pub taxes: super::tax::Taxes,
 }
 
 /// Drafts of every running subscription of a customer.
@@ -40,6 +42,12 @@ pub fn upcoming(
     let discounts = tx.open_table(tables::DISCOUNTS)?;
     let discounts_by_target = tx.open_table(tables::DISCOUNTS_BY_TARGET)?;
     let now_ms = crate::clock::now_ms();
+    let applicable = super::tax::applicable(
+        &tx.open_table(tables::TAX_RATES)?,
+        tenant,
+        crate::customers::get(tx, tenant, customer)?.as_ref(),
+    )?;
+    let template = super::tax::tax_lines_of(&applicable);
     let src = Sources {
         events: &events,
         by_customer: &by_customer,
@@ -75,12 +83,18 @@ pub fn upcoming(
             &plan,
             now_ms,
         )?;
+        let exponent = crate::currency::minor_unit_exponent(&plan.currency).unwrap_or(2);
         out.push(
-            invoice::compute(&src, tenant, &sub, &plan, &spec)?.map(|lines| Draft {
-                subscription: sub,
-                plan,
-                spec,
-                lines,
+            invoice::compute(&src, tenant, &sub, &plan, &spec)?.and_then(|lines| {
+                let taxes =
+                    super::tax::compute(&lines, &template, applicable.reverse_charge, exponent)?;
+                Ok(Draft {
+                    subscription: sub,
+                    plan,
+                    spec,
+                    lines,
+                    taxes,
+                })
             }),
         );
     }

@@ -158,6 +158,9 @@ pub const DISCOUNTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("disco
 pub const DISCOUNTS_BY_TARGET: TableDefinition<&[u8], ()> =
     TableDefinition::new("discounts_by_target");
 
+/// (tenant, tax rate id) → tax rate record (immutable but for its archive time).
+pub const TAX_RATES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tax_rates");
+
 /// Every table keyed and valued by bytes.
 pub const BYTES_TABLES: &[TableDefinition<&[u8], &[u8]>] = &[
     NOTIFICATIONS,
@@ -206,6 +209,7 @@ pub const BYTES_TABLES: &[TableDefinition<&[u8], &[u8]>] = &[
     TENANT_SETTINGS,
     LOGOS,
     NUMBER_SEQUENCES,
+    TAX_RATES,
 ];
 
 /// Every index table (bytes keys, no value).

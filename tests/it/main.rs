@@ -26,5 +26,6 @@ mod openapi;
 mod outbound;
 mod payments;
 mod soak;
+mod taxes;
 
 mod webhooks;
