@@ -22,6 +22,7 @@ mod ops;
 mod profile;
 mod provider;
 mod rng;
+mod taxes;
 mod world;
 
 use ops::{Kind, KINDS};

@@ -218,8 +218,12 @@ pub fn setup(world: &mut World, profile: &Profile) -> Result<(), Violation> {
             })?
             .map_err(|e| e.to_string())?;
     }
-    for external in ["alice", "bob"] {
-        let customer = Customer::new(Id::generate_at(T0_MS), external.into(), "USD".into(), T0_MS);
+    let tax_rates = super::taxes::rates(world, T0_MS)?;
+    for (external, rate) in ["alice", "bob"].into_iter().zip(tax_rates) {
+        let customer = Customer {
+            tax_rates: vec![rate],
+            ..Customer::new(Id::generate_at(T0_MS), external.into(), "USD".into(), T0_MS)
+        };
         let key = format!("customer-{external}");
         let mut acked = None;
         // Created, then retried as after a lost reply: one customer either way.
