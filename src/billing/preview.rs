@@ -42,12 +42,7 @@ pub fn upcoming(
     let discounts = tx.open_table(tables::DISCOUNTS)?;
     let discounts_by_target = tx.open_table(tables::DISCOUNTS_BY_TARGET)?;
     let now_ms = crate::clock::now_ms();
-    let applicable = super::tax::applicable(
-        &tx.open_table(tables::TAX_RATES)?,
-        tenant,
-        crate::customers::get(tx, tenant, customer)?.as_ref(),
-    )?;
-    let template = super::tax::tax_lines_of(&applicable);
+
     let src = Sources {
         events: &events,
         by_customer: &by_customer,
@@ -83,18 +78,20 @@ pub fn upcoming(
             &plan,
             now_ms,
         )?;
-        let exponent = crate::currency::minor_unit_exponent(&plan.currency).unwrap_or(2);
+        let lines = match invoice::compute(&src, tenant, &sub, &plan, &spec)? {
+            Ok(lines) => lines,
+            Err(e) => {
+                out.push(Err(e));
+                continue;
+            }
+        };
         out.push(
-            invoice::compute(&src, tenant, &sub, &plan, &spec)?.and_then(|lines| {
-                let taxes =
-                    super::tax::compute(&lines, &template, applicable.reverse_charge, exponent)?;
-                Ok(Draft {
-                    subscription: sub,
-                    plan,
-                    spec,
-                    lines,
-                    taxes,
-                })
+            super::tax::preview(tx, tenant, customer, &lines, &plan.currency)?.map(|taxes| Draft {
+                subscription: sub,
+                plan,
+                spec,
+                lines,
+                taxes,
             }),
         );
     }

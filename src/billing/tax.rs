@@ -91,6 +91,29 @@ pub fn applicable(
     })
 }
 
+/// The taxes `lines` would carry if `customer` were invoiced now (previews), from a read
+/// snapshot.
+pub fn preview(
+    tx: &redb::ReadTransaction,
+    tenant: TenantId,
+    customer: Id,
+    lines: &[Line],
+    currency: &str,
+) -> Result<Result<Taxes, InvoiceError>, StoreError> {
+    let applicable = applicable(
+        &tx.open_table(crate::store::tables::TAX_RATES)?,
+        tenant,
+        crate::customers::get(tx, tenant, customer)?.as_ref(),
+    )?;
+    let exponent = crate::currency::minor_unit_exponent(currency).unwrap_or(2);
+    Ok(compute(
+        lines,
+        &tax_lines_of(&applicable),
+        applicable.reverse_charge,
+        exponent,
+    ))
+}
+
 /// The tax lines an invoice starts from: each rate's terms, nothing summed yet.
 pub fn tax_lines_of(applicable: &Applicable) -> Vec<TaxLine> {
     if applicable.reverse_charge {

@@ -378,3 +378,31 @@ async fn a_refund_takes_back_its_share_of_the_tax() {
     );
     assert_eq!(d.get("/v1/ledger/verify").await.json["ok"], true);
 }
+
+#[tokio::test]
+async fn a_plan_change_preview_shows_the_tax_the_invoice_will_carry() {
+    let d = Daemon::start().await;
+    let vat = rate_id(&d, "vat", "VAT", "19", false).await;
+    let customer = subscribed_customer(&d, "up", json!({"tax_rates": [vat]})).await;
+    let pro = json!({"code": "pro", "name": "Pro", "currency": "EUR", "interval": "day",
+        "fixed_fee": {"amount_minor": 3000, "timing": "in_advance"}});
+    assert_eq!(d.post("/v1/plans", Some("pro"), &pro).await.status, 201);
+    let subs = d
+        .get(&format!("/v1/subscriptions?customer={customer}"))
+        .await;
+    let sub = subs.json["data"][0]["id"].as_str().expect("id").to_string();
+    let preview = d
+        .post(
+            &format!("/v1/subscriptions/{sub}/change/preview"),
+            None,
+            &json!({"plan": "pro", "effective": "now", "proration": "invoice_now"}),
+        )
+        .await;
+    assert_eq!(preview.status, 200, "{}", preview.json);
+    let subtotal = preview.json["subtotal_minor"].as_i64().expect("subtotal");
+    let tax = preview.json["tax_minor"].as_i64().expect("tax");
+    assert_eq!(preview.json["tax_lines"][0]["tax_rate"], vat.as_str());
+    assert_eq!(preview.json["tax_lines"][0]["tax_minor"], tax);
+    assert_eq!(preview.json["total_minor"], subtotal + tax);
+    assert!(tax != 0, "{}", preview.json);
+}
