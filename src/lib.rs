@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod country;
+pub mod credit_notes;
 pub mod currency;
 pub mod customers;
 pub mod decimal;

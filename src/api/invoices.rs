@@ -150,6 +150,10 @@ pub struct InvoiceResponse {
     pub reverse_charge: bool,
     /// Legal notes.
     pub notes: Vec<String>,
+    /// What credit notes took back, tax included.
+    pub credited_minor: i64,
+    /// Its credit notes (`cn_…`).
+    pub credit_notes: Vec<String>,
     /// Credits applied, in burn order.
     pub credits_applied: Vec<CreditBody>,
     /// Their sum.
@@ -241,6 +245,12 @@ pub fn invoice_body(i: &Invoice) -> InvoiceResponse {
         total_minor: i.total_minor,
         reverse_charge: i.reverse_charge,
         notes: i.notes.clone(),
+        credited_minor: i.credited_minor,
+        credit_notes: i
+            .credit_notes
+            .iter()
+            .map(|c| c.display(crate::credit_notes::PREFIX))
+            .collect(),
         credits_applied: i
             .credits
             .iter()
@@ -402,9 +412,11 @@ fn render_void(output: &Result<Invoice, InvoiceError>) -> StoredResponse {
         Err(e @ InvoiceError::Missing(_)) => {
             ApiError::new(StatusCode::NOT_FOUND, "resource_missing", e.to_string()).to_stored()
         }
-        Err(e @ (InvoiceError::WrongState { .. } | InvoiceError::AdjustedLater { .. })) => {
-            ApiError::new(StatusCode::CONFLICT, "invoice_state", e.to_string()).to_stored()
-        }
+        Err(
+            e @ (InvoiceError::WrongState { .. }
+            | InvoiceError::AdjustedLater { .. }
+            | InvoiceError::Credited(_)),
+        ) => ApiError::new(StatusCode::CONFLICT, "invoice_state", e.to_string()).to_stored(),
         Err(e @ InvoiceError::PaymentInProgress { .. }) => {
             ApiError::new(StatusCode::CONFLICT, "payment_in_progress", e.to_string()).to_stored()
         }
@@ -569,6 +581,8 @@ pub async fn upcoming(
             total_minor: total,
             reverse_charge: draft.taxes.reverse_charge,
             notes: draft.taxes.notes.clone(),
+            credited_minor: 0,
+            credit_notes: Vec::new(),
             credits_applied: Vec::new(),
             credits_applied_minor: 0,
             amount_due_minor: total.max(0),

@@ -4,6 +4,7 @@
 //! reads a snapshot. It knows nothing of redb tables: storage goes through the domain modules.
 
 pub mod coupons;
+pub mod credit_notes;
 pub mod customers;
 pub mod dead_letters;
 pub mod event_destinations;
@@ -148,6 +149,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/invoices", get(invoices::list))
         .route("/v1/invoices/{id}", get(invoices::get))
         .route("/v1/invoices/{id}/void", post(invoices::void))
+        .route("/v1/invoices/{id}/credit-notes", post(credit_notes::create))
+        .route("/v1/credit-notes", get(credit_notes::list))
+        .route("/v1/credit-notes/{id}", get(credit_notes::get))
         .route("/v1/invoices/{id}/verify", get(invoices::verify))
         .route(
             "/v1/customers/{id}/upcoming-invoice",

@@ -216,6 +216,12 @@ pub struct Invoice {
     pub reverse_charge: bool,
     /// Legal notes the invoice carries.
     pub notes: Vec<String>,
+    /// What its credit notes took back, tax included (at most the total).
+    pub credited_minor: i64,
+    /// The part of that taken off the amount due (credit notes of the unpaid invoice).
+    pub credited_due_minor: i64,
+    /// Its credit notes (`cn_…`), in order.
+    pub credit_notes: Vec<Id>,
 }
 
 /// Why an invoice could not be computed or changed.
@@ -256,6 +262,9 @@ pub enum InvoiceError {
         /// Its status.
         status: &'static str,
     },
+    /// Credit notes already took part of it back: voiding it would reverse that part twice.
+    #[error("invoice {0} has credit notes; credit what remains instead of voiding it")]
+    Credited(String),
     /// A later invoice adjusted usage this one billed: voiding this one first would put the
     /// period's billed quantity back while the later adjustment stands, and bill it twice.
     #[error("invoice {id} billed usage of the period starting {period_start} that a later invoice adjusted; void the later invoice first")]
@@ -927,6 +936,9 @@ pub fn issue(
         total_minor: total,
         reverse_charge: taxes.reverse_charge,
         notes: taxes.notes,
+        credited_minor: 0,
+        credited_due_minor: 0,
+        credit_notes: Vec::new(),
     };
     invoice.inputs_digest = inputs_digest(&invoice);
     record_billed_quantities(tx, tenant, sub.id, &invoice.lines)?;
@@ -1247,6 +1259,9 @@ pub fn void(
             status: invoice.status.as_str(),
             action: "voided",
         }));
+    }
+    if invoice.credited_minor != 0 {
+        return Ok(Err(InvoiceError::Credited(id.display(PREFIX))));
     }
     if let Some(period_start_ms) = adjusted_later(tx, tenant, &invoice)? {
         return Ok(Err(InvoiceError::AdjustedLater {

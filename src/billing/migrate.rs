@@ -100,6 +100,9 @@ impl From<InvoiceV3> for Invoice {
             total_minor: old.subtotal_minor,
             reverse_charge: false,
             notes: Vec::new(),
+            credited_minor: 0,
+            credited_due_minor: 0,
+            credit_notes: Vec::new(),
         }
     }
 }

@@ -168,7 +168,8 @@ pub fn verify_invoice(
     }
     let credits: i64 = invoice.credits.iter().map(|(_, a)| a).sum();
     if credits != invoice.credits_applied_minor
-        || invoice.amount_due_minor != (invoice.total_minor - credits).max(0)
+        || invoice.amount_due_minor
+            != (invoice.total_minor - credits).max(0) - invoice.credited_due_minor
     {
         return Ok(Err("credits applied or amount due do not add up".into()));
     }

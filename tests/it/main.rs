@@ -10,6 +10,7 @@ mod collection;
 mod corpus;
 mod coupons;
 mod crash;
+mod credit_notes;
 mod customer_update;
 mod customers;
 mod errors;
