@@ -382,8 +382,8 @@ impl CreateCreditNote {
         Ok(Ok(note))
     }
 
-    /// The invoice records what was credited; an unpaid one owes less, and is paid once it owes
-    /// nothing (its unsent attempts are canceled then).
+    /// The invoice records what was credited; an unpaid one owes less (its unsent attempts,
+    /// made for the amount due as it was, are canceled) and is paid once it owes nothing.
     fn update_invoice(
         &self,
         tx: &WriteTransaction,
@@ -396,15 +396,18 @@ impl CreateCreditNote {
             .saturating_add(note.due_reduced_minor);
         inv.amount_due_minor = inv.amount_due_minor.saturating_sub(note.due_reduced_minor);
         inv.credit_notes.push(note.id);
-        if inv.status == InvoiceStatus::Finalized && inv.amount_due_minor == 0 {
-            inv.status = InvoiceStatus::Paid;
-            inv.paid_at_ms = Some(self.now_ms);
+        if note.due_reduced_minor > 0 {
+            // An unsent attempt asks for the amount due as it was: canceled, as a void does.
             for p in crate::payments::attempt::attempts(tx, self.tenant, inv.id)?
                 .iter()
                 .filter(|p| p.status == PaymentStatus::Pending)
             {
                 crate::payments::attempt::cancel(tx, self.tenant, p.id, self.now_ms)?;
             }
+        }
+        if inv.status == InvoiceStatus::Finalized && inv.amount_due_minor == 0 {
+            inv.status = InvoiceStatus::Paid;
+            inv.paid_at_ms = Some(self.now_ms);
             invoice::emit_invoice(tx, self.tenant, inv, "invoice.paid", "paid", self.now_ms)?;
         }
         put_record(

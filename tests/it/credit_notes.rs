@@ -326,3 +326,19 @@ async fn a_paid_invoice_is_credited_as_a_credit_balance_or_refunded_through_the_
         .await
         .assert_problem(422, "credit_exceeds_remaining");
 }
+
+#[tokio::test]
+async fn an_attempt_at_the_provider_holds_credit_notes_of_the_unpaid_invoice() {
+    let d = Daemon::start().await;
+    let inv = invoiced(&d, "waiting").await;
+    let id = inv["id"].as_str().expect("id").to_string();
+    let p = crate::payments::pay(&d, &id, "sim_requires_action").await;
+    let payment = p["id"].as_str().expect("id").to_string();
+    crate::payments::settle(&d, &payment, "requires_action").await;
+    let r = credit(&d, &id, "c1", json!({"amount_minor": 100})).await;
+    r.assert_problem(409, "payment_in_progress");
+    assert_eq!(d.get("/v1/credit-notes").await.json["data"], json!([]));
+    let now = d.get(&format!("/v1/invoices/{id}")).await.json;
+    assert_eq!(now["amount_due_minor"], 1190);
+    assert_eq!(now["credited_minor"], 0);
+}
