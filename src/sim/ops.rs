@@ -94,10 +94,12 @@ pub enum Kind {
     ChangePlan,
     /// A coupon is created and redeemed (some redemptions replayed).
     Coupon,
+    /// A credit note on a finalized or paid invoice (sometimes refunding, sometimes too much).
+    CreditNote,
 }
 
 /// Every kind, in the order of a profile's weights.
-pub const KINDS: [Kind; 22] = [
+pub const KINDS: [Kind; 23] = [
     Kind::Ingest,
     Kind::IngestLate,
     Kind::IngestDuplicate,
@@ -120,6 +122,7 @@ pub const KINDS: [Kind; 22] = [
     Kind::UpdateCustomer,
     Kind::ChangePlan,
     Kind::Coupon,
+    Kind::CreditNote,
 ];
 
 /// Creates the tenant's meters, plan, customers and subscriptions (customers through an
@@ -364,6 +367,7 @@ pub fn apply(world: &mut World, kind: Kind, note: &mut String) -> Result<(), Vio
         }
         Kind::ForeignCharge => foreign_charge(world, note),
         Kind::Coupon => super::coupons::redeem(world, note),
+        Kind::CreditNote => super::credit_notes::create(world, note),
         Kind::Reconcile => {
             let now = world.now();
             let rec = crate::payments::reconcile::Reconciliation {

@@ -1,7 +1,7 @@
 //! Taxes in the simulation: the customers get a tax rate at setup (one exclusive, one
 //! inclusive), and the invariants: every invoice's tax is the sum of its lines' rounded taxes,
-//! each refund takes back its share of its invoice's tax, and `tax_payable` holds the tax of
-//! the invoices that stand less what refunds took back.
+//! each refund and credit note takes back its share of its invoice's tax, and `tax_payable`
+//! holds the tax of the invoices that stand less what refunds and credit notes took back.
 
 use std::collections::BTreeMap;
 
@@ -90,7 +90,10 @@ pub fn check(world: &World, invoices: &[Invoice]) -> Result<(), Violation> {
     loop {
         let (entries, next) = journal::list(&tx, world.tenant, &filter, after, 500).map_err(err)?;
         for entry in &entries {
-            if !matches!(entry.kind.as_str(), "refund" | "refund_reversal") {
+            if !matches!(
+                entry.kind.as_str(),
+                "refund" | "refund_reversal" | "credit_note"
+            ) {
                 continue;
             }
             let leg = |a: AccountRef| -> i64 {
@@ -101,19 +104,29 @@ pub fn check(world: &World, invoices: &[Invoice]) -> Result<(), Violation> {
                     .map(|p| p.amount_minor)
                     .sum()
             };
-            let refunded = -leg(AccountRef::System(SystemAccount::PspClearing));
-            let tax_leg = leg(account);
             let invoice = entry.links.invoice.and_then(|i| by_id.get(&i));
-            let from_revenue = leg(AccountRef::System(SystemAccount::Revenue)) != 0;
+            // What went back: to the provider (refunds), or off the receivable (credit notes).
+            let refunded = match invoice {
+                Some(i) if entry.kind == "credit_note" => -leg(AccountRef::Receivable {
+                    customer: i.customer,
+                }),
+                _ => -leg(AccountRef::System(SystemAccount::PspClearing)),
+            };
+            let tax_leg = leg(account);
+            // Money held in suspense never carried tax (its refund's source is suspense).
+            let from_revenue = leg(AccountRef::System(SystemAccount::Suspense)) == 0;
             let expected = match invoice {
                 Some(i) if from_revenue => tax_share(refunded, i.tax_minor, i.total_minor),
                 _ => 0,
             };
             if tax_leg != expected {
                 return Err(format!(
-                    "{} {}: {tax_leg} of tax taken back, its share is {expected}",
+                    "{} {}: {tax_leg} of tax taken back of {refunded}, its share is {expected} \
+                     (invoice tax {:?} of {:?})",
                     entry.kind,
-                    entry.id.display(journal::PREFIX)
+                    entry.id.display(journal::PREFIX),
+                    invoice.map(|i| i.tax_minor),
+                    invoice.map(|i| i.total_minor)
                 ));
             }
             taken_back += tax_leg;
