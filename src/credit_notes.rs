@@ -328,12 +328,19 @@ impl CreateCreditNote {
                 close_entry: None,
             };
             let reason = format!("credit balance from credit note {label}");
+            // After the credit note's entry, so it cannot refuse the credit note (that would
+            // leave the entry without its note): should the ledger refuse the grant, the
+            // receivable keeps the credit, as a negative invoice's does, and it is logged.
             match grant::issue(tx, self.tenant, grant, reason, self.origin.clone())? {
                 Ok(g) => {
                     grant_id = Some(g.id);
                     entries.push(entry);
                 }
-                Err(e) => return Ok(Err(CreditNoteError::Ledger(e.to_string()))),
+                Err(e) => tracing::warn!(
+                    credit_note = %label,
+                    error = %e,
+                    "credit balance not granted: the ledger refused its entry"
+                ),
             }
         }
         let number = numbering::next(tx, self.tenant, Sequence::CreditNote, self.now_ms)?;
