@@ -60,6 +60,61 @@ pub struct Customer {
     /// 1 when created, one more per update that changed something: names each update once
     /// (its `customer.updated` notification is keyed by it).
     pub version: u64,
+    /// Default tax rates of its invoices, at most [`crate::tax_rates::MAX_PER_CUSTOMER`].
+    pub tax_rates: Vec<Id>,
+    /// With a tax id: its invoices carry no tax and the reverse-charge note.
+    pub reverse_charge: bool,
+}
+
+/// A customer as records written before tax rates existed hold it ([`decode`] falls back to
+/// it the same way as to [`CustomerV1`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerV2 {
+    /// Tally's id.
+    pub id: Id,
+    /// The tenant's id.
+    pub external_id: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Billing email.
+    pub email: Option<String>,
+    /// ISO 4217 currency.
+    pub currency: String,
+    /// String pairs.
+    pub metadata: BTreeMap<String, String>,
+    /// When it was created.
+    pub created_at_ms: i64,
+    /// Registered name.
+    pub legal_name: Option<String>,
+    /// Billing address.
+    pub address: Option<Address>,
+    /// Tax registrations.
+    pub tax_ids: Vec<TaxId>,
+    /// Language tag.
+    pub locale: Option<String>,
+    /// Update counter.
+    pub version: u64,
+}
+
+impl From<CustomerV2> for Customer {
+    fn from(old: CustomerV2) -> Self {
+        Customer {
+            id: old.id,
+            external_id: old.external_id,
+            name: old.name,
+            email: old.email,
+            currency: old.currency,
+            metadata: old.metadata,
+            created_at_ms: old.created_at_ms,
+            legal_name: old.legal_name,
+            address: old.address,
+            tax_ids: old.tax_ids,
+            locale: old.locale,
+            version: old.version,
+            tax_rates: Vec::new(),
+            reverse_charge: false,
+        }
+    }
 }
 
 /// A customer as records written before billing details existed hold it. New fields are
@@ -98,6 +153,8 @@ impl From<CustomerV1> for Customer {
             tax_ids: Vec::new(),
             locale: None,
             version: 1,
+            tax_rates: Vec::new(),
+            reverse_charge: false,
         }
     }
 }
@@ -118,6 +175,8 @@ impl Customer {
             tax_ids: Vec::new(),
             locale: None,
             version: 1,
+            tax_rates: Vec::new(),
+            reverse_charge: false,
         }
     }
 }
@@ -127,8 +186,9 @@ impl Customer {
 pub fn decode(bytes: &[u8]) -> Result<Customer, CodecError> {
     match codec::decode::<Customer>(bytes) {
         Ok(customer) => Ok(customer),
-        Err(current) => codec::decode::<CustomerV1>(bytes)
+        Err(current) => codec::decode::<CustomerV2>(bytes)
             .map(Customer::from)
+            .or_else(|_| codec::decode::<CustomerV1>(bytes).map(Customer::from))
             .map_err(|_| current),
     }
 }
@@ -164,6 +224,9 @@ pub enum CustomerError {
         /// The field.
         field: &'static str,
     },
+    /// The default tax rates cannot be assigned.
+    #[error("tax_rates: {0}")]
+    TaxRates(crate::tax_rates::Unassignable),
     /// The currency cannot change: money was, or is being, billed in it.
     #[error("currency cannot change: {reason}")]
     CurrencyLocked {
@@ -196,6 +259,11 @@ impl Command for CreateCustomer {
                 external_id: self.customer.external_id,
                 existing: existing.display(PREFIX),
             }));
+        }
+        if let Err(e) =
+            crate::tax_rates::check_assignable(tx, self.tenant, &self.customer.tax_rates, &[])?
+        {
+            return Ok(Err(CustomerError::TaxRates(e)));
         }
         let mut customers = tx.open_table(tables::CUSTOMERS)?;
         put_record(
@@ -365,6 +433,34 @@ mod tests {
             )?;
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_record_from_before_tax_rates_decodes_without_rates() {
+        let before = CustomerV2 {
+            id: Id::generate(),
+            external_id: "v2".into(),
+            name: None,
+            email: Some("a@b.c".into()),
+            currency: "EUR".into(),
+            metadata: BTreeMap::new(),
+            created_at_ms: 1_700_000_000_000,
+            legal_name: Some("V2 GmbH".into()),
+            address: None,
+            tax_ids: vec![TaxId {
+                kind: "eu_vat".into(),
+                value: "DE123456789".into(),
+            }],
+            locale: Some("de-DE".into()),
+            version: 4,
+        };
+        let bytes = codec::encode(&before).expect("encode");
+        assert!(codec::decode::<Customer>(&bytes).is_err());
+        let read = decode(&bytes).expect("decodes");
+        assert_eq!(read, Customer::from(before));
+        assert!(read.tax_rates.is_empty() && !read.reverse_charge);
+        assert_eq!(read.version, 4);
+        assert_eq!(read.tax_ids.len(), 1);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod country;
+pub mod credit_notes;
 pub mod currency;
 pub mod customers;
 pub mod decimal;
@@ -34,6 +35,7 @@ pub mod server;
 #[cfg(test)]
 mod sim;
 pub mod store;
+pub mod tax_rates;
 pub mod tenant_settings;
 pub mod tenants;
 pub mod webhooks;

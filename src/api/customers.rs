@@ -54,6 +54,14 @@ pub struct CreateCustomerRequest {
     /// BCP 47 language tag (`en`, `de-DE`), at most 35 characters.
     #[schema(max_length = 35)]
     pub locale: Option<String>,
+    /// Default tax rates of its invoices (`txr_…`, active ones), at most 5; an inclusive rate
+    /// must stand alone.
+    #[serde(default)]
+    #[schema(max_items = 5)]
+    pub tax_rates: Vec<String>,
+    /// With a tax id: invoices carry no tax and the reverse-charge note.
+    #[serde(default)]
+    pub reverse_charge: bool,
 }
 
 /// A postal address.
@@ -171,6 +179,13 @@ pub struct UpdateCustomerRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, pattern = "^[A-Z]{3}$")]
     pub currency: Option<Option<String>>,
+    /// Replaces the default tax rates (null or `[]` removes them); at most 5.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>, max_items = 5)]
+    pub tax_rates: Option<Option<Vec<String>>>,
+    /// Reverse charge.
+    #[serde(default)]
+    pub reverse_charge: Option<bool>,
 }
 
 /// A field that is present is `Some` (its value, `None` for JSON null); an absent one stays
@@ -208,6 +223,10 @@ pub struct CustomerResponse {
     pub tax_ids: Vec<TaxIdBody>,
     /// BCP 47 language tag.
     pub locale: Option<String>,
+    /// Default tax rates (`txr_…`).
+    pub tax_rates: Vec<String>,
+    /// Reverse charge (applies when the customer has a tax id).
+    pub reverse_charge: bool,
     /// 1 when created, one more per update that changed something.
     pub version: u64,
     /// RFC 3339.
@@ -235,6 +254,12 @@ impl From<&Customer> for CustomerResponse {
                 })
                 .collect(),
             locale: c.locale.clone(),
+            tax_rates: c
+                .tax_rates
+                .iter()
+                .map(|r| r.display(crate::tax_rates::PREFIX))
+                .collect(),
+            reverse_charge: c.reverse_charge,
             version: c.version,
             created_at: crate::clock::rfc3339(c.created_at_ms),
         }
@@ -252,6 +277,23 @@ pub struct ListCustomersParams {
     pub starting_after: Option<String>,
     /// Only the customer with this external id.
     pub external_id: Option<String>,
+}
+
+/// Parses tax rate ids; existence and archive state are checked in the writing command.
+fn parse_tax_rates(ids: &[String]) -> Result<Vec<Id>, ApiError> {
+    if ids.len() > crate::tax_rates::MAX_PER_CUSTOMER {
+        return Err(ApiError::invalid_field(
+            "tax_rates",
+            format!("at most {} rates", crate::tax_rates::MAX_PER_CUSTOMER),
+        ));
+    }
+    ids.iter()
+        .map(|id| {
+            Id::parse(id, crate::tax_rates::PREFIX).ok_or_else(|| {
+                ApiError::invalid_field("tax_rates", format!("{id:?} is not a txr_… id"))
+            })
+        })
+        .collect()
 }
 
 fn field_error(e: Invalid) -> ApiError {
@@ -421,6 +463,11 @@ fn changes(req: UpdateCustomerRequest) -> Result<Changes, ApiError> {
             .map(|t| t.unwrap_or_default().into_iter().map(TaxId::from).collect()),
         locale: req.locale,
         currency,
+        tax_rates: match req.tax_rates {
+            Some(ids) => Some(parse_tax_rates(&ids.unwrap_or_default())?),
+            None => None,
+        },
+        reverse_charge: req.reverse_charge,
     })
 }
 
@@ -446,6 +493,12 @@ fn render_error(e: &CustomerError) -> StoredResponse {
             e.to_string(),
         )
         .field(*field, "cannot change"),
+        CustomerError::TaxRates(reason) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_tax_rates",
+            e.to_string(),
+        )
+        .field("tax_rates", reason.to_string()),
         CustomerError::CurrencyLocked { reason } => {
             ApiError::new(StatusCode::CONFLICT, "currency_locked", e.to_string())
                 .field("currency", reason.clone())
@@ -485,8 +538,11 @@ pub async fn create(
     let key = key.required()?;
     let req = body.value;
     validate(&req)?;
+    let tax_rates = parse_tax_rates(&req.tax_rates)?;
     let now_ms = crate::clock::now_ms();
     let customer = Customer {
+        tax_rates,
+        reverse_charge: req.reverse_charge,
         name: req.name,
         email: req.email,
         metadata: req.metadata,

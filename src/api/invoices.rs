@@ -81,6 +81,38 @@ pub struct CreditBody {
     pub amount_minor: i64,
 }
 
+/// The tax of one rate on an invoice.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaxLineBody {
+    /// `txr_…`.
+    pub tax_rate: String,
+    /// The rate's name as issued.
+    pub display_name: String,
+    /// Exact decimal string.
+    pub percentage: String,
+    /// Whether the line amounts contain it.
+    pub inclusive: bool,
+    /// What it was computed on (net of the tax when inclusive), minor units.
+    pub taxable_minor: i64,
+    /// The sum of the lines' rounded taxes at this rate.
+    pub tax_minor: i64,
+}
+
+/// The API body of an invoice's tax lines.
+pub fn tax_line_bodies(lines: &[crate::billing::tax::TaxLine]) -> Vec<TaxLineBody> {
+    lines
+        .iter()
+        .map(|t| TaxLineBody {
+            tax_rate: t.tax_rate.display(crate::tax_rates::PREFIX),
+            display_name: t.display_name.clone(),
+            percentage: decimal::to_text(t.percentage.0),
+            inclusive: t.inclusive,
+            taxable_minor: t.taxable_minor,
+            tax_minor: t.tax_minor,
+        })
+        .collect()
+}
+
 /// An invoice.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InvoiceResponse {
@@ -106,8 +138,22 @@ pub struct InvoiceResponse {
     pub period_end: String,
     /// Lines.
     pub lines: Vec<LineBody>,
-    /// Sum of rounded lines.
+    /// Sum of rounded lines: net of discounts, before exclusive tax.
     pub subtotal_minor: i64,
+    /// Tax per rate.
+    pub tax_lines: Vec<TaxLineBody>,
+    /// Every tax, inclusive and exclusive.
+    pub tax_minor: i64,
+    /// `subtotal_minor` plus exclusive tax.
+    pub total_minor: i64,
+    /// Whether the reverse charge applied (no tax; the note is in `notes`).
+    pub reverse_charge: bool,
+    /// Legal notes.
+    pub notes: Vec<String>,
+    /// What credit notes took back, tax included.
+    pub credited_minor: i64,
+    /// Its credit notes (`cn_…`).
+    pub credit_notes: Vec<String>,
     /// Credits applied, in burn order.
     pub credits_applied: Vec<CreditBody>,
     /// Their sum.
@@ -194,6 +240,17 @@ pub fn invoice_body(i: &Invoice) -> InvoiceResponse {
         period_end: rfc(i.period_end_ms),
         lines: i.lines.iter().map(line_body).collect(),
         subtotal_minor: i.subtotal_minor,
+        tax_lines: tax_line_bodies(&i.tax_lines),
+        tax_minor: i.tax_minor,
+        total_minor: i.total_minor,
+        reverse_charge: i.reverse_charge,
+        notes: i.notes.clone(),
+        credited_minor: i.credited_minor,
+        credit_notes: i
+            .credit_notes
+            .iter()
+            .map(|c| c.display(crate::credit_notes::PREFIX))
+            .collect(),
         credits_applied: i
             .credits
             .iter()
@@ -355,9 +412,11 @@ fn render_void(output: &Result<Invoice, InvoiceError>) -> StoredResponse {
         Err(e @ InvoiceError::Missing(_)) => {
             ApiError::new(StatusCode::NOT_FOUND, "resource_missing", e.to_string()).to_stored()
         }
-        Err(e @ (InvoiceError::WrongState { .. } | InvoiceError::AdjustedLater { .. })) => {
-            ApiError::new(StatusCode::CONFLICT, "invoice_state", e.to_string()).to_stored()
-        }
+        Err(
+            e @ (InvoiceError::WrongState { .. }
+            | InvoiceError::AdjustedLater { .. }
+            | InvoiceError::Credited(_)),
+        ) => ApiError::new(StatusCode::CONFLICT, "invoice_state", e.to_string()).to_stored(),
         Err(e @ InvoiceError::PaymentInProgress { .. }) => {
             ApiError::new(StatusCode::CONFLICT, "payment_in_progress", e.to_string()).to_stored()
         }
@@ -499,6 +558,10 @@ pub async fn upcoming(
     for draft in drafts {
         let draft = draft.map_err(failed)?;
         let subtotal = invoice::subtotal(&draft.lines).map_err(failed)?;
+        let total = subtotal
+            .checked_add(draft.taxes.exclusive_minor)
+            .ok_or(InvoiceError::OutOfRange)
+            .map_err(failed)?;
         let rfc = crate::clock::rfc3339;
         invoices.push(InvoiceResponse {
             id: String::new(),
@@ -513,9 +576,16 @@ pub async fn upcoming(
             period_end: rfc(draft.spec.period.end_ms),
             lines: draft.lines.iter().map(line_body).collect(),
             subtotal_minor: subtotal,
+            tax_lines: tax_line_bodies(&draft.taxes.lines),
+            tax_minor: draft.taxes.tax_minor,
+            total_minor: total,
+            reverse_charge: draft.taxes.reverse_charge,
+            notes: draft.taxes.notes.clone(),
+            credited_minor: 0,
+            credit_notes: Vec::new(),
             credits_applied: Vec::new(),
             credits_applied_minor: 0,
-            amount_due_minor: subtotal,
+            amount_due_minor: total.max(0),
             issued_at: None,
             events_through: draft.spec.cutoff,
             inputs_digest: None,

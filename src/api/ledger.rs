@@ -188,7 +188,7 @@ pub async fn create_entry(
         let account = AccountRef::parse(&p.account).ok_or_else(|| {
             ApiError::invalid_field(
                 format!("postings.{i}.account"),
-                "is not an account code (revenue, promotional_expense, breakage, psp_clearing, cash, bad_debt, customer:cus_…:receivable)",
+                "is not an account code (revenue, promotional_expense, breakage, psp_clearing, cash, bad_debt, suspense, tax_payable, customer:cus_…:receivable)",
             )
         })?;
         if !crate::currency::is_known(&p.currency) {

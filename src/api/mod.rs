@@ -4,6 +4,7 @@
 //! reads a snapshot. It knows nothing of redb tables: storage goes through the domain modules.
 
 pub mod coupons;
+pub mod credit_notes;
 pub mod customers;
 pub mod dead_letters;
 pub mod documents;
@@ -26,6 +27,7 @@ pub mod plans;
 pub mod problem;
 pub mod subscription_changes;
 pub mod subscriptions;
+pub mod tax_rates;
 pub mod tenant_settings;
 pub mod usage;
 pub mod webhooks;
@@ -96,6 +98,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/plans", get(plans::list).post(plans::create))
         .route("/v1/plans/{id}", get(plans::get))
         .route("/v1/plans/{id}/versions", post(plans::create_version))
+        .route(
+            "/v1/tax-rates",
+            get(tax_rates::list).post(tax_rates::create),
+        )
+        .route("/v1/tax-rates/{id}", get(tax_rates::get))
+        .route("/v1/tax-rates/{id}/archive", post(tax_rates::archive))
         .route("/v1/coupons", get(coupons::list).post(coupons::create))
         .route("/v1/coupons/{id}", get(coupons::get))
         .route(
@@ -142,6 +150,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/invoices", get(invoices::list))
         .route("/v1/invoices/{id}", get(invoices::get))
         .route("/v1/invoices/{id}/void", post(invoices::void))
+        .route("/v1/invoices/{id}/credit-notes", post(credit_notes::create))
+        .route("/v1/credit-notes", get(credit_notes::list))
+        .route("/v1/credit-notes/{id}", get(credit_notes::get))
         .route("/v1/invoices/{id}/verify", get(invoices::verify))
         .route("/v1/invoices/{id}/document", get(documents::document))
         .route(

@@ -80,6 +80,11 @@ fn object(n: &Notification) -> Result<serde_json::Value, RenderError> {
                 codec::decode(bytes).map_err(|e| fail(e.to_string()))?;
             json(serde_json::to_value(super::invoices::invoice_body(&i)))
         }
+        "credit_note" => {
+            let c: crate::credit_notes::CreditNote =
+                codec::decode(bytes).map_err(|e| fail(e.to_string()))?;
+            json(serde_json::to_value(super::credit_notes::body(&c)))
+        }
         "payment" => {
             let p: crate::payments::payment::Payment =
                 codec::decode(bytes).map_err(|e| fail(e.to_string()))?;
@@ -143,6 +148,7 @@ fn subject_id(n: &Notification) -> String {
         "invoice" => crate::billing::invoice::PREFIX,
         "payment" => crate::payments::payment::PREFIX,
         "credit_grant" => crate::ledger::grant::PREFIX,
+        "credit_note" => crate::credit_notes::PREFIX,
         "reconciliation" => crate::payments::reconcile::PREFIX,
         "dead_letter" => crate::jobs::PREFIX,
         "destination" => crate::notifications::destination::PREFIX,

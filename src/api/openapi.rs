@@ -8,9 +8,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    coupons, customers, dead_letters, documents, event_destinations, events, grants, health,
-    invoices, ledger, meters, notifications, pagination, parties, payments, plans, problem,
-    subscription_changes, subscriptions, tenant_settings, usage, webhooks,
+    coupons, credit_notes, customers, dead_letters, documents, event_destinations, events, grants,
+    health, invoices, ledger, meters, notifications, pagination, parties, payments, plans, problem,
+    subscription_changes, subscriptions, tax_rates, tenant_settings, usage, webhooks,
 };
 
 /// The document's root.
@@ -50,6 +50,13 @@ use super::{
         plans::get,
         plans::list,
         plans::create_version,
+        credit_notes::create,
+        credit_notes::get,
+        credit_notes::list,
+        tax_rates::create,
+        tax_rates::get,
+        tax_rates::list,
+        tax_rates::archive,
         coupons::create,
         coupons::get,
         coupons::list,
@@ -146,6 +153,14 @@ use super::{
         plans::ChargeBody,
         pagination::Page<plans::PlanResponse>,
         plans::CreatePlanVersionRequest,
+        credit_notes::CreditLineBody,
+        credit_notes::CreateCreditNoteRequest,
+        credit_notes::CreditNoteResponse,
+        pagination::Page<credit_notes::CreditNoteResponse>,
+        tax_rates::CreateTaxRateRequest,
+        tax_rates::TaxRateResponse,
+        pagination::Page<tax_rates::TaxRateResponse>,
+        invoices::TaxLineBody,
         coupons::AppliesToBody,
         coupons::CreateCouponRequest,
         coupons::CouponResponse,

@@ -68,6 +68,12 @@ pub struct PreviewBody {
     pub lines: Vec<LineBody>,
     /// Their sum, minor units.
     pub subtotal_minor: i64,
+    /// Tax per rate, at the customer's rates as of now.
+    pub tax_lines: Vec<super::invoices::TaxLineBody>,
+    /// Every tax, inclusive and exclusive.
+    pub tax_minor: i64,
+    /// `subtotal_minor` plus exclusive tax.
+    pub total_minor: i64,
 }
 
 /// Parses a change body into the request (ids and instants resolved; no writes).
@@ -208,13 +214,23 @@ pub async fn preview(
     let policy = state.config.billing_policy();
     let preview =
         change::preview(&tx, tenant, &sub, &request, &policy)?.map_err(|e| api_error(&e))?;
-    let subtotal_minor = crate::billing::invoice::subtotal(&preview.lines).map_err(|e| {
+    let failed = |e: crate::billing::invoice::InvoiceError| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invoice_failed",
             e.to_string(),
         )
-    })?;
+    };
+    let subtotal_minor = crate::billing::invoice::subtotal(&preview.lines).map_err(failed)?;
+    let currency = crate::billing::plan::get(&tx, tenant, sub.plan)?
+        .map(|p| p.currency)
+        .unwrap_or_default();
+    let taxes = crate::billing::tax::preview(&tx, tenant, sub.customer, &preview.lines, &currency)?
+        .map_err(failed)?;
+    let total_minor = subtotal_minor
+        .checked_add(taxes.exclusive_minor)
+        .ok_or(crate::billing::invoice::InvoiceError::OutOfRange)
+        .map_err(failed)?;
     let rfc = crate::clock::rfc3339;
     Ok(Json(PreviewBody {
         effective_at: rfc(preview.effective_at_ms),
@@ -227,6 +243,9 @@ pub async fn preview(
         period_end: rfc(preview.period_end_ms),
         lines: preview.lines.iter().map(line_body).collect(),
         subtotal_minor,
+        tax_lines: super::invoices::tax_line_bodies(&taxes.lines),
+        tax_minor: taxes.tax_minor,
+        total_minor,
     })
     .into_response())
 }

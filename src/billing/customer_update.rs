@@ -49,6 +49,16 @@ impl Command for UpdateCustomer {
         if next == current {
             return Ok(Ok(current));
         }
+        if next.tax_rates != current.tax_rates {
+            if let Err(e) = crate::tax_rates::check_assignable(
+                tx,
+                self.tenant,
+                &next.tax_rates,
+                &current.tax_rates,
+            )? {
+                return Ok(Err(CustomerError::TaxRates(e)));
+            }
+        }
         if next.currency != current.currency {
             if let Some(reason) = currency_lock(tx, self.tenant, self.id)? {
                 return Ok(Err(CustomerError::CurrencyLocked { reason }));

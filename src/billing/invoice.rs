@@ -17,6 +17,7 @@ use super::plan::{Charge, FeeTiming, Plan};
 use super::pricing::{self, TierLine};
 use super::snapshot::{Buyer, Issued, Seller};
 use super::subscription::{Period, Subscription};
+use super::tax::{self, TaxLine, Taxes};
 use crate::decimal::Stored;
 use crate::id::Id;
 use crate::ingest::meter::Meter;
@@ -205,6 +206,22 @@ pub struct Invoice {
     pub buyer: Option<Buyer>,
     /// The seller as issued by; `None` only for invoices issued before snapshots.
     pub seller: Option<Seller>,
+    /// Tax per rate: each rate's terms as issued and its sums; empty without rates.
+    pub tax_lines: Vec<TaxLine>,
+    /// Every tax, inclusive and exclusive (0 for invoices issued before taxes).
+    pub tax_minor: i64,
+    /// The subtotal plus exclusive tax: what is owed before credits.
+    pub total_minor: i64,
+    /// Whether the reverse charge applied (no tax, and its note in `notes`).
+    pub reverse_charge: bool,
+    /// Legal notes the invoice carries.
+    pub notes: Vec<String>,
+    /// What its credit notes took back, tax included (at most the total).
+    pub credited_minor: i64,
+    /// The part of that taken off the amount due (credit notes of the unpaid invoice).
+    pub credited_due_minor: i64,
+    /// Its credit notes (`cn_…`), in order.
+    pub credit_notes: Vec<Id>,
 }
 
 /// Why an invoice could not be computed or changed.
@@ -245,6 +262,9 @@ pub enum InvoiceError {
         /// Its status.
         status: &'static str,
     },
+    /// Credit notes already took part of it back: voiding it would reverse that part twice.
+    #[error("invoice {0} has credit notes; credit what remains instead of voiding it")]
+    Credited(String),
     /// A later invoice adjusted usage this one billed: voiding this one first would put the
     /// period's billed quantity back while the later adjustment stands, and bill it twice.
     #[error("invoice {id} billed usage of the period starting {period_start} that a later invoice adjusted; void the later invoice first")]
@@ -914,6 +934,11 @@ pub fn issue(
 ) -> Result<Result<Invoice, InvoiceError>, StoreError> {
     let id = Id::generate_at(now_ms);
     let subtotal = business!(subtotal(&lines));
+    let exponent = crate::currency::minor_unit_exponent(&plan.currency).unwrap_or(2);
+    let taxes = business!(taxes_at_issue(tx, tenant, sub.customer, &lines, exponent)?);
+    let total = business!(subtotal
+        .checked_add(taxes.exclusive_minor)
+        .ok_or(InvoiceError::OutOfRange));
     let step = IssueStep {
         tx,
         tenant,
@@ -924,21 +949,21 @@ pub fn issue(
         origin,
     };
     let mut entries = Vec::new();
-    if let Some(entry) = business!(step.post_invoice_entry(subtotal)?) {
+    if let Some(entry) = business!(step.post_invoice_entry(total, taxes.tax_minor)?) {
         entries.push(entry);
     }
-    let (credits, credits_entry) = step.apply_credits(subtotal)?;
+    let (credits, credits_entry) = step.apply_credits(total)?;
     entries.extend(credits_entry);
     // A negative invoice (a downgrade's credit exceeding its charges, usage that went down)
     // owes the customer: the amount becomes a credit grant that later invoices draw on.
-    if subtotal < 0 {
-        entries.extend(step.credit_balance(subtotal.unsigned_abs())?);
+    if total < 0 {
+        entries.extend(step.credit_balance(total.unsigned_abs())?);
     }
     let credits_applied = business!(credits
         .iter()
         .try_fold(0i64, |acc, (_, a)| acc.checked_add(*a))
         .ok_or(InvoiceError::OutOfRange));
-    let amount_due = business!(subtotal
+    let amount_due = business!(total
         .checked_sub(credits_applied)
         .ok_or(InvoiceError::OutOfRange))
     .max(0);
@@ -986,6 +1011,14 @@ pub fn issue(
         number_year: issued.number.year,
         buyer: Some(issued.buyer),
         seller: Some(issued.seller),
+        tax_lines: taxes.lines,
+        tax_minor: taxes.tax_minor,
+        total_minor: total,
+        reverse_charge: taxes.reverse_charge,
+        notes: taxes.notes,
+        credited_minor: 0,
+        credited_due_minor: 0,
+        credit_notes: Vec::new(),
     };
     invoice.inputs_digest = inputs_digest(&invoice);
     record_billed_quantities(tx, tenant, sub.id, &invoice.lines)?;
@@ -1005,6 +1038,29 @@ pub fn issue(
         emit_invoice(tx, tenant, &invoice, "invoice.paid", "paid", now_ms)?;
     }
     Ok(Ok(invoice))
+}
+
+/// Step "taxes": the customer's default rates as they are at issue (copied onto the invoice)
+/// applied to the lines.
+fn taxes_at_issue(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    customer: Id,
+    lines: &[Line],
+    exponent: u8,
+) -> Computed<Taxes> {
+    let customer = crate::customers::load_in_write(tx, tenant, customer)?;
+    let applicable = tax::applicable(
+        &tx.open_table(tables::TAX_RATES)?,
+        tenant,
+        customer.as_ref(),
+    )?;
+    Ok(tax::compute(
+        lines,
+        &tax::tax_lines_of(&applicable),
+        applicable.reverse_charge,
+        exponent,
+    ))
 }
 
 /// The grants an invoice drew on (grant, amount) and the entry that drew them.
@@ -1054,12 +1110,35 @@ impl IssueStep<'_> {
         }
     }
 
-    /// Step "invoice entry": the subtotal moves to the customer's receivable as revenue.
+    /// Step "invoice entry": the total moves to the customer's receivable, the net of tax as
+    /// revenue and the tax to `tax_payable`.
     fn post_invoice_entry(
         &self,
-        subtotal: i64,
+        total: i64,
+        tax_minor: i64,
     ) -> Result<Result<Option<Id>, InvoiceError>, StoreError> {
-        if subtotal == 0 {
+        let Some(net) = total.checked_sub(tax_minor) else {
+            return Ok(Err(InvoiceError::OutOfRange));
+        };
+        let postings: Vec<Posting> = [
+            (
+                AccountRef::Receivable {
+                    customer: self.customer,
+                },
+                total,
+            ),
+            (AccountRef::System(SystemAccount::Revenue), -net),
+            (AccountRef::System(SystemAccount::TaxPayable), -tax_minor),
+        ]
+        .into_iter()
+        .filter(|(_, amount)| *amount != 0)
+        .map(|(account, amount_minor)| Posting {
+            account,
+            currency: self.currency.to_string(),
+            amount_minor,
+        })
+        .collect();
+        if postings.is_empty() {
             return Ok(Ok(None));
         }
         let entry_id = Id::generate_at(self.now_ms);
@@ -1069,20 +1148,7 @@ impl IssueStep<'_> {
             reason: format!("invoice {} issued", self.invoice.display(PREFIX)),
             links: self.links(),
             origin: self.origin.to_string(),
-            postings: vec![
-                Posting {
-                    account: AccountRef::Receivable {
-                        customer: self.customer,
-                    },
-                    currency: self.currency.to_string(),
-                    amount_minor: subtotal,
-                },
-                Posting {
-                    account: AccountRef::System(SystemAccount::Revenue),
-                    currency: self.currency.to_string(),
-                    amount_minor: -subtotal,
-                },
-            ],
+            postings,
         };
         Ok(
             match journal::post(self.tx, self.tenant, self.now_ms, draft)? {
@@ -1274,6 +1340,9 @@ pub fn void(
             action: "voided",
         }));
     }
+    if invoice.credited_minor != 0 {
+        return Ok(Err(InvoiceError::Credited(id.display(PREFIX))));
+    }
     if let Some(period_start_ms) = adjusted_later(tx, tenant, &invoice)? {
         return Ok(Err(InvoiceError::AdjustedLater {
             id: id.display(PREFIX),
@@ -1284,16 +1353,22 @@ pub fn void(
         customer: invoice.customer,
     };
     let mut postings = Vec::new();
-    if invoice.subtotal_minor != 0 {
+    let net = invoice
+        .total_minor
+        .checked_sub(invoice.tax_minor)
+        .ok_or_else(|| StoreError::Corrupt("invoice totals out of range".into()))?;
+    for (account, amount_minor) in [
+        (AccountRef::System(SystemAccount::Revenue), net),
+        (
+            AccountRef::System(SystemAccount::TaxPayable),
+            invoice.tax_minor,
+        ),
+        (receivable, -invoice.total_minor),
+    ] {
         postings.push(Posting {
-            account: AccountRef::System(SystemAccount::Revenue),
+            account,
             currency: invoice.currency.clone(),
-            amount_minor: invoice.subtotal_minor,
-        });
-        postings.push(Posting {
-            account: receivable,
-            currency: invoice.currency.clone(),
-            amount_minor: -invoice.subtotal_minor,
+            amount_minor,
         });
     }
     if invoice.credits_applied_minor > 0 {

@@ -1,6 +1,7 @@
 //! Schema 3 → 4: subscriptions gain their phases (the plan history) and trial fields; plans
 //! say whether usage in a trial is billed; invoices gain their number and the buyer and seller
-//! snapshots (empty for invoices issued before them).
+//! snapshots (empty for invoices issued before them) and their taxes (none: the total is the
+//! subtotal).
 
 use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -94,6 +95,14 @@ impl From<InvoiceV3> for Invoice {
             number_year: None,
             buyer: None,
             seller: None,
+            tax_lines: Vec::new(),
+            tax_minor: 0,
+            total_minor: old.subtotal_minor,
+            reverse_charge: false,
+            notes: Vec::new(),
+            credited_minor: 0,
+            credited_due_minor: 0,
+            credit_notes: Vec::new(),
         }
     }
 }
@@ -315,6 +324,9 @@ mod tests {
         assert_eq!(invoice.number, None);
         assert_eq!(invoice.buyer, None);
         assert_eq!(invoice.subtotal_minor, 1_234);
+        assert_eq!(invoice.tax_minor, 0);
+        assert_eq!(invoice.total_minor, 1_234);
+        assert!(invoice.tax_lines.is_empty());
         let n = crate::notifications::outbox::get(&tx, tenant, notification.id)
             .expect("read")
             .expect("present");

@@ -16,6 +16,7 @@ pub mod pricing;
 pub mod run;
 pub mod snapshot;
 pub mod subscription;
+pub mod tax;
 pub mod verify;
 
 #[cfg(test)]

@@ -22,6 +22,8 @@ pub struct Draft {
     pub spec: Spec,
     /// The lines as of now.
     pub lines: Vec<Line>,
+    /// Their taxes at the customer's rates as of now.
+    pub taxes: super::tax::Taxes,
 }
 
 /// Drafts of every running subscription of a customer.
@@ -40,6 +42,7 @@ pub fn upcoming(
     let discounts = tx.open_table(tables::DISCOUNTS)?;
     let discounts_by_target = tx.open_table(tables::DISCOUNTS_BY_TARGET)?;
     let now_ms = crate::clock::now_ms();
+
     let src = Sources {
         events: &events,
         by_customer: &by_customer,
@@ -75,12 +78,20 @@ pub fn upcoming(
             &plan,
             now_ms,
         )?;
+        let lines = match invoice::compute(&src, tenant, &sub, &plan, &spec)? {
+            Ok(lines) => lines,
+            Err(e) => {
+                out.push(Err(e));
+                continue;
+            }
+        };
         out.push(
-            invoice::compute(&src, tenant, &sub, &plan, &spec)?.map(|lines| Draft {
+            super::tax::preview(tx, tenant, customer, &lines, &plan.currency)?.map(|taxes| Draft {
                 subscription: sub,
                 plan,
                 spec,
                 lines,
+                taxes,
             }),
         );
     }

@@ -162,9 +162,13 @@ pub fn verify_invoice(
             invoice.subtotal_minor
         )));
     }
+    if let Err(difference) = verify_taxes(invoice, exponent) {
+        return Ok(Err(difference));
+    }
     let credits: i64 = invoice.credits.iter().map(|(_, a)| a).sum();
     if credits != invoice.credits_applied_minor
-        || invoice.amount_due_minor != (invoice.subtotal_minor - credits).max(0)
+        || invoice.amount_due_minor
+            != (invoice.total_minor - credits).max(0) - invoice.credited_due_minor
     {
         return Ok(Err("credits applied or amount due do not add up".into()));
     }
@@ -317,4 +321,34 @@ fn invoice_period(
         },
         ..p
     })
+}
+
+/// The taxes re-derived from the invoice's lines and the rates it copied at issue: each rate's
+/// sums, the tax, the total and the reverse-charge note.
+fn verify_taxes(invoice: &Invoice, exponent: u8) -> Result<(), String> {
+    let taxes = super::tax::compute(
+        &invoice.lines,
+        &invoice.tax_lines,
+        invoice.reverse_charge,
+        exponent,
+    )
+    .map_err(|e| format!("taxes: {e}"))?;
+    if taxes.lines != invoice.tax_lines {
+        return Err("the tax per rate differs from the lines' rounded taxes".into());
+    }
+    if taxes.tax_minor != invoice.tax_minor || taxes.notes != invoice.notes {
+        return Err(format!(
+            "tax {} but the lines' rounded taxes sum to {}",
+            invoice.tax_minor, taxes.tax_minor
+        ));
+    }
+    let total = invoice.subtotal_minor.checked_add(taxes.exclusive_minor);
+    if total != Some(invoice.total_minor) {
+        return Err(format!(
+            "total {} but the subtotal plus exclusive tax is {}",
+            invoice.total_minor,
+            total.map_or_else(|| "out of range".to_string(), |t| t.to_string())
+        ));
+    }
+    Ok(())
 }

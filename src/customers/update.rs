@@ -32,6 +32,10 @@ pub struct Changes {
     pub locale: Option<Option<String>>,
     /// ISO 4217 code; locked once money was billed in the current one.
     pub currency: Option<String>,
+    /// Replaces the default tax rates.
+    pub tax_rates: Option<Vec<crate::id::Id>>,
+    /// Reverse charge.
+    pub reverse_charge: Option<bool>,
 }
 
 impl Changes {
@@ -59,6 +63,12 @@ impl Changes {
         }
         if let Some(currency) = &self.currency {
             next.currency.clone_from(currency);
+        }
+        if let Some(tax_rates) = &self.tax_rates {
+            next.tax_rates.clone_from(tax_rates);
+        }
+        if let Some(reverse_charge) = self.reverse_charge {
+            next.reverse_charge = reverse_charge;
         }
         next
     }

@@ -256,13 +256,12 @@ pub struct Document {
 }
 
 impl Document {
-    /// The document of a stored invoice: its lines and amounts, addressed from `seller` to
-    /// `buyer`, written for `locale`. Invoices carry no tax yet, so the tax is zero and the
-    /// total is the subtotal; they carry no number yet either.
+    /// The document of a stored invoice: its number, lines, tax per rate, totals and notes,
+    /// addressed from `seller` to `buyer`, written for `locale`.
     pub fn for_invoice(invoice: &Invoice, buyer: Party, seller: Party, locale: &str) -> Document {
         Document {
             kind: DocumentKind::Invoice,
-            number: None,
+            number: invoice.number.clone(),
             status: invoice.status.as_str().to_string(),
             issued_at_ms: invoice.issued_at_ms,
             period_start_ms: invoice.period_start_ms,
@@ -276,13 +275,29 @@ impl Document {
                 .iter()
                 .map(|l| doc_line(l, &invoice.currency, locale))
                 .collect(),
-            tax_rows: Vec::new(),
+            tax_rows: invoice
+                .tax_lines
+                .iter()
+                .map(|t| TaxRow {
+                    label: if t.inclusive {
+                        format!("{} (included)", t.display_name)
+                    } else {
+                        t.display_name.clone()
+                    },
+                    percentage: format!("{}%", crate::decimal::to_text(t.percentage.0)),
+                    net_minor: t.taxable_minor,
+                    tax_minor: t.tax_minor,
+                })
+                .collect(),
             subtotal_minor: invoice.subtotal_minor,
-            tax_minor: 0,
-            total_minor: invoice.subtotal_minor,
-            credits_applied_minor: invoice.credits_applied_minor,
+            tax_minor: invoice.tax_minor,
+            total_minor: invoice.total_minor,
+            // Credits drawn and credit notes both lower what is due.
+            credits_applied_minor: invoice
+                .credits_applied_minor
+                .saturating_add(invoice.credited_due_minor),
             amount_due_minor: invoice.amount_due_minor,
-            notes: Vec::new(),
+            notes: invoice.notes.clone(),
             footer: None,
             payment_instructions: None,
             logo: None,

@@ -43,7 +43,6 @@ pub fn invoice_document(
         .map(seller_party)
         .unwrap_or_default();
     let mut doc = Document::for_invoice(invoice, buyer, seller, &locale);
-    doc.number = invoice.number.clone();
     if let Some(s) = &invoice.seller {
         doc.footer = s.invoice_footer.clone();
         doc.payment_instructions = s.payment_instructions.clone();

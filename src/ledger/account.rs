@@ -12,6 +12,7 @@
 //! | `cash` | asset | money received outside the provider (e.g. prepaid credits) |
 //! | `bad_debt` | expense | receivables written off when an invoice became uncollectible |
 //! | `suspense` | liability | money the provider collected that no invoice could take (a wrong amount or currency, a voided or already paid invoice, a superseded attempt), held until it is refunded or reviewed |
+//! | `tax_payable` | liability | tax invoiced and owed to the tax authorities |
 //! | `customer:cus_…:receivable` | asset | what the customer owes |
 //! | `customer:cus_…:credits:grt_…` | liability | one credit grant's unused remainder |
 //!
@@ -67,6 +68,8 @@ pub enum SystemAccount {
     /// Money received that no invoice could take, held until it is refunded or reviewed.
     /// After `BadDebt` for the same reason.
     Suspense,
+    /// Tax invoiced, owed to the tax authorities. Last, for the same reason.
+    TaxPayable,
 }
 
 /// Which account a posting moves.
@@ -101,7 +104,9 @@ impl AccountRef {
             AccountRef::System(SystemAccount::PspClearing | SystemAccount::Cash) => {
                 AccountType::Asset
             }
-            AccountRef::System(SystemAccount::Suspense) => AccountType::Liability,
+            AccountRef::System(SystemAccount::Suspense | SystemAccount::TaxPayable) => {
+                AccountType::Liability
+            }
             AccountRef::Receivable { .. } => AccountType::Asset,
             AccountRef::Grant { .. } => AccountType::Liability,
         }
@@ -128,6 +133,7 @@ impl AccountRef {
             AccountRef::System(SystemAccount::Cash) => "cash".into(),
             AccountRef::System(SystemAccount::BadDebt) => "bad_debt".into(),
             AccountRef::System(SystemAccount::Suspense) => "suspense".into(),
+            AccountRef::System(SystemAccount::TaxPayable) => "tax_payable".into(),
             AccountRef::Receivable { customer } => {
                 format!("customer:{}:receivable", customer.display(customer_prefix))
             }
@@ -149,6 +155,7 @@ impl AccountRef {
             "cash" => AccountRef::System(SystemAccount::Cash),
             "bad_debt" => AccountRef::System(SystemAccount::BadDebt),
             "suspense" => AccountRef::System(SystemAccount::Suspense),
+            "tax_payable" => AccountRef::System(SystemAccount::TaxPayable),
             other => {
                 let rest = other.strip_prefix("customer:")?;
                 let mut parts = rest.split(':');
@@ -179,6 +186,7 @@ impl AccountRef {
                     SystemAccount::Cash => 4,
                     SystemAccount::BadDebt => 5,
                     SystemAccount::Suspense => 6,
+                    SystemAccount::TaxPayable => 7,
                 });
             }
             AccountRef::Receivable { customer } => {
@@ -208,6 +216,7 @@ mod tests {
             AccountRef::System(SystemAccount::Cash),
             AccountRef::System(SystemAccount::BadDebt),
             AccountRef::System(SystemAccount::Suspense),
+            AccountRef::System(SystemAccount::TaxPayable),
             AccountRef::Receivable { customer },
             AccountRef::Grant { customer, grant },
         ] {

@@ -20,6 +20,7 @@ pub const TYPES: &[&str] = &[
     "credit_grant.created",
     "credit_grant.expired",
     "credit_grant.depleted",
+    "credit_note.created",
     "reconciliation.completed",
     "dead_letter.created",
     "destination.disabled",

@@ -20,7 +20,7 @@ use crate::store::writer::Command;
 use crate::store::{tables, StoreError};
 
 /// Every attempt of an invoice, inside a write transaction.
-pub(super) fn attempts(
+pub fn attempts(
     tx: &WriteTransaction,
     tenant: TenantId,
     invoice: Id,

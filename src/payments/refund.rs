@@ -271,24 +271,65 @@ fn post_refund(
         ),
         links: payment_links(p),
         origin: origin.to_string(),
-        postings: vec![
-            Posting {
-                account: AccountRef::System(source),
-                currency: currency.clone(),
-                amount_minor: amount,
-            },
-            Posting {
-                account: AccountRef::System(SystemAccount::PspClearing),
-                currency,
-                amount_minor: -amount,
-            },
-        ],
+        postings: refund_postings(tx, tenant, p, source, amount, &currency)?,
     };
     if let Err(e) = journal::post(tx, tenant, now_ms, draft)? {
         tracing::error!(payment = %p.id.display(PREFIX), error = %e, "refund entry refused");
         return Ok(None);
     }
     Ok(Some(entry_id))
+}
+
+/// A refund's legs: the provider's clearing gives the money back; revenue (or suspense) takes
+/// it, less the invoice's tax share, which `tax_payable` takes back: amount × tax / total of
+/// the invoice, rounded once, half away from zero.
+fn refund_postings(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    p: &Payment,
+    source: SystemAccount,
+    amount: i64,
+    currency: &str,
+) -> Result<Vec<Posting>, StoreError> {
+    let tax = if source == SystemAccount::Revenue {
+        let invoice = {
+            let invoices = tx.open_table(crate::store::tables::INVOICES)?;
+            crate::store::get_record::<crate::billing::invoice::Invoice, _>(
+                &invoices,
+                crate::store::keys::tenant_id(tenant, p.invoice),
+            )?
+        };
+        invoice.map_or(0, |i| tax_share(amount, i.tax_minor, i.total_minor))
+    } else {
+        0
+    };
+    let mut legs = vec![
+        (source, amount.saturating_sub(tax)),
+        (SystemAccount::TaxPayable, tax),
+        (SystemAccount::PspClearing, -amount),
+    ];
+    legs.retain(|(_, a)| *a != 0);
+    Ok(legs
+        .into_iter()
+        .map(|(account, amount_minor)| Posting {
+            account: AccountRef::System(account),
+            currency: currency.to_string(),
+            amount_minor,
+        })
+        .collect())
+}
+
+/// The tax part of `amount` of an invoice with `tax_minor` in `total_minor`, rounded once,
+/// half away from zero; 0 when the invoice has no positive total.
+pub fn tax_share(amount: i64, tax_minor: i64, total_minor: i64) -> i64 {
+    if total_minor <= 0 || tax_minor == 0 {
+        return 0;
+    }
+    let share = i128::from(amount) * i128::from(tax_minor);
+    let total = i128::from(total_minor);
+    let rounded = (share.abs() * 2 + total) / (total * 2);
+    let signed = if share < 0 { -rounded } else { rounded };
+    i64::try_from(signed).unwrap_or(0)
 }
 
 /// One refund object as the provider describes it (a webhook's refund, or an item of a
@@ -435,4 +476,19 @@ pub fn check_refunded_total(
              the refunds' own events settle the difference"
         ))
     })
+}
+
+#[cfg(test)]
+mod tax_share_tests {
+    use super::tax_share;
+
+    #[test]
+    fn the_tax_share_of_a_refund_rounds_once_half_away_from_zero() {
+        assert_eq!(tax_share(1190, 190, 1190), 190);
+        assert_eq!(tax_share(500, 190, 1190), 80); // 79.83…
+        assert_eq!(tax_share(-500, 190, 1190), -80);
+        assert_eq!(tax_share(5, 1, 10), 1); // 0.5 → 1
+        assert_eq!(tax_share(500, 0, 1190), 0);
+        assert_eq!(tax_share(500, 190, 0), 0);
+    }
 }

@@ -74,6 +74,7 @@ pub fn after_every_step(world: &World) -> Result<(), Violation> {
     invoices_verify(world, &invoices)?;
     billed_once(world, &invoices)?;
     super::coupons::check(world, &invoices)?;
+    super::taxes::check(world, &invoices)?;
     let payments = payments(world)?;
     let charges = world.provider.charges();
     for p in &payments {

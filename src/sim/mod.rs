@@ -2,10 +2,11 @@
 //!
 //! It drives the real command layer (the real store on a file, the real writer thread, the
 //! real job handlers and webhook dispatch) through random interleavings of usage (in order,
-//! late, duplicated, extreme), billing runs, pay, void, credits, refunds, job executions,
-//! reconciliations, webhook deliveries and crashes with restart, against a fault-injecting
-//! payment provider with its own books ([`provider`]). After every step it checks the safety
-//! invariants, and at every point of rest the balance invariants ([`invariants`]).
+//! late, duplicated, extreme), billing runs, pay, void, credits, refunds, credit notes, job
+//! executions, reconciliations, webhook deliveries and crashes with restart, against a
+//! fault-injecting payment provider with its own books ([`provider`]). After every step it
+//! checks the safety invariants, and at every point of rest the balance invariants
+//! ([`invariants`]).
 //!
 //! One seed is one exact sequence: time is simulated and ids are seeded (the test seams in
 //! `clock` and `id`), the provider and the scheduler draw from generators seeded by it, and
@@ -17,11 +18,13 @@
 //! - `SIM_SEED=N cargo test --lib sim`: replays seed N alone, printing every step.
 
 mod coupons;
+mod credit_notes;
 mod invariants;
 mod ops;
 mod profile;
 mod provider;
 mod rng;
+mod taxes;
 mod world;
 
 use ops::{Kind, KINDS};

@@ -94,10 +94,12 @@ pub enum Kind {
     ChangePlan,
     /// A coupon is created and redeemed (some redemptions replayed).
     Coupon,
+    /// A credit note on a finalized or paid invoice (sometimes refunding, sometimes too much).
+    CreditNote,
 }
 
 /// Every kind, in the order of a profile's weights.
-pub const KINDS: [Kind; 22] = [
+pub const KINDS: [Kind; 23] = [
     Kind::Ingest,
     Kind::IngestLate,
     Kind::IngestDuplicate,
@@ -120,6 +122,7 @@ pub const KINDS: [Kind; 22] = [
     Kind::UpdateCustomer,
     Kind::ChangePlan,
     Kind::Coupon,
+    Kind::CreditNote,
 ];
 
 /// Creates the tenant's meters, plan, customers and subscriptions (customers through an
@@ -218,8 +221,12 @@ pub fn setup(world: &mut World, profile: &Profile) -> Result<(), Violation> {
             })?
             .map_err(|e| e.to_string())?;
     }
-    for external in ["alice", "bob"] {
-        let customer = Customer::new(Id::generate_at(T0_MS), external.into(), "USD".into(), T0_MS);
+    let tax_rates = super::taxes::rates(world, T0_MS)?;
+    for (external, rate) in ["alice", "bob"].into_iter().zip(tax_rates) {
+        let customer = Customer {
+            tax_rates: vec![rate],
+            ..Customer::new(Id::generate_at(T0_MS), external.into(), "USD".into(), T0_MS)
+        };
         let key = format!("customer-{external}");
         let mut acked = None;
         // Created, then retried as after a lost reply: one customer either way.
@@ -360,6 +367,7 @@ pub fn apply(world: &mut World, kind: Kind, note: &mut String) -> Result<(), Vio
         }
         Kind::ForeignCharge => foreign_charge(world, note),
         Kind::Coupon => super::coupons::redeem(world, note),
+        Kind::CreditNote => super::credit_notes::create(world, note),
         Kind::Reconcile => {
             let now = world.now();
             let rec = crate::payments::reconcile::Reconciliation {

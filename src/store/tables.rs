@@ -161,6 +161,12 @@ pub const DISCOUNTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("disco
 pub const DISCOUNTS_BY_TARGET: TableDefinition<&[u8], ()> =
     TableDefinition::new("discounts_by_target");
 
+/// (tenant, tax rate id) → tax rate record (immutable but for its archive time).
+pub const TAX_RATES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tax_rates");
+
+/// (tenant, credit note id) → credit note record.
+pub const CREDIT_NOTES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("credit_notes");
+
 /// Every table keyed and valued by bytes.
 pub const BYTES_TABLES: &[TableDefinition<&[u8], &[u8]>] = &[
     NOTIFICATIONS,
@@ -209,6 +215,8 @@ pub const BYTES_TABLES: &[TableDefinition<&[u8], &[u8]>] = &[
     TENANT_SETTINGS,
     LOGOS,
     NUMBER_SEQUENCES,
+    TAX_RATES,
+    CREDIT_NOTES,
 ];
 
 /// Every index table (bytes keys, no value).

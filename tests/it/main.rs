@@ -10,6 +10,7 @@ mod collection;
 mod corpus;
 mod coupons;
 mod crash;
+mod credit_notes;
 mod customer_update;
 mod customers;
 mod documents;
@@ -27,5 +28,6 @@ mod openapi;
 mod outbound;
 mod payments;
 mod soak;
+mod taxes;
 
 mod webhooks;
