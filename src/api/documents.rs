@@ -1,4 +1,5 @@
-//! `GET /v1/invoices/{id}/document`: an invoice as a printable HTML page or a PDF.
+//! `GET /v1/invoices/{id}/document` and `GET /v1/credit-notes/{id}/document`: an invoice or a
+//! credit note as a printable HTML page or a PDF.
 
 use std::sync::Arc;
 
@@ -72,7 +73,46 @@ pub async fn document(
         invoice::get(&tx, tenant, parsed)?.ok_or_else(|| ApiError::missing("invoice", &id))?;
     let doc = source::invoice_document(&tx, tenant, &inv)?;
     drop(tx);
-    let fallback = inv.id.display(PREFIX);
+    respond(doc, inv.id.display(PREFIX), format).await
+}
+
+/// Renders a credit note as a document.
+#[utoipa::path(
+    get, path = "/v1/credit-notes/{id}/document", tag = "billing",
+    params(("id" = String, Path), DocumentParams),
+    responses(
+        (status = 200, description = "The credit note as a self-contained HTML page (`format=html`) or a PDF (`format=pdf`)",
+            content((String = "text/html; charset=utf-8"), (PdfFile = "application/pdf"))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json")
+    ),
+    security(("api_key" = []))
+)]
+pub async fn credit_note_document(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    Query(params): Query<DocumentParams>,
+) -> Result<Response, ApiError> {
+    let format = parse_format(params.format.as_deref())?;
+    let prefix = crate::credit_notes::PREFIX;
+    let parsed = Id::parse(&id, prefix).ok_or_else(|| ApiError::missing("credit note", &id))?;
+    let tx = state.store.read()?;
+    let note = crate::credit_notes::get(&tx, tenant, parsed)?
+        .ok_or_else(|| ApiError::missing("credit note", &id))?;
+    let inv = invoice::get(&tx, tenant, note.invoice)?
+        .ok_or_else(|| ApiError::missing("invoice", &note.invoice.display(PREFIX)))?;
+    let doc = source::credit_note_document(&tx, tenant, &note, &inv)?;
+    drop(tx);
+    respond(doc, note.id.display(prefix), format).await
+}
+
+/// The rendered document with its headers.
+async fn respond(
+    doc: crate::documents::model::Document,
+    fallback: String,
+    format: Format,
+) -> Result<Response, ApiError> {
     let (body, content_type, file_name) = match format {
         Format::Html => (
             html::render(&doc).into_bytes(),

@@ -153,6 +153,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/invoices/{id}/credit-notes", post(credit_notes::create))
         .route("/v1/credit-notes", get(credit_notes::list))
         .route("/v1/credit-notes/{id}", get(credit_notes::get))
+        .route(
+            "/v1/credit-notes/{id}/document",
+            get(documents::credit_note_document),
+        )
         .route("/v1/invoices/{id}/verify", get(invoices::verify))
         .route("/v1/invoices/{id}/document", get(documents::document))
         .route(

@@ -171,7 +171,8 @@ fn totals(out: &mut String, doc: &Document) {
     }
     let _ = write!(
         out,
-        "<tr class=\"due\"><td>Amount due</td><td class=\"num\">{}</td></tr></table>",
+        "<tr class=\"due\"><td>{}</td><td class=\"num\">{}</td></tr></table>",
+        escape(doc.kind.due_label()),
         escape(&doc.money(doc.amount_due_minor))
     );
 }

@@ -25,6 +25,14 @@ impl DocumentKind {
         }
     }
 
+    /// The label of the last total: what the buyer owes, or what the note gives back.
+    pub fn due_label(self) -> &'static str {
+        match self {
+            DocumentKind::Invoice => "Amount due",
+            DocumentKind::CreditNote => "Total credited",
+        }
+    }
+
     /// The stem of a download's file name.
     pub fn file_stem(self) -> &'static str {
         match self {

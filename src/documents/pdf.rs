@@ -476,7 +476,7 @@ fn totals(p: &mut Pages, doc: &Document) {
     p.y += 6.0;
     let y = p.y + 12.0;
     let due = doc.money(doc.amount_due_minor);
-    p.text(label_x, y, 12.0, Weight::Bold, INK, "Amount due");
+    p.text(label_x, y, 12.0, Weight::Bold, INK, doc.kind.due_label());
     p.text_right(RIGHT, y, 12.0, Weight::Bold, INK, &due);
     p.y += 28.0;
 }

@@ -11,7 +11,9 @@ use crate::customers::{self, Customer};
 use crate::store::keys::TenantId;
 use crate::store::{tables, StoreError};
 
-use super::model::{Document, Logo, LogoType, Party, PartyTaxId, PostalAddress};
+use super::model::{
+    DocLine, Document, DocumentKind, Logo, LogoType, Party, PartyTaxId, PostalAddress,
+};
 
 /// The locale of a customer without one: English, US conventions.
 pub const DEFAULT_LOCALE: &str = "en-US";
@@ -48,6 +50,61 @@ pub fn invoice_document(
         doc.payment_instructions = s.payment_instructions.clone();
         doc.logo = issued_logo(tx, tenant, s)?;
     }
+    Ok(doc)
+}
+
+/// The document of a credit note: the parties, locale and logo of the invoice it corrects, the
+/// lines it credits (or one line for an amount), its net, tax and total, and its reason.
+pub fn credit_note_document(
+    tx: &ReadTransaction,
+    tenant: TenantId,
+    note: &crate::credit_notes::CreditNote,
+    invoice: &Invoice,
+) -> Result<Document, StoreError> {
+    let mut doc = invoice_document(tx, tenant, invoice)?;
+    let corrects = invoice
+        .number
+        .clone()
+        .unwrap_or_else(|| invoice.id.display(crate::billing::invoice::PREFIX));
+    doc.kind = DocumentKind::CreditNote;
+    doc.number = Some(note.number.clone());
+    doc.status = "issued".into();
+    doc.issued_at_ms = note.created_at_ms;
+    let credited_line = |description: String, amount_minor: i64| DocLine {
+        description,
+        period_start_ms: invoice.period_start_ms,
+        period_end_ms: invoice.period_end_ms,
+        quantity: String::new(),
+        unit_price: String::new(),
+        amount_minor,
+        tax_label: None,
+    };
+    doc.lines = if note.lines.is_empty() {
+        vec![credited_line(
+            format!("Credit on invoice {corrects}"),
+            note.net_minor,
+        )]
+    } else {
+        note.lines
+            .iter()
+            .map(|(index, amount)| {
+                let what = usize::try_from(*index)
+                    .ok()
+                    .and_then(|i| invoice.lines.get(i))
+                    .map_or_else(String::new, |l| l.description.clone());
+                credited_line(format!("Credit: {what}"), *amount)
+            })
+            .collect()
+    };
+    doc.tax_rows = Vec::new();
+    doc.subtotal_minor = note.net_minor;
+    doc.tax_minor = note.tax_minor;
+    doc.total_minor = note.amount_minor;
+    doc.credits_applied_minor = 0;
+    doc.amount_due_minor = note.amount_minor;
+    doc.notes = std::iter::once(format!("Corrects invoice {corrects}."))
+        .chain(note.reason.clone())
+        .collect();
     Ok(doc)
 }
 

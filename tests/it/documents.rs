@@ -301,3 +301,49 @@ async fn the_document_shows_the_number_and_seller_and_keeps_the_parties_it_was_i
         .await;
     assert_eq!(again.bytes, pdf.bytes, "the issued document is unchanged");
 }
+
+#[tokio::test]
+async fn a_credit_note_renders_with_its_number_and_the_invoice_it_corrects() {
+    let d = Daemon::start().await;
+    let invoice = invoiced_customer(&d).await;
+    let id = invoice["id"].as_str().expect("id");
+    let note = d
+        .post(
+            &format!("/v1/invoices/{id}/credit-notes"),
+            Some("cn"),
+            &json!({"amount_minor": 500, "reason": "Goodwill for the outage"}),
+        )
+        .await;
+    assert_eq!(note.status, 201, "{}", note.json);
+    let note_id = note.json["id"].as_str().expect("id");
+    let number = note.json["number"].as_str().expect("number");
+    let pdf = d
+        .get(&format!("/v1/credit-notes/{note_id}/document?format=pdf"))
+        .await;
+    assert_document_headers(
+        &pdf,
+        "application/pdf",
+        &format!("credit-note-{number}.pdf"),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pdf_path = dir.path().join("note.pdf");
+    std::fs::write(&pdf_path, &pdf.bytes).expect("write");
+    let text = squash(&String::from_utf8_lossy(
+        &run("pdftotext", &[pdf_path.to_str().expect("path"), "-"]).stdout,
+    ));
+    let invoice_number = invoice["number"].as_str().expect("invoice number");
+    for expected in [
+        "Credit note",
+        number,
+        invoice_number,
+        "Goodwill for the outage",
+        "Acme Müller GmbH",
+        "5,00 €",
+    ] {
+        assert!(text.contains(expected), "{expected} in {text}");
+    }
+    let missing = d
+        .get("/v1/credit-notes/cn_00000000000000000000000000/document")
+        .await;
+    missing.assert_problem(404, "resource_missing");
+}
