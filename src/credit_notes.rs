@@ -181,6 +181,24 @@ struct Plan {
     refund_from: Option<Id>,
 }
 
+/// What the invoice's credit notes refunded through its payments.
+fn refunded_by_notes(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    inv: &Invoice,
+) -> Result<i64, StoreError> {
+    let table = tx.open_table(tables::CREDIT_NOTES)?;
+    let mut total = 0i64;
+    for id in &inv.credit_notes {
+        if let Some(note) = get_record::<CreditNote, _>(&table, keys::tenant_id(tenant, *id))? {
+            if note.refund.is_some() {
+                total = total.saturating_add(note.amount_minor);
+            }
+        }
+    }
+    Ok(total)
+}
+
 impl CreateCreditNote {
     /// Every check, before the first write.
     fn check(
@@ -201,11 +219,20 @@ impl CreateCreditNote {
             Ok(a) => a,
             Err(e) => return Ok(Err(e)),
         };
-        let remaining = inv.total_minor.saturating_sub(inv.credited_minor).max(0);
+        let attempts = crate::payments::attempt::attempts(tx, self.tenant, inv.id)?;
+        // Money refunded through the payment directly (not by a credit note) was given back
+        // already: a credit note may not give it back a second time.
+        let refunded: i64 = attempts.iter().map(|p| p.refunded_minor()).sum();
+        let by_notes = refunded_by_notes(tx, self.tenant, inv)?;
+        let direct = refunded.saturating_sub(by_notes).max(0);
+        let remaining = inv
+            .total_minor
+            .saturating_sub(inv.credited_minor)
+            .saturating_sub(direct)
+            .max(0);
         if amount > remaining {
             return Ok(Err(CreditNoteError::AboveRemaining { amount, remaining }));
         }
-        let attempts = crate::payments::attempt::attempts(tx, self.tenant, inv.id)?;
         let (due_reduced, to_grant, refund_from) = if inv.status == InvoiceStatus::Finalized {
             if self.refund {
                 return Ok(Err(CreditNoteError::NotRefundable(

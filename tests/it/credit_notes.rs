@@ -342,3 +342,29 @@ async fn an_attempt_at_the_provider_holds_credit_notes_of_the_unpaid_invoice() {
     assert_eq!(now["amount_due_minor"], 1190);
     assert_eq!(now["credited_minor"], 0);
 }
+
+#[tokio::test]
+async fn money_refunded_through_the_payment_is_not_credited_again() {
+    let d = Daemon::start().await;
+    let inv = invoiced(&d, "refunded").await;
+    let id = inv["id"].as_str().expect("id").to_string();
+    let total = inv["total_minor"].as_i64().expect("total");
+    let p = crate::payments::pay(&d, &id, "pm_ok").await;
+    let payment = p["id"].as_str().expect("id").to_string();
+    crate::payments::settle(&d, &payment, "succeeded").await;
+    // All but 1.00 goes back through the payment itself.
+    let r = d
+        .post(
+            &format!("/v1/payments/{payment}/refund"),
+            Some("direct"),
+            &json!({"amount_minor": total - 100}),
+        )
+        .await;
+    assert!(r.status < 300, "{}", r.json);
+    credit(&d, &id, "c-over", json!({"amount_minor": 101}))
+        .await
+        .assert_problem(422, "credit_exceeds_remaining");
+    let fits = credit(&d, &id, "c-fits", json!({"amount_minor": 100})).await;
+    assert_eq!(fits.status, 201, "{}", fits.json);
+    assert_eq!(d.get("/v1/ledger/verify").await.json["ok"], true);
+}
