@@ -181,6 +181,58 @@ struct Plan {
     refund_from: Option<Id>,
 }
 
+/// A refund requested through a payment directly (`POST /v1/payments/{id}/refund`): on top of
+/// the payment's own limit, what the invoice's credit notes gave back (as a credit balance or a
+/// refund) and the earlier direct refunds may never exceed the invoice's total, so the same
+/// money never goes back twice.
+#[derive(Clone)]
+pub struct RefundPayment {
+    /// The refund as asked.
+    pub request: RequestRefund,
+}
+
+impl Command for RefundPayment {
+    type Output = Result<crate::payments::payment::Payment, crate::payments::payment::PayError>;
+
+    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+        use crate::payments::payment::PayError;
+        let req = self.request;
+        let Some(p) = crate::payments::payment::load(tx, req.tenant, req.payment)? else {
+            return req.apply(tx);
+        };
+        let invoice = {
+            let table = tx.open_table(tables::INVOICES)?;
+            get_record::<Invoice, _>(&table, keys::tenant_id(req.tenant, p.invoice))?
+        };
+        let Some(inv) = invoice.filter(|i| !i.credit_notes.is_empty()) else {
+            return req.apply(tx);
+        };
+        let attempts = crate::payments::attempt::attempts(tx, req.tenant, inv.id)?;
+        let refunded: i64 = attempts.iter().map(|a| a.refunded_minor()).sum();
+        let direct = refunded
+            .saturating_sub(refunded_by_notes(tx, req.tenant, &inv)?)
+            .max(0);
+        let room = inv
+            .total_minor
+            .saturating_sub(inv.credited_minor)
+            .saturating_sub(direct)
+            .max(0);
+        let left = p.collected_minor().saturating_sub(p.refunded_minor());
+        let amount = req.amount_minor.unwrap_or(left.min(room));
+        if amount > room {
+            return Ok(Err(PayError::NotRefundable(format!(
+                "invoice {} has {room} left to give back: its credit notes gave back the rest",
+                inv.id.display(invoice::PREFIX)
+            ))));
+        }
+        RequestRefund {
+            amount_minor: Some(amount),
+            ..req
+        }
+        .apply(tx)
+    }
+}
+
 /// What the invoice's credit notes refunded through its payments.
 fn refunded_by_notes(
     tx: &WriteTransaction,

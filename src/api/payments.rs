@@ -373,11 +373,13 @@ pub async fn refund(
             path: &path,
             canonical_body: &body.canonical,
         },
-        RequestRefund {
-            tenant,
-            payment: parsed,
-            amount_minor: body.value.amount_minor,
-            now_ms: crate::clock::now_ms(),
+        crate::credit_notes::RefundPayment {
+            request: RequestRefund {
+                tenant,
+                payment: parsed,
+                amount_minor: body.value.amount_minor,
+                now_ms: crate::clock::now_ms(),
+            },
         },
         render_ok,
     )

@@ -368,3 +368,34 @@ async fn money_refunded_through_the_payment_is_not_credited_again() {
     assert_eq!(fits.status, 201, "{}", fits.json);
     assert_eq!(d.get("/v1/ledger/verify").await.json["ok"], true);
 }
+
+#[tokio::test]
+async fn money_credited_as_a_balance_is_not_refunded_again() {
+    let d = Daemon::start().await;
+    let inv = invoiced(&d, "balance").await;
+    let id = inv["id"].as_str().expect("id").to_string();
+    let total = inv["total_minor"].as_i64().expect("total");
+    let p = crate::payments::pay(&d, &id, "pm_ok").await;
+    let payment = p["id"].as_str().expect("id").to_string();
+    crate::payments::settle(&d, &payment, "succeeded").await;
+    let kept = credit(&d, &id, "note-keep", json!({"amount_minor": 200})).await;
+    assert_eq!(kept.status, 201, "{}", kept.json);
+    let refund = |key: &'static str, amount: i64| {
+        let d = &d;
+        let payment = payment.clone();
+        async move {
+            d.post(
+                &format!("/v1/payments/{payment}/refund"),
+                Some(key),
+                &json!({"amount_minor": amount}),
+            )
+            .await
+        }
+    };
+    refund("all", total)
+        .await
+        .assert_problem(409, "not_refundable");
+    let rest = refund("rest", total - 200).await;
+    assert!(rest.status < 300, "{}", rest.json);
+    assert_eq!(d.get("/v1/ledger/verify").await.json["ok"], true);
+}
