@@ -154,10 +154,6 @@ fn invoices(w: &W) -> Vec<Invoice> {
     all
 }
 
-fn shape(inv: &Invoice) -> Vec<(LineKind, i64)> {
-    inv.lines.iter().map(|l| (l.kind, l.amount_minor)).collect()
-}
-
 fn cancel(w: &W, sub: Id, immediately: bool, now_ms: i64) {
     w.store
         .apply_one(CancelSubscription {
@@ -194,15 +190,6 @@ fn a_trial_owes_no_minimum_commitment() {
     subscribe(&w, 0, Some(T0 + 2 * DAY_MS), None);
     run(&w, T0 + 2 * DAY_MS);
     let all = invoices(&w);
-    for inv in &all {
-        eprintln!(
-            "{:?} [{}, {}) {:?}",
-            inv.kind,
-            inv.period_start_ms - T0,
-            inv.period_end_ms - T0,
-            shape(inv)
-        );
-    }
     let trial: Vec<&Invoice> = all
         .iter()
         .filter(|i| i.period_end_ms <= T0 + 2 * DAY_MS && i.kind == InvoiceKind::Period)
@@ -225,15 +212,6 @@ fn a_once_coupon_redeemed_in_a_trial_discounts_the_first_paid_period() {
     redeem(&w, "WELCOME", Target::Subscription(sub), T0 + 1000);
     run(&w, T0 + 4 * DAY_MS);
     let all = invoices(&w);
-    for inv in &all {
-        eprintln!(
-            "{:?} [{}, {}) {:?}",
-            inv.kind,
-            inv.period_start_ms - T0,
-            inv.period_end_ms - T0,
-            shape(inv)
-        );
-    }
     let discounted: i64 = all
         .iter()
         .flat_map(|i| &i.lines)
@@ -260,15 +238,6 @@ fn a_fee_billed_in_advance_counts_towards_its_own_periods_minimum() {
     cancel(&w, sub, false, T0 + DAY_MS + 1000);
     run(&w, T0 + 3 * DAY_MS);
     let all = invoices(&w);
-    for inv in &all {
-        eprintln!(
-            "{:?} [{}, {}) {:?}",
-            inv.kind,
-            inv.period_start_ms - T0,
-            inv.period_end_ms - T0,
-            shape(inv)
-        );
-    }
     let billed: i64 = all.iter().map(|i| i.subtotal_minor).sum();
     assert_eq!(
         billed, 2000,
@@ -291,15 +260,6 @@ fn the_minimum_after_an_immediate_cancellation_counts_the_fee_used() {
     run(&w, T0);
     cancel(&w, sub, true, T0 + DAY_MS / 4);
     let all = invoices(&w);
-    for inv in &all {
-        eprintln!(
-            "{:?} [{}, {}) {:?}",
-            inv.kind,
-            inv.period_start_ms - T0,
-            inv.period_end_ms - T0,
-            shape(inv)
-        );
-    }
     let billed: i64 = all.iter().map(|i| i.subtotal_minor).sum();
     // 6 hours: the fee for them is 2.50 and so is the prorated minimum.
     assert_eq!(billed, 250);
@@ -336,17 +296,6 @@ fn an_amount_off_coupon_never_applies_in_another_currency() {
     subscribe(&w, 0, None, None);
     run(&w, T0 + DAY_MS);
     let all = invoices(&w);
-    for inv in &all {
-        eprintln!(
-            "{} {:?} {:?}",
-            inv.currency,
-            inv.kind,
-            inv.lines
-                .iter()
-                .map(|l| (&l.description, l.amount_minor))
-                .collect::<Vec<_>>()
-        );
-    }
     assert!(
         all.iter()
             .flat_map(|i| &i.lines)
@@ -398,12 +347,6 @@ fn a_reissue_keeps_the_discounts_of_the_invoice_it_replaces() {
         .into_iter()
         .find(|i| i.replaces == Some(original.id))
         .expect("re-issue");
-    eprintln!(
-        "{:?} {:?} {:?}",
-        reissued.number,
-        original.number,
-        shape(&reissued)
-    );
     assert_eq!(reissued.subtotal_minor, 500, "the period's discount stays");
 }
 
@@ -446,15 +389,6 @@ fn a_prorated_downgrades_credit_is_not_undone_by_the_minimum() {
     );
     run(&w, T0 + DAY_MS);
     let all = invoices(&w);
-    for inv in &all {
-        eprintln!(
-            "{:?} [{}, {}) {:?}",
-            inv.kind,
-            inv.period_start_ms - T0,
-            inv.period_end_ms - T0,
-            shape(inv)
-        );
-    }
     let day0: i64 = all.iter().map(|i| i.subtotal_minor).sum();
     assert_eq!(
         day0, 1000,
@@ -481,15 +415,6 @@ fn the_next_periods_advance_fee_does_not_meet_this_periods_minimum() {
     );
     run(&w, T0 + DAY_MS);
     let all = invoices(&w);
-    for inv in &all {
-        eprintln!(
-            "{:?} [{}, {}) {:?}",
-            inv.kind,
-            inv.period_start_ms - T0,
-            inv.period_end_ms - T0,
-            shape(inv)
-        );
-    }
     let day0 = all.iter().find(|i| i.period_start_ms == T0).expect("day 0");
     assert!(
         day0.lines
@@ -510,15 +435,6 @@ fn a_once_coupon_discounts_one_fee_on_an_in_advance_plan() {
     redeem(&w, "ONCE", Target::Subscription(sub), T0 - 1000);
     run(&w, T0 + 2 * DAY_MS);
     let all = invoices(&w);
-    for inv in &all {
-        eprintln!(
-            "{:?} [{}, {}) {:?}",
-            inv.kind,
-            inv.period_start_ms - T0,
-            inv.period_end_ms - T0,
-            shape(inv)
-        );
-    }
     let discounted: i64 = all
         .iter()
         .flat_map(|i| &i.lines)
@@ -577,15 +493,6 @@ fn verify_matches_after_changes_a_split_and_an_immediate_cancel_with_discounts_a
         T0 + DAY_MS + DAY_MS / 3,
     );
     cancel(&w, sub, true, T0 + DAY_MS + DAY_MS / 2);
-    for inv in &invoices(&w) {
-        eprintln!(
-            "{:?} [{}, {}) {:?}",
-            inv.kind,
-            inv.period_start_ms - T0,
-            inv.period_end_ms - T0,
-            shape(inv)
-        );
-    }
     let results = verify_all(&w);
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
 }
