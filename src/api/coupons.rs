@@ -420,16 +420,12 @@ pub async fn list(
     let after = page.after(PREFIX, "a coupon")?;
     let tx = state.store.read()?;
     let (items, has_more) = coupon::list(&tx, tenant, after, limit)?;
-    let next_cursor = if has_more {
-        items.last().map(|c| c.id.display(PREFIX))
-    } else {
-        None
-    };
-    Ok(Json(Page {
-        data: items.iter().map(CouponResponse::from).collect(),
+    Ok(Json(Page::of(
+        &items,
         has_more,
-        next_cursor,
-    })
+        |c| c.id.display(PREFIX),
+        |x| CouponResponse::from(x),
+    ))
     .into_response())
 }
 

@@ -349,15 +349,5 @@ pub async fn list(
     };
     let tx = state.store.read()?;
     let (items, has_more) = credit_notes::list(&tx, tenant, invoice, after, limit)?;
-    let next_cursor = if has_more {
-        items.last().map(|c| c.id.display(PREFIX))
-    } else {
-        None
-    };
-    Ok(Json(Page {
-        data: items.iter().map(body).collect(),
-        has_more,
-        next_cursor,
-    })
-    .into_response())
+    Ok(Json(Page::of(&items, has_more, |c| c.id.display(PREFIX), body)).into_response())
 }

@@ -691,15 +691,11 @@ pub async fn list(
         }
         None => customers::list(&tx, tenant, after, limit)?,
     };
-    let next_cursor = if has_more {
-        items.last().map(|c| c.id.display(PREFIX))
-    } else {
-        None
-    };
-    Ok(Json(Page {
-        data: items.iter().map(CustomerResponse::from).collect(),
+    Ok(Json(Page::of(
+        &items,
         has_more,
-        next_cursor,
-    })
+        |c| c.id.display(PREFIX),
+        |x| CustomerResponse::from(x),
+    ))
     .into_response())
 }

@@ -343,15 +343,11 @@ pub async fn list(
     };
     let tx = state.store.read()?;
     let (items, has_more) = meter::list(&tx, tenant, after, limit)?;
-    let next_cursor = if has_more {
-        items.last().map(|m| m.id.display(PREFIX))
-    } else {
-        None
-    };
-    Ok(Json(Page {
-        data: items.iter().map(MeterResponse::from).collect(),
+    Ok(Json(Page::of(
+        &items,
         has_more,
-        next_cursor,
-    })
+        |m| m.id.display(PREFIX),
+        |x| MeterResponse::from(x),
+    ))
     .into_response())
 }

@@ -61,3 +61,24 @@ pub struct Page<T> {
     /// Pass as `starting_after` to get the next page; null on the last page.
     pub next_cursor: Option<String>,
 }
+
+impl<T> Page<T> {
+    /// The page of `items` (a store page, at most the limit), each shown by `body`; when more
+    /// follow, the cursor is the last item's id (`cursor`).
+    pub fn of<I>(
+        items: &[I],
+        has_more: bool,
+        cursor: impl Fn(&I) -> String,
+        body: impl FnMut(&I) -> T,
+    ) -> Self {
+        Page {
+            data: items.iter().map(body).collect(),
+            has_more,
+            next_cursor: if has_more {
+                items.last().map(cursor)
+            } else {
+                None
+            },
+        }
+    }
+}

@@ -661,15 +661,11 @@ pub async fn list(
     };
     let tx = state.store.read()?;
     let (items, has_more) = plan::list(&tx, tenant, params.code.as_deref(), after, limit)?;
-    let next_cursor = if has_more {
-        items.last().map(|p| p.id.display(PREFIX))
-    } else {
-        None
-    };
-    Ok(Json(Page {
-        data: items.iter().map(PlanResponse::from).collect(),
+    Ok(Json(Page::of(
+        &items,
         has_more,
-        next_cursor,
-    })
+        |p| p.id.display(PREFIX),
+        |x| PlanResponse::from(x),
+    ))
     .into_response())
 }

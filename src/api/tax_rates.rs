@@ -232,16 +232,12 @@ pub async fn list(
     let after = page.after(PREFIX, "a tax rate")?;
     let tx = state.store.read()?;
     let (items, has_more) = tax_rates::list(&tx, tenant, after, limit)?;
-    let next_cursor = if has_more {
-        items.last().map(|r| r.id.display(PREFIX))
-    } else {
-        None
-    };
-    Ok(Json(Page {
-        data: items.iter().map(TaxRateResponse::from).collect(),
+    Ok(Json(Page::of(
+        &items,
         has_more,
-        next_cursor,
-    })
+        |r| r.id.display(PREFIX),
+        |x| TaxRateResponse::from(x),
+    ))
     .into_response())
 }
 

@@ -7,6 +7,10 @@
 //! krilla derives the document id from the content, so the same document gives the same bytes.
 //! A PNG logo is drawn; an SVG logo is shown in the HTML form only (krilla draws SVG through a
 //! separate crate that would add a full SVG parser for one image).
+//!
+//! `f32` here is page geometry only (positions, font sizes, glyph widths: krilla's unit). No
+//! amount or quantity is ever a float: they arrive as text, formatted by `money.rs` from
+//! integer minor units and exact decimals.
 
 use krilla::color::rgb;
 use krilla::geom::{PathBuilder, Point, Rect, Size, Transform};
