@@ -193,7 +193,8 @@ pub fn decode(bytes: &[u8]) -> Result<Customer, CodecError> {
     }
 }
 
-fn get_customer(
+/// One customer from any transaction's customers table.
+pub fn get_customer(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
     tenant: TenantId,
     id: Id,

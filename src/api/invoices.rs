@@ -415,6 +415,7 @@ fn render_void(output: &Result<Invoice, InvoiceError>) -> StoredResponse {
         Err(
             e @ (InvoiceError::WrongState { .. }
             | InvoiceError::AdjustedLater { .. }
+            | InvoiceError::InterimDeducted { .. }
             | InvoiceError::Credited(_)),
         ) => ApiError::new(StatusCode::CONFLICT, "invoice_state", e.to_string()).to_stored(),
         Err(e @ InvoiceError::PaymentInProgress { .. }) => {

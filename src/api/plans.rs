@@ -96,6 +96,10 @@ pub struct CreatePlanRequest {
     /// free; the fixed fee is never billed in a trial).
     #[serde(default)]
     pub bill_usage_in_trial: bool,
+    /// Progressive billing, minor units (1 to 10^12): once a running period's usage not yet
+    /// invoiced reaches it, an interim invoice bills that usage and the period's invoice bills
+    /// only the rest.
+    pub threshold_minor: Option<i64>,
 }
 
 /// Body of `POST /v1/plans/{id}/versions`: a full plan without its code (the new version keeps
@@ -123,6 +127,8 @@ pub struct CreatePlanVersionRequest {
     /// Whether usage during a subscription's trial is billed (default false).
     #[serde(default)]
     pub bill_usage_in_trial: bool,
+    /// Progressive billing threshold, minor units (1 to 10^12).
+    pub threshold_minor: Option<i64>,
 }
 
 impl CreatePlanVersionRequest {
@@ -138,6 +144,7 @@ impl CreatePlanVersionRequest {
             charges: self.charges.clone(),
             minimum_minor: self.minimum_minor,
             bill_usage_in_trial: self.bill_usage_in_trial,
+            threshold_minor: self.threshold_minor,
         }
     }
 }
@@ -171,6 +178,8 @@ pub struct PlanResponse {
     pub previous_version: Option<String>,
     /// Whether usage during a trial is billed.
     pub bill_usage_in_trial: bool,
+    /// Progressive billing threshold, minor units.
+    pub threshold_minor: Option<i64>,
     /// RFC 3339.
     pub created_at: String,
 }
@@ -236,6 +245,7 @@ impl From<&Plan> for PlanResponse {
                 })
                 .collect(),
             bill_usage_in_trial: p.bill_usage_in_trial,
+            threshold_minor: p.threshold_minor,
             minimum_minor: p.minimum_minor,
             version: p.version,
             previous_version: p.previous_version.map(|v| v.display(PREFIX)),
@@ -587,6 +597,7 @@ fn build(
         .minimum_minor
         .map(|m| amount("minimum_minor".into(), m))
         .transpose()?;
+    let threshold_minor = req.threshold_minor.map(threshold).transpose()?;
     let now_ms = crate::clock::now_ms();
     Ok(Plan {
         id: Id::generate_at(now_ms),
@@ -602,7 +613,27 @@ fn build(
         version: 1,
         previous_version: None,
         bill_usage_in_trial: req.bill_usage_in_trial,
+        threshold_minor,
     })
+}
+
+/// A progressive billing threshold: positive, at most
+/// [`crate::billing::progressive::THRESHOLD_MAX_MINOR`].
+fn threshold(value: i64) -> Result<i64, ApiError> {
+    let max = crate::billing::progressive::THRESHOLD_MAX_MINOR;
+    if value <= 0 {
+        return Err(ApiError::invalid_field(
+            "threshold_minor",
+            "must be a positive integer (minor units)",
+        ));
+    }
+    if value > max {
+        return Err(out_of_range(
+            "threshold_minor".into(),
+            format!("is out of range: at most {max} minor units"),
+        ));
+    }
+    Ok(value)
 }
 
 /// Retrieves a plan.

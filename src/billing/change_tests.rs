@@ -101,6 +101,7 @@ fn world_with(trial_end: Option<i64>, minimum_minor: Option<i64>) -> World {
             }],
             created_at_ms: T0,
             bill_usage_in_trial: false,
+            threshold_minor: None,
             minimum_minor: None,
             version: 1,
             previous_version: None,

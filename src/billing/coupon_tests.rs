@@ -49,6 +49,7 @@ fn world(minimum_minor: Option<i64>) -> World {
         charges: Vec::new(),
         created_at_ms: T0,
         bill_usage_in_trial: false,
+        threshold_minor: None,
         minimum_minor,
         version: 1,
         previous_version: None,

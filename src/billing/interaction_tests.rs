@@ -48,6 +48,7 @@ fn plan(code: &str, currency: &str, fee: i64, timing: FeeTiming, minimum: Option
         charges: Vec::new(),
         created_at_ms: T0,
         bill_usage_in_trial: false,
+        threshold_minor: None,
         minimum_minor: minimum,
         version: 1,
         previous_version: None,

@@ -67,6 +67,10 @@ pub enum InvoiceKind {
     Final,
     /// Late usage of an ended subscription.
     Adjustment,
+    /// Usage accrued inside a running period once it reached the plan's `threshold_minor`
+    /// (progressive billing, see [`super::progressive`]); the period's closing invoice bills
+    /// only the rest.
+    Interim,
 }
 
 impl InvoiceKind {
@@ -77,6 +81,7 @@ impl InvoiceKind {
             InvoiceKind::Period => "period",
             InvoiceKind::Final => "final",
             InvoiceKind::Adjustment => "adjustment",
+            InvoiceKind::Interim => "interim",
         }
     }
 }
@@ -274,6 +279,15 @@ pub enum InvoiceError {
         /// The adjusted period's start (RFC 3339).
         period_start: String,
     },
+    /// A later invoice of the same period deducted this interim invoice: voiding it now would
+    /// leave what it billed billed by nobody.
+    #[error("interim invoice {id} was deducted by {later}, a later invoice of its period; void {later} first")]
+    InterimDeducted {
+        /// The interim invoice.
+        id: String,
+        /// The later invoice of its period.
+        later: String,
+    },
 }
 
 impl From<pricing::OutOfRange> for InvoiceError {
@@ -298,6 +312,53 @@ where
     pub billed: &'a B,
     /// Meters.
     pub meters: &'a M,
+}
+
+/// Where [`compute_with`] takes a meter's usage from: the events themselves up to a cutoff
+/// ([`Sources`], what invoices and `verify` use: exact and digested), or the rollups
+/// ([`super::draft`], cheap enough for every ingest batch; the same quantities, no digest).
+pub trait Quantities {
+    /// The aggregation of `meter` for `customer` over `[from_ms, to_ms)` counting events
+    /// committed up to `cutoff`, and the digest of the events counted.
+    #[allow(clippy::too_many_arguments)]
+    fn quantity(
+        &self,
+        tenant: TenantId,
+        meter: &Meter,
+        customer: Id,
+        from_ms: i64,
+        to_ms: i64,
+        cutoff: u64,
+    ) -> Result<(usage::Accumulator, [u8; 32]), StoreError>;
+}
+
+impl<E, C, B, M> Quantities for Sources<'_, E, C, B, M>
+where
+    E: ReadableTable<&'static [u8], &'static [u8]>,
+    C: ReadableTable<&'static [u8], ()>,
+    B: ReadableTable<&'static [u8], &'static [u8]>,
+    M: ReadableTable<&'static [u8], &'static [u8]>,
+{
+    fn quantity(
+        &self,
+        tenant: TenantId,
+        meter: &Meter,
+        customer: Id,
+        from_ms: i64,
+        to_ms: i64,
+        cutoff: u64,
+    ) -> Result<(usage::Accumulator, [u8; 32]), StoreError> {
+        usage::aggregate_events(
+            self.by_customer,
+            self.events,
+            tenant,
+            meter,
+            customer,
+            from_ms,
+            to_ms,
+            cutoff,
+        )
+    }
 }
 
 /// A billed quantity of one (subscription, meter, period).
@@ -453,10 +514,30 @@ where
     B: ReadableTable<&'static [u8], &'static [u8]>,
     M: ReadableTable<&'static [u8], &'static [u8]>,
 {
+    compute_with(src, src, tenant, sub, plan, spec)
+}
+
+/// [`compute`] with the usage quantities taken from `q` (the rollups for a draft); `src` gives
+/// the billed quantities and the meters.
+pub fn compute_with<E, C, B, M, Q>(
+    src: &Sources<'_, E, C, B, M>,
+    q: &Q,
+    tenant: TenantId,
+    sub: &Subscription,
+    plan: &Plan,
+    spec: &Spec,
+) -> Computed<Vec<Line>>
+where
+    E: ReadableTable<&'static [u8], &'static [u8]>,
+    C: ReadableTable<&'static [u8], ()>,
+    B: ReadableTable<&'static [u8], &'static [u8]>,
+    M: ReadableTable<&'static [u8], &'static [u8]>,
+    Q: Quantities,
+{
     let exponent = crate::currency::minor_unit_exponent(&plan.currency).unwrap_or(2);
-    let mut lines = business!(adjustment_lines(src, tenant, sub, spec, exponent)?);
+    let mut lines = business!(adjustment_lines(src, q, tenant, sub, spec, exponent)?);
     if spec.include_usage {
-        lines.extend(business!(usage_lines(src, tenant, sub, spec, exponent)?));
+        lines.extend(business!(usage_lines(src, q, tenant, sub, spec, exponent)?));
     }
     lines.extend(business!(fee_lines(sub, spec, exponent)));
     let last_ms = spec
@@ -588,8 +669,9 @@ fn meters_of_plans(spec: &Spec) -> Vec<Id> {
 /// Step 1: one adjustment line per earlier (meter, segment) whose recomputed quantity differs
 /// from the billed one, for segments that started at or after `spec.adjust_from_ms`, each
 /// priced by the plan of its own phase.
-fn adjustment_lines<E, C, B, M>(
+fn adjustment_lines<E, C, B, M, Q>(
     src: &Sources<'_, E, C, B, M>,
+    q: &Q,
     tenant: TenantId,
     sub: &Subscription,
     spec: &Spec,
@@ -600,6 +682,7 @@ where
     C: ReadableTable<&'static [u8], ()>,
     B: ReadableTable<&'static [u8], &'static [u8]>,
     M: ReadableTable<&'static [u8], &'static [u8]>,
+    Q: Quantities,
 {
     debug_assert!(spec.adjust_from_ms <= spec.period.start_ms);
     let mut lines = Vec::new();
@@ -615,9 +698,7 @@ where
             let Some(charge) = plan.charges.iter().find(|c| c.meter == meter_id) else {
                 continue;
             };
-            let (acc, digest) = usage::aggregate_events(
-                src.by_customer,
-                src.events,
+            let (acc, digest) = q.quantity(
                 tenant,
                 &meter,
                 sub.customer,
@@ -669,8 +750,9 @@ where
 /// Step 2: for each segment of the period (one per phase in effect during it), one usage line
 /// per charge of that phase's plan. A period in the trial bills no usage unless the plan
 /// bills usage in trials.
-fn usage_lines<E, C, B, M>(
+fn usage_lines<E, C, B, M, Q>(
     src: &Sources<'_, E, C, B, M>,
+    q: &Q,
     tenant: TenantId,
     sub: &Subscription,
     spec: &Spec,
@@ -681,6 +763,7 @@ where
     C: ReadableTable<&'static [u8], ()>,
     B: ReadableTable<&'static [u8], &'static [u8]>,
     M: ReadableTable<&'static [u8], &'static [u8]>,
+    Q: Quantities,
 {
     debug_assert!(spec.include_usage);
     let period = &spec.period;
@@ -692,7 +775,7 @@ where
         }
         for charge in &plan.charges {
             lines.push(business!(usage_line(
-                src, tenant, sub, spec, charge, &segment, exponent
+                src, q, tenant, sub, spec, charge, &segment, exponent
             )?));
         }
     }
@@ -700,8 +783,10 @@ where
 }
 
 /// One charge's usage over one segment.
-fn usage_line<E, C, B, M>(
+#[allow(clippy::too_many_arguments)]
+fn usage_line<E, C, B, M, Q>(
     src: &Sources<'_, E, C, B, M>,
+    q: &Q,
     tenant: TenantId,
     sub: &Subscription,
     spec: &Spec,
@@ -714,11 +799,10 @@ where
     C: ReadableTable<&'static [u8], ()>,
     B: ReadableTable<&'static [u8], &'static [u8]>,
     M: ReadableTable<&'static [u8], &'static [u8]>,
+    Q: Quantities,
 {
     let meter = business!(meter_of(src.meters, tenant, charge.meter)?);
-    let (acc, digest) = usage::aggregate_events(
-        src.by_customer,
-        src.events,
+    let (acc, digest) = q.quantity(
         tenant,
         &meter,
         sub.customer,
@@ -932,10 +1016,53 @@ pub fn issue(
     replaces: Option<Id>,
     origin: &str,
 ) -> Result<Result<Invoice, InvoiceError>, StoreError> {
+    issue_deducting(
+        tx,
+        tenant,
+        sub,
+        plan,
+        spec,
+        lines,
+        &[],
+        now_ms,
+        billing_run,
+        replaces,
+        origin,
+    )
+}
+
+/// [`issue`] for a period that interim invoices already billed part of (progressive billing):
+/// `lines` are what the period computes in full, and the invoice bills them minus what the
+/// `earlier` interim invoices billed, line by line and tax by tax (see
+/// [`super::progressive`]). The billed quantities recorded are the full ones, so late usage is
+/// adjusted against everything the period billed. An interim invoice records none and does not
+/// move `invoiced_through`: its period is still open.
+#[allow(clippy::too_many_arguments)]
+pub fn issue_deducting(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    sub: &Subscription,
+    plan: &Plan,
+    spec: &Spec,
+    full_lines: Vec<Line>,
+    earlier: &[Invoice],
+    now_ms: i64,
+    billing_run: Option<Id>,
+    replaces: Option<Id>,
+    origin: &str,
+) -> Result<Result<Invoice, InvoiceError>, StoreError> {
     let id = Id::generate_at(now_ms);
-    let subtotal = business!(subtotal(&lines));
     let exponent = crate::currency::minor_unit_exponent(&plan.currency).unwrap_or(2);
-    let taxes = business!(taxes_at_issue(tx, tenant, sub.customer, &lines, exponent)?);
+    let full_taxes = business!(taxes_at_issue(
+        tx,
+        tenant,
+        sub.customer,
+        &full_lines,
+        exponent
+    )?);
+    let lines = business!(super::progressive::deduct_lines(&full_lines, earlier));
+    let taxes = business!(super::progressive::deduct_taxes(full_taxes, earlier));
+    let subtotal = business!(subtotal(&lines));
     let total = business!(subtotal
         .checked_add(taxes.exclusive_minor)
         .ok_or(InvoiceError::OutOfRange));
@@ -987,10 +1114,10 @@ pub fn issue(
             InvoiceStatus::Paid
         },
         period_start_ms: spec.period.start_ms,
-        period_end_ms: if spec.kind == InvoiceKind::Opening {
-            spec.period.start_ms
-        } else {
-            spec.period.end_ms
+        period_end_ms: match spec.kind {
+            InvoiceKind::Opening => spec.period.start_ms,
+            InvoiceKind::Interim => interim_end_ms(&spec.period, now_ms),
+            _ => spec.period.end_ms,
         },
         lines,
         subtotal_minor: subtotal,
@@ -1021,9 +1148,11 @@ pub fn issue(
         credit_notes: Vec::new(),
     };
     invoice.inputs_digest = inputs_digest(&invoice);
-    record_billed_quantities(tx, tenant, sub.id, &invoice.lines)?;
+    if spec.kind != InvoiceKind::Interim {
+        record_billed_quantities(tx, tenant, sub.id, &full_lines)?;
+    }
     store_invoice(tx, tenant, &invoice)?;
-    if spec.include_usage {
+    if spec.include_usage && spec.kind != InvoiceKind::Interim {
         advance_invoiced_through(tx, tenant, sub.customer, spec.period.end_ms)?;
     }
     emit_invoice(
@@ -1038,6 +1167,15 @@ pub fn issue(
         emit_invoice(tx, tenant, &invoice, "invoice.paid", "paid", now_ms)?;
     }
     Ok(Ok(invoice))
+}
+
+/// The end of an interim invoice's charge key: the instant it was issued, kept strictly inside
+/// its period so the key is never the opening invoice's `(start, start)` nor the period's own
+/// `(start, end)`.
+pub fn interim_end_ms(period: &Period, now_ms: i64) -> i64 {
+    now_ms
+        .min(period.end_ms.saturating_sub(1))
+        .max(period.start_ms.saturating_add(1))
 }
 
 /// Step "taxes": the customer's default rates as they are at issue (copied onto the invoice)
@@ -1343,6 +1481,12 @@ pub fn void(
     if invoice.credited_minor != 0 {
         return Ok(Err(InvoiceError::Credited(id.display(PREFIX))));
     }
+    if let Some(later) = super::progressive::deducted_later(tx, tenant, &invoice)? {
+        return Ok(Err(InvoiceError::InterimDeducted {
+            id: id.display(PREFIX),
+            later: later.display(PREFIX),
+        }));
+    }
     if let Some(period_start_ms) = adjusted_later(tx, tenant, &invoice)? {
         return Ok(Err(InvoiceError::AdjustedLater {
             id: id.display(PREFIX),
@@ -1432,7 +1576,10 @@ pub fn void(
         }
         invoice.entries.push(entry_id);
     }
-    {
+    // An interim invoice moved no billed quantity and is not re-issued: the period's next
+    // invoice (interim or closing) bills what it billed.
+    let interim = invoice.kind == InvoiceKind::Interim;
+    if !interim {
         let mut billed = tx.open_table(tables::BILLED_USAGE)?;
         for line in invoice.lines.iter().rev() {
             let Some(meter) = line.meter else { continue };
@@ -1463,10 +1610,12 @@ pub fn void(
         &keys::tenant_id(tenant, id),
         &invoice,
     )?;
-    let mut queue = keys::tenant_id(tenant, invoice.subscription).to_vec();
-    queue.extend_from_slice(&id.to_bytes());
-    tx.open_table(tables::REISSUE_QUEUE)?
-        .insert(queue.as_slice(), ())?;
+    if !interim {
+        let mut queue = keys::tenant_id(tenant, invoice.subscription).to_vec();
+        queue.extend_from_slice(&id.to_bytes());
+        tx.open_table(tables::REISSUE_QUEUE)?
+            .insert(queue.as_slice(), ())?;
+    }
     Ok(Ok(invoice))
 }
 
@@ -1477,8 +1626,13 @@ fn adjusted_later(
     tenant: TenantId,
     invoice: &Invoice,
 ) -> Result<Option<i64>, StoreError> {
+    if invoice.kind == InvoiceKind::Interim {
+        return Ok(None);
+    }
+    // What the period billed in full: this invoice plus the interim invoices it deducted.
+    let cumulative = super::progressive::cumulative_in_write(tx, tenant, invoice)?;
     let billed = tx.open_table(tables::BILLED_USAGE)?;
-    for line in &invoice.lines {
+    for line in &cumulative.lines {
         let left = match line.kind {
             LineKind::Usage => Some(line.quantity),
             LineKind::Adjustment => line.quantity_after,

@@ -4,6 +4,7 @@ pub mod change;
 pub mod coupon;
 pub mod customer_update;
 pub mod discount;
+pub mod draft;
 pub mod invoice;
 pub mod migrate;
 pub mod minimum;
@@ -13,6 +14,7 @@ pub mod phase;
 pub mod plan;
 pub mod preview;
 pub mod pricing;
+pub mod progressive;
 pub mod run;
 pub mod snapshot;
 pub mod subscription;
@@ -25,5 +27,7 @@ mod change_tests;
 mod coupon_tests;
 #[cfg(test)]
 mod interaction_tests;
+#[cfg(test)]
+mod progressive_tests;
 #[cfg(test)]
 mod tests;

@@ -84,6 +84,27 @@ pub struct Plan {
     pub previous_version: Option<Id>,
     /// Whether usage during a subscription's trial is billed (the fixed fee never is).
     pub bill_usage_in_trial: bool,
+    /// Progressive billing: once a running period's usage not yet invoiced reaches this amount
+    /// (minor units), an interim invoice bills it (see [`super::progressive`]).
+    pub threshold_minor: Option<i64>,
+}
+
+/// A plan's record as written before progressive billing (no threshold).
+#[derive(Deserialize)]
+struct PlanV2 {
+    id: Id,
+    code: String,
+    name: String,
+    currency: String,
+    interval: Interval,
+    interval_count: u32,
+    fixed_fee: Option<FixedFee>,
+    charges: Vec<Charge>,
+    created_at_ms: i64,
+    minimum_minor: Option<i64>,
+    version: u32,
+    previous_version: Option<Id>,
+    bill_usage_in_trial: bool,
 }
 
 /// A plan's record as written before versions and minimum commitments.
@@ -100,10 +121,29 @@ struct PlanV1 {
     created_at_ms: i64,
 }
 
-/// Decodes a stored plan, of either layout (older records are version 1 without a minimum).
+/// Decodes a stored plan, of any layout (older records are version 1 without a minimum, or
+/// without a threshold).
 pub fn decode(bytes: &[u8]) -> Result<Plan, StoreError> {
     if let Ok(plan) = codec::decode::<Plan>(bytes) {
         return Ok(plan);
+    }
+    if let Ok(old) = codec::decode::<PlanV2>(bytes) {
+        return Ok(Plan {
+            id: old.id,
+            code: old.code,
+            name: old.name,
+            currency: old.currency,
+            interval: old.interval,
+            interval_count: old.interval_count,
+            fixed_fee: old.fixed_fee,
+            charges: old.charges,
+            created_at_ms: old.created_at_ms,
+            minimum_minor: old.minimum_minor,
+            version: old.version,
+            previous_version: old.previous_version,
+            bill_usage_in_trial: old.bill_usage_in_trial,
+            threshold_minor: None,
+        });
     }
     let old: PlanV1 = codec::decode(bytes)?;
     Ok(Plan {
@@ -120,6 +160,7 @@ pub fn decode(bytes: &[u8]) -> Result<Plan, StoreError> {
         version: 1,
         previous_version: None,
         bill_usage_in_trial: false,
+        threshold_minor: None,
     })
 }
 
@@ -381,5 +422,59 @@ mod tests {
         };
         let bytes = codec::encode(&next).expect("encode");
         assert_eq!(decode(&bytes).expect("decode"), next);
+    }
+
+    /// The layout plans were stored in before progressive billing.
+    #[derive(Serialize)]
+    struct BeforeThreshold {
+        id: Id,
+        code: String,
+        name: String,
+        currency: String,
+        interval: Interval,
+        interval_count: u32,
+        fixed_fee: Option<FixedFee>,
+        charges: Vec<Charge>,
+        created_at_ms: i64,
+        minimum_minor: Option<i64>,
+        version: u32,
+        previous_version: Option<Id>,
+        bill_usage_in_trial: bool,
+    }
+
+    #[test]
+    fn plans_stored_before_thresholds_still_decode_without_one() {
+        let old = BeforeThreshold {
+            id: Id::generate(),
+            code: "pro".into(),
+            name: "Pro".into(),
+            currency: "USD".into(),
+            interval: Interval::Month,
+            interval_count: 1,
+            fixed_fee: None,
+            charges: Vec::new(),
+            created_at_ms: 7,
+            minimum_minor: Some(100),
+            version: 3,
+            previous_version: Some(Id::generate()),
+            bill_usage_in_trial: true,
+        };
+        let plan = decode(&codec::encode(&old).expect("encode")).expect("decode");
+        assert_eq!(
+            (
+                plan.id,
+                plan.minimum_minor,
+                plan.version,
+                plan.bill_usage_in_trial
+            ),
+            (old.id, Some(100), 3, true)
+        );
+        assert_eq!(plan.threshold_minor, None);
+        let with = Plan {
+            threshold_minor: Some(50_000),
+            ..plan
+        };
+        let bytes = codec::encode(&with).expect("encode");
+        assert_eq!(decode(&bytes).expect("decode"), with);
     }
 }

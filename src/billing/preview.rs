@@ -85,15 +85,33 @@ pub fn upcoming(
                 continue;
             }
         };
-        out.push(
-            super::tax::preview(tx, tenant, customer, &lines, &plan.currency)?.map(|taxes| Draft {
-                subscription: sub,
-                plan,
-                spec,
-                lines,
-                taxes,
-            }),
-        );
+        // What interim invoices of the period billed is deducted, as the closing invoice will.
+        let earlier: Vec<invoice::Invoice> = super::progressive::interims_of(
+            &tx.open_table(tables::INVOICES)?,
+            &tx.open_table(tables::INVOICE_BY_PERIOD)?,
+            tenant,
+            sub.id,
+            period.start_ms,
+        )?
+        .into_iter()
+        .filter(|i| i.status != invoice::InvoiceStatus::Void)
+        .collect();
+        let taxes = super::tax::preview(tx, tenant, customer, &lines, &plan.currency)?
+            .and_then(|t| super::progressive::deduct_taxes(t, &earlier));
+        let lines = match super::progressive::deduct_lines(&lines, &earlier) {
+            Ok(lines) => lines,
+            Err(e) => {
+                out.push(Err(e));
+                continue;
+            }
+        };
+        out.push(taxes.map(|taxes| Draft {
+            subscription: sub,
+            plan,
+            spec,
+            lines,
+            taxes,
+        }));
     }
     Ok(out)
 }

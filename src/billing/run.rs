@@ -296,8 +296,14 @@ fn create(
         Ok(lines) => lines,
         Err(e) => return Ok(Err(e)),
     };
-    let issued = invoice::issue(
-        ctx.tx, ctx.tenant, sub, plan, spec, lines, ctx.now_ms, run, replaces, ctx.origin,
+    // What interim invoices of the period billed is deducted (progressive billing).
+    let earlier = if spec.include_usage {
+        super::progressive::to_deduct(ctx.tx, ctx.tenant, sub.id, spec.kind, spec.period.start_ms)?
+    } else {
+        Vec::new()
+    };
+    let issued = invoice::issue_deducting(
+        ctx.tx, ctx.tenant, sub, plan, spec, lines, &earlier, ctx.now_ms, run, replaces, ctx.origin,
     )?;
     if let Ok(inv) = &issued {
         auto_collect(ctx, inv)?;

@@ -575,8 +575,21 @@ pub fn of_customer(
     tenant: TenantId,
     customer: Id,
 ) -> Result<Vec<Subscription>, StoreError> {
-    let index = tx.open_table(tables::SUBSCRIPTIONS_BY_CUSTOMER)?;
-    let table = tx.open_table(tables::SUBSCRIPTIONS)?;
+    of_customer_in(
+        &tx.open_table(tables::SUBSCRIPTIONS_BY_CUSTOMER)?,
+        &tx.open_table(tables::SUBSCRIPTIONS)?,
+        tenant,
+        customer,
+    )
+}
+
+/// A customer's subscriptions, from any transaction's tables.
+pub fn of_customer_in(
+    index: &impl ReadableTable<&'static [u8], ()>,
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    tenant: TenantId,
+    customer: Id,
+) -> Result<Vec<Subscription>, StoreError> {
     let prefix = keys::tenant_id(tenant, customer).to_vec();
     let mut end = prefix.clone();
     end.extend_from_slice(&[0xFF; 17]);
@@ -589,7 +602,7 @@ pub fn of_customer(
             .and_then(|b| <[u8; 16]>::try_from(b).ok())
             .map(Id::from_bytes)
             .ok_or_else(|| StoreError::Corrupt("malformed subscription index key".into()))?;
-        if let Some(s) = get_record::<Subscription, _>(&table, keys::tenant_id(tenant, id))? {
+        if let Some(s) = get_record::<Subscription, _>(table, keys::tenant_id(tenant, id))? {
             out.push(s);
         }
     }

@@ -15,12 +15,24 @@ use crate::ledger::journal;
 use crate::store::keys::{self, TenantId};
 use crate::store::{get_record, tables, StoreError};
 
-/// Verifies one invoice; `Ok(Err(difference))` names the first mismatch.
+/// Verifies one invoice; `Ok(Err(difference))` names the first mismatch. An invoice of a period
+/// that interim invoices billed part of is re-derived with what it deducted added back: the sum
+/// must be what the period computes from the events (see [`super::progressive`]).
 pub fn verify_invoice(
     tx: &ReadTransaction,
     tenant: TenantId,
-    invoice: &Invoice,
+    stored: &Invoice,
 ) -> Result<Result<(), String>, StoreError> {
+    let cumulative = super::progressive::cumulative_of(
+        &tx.open_table(tables::INVOICES)?,
+        &tx.open_table(tables::INVOICE_BY_PERIOD)?,
+        tenant,
+        stored,
+    )?;
+    let invoice = &match cumulative {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(format!("with the interim invoices it deducted: {e}"))),
+    };
     let plans = tx.open_table(tables::PLANS)?;
     let meters = tx.open_table(tables::METERS)?;
     let events = tx.open_table(tables::EVENTS)?;
@@ -165,6 +177,8 @@ pub fn verify_invoice(
     if let Err(difference) = verify_taxes(invoice, exponent) {
         return Ok(Err(difference));
     }
+    // The ledger and the amounts owed are the stored invoice's own.
+    let invoice = stored;
     let credits: i64 = invoice.credits.iter().map(|(_, a)| a).sum();
     if credits != invoice.credits_applied_minor
         || invoice.amount_due_minor
@@ -219,11 +233,11 @@ fn verify_derived_lines(
 ) -> Result<Result<(), String>, StoreError> {
     let derived = |l: &Line| matches!(l.kind, LineKind::Discount | LineKind::MinimumCommitment);
     let stored: Vec<&Line> = invoice.lines.iter().filter(|l| derived(l)).collect();
-    if invoice.kind == InvoiceKind::Adjustment {
+    if matches!(invoice.kind, InvoiceKind::Adjustment | InvoiceKind::Interim) {
         return Ok(if stored.is_empty() {
             Ok(())
         } else {
-            Err("an adjustment invoice carries discount or minimum lines".into())
+            Err("an adjustment or interim invoice carries discount or minimum lines".into())
         });
     }
     let Some(sub) = subscription::get(tx, tenant, invoice.subscription)? else {

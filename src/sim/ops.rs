@@ -181,6 +181,7 @@ pub fn setup(world: &mut World, profile: &Profile) -> Result<(), Violation> {
         ],
         created_at_ms: T0_MS,
         bill_usage_in_trial: false,
+        threshold_minor: None,
         minimum_minor: None,
         version: 1,
         previous_version: None,

@@ -1,0 +1,434 @@
+//! Property tests of progressive billing and the draft: with random usage, evaluations and
+//! billing runs, the interim invoices plus the closing invoice of every period bill exactly what
+//! the period bills without a threshold (per line and in total, tax included), every invoice
+//! re-derives, and the rollup-based draft equals the events-based upcoming invoice.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use super::draft;
+use super::invoice::{self, Invoice, InvoiceKind, InvoiceStatus, Line};
+use super::period::{Interval, DAY_MS};
+use super::plan::{Charge, CreatePlan, FeeTiming, FixedFee, Plan};
+use super::preview;
+use super::pricing::{Model, Tier};
+use super::progressive::EvaluateProgressive;
+use super::run::{BillingRun, Policy};
+use super::subscription::{CreateSubscription, Subscription};
+use super::verify::verify_invoice;
+use crate::decimal::Stored;
+use crate::id::Id;
+use crate::ingest::event::IngestBatch;
+use crate::ingest::meter::{Aggregation, CreateMeter, Meter};
+use crate::ingest::parse::{parse_body, Context, Format};
+use crate::store::{Store, TenantId};
+
+const TENANT: TenantId = TenantId(1);
+/// Midnight UTC, so daily periods are calendar days.
+const T0: i64 = 1_799_971_200_000;
+const NOW: i64 = T0 + 5 * DAY_MS;
+const POLICY: Policy = Policy {
+    grace_ms: 0,
+    auto_collect: None,
+    adjust_window_ms: 35 * DAY_MS,
+    trial_notice_ms: 3 * 86_400_000,
+    chunk_periods: 2,
+};
+
+fn meter(key: &str, aggregation: Aggregation) -> Meter {
+    Meter {
+        id: Id::generate(),
+        key: key.into(),
+        name: None,
+        event_type: "call".into(),
+        aggregation,
+        value_property: aggregation.needs_value().then(|| "v".to_string()),
+        unique_property: (aggregation == Aggregation::UniqueCount).then(|| "u".to_string()),
+        created_at_ms: T0,
+        backfilled_events: 0,
+        backfill_skipped_events: 0,
+    }
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Store,
+    customer: Id,
+    meters: Vec<Meter>,
+}
+
+fn dec(text: &str) -> Stored {
+    Stored(crate::decimal::parse(text).expect("decimal"))
+}
+
+/// A customer taxed at 19 % on a daily plan with awkward prices (tiers, fractions of a cent),
+/// a fee in arrears and a minimum commitment, optionally with a threshold.
+fn world(threshold_minor: Option<i64>) -> World {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("p.redb"), 1 << 22).expect("open");
+    let rate = store
+        .apply_one(crate::tax_rates::CreateTaxRate {
+            tenant: TENANT,
+            rate: crate::tax_rates::TaxRate {
+                id: Id::generate(),
+                display_name: "VAT".into(),
+                percentage: dec("19"),
+                inclusive: false,
+                jurisdiction: None,
+                country: None,
+                created_at_ms: T0,
+                archived_at_ms: None,
+            },
+        })
+        .expect("rate");
+    let mut customer = crate::customers::Customer::for_test("c", T0);
+    customer.tax_rates = vec![rate.id];
+    let customer = store
+        .apply_one(crate::customers::CreateCustomer {
+            tenant: TENANT,
+            customer,
+        })
+        .expect("store")
+        .expect("customer")
+        .id;
+    let meters = [
+        meter("calls", Aggregation::Count),
+        meter("tokens", Aggregation::Sum),
+        meter("users", Aggregation::UniqueCount),
+    ];
+    for m in &meters {
+        store
+            .apply_one(CreateMeter {
+                tenant: TENANT,
+                meter: m.clone(),
+            })
+            .expect("store")
+            .expect("meter");
+    }
+    let models = [
+        Model::PerUnit {
+            unit_price: dec("0.013"),
+        },
+        Model::Graduated {
+            tiers: vec![
+                Tier {
+                    up_to: Some(dec("100")),
+                    unit_price: dec("0.05"),
+                    flat_fee_minor: 0,
+                },
+                Tier {
+                    up_to: None,
+                    unit_price: dec("0.0215"),
+                    flat_fee_minor: 0,
+                },
+            ],
+        },
+        Model::PerUnit {
+            unit_price: dec("0.5"),
+        },
+    ];
+    let plan = Plan {
+        id: Id::generate(),
+        code: "p".into(),
+        name: "P".into(),
+        currency: "USD".into(),
+        interval: Interval::Day,
+        interval_count: 1,
+        fixed_fee: Some(FixedFee {
+            amount_minor: 500,
+            timing: FeeTiming::InArrears,
+        }),
+        charges: meters
+            .iter()
+            .zip(models)
+            .map(|(m, model)| Charge {
+                meter: m.id,
+                model,
+                free_units: if m.aggregation == Aggregation::UniqueCount {
+                    dec("1")
+                } else {
+                    Stored(Decimal::ZERO)
+                },
+            })
+            .collect(),
+        created_at_ms: T0,
+        bill_usage_in_trial: false,
+        threshold_minor,
+        minimum_minor: Some(1500),
+        version: 1,
+        previous_version: None,
+    };
+    let plan_id = plan.id;
+    store
+        .apply_one(CreatePlan {
+            tenant: TENANT,
+            plan,
+        })
+        .expect("store")
+        .expect("plan");
+    store
+        .apply_one(CreateSubscription {
+            tenant: TENANT,
+            subscription: Subscription::new(Id::generate(), customer, plan_id, T0, T0, T0),
+        })
+        .expect("store")
+        .expect("subscription");
+    World {
+        _dir: dir,
+        store,
+        customer,
+        meters: meters.to_vec(),
+    }
+}
+
+fn ingest(w: &World, events: &[(u32, i64, u32, u8)]) {
+    let config = crate::config::IngestConfig::default();
+    let ctx = Context {
+        tenant: TENANT,
+        now_ms: NOW,
+        config: &config,
+    };
+    let body: Vec<serde_json::Value> = events
+        .iter()
+        .map(|(id, ts, v, u)| {
+            json!({"id": format!("e{id}"), "customer": "c", "type": "call",
+                   "timestamp": crate::clock::rfc3339(*ts), "properties": {"v": v, "u": u}})
+        })
+        .collect();
+    let parsed = parse_body(json!({ "events": body }), Format::Native, &ctx).expect("shape");
+    w.store
+        .apply_one(IngestBatch {
+            tenant: TENANT,
+            events: parsed,
+            now_ms: NOW,
+        })
+        .expect("ingest");
+}
+
+fn run(w: &World, as_of: i64) {
+    let id = Id::generate();
+    for _ in 0..100 {
+        let report = w
+            .store
+            .apply_one(BillingRun {
+                tenant: TENANT,
+                id,
+                as_of_ms: as_of,
+                now_ms: NOW,
+                policy: POLICY,
+                trigger: "test".into(),
+                origin: "test".into(),
+            })
+            .expect("run");
+        if report.complete {
+            return;
+        }
+    }
+    panic!("a run did not complete");
+}
+
+fn evaluate(w: &World, at_ms: i64) -> Vec<Id> {
+    w.store
+        .apply_one(EvaluateProgressive {
+            tenant: TENANT,
+            customer: w.customer,
+            at_ms,
+            auto_collect: None,
+            origin: "test".into(),
+        })
+        .expect("evaluate")
+}
+
+fn void(id: Id, now_ms: i64) -> crate::payments::void::VoidInvoice {
+    crate::payments::void::VoidInvoice {
+        tenant: TENANT,
+        id,
+        now_ms,
+        origin: "test".into(),
+    }
+}
+
+fn invoices(w: &World) -> Vec<Invoice> {
+    let tx = w.store.read().expect("read");
+    invoice::list(&tx, TENANT, None, None, 500).expect("list").0
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Ingest(Vec<(u32, i64, u32, u8)>),
+    Evaluate(i64),
+    Run(i64),
+}
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    let event = (0u32..60, 0i64..3 * DAY_MS, 1u32..80, 0u8..6)
+        .prop_map(|(id, offset, v, u)| (id, T0 + offset, v, u));
+    let step = prop_oneof![
+        4 => proptest::collection::vec(event, 1..8).prop_map(Step::Ingest),
+        3 => (0i64..3 * DAY_MS).prop_map(|offset| Step::Evaluate(T0 + offset)),
+        1 => (1i64..4).prop_map(|day| Step::Run(T0 + day * DAY_MS)),
+    ];
+    proptest::collection::vec(step, 4..24)
+}
+
+/// What a line bills, keyed as progressive billing matches lines (the meter by its key, the
+/// same in every world).
+type Key = (&'static str, Option<String>, i64);
+
+fn key(w: &World, l: &Line) -> Key {
+    let meter = l.meter.map(|id| {
+        w.meters
+            .iter()
+            .find(|m| m.id == id)
+            .expect("meter")
+            .key
+            .clone()
+    });
+    (l.kind.as_str(), meter, l.period_start_ms)
+}
+
+/// Quantity and amount billed per line key over the invoices that are not void.
+fn billed(w: &World, all: &[Invoice]) -> BTreeMap<Key, (Decimal, i64)> {
+    let mut out: BTreeMap<Key, (Decimal, i64)> = BTreeMap::new();
+    for l in all
+        .iter()
+        .filter(|i| i.status != InvoiceStatus::Void)
+        .flat_map(|i| i.lines.iter())
+    {
+        let e = out.entry(key(w, l)).or_default();
+        e.0 += l.quantity.0;
+        e.1 += l.amount_minor;
+    }
+    out.retain(|_, v| *v != (Decimal::ZERO, 0));
+    out
+}
+
+/// Subtotal, tax and total per invoice period start.
+fn per_period(all: &[Invoice]) -> BTreeMap<i64, (i64, i64, i64)> {
+    let mut out: BTreeMap<i64, (i64, i64, i64)> = BTreeMap::new();
+    for i in all.iter().filter(|i| i.status != InvoiceStatus::Void) {
+        let e = out.entry(i.period_start_ms).or_default();
+        e.0 += i.subtotal_minor;
+        e.1 += i.tax_minor;
+        e.2 += i.total_minor;
+    }
+    out
+}
+
+fn apply(w: &World, step: &Step) {
+    match step {
+        Step::Ingest(events) => ingest(w, events),
+        Step::Evaluate(at) => {
+            // The same moment of each day, so whichever period is running is evaluated.
+            for day in 0..3 {
+                evaluate(w, T0 + day * DAY_MS + (at - T0) % DAY_MS);
+            }
+        }
+        Step::Run(as_of) => run(w, *as_of),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn interim_plus_final_invoices_bill_what_the_period_bills_without_a_threshold(
+        steps in steps(),
+        threshold in 1i64..600,
+    ) {
+        let with = world(Some(threshold));
+        let without = world(None);
+        for step in &steps {
+            apply(&with, step);
+            apply(&without, step);
+        }
+        run(&with, T0 + 4 * DAY_MS);
+        run(&without, T0 + 4 * DAY_MS);
+        let (a, b) = (invoices(&with), invoices(&without));
+        prop_assert!(b.iter().all(|i| i.kind != InvoiceKind::Interim));
+        prop_assert_eq!(billed(&with, &a), billed(&without, &b));
+        prop_assert_eq!(per_period(&a), per_period(&b));
+        for day in 0..4i64 {
+            let start = T0 + day * DAY_MS;
+            let count = a.iter().filter(|i| i.period_start_ms == start && i.kind == InvoiceKind::Period).count();
+            prop_assert_eq!(count, 1, "day {}", day);
+        }
+        let tx = with.store.read().expect("read");
+        for inv in &a {
+            prop_assert_eq!(verify_invoice(&tx, TENANT, inv).expect("verify"), Ok(()), "{} {:?}", inv.id.display("inv"), inv.kind);
+        }
+        let report = crate::ledger::verify::verify(&tx, None, &mut |_, _| {}).expect("verify");
+        prop_assert!(report.violation.is_none(), "{:?}", report.violation);
+    }
+
+    #[test]
+    fn the_draft_from_rollups_equals_the_upcoming_invoice_from_events(
+        steps in steps(),
+        threshold in proptest::option::of(1i64..1500),
+    ) {
+        let w = world(threshold);
+        for step in &steps {
+            apply(&w, step);
+            let tx = w.store.read().expect("read");
+            let drafts = draft::of_customer(&*tx, TENANT, w.customer, crate::clock::now_ms(), &POLICY).expect("draft");
+            let upcoming = preview::upcoming(&tx, TENANT, w.customer, &POLICY).expect("preview");
+            prop_assert_eq!(drafts.len(), upcoming.len());
+            for (d, u) in drafts.iter().zip(&upcoming) {
+                let (d, u) = (d.as_ref().expect("draft"), u.as_ref().expect("upcoming"));
+                let shape = |l: &Line| (key(&w, l), l.quantity, l.amount_minor, l.amount_exact, l.events);
+                prop_assert_eq!(
+                    d.lines.iter().map(shape).collect::<Vec<_>>(),
+                    u.lines.iter().map(shape).collect::<Vec<_>>()
+                );
+                prop_assert_eq!(&d.taxes, &u.taxes);
+                prop_assert_eq!(d.amount_minor, invoice::subtotal(&u.lines).expect("subtotal"));
+            }
+        }
+    }
+}
+
+#[test]
+fn an_interim_invoice_cannot_be_voided_once_the_period_closed_and_before_it_is_billed_again() {
+    let w = world(Some(100));
+    ingest(&w, &[(1, T0 + 1000, 3000, 1)]);
+    let issued = evaluate(&w, T0 + 2000);
+    assert_eq!(issued.len(), 1, "the threshold was crossed");
+    // Evaluating again issues nothing: nothing new accrued.
+    assert!(evaluate(&w, T0 + 3000).is_empty());
+    // Voided before the period closes: no re-issue, the closing invoice bills it instead.
+    let voided = w
+        .store
+        .apply_one(void(issued[0], T0 + 4000))
+        .expect("store");
+    assert!(voided.is_ok(), "{voided:?}");
+    ingest(&w, &[(2, T0 + 5000, 3000, 2)]);
+    let second = evaluate(&w, T0 + 6000);
+    assert_eq!(second.len(), 1);
+    run(&w, T0 + DAY_MS);
+    let refused = w
+        .store
+        .apply_one(void(second[0], T0 + DAY_MS))
+        .expect("store");
+    assert!(
+        matches!(refused, Err(invoice::InvoiceError::InterimDeducted { .. })),
+        "{refused:?}"
+    );
+    let without = world(None);
+    ingest(
+        &without,
+        &[(1, T0 + 1000, 3000, 1), (2, T0 + 5000, 3000, 2)],
+    );
+    run(&without, T0 + DAY_MS);
+    assert_eq!(
+        billed(&w, &invoices(&w)),
+        billed(&without, &invoices(&without))
+    );
+    assert_eq!(per_period(&invoices(&w)), per_period(&invoices(&without)));
+    let tx = w.store.read().expect("read");
+    for inv in invoices(&w) {
+        assert_eq!(verify_invoice(&tx, TENANT, &inv).expect("verify"), Ok(()));
+    }
+}
