@@ -388,6 +388,11 @@ pub struct CurrencyBalance {
     pub credits_available_minor: i64,
     /// What the customer owes (receivable account balance).
     pub receivable_minor: i64,
+    /// Credits available minus the total (tax included) of the current periods' draft invoices
+    /// in this currency, computed like the upcoming invoice (what interim invoices already billed
+    /// left out): what would remain if those invoices were issued now, negative when they would
+    /// owe more than the credits cover. `null` for a balance `at` a given instant.
+    pub projected_available_minor: Option<i64>,
     /// Grants in burn order.
     pub grants: Vec<GrantBalance>,
 }
@@ -451,6 +456,7 @@ pub async fn balance(
                 currency,
                 credits_available_minor: 0,
                 receivable_minor: receivable,
+                projected_available_minor: None,
                 grants: Vec::new(),
             },
         );
@@ -479,6 +485,18 @@ pub async fn balance(
                 expires_at: g.expires_at_ms.map(crate::clock::rfc3339),
                 status,
             });
+        }
+    }
+    if params.at.is_none() {
+        let policy = state.config.billing_policy();
+        let drafts =
+            crate::billing::draft::of_customer(&*tx, tenant, customer.id, now_ms, &policy)?;
+        // A draft that cannot be computed (a missing plan or meter) leaves the projection out.
+        let computable = drafts.iter().all(|d| d.is_ok());
+        for entry in per_currency.values_mut().filter(|_| computable) {
+            let due = crate::billing::draft::total_minor(&drafts, &entry.currency);
+            entry.projected_available_minor =
+                Some(entry.credits_available_minor.saturating_sub(due));
         }
     }
     Ok(Json(BalanceResponse {

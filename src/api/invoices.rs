@@ -52,7 +52,8 @@ pub struct LineBody {
     pub period_start: String,
     /// End of that period.
     pub period_end: String,
-    /// Quantity (adjustments: the difference).
+    /// Quantity (adjustments: the difference; on an invoice of a period that interim invoices
+    /// billed part of: the period's quantity minus what they billed).
     pub quantity: String,
     /// Adjustments: billed before.
     pub quantity_before: Option<String>,
@@ -128,7 +129,8 @@ pub struct InvoiceResponse {
     pub plan: String,
     /// ISO 4217.
     pub currency: String,
-    /// opening, period, final or adjustment.
+    /// opening, period, final, adjustment or interim (progressive billing: usage a running
+    /// period accrued up to `period_end`, once it reached the plan's `threshold_minor`).
     pub kind: &'static str,
     /// finalized, paid, void or uncollectible (`draft` on previews).
     pub status: &'static str,

@@ -27,6 +27,7 @@ mod numbering;
 mod openapi;
 mod outbound;
 mod payments;
+mod progressive;
 mod soak;
 mod taxes;
 
