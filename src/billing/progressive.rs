@@ -219,16 +219,33 @@ fn of_period(
     Ok(out)
 }
 
-/// The interim invoices `invoice` deducted: those of its period issued before it and not
-/// voided by then (a void at or before its issue left them out).
+/// Whether `later` comes after the interim invoice `interim` in its period's order: every
+/// closing invoice comes after every interim invoice (none is issued once the period closed);
+/// interim invoices follow their event cutoffs (never equal for two that are not void: an
+/// evaluation that saw no new event issues nothing), then their ids. No clock is compared.
+fn comes_after(later: &Invoice, interim: &Invoice) -> bool {
+    later.id != interim.id
+        && (later.kind != InvoiceKind::Interim
+            || (later.events_through, later.id) > (interim.events_through, interim.id))
+}
+
+/// The interim invoices `invoice` deducted: those of its period before it that were not void
+/// when it was issued. An interim invoice cannot be voided while a later invoice of its period
+/// stands ([`deducted_later`]), so for an invoice that is not void these are the ones before it
+/// that are not void; for a void one, also those voided after it.
 pub fn deducted_by(interims: &[Invoice], invoice: &Invoice) -> Vec<Invoice> {
     if !deducts(invoice.kind) {
         return Vec::new();
     }
     interims
         .iter()
-        .filter(|i| i.id < invoice.id)
-        .filter(|i| i.voided_at_ms.is_none_or(|v| v > invoice.issued_at_ms))
+        .filter(|i| comes_after(invoice, i))
+        .filter(|i| {
+            i.status != InvoiceStatus::Void
+                || invoice
+                    .voided_at_ms
+                    .is_some_and(|x| i.voided_at_ms.is_some_and(|v| v >= x))
+        })
         .cloned()
         .collect()
 }
@@ -284,7 +301,7 @@ pub fn deducted_later(
     )?;
     Ok(all
         .into_iter()
-        .find(|i| i.id > invoice.id && deducts(i.kind) && i.status != InvoiceStatus::Void)
+        .find(|i| deducts(i.kind) && i.status != InvoiceStatus::Void && comes_after(i, invoice))
         .map(|i| i.id))
 }
 
@@ -426,6 +443,10 @@ fn evaluate_period(
 ) -> Result<Result<Option<Invoice>, InvoiceError>, StoreError> {
     let earlier = to_deduct(tx, tenant, sub.id, InvoiceKind::Interim, period.start_ms)?;
     let cutoff = current_seq(&tx.open_table(tables::META)?)?;
+    if earlier.iter().any(|i| i.events_through >= cutoff) {
+        // No event committed since the last interim invoice: nothing new accrued.
+        return Ok(Ok(None));
+    }
     let spec = interim_spec(period, cutoff, plans);
     let accrued = match super::draft::compute_lines(tx, tenant, sub, plan, &spec)? {
         Ok(lines) => lines,
