@@ -281,7 +281,7 @@ pub enum InvoiceError {
     },
     /// A later invoice of the same period deducted this interim invoice: voiding it now would
     /// leave what it billed billed by nobody.
-    #[error("interim invoice {id} was deducted by {later}, a later invoice of its period; void {later} first")]
+    #[error("interim invoice {id} was deducted by {later}, a later invoice of its period; credit it with a credit note instead of voiding it")]
     InterimDeducted {
         /// The interim invoice.
         id: String,

@@ -13,8 +13,9 @@
 //! describe everything counted so far, so `verify` re-derives an invoice by adding back what it
 //! deducted and checking the sum against the events.
 //!
-//! Voiding an interim invoice is refused once a later invoice of its period deducted it; before
-//! that it is voided without a re-issue, and the period's next invoice bills its usage.
+//! Voiding an interim invoice is refused once a later invoice of its period exists (that one
+//! deducted it; a credit note takes an amount back instead); before that it is voided without a
+//! re-issue, and the period's next invoice bills its usage.
 
 use std::collections::BTreeMap;
 
@@ -229,23 +230,17 @@ fn comes_after(later: &Invoice, interim: &Invoice) -> bool {
             || (later.events_through, later.id) > (interim.events_through, interim.id))
 }
 
-/// The interim invoices `invoice` deducted: those of its period before it that were not void
-/// when it was issued. An interim invoice cannot be voided while a later invoice of its period
-/// stands ([`deducted_later`]), so for an invoice that is not void these are the ones before it
-/// that are not void; for a void one, also those voided after it.
+/// The interim invoices `invoice` deducted: those of its period before it that are not void.
+/// An interim invoice cannot be voided once a later invoice of its period exists, void or not
+/// ([`deducted_later`]), so those not void now are exactly those that were not void when it was
+/// issued: no clock decides.
 pub fn deducted_by(interims: &[Invoice], invoice: &Invoice) -> Vec<Invoice> {
     if !deducts(invoice.kind) {
         return Vec::new();
     }
     interims
         .iter()
-        .filter(|i| comes_after(invoice, i))
-        .filter(|i| {
-            i.status != InvoiceStatus::Void
-                || invoice
-                    .voided_at_ms
-                    .is_some_and(|x| i.voided_at_ms.is_some_and(|v| v >= x))
-        })
+        .filter(|i| comes_after(invoice, i) && i.status != InvoiceStatus::Void)
         .cloned()
         .collect()
 }
@@ -282,8 +277,8 @@ pub fn cumulative_in_write(
         .map_err(|e| StoreError::Corrupt(format!("invoice amounts: {e}")))
 }
 
-/// For an interim invoice: a later invoice of its period that is not void (it deducted this
-/// one), if any.
+/// For an interim invoice: a later invoice of its period (it deducted this one; even once void,
+/// its record says so), if any.
 pub fn deducted_later(
     tx: &WriteTransaction,
     tenant: TenantId,
@@ -301,7 +296,7 @@ pub fn deducted_later(
     )?;
     Ok(all
         .into_iter()
-        .find(|i| deducts(i.kind) && i.status != InvoiceStatus::Void && comes_after(i, invoice))
+        .find(|i| deducts(i.kind) && comes_after(i, invoice))
         .map(|i| i.id))
 }
 

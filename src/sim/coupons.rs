@@ -141,6 +141,9 @@ pub fn check(world: &World, invoices: &[Invoice]) -> Result<(), Violation> {
         }
     }
     for inv in invoices {
+        // As the period computes it: a closing invoice after interim invoices carries the
+        // period's whole discount against what is left, and may owe the customer.
+        let inv = &super::progressive::whole(world, inv)?;
         if inv.lines.iter().any(|l| l.kind == LineKind::Discount) && inv.subtotal_minor < 0 {
             return Err(format!(
                 "invoice {} with a discount totals {}",

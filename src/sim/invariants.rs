@@ -333,7 +333,8 @@ fn invoices_verify(world: &World, invoices: &[Invoice]) -> Result<(), Violation>
     Ok(())
 }
 
-/// Each period billed once net of voids, and for exactly what its final quantity costs.
+/// Each period billed once net of voids, and for exactly what its final quantity costs (interim
+/// invoices and the closing invoice together).
 fn billed_once(world: &World, invoices: &[Invoice]) -> Result<(), Violation> {
     let live: Vec<&Invoice> = invoices
         .iter()
@@ -360,7 +361,10 @@ fn billed_once(world: &World, invoices: &[Invoice]) -> Result<(), Violation> {
             let Some(meter) = line.meter else { continue };
             let key = (invoice.subscription, meter, line.period_start_ms);
             *amounts.entry(key).or_insert(0) += line.amount_minor;
-            if line.kind == LineKind::Usage {
+            // Interim invoices (progressive billing) bill part of a running period's usage;
+            // the closing invoice bills the rest, and the sum is checked below.
+            let interim = invoice.kind == crate::billing::invoice::InvoiceKind::Interim;
+            if line.kind == LineKind::Usage && !interim {
                 if let Some(other) = usage_lines.insert(key, invoice.id) {
                     return Err(format!(
                         "usage of period {} is billed by {} and {}",

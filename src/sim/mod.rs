@@ -22,6 +22,7 @@ mod credit_notes;
 mod invariants;
 mod ops;
 mod profile;
+mod progressive;
 mod provider;
 mod rng;
 mod taxes;

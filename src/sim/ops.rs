@@ -35,6 +35,9 @@ pub const POLICY: Policy = Policy {
     adjust_window_ms: 35 * DAY_MS,
 };
 
+/// The threshold of the simulated plans (a few dollars of usage in a day).
+const PROGRESSIVE_THRESHOLD_MINOR: i64 = 300;
+
 /// Values at the edge of the exact decimal range (28 significant digits).
 const EXTREME_VALUES: [&str; 5] = [
     "79228162514264337593543950335",
@@ -96,10 +99,13 @@ pub enum Kind {
     Coupon,
     /// A credit note on a finalized or paid invoice (sometimes refunding, sometimes too much).
     CreditNote,
+    /// Progressive billing evaluates a customer as a usage touch would (an interim invoice when
+    /// its running period's usage reached the plan's threshold).
+    Progressive,
 }
 
 /// Every kind, in the order of a profile's weights.
-pub const KINDS: [Kind; 23] = [
+pub const KINDS: [Kind; 24] = [
     Kind::Ingest,
     Kind::IngestLate,
     Kind::IngestDuplicate,
@@ -123,6 +129,7 @@ pub const KINDS: [Kind; 23] = [
     Kind::ChangePlan,
     Kind::Coupon,
     Kind::CreditNote,
+    Kind::Progressive,
 ];
 
 /// Creates the tenant's meters, plan, customers and subscriptions (customers through an
@@ -181,7 +188,8 @@ pub fn setup(world: &mut World, profile: &Profile) -> Result<(), Violation> {
         ],
         created_at_ms: T0_MS,
         bill_usage_in_trial: false,
-        threshold_minor: None,
+        // Progressive billing: interim invoices meet voids, payments, credit notes, changes.
+        threshold_minor: Some(PROGRESSIVE_THRESHOLD_MINOR),
         minimum_minor: None,
         version: 1,
         previous_version: None,
@@ -369,6 +377,7 @@ pub fn apply(world: &mut World, kind: Kind, note: &mut String) -> Result<(), Vio
         Kind::ForeignCharge => foreign_charge(world, note),
         Kind::Coupon => super::coupons::redeem(world, note),
         Kind::CreditNote => super::credit_notes::create(world, note),
+        Kind::Progressive => super::progressive::evaluate(world, note),
         Kind::Reconcile => {
             let now = world.now();
             let rec = crate::payments::reconcile::Reconciliation {

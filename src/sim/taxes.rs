@@ -51,10 +51,12 @@ pub fn check(world: &World, invoices: &[Invoice]) -> Result<(), Violation> {
     let mut by_id = BTreeMap::new();
     for invoice in invoices {
         let exponent = crate::currency::minor_unit_exponent(&invoice.currency).unwrap_or(2);
+        // Rounded per line as the period computes it (interim invoices' part added back).
+        let whole = super::progressive::whole(world, invoice)?;
         let mut sum = 0i64;
-        for t in &invoice.tax_lines {
+        for t in &whole.tax_lines {
             let mut of_rate = 0i64;
-            for line in &invoice.lines {
+            for line in &whole.lines {
                 of_rate +=
                     tax::line_tax(line.amount_exact.0, t.percentage.0, t.inclusive, exponent)
                         .map_err(err)?;
@@ -69,11 +71,11 @@ pub fn check(world: &World, invoices: &[Invoice]) -> Result<(), Violation> {
             }
             sum += of_rate;
         }
-        if sum != invoice.tax_minor {
+        if sum != whole.tax_minor {
             return Err(format!(
                 "invoice {}: tax {} but its tax lines sum to {sum}",
                 invoice.id.display(crate::billing::invoice::PREFIX),
-                invoice.tax_minor
+                whole.tax_minor
             ));
         }
         if invoice.status != InvoiceStatus::Void {
