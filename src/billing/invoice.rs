@@ -67,6 +67,9 @@ pub enum InvoiceKind {
     Final,
     /// Late usage of an ended subscription.
     Adjustment,
+    /// A prepaid wallet top-up (`wallet`): one prepaid-credit line, posted to `prepayments`
+    /// rather than revenue. Last, so stored invoices decode unchanged.
+    TopUp,
 }
 
 impl InvoiceKind {
@@ -77,6 +80,7 @@ impl InvoiceKind {
             InvoiceKind::Period => "period",
             InvoiceKind::Final => "final",
             InvoiceKind::Adjustment => "adjustment",
+            InvoiceKind::TopUp => "top_up",
         }
     }
 }
@@ -96,6 +100,8 @@ pub enum LineKind {
     Discount,
     /// What a period fell short of the plan's minimum commitment; see [`super::minimum`].
     MinimumCommitment,
+    /// Prepaid credit bought by a top-up (see [`super::top_up`]). Last, so stored lines decode.
+    PrepaidCredit,
 }
 
 impl LineKind {
@@ -108,6 +114,7 @@ impl LineKind {
             LineKind::FeeCredit => "fee_credit",
             LineKind::Discount => "discount",
             LineKind::MinimumCommitment => "minimum_commitment",
+            LineKind::PrepaidCredit => "prepaid_credit",
         }
     }
 }
@@ -222,6 +229,17 @@ pub struct Invoice {
     pub credited_due_minor: i64,
     /// Its credit notes (`cn_…`), in order.
     pub credit_notes: Vec<Id>,
+}
+
+impl InvoiceKind {
+    /// The account an invoice of this kind credits with its net amount: revenue, except a
+    /// top-up's, which is not income until its credits are used (`prepayments`).
+    pub fn income_account(self) -> SystemAccount {
+        match self {
+            InvoiceKind::TopUp => SystemAccount::Prepayments,
+            _ => SystemAccount::Revenue,
+        }
+    }
 }
 
 /// Why an invoice could not be computed or changed.
@@ -1268,7 +1286,7 @@ fn record_billed_quantities(
 }
 
 /// Step "stored": the invoice, its charge key and its customer index.
-fn store_invoice(
+pub(super) fn store_invoice(
     tx: &WriteTransaction,
     tenant: TenantId,
     invoice: &Invoice,
@@ -1358,7 +1376,7 @@ pub fn void(
         .checked_sub(invoice.tax_minor)
         .ok_or_else(|| StoreError::Corrupt("invoice totals out of range".into()))?;
     for (account, amount_minor) in [
-        (AccountRef::System(SystemAccount::Revenue), net),
+        (AccountRef::System(invoice.kind.income_account()), net),
         (
             AccountRef::System(SystemAccount::TaxPayable),
             invoice.tax_minor,
@@ -1386,13 +1404,7 @@ pub fn void(
             let account = match g.status {
                 GrantStatus::Active => g.account(),
                 GrantStatus::Expired => AccountRef::System(SystemAccount::Breakage),
-                GrantStatus::Voided => match g.funding {
-                    grant::Funding::Cash => AccountRef::System(SystemAccount::Cash),
-                    grant::Funding::Receivable => receivable,
-                    grant::Funding::PromotionalExpense => {
-                        AccountRef::System(SystemAccount::PromotionalExpense)
-                    }
-                },
+                GrantStatus::Voided => g.funding.account(invoice.customer),
             };
             postings.push(Posting {
                 account,
@@ -1463,10 +1475,12 @@ pub fn void(
         &keys::tenant_id(tenant, id),
         &invoice,
     )?;
-    let mut queue = keys::tenant_id(tenant, invoice.subscription).to_vec();
-    queue.extend_from_slice(&id.to_bytes());
-    tx.open_table(tables::REISSUE_QUEUE)?
-        .insert(queue.as_slice(), ())?;
+    if invoice.kind != InvoiceKind::TopUp {
+        let mut queue = keys::tenant_id(tenant, invoice.subscription).to_vec();
+        queue.extend_from_slice(&id.to_bytes());
+        tx.open_table(tables::REISSUE_QUEUE)?
+            .insert(queue.as_slice(), ())?;
+    }
     Ok(Ok(invoice))
 }
 

@@ -21,6 +21,9 @@ pub fn verify_invoice(
     tenant: TenantId,
     invoice: &Invoice,
 ) -> Result<Result<(), String>, StoreError> {
+    if invoice.kind == InvoiceKind::TopUp {
+        return Ok(super::top_up::verify(invoice));
+    }
     let plans = tx.open_table(tables::PLANS)?;
     let meters = tx.open_table(tables::METERS)?;
     let events = tx.open_table(tables::EVENTS)?;
@@ -119,7 +122,7 @@ pub fn verify_invoice(
                 }
             }
             // Checked together below, from the other lines.
-            LineKind::Discount | LineKind::MinimumCommitment => {}
+            LineKind::Discount | LineKind::MinimumCommitment | LineKind::PrepaidCredit => {}
             LineKind::FixedFee | LineKind::FeeCredit => {
                 let Some(fee) = &plan.fixed_fee else {
                     return Ok(Err(format!("{at}: the plan has no fixed fee")));

@@ -29,5 +29,6 @@ mod outbound;
 mod payments;
 mod soak;
 mod taxes;
+mod wallet;
 
 mod webhooks;
