@@ -129,6 +129,9 @@ async fn twenty_concurrent_identical_top_ups_make_one_invoice_one_payment_one_gr
     assert_eq!(notifications(&d, "top_up.succeeded").await, 1);
     let verified = d.get(&format!("/v1/invoices/{inv_id}/verify")).await;
     assert_eq!(verified.status, 200, "{}", verified.json);
+    assert_eq!(verified.json["matches"], true, "{}", verified.json);
+    let doc = d.get(&format!("/v1/invoices/{inv_id}/document")).await;
+    assert_eq!(doc.status, 200, "{}", doc.json);
     books_agree(&d).await;
 }
 
