@@ -39,4 +39,5 @@ pub mod tax_rates;
 pub mod tenant_settings;
 pub mod tenants;
 pub mod wallet;
+pub mod watch;
 pub mod webhooks;

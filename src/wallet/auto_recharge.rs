@@ -253,6 +253,18 @@ pub fn available_minor(
     Ok(sum)
 }
 
+/// The watcher's entry: evaluates the rule of every customer whose credit balance the batch
+/// moved (one point read for a customer without a rule).
+pub fn on_touches(
+    tx: &WriteTransaction,
+    touches: &crate::watch::Touches,
+) -> Result<(), StoreError> {
+    for (tenant, customer, at_ms) in touches.balances() {
+        evaluate(tx, tenant, customer, at_ms)?;
+    }
+    Ok(())
+}
+
 /// Evaluates a customer's rule at `at_ms` (see the module doc), in the caller's transaction;
 /// returns the top-up it started, if any. Cheap when the customer has no rule: one point read.
 pub fn evaluate(

@@ -477,3 +477,87 @@ async fn auto_recharge_fires_once_per_crossing_and_survives_a_kill_right_after()
     assert_eq!(d.get(&rule).await.status, 404);
     books_agree(&d).await;
 }
+
+async fn grant(d: &Daemon, cus: &str, key: &str, amount_minor: i64) -> String {
+    let r = d
+        .post(
+            "/v1/credit-grants",
+            Some(key),
+            &json!({"customer": cus, "amount_minor": amount_minor, "currency": "USD",
+                "category": "promotional"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    id_of(&r.json)
+}
+
+async fn void_grant(d: &Daemon, grant: &str, key: &str) {
+    let r = d
+        .post(
+            &format!("/v1/credit-grants/{grant}/void"),
+            Some(key),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+}
+
+async fn auto_top_ups(d: &Daemon, cus: &str) -> Vec<Value> {
+    d.get(&format!("/v1/customers/{cus}/top-ups?limit=500"))
+        .await
+        .json["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter(|t| t["trigger"] == "auto_recharge")
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drop_below_the_threshold_fires_in_its_own_write_once_per_crossing_within_the_daily_cap()
+{
+    let mut d = Daemon::start().await;
+    let cus = d.customer("watched", "USD").await;
+    let promo = grant(&d, &cus, "g-1", 1500).await;
+    let rule = format!("/v1/customers/{cus}/auto-recharge");
+    let set = d
+        .post(
+            &rule,
+            Some("rule"),
+            &json!({"below_minor": 1000, "amount_minor": 2000, "max_per_day": 2}),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{}", set.json);
+    assert_eq!(set.json["state"], "armed");
+    // The crossing: the top-up commits with the void that made it, so a kill right after the
+    // reply finds it after the restart, once.
+    void_grant(&d, &promo, "v-1").await;
+    d.kill9();
+    d.restart().await;
+    let fired = auto_top_ups(&d, &cus).await;
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    let first = top_up_settles(&d, &id_of(&fired[0]), "succeeded").await;
+    // Its grant brought the credit back to 2000: the rule re-armed, nothing else fired.
+    d.eventually("re-armed", || async {
+        d.get(&rule).await.json["state"] == "armed"
+    })
+    .await;
+    assert_eq!(auto_top_ups(&d, &cus).await.len(), 1);
+    // The second crossing fires a second top-up.
+    void_grant(&d, first["grant"].as_str().expect("grant"), "v-2").await;
+    d.eventually("a second auto top-up", || async {
+        auto_top_ups(&d, &cus).await.len() == 2
+    })
+    .await;
+    let second = auto_top_ups(&d, &cus).await[1].clone();
+    let second = top_up_settles(&d, &id_of(&second), "succeeded").await;
+    // The third crossing of the day is over the cap of 2: nothing fires, the rule stays armed.
+    void_grant(&d, second["grant"].as_str().expect("grant"), "v-3").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(auto_top_ups(&d, &cus).await.len(), 2);
+    let state = d.get(&rule).await.json;
+    assert_eq!(state["state"], "armed", "{state}");
+    assert_eq!(state["started_today"], 2);
+    assert_eq!(d.get("/v1/ledger/verify").await.json["ok"], true);
+}
