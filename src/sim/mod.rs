@@ -25,6 +25,7 @@ mod profile;
 mod provider;
 mod rng;
 mod taxes;
+mod wallet;
 mod world;
 
 use ops::{Kind, KINDS};

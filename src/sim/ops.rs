@@ -96,10 +96,15 @@ pub enum Kind {
     Coupon,
     /// A credit note on a finalized or paid invoice (sometimes refunding, sometimes too much).
     CreditNote,
+    /// A customer buys (or is given) prepaid credit; now and then an amount that must be
+    /// refused.
+    TopUp,
+    /// A customer's auto-recharge rule is set or switched off.
+    AutoRecharge,
 }
 
 /// Every kind, in the order of a profile's weights.
-pub const KINDS: [Kind; 23] = [
+pub const KINDS: [Kind; 25] = [
     Kind::Ingest,
     Kind::IngestLate,
     Kind::IngestDuplicate,
@@ -123,6 +128,8 @@ pub const KINDS: [Kind; 23] = [
     Kind::ChangePlan,
     Kind::Coupon,
     Kind::CreditNote,
+    Kind::TopUp,
+    Kind::AutoRecharge,
 ];
 
 /// Creates the tenant's meters, plan, customers and subscriptions (customers through an
@@ -368,6 +375,8 @@ pub fn apply(world: &mut World, kind: Kind, note: &mut String) -> Result<(), Vio
         Kind::ForeignCharge => foreign_charge(world, note),
         Kind::Coupon => super::coupons::redeem(world, note),
         Kind::CreditNote => super::credit_notes::create(world, note),
+        Kind::TopUp => super::wallet::top_up(world, note),
+        Kind::AutoRecharge => super::wallet::auto_recharge(world, note),
         Kind::Reconcile => {
             let now = world.now();
             let rec = crate::payments::reconcile::Reconciliation {
