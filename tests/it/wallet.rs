@@ -127,6 +127,9 @@ async fn twenty_concurrent_identical_top_ups_make_one_invoice_one_payment_one_gr
     assert_eq!(g[0]["remaining_minor"], 5000);
     assert_eq!(g[0]["category"], "paid");
     assert_eq!(notifications(&d, "top_up.succeeded").await, 1);
+    let event = d.get("/v1/notifications?type=top_up.succeeded").await.json["data"][0].clone();
+    assert_eq!(event["data"]["object"]["object"], "top_up", "{event}");
+    assert_eq!(event["data"]["object"]["grant"], t["grant"], "{event}");
     let verified = d.get(&format!("/v1/invoices/{inv_id}/verify")).await;
     assert_eq!(verified.status, 200, "{}", verified.json);
     assert_eq!(verified.json["matches"], true, "{}", verified.json);
