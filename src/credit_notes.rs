@@ -127,6 +127,12 @@ pub enum CreditNoteError {
     /// The ledger refused an entry.
     #[error("ledger: {0}")]
     Ledger(String),
+    /// A top-up invoice: what it sold is a credit grant, which a credit note would not take
+    /// back (void an unpaid one; a paid one's credit is the customer's).
+    #[error(
+        "invoice {0} is a prepaid top-up; top-up invoices are not credited (void an unpaid one)"
+    )]
+    TopUp(String),
 }
 
 /// `POST /v1/invoices/{id}/credit-notes`.
@@ -258,6 +264,9 @@ impl CreateCreditNote {
         tx: &WriteTransaction,
         inv: &Invoice,
     ) -> Result<Result<Plan, CreditNoteError>, StoreError> {
+        if inv.kind == invoice::InvoiceKind::TopUp {
+            return Ok(Err(CreditNoteError::TopUp(inv.id.display(invoice::PREFIX))));
+        }
         if !matches!(inv.status, InvoiceStatus::Finalized | InvoiceStatus::Paid) {
             return Ok(Err(CreditNoteError::WrongState {
                 id: inv.id.display(invoice::PREFIX),

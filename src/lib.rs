@@ -38,4 +38,6 @@ pub mod store;
 pub mod tax_rates;
 pub mod tenant_settings;
 pub mod tenants;
+pub mod wallet;
+pub mod watch;
 pub mod webhooks;

@@ -214,6 +214,8 @@ fn render(output: &Result<CreditNote, CreditNoteError>) -> StoredResponse {
         CreditNoteError::Ledger(_) => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "ledger_refused", detail)
         }
+        CreditNoteError::TopUp(_) => ApiError::new(StatusCode::CONFLICT, "top_up_invoice", detail)
+            .field("invoice", "is a prepaid top-up invoice"),
     }
     .to_stored()
 }

@@ -123,10 +123,13 @@ pub struct InvoiceResponse {
     pub object: &'static str,
     /// `cus_…`.
     pub customer: String,
-    /// `sub_…`.
-    pub subscription: String,
-    /// `pln_…`: the plan version priced with.
-    pub plan: String,
+    /// `sub_…`; null for a top-up invoice.
+    pub subscription: Option<String>,
+    /// `pln_…`: the plan version priced with; null for a top-up invoice.
+    pub plan: Option<String>,
+    /// `tup_…`: the top-up a `top_up` invoice bills.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_up: Option<String>,
     /// ISO 4217.
     pub currency: String,
     /// opening, period, final, adjustment or interim (progressive billing: usage a running
@@ -229,12 +232,15 @@ pub fn line_body(l: &Line) -> LineBody {
 /// The API form of a stored invoice.
 pub fn invoice_body(i: &Invoice) -> InvoiceResponse {
     let rfc = crate::clock::rfc3339;
+    // A top-up invoice bills no subscription: its `subscription` field holds the top-up.
+    let top_up = i.kind == crate::billing::invoice::InvoiceKind::TopUp;
     InvoiceResponse {
         id: i.id.display(PREFIX),
         object: "invoice",
         customer: i.customer.display(crate::customers::PREFIX),
-        subscription: i.subscription.display(subscription::PREFIX),
-        plan: i.plan.display(plan::PREFIX),
+        subscription: (!top_up).then(|| i.subscription.display(subscription::PREFIX)),
+        plan: (!top_up).then(|| i.plan.display(plan::PREFIX)),
+        top_up: top_up.then(|| i.subscription.display(crate::wallet::record::PREFIX)),
         currency: i.currency.clone(),
         kind: i.kind.as_str(),
         status: i.status.as_str(),
@@ -570,8 +576,9 @@ pub async fn upcoming(
             id: String::new(),
             object: "invoice",
             customer: customer.id.display(crate::customers::PREFIX),
-            subscription: draft.subscription.id.display(subscription::PREFIX),
-            plan: draft.plan.id.display(plan::PREFIX),
+            subscription: Some(draft.subscription.id.display(subscription::PREFIX)),
+            plan: Some(draft.plan.id.display(plan::PREFIX)),
+            top_up: None,
             currency: draft.plan.currency.clone(),
             kind: "period",
             status: "draft",

@@ -30,6 +30,7 @@ pub mod subscriptions;
 pub mod tax_rates;
 pub mod tenant_settings;
 pub mod usage;
+pub mod wallet;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -85,6 +86,17 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(customers::get).post(customers::update),
         )
         .route("/v1/customers/{id}/balance", get(grants::balance))
+        .route(
+            "/v1/customers/{id}/top-ups",
+            get(wallet::list_top_ups).post(wallet::create_top_up),
+        )
+        .route("/v1/top-ups/{id}", get(wallet::get_top_up))
+        .route(
+            "/v1/customers/{id}/auto-recharge",
+            get(wallet::get_auto_recharge)
+                .post(wallet::set_auto_recharge)
+                .delete(wallet::delete_auto_recharge),
+        )
         .route("/v1/credit-grants", post(grants::create))
         .route("/v1/credit-grants/{id}", get(grants::get))
         .route("/v1/credit-grants/{id}/void", post(grants::void))

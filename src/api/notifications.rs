@@ -97,6 +97,11 @@ fn object(n: &Notification) -> Result<serde_json::Value, RenderError> {
                 &g, remaining,
             )))
         }
+        "top_up" => {
+            let t: crate::wallet::record::TopUp =
+                codec::decode(bytes).map_err(|e| fail(e.to_string()))?;
+            json(serde_json::to_value(super::wallet::top_up_body(&t)))
+        }
         "reconciliation" => {
             let r: crate::payments::reconcile::Reconciliation =
                 codec::decode(bytes).map_err(|e| fail(e.to_string()))?;
@@ -149,6 +154,7 @@ fn subject_id(n: &Notification) -> String {
         "payment" => crate::payments::payment::PREFIX,
         "credit_grant" => crate::ledger::grant::PREFIX,
         "credit_note" => crate::credit_notes::PREFIX,
+        "top_up" => crate::wallet::record::PREFIX,
         "reconciliation" => crate::payments::reconcile::PREFIX,
         "dead_letter" => crate::jobs::PREFIX,
         "destination" => crate::notifications::destination::PREFIX,

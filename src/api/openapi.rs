@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 use super::{
     coupons, credit_notes, customers, dead_letters, documents, event_destinations, events, grants,
     health, invoices, ledger, meters, notifications, pagination, parties, payments, plans, problem,
-    subscription_changes, subscriptions, tax_rates, tenant_settings, usage, webhooks,
+    subscription_changes, subscriptions, tax_rates, tenant_settings, usage, wallet, webhooks,
 };
 
 /// The document's root.
@@ -41,6 +41,12 @@ use super::{
         grants::get,
         grants::void,
         grants::balance,
+        wallet::create_top_up,
+        wallet::list_top_ups,
+        wallet::get_top_up,
+        wallet::set_auto_recharge,
+        wallet::get_auto_recharge,
+        wallet::delete_auto_recharge,
         ledger::list_accounts,
         ledger::list_entries,
         ledger::get_entry,
@@ -138,6 +144,11 @@ use super::{
         grants::BalanceResponse,
         grants::CurrencyBalance,
         grants::GrantBalance,
+        wallet::CreateTopUpRequest,
+        wallet::TopUpResponse,
+        pagination::Page<wallet::TopUpResponse>,
+        wallet::AutoRechargeRequest,
+        wallet::AutoRechargeResponse,
         ledger::PostingBody,
         ledger::LinksBody,
         ledger::JournalEntryResponse,

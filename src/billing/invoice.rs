@@ -67,9 +67,12 @@ pub enum InvoiceKind {
     Final,
     /// Late usage of an ended subscription.
     Adjustment,
+    /// A prepaid wallet top-up (`wallet`): one prepaid-credit line, posted to `prepayments`
+    /// rather than revenue. Appended, so stored invoices decode unchanged.
+    TopUp,
     /// Usage accrued inside a running period once it reached the plan's `threshold_minor`
     /// (progressive billing, see [`super::progressive`]); the period's closing invoice bills
-    /// only the rest.
+    /// only the rest. Appended, so stored invoices decode unchanged.
     Interim,
 }
 
@@ -81,6 +84,7 @@ impl InvoiceKind {
             InvoiceKind::Period => "period",
             InvoiceKind::Final => "final",
             InvoiceKind::Adjustment => "adjustment",
+            InvoiceKind::TopUp => "top_up",
             InvoiceKind::Interim => "interim",
         }
     }
@@ -101,6 +105,8 @@ pub enum LineKind {
     Discount,
     /// What a period fell short of the plan's minimum commitment; see [`super::minimum`].
     MinimumCommitment,
+    /// Prepaid credit bought by a top-up (see [`super::top_up`]). Last, so stored lines decode.
+    PrepaidCredit,
 }
 
 impl LineKind {
@@ -113,6 +119,7 @@ impl LineKind {
             LineKind::FeeCredit => "fee_credit",
             LineKind::Discount => "discount",
             LineKind::MinimumCommitment => "minimum_commitment",
+            LineKind::PrepaidCredit => "prepaid_credit",
         }
     }
 }
@@ -227,6 +234,17 @@ pub struct Invoice {
     pub credited_due_minor: i64,
     /// Its credit notes (`cn_…`), in order.
     pub credit_notes: Vec<Id>,
+}
+
+impl InvoiceKind {
+    /// The account an invoice of this kind credits with its net amount: revenue, except a
+    /// top-up's, which is not income until its credits are used (`prepayments`).
+    pub fn income_account(self) -> SystemAccount {
+        match self {
+            InvoiceKind::TopUp => SystemAccount::Prepayments,
+            _ => SystemAccount::Revenue,
+        }
+    }
 }
 
 /// Why an invoice could not be computed or changed.
@@ -1406,7 +1424,7 @@ fn record_billed_quantities(
 }
 
 /// Step "stored": the invoice, its charge key and its customer index.
-fn store_invoice(
+pub(super) fn store_invoice(
     tx: &WriteTransaction,
     tenant: TenantId,
     invoice: &Invoice,
@@ -1502,7 +1520,7 @@ pub fn void(
         .checked_sub(invoice.tax_minor)
         .ok_or_else(|| StoreError::Corrupt("invoice totals out of range".into()))?;
     for (account, amount_minor) in [
-        (AccountRef::System(SystemAccount::Revenue), net),
+        (AccountRef::System(invoice.kind.income_account()), net),
         (
             AccountRef::System(SystemAccount::TaxPayable),
             invoice.tax_minor,
@@ -1530,13 +1548,7 @@ pub fn void(
             let account = match g.status {
                 GrantStatus::Active => g.account(),
                 GrantStatus::Expired => AccountRef::System(SystemAccount::Breakage),
-                GrantStatus::Voided => match g.funding {
-                    grant::Funding::Cash => AccountRef::System(SystemAccount::Cash),
-                    grant::Funding::Receivable => receivable,
-                    grant::Funding::PromotionalExpense => {
-                        AccountRef::System(SystemAccount::PromotionalExpense)
-                    }
-                },
+                GrantStatus::Voided => g.funding.account(invoice.customer),
             };
             postings.push(Posting {
                 account,
@@ -1610,7 +1622,7 @@ pub fn void(
         &keys::tenant_id(tenant, id),
         &invoice,
     )?;
-    if !interim {
+    if !interim && invoice.kind != InvoiceKind::TopUp {
         let mut queue = keys::tenant_id(tenant, invoice.subscription).to_vec();
         queue.extend_from_slice(&id.to_bytes());
         tx.open_table(tables::REISSUE_QUEUE)?

@@ -19,6 +19,7 @@ pub mod run;
 pub mod snapshot;
 pub mod subscription;
 pub mod tax;
+pub mod top_up;
 pub mod verify;
 
 #[cfg(test)]

@@ -374,6 +374,19 @@ pub fn watched_period(
     Ok(Some((period, threshold, plan, plans)))
 }
 
+/// The watcher's entry: evaluates every customer whose usage the batch changed, at the latest
+/// time of the commands that changed it. Interim invoices it issues are not collected
+/// automatically (the watcher has no billing policy): `POST /v1/invoices/{id}/pay` collects them.
+pub fn on_touches(
+    tx: &WriteTransaction,
+    touches: &crate::watch::Touches,
+) -> Result<(), StoreError> {
+    for (tenant, customer, usage) in touches.usage() {
+        evaluate(tx, tenant, customer, usage.at_ms, None, "watch")?;
+    }
+    Ok(())
+}
+
 /// Issues, in the caller's transaction, the interim invoice of every running period of
 /// `customer`'s subscriptions whose accrued, not yet invoiced usage has reached its plan's
 /// threshold as of `at_ms`. State-based: it compares what has accrued with what interim

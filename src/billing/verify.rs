@@ -23,6 +23,9 @@ pub fn verify_invoice(
     tenant: TenantId,
     stored: &Invoice,
 ) -> Result<Result<(), String>, StoreError> {
+    if stored.kind == InvoiceKind::TopUp {
+        return Ok(super::top_up::verify(stored));
+    }
     let cumulative = super::progressive::cumulative_of(
         &tx.open_table(tables::INVOICES)?,
         &tx.open_table(tables::INVOICE_BY_PERIOD)?,
@@ -131,7 +134,7 @@ pub fn verify_invoice(
                 }
             }
             // Checked together below, from the other lines.
-            LineKind::Discount | LineKind::MinimumCommitment => {}
+            LineKind::Discount | LineKind::MinimumCommitment | LineKind::PrepaidCredit => {}
             LineKind::FixedFee | LineKind::FeeCredit => {
                 let Some(fee) = &plan.fixed_fee else {
                     return Ok(Err(format!("{at}: the plan has no fixed fee")));

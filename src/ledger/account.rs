@@ -13,6 +13,7 @@
 //! | `bad_debt` | expense | receivables written off when an invoice became uncollectible |
 //! | `suspense` | liability | money the provider collected that no invoice could take (a wrong amount or currency, a voided or already paid invoice, a superseded attempt), held until it is refunded or reviewed |
 //! | `tax_payable` | liability | tax invoiced and owed to the tax authorities |
+//! | `prepayments` | liability | prepaid top-ups invoiced and not yet turned into credits (their invoice is open), and the unused remainder of a voided top-up grant, owed back to the customer |
 //! | `customer:cus_…:receivable` | asset | what the customer owes |
 //! | `customer:cus_…:credits:grt_…` | liability | one credit grant's unused remainder |
 //!
@@ -70,6 +71,9 @@ pub enum SystemAccount {
     Suspense,
     /// Tax invoiced, owed to the tax authorities. Last, for the same reason.
     TaxPayable,
+    /// Prepaid top-ups invoiced but not yet credits: a top-up invoice credits it, the grant its
+    /// payment issues debits it. Last, for the same reason.
+    Prepayments,
 }
 
 /// Which account a posting moves.
@@ -104,9 +108,9 @@ impl AccountRef {
             AccountRef::System(SystemAccount::PspClearing | SystemAccount::Cash) => {
                 AccountType::Asset
             }
-            AccountRef::System(SystemAccount::Suspense | SystemAccount::TaxPayable) => {
-                AccountType::Liability
-            }
+            AccountRef::System(
+                SystemAccount::Suspense | SystemAccount::TaxPayable | SystemAccount::Prepayments,
+            ) => AccountType::Liability,
             AccountRef::Receivable { .. } => AccountType::Asset,
             AccountRef::Grant { .. } => AccountType::Liability,
         }
@@ -134,6 +138,7 @@ impl AccountRef {
             AccountRef::System(SystemAccount::BadDebt) => "bad_debt".into(),
             AccountRef::System(SystemAccount::Suspense) => "suspense".into(),
             AccountRef::System(SystemAccount::TaxPayable) => "tax_payable".into(),
+            AccountRef::System(SystemAccount::Prepayments) => "prepayments".into(),
             AccountRef::Receivable { customer } => {
                 format!("customer:{}:receivable", customer.display(customer_prefix))
             }
@@ -156,6 +161,7 @@ impl AccountRef {
             "bad_debt" => AccountRef::System(SystemAccount::BadDebt),
             "suspense" => AccountRef::System(SystemAccount::Suspense),
             "tax_payable" => AccountRef::System(SystemAccount::TaxPayable),
+            "prepayments" => AccountRef::System(SystemAccount::Prepayments),
             other => {
                 let rest = other.strip_prefix("customer:")?;
                 let mut parts = rest.split(':');
@@ -187,6 +193,7 @@ impl AccountRef {
                     SystemAccount::BadDebt => 5,
                     SystemAccount::Suspense => 6,
                     SystemAccount::TaxPayable => 7,
+                    SystemAccount::Prepayments => 8,
                 });
             }
             AccountRef::Receivable { customer } => {
@@ -217,6 +224,7 @@ mod tests {
             AccountRef::System(SystemAccount::BadDebt),
             AccountRef::System(SystemAccount::Suspense),
             AccountRef::System(SystemAccount::TaxPayable),
+            AccountRef::System(SystemAccount::Prepayments),
             AccountRef::Receivable { customer },
             AccountRef::Grant { customer, grant },
         ] {

@@ -48,6 +48,9 @@ pub enum Funding {
     Receivable,
     /// A promotional cost.
     PromotionalExpense,
+    /// A paid top-up: its invoice put the amount in `prepayments`, and its payment turns it
+    /// into this grant (`wallet`). Last, so stored grants decode unchanged.
+    Prepayment,
 }
 
 impl Funding {
@@ -57,14 +60,17 @@ impl Funding {
             Funding::Cash => "cash",
             Funding::Receivable => "receivable",
             Funding::PromotionalExpense => "promotional_expense",
+            Funding::Prepayment => "prepayment",
         }
     }
 
-    fn account(self, customer: Id) -> AccountRef {
+    /// The counter account of a grant of `customer` funded this way.
+    pub fn account(self, customer: Id) -> AccountRef {
         match self {
             Funding::Cash => AccountRef::System(SystemAccount::Cash),
             Funding::Receivable => AccountRef::Receivable { customer },
             Funding::PromotionalExpense => AccountRef::System(SystemAccount::PromotionalExpense),
+            Funding::Prepayment => AccountRef::System(SystemAccount::Prepayments),
         }
     }
 }

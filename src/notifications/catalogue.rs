@@ -21,6 +21,8 @@ pub const TYPES: &[&str] = &[
     "credit_grant.expired",
     "credit_grant.depleted",
     "credit_note.created",
+    "top_up.succeeded",
+    "top_up.failed",
     "reconciliation.completed",
     "dead_letter.created",
     "destination.disabled",

@@ -19,7 +19,7 @@ use super::attempt::{self, create_attempt};
 use super::payment::{load, load_invoice, save, save_invoice, Payment, PaymentStatus, PREFIX};
 use super::refund::RequestRefund;
 use super::write_off::{write_off, WriteOff};
-use crate::billing::invoice::{emit_invoice, InvoiceStatus};
+use crate::billing::invoice::{emit_invoice, InvoiceKind, InvoiceStatus};
 use crate::id::Id;
 use crate::ledger::account::{AccountRef, SystemAccount};
 use crate::ledger::journal::{self, Draft, Links, Posting, MAX_AMOUNT_MINOR};
@@ -333,6 +333,16 @@ fn collect(step: &Step<'_>, p: &mut Payment) -> Result<(), StoreError> {
         step.now_ms,
     )?;
     emit_payment(step, p, "payment.succeeded", "succeeded")?;
+    // A top-up's credit exists from the write that records its payment, whatever channel
+    // reported it.
+    crate::wallet::settle::paid(
+        step.tx,
+        step.tenant,
+        &invoice,
+        p.id,
+        step.now_ms,
+        step.origin,
+    )?;
     // A dunning attempt that was scheduled but never sent is not needed any more.
     for other in attempt::attempts(step.tx, step.tenant, p.invoice)? {
         if other.id != p.id && other.status == PaymentStatus::Pending {
@@ -461,6 +471,22 @@ fn failed(
         .iter()
         .any(|o| o.id != p.id && o.status.is_open());
     if others_open {
+        return Ok(true);
+    }
+    if invoice.kind == InvoiceKind::TopUp {
+        // A top-up is not dunned: it fails now, and its invoice is voided (see `wallet::settle`).
+        let reason = p.failure.as_ref().map_or_else(
+            || "declined".to_string(),
+            |(code, _)| format!("declined: {code}"),
+        );
+        crate::wallet::settle::declined(
+            step.tx,
+            step.tenant,
+            &invoice,
+            &reason,
+            step.now_ms,
+            step.origin,
+        )?;
         return Ok(true);
     }
     let next = usize::try_from(p.attempt)

@@ -76,6 +76,13 @@ impl RequestRefund {
                 p.collected_currency()
             ))));
         }
+        if with_job && p.status == PaymentStatus::Succeeded && pays_top_up(tx, self.tenant, &p)? {
+            return Ok(Err(PayError::NotRefundable(format!(
+                "payment {} bought prepaid credit (a top-up): that money is the customer's credit \
+                 grant now, and is not refunded through the payment",
+                p.id.display(PREFIX)
+            ))));
+        }
         let left = p.collected_minor().saturating_sub(p.refunded_minor());
         let amount = self.amount_minor.unwrap_or(left);
         if amount <= 0 || amount > left {
@@ -106,6 +113,12 @@ impl RequestRefund {
         save(tx, &p)?;
         Ok(Ok(p))
     }
+}
+
+/// Whether a payment paid a top-up invoice (whose money became a credit grant).
+fn pays_top_up(tx: &WriteTransaction, tenant: TenantId, p: &Payment) -> Result<bool, StoreError> {
+    let invoice = super::payment::load_invoice(tx, tenant, p.invoice)?;
+    Ok(invoice.is_some_and(|i| i.kind == crate::billing::invoice::InvoiceKind::TopUp))
 }
 
 /// What the provider says about one refund.

@@ -45,6 +45,9 @@ impl Command for VoidInvoice {
             }));
         }
         let voided = invoice::void(tx, self.tenant, self.id, self.now_ms, &self.origin)?;
+        if let Ok(inv) = &voided {
+            crate::wallet::settle::voided(tx, self.tenant, inv, "invoice voided", self.now_ms)?;
+        }
         if voided.is_ok() {
             for p in attempts
                 .iter()

@@ -26,6 +26,7 @@ mod progressive;
 mod provider;
 mod rng;
 mod taxes;
+mod wallet;
 mod world;
 
 use ops::{Kind, KINDS};

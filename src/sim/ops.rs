@@ -99,13 +99,18 @@ pub enum Kind {
     Coupon,
     /// A credit note on a finalized or paid invoice (sometimes refunding, sometimes too much).
     CreditNote,
+    /// A customer buys (or is given) prepaid credit; now and then an amount that must be
+    /// refused.
+    TopUp,
+    /// A customer's auto-recharge rule is set or switched off.
+    AutoRecharge,
     /// Progressive billing evaluates a customer as a usage touch would (an interim invoice when
     /// its running period's usage reached the plan's threshold).
     Progressive,
 }
 
 /// Every kind, in the order of a profile's weights.
-pub const KINDS: [Kind; 24] = [
+pub const KINDS: [Kind; 26] = [
     Kind::Ingest,
     Kind::IngestLate,
     Kind::IngestDuplicate,
@@ -129,6 +134,8 @@ pub const KINDS: [Kind; 24] = [
     Kind::ChangePlan,
     Kind::Coupon,
     Kind::CreditNote,
+    Kind::TopUp,
+    Kind::AutoRecharge,
     Kind::Progressive,
 ];
 
@@ -377,6 +384,8 @@ pub fn apply(world: &mut World, kind: Kind, note: &mut String) -> Result<(), Vio
         Kind::ForeignCharge => foreign_charge(world, note),
         Kind::Coupon => super::coupons::redeem(world, note),
         Kind::CreditNote => super::credit_notes::create(world, note),
+        Kind::TopUp => super::wallet::top_up(world, note),
+        Kind::AutoRecharge => super::wallet::auto_recharge(world, note),
         Kind::Progressive => super::progressive::evaluate(world, note),
         Kind::Reconcile => {
             let now = world.now();

@@ -169,6 +169,9 @@ pub const CREDIT_NOTES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("cr
 
 /// Every table keyed and valued by bytes.
 pub const BYTES_TABLES: &[TableDefinition<&[u8], &[u8]>] = &[
+    TOP_UPS,
+    TOP_UP_BY_INVOICE,
+    AUTO_RECHARGE,
     NOTIFICATIONS,
     NOTIFICATION_KEYS,
     EVENT_DESTINATIONS,
@@ -221,6 +224,7 @@ pub const BYTES_TABLES: &[TableDefinition<&[u8], &[u8]>] = &[
 
 /// Every index table (bytes keys, no value).
 pub const SET_TABLES: &[TableDefinition<&[u8], ()>] = &[
+    TOP_UPS_BY_CUSTOMER,
     IDEMPOTENCY_EXPIRY,
     METERS_BY_TYPE,
     EVENTS_BY_CUSTOMER,
@@ -249,6 +253,17 @@ pub const EVENT_DESTINATIONS: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("event_destinations");
 /// (tenant, ntf id, evd id) → delivery and its attempts.
 pub const DELIVERIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("deliveries");
+
+/// (tenant, top-up id) → prepaid wallet top-up.
+pub const TOP_UPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("top_ups");
+/// (tenant, invoice id) → top-up id: the top-up a paid or failed invoice settles.
+pub const TOP_UP_BY_INVOICE: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("top_up_by_invoice");
+/// (tenant, customer id, top-up id) → (): a customer's top-ups in order.
+pub const TOP_UPS_BY_CUSTOMER: TableDefinition<&[u8], ()> =
+    TableDefinition::new("top_ups_by_customer");
+/// (tenant, customer id) → auto-recharge rule with its state (armed or fired, today's count).
+pub const AUTO_RECHARGE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("auto_recharge");
 
 /// Every table keyed by text.
 pub const TEXT_TABLES: &[TableDefinition<&str, &[u8]>] = &[META, TENANT_BY_NAME];

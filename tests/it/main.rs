@@ -30,5 +30,6 @@ mod payments;
 mod progressive;
 mod soak;
 mod taxes;
+mod wallet;
 
 mod webhooks;
