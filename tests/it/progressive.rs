@@ -148,3 +148,128 @@ async fn the_balance_projects_the_credits_left_after_the_upcoming_invoice() {
     assert_eq!(past.status, 200, "{}", past.json);
     assert!(past.json["balances"][0]["projected_available_minor"].is_null());
 }
+
+/// An instant `secs` from now as epoch milliseconds.
+fn ms_from_now(secs: i64) -> i64 {
+    tally::clock::parse_rfc3339(&at(secs)).expect("instant")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn usage_pushed_over_the_threshold_by_32_clients_issues_one_interim_invoice_and_the_run_bills_the_rest(
+) {
+    let d = Daemon::start().await;
+    d.customer("acme", "USD").await;
+    let m = d
+        .post(
+            "/v1/meters",
+            Some("m"),
+            &json!({"key": "calls", "event_type": "call", "aggregation": "count"}),
+        )
+        .await;
+    assert_eq!(m.status, 201, "{}", m.json);
+    let p = d
+        .post(
+            "/v1/plans",
+            Some("p"),
+            &json!({"code": "daily", "name": "Daily", "currency": "USD", "interval": "day",
+                    "threshold_minor": 3000,
+                    "charges": [{"meter": "calls", "model": "per_unit", "unit_price": "1.00"}]}),
+        )
+        .await;
+    assert_eq!(p.status, 201, "{}", p.json);
+    // The running period ends 25 s from now.
+    let period_end_ms = ms_from_now(25);
+    let start = tally::clock::rfc3339(period_end_ms - 86_400_000);
+    let s = d
+        .post(
+            "/v1/subscriptions",
+            Some("s"),
+            &json!({"customer": "acme", "plan": "daily", "start_at": start}),
+        )
+        .await;
+    assert_eq!(s.status, 201, "{}", s.json);
+    // 32 clients at once, one call each: the 30th call crosses 30.00; the two after it stay
+    // below a second crossing.
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let client = d.client.clone();
+        let url = d.url("/v1/events");
+        let key = d.key.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({"id": format!("c{i}"), "customer": "acme", "type": "call"}))
+                .send()
+                .await
+                .expect("send")
+                .status()
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.expect("task") < 300);
+    }
+    let list = d.get("/v1/invoices").await.json["data"]
+        .as_array()
+        .expect("data")
+        .clone();
+    let interims: Vec<&serde_json::Value> =
+        list.iter().filter(|i| i["kind"] == "interim").collect();
+    assert_eq!(interims.len(), 1, "one interim invoice: {list:?}");
+    let interim = interims[0];
+    let billed: i64 = interim["lines"][0]["quantity"]
+        .as_str()
+        .and_then(|q| q.parse().ok())
+        .expect("quantity");
+    assert!((30..=32).contains(&billed), "{interim}");
+    assert_eq!(interim["subtotal_minor"], billed * 100);
+    assert!(interim["number"].as_str().is_some_and(|n| !n.is_empty()));
+    // Three more calls, then the period ends and a run closes it: it bills the rest.
+    for i in 0..3 {
+        d.post(
+            "/v1/events",
+            None,
+            &json!({"id": format!("late{i}"), "customer": "acme", "type": "call"}),
+        )
+        .await;
+    }
+    let wait_ms = period_end_ms + 1_000 - ms_from_now(0);
+    if wait_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(wait_ms as u64)).await;
+    }
+    let run = d.post("/v1/billing-runs", Some("r"), &json!({})).await;
+    assert_eq!(run.status, 201, "{}", run.json);
+    let list = d.get("/v1/invoices").await.json["data"]
+        .as_array()
+        .expect("data")
+        .clone();
+    let closing = list
+        .iter()
+        .find(|i| i["kind"] == "period")
+        .expect("the period's invoice");
+    let rest: i64 = closing["lines"][0]["quantity"]
+        .as_str()
+        .and_then(|q| q.parse().ok())
+        .expect("quantity");
+    assert_eq!(billed + rest, 35, "every call billed once: {closing}");
+    assert_eq!(closing["subtotal_minor"], rest * 100);
+    for inv in &list {
+        let v = d
+            .get(&format!(
+                "/v1/invoices/{}/verify",
+                inv["id"].as_str().expect("id")
+            ))
+            .await;
+        assert_eq!(v.json["matches"], true, "{}", v.json);
+    }
+    // The interim invoice is deducted by the period's: voiding it is refused.
+    let void = d
+        .post(
+            &format!("/v1/invoices/{}/void", interim["id"].as_str().expect("id")),
+            Some("v"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(void.status, 409, "{}", void.json);
+}
