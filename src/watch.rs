@@ -82,8 +82,8 @@ impl Touches {
 /// Runs every evaluator over one round's touches, in the order their effects feed each
 /// other: progressive billing may issue an invoice that burns credits, which balance alerts
 /// and auto-recharge then see.
-pub fn evaluate(tx: &WriteTransaction, touches: &Touches) -> Result<(), StoreError> {
-    crate::billing::progressive::on_touches(tx, touches)?;
+pub fn evaluate(tx: &WriteTransaction, touches: &Touches, watch: &Watch) -> Result<(), StoreError> {
+    crate::billing::progressive::on_touches(tx, touches, watch.auto_collect)?;
     crate::wallet::auto_recharge::on_touches(tx, touches)?;
     Ok(())
 }
@@ -91,7 +91,11 @@ pub fn evaluate(tx: &WriteTransaction, touches: &Touches) -> Result<(), StoreErr
 /// The daemon's [`Watcher`]: evaluates the batch's touches, then what the evaluation itself
 /// touched, for at most [`MAX_ROUNDS`] rounds.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Watch;
+pub struct Watch {
+    /// Start collecting the invoices evaluators issue (progressive billing's interim invoices)
+    /// through this provider, as billing runs do (`payments.auto_collect`).
+    pub auto_collect: Option<&'static str>,
+}
 
 impl Watcher for Watch {
     fn before_commit(&self, tx: &WriteTransaction, notes: Vec<Touch>) -> Result<(), StoreError> {
@@ -100,7 +104,7 @@ impl Watcher for Watch {
             if notes.is_empty() {
                 return Ok(());
             }
-            evaluate(tx, &Touches::from_notes(&notes))?;
+            evaluate(tx, &Touches::from_notes(&notes), self)?;
             notes = touched::take();
         }
         if !notes.is_empty() {

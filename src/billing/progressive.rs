@@ -375,14 +375,15 @@ pub fn watched_period(
 }
 
 /// The watcher's entry: evaluates every customer whose usage the batch changed, at the latest
-/// time of the commands that changed it. Interim invoices it issues are not collected
-/// automatically (the watcher has no billing policy): `POST /v1/invoices/{id}/pay` collects them.
+/// time of the commands that changed it; interim invoices with an amount due are collected
+/// through `auto_collect` like a billing run's.
 pub fn on_touches(
     tx: &WriteTransaction,
     touches: &crate::watch::Touches,
+    auto_collect: Option<&'static str>,
 ) -> Result<(), StoreError> {
     for (tenant, customer, usage) in touches.usage() {
-        evaluate(tx, tenant, customer, usage.at_ms, None, "watch")?;
+        evaluate(tx, tenant, customer, usage.at_ms, auto_collect, "watch")?;
     }
     Ok(())
 }

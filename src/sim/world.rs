@@ -183,7 +183,9 @@ impl World {
             max_batch_size: 1,
             max_batch_wait: Duration::ZERO,
         };
-        store.set_watcher(Arc::new(crate::watch::Watch));
+        store.set_watcher(Arc::new(crate::watch::Watch {
+            auto_collect: super::ops::POLICY.auto_collect,
+        }));
         let (writer, join) =
             writer::spawn(Arc::clone(&store), limits).map_err(|e| e.to_string())?;
         self.rt
