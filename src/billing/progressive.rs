@@ -461,10 +461,13 @@ fn evaluate_period(
         Ok(lines) => lines,
         Err(e) => return Ok(Err(e)),
     };
-    let billed: i64 = earlier.iter().map(|i| i.subtotal_minor).sum();
-    let unbilled = match invoice::subtotal(&accrued) {
-        Ok(s) => s.saturating_sub(billed),
-        Err(e) => return Ok(Err(e)),
+    let billed = earlier
+        .iter()
+        .try_fold(0i64, |acc, i| acc.checked_add(i.subtotal_minor))
+        .ok_or(InvoiceError::OutOfRange);
+    let unbilled = match (invoice::subtotal(&accrued), billed) {
+        (Ok(s), Ok(b)) => s.saturating_sub(b),
+        (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
     };
     if unbilled < threshold {
         return Ok(Ok(None));
