@@ -83,7 +83,7 @@ impl Touches {
 /// other: progressive billing may issue an invoice that burns credits, which balance alerts
 /// and auto-recharge then see.
 pub fn evaluate(tx: &WriteTransaction, touches: &Touches) -> Result<(), StoreError> {
-    let _ = (tx, touches);
+    crate::alerts::on_touches(tx, touches)?;
     Ok(())
 }
 
