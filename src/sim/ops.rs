@@ -96,10 +96,13 @@ pub enum Kind {
     Coupon,
     /// A credit note on a finalized or paid invoice (sometimes refunding, sometimes too much).
     CreditNote,
+    /// An alert is created (usage or balance), or both customers' usage is touched and every
+    /// crossed usage threshold must have its firing.
+    Alert,
 }
 
 /// Every kind, in the order of a profile's weights.
-pub const KINDS: [Kind; 23] = [
+pub const KINDS: [Kind; 24] = [
     Kind::Ingest,
     Kind::IngestLate,
     Kind::IngestDuplicate,
@@ -123,6 +126,7 @@ pub const KINDS: [Kind; 23] = [
     Kind::ChangePlan,
     Kind::Coupon,
     Kind::CreditNote,
+    Kind::Alert,
 ];
 
 /// Creates the tenant's meters, plan, customers and subscriptions (customers through an
@@ -368,6 +372,7 @@ pub fn apply(world: &mut World, kind: Kind, note: &mut String) -> Result<(), Vio
         Kind::ForeignCharge => foreign_charge(world, note),
         Kind::Coupon => super::coupons::redeem(world, note),
         Kind::CreditNote => super::credit_notes::create(world, note),
+        Kind::Alert => super::alerts::step(world, note),
         Kind::Reconcile => {
             let now = world.now();
             let rec = crate::payments::reconcile::Reconciliation {
@@ -682,7 +687,7 @@ fn ingest_duplicate(world: &mut World, note: &mut String) -> Result<(), Violatio
     send_events(world, events, note)
 }
 
-fn send_events(
+pub(super) fn send_events(
     world: &mut World,
     events: Vec<serde_json::Value>,
     note: &mut String,
