@@ -103,8 +103,6 @@ pub fn record(tx: &WriteTransaction, tenant: TenantId, firing: &Firing) -> Resul
     tx.open_table(tables::ALERT_FIRING_KEYS)?
         .insert(identity_key.as_slice(), firing.id.to_bytes().as_slice())?;
     save(tx, tenant, firing)?;
-    metrics::counter!("tally_alert_firings_total", "type" => firing.alert_type.clone())
-        .increment(1);
     outbox::emit(
         tx,
         tenant,

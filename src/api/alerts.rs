@@ -229,6 +229,12 @@ fn threshold(field: &str, value: &serde_json::Value, money: bool) -> Result<Deci
     if parsed <= Decimal::ZERO {
         return Err(invalid(field, "must be greater than zero"));
     }
+    decimal::check_range(parsed).map_err(|_| {
+        invalid(
+            field,
+            "must be at most 10^15 with at most 12 digits after the point",
+        )
+    })?;
     Ok(parsed.normalize())
 }
 
