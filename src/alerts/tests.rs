@@ -307,3 +307,68 @@ fn an_archived_alert_stops_firing() {
     assert_eq!(firings(&store, a.id).len(), 1);
     let _ = customer;
 }
+
+fn balance_of(store: &Store, customer: Id) -> i64 {
+    let tx = store.read().expect("read");
+    let grants = tx.open_table(tables::GRANTS).expect("t");
+    let by_customer = tx.open_table(tables::GRANTS_BY_CUSTOMER).expect("t");
+    let balances = tx.open_table(tables::BALANCES).expect("t");
+    crate::ledger::grant::of_customer(&grants, &by_customer, TENANT, customer)
+        .expect("grants")
+        .iter()
+        .map(|g| crate::ledger::grant::remaining(&balances, TENANT, g).expect("remaining"))
+        .sum()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Whatever the grants and burns, each balance threshold fired once per drop below it and
+    /// recovered once per rise back to it, exactly as a model of the rule recomputes from the
+    /// balance after each write.
+    #[test]
+    fn balance_firings_equal_a_recomputation(
+        ops in proptest::collection::vec((any::<bool>(), 1i64..400), 1..30),
+    ) {
+        let (_dir, store, customer) = store();
+        let thresholds = [50, 200, 300];
+        let a = alert(Some(customer), AlertKind::CreditBalanceBelow { currency: None }, &thresholds);
+        create(&store, &a);
+        // A new alert on a customer without credits fires at once (0 is below every threshold).
+        let mut fired = [true; 3];
+        let mut fires = [1usize; 3];
+        let mut recoveries = [0usize; 3];
+        let mut now = START_MS;
+        for (is_grant, amount) in ops {
+            now += 1;
+            if is_grant {
+                grant(&store, customer, amount, now);
+            } else {
+                let left = balance_of(&store, customer);
+                if left == 0 {
+                    continue;
+                }
+                burn(&store, customer, amount.min(left), now);
+            }
+            let b = balance_of(&store, customer);
+            for (i, t) in thresholds.iter().enumerate() {
+                if !fired[i] && b < *t {
+                    fired[i] = true;
+                    fires[i] += 1;
+                } else if fired[i] && b >= *t {
+                    fired[i] = false;
+                    recoveries[i] += 1;
+                }
+            }
+        }
+        let got = firings(&store, a.id);
+        for i in 0..3 {
+            let of: Vec<&Firing> = got.iter().filter(|f| usize::from(f.threshold_index) == i).collect();
+            prop_assert_eq!(of.len(), fires[i], "fires of threshold {}", i);
+            prop_assert_eq!(of.iter().filter(|f| f.recovered.is_some()).count(), recoveries[i]);
+            prop_assert!(of.iter().all(|f| f.value.0 < Decimal::from(thresholds[i])));
+        }
+        prop_assert_eq!(notifications_of(&store, "alert.triggered"), fires.iter().sum::<usize>());
+        prop_assert_eq!(notifications_of(&store, "credit_balance.recovered"), recoveries.iter().sum::<usize>());
+    }
+}
