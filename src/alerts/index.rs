@@ -76,6 +76,23 @@ fn ids_under(
     Ok(())
 }
 
+/// Whether the tenant has any active usage (`balance` false) or balance alert: one short range
+/// read that spares a tenant without alerts every per-customer lookup.
+pub fn tenant_watches(
+    index: &impl ReadableTable<&'static [u8], ()>,
+    tenant: TenantId,
+    balance: bool,
+) -> Result<bool, StoreError> {
+    let mut lo = tenant.to_bytes().to_vec();
+    lo.push(if balance { BALANCE } else { USAGE });
+    let mut hi = lo.clone();
+    hi.extend_from_slice(&[0xFF; 49]);
+    Ok(index
+        .range::<&[u8]>(lo.as_slice()..hi.as_slice())?
+        .next()
+        .is_some())
+}
+
 /// The active usage alerts of `meter` that watch `customer` (its own and every customer's).
 pub fn usage_alerts(
     index: &impl ReadableTable<&'static [u8], ()>,

@@ -3,7 +3,7 @@
 //!
 //! An alert names what it watches (a meter's usage in the current billing period, the credits
 //! left in a currency) and sorted thresholds. After every write batch the watcher hands the
-//! touched customers to [`evaluate::on_customer_usage`] and [`evaluate::on_customer_balance`],
+//! touched customers to [`on_touches`],
 //! inside the batch's transaction. Evaluation is state-based: the current value is compared
 //! with every threshold, and a threshold that is crossed and has no firing row in the current
 //! window gets one (the row's key makes a second impossible). A missed or repeated evaluation
@@ -177,18 +177,13 @@ impl Command for ArchiveAlert {
     }
 }
 
-/// The watcher's entry: evaluates the alerts of every customer the round touched.
+/// The watcher's entry (`watch::evaluate` calls it): evaluates the alerts of every customer
+/// the round touched.
 pub fn on_touches(
     tx: &WriteTransaction,
     touches: &crate::watch::Touches,
 ) -> Result<(), StoreError> {
-    for (tenant, customer, usage) in touches.usage() {
-        evaluate::on_customer_usage(tx, tenant, customer, &usage.meters, usage.at_ms)?;
-    }
-    for (tenant, customer, at_ms) in touches.balances() {
-        evaluate::on_customer_balance(tx, tenant, customer, at_ms)?;
-    }
-    Ok(())
+    evaluate::on_touches(tx, touches)
 }
 
 /// One alert from any transaction's table.
