@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod alerts;
 pub mod api;
 pub mod bench;
 pub mod billing;

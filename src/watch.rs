@@ -84,6 +84,7 @@ impl Touches {
 /// and auto-recharge then see.
 pub fn evaluate(tx: &WriteTransaction, touches: &Touches, watch: &Watch) -> Result<(), StoreError> {
     crate::billing::progressive::on_touches(tx, touches, watch.auto_collect)?;
+    crate::alerts::on_touches(tx, touches)?;
     crate::wallet::auto_recharge::on_touches(tx, touches)?;
     Ok(())
 }

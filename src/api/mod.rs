@@ -3,6 +3,7 @@
 //! This layer parses and validates (no writes), builds a command, and hands it to the writer or
 //! reads a snapshot. It knows nothing of redb tables: storage goes through the domain modules.
 
+pub mod alerts;
 pub mod coupons;
 pub mod credit_notes;
 pub mod customers;
@@ -116,6 +117,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/tax-rates/{id}", get(tax_rates::get))
         .route("/v1/tax-rates/{id}/archive", post(tax_rates::archive))
+        .route("/v1/alerts", get(alerts::list).post(alerts::create))
+        .route("/v1/alerts/{id}", get(alerts::get))
+        .route("/v1/alerts/{id}/archive", post(alerts::archive))
+        .route("/v1/alerts/{id}/firings", get(alerts::firings))
         .route("/v1/coupons", get(coupons::list).post(coupons::create))
         .route("/v1/coupons/{id}", get(coupons::get))
         .route(

@@ -123,6 +123,11 @@ fn object(n: &Notification) -> Result<serde_json::Value, RenderError> {
                 "status": d.status.as_str(),
             }))
         }
+        crate::alerts::firing::KIND => {
+            let f: crate::alerts::firing::Firing =
+                codec::decode(bytes).map_err(|e| fail(e.to_string()))?;
+            json(serde_json::to_value(super::alerts::firing_body(&f)))
+        }
         other => Err(fail(format!("unknown kind {other}"))),
     }
 }
@@ -158,6 +163,7 @@ fn subject_id(n: &Notification) -> String {
         "reconciliation" => crate::payments::reconcile::PREFIX,
         "dead_letter" => crate::jobs::PREFIX,
         "destination" => crate::notifications::destination::PREFIX,
+        crate::alerts::firing::KIND => crate::alerts::firing::PREFIX,
         _ => "obj",
     };
     n.subject.id.display(prefix)

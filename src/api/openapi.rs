@@ -8,9 +8,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    coupons, credit_notes, customers, dead_letters, documents, event_destinations, events, grants,
-    health, invoices, ledger, meters, notifications, pagination, parties, payments, plans, problem,
-    subscription_changes, subscriptions, tax_rates, tenant_settings, usage, wallet, webhooks,
+    alerts, coupons, credit_notes, customers, dead_letters, documents, event_destinations, events,
+    grants, health, invoices, ledger, meters, notifications, pagination, parties, payments, plans,
+    problem, subscription_changes, subscriptions, tax_rates, tenant_settings, usage, wallet,
+    webhooks,
 };
 
 /// The document's root.
@@ -63,6 +64,11 @@ use super::{
         tax_rates::get,
         tax_rates::list,
         tax_rates::archive,
+        alerts::create,
+        alerts::get,
+        alerts::list,
+        alerts::archive,
+        alerts::firings,
         coupons::create,
         coupons::get,
         coupons::list,
@@ -172,6 +178,12 @@ use super::{
         tax_rates::CreateTaxRateRequest,
         tax_rates::TaxRateResponse,
         pagination::Page<tax_rates::TaxRateResponse>,
+        alerts::CreateAlertRequest,
+        alerts::AlertResponse,
+        alerts::FiringResponse,
+        alerts::WindowBody,
+        pagination::Page<alerts::AlertResponse>,
+        pagination::Page<alerts::FiringResponse>,
         invoices::TaxLineBody,
         coupons::AppliesToBody,
         coupons::CreateCouponRequest,

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Serialize;
 
+mod alerts;
 mod client;
 mod deliveries;
 use serde_json::{json, Value};
@@ -28,6 +29,7 @@ pub const SCENARIOS: &[&str] = &[
     "usage",
     "billing",
     "deliveries",
+    "alerts",
 ];
 
 /// Each scenario to run with its client count: `name` or `name:clients`.
@@ -621,6 +623,17 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                 let tag = format!("{run_tag}-{}", crate::id::Id::generate().display("d"));
                 let o = deliveries::run(&client, &target, clients, duration, &tag).await?;
                 (1, o.latencies, o.errors, o.elapsed, o.verified, o.check)
+            }
+            "alerts" => {
+                let o = alerts::run(&client, &target, clients, duration, &run_tag).await?;
+                (
+                    alerts::PER_REQUEST,
+                    o.latencies,
+                    o.errors,
+                    o.elapsed,
+                    o.verified,
+                    o.check,
+                )
             }
             other => {
                 bail!(

@@ -26,6 +26,8 @@ pub const TYPES: &[&str] = &[
     "reconciliation.completed",
     "dead_letter.created",
     "destination.disabled",
+    "alert.triggered",
+    "credit_balance.recovered",
 ];
 
 /// Whether `name` is a catalogue type.

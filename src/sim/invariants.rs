@@ -76,6 +76,7 @@ pub fn after_every_step(world: &World) -> Result<(), Violation> {
     super::coupons::check(world, &invoices)?;
     super::taxes::check(world, &invoices)?;
     super::wallet::check(world)?;
+    super::alerts::check(world)?;
     let payments = payments(world)?;
     let charges = world.provider.charges();
     for p in &payments {

@@ -17,6 +17,7 @@
 //! - `SIM_SEEDS=5000 cargo test --lib sim`: thousands (`SIM_STEPS` sets steps per seed);
 //! - `SIM_SEED=N cargo test --lib sim`: replays seed N alone, printing every step.
 
+mod alerts;
 mod coupons;
 mod credit_notes;
 mod invariants;

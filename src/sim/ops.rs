@@ -107,10 +107,13 @@ pub enum Kind {
     /// Progressive billing evaluates a customer as a usage touch would (an interim invoice when
     /// its running period's usage reached the plan's threshold).
     Progressive,
+    /// An alert is created (usage or balance), or both customers' usage is touched and every
+    /// crossed usage threshold must have its firing.
+    Alert,
 }
 
 /// Every kind, in the order of a profile's weights.
-pub const KINDS: [Kind; 26] = [
+pub const KINDS: [Kind; 27] = [
     Kind::Ingest,
     Kind::IngestLate,
     Kind::IngestDuplicate,
@@ -137,6 +140,7 @@ pub const KINDS: [Kind; 26] = [
     Kind::TopUp,
     Kind::AutoRecharge,
     Kind::Progressive,
+    Kind::Alert,
 ];
 
 /// Creates the tenant's meters, plan, customers and subscriptions (customers through an
@@ -387,6 +391,7 @@ pub fn apply(world: &mut World, kind: Kind, note: &mut String) -> Result<(), Vio
         Kind::TopUp => super::wallet::top_up(world, note),
         Kind::AutoRecharge => super::wallet::auto_recharge(world, note),
         Kind::Progressive => super::progressive::evaluate(world, note),
+        Kind::Alert => super::alerts::step(world, note),
         Kind::Reconcile => {
             let now = world.now();
             let rec = crate::payments::reconcile::Reconciliation {
@@ -701,7 +706,7 @@ fn ingest_duplicate(world: &mut World, note: &mut String) -> Result<(), Violatio
     send_events(world, events, note)
 }
 
-fn send_events(
+pub(super) fn send_events(
     world: &mut World,
     events: Vec<serde_json::Value>,
     note: &mut String,

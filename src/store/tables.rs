@@ -167,6 +167,20 @@ pub const TAX_RATES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tax_r
 /// (tenant, credit note id) → credit note record.
 pub const CREDIT_NOTES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("credit_notes");
 
+/// (tenant, alert id) → alert record.
+pub const ALERTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("alerts");
+/// (tenant, watch kind, meter id or zeros, customer id or zeros for every customer, alert id)
+/// → (): the active alerts a touched customer has, in one range read.
+pub const ALERT_WATCH: TableDefinition<&[u8], ()> = TableDefinition::new("alert_watch");
+/// (tenant, alert id, firing id) → firing record.
+pub const ALERT_FIRINGS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("alert_firings");
+/// (tenant, alert id, customer id, window start, threshold index) → firing id: at most one
+/// firing per threshold and window.
+pub const ALERT_FIRING_KEYS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("alert_firing_keys");
+/// (tenant, alert id, customer id) → the instant each balance threshold was last armed.
+pub const ALERT_STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("alert_state");
+
 /// Every table keyed and valued by bytes.
 pub const BYTES_TABLES: &[TableDefinition<&[u8], &[u8]>] = &[
     TOP_UPS,
@@ -220,6 +234,10 @@ pub const BYTES_TABLES: &[TableDefinition<&[u8], &[u8]>] = &[
     NUMBER_SEQUENCES,
     TAX_RATES,
     CREDIT_NOTES,
+    ALERTS,
+    ALERT_FIRINGS,
+    ALERT_FIRING_KEYS,
+    ALERT_STATE,
 ];
 
 /// Every index table (bytes keys, no value).
@@ -241,6 +259,7 @@ pub const SET_TABLES: &[TableDefinition<&[u8], ()>] = &[
     DEAD_LETTERS,
     WEBHOOK_ENDPOINTS_BY_TENANT,
     DISCOUNTS_BY_TARGET,
+    ALERT_WATCH,
 ];
 
 /// Outbound events: (tenant, ntf id) → notification.
