@@ -517,7 +517,8 @@ pub async fn get_auto_recharge(
 }
 
 /// Removes a customer's auto-recharge rule (idempotent by nature: removing it again answers
-/// 404). A pending auto top-up still completes.
+/// 404). A pending auto top-up still completes, and the rule's state is kept for a rule set
+/// again.
 #[utoipa::path(
     delete, path = "/v1/customers/{id}/auto-recharge", tag = "credits",
     params(("id" = String, Path)),

@@ -513,3 +513,166 @@ fn a_top_up_payment_is_refundable_up_to_the_unused_credit_and_its_grant_is_not_v
     );
     books_verify(&w);
 }
+
+fn rule(w: &W) -> Option<auto_recharge::Rule> {
+    let tx = w.store.read().expect("read");
+    auto_recharge::get(&tx, TENANT, w.customer).expect("get")
+}
+
+fn auto_top_ups(w: &W) -> Vec<TopUp> {
+    let tx = w.store.read().expect("read");
+    record::list(&tx, TENANT, w.customer, None, 500)
+        .expect("list")
+        .0
+        .into_iter()
+        .filter(|t| t.trigger == Trigger::AutoRecharge)
+        .collect()
+}
+
+fn delete_rule(w: &W) {
+    w.store
+        .apply_one(auto_recharge::DeleteRule {
+            tenant: TENANT,
+            customer: w.customer,
+        })
+        .expect("store")
+        .expect("a rule");
+}
+
+#[test]
+fn deleting_and_re_creating_a_rule_keeps_its_crossing_and_its_daily_count() {
+    let w = world();
+    let day0 = T0 - T0.rem_euclid(DAY_MS);
+    let first = set_rule(&w, 1, day0 + 1000)
+        .fired
+        .expect("an empty wallet fires at once");
+    delete_rule(&w);
+    assert!(rule(&w).is_none(), "a deleted rule is gone for the API");
+    let again = set_rule(&w, 1, day0 + 2000);
+    assert!(
+        again.fired.is_none(),
+        "the same crossing, its top-up pending"
+    );
+    assert_eq!(again.rule.pending, Some(first.id));
+    assert_eq!(again.rule.started_today, 1);
+    // Declined: the re-created rule waits for a recovery, and today's cap is spent anyway.
+    settle(
+        &w,
+        &first,
+        Outcome::Failed {
+            provider_id: None,
+            code: "card_declined".into(),
+            message: "no".into(),
+        },
+        day0 + 3000,
+    );
+    delete_rule(&w);
+    assert!(set_rule(&w, 1, day0 + 4000).fired.is_none());
+    assert!(evaluate(&w, day0 + 5000).is_none());
+    assert_eq!(auto_top_ups(&w).len(), 1);
+}
+
+#[test]
+fn the_rule_re_arms_when_its_own_top_up_succeeds_even_if_drained_in_the_same_write() {
+    let w = world();
+    let first = set_rule(&w, 5, T0).fired.expect("fires");
+    let pay = first.payment.expect("payment");
+    // The grant and a draw of all of it commit in one write: the rule never sees the
+    // recovered balance, yet its top-up succeeded.
+    w.store
+        .apply_one(Run(move |tx: &WriteTransaction| {
+            apply_outcome(
+                tx,
+                TENANT,
+                pay,
+                succeeded(),
+                &Dunning {
+                    retry_delays_ms: vec![],
+                },
+                T0 + 10,
+                "test",
+            )?;
+            grant::consume(
+                tx,
+                TENANT,
+                first.customer,
+                "USD",
+                2000,
+                T0 + 10,
+                Id::generate_at(T0 + 10),
+                crate::ledger::journal::Links::default(),
+                "test".into(),
+            )?
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok(())
+        }))
+        .expect("store");
+    let second = evaluate(&w, T0 + 20).expect("re-armed by its success: a new crossing");
+    assert_ne!(second.id, first.id);
+}
+
+#[test]
+fn a_canceled_auto_top_up_fails_and_frees_the_rule() {
+    let w = world();
+    let first = set_rule(&w, 5, T0).fired.expect("fires");
+    settle(
+        &w,
+        &first,
+        Outcome::Canceled {
+            provider_id: None,
+            reason: "abandoned".into(),
+        },
+        T0 + 10,
+    );
+    let after = top_up(&w, first.id);
+    assert_eq!(after.status, TopUpStatus::Failed);
+    // Like a decline: free again once the balance recovers, then the next drop fires.
+    let manual = new_top_up(&w, 5000, T0 + 20);
+    settle(&w, &manual, succeeded(), T0 + 21);
+    assert!(evaluate(&w, T0 + 21).is_none());
+    spend(&w, 5000, T0 + 30);
+    assert!(evaluate(&w, T0 + 30).is_some());
+}
+
+#[test]
+fn an_auto_top_up_waiting_for_the_customer_blocks_the_rule_for_a_bounded_time() {
+    let w = world();
+    let first = set_rule(&w, 5, T0).fired.expect("fires");
+    settle(
+        &w,
+        &first,
+        Outcome::RequiresAction { provider_id: None },
+        T0 + 10,
+    );
+    let manual = new_top_up(&w, 5000, T0 + 20);
+    settle(&w, &manual, succeeded(), T0 + 21);
+    spend(&w, 5000, T0 + 30);
+    assert!(
+        evaluate(&w, T0 + 30).is_none(),
+        "still waiting for the customer"
+    );
+    let late = T0 + DAY_MS + 1;
+    let manual = new_top_up(&w, 5000, late);
+    settle(&w, &manual, succeeded(), late + 1);
+    assert!(evaluate(&w, late + 1).is_none());
+    spend(&w, 5000, late + 2);
+    assert!(
+        evaluate(&w, late + 2).is_some(),
+        "past the bound the rule fires again"
+    );
+}
+
+#[test]
+fn an_evaluation_stamped_before_midnight_counts_against_the_current_day() {
+    let w = world();
+    let day1 = T0 - T0.rem_euclid(DAY_MS) + DAY_MS;
+    let first = set_rule(&w, 1, day1 + 1000).fired.expect("fires");
+    settle(&w, &first, succeeded(), day1 + 2000);
+    assert!(evaluate(&w, day1 + 2000).is_none());
+    spend(&w, 2000, day1 + 3000);
+    // A command stamped just before midnight, committed after the day's fire.
+    assert!(evaluate(&w, day1 - 1000).is_none());
+    assert!(evaluate(&w, day1 + 4000).is_none());
+    assert_eq!(auto_top_ups(&w).len(), 1);
+    assert!(evaluate(&w, day1 + DAY_MS).is_some());
+}
