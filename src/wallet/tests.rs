@@ -663,6 +663,34 @@ fn an_auto_top_up_waiting_for_the_customer_blocks_the_rule_for_a_bounded_time() 
 }
 
 #[test]
+fn a_paid_top_up_settled_after_its_expiry_is_granted_its_whole_lifetime() {
+    let w = world();
+    let t = w
+        .store
+        .apply_one(CreateTopUp(NewTopUp {
+            tenant: TENANT,
+            customer: w.customer,
+            currency: None,
+            amount_minor: 3000,
+            paid: true,
+            category: Category::Paid,
+            expires_at_ms: Some(T0 + 1000),
+            payment_method: None,
+            psp: "simulated".into(),
+            trigger: Trigger::Api,
+            now_ms: T0,
+            origin: "test".into(),
+        }))
+        .expect("store")
+        .expect("top-up");
+    settle(&w, &t, succeeded(), T0 + 5000);
+    let g = grants(&w);
+    assert_eq!(g.len(), 1);
+    assert_eq!(g[0].expires_at_ms, Some(T0 + 6000));
+    assert!(g[0].usable_at(T0 + 5000));
+}
+
+#[test]
 fn an_evaluation_stamped_before_midnight_counts_against_the_current_day() {
     let w = world();
     let day1 = T0 - T0.rem_euclid(DAY_MS) + DAY_MS;

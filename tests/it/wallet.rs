@@ -602,3 +602,16 @@ async fn a_drop_below_the_threshold_fires_in_its_own_write_once_per_crossing_wit
     assert_eq!(state["started_today"], 2);
     assert_eq!(d.get("/v1/ledger/verify").await.json["ok"], true);
 }
+
+#[tokio::test]
+async fn a_retried_top_up_gets_its_stored_reply_after_its_expiry_passed() {
+    let d = Daemon::start().await;
+    let cus = d.customer("late-retry", "USD").await;
+    let body = json!({"amount_minor": 700, "paid": false, "expires_at": at(1)});
+    let first = top_up(&d, &cus, "retry-1", body.clone()).await;
+    assert_eq!(first.status, 201, "{}", first.json);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let again = top_up(&d, &cus, "retry-1", body).await;
+    assert_eq!(again.status, 201, "{}", again.json);
+    assert_eq!(again.json["id"], first.json["id"]);
+}
