@@ -1,15 +1,15 @@
 //! Refunds of a top-up's payment: that money bought credit, so its refund takes the credit back.
 //!
-//! The rule: a refund of a top-up's payment closes up to its amount of the grant's unused
-//! remainder (the grant's account is debited where another refund debits revenue: the credit
-//! goes back through `prepayments` to the provider in one entry). Tally's own refunds ask for no
-//! more than that remainder, less the refunds still pending, so the customer never keeps both the
-//! money and the credit. A refund made at the provider directly cannot be refused: the part the
-//! grant no longer holds (credit already spent) is debited to `suspense` and the payment's
-//! `held_reason` says so, for review; never to revenue. A reversal (the provider failed a refund
-//! it had reported succeeded) negates the refund's entry: the credit returns to the grant (to
-//! `prepayments`, owed to the customer, when the grant has closed since) and `suspense` is
-//! cleared of the reviewed part.
+//! The rule: a refund of a top-up's payment closes up to its amount of the grant's unused remainder
+//! (the grant's account is debited where another refund debits revenue: closing the credit to
+//! `prepayments` and refunding from there, netted in one entry, so `prepayments` keeps holding only
+//! the pending top-ups). Tally's own refunds ask for no more than that remainder, less the refunds
+//! still pending, so the customer never keeps both the money and the credit. A refund made at the
+//! provider directly cannot be refused: the part the grant no longer holds (credit already spent)
+//! is debited to `suspense` and the payment's `held_reason` says so, for review; never to revenue.
+//! A reversal (the provider failed a refund it had reported succeeded) negates the refund's entry:
+//! the credit returns to the grant (to `prepayments`, owed to the customer, when the grant has
+//! closed since) and `suspense` is cleared of the reviewed part.
 
 use redb::WriteTransaction;
 
