@@ -128,6 +128,9 @@ fn render(output: &Result<Grant, GrantError>, created: StatusCode) -> StoredResp
         Err(e @ GrantError::NotActive { .. }) => {
             ApiError::new(StatusCode::CONFLICT, "grant_not_active", e.to_string()).to_stored()
         }
+        Err(e @ GrantError::TopUp(_)) => {
+            ApiError::new(StatusCode::CONFLICT, "top_up_grant", e.to_string()).to_stored()
+        }
         Err(GrantError::Ledger(e)) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_entry",
@@ -292,7 +295,7 @@ fn render_void(output: &Result<Grant, GrantError>) -> StoredResponse {
     responses(
         (status = 200, body = GrantResponse),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "grant_not_active", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "grant_not_active, top_up_grant", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
 )]

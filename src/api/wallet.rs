@@ -34,7 +34,9 @@ pub struct CreateTopUpRequest {
     /// `true`: invoiced and collected, credited when the payment succeeds; `false`: a
     /// promotional grant at once, no invoice.
     pub paid: bool,
-    /// The grant's expiry (RFC 3339, in the future; default never).
+    /// The grant's expiry (RFC 3339, in the future; default never). A paid top-up whose payment
+    /// settles later keeps the lifetime bought: its grant expires at the later of this and the
+    /// settlement plus (this − the request).
     pub expires_at: Option<String>,
     /// The grant's category: `paid` (required for a paid top-up, the default) or
     /// `promotional` (required for a free one, the default).
@@ -136,6 +138,9 @@ fn render_top_up(output: &Result<TopUp, TopUpError>) -> StoredResponse {
             currency_problem(expected, got).to_stored()
         }
         Err(TopUpError::Amount) => amount_problem("amount_minor", MAX_TOP_UP_MINOR).to_stored(),
+        Err(TopUpError::ExpiresAt) => {
+            ApiError::invalid_field("expires_at", "must be in the future").to_stored()
+        }
         Err(e @ TopUpError::Refused(_)) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "ledger_refused",
@@ -202,13 +207,8 @@ pub async fn create_top_up(
     }
     let category = category_of(req)?;
     let now_ms = crate::clock::now_ms();
+    // Whether it is in the future is checked by the command, after the idempotency lookup.
     let expires_at_ms = time_param("expires_at", &req.expires_at)?;
-    if expires_at_ms.is_some_and(|e| e <= now_ms) {
-        return Err(ApiError::invalid_field(
-            "expires_at",
-            "must be in the future",
-        ));
-    }
     if req
         .payment_method
         .as_ref()
@@ -517,7 +517,8 @@ pub async fn get_auto_recharge(
 }
 
 /// Removes a customer's auto-recharge rule (idempotent by nature: removing it again answers
-/// 404). A pending auto top-up still completes.
+/// 404). A pending auto top-up still completes, and the rule's state is kept for a rule set
+/// again.
 #[utoipa::path(
     delete, path = "/v1/customers/{id}/auto-recharge", tag = "credits",
     params(("id" = String, Path)),

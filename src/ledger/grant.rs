@@ -162,6 +162,10 @@ pub enum GrantError {
         /// Its status.
         status: &'static str,
     },
+    /// A top-up's grant: its credit is taken back by refunding the top-up's payment, which
+    /// returns the money too (a void would leave it owed in `prepayments`).
+    #[error("credit grant {0} was bought by a top-up: refund the top-up's payment (up to the unused credit) instead of voiding it")]
+    TopUp(String),
     /// The ledger refused the entry.
     #[error(transparent)]
     Ledger(#[from] PostError),
@@ -451,6 +455,9 @@ impl Command for VoidGrant {
         let Some(grant) = grant else {
             return Ok(Err(GrantError::Missing(self.grant.display(PREFIX))));
         };
+        if grant.funding == Funding::Prepayment {
+            return Ok(Err(GrantError::TopUp(grant.id.display(PREFIX))));
+        }
         close(
             tx,
             self.tenant,

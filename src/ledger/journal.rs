@@ -404,6 +404,23 @@ pub fn get(
     }
 }
 
+/// One entry by id, from a write transaction (a reversal reads the entry it negates).
+pub fn get_in_write(
+    tx: &redb::WriteTransaction,
+    tenant: TenantId,
+    id: Id,
+) -> Result<Option<JournalEntry>, StoreError> {
+    let seq = tx
+        .open_table(tables::JOURNAL_IDS)?
+        .get(keys::tenant_id(tenant, id).as_slice())?
+        .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+        .map(u64::from_be_bytes);
+    match seq {
+        Some(seq) => get_record(&tx.open_table(tables::JOURNAL)?, seq_key(tenant, seq)),
+        None => Ok(None),
+    }
+}
+
 /// One entry by its position in the chain.
 pub fn by_seq(
     tx: &ReadTransaction,

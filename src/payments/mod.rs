@@ -11,6 +11,7 @@ pub mod reconcile;
 pub mod refund;
 pub mod simulated;
 pub mod stripe;
+mod top_up_refund;
 pub mod void;
 pub mod worker;
 mod write_off;

@@ -135,7 +135,13 @@ pub fn apply_outcome(
         Outcome::Canceled {
             provider_id,
             reason,
-        } => canceled(&mut p, provider_id, reason),
+        } => {
+            let changed = canceled(&mut p, provider_id, reason);
+            if changed {
+                cancel_top_up(&step, &mut p)?;
+            }
+            changed
+        }
         Outcome::RequiresAction { provider_id } => {
             still_open(&mut p, provider_id, PaymentStatus::RequiresAction)
         }
@@ -220,6 +226,40 @@ fn canceled(p: &mut Payment, provider_id: Option<String>, reason: String) -> boo
     p.status = PaymentStatus::Canceled;
     p.failure = Some(("canceled".into(), reason));
     true
+}
+
+/// A canceled attempt of a top-up with no other open attempt: nothing will collect it, so the
+/// top-up fails like a decline (its invoice voided), rather than staying pending for ever.
+fn cancel_top_up(step: &Step<'_>, p: &mut Payment) -> Result<(), StoreError> {
+    let Some(invoice) = load_invoice(step.tx, step.tenant, p.invoice)? else {
+        return Ok(());
+    };
+    if invoice.kind != InvoiceKind::TopUp || invoice.status != InvoiceStatus::Finalized {
+        return Ok(());
+    }
+    let others_open = attempt::attempts(step.tx, step.tenant, p.invoice)?
+        .iter()
+        .any(|o| o.id != p.id && o.status.is_open());
+    if others_open {
+        return Ok(());
+    }
+    // Saved first so the void sees this attempt closed.
+    p.recovery_point = super::payment::RecoveryPoint::OutcomeRecorded;
+    p.updated_at_ms = step.now_ms;
+    save(step.tx, p)?;
+    let reason = p.failure.as_ref().map_or_else(
+        || "canceled".to_string(),
+        |(_, why)| format!("canceled: {why}"),
+    );
+    crate::wallet::settle::declined(
+        step.tx,
+        step.tenant,
+        &invoice,
+        &reason,
+        step.now_ms,
+        step.origin,
+    )?;
+    Ok(())
 }
 
 /// Transition "succeeded": collected, held for review, or unapplied (see the module doc).

@@ -11,6 +11,7 @@ use redb::WriteTransaction;
 use super::outcome::payment_links;
 use super::payment::{load, refund_key, save, PayError, Payment, PaymentStatus, Refund};
 use super::payment::{PREFIX, REFUND_JOB, REFUND_PREFIX};
+use super::top_up_refund;
 use crate::id::Id;
 use crate::jobs::{self, Job};
 use crate::ledger::account::{AccountRef, SystemAccount};
@@ -76,18 +77,18 @@ impl RequestRefund {
                 p.collected_currency()
             ))));
         }
-        if with_job && p.status == PaymentStatus::Succeeded && pays_top_up(tx, self.tenant, &p)? {
-            return Ok(Err(PayError::NotRefundable(format!(
-                "payment {} bought prepaid credit (a top-up): that money is the customer's credit \
-                 grant now, and is not refunded through the payment",
-                p.id.display(PREFIX)
-            ))));
+        let mut left = p.collected_minor().saturating_sub(p.refunded_minor());
+        if with_job {
+            // A top-up's payment is refundable up to its grant's unused credit.
+            if let Some(credit) = top_up_refund::credit_of(tx, self.tenant, &p)? {
+                left = left.min(credit.refundable_minor(&p));
+            }
         }
-        let left = p.collected_minor().saturating_sub(p.refunded_minor());
         let amount = self.amount_minor.unwrap_or(left);
         if amount <= 0 || amount > left {
             return Ok(Err(PayError::NotRefundable(format!(
-                "the refund must be between 1 and the {left} still refundable"
+                "the refund must be between 1 and the {left} still refundable (a top-up's \
+                 payment: up to its grant's unused credit)"
             ))));
         }
         let refund = Refund {
@@ -113,12 +114,6 @@ impl RequestRefund {
         save(tx, &p)?;
         Ok(Ok(p))
     }
-}
-
-/// Whether a payment paid a top-up invoice (whose money became a credit grant).
-fn pays_top_up(tx: &WriteTransaction, tenant: TenantId, p: &Payment) -> Result<bool, StoreError> {
-    let invoice = super::payment::load_invoice(tx, tenant, p.invoice)?;
-    Ok(invoice.is_some_and(|i| i.kind == crate::billing::invoice::InvoiceKind::TopUp))
 }
 
 /// What the provider says about one refund.
@@ -172,7 +167,7 @@ pub fn apply_refund(
     }
     match outcome {
         RefundOutcome::Succeeded { provider_id } => {
-            let Some(entry) = post_refund(tx, tenant, &p, index, now_ms, origin, 1)? else {
+            let Some(entry) = post_refund(tx, tenant, &mut p, index, now_ms, origin, 1)? else {
                 return Ok(());
             };
             let r = &mut p.refunds[index];
@@ -255,7 +250,7 @@ fn reverse_refund(
 fn post_refund(
     tx: &WriteTransaction,
     tenant: TenantId,
-    p: &Payment,
+    p: &mut Payment,
     index: usize,
     now_ms: i64,
     origin: &str,
@@ -267,6 +262,31 @@ fn post_refund(
         SystemAccount::Revenue
     } else {
         SystemAccount::Suspense
+    };
+    let mut links = payment_links(p);
+    let credit = top_up_refund::credit_of(tx, tenant, p)?;
+    let postings = match (&credit, sign > 0) {
+        (Some(credit), true) => {
+            links.grant = credit.grant.as_ref().map(|g| g.id);
+            let (legs, shortfall) = credit.legs(amount, &currency);
+            if shortfall > 0 {
+                let reason = top_up_refund::shortfall_reason(p, index, shortfall);
+                tracing::warn!(payment = %p.id.display(PREFIX), reason = %reason, "refund held for review");
+                p.held_reason = Some(reason);
+            }
+            legs
+        }
+        (Some(credit), false) => {
+            links.grant = credit.grant.as_ref().map(|g| g.id);
+            let original = p.refunds[index].entry;
+            match original {
+                Some(entry) => credit
+                    .reversal_legs(tx, tenant, entry)?
+                    .ok_or_else(|| StoreError::Corrupt("refund entry missing".into()))?,
+                None => return Ok(None),
+            }
+        }
+        (None, _) => refund_postings(tx, tenant, p, source, amount, &currency)?,
     };
     let entry_id = Id::generate_at(now_ms);
     let draft = Draft {
@@ -282,9 +302,9 @@ fn post_refund(
             p.refunds[index].id.display(REFUND_PREFIX),
             p.id.display(PREFIX)
         ),
-        links: payment_links(p),
+        links,
         origin: origin.to_string(),
-        postings: refund_postings(tx, tenant, p, source, amount, &currency)?,
+        postings,
     };
     if let Err(e) = journal::post(tx, tenant, now_ms, draft)? {
         tracing::error!(payment = %p.id.display(PREFIX), error = %e, "refund entry refused");

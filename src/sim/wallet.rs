@@ -244,8 +244,8 @@ pub fn check(world: &World) -> Result<(), Violation> {
     auto_recharge_bounds(&all)
 }
 
-/// `prepayments` is minus the pending top-ups' amounts, per currency (no simulated step voids
-/// a prepayment grant, the only other way in).
+/// `prepayments` is minus the pending top-ups' amounts, per currency (a top-up's grant cannot
+/// be voided, and refunds of its payment take the grant's credit, not `prepayments`).
 fn prepayments_hold_the_pending(
     world: &World,
     pending_minor: &BTreeMap<String, i64>,

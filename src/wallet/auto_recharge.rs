@@ -8,9 +8,14 @@
 //!   `max_per_day` were started today: one top-up is created through [`top_up::create`] (the
 //!   API's function) and the rule becomes **fired**, in the same write. A crash before that
 //!   commit loses both; after it, both exist: one top-up per crossing whatever restarts.
-//! - **fired** → nothing until the balance is back at or above the threshold (its own top-up's
-//!   grant, a manual top-up, a grant), which re-arms the rule. A top-up that fails does not
-//!   re-arm it: the next one waits for the balance to recover, never a retry storm.
+//! - **fired** → nothing until its own top-up succeeds or the balance is back at or above the
+//!   threshold (a manual top-up, a grant), either of which re-arms the rule. A top-up that fails
+//!   (declined, or canceled with no other attempt) does not re-arm it: the next one waits for the
+//!   balance to recover, never a retry storm. One waiting for the customer stops blocking the
+//!   rule after [`REQUIRES_ACTION_BOUND_MS`].
+//!
+//! The state outlives a delete (the row is kept, marked deleted), so re-creating the rule
+//! neither fires twice for one crossing nor resets the day's count; the day only moves forward.
 //!
 //! The amount must be at least the threshold, so one successful top-up always brings an
 //! exhausted wallet back to the threshold and re-arms the rule ("an auto-recharge below its
@@ -31,6 +36,9 @@ use crate::store::{get_record, put_record, tables, StoreError};
 pub const MAX_PER_DAY: u32 = 100;
 
 const DAY_MS: i64 = 86_400_000;
+
+/// How long an auto top-up waiting for the customer (`requires_action`) blocks its rule.
+pub const REQUIRES_ACTION_BOUND_MS: i64 = DAY_MS;
 
 /// A customer's rule and its state, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +73,10 @@ pub struct Rule {
     pub pending: Option<Id>,
     /// State: the last top-up it started.
     pub last_top_up: Option<Id>,
+    /// Deleted by its owner: gone for the API and never evaluated, but its state is kept so
+    /// that re-creating the rule neither fires again for the same crossing nor resets the
+    /// day's count.
+    pub deleted: bool,
 }
 
 /// Why a rule was refused (nothing was written).
@@ -125,8 +137,9 @@ pub struct Set {
     pub fired: Option<TopUp>,
 }
 
-/// `POST /v1/customers/{id}/auto-recharge`: creates or replaces the rule (its state is kept:
-/// a rule that already fired for this crossing does not fire again), then evaluates it.
+/// `POST /v1/customers/{id}/auto-recharge`: creates or replaces the rule (its state is kept,
+/// also across a delete: a rule that already fired for this crossing does not fire again, and
+/// the day's count stands), then evaluates it.
 impl Command for SetRule {
     type Output = Result<Set, RuleError>;
 
@@ -170,6 +183,7 @@ impl Command for SetRule {
             started_today: previous.as_ref().map_or(0, |r| r.started_today),
             pending: previous.as_ref().and_then(|r| r.pending),
             last_top_up: previous.as_ref().and_then(|r| r.last_top_up),
+            deleted: false,
         };
         save(tx, self.tenant, &rule)?;
         let fired = evaluate(tx, self.tenant, self.customer, self.now_ms)?;
@@ -179,7 +193,8 @@ impl Command for SetRule {
     }
 }
 
-/// `DELETE /v1/customers/{id}/auto-recharge`: removes the rule; the removed rule, if any.
+/// `DELETE /v1/customers/{id}/auto-recharge`: removes the rule for the API and from
+/// evaluation, keeping its state for a re-created rule; the removed rule, if any.
 #[derive(Debug, Clone)]
 pub struct DeleteRule {
     /// Owner.
@@ -192,12 +207,18 @@ impl Command for DeleteRule {
     type Output = Option<Rule>;
 
     fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
-        let removed = load(tx, self.tenant, self.customer)?;
-        if removed.is_some() {
-            tx.open_table(tables::AUTO_RECHARGE)?
-                .remove(keys::tenant_id(self.tenant, self.customer).as_slice())?;
-        }
-        Ok(removed)
+        let Some(removed) = load(tx, self.tenant, self.customer)?.filter(|r| !r.deleted) else {
+            return Ok(None);
+        };
+        save(
+            tx,
+            self.tenant,
+            &Rule {
+                deleted: true,
+                ..removed.clone()
+            },
+        )?;
+        Ok(Some(removed))
     }
 }
 
@@ -216,16 +237,17 @@ fn load(tx: &WriteTransaction, tenant: TenantId, customer: Id) -> Result<Option<
     )
 }
 
-/// A customer's rule, from a read snapshot.
+/// A customer's rule (not a deleted one), from a read snapshot.
 pub fn get(
     tx: &ReadTransaction,
     tenant: TenantId,
     customer: Id,
 ) -> Result<Option<Rule>, StoreError> {
-    get_record(
+    Ok(get_record::<Rule, _>(
         &tx.open_table(tables::AUTO_RECHARGE)?,
         keys::tenant_id(tenant, customer),
-    )
+    )?
+    .filter(|r| !r.deleted))
 }
 
 /// The credit a customer can use now in `currency`: the remainders of its usable grants.
@@ -276,17 +298,11 @@ pub fn evaluate(
     let Some(mut rule) = load(tx, tenant, customer)? else {
         return Ok(None);
     };
-    if !rule.enabled {
+    if !rule.enabled || rule.deleted {
         return Ok(None);
     }
     let before = rule.clone();
-    if let Some(pending) = rule.pending {
-        let settled =
-            record::load(tx, tenant, pending)?.is_none_or(|t| t.status != TopUpStatus::Pending);
-        if settled {
-            rule.pending = None;
-        }
-    }
+    release_pending(tx, tenant, &mut rule, at_ms)?;
     let fired = if available_minor(tx, tenant, customer, &rule.currency, at_ms)? >= rule.below_minor
     {
         rule.armed = true;
@@ -300,6 +316,56 @@ pub fn evaluate(
     Ok(fired)
 }
 
+/// Frees the rule of its pending top-up once that one is settled: its success re-arms the rule
+/// (a new crossing may follow at once, even if the grant was drained in the write that issued
+/// it); a failure does not. An auto top-up still waiting for the customer
+/// (`requires_action`) [`REQUIRES_ACTION_BOUND_MS`] after it started stops blocking the rule,
+/// which then behaves as after a decline (it may still succeed and grant its credit).
+fn release_pending(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    rule: &mut Rule,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    let Some(pending) = rule.pending else {
+        return Ok(());
+    };
+    let Some(t) = record::load(tx, tenant, pending)? else {
+        rule.pending = None;
+        return Ok(());
+    };
+    match t.status {
+        TopUpStatus::Succeeded => {
+            rule.pending = None;
+            rule.armed = true;
+        }
+        TopUpStatus::Failed => rule.pending = None,
+        TopUpStatus::Pending => {
+            if waits_too_long(tx, tenant, &t, at_ms)? {
+                rule.pending = None;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a pending top-up's payment has waited for the customer past the bound.
+fn waits_too_long(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    t: &TopUp,
+    at_ms: i64,
+) -> Result<bool, StoreError> {
+    if at_ms.saturating_sub(t.created_at_ms) < REQUIRES_ACTION_BOUND_MS {
+        return Ok(false);
+    }
+    let Some(payment) = t.payment else {
+        return Ok(false);
+    };
+    Ok(crate::payments::payment::load(tx, tenant, payment)?
+        .is_some_and(|p| p.status == crate::payments::payment::PaymentStatus::RequiresAction))
+}
+
 /// The wallet is below the threshold: fire if armed, nothing pending and today's cap allows.
 fn fire(
     tx: &WriteTransaction,
@@ -310,8 +376,10 @@ fn fire(
     if !rule.armed || rule.pending.is_some() {
         return Ok(None);
     }
+    // The day only moves forward: a command stamped before the current day (commands are
+    // not committed in time order around midnight) counts against the current day.
     let day = at_ms.div_euclid(DAY_MS);
-    if day != rule.day {
+    if day > rule.day {
         rule.day = day;
         rule.started_today = 0;
     }

@@ -16,6 +16,16 @@ use crate::ledger::grant::{self, Funding, Grant, GrantStatus};
 use crate::store::keys::TenantId;
 use crate::store::StoreError;
 
+/// The expiry of a top-up's grant issued at `now_ms`: the top-up's `expires_at`, or, when its
+/// payment settled late, the same lifetime from the grant (`now_ms` + `expires_at` − created):
+/// paid credit is never granted already expired or with less time than was bought.
+pub fn grant_expiry(top_up: &TopUp, now_ms: i64) -> Option<i64> {
+    top_up.expires_at_ms.map(|expires| {
+        let lifetime_ms = expires.saturating_sub(top_up.created_at_ms);
+        expires.max(now_ms.saturating_add(lifetime_ms))
+    })
+}
+
 /// The grant a top-up issues, funded by `funding` (`prepayments` for a paid top-up).
 pub fn grant_of(top_up: &TopUp, funding: Funding, now_ms: i64) -> Grant {
     Grant {
@@ -27,7 +37,7 @@ pub fn grant_of(top_up: &TopUp, funding: Funding, now_ms: i64) -> Grant {
         funding,
         priority: 0,
         effective_at_ms: now_ms,
-        expires_at_ms: top_up.expires_at_ms,
+        expires_at_ms: grant_expiry(top_up, now_ms),
         created_at_ms: now_ms,
         status: GrantStatus::Active,
         closed_at_ms: None,

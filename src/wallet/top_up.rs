@@ -65,6 +65,10 @@ pub enum TopUpError {
     /// The amount is not a positive postable amount.
     #[error("amount_minor must be between 1 and {MAX_TOP_UP_MINOR}")]
     Amount,
+    /// The expiry is not after the instant of the request. Checked inside the command, so a
+    /// retry after that instant finds its stored reply first.
+    #[error("expires_at must be in the future")]
+    ExpiresAt,
     /// The invoice or the grant was refused by the ledger.
     #[error("{0}")]
     Refused(String),
@@ -78,6 +82,9 @@ pub fn create(
 ) -> Result<Result<TopUp, TopUpError>, StoreError> {
     if new.amount_minor <= 0 || new.amount_minor > MAX_TOP_UP_MINOR {
         return Ok(Err(TopUpError::Amount));
+    }
+    if new.expires_at_ms.is_some_and(|e| e <= new.now_ms) {
+        return Ok(Err(TopUpError::ExpiresAt));
     }
     let Some(customer) = crate::customers::load_in_write(tx, new.tenant, new.customer)? else {
         return Ok(Err(TopUpError::UnknownCustomer(

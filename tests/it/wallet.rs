@@ -278,7 +278,7 @@ async fn a_free_top_up_is_a_promotional_grant_at_once() {
 }
 
 #[tokio::test]
-async fn a_paid_top_up_is_neither_refunded_nor_credited() {
+async fn a_paid_top_up_is_refunded_up_to_its_unused_credit_which_the_refund_takes_back() {
     let d = Daemon::start().await;
     let cus = d.customer("keeper", "USD").await;
     let r = top_up(&d, &cus, "t-1", json!({"amount_minor": 3000, "paid": true})).await;
@@ -286,13 +286,38 @@ async fn a_paid_top_up_is_neither_refunded_nor_credited() {
     let t = top_up_settles(&d, &id_of(&r.json), "succeeded").await;
     let pay = t["payment"].as_str().expect("payment");
     let inv = t["invoice"].as_str().expect("invoice");
+    let grant = t["grant"].as_str().expect("grant");
+    let refund = d
+        .post(
+            &format!("/v1/payments/{pay}/refund"),
+            Some("rf"),
+            &json!({"amount_minor": 1000}),
+        )
+        .await;
+    assert_eq!(refund.status, 200, "{}", refund.json);
+    d.eventually("refund", || async {
+        payment(&d, pay).await["refunds"][0]["status"] == "succeeded"
+    })
+    .await;
+    // The refund closed that much of the credit: the customer keeps 2000, not 3000 and 1000.
+    assert_eq!(grants(&d, &cus).await[0]["remaining_minor"], 2000);
+    assert_eq!(account(&d, "revenue", "USD").await, 0);
     d.post(
         &format!("/v1/payments/{pay}/refund"),
-        Some("rf"),
-        &json!({"amount_minor": 1000}),
+        Some("rf2"),
+        &json!({"amount_minor": 2001}),
     )
     .await
     .assert_problem(409, "not_refundable");
+    // The credit is taken back by refunding the payment, never by a void that would strand
+    // the money in prepayments.
+    d.post(
+        &format!("/v1/credit-grants/{grant}/void"),
+        Some("gv"),
+        &json!({}),
+    )
+    .await
+    .assert_problem(409, "top_up_grant");
     let cn = d
         .post(
             &format!("/v1/invoices/{inv}/credit-notes"),
@@ -306,8 +331,8 @@ async fn a_paid_top_up_is_neither_refunded_nor_credited() {
     d.post(&format!("/v1/invoices/{inv}/void"), Some("v"), &json!({}))
         .await
         .assert_problem(409, "invoice_state");
-    assert_eq!(grants(&d, &cus).await[0]["remaining_minor"], 3000);
-    assert_eq!(payment(&d, pay).await["refunded_minor"], 0);
+    assert_eq!(grants(&d, &cus).await[0]["remaining_minor"], 2000);
+    assert_eq!(payment(&d, pay).await["refunded_minor"], 1000);
     books_agree(&d).await;
 }
 
@@ -505,6 +530,19 @@ async fn void_grant(d: &Daemon, grant: &str, key: &str) {
     assert_eq!(r.status, 200, "{}", r.json);
 }
 
+/// Takes a succeeded top-up's credit back by refunding its payment in full.
+async fn refund_credit(d: &Daemon, top_up: &Value, key: &str) {
+    let pay = top_up["payment"].as_str().expect("payment");
+    let r = d
+        .post(&format!("/v1/payments/{pay}/refund"), Some(key), &json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    d.eventually("the refund", || async {
+        payment(d, pay).await["refunds"][0]["status"] == "succeeded"
+    })
+    .await;
+}
+
 async fn auto_top_ups(d: &Daemon, cus: &str) -> Vec<Value> {
     d.get(&format!("/v1/customers/{cus}/top-ups?limit=500"))
         .await
@@ -548,7 +586,7 @@ async fn a_drop_below_the_threshold_fires_in_its_own_write_once_per_crossing_wit
     .await;
     assert_eq!(auto_top_ups(&d, &cus).await.len(), 1);
     // The second crossing fires a second top-up.
-    void_grant(&d, first["grant"].as_str().expect("grant"), "v-2").await;
+    refund_credit(&d, &first, "v-2").await;
     d.eventually("a second auto top-up", || async {
         auto_top_ups(&d, &cus).await.len() == 2
     })
@@ -556,11 +594,24 @@ async fn a_drop_below_the_threshold_fires_in_its_own_write_once_per_crossing_wit
     let second = auto_top_ups(&d, &cus).await[1].clone();
     let second = top_up_settles(&d, &id_of(&second), "succeeded").await;
     // The third crossing of the day is over the cap of 2: nothing fires, the rule stays armed.
-    void_grant(&d, second["grant"].as_str().expect("grant"), "v-3").await;
+    refund_credit(&d, &second, "v-3").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(auto_top_ups(&d, &cus).await.len(), 2);
     let state = d.get(&rule).await.json;
     assert_eq!(state["state"], "armed", "{state}");
     assert_eq!(state["started_today"], 2);
     assert_eq!(d.get("/v1/ledger/verify").await.json["ok"], true);
+}
+
+#[tokio::test]
+async fn a_retried_top_up_gets_its_stored_reply_after_its_expiry_passed() {
+    let d = Daemon::start().await;
+    let cus = d.customer("late-retry", "USD").await;
+    let body = json!({"amount_minor": 700, "paid": false, "expires_at": at(1)});
+    let first = top_up(&d, &cus, "retry-1", body.clone()).await;
+    assert_eq!(first.status, 201, "{}", first.json);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let again = top_up(&d, &cus, "retry-1", body).await;
+    assert_eq!(again.status, 201, "{}", again.json);
+    assert_eq!(again.json["id"], first.json["id"]);
 }
