@@ -8,9 +8,11 @@ pub mod credit_notes;
 pub mod customers;
 pub mod dead_letters;
 pub mod documents;
+pub mod entitlements;
 pub mod event_destinations;
 pub mod events;
 pub mod extract;
+pub mod features;
 pub mod grants;
 pub mod health;
 pub mod idempotent;
@@ -104,6 +106,33 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/tax-rates/{id}", get(tax_rates::get))
         .route("/v1/tax-rates/{id}/archive", post(tax_rates::archive))
+        .route("/v1/features", get(features::list).post(features::create))
+        .route("/v1/features/{id}", get(features::get))
+        .route("/v1/features/{id}/archive", post(features::archive))
+        .route(
+            "/v1/plans/{id}/entitlements",
+            get(entitlements::list_for_plan).post(entitlements::set_for_plan),
+        )
+        .route(
+            "/v1/customers/{id}/entitlement-overrides",
+            get(entitlements::list_overrides).post(entitlements::set_override),
+        )
+        .route(
+            "/v1/customers/{id}/entitlement-overrides/{feature}/remove",
+            post(entitlements::remove_override),
+        )
+        .route(
+            "/v1/customers/{id}/entitlement-grants",
+            get(entitlements::list_grants).post(entitlements::create_grant),
+        )
+        .route(
+            "/v1/customers/{id}/entitlements",
+            get(entitlements::check_all),
+        )
+        .route(
+            "/v1/customers/{id}/entitlements/{feature}",
+            get(entitlements::check_one),
+        )
         .route("/v1/coupons", get(coupons::list).post(coupons::create))
         .route("/v1/coupons/{id}", get(coupons::get))
         .route(

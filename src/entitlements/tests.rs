@@ -1,0 +1,1 @@
+//! Property tests of the check against a recomputation from the events.
