@@ -75,6 +75,7 @@ pub fn after_every_step(world: &World) -> Result<(), Violation> {
     billed_once(world, &invoices)?;
     super::coupons::check(world, &invoices)?;
     super::taxes::check(world, &invoices)?;
+    super::entitlements::check(world)?;
     let payments = payments(world)?;
     let charges = world.provider.charges();
     for p in &payments {

@@ -19,6 +19,7 @@
 
 mod coupons;
 mod credit_notes;
+mod entitlements;
 mod invariants;
 mod ops;
 mod profile;

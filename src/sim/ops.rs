@@ -96,10 +96,12 @@ pub enum Kind {
     Coupon,
     /// A credit note on a finalized or paid invoice (sometimes refunding, sometimes too much).
     CreditNote,
+    /// Entitlements change: the plans', an override, or a grant (some replayed).
+    Entitlements,
 }
 
 /// Every kind, in the order of a profile's weights.
-pub const KINDS: [Kind; 23] = [
+pub const KINDS: [Kind; 24] = [
     Kind::Ingest,
     Kind::IngestLate,
     Kind::IngestDuplicate,
@@ -123,6 +125,7 @@ pub const KINDS: [Kind; 23] = [
     Kind::ChangePlan,
     Kind::Coupon,
     Kind::CreditNote,
+    Kind::Entitlements,
 ];
 
 /// Creates the tenant's meters, plan, customers and subscriptions (customers through an
@@ -368,6 +371,7 @@ pub fn apply(world: &mut World, kind: Kind, note: &mut String) -> Result<(), Vio
         Kind::ForeignCharge => foreign_charge(world, note),
         Kind::Coupon => super::coupons::redeem(world, note),
         Kind::CreditNote => super::credit_notes::create(world, note),
+        Kind::Entitlements => super::entitlements::step(world, note),
         Kind::Reconcile => {
             let now = world.now();
             let rec = crate::payments::reconcile::Reconciliation {
