@@ -262,3 +262,154 @@ proptest! {
         prop_assert_eq!((before.source, before.has_access), (Source::None, false));
     }
 }
+
+/// A plan on the daily schedule granting `specs`, created at `START_MS`.
+fn plan_with(store: &Store, code: &str, specs: Vec<Spec>) -> Id {
+    let plan = Plan {
+        id: Id::generate(),
+        code: code.into(),
+        name: code.into(),
+        currency: "USD".into(),
+        interval: Interval::Day,
+        interval_count: 1,
+        fixed_fee: None,
+        charges: Vec::new(),
+        created_at_ms: START_MS,
+        minimum_minor: None,
+        version: 1,
+        previous_version: None,
+        bill_usage_in_trial: false,
+    };
+    store
+        .apply_one(CreatePlan {
+            tenant: TENANT,
+            plan: plan.clone(),
+        })
+        .expect("store")
+        .expect("plan");
+    for spec in specs {
+        store
+            .apply_one(SetEntitlement {
+                tenant: TENANT,
+                target: Target::Plan(plan.id),
+                spec,
+                now_ms: START_MS,
+            })
+            .expect("store")
+            .expect("entitlement");
+    }
+    plan.id
+}
+
+fn spec(feature: &str, enabled: bool, kind: SpecKind) -> Spec {
+    Spec {
+        feature: feature.into(),
+        enabled,
+        kind,
+    }
+}
+
+fn tokens_limit(limit: i64, reset: Reset, hard: bool) -> SpecKind {
+    SpecKind::Metered {
+        meter: "tokens".into(),
+        limit: Decimal::from(limit),
+        reset,
+        hard,
+    }
+}
+
+#[test]
+fn several_subscriptions_add_their_limits_and_grant_access_if_any_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("s.redb"), 1 << 22).expect("open");
+    // The first plan (and its subscription) from `setup`: gpt metered on tokens, 10 a day, hard.
+    let (customer, gpt) = setup(&store, Reset::Day, 10, true);
+    for key in ["sso", "seats"] {
+        let f = Feature {
+            id: Id::generate(),
+            key: key.into(),
+            name: key.into(),
+            created_at_ms: START_MS,
+            archived_at_ms: None,
+        };
+        store
+            .apply_one(CreateFeature {
+                tenant: TENANT,
+                feature: f,
+            })
+            .expect("store")
+            .expect("feature");
+    }
+    let second = plan_with(
+        &store,
+        "second",
+        vec![
+            spec("gpt", true, tokens_limit(5, Reset::Day, false)),
+            spec("sso", true, SpecKind::Boolean),
+            spec("seats", true, SpecKind::Static("{\"seats\":2}".into())),
+        ],
+    );
+    // A third plan with another reset for gpt (left out), sso denied, seats another config.
+    let third = plan_with(
+        &store,
+        "third",
+        vec![
+            spec("gpt", true, tokens_limit(1_000, Reset::Month, true)),
+            spec("sso", false, SpecKind::Boolean),
+            spec("seats", true, SpecKind::Static("{\"seats\":9}".into())),
+        ],
+    );
+    for plan in [second, third] {
+        let sub = Subscription::new(Id::generate(), customer, plan, START_MS, START_MS, START_MS);
+        store
+            .apply_one(CreateSubscription {
+                tenant: TENANT,
+                subscription: sub,
+            })
+            .expect("store")
+            .expect("subscription");
+    }
+    ingest(
+        &store,
+        &[(DAY_MS + 5, 5), (DAY_MS + 6, 5), (DAY_MS + 7, 3)],
+        0,
+    );
+    let tx = store.read().expect("read");
+    let tables = ReadTables::open(&tx).expect("tables");
+    let feature_id = |key: &str| {
+        super::feature::find(&tx, TENANT, key)
+            .expect("read")
+            .expect("feature")
+            .id
+    };
+    let at = START_MS + DAY_MS + 10;
+    let c = check(&tables, TENANT, customer, gpt, at)
+        .expect("check")
+        .expect("found");
+    let m = c.metered.expect("metered");
+    // 10 (hard) + 5 (soft) on the same meter and reset; the monthly one is left out.
+    assert_eq!(
+        (m.limit, m.usage, m.remaining, m.hard),
+        (
+            Decimal::from(15),
+            Decimal::from(13),
+            Decimal::from(2),
+            false
+        )
+    );
+    assert!(c.has_access);
+    let sso = check(&tables, TENANT, customer, feature_id("sso"), at)
+        .expect("check")
+        .expect("found");
+    assert!(sso.has_access, "boolean is any");
+    let seats = check(&tables, TENANT, customer, feature_id("seats"), at)
+        .expect("check")
+        .expect("found");
+    assert_eq!(
+        seats.config,
+        Some(super::entitlement::Config::Static {
+            value: "{\"seats\":2}".into()
+        }),
+        "the oldest granting subscription's config"
+    );
+}
