@@ -39,4 +39,5 @@ pub mod store;
 pub mod tax_rates;
 pub mod tenant_settings;
 pub mod tenants;
+pub mod watch;
 pub mod webhooks;

@@ -67,6 +67,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         max_batch_size: usize::try_from(config.writer.max_batch_size).unwrap_or(usize::MAX),
         max_batch_wait: Duration::from_micros(config.writer.max_batch_wait_us),
     };
+    store.set_watcher(Arc::new(crate::watch::Watch));
     let (writer, writer_thread) =
         writer::spawn(Arc::clone(&store), limits).context("cannot start the writer thread")?;
     let metrics = crate::metrics::install().context("cannot install the metrics recorder")?;

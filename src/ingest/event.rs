@@ -18,6 +18,7 @@ use super::meter::{self, Meter, ValueError};
 use super::usage::{self, by_customer_key};
 use crate::id::Id;
 use crate::store::keys::{self, time_bytes, TenantId};
+use crate::store::touched::{self, Touch, Touched};
 use crate::store::writer::Command;
 use crate::store::{codec, get_record, put_record, tables, StoreError};
 
@@ -512,6 +513,14 @@ fn apply_one(
     )?;
     for p in planned {
         tables.rollups.write(&mut tables.uniques, p)?;
+    }
+    for meter in meters.iter() {
+        touched::note(Touch {
+            tenant,
+            customer,
+            what: Touched::Usage { meter: meter.id },
+            at_ms: now_ms,
+        });
     }
     Ok(Status::Accepted { id: event.id, late })
 }

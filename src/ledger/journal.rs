@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::account::AccountRef;
 use crate::id::Id;
 use crate::store::keys::{self, time_bytes, TenantId};
+use crate::store::touched::{self, Touch, Touched};
 use crate::store::{codec, get_record, put_record, tables, StoreError};
 
 /// The public id prefix.
@@ -258,6 +259,21 @@ pub fn head(
     Ok(get_record::<Head, _>(table, tenant.to_bytes())?.unwrap_or_default())
 }
 
+/// Notes every customer whose credit grant accounts this entry moved, so watchers (balance
+/// alerts, auto-recharge) evaluate them before the transaction commits.
+fn note_credit_balances(tenant: TenantId, now_ms: i64, postings: &[Posting]) {
+    for p in postings {
+        if let AccountRef::Grant { customer, .. } = p.account {
+            touched::note(Touch {
+                tenant,
+                customer,
+                what: Touched::Balance,
+                at_ms: now_ms,
+            });
+        }
+    }
+}
+
 /// Posts an entry: checks, then writes the entry, its indexes, the balances and the new head.
 pub fn post(
     tx: &WriteTransaction,
@@ -358,6 +374,7 @@ pub fn post(
     for (key, balance) in &planned {
         put_record(&mut balances, key, balance)?;
     }
+    note_credit_balances(tenant, now_ms, &entry.postings);
     put_record(
         &mut heads,
         &tenant.to_bytes(),

@@ -185,6 +185,7 @@ impl World {
             max_batch_size: 1,
             max_batch_wait: Duration::ZERO,
         };
+        store.set_watcher(Arc::new(crate::watch::Watch));
         let (writer, join) =
             writer::spawn(Arc::clone(&store), limits).map_err(|e| e.to_string())?;
         self.rt

@@ -10,10 +10,11 @@ pub(crate) mod fault;
 pub mod keys;
 pub mod restore;
 pub mod tables;
+pub mod touched;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::{
@@ -109,6 +110,22 @@ pub struct Store {
     /// commit makes a read cost no system call, and publishing before acknowledging keeps
     /// read-your-writes: a client that got its reply reads a snapshot that includes its write.
     snapshot: RwLock<Option<Arc<ReadTransaction>>>,
+    /// Evaluates what each transaction touched before it commits (alerts and the like).
+    watcher: OnceLock<Arc<dyn Watcher>>,
+}
+
+/// Acts on what a transaction changed, inside that transaction, before it commits: what it
+/// writes commits with the changes that caused it or not at all. Implemented above the domain
+/// (`crate::watch`); the store only calls it.
+pub trait Watcher: Send + Sync {
+    /// Called once per transaction with every [`touched::Touch`] noted since it began (possibly
+    /// none). Notes made by its own writes are available through [`touched::take`]. A storage
+    /// error aborts the transaction.
+    fn before_commit(
+        &self,
+        tx: &WriteTransaction,
+        touches: Vec<touched::Touch>,
+    ) -> Result<(), StoreError>;
 }
 
 impl Store {
@@ -140,7 +157,30 @@ impl Store {
             backing,
             db: RwLock::new(Some(Arc::new(db))),
             snapshot: RwLock::new(None),
+            watcher: OnceLock::new(),
         })
+    }
+
+    /// Installs the watcher every later transaction of the writer (and of [`Store::apply_one`])
+    /// hands its touches to. Only the first call counts: the daemon sets it once at start-up.
+    pub fn set_watcher(&self, watcher: Arc<dyn Watcher>) {
+        let _ = self.watcher.set(watcher);
+    }
+
+    /// The installed watcher, if any.
+    pub(crate) fn watcher(&self) -> Option<&Arc<dyn Watcher>> {
+        self.watcher.get()
+    }
+
+    /// Hands what `tx` touched to the watcher (if any) and stops collecting.
+    pub(crate) fn watch(&self, tx: &WriteTransaction) -> Result<(), StoreError> {
+        let touches = touched::take();
+        let result = match self.watcher() {
+            Some(w) => w.before_commit(tx, touches),
+            None => Ok(()),
+        };
+        touched::end();
+        result
     }
 
     /// The file this store lives in.
@@ -211,7 +251,11 @@ impl Store {
     pub fn apply_one<C: writer::Command>(&self, command: C) -> Result<C::Output, StoreError> {
         let db = self.database()?;
         let tx = db.begin_write()?;
-        let output = command.apply(&tx)?;
+        touched::begin();
+        let output = command.apply(&tx);
+        let output = output.and_then(|o| self.watch(&tx).map(|()| o));
+        touched::end();
+        let output = output?;
         tx.commit()?;
         self.forget_snapshot();
         Ok(output)
@@ -226,7 +270,11 @@ impl Store {
     ) -> Result<Vec<C::Output>, StoreError> {
         let db = self.database()?;
         let tx = db.begin_write()?;
-        let outputs = C::apply_run(commands, &tx)?;
+        touched::begin();
+        let outputs = C::apply_run(commands, &tx);
+        let outputs = outputs.and_then(|o| self.watch(&tx).map(|()| o));
+        touched::end();
+        let outputs = outputs?;
         tx.commit()?;
         self.forget_snapshot();
         Ok(outputs)

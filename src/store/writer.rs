@@ -41,7 +41,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use redb::WriteTransaction;
 use tokio::sync::oneshot;
 
-use super::{Store, StoreError};
+use super::{touched, Store, StoreError};
 
 /// One unit of work for the writer: a pure description of an intent, applied inside the batch's
 /// transaction. `Clone` so the writer can apply it again in a fresh transaction when another
@@ -298,6 +298,18 @@ enum Applied {
     Failed(StoreError),
     /// The run of commands `start..end` panicked; the transaction holds partial writes.
     Panicked { start: usize, end: usize },
+    /// Every command applied, then the watcher panicked; the transaction holds its partial
+    /// writes.
+    WatcherPanicked,
+}
+
+/// Hands the batch's touches to the store's watcher inside the batch's transaction.
+fn watch_batch(store: &Store, tx: &WriteTransaction) -> Applied {
+    match catch_unwind(AssertUnwindSafe(|| store.watch(tx))) {
+        Ok(Ok(())) => Applied::All,
+        Ok(Err(e)) => Applied::Failed(e),
+        Err(_) => Applied::WatcherPanicked,
+    }
 }
 
 /// Applies the batch in order, each run of same-typed neighbours together (each command alone
@@ -331,6 +343,7 @@ fn apply_batch(tx: &WriteTransaction, batch: &mut [Box<dyn Pending>], isolate: b
 fn execute(store: &Store, batch: Vec<Box<dyn Pending>>) -> Result<(), StoreError> {
     let mut batch = batch;
     let mut isolate = false;
+    let mut watch = true;
     let tx = loop {
         let db = match store.database() {
             Ok(db) => db,
@@ -346,8 +359,32 @@ fn execute(store: &Store, batch: Vec<Box<dyn Pending>>) -> Result<(), StoreError
                 return Err(e.into());
             }
         };
-        match apply_batch(&tx, &mut batch, isolate) {
+        touched::begin();
+        let applied = apply_batch(&tx, &mut batch, isolate);
+        let applied = match applied {
+            Applied::All if watch => watch_batch(store, &tx),
+            other => other,
+        };
+        touched::end();
+        match applied {
             Applied::All => break tx,
+            Applied::WatcherPanicked => {
+                if catch_unwind(AssertUnwindSafe(|| tx.abort())).is_err() {
+                    fail_all(batch);
+                    return Err(StoreError::Corrupt(
+                        "the transaction could not be aborted after a panic".into(),
+                    ));
+                }
+                metrics::counter!("tally_watch_panics_total").increment(1);
+                tracing::error!(
+                    "the watcher panicked; the batch commits without its evaluation, which the \
+                     customers' next changes catch up"
+                );
+                watch = false;
+                for pending in batch.iter_mut() {
+                    pending.rearm();
+                }
+            }
             Applied::Failed(error) => {
                 // The transaction may hold part of the failed run's writes: abort all of it.
                 let _ = tx.abort();
@@ -590,5 +627,139 @@ mod tests {
             meta.get("panicked").expect("get").is_none(),
             "no partial write"
         );
+    }
+}
+
+#[cfg(test)]
+mod watcher_tests {
+    use std::sync::atomic::AtomicU8;
+
+    use super::*;
+    use crate::id::Id;
+    use crate::store::keys::TenantId;
+    use crate::store::tables;
+    use crate::store::touched::{Touch, Touched};
+    use crate::store::Watcher;
+
+    /// Notes a touch of customer `customer`, then writes its key.
+    #[derive(Clone)]
+    struct Touching {
+        key: &'static str,
+        customer: u128,
+    }
+
+    impl Command for Touching {
+        type Output = ();
+        fn apply(self, tx: &WriteTransaction) -> Result<(), StoreError> {
+            touched::note(Touch {
+                tenant: TenantId(1),
+                customer: Id(self.customer),
+                what: Touched::Balance,
+                at_ms: 1,
+            });
+            tx.open_table(tables::META)?
+                .insert(self.key, [1u8].as_slice())?;
+            Ok(())
+        }
+    }
+
+    /// Records how many touches it saw; mode 1 panics after writing, mode 2 fails.
+    struct Recorder {
+        mode: AtomicU8,
+    }
+
+    impl Watcher for Recorder {
+        fn before_commit(
+            &self,
+            tx: &WriteTransaction,
+            touches: Vec<touched::Touch>,
+        ) -> Result<(), StoreError> {
+            let seen = u8::try_from(touches.len()).unwrap_or(u8::MAX);
+            tx.open_table(tables::META)?
+                .insert("watched", [seen].as_slice())?;
+            match self.mode.load(Ordering::SeqCst) {
+                1 => panic!("injected watcher defect"),
+                2 => Err(StoreError::Corrupt("injected".into())),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    fn start(mode: u8) -> (tempfile::TempDir, Arc<Store>, WriterHandle, JoinHandle<()>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(&dir.path().join("w.redb"), 1 << 20).expect("open"));
+        store.set_watcher(Arc::new(Recorder {
+            mode: AtomicU8::new(mode),
+        }));
+        let limits = WriterLimits {
+            queue_capacity: 64,
+            max_batch_size: 64,
+            max_batch_wait: Duration::from_millis(20),
+        };
+        let (handle, join) = spawn(Arc::clone(&store), limits).expect("spawn");
+        (dir, store, handle, join)
+    }
+
+    fn meta(store: &Store, key: &str) -> Option<Vec<u8>> {
+        let read = store.read().expect("read");
+        let meta = read.open_table(tables::META).expect("meta");
+        meta.get(key).expect("get").map(|v| v.value().to_vec())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_watcher_sees_the_batch_touches_and_commits_with_it() {
+        let (_dir, store, handle, join) = start(0);
+        let (a, b) = tokio::join!(
+            handle.submit(Touching {
+                key: "a",
+                customer: 1
+            }),
+            handle.submit(Touching {
+                key: "b",
+                customer: 2
+            }),
+        );
+        assert_eq!((a, b), (Ok(()), Ok(())));
+        drop(handle);
+        join.join().expect("writer exits");
+        assert_eq!(meta(&store, "a"), Some(vec![1]));
+        let watched = meta(&store, "watched").expect("the watcher's write committed");
+        assert!(watched == vec![2] || watched == vec![1], "{watched:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_watcher_loses_its_evaluation_not_the_batch() {
+        let (_dir, store, handle, join) = start(1);
+        let a = handle
+            .submit(Touching {
+                key: "a",
+                customer: 1,
+            })
+            .await;
+        assert_eq!(a, Ok(()));
+        assert!(handle.is_healthy());
+        drop(handle);
+        join.join().expect("writer exits");
+        assert_eq!(meta(&store, "a"), Some(vec![1]), "the batch committed");
+        assert_eq!(
+            meta(&store, "watched"),
+            None,
+            "the watcher's writes did not"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watcher_storage_error_aborts_the_batch() {
+        let (_dir, store, handle, join) = start(2);
+        let a = handle
+            .submit(Touching {
+                key: "a",
+                customer: 1,
+            })
+            .await;
+        assert_eq!(a, Err(WriteError::Unavailable));
+        drop(handle);
+        join.join().expect("writer exits");
+        assert_eq!(meta(&store, "a"), None);
     }
 }
