@@ -413,3 +413,50 @@ fn several_subscriptions_add_their_limits_and_grant_access_if_any_does() {
         "the oldest granting subscription's config"
     );
 }
+
+/// Runs the check inside the writing transaction for every customer whose usage it touched,
+/// as the `entitlement_exhausted` alert does.
+struct CheckingWatcher {
+    feature: Id,
+    seen: std::sync::Mutex<Vec<(Decimal, bool)>>,
+}
+
+impl crate::store::Watcher for CheckingWatcher {
+    fn before_commit(
+        &self,
+        tx: &redb::WriteTransaction,
+        notes: Vec<crate::store::touched::Touch>,
+    ) -> Result<(), crate::store::StoreError> {
+        let touches = crate::watch::Touches::from_notes(&notes);
+        let tables = super::check::WriteTables::open(tx)?;
+        for (tenant, customer, touch) in touches.usage() {
+            if let Some(c) = check(&tables, tenant, customer, self.feature, touch.at_ms)? {
+                let m = c.metered.expect("metered");
+                if let Ok(mut seen) = self.seen.lock() {
+                    seen.push((m.usage, c.has_access));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn the_check_runs_inside_the_ingest_transaction_and_sees_its_usage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("w.redb"), 1 << 22).expect("open");
+    let (_, feature) = setup(&store, Reset::Month, 8, true);
+    let watcher = std::sync::Arc::new(CheckingWatcher {
+        feature,
+        seen: Default::default(),
+    });
+    store.set_watcher(watcher.clone());
+    let now_offset = NOW_MS - START_MS - 1_000;
+    ingest(&store, &[(now_offset, 5)], 0);
+    ingest(&store, &[(now_offset + 1, 3)], 1);
+    let seen = watcher.seen.lock().expect("lock").clone();
+    assert_eq!(
+        seen,
+        vec![(Decimal::from(5), true), (Decimal::from(8), false)]
+    );
+}
