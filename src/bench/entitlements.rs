@@ -119,7 +119,8 @@ pub(super) async fn run(
 }
 
 /// Sends `total` events round-robin over the customers, spread evenly over the span before
-/// `now`, in batches of 1,000 with 8 in flight.
+/// `now`, in batches of 1,000 with 8 in flight. Ids carry the event type (unique per run of the
+/// scenario), so a second run in one bench stores its own events rather than duplicates.
 async fn prefill(
     client: &reqwest::Client,
     target: &Target,
@@ -138,7 +139,7 @@ async fn prefill(
                     i64::try_from(k.saturating_mul(SPAN_MS as u64 - 120_000) / total.max(1))
                         .unwrap_or(0);
                 let customer = &customers[(k % customers.len() as u64) as usize];
-                json!({"id": format!("ent{k}"), "customer": customer, "type": event_type,
+                json!({"id": format!("{event_type}-{k}"), "customer": customer, "type": event_type,
                     "timestamp": crate::clock::rfc3339(now - SPAN_MS + 60_000 + offset)})
             })
             .collect();
