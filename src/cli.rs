@@ -82,11 +82,11 @@ pub enum Command {
         /// Seconds per scenario.
         #[arg(long, default_value_t = 10)]
         duration_secs: u64,
-        /// Comma-separated: ingest, batch, create, replay, usage, billing; `name:N` runs that
-        /// scenario with N clients.
+        /// Comma-separated: ingest, batch, create, replay, usage, billing (and, by name,
+        /// deliveries, entitlements); `name:N` runs that scenario with N clients.
         #[arg(long, default_value = "ingest,batch,create,replay,usage,billing")]
         scenarios: String,
-        /// Events stored before the usage query scenario.
+        /// Events stored before the usage query and entitlements scenarios.
         #[arg(long, default_value_t = 1_000_000)]
         usage_events: u64,
         /// Subscriptions billed by the billing scenario.

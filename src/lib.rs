@@ -20,6 +20,7 @@ pub mod currency;
 pub mod customers;
 pub mod decimal;
 pub mod documents;
+pub mod entitlements;
 pub mod id;
 pub mod idempotency;
 pub mod identity;

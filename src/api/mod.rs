@@ -9,9 +9,11 @@ pub mod credit_notes;
 pub mod customers;
 pub mod dead_letters;
 pub mod documents;
+pub mod entitlements;
 pub mod event_destinations;
 pub mod events;
 pub mod extract;
+pub mod features;
 pub mod grants;
 pub mod health;
 pub mod idempotent;
@@ -121,6 +123,33 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/alerts/{id}", get(alerts::get))
         .route("/v1/alerts/{id}/archive", post(alerts::archive))
         .route("/v1/alerts/{id}/firings", get(alerts::firings))
+        .route("/v1/features", get(features::list).post(features::create))
+        .route("/v1/features/{id}", get(features::get))
+        .route("/v1/features/{id}/archive", post(features::archive))
+        .route(
+            "/v1/plans/{id}/entitlements",
+            get(entitlements::list_for_plan).post(entitlements::set_for_plan),
+        )
+        .route(
+            "/v1/customers/{id}/entitlement-overrides",
+            get(entitlements::list_overrides).post(entitlements::set_override),
+        )
+        .route(
+            "/v1/customers/{id}/entitlement-overrides/{feature}/remove",
+            post(entitlements::remove_override),
+        )
+        .route(
+            "/v1/customers/{id}/entitlement-grants",
+            get(entitlements::list_grants).post(entitlements::create_grant),
+        )
+        .route(
+            "/v1/customers/{id}/entitlements",
+            get(entitlements::check_all),
+        )
+        .route(
+            "/v1/customers/{id}/entitlements/{feature}",
+            get(entitlements::check_one),
+        )
         .route("/v1/coupons", get(coupons::list).post(coupons::create))
         .route("/v1/coupons/{id}", get(coupons::get))
         .route(

@@ -21,6 +21,7 @@ use crate::billing::plan::{
 };
 use crate::billing::pricing::{Model, Tier};
 use crate::decimal::{self, Stored};
+use crate::entitlements::entitlement::WithEntitlements;
 use crate::id::Id;
 use crate::idempotency::StoredResponse;
 use crate::ingest::meter;
@@ -100,6 +101,8 @@ pub struct CreatePlanRequest {
     /// invoiced reaches it, an interim invoice bills that usage and the period's invoice bills
     /// only the rest.
     pub threshold_minor: Option<i64>,
+    /// The version's entitlements, one per feature (see `/v1/plans/{id}/entitlements`).
+    pub entitlements: Option<Vec<super::entitlements::EntitlementBody>>,
 }
 
 /// Body of `POST /v1/plans/{id}/versions`: a full plan without its code (the new version keeps
@@ -129,6 +132,8 @@ pub struct CreatePlanVersionRequest {
     pub bill_usage_in_trial: bool,
     /// Progressive billing threshold, minor units (1 to 10^12).
     pub threshold_minor: Option<i64>,
+    /// The version's entitlements; absent, the new version keeps those of the one it follows.
+    pub entitlements: Option<Vec<super::entitlements::EntitlementBody>>,
 }
 
 impl CreatePlanVersionRequest {
@@ -145,6 +150,7 @@ impl CreatePlanVersionRequest {
             minimum_minor: self.minimum_minor,
             bill_usage_in_trial: self.bill_usage_in_trial,
             threshold_minor: self.threshold_minor,
+            entitlements: self.entitlements.clone(),
         }
     }
 }
@@ -355,7 +361,7 @@ fn tiers(field: &str, body: &Option<Vec<TierBody>>) -> Result<Vec<Tier>, ApiErro
     Ok(out)
 }
 
-fn render(output: &Result<Plan, PlanError>) -> StoredResponse {
+pub(crate) fn render(output: &Result<Plan, PlanError>) -> StoredResponse {
     match output {
         Ok(p) => json_response(StatusCode::CREATED, &PlanResponse::from(p)),
         Err(e @ PlanError::Exists { .. }) => {
@@ -395,6 +401,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let key = key.required()?;
     let plan = build(&state, tenant, &body.value)?;
+    let specs = super::entitlements::parse_plan_specs(&body.value.entitlements)?;
     idempotent::run(
         &state,
         idempotent::Request {
@@ -404,8 +411,14 @@ pub async fn create(
             path: "/v1/plans",
             canonical_body: &body.canonical,
         },
-        CreatePlan { tenant, plan },
-        render,
+        WithEntitlements {
+            tenant,
+            inner: CreatePlan { tenant, plan },
+            specs,
+            inherit_from: None,
+            now_ms: crate::clock::now_ms(),
+        },
+        super::entitlements::render_plan,
     )
     .await
 }
@@ -440,6 +453,7 @@ pub async fn create_version(
             .code
     };
     let plan = build(&state, tenant, &body.value.with_code(code))?;
+    let specs = super::entitlements::parse_plan_specs(&body.value.entitlements)?;
     let path = format!("/v1/plans/{id}/versions");
     idempotent::run(
         &state,
@@ -450,12 +464,18 @@ pub async fn create_version(
             path: &path,
             canonical_body: &body.canonical,
         },
-        CreatePlanVersion {
+        WithEntitlements {
             tenant,
-            previous,
-            plan,
+            inner: CreatePlanVersion {
+                tenant,
+                previous,
+                plan,
+            },
+            specs,
+            inherit_from: Some(previous),
+            now_ms: crate::clock::now_ms(),
         },
-        render,
+        super::entitlements::render_plan,
     )
     .await
 }

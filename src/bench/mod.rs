@@ -18,6 +18,7 @@ use serde::Serialize;
 mod alerts;
 mod client;
 mod deliveries;
+mod entitlements;
 use serde_json::{json, Value};
 
 /// The scenarios, in the order a full run takes them.
@@ -30,6 +31,7 @@ pub const SCENARIOS: &[&str] = &[
     "billing",
     "deliveries",
     "alerts",
+    "entitlements",
 ];
 
 /// Each scenario to run with its client count: `name` or `name:clients`.
@@ -73,7 +75,7 @@ pub struct Options {
     pub duration_secs: u64,
     /// Which scenarios.
     pub scenarios: Vec<String>,
-    /// Events stored before the usage query scenario.
+    /// Events stored before the usage query and entitlements scenarios.
     pub usage_events: u64,
     /// Subscriptions billed by the billing scenario.
     pub subscriptions: u64,
@@ -634,6 +636,13 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                     o.verified,
                     o.check,
                 )
+            }
+            "entitlements" => {
+                let tag = format!("{run_tag}-{}", crate::id::Id::generate().display("n"));
+                let o =
+                    entitlements::run(&client, &target, clients, duration, &tag, opts.usage_events)
+                        .await?;
+                (1, o.latencies, o.errors, o.elapsed, o.verified, o.check)
             }
             other => {
                 bail!(

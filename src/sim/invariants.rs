@@ -77,6 +77,7 @@ pub fn after_every_step(world: &World) -> Result<(), Violation> {
     super::taxes::check(world, &invoices)?;
     super::wallet::check(world)?;
     super::alerts::check(world)?;
+    super::entitlements::check(world)?;
     let payments = payments(world)?;
     let charges = world.provider.charges();
     for p in &payments {

@@ -20,6 +20,7 @@
 mod alerts;
 mod coupons;
 mod credit_notes;
+mod entitlements;
 mod invariants;
 mod ops;
 mod profile;

@@ -110,10 +110,12 @@ pub enum Kind {
     /// An alert is created (usage or balance), or both customers' usage is touched and every
     /// crossed usage threshold must have its firing.
     Alert,
+    /// Entitlements change: the plans', an override, or a grant (some replayed).
+    Entitlements,
 }
 
 /// Every kind, in the order of a profile's weights.
-pub const KINDS: [Kind; 27] = [
+pub const KINDS: [Kind; 28] = [
     Kind::Ingest,
     Kind::IngestLate,
     Kind::IngestDuplicate,
@@ -141,6 +143,7 @@ pub const KINDS: [Kind; 27] = [
     Kind::AutoRecharge,
     Kind::Progressive,
     Kind::Alert,
+    Kind::Entitlements,
 ];
 
 /// Creates the tenant's meters, plan, customers and subscriptions (customers through an
@@ -392,6 +395,7 @@ pub fn apply(world: &mut World, kind: Kind, note: &mut String) -> Result<(), Vio
         Kind::AutoRecharge => super::wallet::auto_recharge(world, note),
         Kind::Progressive => super::progressive::evaluate(world, note),
         Kind::Alert => super::alerts::step(world, note),
+        Kind::Entitlements => super::entitlements::step(world, note),
         Kind::Reconcile => {
             let now = world.now();
             let rec = crate::payments::reconcile::Reconciliation {

@@ -68,6 +68,8 @@ pub struct Model {
     pub next_event: u64,
     /// Idempotency keys issued so far.
     pub next_key: u64,
+    /// Entitlement grants acknowledged.
+    pub entitlement_grants: BTreeSet<Id>,
 }
 
 /// Applies nothing; installs the simulated clock and id generator on the writer thread, which

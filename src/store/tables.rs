@@ -180,6 +180,19 @@ pub const ALERT_FIRING_KEYS: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("alert_firing_keys");
 /// (tenant, alert id, customer id) → the instant each balance threshold was last armed.
 pub const ALERT_STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("alert_state");
+/// Entitlements: (tenant, feature id) → feature record.
+pub const FEATURES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("features");
+/// (tenant, feature key) → feature id.
+pub const FEATURE_BY_KEY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("feature_by_key");
+/// (tenant, plan id, feature id) → the plan version's entitlement to the feature.
+pub const PLAN_ENTITLEMENTS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("plan_entitlements");
+/// (tenant, customer id, feature id) → a customer's override of its plans' entitlement.
+pub const ENTITLEMENT_OVERRIDES: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("entitlement_overrides");
+/// (tenant, customer id, feature id, grant id) → a one-off grant of extra allowance.
+pub const ENTITLEMENT_GRANTS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("entitlement_grants");
 
 /// Every table keyed and valued by bytes.
 pub const BYTES_TABLES: &[TableDefinition<&[u8], &[u8]>] = &[
@@ -238,6 +251,11 @@ pub const BYTES_TABLES: &[TableDefinition<&[u8], &[u8]>] = &[
     ALERT_FIRINGS,
     ALERT_FIRING_KEYS,
     ALERT_STATE,
+    FEATURES,
+    FEATURE_BY_KEY,
+    PLAN_ENTITLEMENTS,
+    ENTITLEMENT_OVERRIDES,
+    ENTITLEMENT_GRANTS,
 ];
 
 /// Every index table (bytes keys, no value).

@@ -15,6 +15,7 @@ mod credit_notes;
 mod customer_update;
 mod customers;
 mod documents;
+mod entitlements;
 mod errors;
 mod event_destinations;
 mod fake_stripe;
