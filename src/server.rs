@@ -68,7 +68,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         max_batch_wait: Duration::from_micros(config.writer.max_batch_wait_us),
     };
     store.set_watcher(Arc::new(crate::watch::Watch {
-        auto_collect: config.billing_policy().auto_collect,
+        policy: config.billing_policy(),
     }));
     let (writer, writer_thread) =
         writer::spawn(Arc::clone(&store), limits).context("cannot start the writer thread")?;

@@ -83,19 +83,20 @@ impl Touches {
 /// other: progressive billing may issue an invoice that burns credits, which balance alerts
 /// and auto-recharge then see.
 pub fn evaluate(tx: &WriteTransaction, touches: &Touches, watch: &Watch) -> Result<(), StoreError> {
-    crate::billing::progressive::on_touches(tx, touches, watch.auto_collect)?;
-    crate::alerts::on_touches(tx, touches)?;
+    crate::billing::progressive::on_touches(tx, touches, watch.policy.auto_collect)?;
+    crate::alerts::on_touches(tx, touches, &watch.policy)?;
     crate::wallet::auto_recharge::on_touches(tx, touches)?;
     Ok(())
 }
 
 /// The daemon's [`Watcher`]: evaluates the batch's touches, then what the evaluation itself
 /// touched, for at most [`MAX_ROUNDS`] rounds.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct Watch {
-    /// Start collecting the invoices evaluators issue (progressive billing's interim invoices)
-    /// through this provider, as billing runs do (`payments.auto_collect`).
-    pub auto_collect: Option<&'static str>,
+    /// The billing policy evaluators follow as billing runs do: interim invoices are collected
+    /// through `auto_collect`, drafts (`spend_exceeded`) are computed like the upcoming
+    /// invoice.
+    pub policy: crate::billing::run::Policy,
 }
 
 impl Watcher for Watch {

@@ -14,7 +14,11 @@ use rust_decimal::Decimal;
 use super::firing::{self, Firing};
 use super::window::{self, Window};
 use super::{index, Alert, AlertKind};
+use crate::billing::draft::{self, Draft};
+use crate::billing::invoice::InvoiceError;
+use crate::billing::run::Policy;
 use crate::decimal::Stored;
+use crate::entitlements::check;
 use crate::id::Id;
 use crate::ingest::meter::Meter;
 use crate::ingest::usage::{self, UsageTables};
@@ -35,18 +39,36 @@ pub struct Observed {
 }
 
 /// What one customer's evaluation has already read, shared by the alerts that watch it.
-#[derive(Default)]
-struct Seen {
+struct Seen<'p> {
+    policy: &'p Policy,
     window: Option<Option<Window>>,
     usage: HashMap<Id, Option<Decimal>>,
     balances: HashMap<String, Option<Decimal>>,
     currency: Option<Option<String>>,
+    drafts: Option<Vec<Result<Draft, InvoiceError>>>,
+}
+
+impl<'p> Seen<'p> {
+    fn new(policy: &'p Policy) -> Self {
+        Seen {
+            policy,
+            window: None,
+            usage: HashMap::new(),
+            balances: HashMap::new(),
+            currency: None,
+            drafts: None,
+        }
+    }
 }
 
 /// Evaluates the alerts of every customer a round of the watcher touched: their usage alerts
 /// on the meters whose usage changed, their balance alerts when their credits moved. The watch
 /// index is read first, once, so a tenant without alerts costs one range read per round.
-pub fn on_touches(tx: &WriteTransaction, touches: &Touches) -> Result<(), StoreError> {
+pub fn on_touches(
+    tx: &WriteTransaction,
+    touches: &Touches,
+    policy: &Policy,
+) -> Result<(), StoreError> {
     let mut work: Vec<(TenantId, Id, Vec<Id>, i64)> = Vec::new();
     {
         let watch = tx.open_table(tables::ALERT_WATCH)?;
@@ -67,6 +89,7 @@ pub fn on_touches(tx: &WriteTransaction, touches: &Touches) -> Result<(), StoreE
             for meter in &usage.meters {
                 ids.extend(index::usage_alerts(&watch, tenant, *meter, customer)?);
             }
+            ids.extend(index::any_usage_alerts(&watch, tenant, customer)?);
             work.push((tenant, customer, ids, usage.at_ms));
         }
         for (tenant, customer, at_ms) in touches.balances() {
@@ -78,7 +101,7 @@ pub fn on_touches(tx: &WriteTransaction, touches: &Touches) -> Result<(), StoreE
         }
     }
     for (tenant, customer, ids, at_ms) in work {
-        evaluate_ids(tx, tenant, customer, &ids, at_ms)?;
+        evaluate_ids(tx, tenant, customer, &ids, at_ms, policy)?;
     }
     Ok(())
 }
@@ -89,11 +112,12 @@ fn evaluate_ids(
     customer: Id,
     ids: &[Id],
     at_ms: i64,
+    policy: &Policy,
 ) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
-    let mut seen = Seen::default();
+    let mut seen = Seen::new(policy);
     for id in ids {
         let alert = super::load(&tx.open_table(tables::ALERTS)?, tenant, *id)?;
         match alert {
@@ -113,8 +137,9 @@ pub fn one_alert(
     alert: &Alert,
     customer: Id,
     at_ms: i64,
+    policy: &Policy,
 ) -> Result<(), StoreError> {
-    evaluate(tx, tenant, alert, customer, at_ms, &mut Seen::default())
+    evaluate(tx, tenant, alert, customer, at_ms, &mut Seen::new(policy))
 }
 
 fn evaluate(
@@ -123,7 +148,7 @@ fn evaluate(
     alert: &Alert,
     customer: Id,
     at_ms: i64,
-    seen: &mut Seen,
+    seen: &mut Seen<'_>,
 ) -> Result<(), StoreError> {
     let Some(observed) = current_value(tx, tenant, alert, customer, at_ms, seen)? else {
         return Ok(());
@@ -141,7 +166,7 @@ fn current_value(
     alert: &Alert,
     customer: Id,
     at_ms: i64,
-    seen: &mut Seen,
+    seen: &mut Seen<'_>,
 ) -> Result<Option<Observed>, StoreError> {
     match &alert.kind {
         AlertKind::UsageExceeded { meter } => {
@@ -161,6 +186,10 @@ fn current_value(
                 window: Some(window),
                 currency: None,
             }))
+        }
+        AlertKind::SpendExceeded { .. } => spend(tx, tenant, alert, customer, at_ms, seen),
+        AlertKind::EntitlementExhausted { feature } => {
+            entitlement_used(tx, tenant, customer, *feature, at_ms)
         }
         AlertKind::CreditBalanceBelow { .. } | AlertKind::CreditBalanceDepleted { .. } => {
             let Some(currency) = watched_currency(tx, tenant, alert, customer, seen)? else {
@@ -183,12 +212,77 @@ fn current_value(
     }
 }
 
+/// `spend_exceeded`: the customer's current-period drafts in the watched currency (the
+/// upcoming invoice's amount so far, before tax), in the customer's billing period.
+fn spend(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    alert: &Alert,
+    customer: Id,
+    at_ms: i64,
+    seen: &mut Seen<'_>,
+) -> Result<Option<Observed>, StoreError> {
+    let Some(window) = usage_window(tx, tenant, customer, at_ms, seen)? else {
+        return Ok(None);
+    };
+    let Some(currency) = watched_currency(tx, tenant, alert, customer, seen)? else {
+        return Ok(None);
+    };
+    let drafts = match seen.drafts.take() {
+        Some(d) => d,
+        None => draft::of_customer(tx, tenant, customer, at_ms, seen.policy)?,
+    };
+    let amount = draft::amount_minor(&drafts, &currency);
+    seen.drafts = Some(drafts);
+    Ok(Some(Observed {
+        value: Decimal::from(amount),
+        window: Some(window),
+        currency: Some(currency),
+    }))
+}
+
+/// `entitlement_exhausted`: the percentage of a metered entitlement's allowance (limit plus
+/// the grants counted) used in its reset window; 100 once usage reaches the allowance (also
+/// when the allowance is 0). Features that are not metered, or not granted, have no value.
+fn entitlement_used(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    customer: Id,
+    feature: Id,
+    at_ms: i64,
+) -> Result<Option<Observed>, StoreError> {
+    let tables = check::WriteTables::open(tx)?;
+    let Some(answer) = check::check(&tables, tenant, customer, feature, at_ms)? else {
+        return Ok(None);
+    };
+    let Some(metered) = answer.metered else {
+        return Ok(None);
+    };
+    let allowance = metered.usage.checked_add(metered.remaining);
+    let percent = match allowance {
+        Some(a) if metered.usage >= a => Some(Decimal::ONE_HUNDRED),
+        Some(a) => metered
+            .usage
+            .checked_mul(Decimal::ONE_HUNDRED)
+            .and_then(|v| v.checked_div(a)),
+        None => None,
+    };
+    Ok(percent.map(|value| Observed {
+        value,
+        window: Some(Window {
+            start_ms: metered.window.start_ms,
+            end_ms: metered.window.end_ms,
+        }),
+        currency: None,
+    }))
+}
+
 fn usage_window(
     tx: &WriteTransaction,
     tenant: TenantId,
     customer: Id,
     at_ms: i64,
-    seen: &mut Seen,
+    seen: &mut Seen<'_>,
 ) -> Result<Option<Window>, StoreError> {
     if let Some(w) = seen.window {
         return Ok(w);
@@ -249,7 +343,7 @@ fn watched_currency(
     tenant: TenantId,
     alert: &Alert,
     customer: Id,
-    seen: &mut Seen,
+    seen: &mut Seen<'_>,
 ) -> Result<Option<String>, StoreError> {
     let own = match &seen.currency {
         Some(c) => c.clone(),

@@ -12,9 +12,11 @@ use crate::id::Id;
 use crate::store::keys::TenantId;
 use crate::store::{tables, StoreError};
 
-/// Watch kinds in the key.
+/// Watch kinds in the key: usage of one meter; the credit balance; and the values that any
+/// usage of the customer may change (spend, entitlements), looked up without a meter.
 const USAGE: u8 = 1;
 const BALANCE: u8 = 2;
+const ANY_USAGE: u8 = 3;
 /// The customer slot of an alert for every customer.
 const EVERY_CUSTOMER: Id = Id(0);
 
@@ -30,7 +32,12 @@ fn prefix(tenant: TenantId, kind: u8, meter: Id, customer: Id) -> Vec<u8> {
 fn entry_key(tenant: TenantId, alert: &Alert) -> Vec<u8> {
     let (kind, meter) = match alert.kind {
         AlertKind::UsageExceeded { meter } => (USAGE, meter),
-        _ => (BALANCE, Id(0)),
+        AlertKind::SpendExceeded { .. } | AlertKind::EntitlementExhausted { .. } => {
+            (ANY_USAGE, Id(0))
+        }
+        AlertKind::CreditBalanceBelow { .. } | AlertKind::CreditBalanceDepleted { .. } => {
+            (BALANCE, Id(0))
+        }
     };
     let mut key = prefix(
         tenant,
@@ -76,21 +83,48 @@ fn ids_under(
     Ok(())
 }
 
-/// Whether the tenant has any active usage (`balance` false) or balance alert: one short range
-/// read that spares a tenant without alerts every per-customer lookup.
+/// Whether the tenant has any active alert a usage touch (`balance` false) or a balance touch
+/// may fire: short range reads that spare a tenant without alerts every per-customer lookup.
 pub fn tenant_watches(
     index: &impl ReadableTable<&'static [u8], ()>,
     tenant: TenantId,
     balance: bool,
 ) -> Result<bool, StoreError> {
-    let mut lo = tenant.to_bytes().to_vec();
-    lo.push(if balance { BALANCE } else { USAGE });
-    let mut hi = lo.clone();
-    hi.extend_from_slice(&[0xFF; 49]);
-    Ok(index
-        .range::<&[u8]>(lo.as_slice()..hi.as_slice())?
-        .next()
-        .is_some())
+    let kinds: &[u8] = if balance {
+        &[BALANCE]
+    } else {
+        &[USAGE, ANY_USAGE]
+    };
+    for kind in kinds {
+        let mut lo = tenant.to_bytes().to_vec();
+        lo.push(*kind);
+        let mut hi = lo.clone();
+        hi.extend_from_slice(&[0xFF; 49]);
+        if index
+            .range::<&[u8]>(lo.as_slice()..hi.as_slice())?
+            .next()
+            .is_some()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The active alerts that any usage of `customer` may fire (spend, entitlements).
+pub fn any_usage_alerts(
+    index: &impl ReadableTable<&'static [u8], ()>,
+    tenant: TenantId,
+    customer: Id,
+) -> Result<Vec<Id>, StoreError> {
+    let mut out = Vec::new();
+    ids_under(index, &prefix(tenant, ANY_USAGE, Id(0), customer), &mut out)?;
+    ids_under(
+        index,
+        &prefix(tenant, ANY_USAGE, Id(0), EVERY_CUSTOMER),
+        &mut out,
+    )?;
+    Ok(out)
 }
 
 /// The active usage alerts of `meter` that watch `customer` (its own and every customer's).

@@ -18,6 +18,7 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::billing::run::Policy;
 use crate::decimal::Stored;
 use crate::id::Id;
 use crate::store::keys::{self, TenantId};
@@ -47,6 +48,19 @@ pub enum AlertKind {
         /// ISO 4217; `None` watches each customer's own currency.
         currency: Option<String>,
     },
+    /// The amount of the customer's current-period draft invoices in a currency (what the
+    /// upcoming invoice would bill so far, before tax, `billing::draft`) reaches a threshold
+    /// (minor units).
+    SpendExceeded {
+        /// ISO 4217; `None` watches each customer's own currency.
+        currency: Option<String>,
+    },
+    /// The share of a metered entitlement's allowance (limit plus grants) used in its reset
+    /// window reaches a threshold (percent; 100 = exhausted).
+    EntitlementExhausted {
+        /// The feature.
+        feature: Id,
+    },
 }
 
 impl AlertKind {
@@ -56,15 +70,18 @@ impl AlertKind {
             AlertKind::UsageExceeded { .. } => "usage_exceeded",
             AlertKind::CreditBalanceBelow { .. } => "credit_balance_below",
             AlertKind::CreditBalanceDepleted { .. } => "credit_balance_depleted",
+            AlertKind::SpendExceeded { .. } => "spend_exceeded",
+            AlertKind::EntitlementExhausted { .. } => "entitlement_exhausted",
         }
     }
 
-    /// The currency a balance alert watches for a customer billed in `customer_currency`.
+    /// The currency a money alert watches for a customer billed in `customer_currency`.
     pub fn currency_for<'a>(&'a self, customer_currency: &'a str) -> Option<&'a str> {
         match self {
-            AlertKind::UsageExceeded { .. } => None,
+            AlertKind::UsageExceeded { .. } | AlertKind::EntitlementExhausted { .. } => None,
             AlertKind::CreditBalanceBelow { currency }
-            | AlertKind::CreditBalanceDepleted { currency } => {
+            | AlertKind::CreditBalanceDepleted { currency }
+            | AlertKind::SpendExceeded { currency } => {
                 Some(currency.as_deref().unwrap_or(customer_currency))
             }
         }
@@ -72,7 +89,15 @@ impl AlertKind {
 
     /// Whether a balance falling (rather than a usage growing) crosses its thresholds.
     pub fn is_balance(&self) -> bool {
-        !matches!(self, AlertKind::UsageExceeded { .. })
+        matches!(
+            self,
+            AlertKind::CreditBalanceBelow { .. } | AlertKind::CreditBalanceDepleted { .. }
+        )
+    }
+
+    /// Whether its values are money (minor units) rather than quantities or percentages.
+    pub fn is_money(&self) -> bool {
+        self.is_balance() || matches!(self, AlertKind::SpendExceeded { .. })
     }
 }
 
@@ -100,7 +125,9 @@ impl Alert {
     /// Whether the value `value` has crossed threshold `threshold`.
     pub fn crossed(&self, value: Decimal, threshold: Decimal) -> bool {
         match self.kind {
-            AlertKind::UsageExceeded { .. } => value >= threshold,
+            AlertKind::UsageExceeded { .. }
+            | AlertKind::SpendExceeded { .. }
+            | AlertKind::EntitlementExhausted { .. } => value >= threshold,
             AlertKind::CreditBalanceBelow { .. } => value < threshold,
             AlertKind::CreditBalanceDepleted { .. } => value <= threshold,
         }
@@ -123,6 +150,8 @@ pub struct CreateAlert {
     pub tenant: TenantId,
     /// The alert, id and time assigned.
     pub alert: Alert,
+    /// How drafts are computed (`spend_exceeded`).
+    pub policy: Policy,
 }
 
 impl Command for CreateAlert {
@@ -142,6 +171,7 @@ impl Command for CreateAlert {
                 &self.alert,
                 customer,
                 self.alert.created_at_ms,
+                &self.policy,
             )?;
         }
         Ok(self.alert)
@@ -182,8 +212,9 @@ impl Command for ArchiveAlert {
 pub fn on_touches(
     tx: &WriteTransaction,
     touches: &crate::watch::Touches,
+    policy: &Policy,
 ) -> Result<(), StoreError> {
-    evaluate::on_touches(tx, touches)
+    evaluate::on_touches(tx, touches, policy)
 }
 
 /// One alert from any transaction's table.

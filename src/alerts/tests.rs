@@ -24,11 +24,19 @@ const TENANT: TenantId = TenantId(1);
 /// 2027-01-30T00:00:00Z: a few days before a month boundary.
 const START_MS: i64 = 1_801_267_200_000;
 const HOUR_MS: i64 = 3_600_000;
+/// Billing as the daemon's defaults have it, without collection.
+const POLICY: crate::billing::run::Policy = crate::billing::run::Policy {
+    grace_ms: 0,
+    auto_collect: None,
+    adjust_window_ms: 35 * 24 * HOUR_MS,
+    chunk_periods: 500,
+    trial_notice_ms: 3 * 24 * HOUR_MS,
+};
 
 fn store() -> (tempfile::TempDir, Store, Id) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&dir.path().join("a.redb"), 1 << 22).expect("open");
-    store.set_watcher(Arc::new(crate::watch::Watch::default()));
+    store.set_watcher(Arc::new(crate::watch::Watch { policy: POLICY }));
     let customer = crate::customers::create_for_test(&store, TENANT, "c1", START_MS).id;
     (dir, store, customer)
 }
@@ -74,6 +82,7 @@ fn alert(customer: Option<Id>, kind: AlertKind, thresholds: &[i64]) -> Alert {
 fn create(store: &Store, alert: &Alert) {
     store
         .apply_one(CreateAlert {
+            policy: POLICY,
             tenant: TENANT,
             alert: alert.clone(),
         })

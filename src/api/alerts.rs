@@ -36,15 +36,20 @@ const MAX_NAME_CHARS: usize = 100;
 pub struct CreateAlertRequest {
     /// The customer watched (`cus_…` or external id); absent watches every customer.
     pub customer: Option<String>,
-    /// `usage_exceeded`, `credit_balance_below` or `credit_balance_depleted`.
+    /// `usage_exceeded`, `spend_exceeded`, `credit_balance_below`, `credit_balance_depleted`
+    /// or `entitlement_exhausted`.
     #[serde(rename = "type")]
     pub alert_type: String,
     /// `usage_exceeded` only: the meter (`mtr_…` or key).
     pub meter: Option<String>,
-    /// Balance types only: ISO 4217; default each customer's own currency.
+    /// `entitlement_exhausted` only: the feature (`feat_…` or key).
+    pub feature: Option<String>,
+    /// Money types only: ISO 4217; default each customer's own currency.
     pub currency: Option<String>,
     /// Ascending, distinct, above zero, at most 20: decimal strings for `usage_exceeded`,
-    /// minor-unit integers for `credit_balance_below`; absent for `credit_balance_depleted`.
+    /// minor-unit integers for `spend_exceeded` and `credit_balance_below`, percentages of the
+    /// allowance (decimal strings, at most 1000; default `["100"]`) for
+    /// `entitlement_exhausted`; absent for `credit_balance_depleted`.
     #[schema(value_type = Option<Vec<Object>>)]
     pub thresholds: Option<Vec<serde_json::Value>>,
     /// A label, 1-100 characters.
@@ -65,7 +70,9 @@ pub struct AlertResponse {
     pub customer: Option<String>,
     /// `mtr_…` for `usage_exceeded`.
     pub meter: Option<String>,
-    /// The currency of a balance alert; null means each customer's own.
+    /// `feat_…` for `entitlement_exhausted`.
+    pub feature: Option<String>,
+    /// The currency of a money alert; null means each customer's own.
     pub currency: Option<String>,
     /// Decimal strings (usage) or minor-unit integers (balances).
     #[schema(value_type = Vec<Object>)]
@@ -80,13 +87,8 @@ pub struct AlertResponse {
     pub archived_at: Option<String>,
 }
 
-/// Whether an alert type's values are money (minor units) rather than quantities.
-fn is_money(kind: &AlertKind) -> bool {
-    kind.is_balance()
-}
-
 fn show(kind: &AlertKind, value: Decimal) -> serde_json::Value {
-    if is_money(kind) {
+    if kind.is_money() {
         i64::try_from(value)
             .map(serde_json::Value::from)
             .unwrap_or_else(|_| serde_json::Value::String(decimal::to_text(value)))
@@ -97,10 +99,16 @@ fn show(kind: &AlertKind, value: Decimal) -> serde_json::Value {
 
 impl From<&Alert> for AlertResponse {
     fn from(a: &Alert) -> Self {
-        let (meter, currency) = match &a.kind {
-            AlertKind::UsageExceeded { meter } => (Some(meter.display(meter::PREFIX)), None),
+        let (meter, feature, currency) = match &a.kind {
+            AlertKind::UsageExceeded { meter } => (Some(meter.display(meter::PREFIX)), None, None),
+            AlertKind::EntitlementExhausted { feature } => (
+                None,
+                Some(feature.display(crate::entitlements::feature::PREFIX)),
+                None,
+            ),
             AlertKind::CreditBalanceBelow { currency }
-            | AlertKind::CreditBalanceDepleted { currency } => (None, currency.clone()),
+            | AlertKind::CreditBalanceDepleted { currency }
+            | AlertKind::SpendExceeded { currency } => (None, None, currency.clone()),
         };
         let thresholds = match a.kind {
             AlertKind::CreditBalanceDepleted { .. } => vec![serde_json::Value::from(0)],
@@ -112,6 +120,7 @@ impl From<&Alert> for AlertResponse {
             alert_type: a.kind.as_str(),
             customer: a.customer.map(|c| c.display(crate::customers::PREFIX)),
             meter,
+            feature,
             currency,
             thresholds,
             name: a.name.clone(),
@@ -300,6 +309,7 @@ fn kind(
     match name {
         "usage_exceeded" => {
             forbid(&req.currency, "currency", name)?;
+            forbid(&req.feature, "feature", name)?;
             let reference = req
                 .meter
                 .as_deref()
@@ -312,21 +322,72 @@ fn kind(
         }
         "credit_balance_below" => {
             forbid(&req.meter, "meter", name)?;
+            forbid(&req.feature, "feature", name)?;
             let currency = currency(&req.currency)?;
             let levels = thresholds(&req.thresholds, true)?;
             Ok((AlertKind::CreditBalanceBelow { currency }, levels))
         }
         "credit_balance_depleted" => {
             forbid(&req.meter, "meter", name)?;
+            forbid(&req.feature, "feature", name)?;
             forbid(&req.thresholds, "thresholds", name)?;
             let currency = currency(&req.currency)?;
             Ok((AlertKind::CreditBalanceDepleted { currency }, Vec::new()))
         }
+        "spend_exceeded" => {
+            forbid(&req.meter, "meter", name)?;
+            forbid(&req.feature, "feature", name)?;
+            let currency = currency(&req.currency)?;
+            let levels = thresholds(&req.thresholds, true)?;
+            Ok((AlertKind::SpendExceeded { currency }, levels))
+        }
+        "entitlement_exhausted" => entitlement_kind(state, tenant, req),
         _ => Err(invalid(
             "type",
-            "must be usage_exceeded, credit_balance_below or credit_balance_depleted",
+            "must be usage_exceeded, spend_exceeded, credit_balance_below, \
+             credit_balance_depleted or entitlement_exhausted",
         )),
     }
+}
+
+/// Largest `entitlement_exhausted` threshold, percent (a soft limit can be passed).
+const MAX_PERCENT: Decimal = Decimal::from_parts(1000, 0, 0, false, 0);
+
+/// `entitlement_exhausted`: a feature, and percentages of its allowance (default 100).
+fn entitlement_kind(
+    state: &AppState,
+    tenant: TenantId,
+    req: &CreateAlertRequest,
+) -> Result<(AlertKind, Vec<Stored>), ApiError> {
+    let name = "entitlement_exhausted";
+    forbid(&req.meter, "meter", name)?;
+    forbid(&req.currency, "currency", name)?;
+    let reference = req
+        .feature
+        .as_deref()
+        .ok_or_else(|| invalid("feature", "is required for an entitlement_exhausted alert"))?;
+    let levels = match &req.thresholds {
+        None => vec![Stored(Decimal::ONE_HUNDRED)],
+        some => thresholds(some, false)?,
+    };
+    if let Some(i) = levels.iter().position(|t| t.0 > MAX_PERCENT) {
+        return Err(invalid(
+            format!("thresholds.{i}"),
+            "is a percentage of the allowance, at most 1000",
+        ));
+    }
+    let tx = state.store.read()?;
+    let feature = crate::entitlements::feature::find(&tx, tenant, reference)?
+        .ok_or_else(|| invalid("feature", format!("no feature {reference:?}")))?;
+    if feature.archived_at_ms.is_some() {
+        return Err(invalid("feature", "is archived"));
+    }
+    Ok((
+        AlertKind::EntitlementExhausted {
+            feature: feature.id,
+        },
+        levels,
+    ))
 }
 
 fn build(state: &AppState, tenant: TenantId, req: &CreateAlertRequest) -> Result<Alert, ApiError> {
@@ -405,7 +466,11 @@ pub async fn create(
             path: "/v1/alerts",
             canonical_body: &body.canonical,
         },
-        CreateAlert { tenant, alert },
+        CreateAlert {
+            tenant,
+            alert,
+            policy: state.config.billing_policy(),
+        },
         render_created,
     )
     .await

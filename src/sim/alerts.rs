@@ -62,6 +62,7 @@ fn create(world: &mut World, alert: Alert, note: &mut String) -> Result<(), Viol
             .collect::<Vec<_>>()
     ));
     world.submit(CreateAlert {
+        policy: super::ops::POLICY,
         tenant: world.tenant,
         alert,
     })?;

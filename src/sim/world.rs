@@ -186,7 +186,7 @@ impl World {
             max_batch_wait: Duration::ZERO,
         };
         store.set_watcher(Arc::new(crate::watch::Watch {
-            auto_collect: super::ops::POLICY.auto_collect,
+            policy: super::ops::POLICY,
         }));
         let (writer, join) =
             writer::spawn(Arc::clone(&store), limits).map_err(|e| e.to_string())?;

@@ -365,10 +365,6 @@ async fn bad_alerts_are_refused_naming_the_field_and_nothing_is_written() {
             json!({"type": "credit_balance_depleted", "thresholds": [100]}),
             "thresholds",
         ),
-        (
-            json!({"type": "spend_exceeded", "thresholds": [100]}),
-            "type",
-        ),
         (json!({"type": "sometimes", "thresholds": [100]}), "type"),
         (
             json!({"type": "credit_balance_depleted", "name": ""}),
@@ -408,4 +404,142 @@ async fn bad_alerts_are_refused_naming_the_field_and_nothing_is_written() {
         .await;
     assert_eq!(archived.status, 200, "{}", archived.json);
     assert_eq!(archived.json["active"], false);
+}
+
+/// A plan billing tokens at 0.05 each and granting `gpt` 100 tokens a period (hard); the
+/// customer `spender` subscribed since an hour ago.
+async fn spending_customer(d: &Daemon) {
+    d.customer("spender", "USD").await;
+    meter(d).await;
+    let f = d
+        .post(
+            "/v1/features",
+            Some("feat-gpt"),
+            &json!({"key": "gpt", "name": "GPT"}),
+        )
+        .await;
+    assert_eq!(f.status, 201, "{}", f.json);
+    let p = d
+        .post(
+            "/v1/plans",
+            Some("plan-spend"),
+            &json!({"code": "s", "name": "S", "currency": "USD", "interval": "month",
+                "charges": [{"meter": "tokens", "model": "per_unit", "unit_price": "0.05"}],
+                "entitlements": [{"feature": "gpt", "type": "metered", "meter": "tokens",
+                    "limit": "100", "reset": "billing_period", "hard": true}]}),
+        )
+        .await;
+    assert_eq!(p.status, 201, "{}", p.json);
+    let s = d
+        .post(
+            "/v1/subscriptions",
+            Some("sub-spend"),
+            &json!({"customer": "spender", "plan": "s", "start_at": at(-3600)}),
+        )
+        .await;
+    assert_eq!(s.status, 201, "{}", s.json);
+}
+
+#[tokio::test]
+async fn spend_and_entitlement_alerts_fire_once_in_the_write_that_crosses_them() {
+    let d = Daemon::start().await;
+    spending_customer(&d).await;
+    let spend = create_alert(
+        &d,
+        "alert-spend",
+        json!({"type": "spend_exceeded", "thresholds": [300, 500]}),
+    )
+    .await;
+    let quota = create_alert(
+        &d,
+        "alert-quota",
+        json!({"type": "entitlement_exhausted", "customer": "spender", "feature": "gpt",
+            "thresholds": ["80", "100"]}),
+    )
+    .await;
+    let shown = d.get(&format!("/v1/alerts/{quota}")).await;
+    assert_eq!(
+        shown.json["feature"]
+            .as_str()
+            .map(|f| f.starts_with("feat_")),
+        Some(true)
+    );
+    assert_eq!(shown.json["thresholds"], json!(["80", "100"]));
+
+    usage(&d, "spender", "s1", 50).await; // 2.50 spent, 50 % used
+    assert!(firings(&d, &spend).await.is_empty());
+    assert!(firings(&d, &quota).await.is_empty());
+    usage(&d, "spender", "s2", 30).await; // 4.00, 80 %
+    let q = firings(&d, &quota).await;
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!(q[0]["threshold"], "80");
+    assert_eq!(q[0]["value"], "80");
+    let s = firings(&d, &spend).await;
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!(s[0]["threshold"], 300);
+    assert_eq!(s[0]["value"], 400);
+    assert_eq!(s[0]["currency"], "USD");
+    usage(&d, "spender", "s3", 30).await; // 5.50, 110 %
+    let q = firings(&d, &quota).await;
+    assert_eq!(q.len(), 2, "{q:?}");
+    assert_eq!(q[1]["threshold"], "100");
+    assert_eq!(q[1]["value"], "100");
+    assert_eq!(firings(&d, &spend).await.len(), 2);
+    // Nothing fires twice in the period, and each firing was announced once.
+    usage(&d, "spender", "s4", 10).await;
+    assert_eq!(firings(&d, &quota).await.len(), 2);
+    assert_eq!(firings(&d, &spend).await.len(), 2);
+    assert_eq!(notifications(&d, "alert.triggered").await.len(), 4);
+    // The check agrees: the hard limit is reached.
+    let check = d.get("/v1/customers/spender/entitlements/gpt").await;
+    assert_eq!(check.json["has_access"], false, "{}", check.json);
+}
+
+#[tokio::test]
+async fn spend_and_entitlement_alerts_refuse_what_does_not_belong_to_them() {
+    let d = Daemon::start().await;
+    spending_customer(&d).await;
+    let cases = [
+        (json!({"type": "spend_exceeded"}), "thresholds"),
+        (
+            json!({"type": "spend_exceeded", "thresholds": ["1.5"]}),
+            "thresholds.0",
+        ),
+        (
+            json!({"type": "spend_exceeded", "thresholds": [5], "meter": "tokens"}),
+            "meter",
+        ),
+        (
+            json!({"type": "spend_exceeded", "thresholds": [5], "currency": "usd"}),
+            "currency",
+        ),
+        (json!({"type": "entitlement_exhausted"}), "feature"),
+        (
+            json!({"type": "entitlement_exhausted", "feature": "nope"}),
+            "feature",
+        ),
+        (
+            json!({"type": "entitlement_exhausted", "feature": "gpt", "thresholds": ["1001"]}),
+            "thresholds.0",
+        ),
+        (
+            json!({"type": "entitlement_exhausted", "feature": "gpt", "thresholds": ["90", "80"]}),
+            "thresholds.1",
+        ),
+        (
+            json!({"type": "entitlement_exhausted", "feature": "gpt", "currency": "USD"}),
+            "currency",
+        ),
+        (
+            json!({"type": "usage_exceeded", "meter": "tokens", "thresholds": ["1"], "feature": "gpt"}),
+            "feature",
+        ),
+    ];
+    for (i, (body, field)) in cases.iter().enumerate() {
+        let r = d.post("/v1/alerts", Some(&format!("bad-{i}")), body).await;
+        r.assert_problem(422, "validation_failed");
+        assert_eq!(r.fields(), vec![field.to_string()], "{body}: {}", r.json);
+    }
+    let list = d.get("/v1/alerts").await;
+    assert_eq!(list.json["data"].as_array().map(Vec::len), Some(0));
 }
