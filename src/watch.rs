@@ -25,13 +25,29 @@ use crate::store::{StoreError, Watcher};
 /// customers' next change.
 pub const MAX_ROUNDS: usize = 4;
 
-/// A customer's usage changed: which meters, and the latest command time that changed it.
+/// A customer's usage changed: which meters, the latest command time that changed it, and the
+/// first and last event timestamps counted (a backdated event changes an earlier window).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UsageTouch {
     /// The meters whose usage changed.
     pub meters: BTreeSet<Id>,
     /// The latest time of the commands that changed it.
     pub at_ms: i64,
+    /// The earliest and latest timestamps of the events counted.
+    pub span_ms: (i64, i64),
+}
+
+impl UsageTouch {
+    /// The instants whose windows the change may have moved: the write's time and the first
+    /// and last event timestamps, each once, in order. A batch spanning more than two windows
+    /// of one customer (a backfill) has its middle windows evaluated by later writes into
+    /// them only.
+    pub fn instants(&self) -> Vec<i64> {
+        let mut out = vec![self.span_ms.0, self.span_ms.1, self.at_ms];
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
 }
 
 /// What one round evaluates, deduplicated per customer.
@@ -49,9 +65,17 @@ impl Touches {
             let key = (n.tenant, n.customer);
             match n.what {
                 Touched::Usage { meter } => {
-                    let entry = out.usage.entry(key).or_default();
+                    let entry = out.usage.entry(key).or_insert_with(|| UsageTouch {
+                        meters: BTreeSet::new(),
+                        at_ms: n.at_ms,
+                        span_ms: n.span_ms,
+                    });
                     entry.meters.insert(meter);
                     entry.at_ms = entry.at_ms.max(n.at_ms);
+                    entry.span_ms = (
+                        entry.span_ms.0.min(n.span_ms.0),
+                        entry.span_ms.1.max(n.span_ms.1),
+                    );
                 }
                 Touched::Balance => {
                     let at = out.balance.entry(key).or_insert(n.at_ms);
@@ -132,6 +156,7 @@ mod tests {
             customer: Id(customer),
             what,
             at_ms,
+            span_ms: (at_ms - 1, at_ms),
         };
         let touches = Touches::from_notes(&[
             note(1, Touched::Usage { meter: Id(10) }, 5),
@@ -145,6 +170,8 @@ mod tests {
         assert_eq!(usage[0].1, Id(1));
         assert_eq!(usage[0].2.meters, BTreeSet::from([Id(10), Id(11)]));
         assert_eq!(usage[0].2.at_ms, 9);
+        assert_eq!(usage[0].2.span_ms, (2, 9));
+        assert_eq!(usage[0].2.instants(), vec![2, 9]);
         assert_eq!(touches.balances().collect::<Vec<_>>(), vec![(t, Id(2), 7)]);
         assert!(!touches.is_empty());
         assert!(Touches::from_notes(&[]).is_empty());

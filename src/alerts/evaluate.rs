@@ -61,6 +61,10 @@ impl<'p> Seen<'p> {
     }
 }
 
+/// One customer to evaluate: (tenant, customer, its alerts, the write's time, the instants
+/// whose windows the write moved).
+type Work = (TenantId, Id, Vec<Id>, i64, Vec<i64>);
+
 /// Evaluates the alerts of every customer a round of the watcher touched: their usage alerts
 /// on the meters whose usage changed, their balance alerts when their credits moved. The watch
 /// index is read first, once, so a tenant without alerts costs one range read per round.
@@ -69,7 +73,7 @@ pub fn on_touches(
     touches: &Touches,
     policy: &Policy,
 ) -> Result<(), StoreError> {
-    let mut work: Vec<(TenantId, Id, Vec<Id>, i64)> = Vec::new();
+    let mut work: Vec<Work> = Vec::new();
     {
         let watch = tx.open_table(tables::ALERT_WATCH)?;
         let mut watched: BTreeMap<(TenantId, bool), bool> = BTreeMap::new();
@@ -90,18 +94,18 @@ pub fn on_touches(
                 ids.extend(index::usage_alerts(&watch, tenant, *meter, customer)?);
             }
             ids.extend(index::any_usage_alerts(&watch, tenant, customer)?);
-            work.push((tenant, customer, ids, usage.at_ms));
+            work.push((tenant, customer, ids, usage.at_ms, usage.instants()));
         }
         for (tenant, customer, at_ms) in touches.balances() {
             if !watches(tenant, true)? {
                 continue;
             }
             let ids = index::balance_alerts(&watch, tenant, customer)?;
-            work.push((tenant, customer, ids, at_ms));
+            work.push((tenant, customer, ids, at_ms, vec![at_ms]));
         }
     }
-    for (tenant, customer, ids, at_ms) in work {
-        evaluate_ids(tx, tenant, customer, &ids, at_ms, policy)?;
+    for (tenant, customer, ids, at_ms, instants) in work {
+        evaluate_ids(tx, tenant, customer, &ids, at_ms, &instants, policy)?;
     }
     Ok(())
 }
@@ -112,19 +116,31 @@ fn evaluate_ids(
     customer: Id,
     ids: &[Id],
     at_ms: i64,
+    instants: &[i64],
     policy: &Policy,
 ) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
-    let mut seen = Seen::new(policy);
+    let mut alerts = Vec::with_capacity(ids.len());
     for id in ids {
-        let alert = super::load(&tx.open_table(tables::ALERTS)?, tenant, *id)?;
-        match alert {
-            Some(alert) if alert.archived_at_ms.is_none() => {
-                evaluate(tx, tenant, &alert, customer, at_ms, &mut seen)?;
-            }
+        match super::load(&tx.open_table(tables::ALERTS)?, tenant, *id)? {
+            Some(alert) if alert.archived_at_ms.is_none() => alerts.push(alert),
             _ => {}
+        }
+    }
+    // Each instant's windows: the write's own, and those of backdated (or future-stamped)
+    // events. Balances and drafts have no instant of their own: once, at the write's time.
+    for &instant in instants {
+        let mut seen = Seen::new(policy);
+        for alert in &alerts {
+            let per_instant = matches!(
+                alert.kind,
+                AlertKind::UsageExceeded { .. } | AlertKind::EntitlementExhausted { .. }
+            );
+            if per_instant || instant == at_ms {
+                evaluate(tx, tenant, alert, customer, at_ms, instant, &mut seen)?;
+            }
         }
     }
     Ok(())
@@ -139,18 +155,38 @@ pub fn one_alert(
     at_ms: i64,
     policy: &Policy,
 ) -> Result<(), StoreError> {
-    evaluate(tx, tenant, alert, customer, at_ms, &mut Seen::new(policy))
+    evaluate(
+        tx,
+        tenant,
+        alert,
+        customer,
+        at_ms,
+        at_ms,
+        &mut Seen::new(policy),
+    )
 }
 
+/// Evaluates one alert for one customer: its values at `instant` (whose windows they belong
+/// to) against its thresholds; firings carry the write's time `at_ms`.
+#[allow(clippy::too_many_arguments)]
 fn evaluate(
     tx: &WriteTransaction,
     tenant: TenantId,
     alert: &Alert,
     customer: Id,
     at_ms: i64,
+    instant: i64,
     seen: &mut Seen<'_>,
 ) -> Result<(), StoreError> {
-    let Some(observed) = current_value(tx, tenant, alert, customer, at_ms, seen)? else {
+    if let AlertKind::SpendExceeded { .. } = alert.kind {
+        for observed in spend(tx, tenant, alert, customer, at_ms, seen)? {
+            if let Some(window) = observed.window {
+                fire_in_window(tx, tenant, alert, customer, &observed, window, at_ms)?;
+            }
+        }
+        return Ok(());
+    }
+    let Some(observed) = current_value(tx, tenant, alert, customer, instant, seen)? else {
         return Ok(());
     };
     match observed.window {
@@ -159,7 +195,8 @@ fn evaluate(
     }
 }
 
-/// The one place each alert type's value is read.
+/// The one place each alert type's value at `at_ms` is read (spend, which has one value per
+/// billing period, is [`spend`]).
 fn current_value(
     tx: &WriteTransaction,
     tenant: TenantId,
@@ -187,7 +224,7 @@ fn current_value(
                 currency: None,
             }))
         }
-        AlertKind::SpendExceeded { .. } => spend(tx, tenant, alert, customer, at_ms, seen),
+        AlertKind::SpendExceeded { .. } => Ok(None),
         AlertKind::EntitlementExhausted { feature } => {
             entitlement_used(tx, tenant, customer, *feature, at_ms)
         }
@@ -212,8 +249,10 @@ fn current_value(
     }
 }
 
-/// `spend_exceeded`: the customer's current-period drafts in the watched currency (the
-/// upcoming invoice's amount so far, before tax), in the customer's billing period.
+/// `spend_exceeded`: per billing period, the amount of the customer's drafts of that period in
+/// the watched currency (the upcoming invoices' amounts so far, before tax). Subscriptions on
+/// the same period add up; each period is its own window, so a subscription whose period rolls
+/// over starts afresh while another's continues.
 fn spend(
     tx: &WriteTransaction,
     tenant: TenantId,
@@ -221,24 +260,30 @@ fn spend(
     customer: Id,
     at_ms: i64,
     seen: &mut Seen<'_>,
-) -> Result<Option<Observed>, StoreError> {
-    let Some(window) = usage_window(tx, tenant, customer, at_ms, seen)? else {
-        return Ok(None);
-    };
+) -> Result<Vec<Observed>, StoreError> {
     let Some(currency) = watched_currency(tx, tenant, alert, customer, seen)? else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     let drafts = match seen.drafts.take() {
         Some(d) => d,
         None => draft::of_customer(tx, tenant, customer, at_ms, seen.policy)?,
     };
-    let amount = draft::amount_minor(&drafts, &currency);
+    let mut per_period: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+    for d in drafts.iter().flatten().filter(|d| d.currency == currency) {
+        let sum = per_period
+            .entry((d.period.start_ms, d.period.end_ms))
+            .or_insert(0);
+        *sum = sum.saturating_add(d.amount_minor);
+    }
     seen.drafts = Some(drafts);
-    Ok(Some(Observed {
-        value: Decimal::from(amount),
-        window: Some(window),
-        currency: Some(currency),
-    }))
+    Ok(per_period
+        .into_iter()
+        .map(|((start_ms, end_ms), amount)| Observed {
+            value: Decimal::from(amount),
+            window: Some(Window { start_ms, end_ms }),
+            currency: Some(currency.clone()),
+        })
+        .collect())
 }
 
 /// `entitlement_exhausted`: the percentage of a metered entitlement's allowance (limit plus

@@ -165,15 +165,23 @@ proptest! {
             }
             ingest(&store, now, &events);
             all.extend(events.iter().copied());
-            let window = calendar_month(now).expect("window");
-            let usage: i64 = all
-                .iter()
-                .filter(|(ts, _)| window.start_ms <= *ts && *ts < window.end_ms)
-                .map(|(_, v)| v)
-                .sum();
-            for (i, t) in thresholds.iter().enumerate() {
-                if usage >= *t {
-                    expected.entry((window.start_ms, i as u8)).or_insert(Decimal::from(usage));
+            // The windows of the write's time and of its first and last event timestamps.
+            let first = events.iter().map(|e| e.0).min().expect("events");
+            let last = events.iter().map(|e| e.0).max().expect("events");
+            let mut instants = vec![first, last, now];
+            instants.sort_unstable();
+            instants.dedup();
+            for instant in instants {
+                let window = calendar_month(instant).expect("window");
+                let usage: i64 = all
+                    .iter()
+                    .filter(|(ts, _)| window.start_ms <= *ts && *ts < window.end_ms)
+                    .map(|(_, v)| v)
+                    .sum();
+                for (i, t) in thresholds.iter().enumerate() {
+                    if usage >= *t {
+                        expected.entry((window.start_ms, i as u8)).or_insert(Decimal::from(usage));
+                    }
                 }
             }
         }
@@ -380,4 +388,190 @@ proptest! {
         prop_assert_eq!(notifications_of(&store, "alert.triggered"), fires.iter().sum::<usize>());
         prop_assert_eq!(notifications_of(&store, "credit_balance.recovered"), recoveries.iter().sum::<usize>());
     }
+}
+
+#[test]
+fn a_backdated_event_fires_in_the_window_it_falls_in() {
+    let (_dir, store, customer) = store();
+    let meter = sum_meter(&store);
+    let a = alert(
+        Some(customer),
+        AlertKind::UsageExceeded { meter: meter.id },
+        &[10],
+    );
+    create(&store, &a);
+    // 2027-02-01T00:00:00Z = START_MS + 2 days; received 30 s after midnight, timestamped 1 min before.
+    let feb = START_MS + 48 * HOUR_MS;
+    ingest(&store, feb + 30_000, &[(feb - 60_000, 15)]);
+    let got = firings(&store, a.id);
+    assert_eq!(
+        got.len(),
+        1,
+        "January usage reached 15 >= 10 but fired: {got:?}"
+    );
+}
+
+#[test]
+fn usage_after_a_subscription_ended_does_not_fire_the_same_usage_again() {
+    use crate::billing::period::Interval;
+    use crate::billing::plan::{CreatePlan, Plan};
+    use crate::billing::subscription::{CreateSubscription, Subscription};
+    let (_dir, store, customer) = store();
+    let meter = sum_meter(&store);
+    let plan = Plan {
+        id: Id::generate(),
+        code: "m".into(),
+        name: "M".into(),
+        currency: "USD".into(),
+        interval: Interval::Month,
+        interval_count: 1,
+        fixed_fee: None,
+        charges: Vec::new(),
+        created_at_ms: START_MS,
+        bill_usage_in_trial: false,
+        threshold_minor: None,
+        minimum_minor: None,
+        version: 1,
+        previous_version: None,
+    };
+    let plan_id = plan.id;
+    store
+        .apply_one(CreatePlan {
+            tenant: TENANT,
+            plan,
+        })
+        .expect("store")
+        .expect("plan");
+    // Anchored 2027-01-30; it ends 2027-01-31 (a cancellation).
+    let mut sub = Subscription::new(
+        Id::generate(),
+        customer,
+        plan_id,
+        START_MS,
+        START_MS,
+        START_MS,
+    );
+    sub.ends_at_ms = Some(START_MS + 24 * HOUR_MS);
+    store
+        .apply_one(CreateSubscription {
+            tenant: TENANT,
+            subscription: sub,
+        })
+        .expect("store")
+        .expect("subscription");
+    let a = alert(
+        Some(customer),
+        AlertKind::UsageExceeded { meter: meter.id },
+        &[100],
+    );
+    create(&store, &a);
+    ingest(&store, START_MS + HOUR_MS, &[(START_MS + HOUR_MS, 150)]);
+    assert_eq!(firings(&store, a.id).len(), 1);
+    // After the end: one more unit, same calendar month.
+    ingest(
+        &store,
+        START_MS + 26 * HOUR_MS,
+        &[(START_MS + 26 * HOUR_MS, 1)],
+    );
+    let got = firings(&store, a.id);
+    assert_eq!(
+        got.len(),
+        1,
+        "the same 150 units fired twice: {:#?}",
+        got.iter()
+            .map(|f| (f.window_start_ms, f.window_end_ms, f.value.0))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn spend_fires_once_per_billing_period_of_its_subscriptions() {
+    use crate::billing::period::Interval;
+    use crate::billing::plan::{Charge, CreatePlan, Plan};
+    use crate::billing::pricing::Model;
+    use crate::billing::subscription::{CreateSubscription, Subscription};
+    let (_dir, store, customer) = store();
+    let meter = sum_meter(&store);
+    let mk = |code: &str, charges: Vec<Charge>| Plan {
+        id: Id::generate(),
+        code: code.into(),
+        name: code.into(),
+        currency: "USD".into(),
+        interval: Interval::Month,
+        interval_count: 1,
+        fixed_fee: None,
+        charges,
+        created_at_ms: START_MS - 40 * 24 * HOUR_MS,
+        bill_usage_in_trial: false,
+        threshold_minor: None,
+        minimum_minor: None,
+        version: 1,
+        previous_version: None,
+    };
+    let base = mk("base", Vec::new());
+    let usage_plan = mk(
+        "usage",
+        vec![Charge {
+            meter: meter.id,
+            model: Model::PerUnit {
+                unit_price: Stored(Decimal::ONE),
+            },
+            free_units: Stored(Decimal::ZERO),
+        }],
+    );
+    let (b, u) = (base.id, usage_plan.id);
+    store
+        .apply_one(CreatePlan {
+            tenant: TENANT,
+            plan: base,
+        })
+        .expect("s")
+        .expect("p");
+    store
+        .apply_one(CreatePlan {
+            tenant: TENANT,
+            plan: usage_plan,
+        })
+        .expect("s")
+        .expect("p");
+    // Oldest: anchored 2027-01-01. Second: anchored 2027-01-15.
+    let jan1 = START_MS - 29 * 24 * HOUR_MS;
+    let jan15 = START_MS - 15 * 24 * HOUR_MS;
+    let s1 = Subscription::new(Id::generate(), customer, b, jan1, jan1, jan1);
+    store
+        .apply_one(CreateSubscription {
+            tenant: TENANT,
+            subscription: s1,
+        })
+        .expect("s")
+        .expect("sub");
+    let s2 = Subscription::new(Id::generate(), customer, u, jan15, jan15, jan15);
+    store
+        .apply_one(CreateSubscription {
+            tenant: TENANT,
+            subscription: s2,
+        })
+        .expect("s")
+        .expect("sub");
+    let a = alert(
+        Some(customer),
+        AlertKind::SpendExceeded { currency: None },
+        &[5000],
+    );
+    create(&store, &a);
+    ingest(&store, START_MS, &[(START_MS, 60)]);
+    let first = firings(&store, a.id);
+    assert_eq!(first.len(), 1, "{first:?}");
+    // 2027-02-02: the usage subscription's period (Jan 15 - Feb 15) still holds the same 60.
+    let feb2 = START_MS + 3 * 24 * HOUR_MS;
+    ingest(&store, feb2, &[(feb2, 1)]);
+    let got = firings(&store, a.id);
+    assert_eq!(
+        got.len(),
+        1,
+        "fired again for the same spend: {:#?}",
+        got.iter()
+            .map(|f| (f.window_start_ms, f.value.0))
+            .collect::<Vec<_>>()
+    );
 }

@@ -48,6 +48,9 @@ pub fn usage_window(
     let lo = keys::tenant_id(tenant, customer).to_vec();
     let mut hi = lo.clone();
     hi.extend_from_slice(&[0xFF; 17]);
+    // The latest end of a subscription at or before the instant: usage after it counts from
+    // there, never again from the start of a month a period already counted.
+    let mut ended_ms: Option<i64> = None;
     for entry in by_customer.range::<&[u8]>(lo.as_slice()..hi.as_slice())? {
         let (key, _) = entry?;
         let Some(id) = key
@@ -62,6 +65,9 @@ pub fn usage_window(
         else {
             continue;
         };
+        if let Some(end) = sub.ends_at_ms.filter(|end| *end <= at_ms) {
+            ended_ms = Some(ended_ms.map_or(end, |e| e.max(end)));
+        }
         let Some(plan) = crate::billing::plan::load(plans, tenant, sub.plan_at(at_ms))? else {
             continue;
         };
@@ -72,7 +78,10 @@ pub fn usage_window(
             }));
         }
     }
-    Ok(calendar_month(at_ms))
+    Ok(calendar_month(at_ms).map(|month| Window {
+        start_ms: ended_ms.map_or(month.start_ms, |end| end.max(month.start_ms)),
+        end_ms: month.end_ms,
+    }))
 }
 
 #[cfg(test)]

@@ -520,6 +520,7 @@ fn apply_one(
             customer,
             what: Touched::Usage { meter: meter.id },
             at_ms: now_ms,
+            span_ms: (event.timestamp_ms, event.timestamp_ms),
         });
     }
     Ok(Status::Accepted { id: event.id, late })

@@ -269,6 +269,7 @@ fn note_credit_balances(tenant: TenantId, now_ms: i64, postings: &[Posting]) {
                 customer,
                 what: Touched::Balance,
                 at_ms: now_ms,
+                span_ms: (now_ms, now_ms),
             });
         }
     }

@@ -23,9 +23,11 @@ fn err(e: impl std::fmt::Display) -> Violation {
 /// Creates a usage or balance alert, or sends one event for each customer and checks at once
 /// that every usage threshold crossed now has its firing.
 pub fn step(world: &mut World, note: &mut String) -> Result<(), Violation> {
-    match world.rng.below(10) {
+    match world.rng.below(12) {
         0..=2 => create_usage(world, note),
         3..=4 => create_balance(world, note),
+        5 => create_spend(world, note),
+        6 => create_quota(world, note),
         _ => touch_and_check(world, note),
     }
 }
@@ -118,6 +120,127 @@ fn create_balance(world: &mut World, note: &mut String) -> Result<(), Violation>
     create(world, alert, note)
 }
 
+fn create_spend(world: &mut World, note: &mut String) -> Result<(), Violation> {
+    let now = world.now();
+    let alert = Alert {
+        id: Id::generate_at(now),
+        customer: customer(world),
+        kind: AlertKind::SpendExceeded { currency: None },
+        thresholds: thresholds(world, 4, 40),
+        name: None,
+        created_at_ms: now,
+        archived_at_ms: None,
+    };
+    create(world, alert, note)
+}
+
+/// An `entitlement_exhausted` alert on the simulation's metered feature, once it exists.
+fn create_quota(world: &mut World, note: &mut String) -> Result<(), Violation> {
+    let Some(feature) = super::entitlements::feature_id(world)? else {
+        note.push_str("no feature yet");
+        return Ok(());
+    };
+    let now = world.now();
+    let alert = Alert {
+        id: Id::generate_at(now),
+        customer: customer(world),
+        kind: AlertKind::EntitlementExhausted { feature },
+        thresholds: thresholds(world, 3, 60),
+        name: None,
+        created_at_ms: now,
+        archived_at_ms: None,
+    };
+    create(world, alert, note)
+}
+
+/// A spend or entitlement alert's values for `customer` now, each with its window start:
+/// recomputed from a read snapshot, independently of the watcher.
+fn recomputed(
+    world: &World,
+    alert: &Alert,
+    customer: Id,
+    now: i64,
+) -> Result<Vec<(Decimal, i64)>, Violation> {
+    let tx = world.read()?;
+    match alert.kind {
+        AlertKind::SpendExceeded { .. } => {
+            let drafts = crate::billing::draft::of_customer(
+                &*tx,
+                world.tenant,
+                customer,
+                now,
+                &super::ops::POLICY,
+            )
+            .map_err(err)?;
+            let mut per_period: BTreeMap<i64, i64> = BTreeMap::new();
+            for d in drafts.iter().flatten() {
+                *per_period.entry(d.period.start_ms).or_insert(0) += d.amount_minor;
+            }
+            Ok(per_period
+                .into_iter()
+                .map(|(start, amount)| (Decimal::from(amount), start))
+                .collect())
+        }
+        AlertKind::EntitlementExhausted { feature } => {
+            let tables = crate::entitlements::check::ReadTables::open(&tx).map_err(err)?;
+            let answer =
+                crate::entitlements::check::check(&tables, world.tenant, customer, feature, now)
+                    .map_err(err)?;
+            let Some(m) = answer.and_then(|a| a.metered) else {
+                return Ok(Vec::new());
+            };
+            let allowance = m.usage + m.remaining;
+            let share = if m.usage >= allowance {
+                Decimal::ONE_HUNDRED
+            } else {
+                m.usage * Decimal::ONE_HUNDRED / allowance
+            };
+            Ok(vec![(share, m.window.start_ms)])
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Every spend and entitlement threshold crossed now has its firing in its window.
+fn check_derived(world: &World, alerts: &[Alert], now: i64) -> Result<usize, Violation> {
+    let mut checked = 0;
+    for alert in alerts.iter().filter(|a| a.archived_at_ms.is_none()) {
+        for customer in &world.model.customers {
+            if alert.customer.is_some_and(|c| c != *customer) {
+                continue;
+            }
+            for (value, start_ms) in recomputed(world, alert, *customer, now)? {
+                for (i, t) in alert.thresholds.iter().enumerate() {
+                    if !alert.crossed(value, t.0) {
+                        continue;
+                    }
+                    checked += 1;
+                    let identity = firing::identity(
+                        world.tenant,
+                        alert.id,
+                        *customer,
+                        start_ms,
+                        u8::try_from(i).unwrap_or(u8::MAX),
+                    );
+                    let tx = world.read()?;
+                    let keys = tx.open_table(tables::ALERT_FIRING_KEYS).map_err(err)?;
+                    if keys.get(identity.as_slice()).map_err(err)?.is_none() {
+                        return Err(format!(
+                            "alert {} ({}) for {}: value {value} crossed threshold {} in the window from {} without a firing",
+                            alert.id.display(crate::alerts::PREFIX),
+                            alert.kind.as_str(),
+                            customer.display(crate::customers::PREFIX),
+                            t.0,
+                            crate::clock::rfc3339(start_ms)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(checked)
+}
+
 fn touch_and_check(world: &mut World, note: &mut String) -> Result<(), Violation> {
     let now = world.now();
     let mut events = Vec::new();
@@ -199,7 +322,11 @@ fn touch_and_check(world: &mut World, note: &mut String) -> Result<(), Violation
             }
         }
     }
-    note.push_str(&format!("; {checked} crossed thresholds have their firing"));
+    drop((firing_keys, usage_tables, tx));
+    let derived = check_derived(world, &alerts, now)?;
+    note.push_str(&format!(
+        "; {checked} crossed usage thresholds and {derived} spend or entitlement thresholds have their firing"
+    ));
     Ok(())
 }
 

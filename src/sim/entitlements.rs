@@ -257,3 +257,11 @@ pub fn check(world: &World) -> Result<(), Violation> {
     }
     Ok(())
 }
+
+/// The simulation's metered feature, once a step created it.
+pub fn feature_id(world: &World) -> Result<Option<Id>, Violation> {
+    let tx = world.read()?;
+    Ok(feature::find(&tx, world.tenant, FEATURE)
+        .map_err(|e| e.to_string())?
+        .map(|f| f.id))
+}

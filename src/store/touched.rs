@@ -40,6 +40,9 @@ pub struct Touch {
     /// The instant of the command that changed it (its receipt or effect time), never a clock
     /// read by the writer, so evaluation is reproducible.
     pub at_ms: i64,
+    /// The instants the change concerns, first and last: the timestamps of the events counted
+    /// (a backdated event changes an earlier window), or `at_ms` twice for a balance.
+    pub span_ms: (i64, i64),
 }
 
 /// The most notes one transaction keeps: past it, further notes are dropped and counted, so a
@@ -51,16 +54,24 @@ thread_local! {
     static NOTES: RefCell<Option<Vec<Touch>>> = const { RefCell::new(None) };
 }
 
-/// Records a change, if this thread is collecting. Consecutive equal notes (the events of one
-/// customer in a batch) are kept once.
+/// Records a change, if this thread is collecting. Consecutive notes of one customer and
+/// subject (the events of one customer in a batch) are kept as one, their times merged.
 pub fn note(touch: Touch) {
     NOTES.with(|notes| {
         let mut notes = notes.borrow_mut();
         let Some(list) = notes.as_mut() else {
             return;
         };
-        if list.last() == Some(&touch) {
-            return;
+        if let Some(last) = list.last_mut() {
+            if (last.tenant, last.customer, last.what) == (touch.tenant, touch.customer, touch.what)
+            {
+                last.at_ms = last.at_ms.max(touch.at_ms);
+                last.span_ms = (
+                    last.span_ms.0.min(touch.span_ms.0),
+                    last.span_ms.1.max(touch.span_ms.1),
+                );
+                return;
+            }
         }
         if list.len() >= MAX_NOTES {
             metrics::counter!("tally_watch_notes_dropped_total").increment(1);
@@ -102,6 +113,7 @@ mod tests {
             customer: Id(customer),
             what: Touched::Balance,
             at_ms: 5,
+            span_ms: (5, 5),
         }
     }
 
@@ -115,6 +127,13 @@ mod tests {
         note(touch(2));
         note(touch(1));
         assert_eq!(take(), vec![touch(1), touch(2), touch(1)]);
+        let mut early = touch(3);
+        early.span_ms = (1, 1);
+        note(touch(3));
+        note(early);
+        let mut merged = touch(3);
+        merged.span_ms = (1, 5);
+        assert_eq!(take(), vec![merged], "times of one subject merge");
         note(touch(3));
         assert_eq!(take(), vec![touch(3)], "collecting continues after a take");
         begin();

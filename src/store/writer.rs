@@ -298,8 +298,8 @@ enum Applied {
     Failed(StoreError),
     /// The run of commands `start..end` panicked; the transaction holds partial writes.
     Panicked { start: usize, end: usize },
-    /// Every command applied, then the watcher panicked; the transaction holds its partial
-    /// writes.
+    /// Every command applied, then the watcher panicked (or met inconsistent data); the
+    /// transaction holds its partial writes.
     WatcherPanicked,
 }
 
@@ -307,7 +307,13 @@ enum Applied {
 fn watch_batch(store: &Store, tx: &WriteTransaction) -> Applied {
     match catch_unwind(AssertUnwindSafe(|| store.watch(tx))) {
         Ok(Ok(())) => Applied::All,
-        Ok(Err(e)) => Applied::Failed(e),
+        Ok(Err(e @ (StoreError::Storage(_) | StoreError::Reopening))) => Applied::Failed(e),
+        // Inconsistent or undecodable data met while evaluating is one customer's problem, not
+        // every writer's: the batch commits without the evaluation, as after a panic.
+        Ok(Err(error)) => {
+            tracing::error!(%error, "the watcher failed");
+            Applied::WatcherPanicked
+        }
         Err(_) => Applied::WatcherPanicked,
     }
 }
@@ -656,6 +662,7 @@ mod watcher_tests {
                 customer: Id(self.customer),
                 what: Touched::Balance,
                 at_ms: 1,
+                span_ms: (1, 1),
             });
             tx.open_table(tables::META)?
                 .insert(self.key, [1u8].as_slice())?;
@@ -663,7 +670,8 @@ mod watcher_tests {
         }
     }
 
-    /// Records how many touches it saw; mode 1 panics after writing, mode 2 fails.
+    /// Records how many touches it saw; mode 1 panics after writing, mode 2 fails with a
+    /// storage error, mode 3 meets inconsistent data.
     struct Recorder {
         mode: AtomicU8,
     }
@@ -679,7 +687,8 @@ mod watcher_tests {
                 .insert("watched", [seen].as_slice())?;
             match self.mode.load(Ordering::SeqCst) {
                 1 => panic!("injected watcher defect"),
-                2 => Err(StoreError::Corrupt("injected".into())),
+                2 => Err(StoreError::Reopening),
+                3 => Err(StoreError::Corrupt("injected".into())),
                 _ => Ok(()),
             }
         }
@@ -738,6 +747,26 @@ mod watcher_tests {
             .await;
         assert_eq!(a, Ok(()));
         assert!(handle.is_healthy());
+        drop(handle);
+        join.join().expect("writer exits");
+        assert_eq!(meta(&store, "a"), Some(vec![1]), "the batch committed");
+        assert_eq!(
+            meta(&store, "watched"),
+            None,
+            "the watcher's writes did not"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn inconsistent_data_in_the_watcher_loses_its_evaluation_not_the_batch() {
+        let (_dir, store, handle, join) = start(3);
+        let a = handle
+            .submit(Touching {
+                key: "a",
+                customer: 1,
+            })
+            .await;
+        assert_eq!(a, Ok(()));
         drop(handle);
         join.join().expect("writer exits");
         assert_eq!(meta(&store, "a"), Some(vec![1]), "the batch committed");
