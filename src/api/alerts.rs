@@ -455,17 +455,21 @@ pub async fn create(
     key: IdempotencyKey,
     body: JsonBody<CreateAlertRequest>,
 ) -> Result<Response, ApiError> {
-    let key = key.required()?;
+    let request = idempotent::Request {
+        tenant,
+        key: key.required()?,
+        method: "POST",
+        path: "/v1/alerts",
+        canonical_body: &body.canonical,
+    };
+    // Its customer, meter or feature may be gone or archived by the time a retry arrives.
+    if let Some(replayed) = idempotent::replay(&state, &request)? {
+        return Ok(replayed);
+    }
     let alert = build(&state, tenant, &body.value)?;
     idempotent::run(
         &state,
-        idempotent::Request {
-            tenant,
-            key,
-            method: "POST",
-            path: "/v1/alerts",
-            canonical_body: &body.canonical,
-        },
+        request,
         CreateAlert {
             tenant,
             alert,

@@ -99,6 +99,19 @@ pub async fn execute<C: Command>(
     }
 }
 
+/// The stored answer for this request when its key already has one. Handlers whose checks read
+/// state that can change after the first execution (a reference archived since) ask first, so
+/// a retry replays its answer instead of failing those checks.
+pub fn replay(state: &AppState, request: &Request<'_>) -> Result<Option<Response>, ApiError> {
+    let fingerprint =
+        crate::identity::fingerprint(request.method, request.path, request.canonical_body);
+    match answer_from_snapshot(state, request, &fingerprint, crate::clock::now_ms())? {
+        Some(Ok(answer)) => Ok(Some(respond(answer.stored, answer.replayed))),
+        Some(Err(e)) => Err(e),
+        None => Ok(None),
+    }
+}
+
 /// The answer a stored record gives (a replay or a mismatch), or `None` when there is none yet.
 /// The writer checks again inside its transaction, so a stale snapshot is harmless.
 fn answer_from_snapshot(

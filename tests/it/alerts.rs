@@ -543,3 +543,27 @@ async fn spend_and_entitlement_alerts_refuse_what_does_not_belong_to_them() {
     let list = d.get("/v1/alerts").await;
     assert_eq!(list.json["data"].as_array().map(Vec::len), Some(0));
 }
+
+#[tokio::test]
+async fn a_retried_alert_replays_after_its_feature_was_archived() {
+    let d = Daemon::start().await;
+    spending_customer(&d).await;
+    let body = json!({"type": "entitlement_exhausted", "feature": "gpt"});
+    let first = d.post("/v1/alerts", Some("quota-once"), &body).await;
+    assert_eq!(first.status, 201, "{}", first.json);
+    let feature = d.get("/v1/features/gpt").await;
+    let id = feature.json["id"].as_str().expect("id").to_string();
+    let archived = d
+        .post(
+            &format!("/v1/features/{id}/archive"),
+            Some("archive-gpt"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(archived.status, 200, "{}", archived.json);
+    let again = d.post("/v1/alerts", Some("quota-once"), &body).await;
+    assert_eq!(again.status, 201, "{}", again.json);
+    assert_eq!(again.json["id"], first.json["id"]);
+    let fresh = d.post("/v1/alerts", Some("quota-new"), &body).await;
+    fresh.assert_problem(422, "validation_failed");
+}
