@@ -13,7 +13,8 @@
 //! when any of them is enabled (boolean is "any"), metered limits add up, the limit is hard only
 //! when every combined entitlement is hard (a soft one promises access), and a `static` config
 //! is the oldest enabled subscription's. Entitlements of another type are left out. A
-//! `billing_period` window is the period of the oldest combined subscription.
+//! `billing_period` window is the period of the oldest combined subscription whose
+//! entitlement is enabled (the same one that gives the static config).
 //!
 //! **Metered.** Usage is the meter's quantity for the customer over the reset window containing
 //! the instant, counting events timestamped from the window's start up to and including the
