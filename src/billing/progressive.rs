@@ -23,7 +23,8 @@ use redb::{ReadableTable, WriteTransaction};
 use rust_decimal::Decimal;
 
 use super::invoice::{
-    self, charge_key, Invoice, InvoiceError, InvoiceKind, InvoiceStatus, Line, Sources, Spec,
+    self, charge_key, interim_charge_key, Invoice, InvoiceError, InvoiceKind, InvoiceStatus, Line,
+    Sources, Spec,
 };
 use super::plan::Plan;
 use super::subscription::{self, Period, Subscription, SubscriptionStatus};
@@ -472,7 +473,7 @@ fn evaluate_period(
     if unbilled < threshold {
         return Ok(Ok(None));
     }
-    let key = charge_key(
+    let key = interim_charge_key(
         tenant,
         sub.id,
         period.start_ms,

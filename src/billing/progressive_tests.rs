@@ -515,3 +515,29 @@ fn an_interim_invoice_cannot_be_voided_once_the_period_closed_and_before_it_is_b
         assert_eq!(verify_invoice(&tx, TENANT, &inv).expect("verify"), Ok(()));
     }
 }
+
+/// A period closed in the very millisecond an interim invoice of it was issued still gets its
+/// closing invoice: the two never share a charge key.
+#[test]
+fn a_cancellation_in_the_millisecond_of_an_interim_invoice_still_closes_the_period() {
+    let at = T0 + 2000;
+    let w = world(Some(100));
+    ingest(&w, &[(1, T0 + 1000, 3000, 1)]);
+    assert_eq!(evaluate(&w, at).len(), 1, "the threshold was crossed");
+    apply(&w, &Step::Cancel(at));
+    let without = world(None);
+    ingest(&without, &[(1, T0 + 1000, 3000, 1)]);
+    apply(&without, &Step::Cancel(at));
+    let all = invoices(&w);
+    assert!(
+        all.iter().any(|i| i.kind == InvoiceKind::Final),
+        "{:?}",
+        all.iter().map(|i| i.kind).collect::<Vec<_>>()
+    );
+    assert_eq!(billed(&w, &all), billed(&without, &invoices(&without)));
+    assert_eq!(per_period(&all), per_period(&invoices(&without)));
+    let tx = w.store.read().expect("read");
+    for inv in &all {
+        assert_eq!(verify_invoice(&tx, TENANT, inv).expect("verify"), Ok(()));
+    }
+}

@@ -94,7 +94,8 @@ pub const SUBSCRIPTIONS_BY_CUSTOMER: TableDefinition<&[u8], ()> =
     TableDefinition::new("subscriptions_by_customer");
 /// (tenant, invoice id) → invoice record.
 pub const INVOICES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("invoices");
-/// (tenant, subscription id, period start, period end) → invoice id: the charge key.
+/// (tenant, subscription id, period start, period end) → invoice id: the charge key (an
+/// interim invoice's ends with a kind tag, so it never answers a lookup of its period's key).
 pub const INVOICE_BY_PERIOD: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("invoice_by_period");
 /// (tenant, customer id, invoice id) → ().
