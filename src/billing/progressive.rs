@@ -345,6 +345,30 @@ pub fn interim_spec(period: Period, cutoff: u64, plans: BTreeMap<Id, Plan>) -> S
 /// every plan of its phases.
 pub type Watched = (Period, i64, Plan, BTreeMap<Id, Plan>);
 
+/// Records that a plan version of `tenant` sets a threshold (plan versions are never changed
+/// nor deleted, so the set only grows).
+pub fn mark_threshold_plan(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    plan: Id,
+) -> Result<(), StoreError> {
+    tx.open_table(tables::THRESHOLD_PLANS)?
+        .insert(keys::tenant_id(tenant, plan).as_slice(), ())?;
+    Ok(())
+}
+
+/// Whether any plan version of `tenant` sets a threshold: one range read, so a tenant without
+/// progressive billing costs the watcher nothing more.
+fn any_threshold_plan(tx: &WriteTransaction, tenant: TenantId) -> Result<bool, StoreError> {
+    let (lo, hi) = keys::tenant_range(tenant);
+    Ok(tx
+        .open_table(tables::THRESHOLD_PLANS)?
+        .range::<&[u8]>(lo.as_slice()..hi.as_slice())?
+        .next()
+        .transpose()?
+        .is_some())
+}
+
 /// The period of `sub` running at `at_ms` whose plan sets a threshold, with that threshold,
 /// the subscription's plan and every plan of its phases; `None` when nothing is watched.
 pub fn watched_period(
@@ -365,13 +389,17 @@ pub fn watched_period(
     if !(period.start_ms <= at_ms && at_ms < period.end_ms) {
         return Ok(None);
     }
-    let plans = subscription::plans_of(plans_table, tenant, sub)?;
-    let Some(threshold) = plans
-        .get(&sub.plan_at(at_ms))
-        .and_then(|p| p.threshold_minor)
-    else {
+    // The plan in effect now decides; every phase's plan is loaded only when it sets one.
+    let current = sub.plan_at(at_ms);
+    let threshold = if current == plan.id {
+        plan.threshold_minor
+    } else {
+        super::plan::load(plans_table, tenant, current)?.and_then(|p| p.threshold_minor)
+    };
+    let Some(threshold) = threshold else {
         return Ok(None);
     };
+    let plans = subscription::plans_of(plans_table, tenant, sub)?;
     Ok(Some((period, threshold, plan, plans)))
 }
 
@@ -405,6 +433,9 @@ pub fn evaluate(
     origin: &str,
 ) -> Result<Vec<Id>, StoreError> {
     let mut issued = Vec::new();
+    if !any_threshold_plan(tx, tenant)? {
+        return Ok(issued);
+    }
     let subs = subscription::of_customer_in(
         &tx.open_table(tables::SUBSCRIPTIONS_BY_CUSTOMER)?,
         &tx.open_table(tables::SUBSCRIPTIONS)?,

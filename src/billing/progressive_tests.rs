@@ -541,3 +541,47 @@ fn a_cancellation_in_the_millisecond_of_an_interim_invoice_still_closes_the_peri
         assert_eq!(verify_invoice(&tx, TENANT, inv).expect("verify"), Ok(()));
     }
 }
+
+/// Overwrites the subscription's record with bytes that do not decode.
+fn corrupt_subscription(w: &World) {
+    let db = w.store.database().expect("database");
+    let tx = db.begin_write().expect("write");
+    tx.open_table(crate::store::tables::SUBSCRIPTIONS)
+        .expect("table")
+        .insert(
+            crate::store::keys::tenant_id(TENANT, w.sub).as_slice(),
+            [0xFFu8; 3].as_slice(),
+        )
+        .expect("insert");
+    tx.commit().expect("commit");
+}
+
+/// A tenant whose plans set no threshold costs the watcher one read: it never reads the
+/// customer's subscriptions (a record it cannot decode shows it).
+#[test]
+fn a_tenant_without_thresholds_is_not_evaluated_past_one_read() {
+    let w = world(None);
+    ingest(&w, &[(1, T0 + 1000, 3000, 1)]);
+    corrupt_subscription(&w);
+    let issued = w.store.apply_one(EvaluateProgressive {
+        tenant: TENANT,
+        customer: w.customer,
+        at_ms: T0 + 2000,
+        auto_collect: None,
+        origin: "test".into(),
+    });
+    assert!(matches!(issued.as_deref(), Ok([])), "{issued:?}");
+    // With a threshold the subscription is read (and its corruption reported).
+    let w = world(Some(100));
+    corrupt_subscription(&w);
+    assert!(w
+        .store
+        .apply_one(EvaluateProgressive {
+            tenant: TENANT,
+            customer: w.customer,
+            at_ms: T0 + 2000,
+            auto_collect: None,
+            origin: "test".into(),
+        })
+        .is_err());
+}

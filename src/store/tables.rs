@@ -173,6 +173,9 @@ pub const ALERTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("alerts")
 /// (tenant, watch kind, meter id or zeros, customer id or zeros for every customer, alert id)
 /// → (): the active alerts a touched customer has, in one range read.
 pub const ALERT_WATCH: TableDefinition<&[u8], ()> = TableDefinition::new("alert_watch");
+/// (tenant, plan id) → (): the plan versions that set a threshold, so progressive billing
+/// knows with one read that nothing of a tenant is watched.
+pub const THRESHOLD_PLANS: TableDefinition<&[u8], ()> = TableDefinition::new("threshold_plans");
 /// (tenant, alert id, firing id) → firing record.
 pub const ALERT_FIRINGS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("alert_firings");
 /// (tenant, alert id, customer id, window start, threshold index) → firing id: at most one
@@ -261,6 +264,7 @@ pub const SET_TABLES: &[TableDefinition<&[u8], ()>] = &[
     WEBHOOK_ENDPOINTS_BY_TENANT,
     DISCOUNTS_BY_TARGET,
     ALERT_WATCH,
+    THRESHOLD_PLANS,
 ];
 
 /// Outbound events: (tenant, ntf id) → notification.
