@@ -83,7 +83,12 @@ impl Touches {
 /// other: progressive billing may issue an invoice that burns credits, which balance alerts
 /// and auto-recharge then see.
 pub fn evaluate(tx: &WriteTransaction, touches: &Touches, watch: &Watch) -> Result<(), StoreError> {
-    crate::billing::progressive::on_touches(tx, touches, watch.auto_collect)?;
+    crate::billing::progressive::on_touches(
+        tx,
+        touches,
+        watch.auto_collect,
+        watch.interim_min_interval_ms,
+    )?;
     crate::alerts::on_touches(tx, touches)?;
     crate::wallet::auto_recharge::on_touches(tx, touches)?;
     Ok(())
@@ -96,6 +101,9 @@ pub struct Watch {
     /// Start collecting the invoices evaluators issue (progressive billing's interim invoices)
     /// through this provider, as billing runs do (`payments.auto_collect`).
     pub auto_collect: Option<&'static str>,
+    /// The shortest time between two interim invoices of a subscription
+    /// (`billing.interim_min_interval_secs`).
+    pub interim_min_interval_ms: i64,
 }
 
 impl Watcher for Watch {

@@ -405,16 +405,32 @@ pub fn watched_period(
 
 /// The watcher's entry: evaluates every customer whose usage the batch changed, at the latest
 /// time of the commands that changed it; interim invoices with an amount due are collected
-/// through `auto_collect` like a billing run's.
+/// through `auto_collect` like a billing run's; a subscription issues at most one interim
+/// invoice per `min_interval_ms`.
 pub fn on_touches(
     tx: &WriteTransaction,
     touches: &crate::watch::Touches,
     auto_collect: Option<&'static str>,
+    min_interval_ms: i64,
 ) -> Result<(), StoreError> {
+    let rules = Rules {
+        auto_collect,
+        min_interval_ms,
+    };
     for (tenant, customer, usage) in touches.usage() {
-        evaluate(tx, tenant, customer, usage.at_ms, auto_collect, "watch")?;
+        evaluate(tx, tenant, customer, usage.at_ms, rules, "watch")?;
     }
     Ok(())
+}
+
+/// How interim invoices are issued.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rules {
+    /// Start collecting every interim invoice with an amount due through this provider.
+    pub auto_collect: Option<&'static str>,
+    /// The shortest time between two interim invoices of a subscription (not void): a crossing
+    /// sooner is left to the customer's next usage after it, or to the period's invoice.
+    pub min_interval_ms: i64,
 }
 
 /// Issues, in the caller's transaction, the interim invoice of every running period of
@@ -429,7 +445,7 @@ pub fn evaluate(
     tenant: TenantId,
     customer: Id,
     at_ms: i64,
-    auto_collect: Option<&'static str>,
+    rules: Rules,
     origin: &str,
 ) -> Result<Vec<Id>, StoreError> {
     let mut issued = Vec::new();
@@ -447,11 +463,14 @@ pub fn evaluate(
         let Some((period, threshold, plan, plans)) = watched else {
             continue;
         };
-        match evaluate_period(
-            tx, tenant, &sub, &plan, period, threshold, plans, at_ms, origin,
-        )? {
+        let watched = Watching {
+            period,
+            threshold,
+            min_interval_ms: rules.min_interval_ms,
+        };
+        match evaluate_period(tx, tenant, &sub, &plan, watched, plans, at_ms, origin)? {
             Ok(Some(inv)) => {
-                if let (Some(psp), true) = (auto_collect, inv.amount_due_minor > 0) {
+                if let (Some(psp), true) = (rules.auto_collect, inv.amount_due_minor > 0) {
                     crate::payments::payment::create_attempt(
                         tx, tenant, &inv, psp, None, at_ms, at_ms,
                     )?;
@@ -469,6 +488,13 @@ pub fn evaluate(
     Ok(issued)
 }
 
+/// A running period under a threshold, and how soon it may issue another interim invoice.
+struct Watching {
+    period: Period,
+    threshold: i64,
+    min_interval_ms: i64,
+}
+
 /// One period: the threshold check on the rollups, then the interim invoice if it is reached.
 #[allow(clippy::too_many_arguments)]
 fn evaluate_period(
@@ -476,13 +502,23 @@ fn evaluate_period(
     tenant: TenantId,
     sub: &Subscription,
     plan: &Plan,
-    period: Period,
-    threshold: i64,
+    watched: Watching,
     plans: BTreeMap<Id, Plan>,
     at_ms: i64,
     origin: &str,
 ) -> Result<Result<Option<Invoice>, InvoiceError>, StoreError> {
+    let Watching {
+        period,
+        threshold,
+        min_interval_ms,
+    } = watched;
     let earlier = to_deduct(tx, tenant, sub.id, InvoiceKind::Interim, period.start_ms)?;
+    let last_issued_ms = earlier.iter().map(|i| i.issued_at_ms).max();
+    if last_issued_ms.is_some_and(|last| at_ms < last.saturating_add(min_interval_ms)) {
+        // Too soon after the last interim invoice: a later touch (or the period's invoice)
+        // bills what accrued meanwhile.
+        return Ok(Ok(None));
+    }
     let cutoff = current_seq(&tx.open_table(tables::META)?)?;
     if earlier.iter().any(|i| i.events_through >= cutoff) {
         // No event committed since the last interim invoice: nothing new accrued.
@@ -550,8 +586,8 @@ pub struct EvaluateProgressive {
     pub customer: Id,
     /// The instant evaluated (the interim invoices' issue time).
     pub at_ms: i64,
-    /// Start collecting every interim invoice with an amount due through this provider.
-    pub auto_collect: Option<&'static str>,
+    /// How interim invoices are issued (collection, the shortest interval between them).
+    pub rules: Rules,
     /// The intent.
     pub origin: String,
 }
@@ -565,7 +601,7 @@ impl crate::store::writer::Command for EvaluateProgressive {
             self.tenant,
             self.customer,
             self.at_ms,
-            self.auto_collect,
+            self.rules,
             &self.origin,
         )
     }

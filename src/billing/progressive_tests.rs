@@ -17,7 +17,7 @@ use super::phase::Proration;
 use super::plan::{Charge, CreatePlan, FeeTiming, FixedFee, Plan};
 use super::preview;
 use super::pricing::{Model, Tier};
-use super::progressive::EvaluateProgressive;
+use super::progressive::{EvaluateProgressive, Rules};
 use super::run::{BillingRun, CancelSubscription, Policy};
 use super::subscription::{CreateSubscription, Subscription};
 use super::verify::verify_invoice;
@@ -275,7 +275,7 @@ fn evaluate(w: &World, at_ms: i64) -> Vec<Id> {
             tenant: TENANT,
             customer: w.customer,
             at_ms,
-            auto_collect: None,
+            rules: Rules::default(),
             origin: "test".into(),
         })
         .expect("evaluate")
@@ -567,7 +567,7 @@ fn a_tenant_without_thresholds_is_not_evaluated_past_one_read() {
         tenant: TENANT,
         customer: w.customer,
         at_ms: T0 + 2000,
-        auto_collect: None,
+        rules: Rules::default(),
         origin: "test".into(),
     });
     assert!(matches!(issued.as_deref(), Ok([])), "{issued:?}");
@@ -580,8 +580,34 @@ fn a_tenant_without_thresholds_is_not_evaluated_past_one_read() {
             tenant: TENANT,
             customer: w.customer,
             at_ms: T0 + 2000,
-            auto_collect: None,
+            rules: Rules::default(),
             origin: "test".into(),
         })
         .is_err());
+}
+
+/// A subscription issues at most one interim invoice per `min_interval_ms`: a crossing sooner
+/// waits for the next evaluation after it.
+#[test]
+fn interim_invoices_of_a_subscription_are_at_least_the_minimum_interval_apart() {
+    let w = world(Some(100));
+    let at = |at_ms: i64| {
+        w.store
+            .apply_one(EvaluateProgressive {
+                tenant: TENANT,
+                customer: w.customer,
+                at_ms,
+                rules: Rules {
+                    auto_collect: None,
+                    min_interval_ms: 60_000,
+                },
+                origin: "test".into(),
+            })
+            .expect("evaluate")
+    };
+    ingest(&w, &[(1, T0 + 1000, 3000, 1)]);
+    assert_eq!(at(T0 + 2000).len(), 1);
+    ingest(&w, &[(2, T0 + 3000, 3000, 2)]);
+    assert!(at(T0 + 61_999).is_empty(), "too soon");
+    assert_eq!(at(T0 + 62_000).len(), 1);
 }

@@ -21,7 +21,10 @@ pub fn evaluate(world: &mut World, note: &mut String) -> Result<(), Violation> {
         tenant: world.tenant,
         customer,
         at_ms,
-        auto_collect: POLICY.auto_collect,
+        rules: crate::billing::progressive::Rules {
+            auto_collect: POLICY.auto_collect,
+            min_interval_ms: 0,
+        },
         origin: "sim".into(),
     })?;
     note.push_str(&customer.display(crate::customers::PREFIX));

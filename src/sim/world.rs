@@ -185,6 +185,7 @@ impl World {
         };
         store.set_watcher(Arc::new(crate::watch::Watch {
             auto_collect: super::ops::POLICY.auto_collect,
+            interim_min_interval_ms: 0,
         }));
         let (writer, join) =
             writer::spawn(Arc::clone(&store), limits).map_err(|e| e.to_string())?;
