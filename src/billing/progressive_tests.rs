@@ -611,3 +611,50 @@ fn interim_invoices_of_a_subscription_are_at_least_the_minimum_interval_apart() 
     assert!(at(T0 + 61_999).is_empty(), "too soon");
     assert_eq!(at(T0 + 62_000).len(), 1);
 }
+
+/// The preview of an `invoice_now` plan change shows what the invoice it issues bills: the
+/// period's computation minus what its interim invoices billed.
+#[test]
+fn a_plan_change_preview_deducts_the_interim_invoices_of_its_period() {
+    let w = world(Some(100));
+    ingest(&w, &[(1, T0 + 1000, 3000, 1)]);
+    assert_eq!(evaluate(&w, T0 + 2000).len(), 1);
+    ingest(&w, &[(2, T0 + 3000, 3000, 2)]);
+    let at = T0 + DAY_MS / 2;
+    let request = ChangeRequest {
+        plan: w.plans[1],
+        effective: Effective::Now,
+        proration: Proration::InvoiceNow,
+        change: Id::generate_at(at),
+        now_ms: at,
+    };
+    let shown = {
+        let tx = w.store.read().expect("read");
+        let sub = super::subscription::get(&tx, TENANT, w.sub)
+            .expect("read")
+            .expect("subscription");
+        super::change::preview(&tx, TENANT, &sub, &request, &POLICY)
+            .expect("store")
+            .expect("preview")
+    };
+    let changed = w
+        .store
+        .apply_one(ChangeSubscription {
+            tenant: TENANT,
+            id: w.sub,
+            request,
+            policy: POLICY,
+            origin: "test".into(),
+        })
+        .expect("store")
+        .expect("change");
+    let all = invoices(&w);
+    let issued = all
+        .iter()
+        .find(|i| changed.invoices.contains(&i.id) && i.kind != InvoiceKind::Interim)
+        .expect("the change's invoice");
+    assert_eq!(
+        invoice::subtotal(&shown.lines).expect("subtotal"),
+        issued.subtotal_minor
+    );
+}
