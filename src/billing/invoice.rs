@@ -1106,7 +1106,9 @@ pub fn issue_deducting(
         exponent
     )?);
     let lines = business!(super::progressive::deduct_lines(&full_lines, earlier));
-    let taxes = business!(super::progressive::deduct_taxes(full_taxes, earlier));
+    let taxes = business!(super::progressive::deduct_taxes(
+        full_taxes, earlier, &lines, exponent
+    ));
     let subtotal = business!(subtotal(&lines));
     let total = business!(subtotal
         .checked_add(taxes.exclusive_minor)

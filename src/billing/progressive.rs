@@ -8,7 +8,9 @@
 //! minus what those interim invoices billed, line by line (quantity and amount) and tax rate by
 //! tax rate. So the interim invoices plus the closing invoice bill exactly what the period would
 //! have billed without a threshold, to the minor unit, whatever the tiers, discounts, minimum or
-//! rounding. An interim invoice computes the period's usage lines only (no fee, discount,
+//! rounding. Tax is deducted rate by rate only while the customer's tax terms (rates and
+//! reverse charge) are those the interim invoices were taxed on; after a change, a later
+//! invoice taxes its own lines at the terms of its issue. An interim invoice computes the period's usage lines only (no fee, discount,
 //! minimum or adjustment: those belong to the period's close); its lines' event counts and digests
 //! describe everything counted so far, so `verify` re-derives an invoice by adding back what it
 //! deducted and checking the sum against the events.
@@ -144,20 +146,49 @@ fn fold_taxes(taxes: Taxes, earlier: &[Invoice], sign: i64) -> Result<Taxes, Inv
     Ok(out)
 }
 
-/// The taxes an invoice carries: its full computation's minus the `earlier` interim invoices'.
-pub fn deduct_taxes(full: Taxes, earlier: &[Invoice]) -> Result<Taxes, InvoiceError> {
-    fold_taxes(full, earlier, -1)
+/// Whether every `earlier` interim invoice was taxed on the same terms as `tax_lines` (the same
+/// rates, percentages and inclusiveness, in order) and the same reverse-charge flag: only then
+/// is tax deducted rate by rate.
+pub fn same_tax_terms(tax_lines: &[TaxLine], reverse_charge: bool, earlier: &[Invoice]) -> bool {
+    let terms = |lines: &[TaxLine]| {
+        lines
+            .iter()
+            .map(|t| (t.tax_rate, t.percentage, t.inclusive))
+            .collect::<Vec<_>>()
+    };
+    let own = terms(tax_lines);
+    earlier
+        .iter()
+        .all(|i| i.reverse_charge == reverse_charge && terms(&i.tax_lines) == own)
+}
+
+/// The taxes an invoice carries: its full computation's minus the `earlier` interim invoices',
+/// rate by rate, when they were taxed on the same terms; otherwise (the customer's rates or
+/// reverse charge changed since) its own `lines` taxed at the current terms, so no invoice
+/// carries a negative tax at a rate that no longer applies.
+pub fn deduct_taxes(
+    full: Taxes,
+    earlier: &[Invoice],
+    lines: &[Line],
+    exponent: u8,
+) -> Result<Taxes, InvoiceError> {
+    if same_tax_terms(&full.lines, full.reverse_charge, earlier) {
+        return fold_taxes(full, earlier, -1);
+    }
+    super::tax::compute(lines, &full.lines, full.reverse_charge, exponent)
 }
 
 /// `invoice` with what it deducted added back: the period's full computation as of its issue
-/// (lines, taxes, subtotal and total), which is what `verify` re-derives from the events.
+/// (lines, taxes, subtotal and total), which is what `verify` re-derives from the events. When
+/// the tax terms changed since the interim invoices (see [`deduct_taxes`]) the tax lines stay
+/// the invoice's own, which `verify` checks against its own lines.
 pub fn cumulative(invoice: &Invoice, earlier: &[Invoice]) -> Result<Invoice, InvoiceError> {
     if earlier.is_empty() {
         return Ok(invoice.clone());
     }
     let mut out = invoice.clone();
     out.lines = fold_lines(&invoice.lines, earlier, 1)?;
-    let taxes = fold_taxes(
+    let folded = fold_taxes(
         Taxes {
             lines: invoice.tax_lines.clone(),
             tax_minor: invoice.tax_minor,
@@ -171,12 +202,15 @@ pub fn cumulative(invoice: &Invoice, earlier: &[Invoice]) -> Result<Invoice, Inv
         earlier,
         1,
     )?;
-    out.tax_lines = taxes.lines;
-    out.tax_minor = taxes.tax_minor;
+    let exclusive_minor = folded.exclusive_minor;
+    if same_tax_terms(&invoice.tax_lines, invoice.reverse_charge, earlier) {
+        out.tax_lines = folded.lines;
+        out.tax_minor = folded.tax_minor;
+    }
     out.subtotal_minor = invoice::subtotal(&out.lines)?;
     out.total_minor = out
         .subtotal_minor
-        .checked_add(taxes.exclusive_minor)
+        .checked_add(exclusive_minor)
         .ok_or(InvoiceError::OutOfRange)?;
     Ok(out)
 }
@@ -264,6 +298,33 @@ pub fn cumulative_of(
         invoice.period_start_ms,
     )?;
     Ok(cumulative(invoice, &deducted_by(&interims, invoice)))
+}
+
+/// Whether `invoice` was taxed on its own lines (the tax terms changed since the interim
+/// invoices it deducted) rather than as its period's computation minus theirs: `verify` then
+/// checks its taxes against its own lines.
+pub fn taxed_alone(
+    invoices: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    by_period: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    tenant: TenantId,
+    invoice: &Invoice,
+) -> Result<bool, StoreError> {
+    if !deducts(invoice.kind) {
+        return Ok(false);
+    }
+    let interims = interims_of(
+        invoices,
+        by_period,
+        tenant,
+        invoice.subscription,
+        invoice.period_start_ms,
+    )?;
+    let earlier = deducted_by(&interims, invoice);
+    Ok(!same_tax_terms(
+        &invoice.tax_lines,
+        invoice.reverse_charge,
+        &earlier,
+    ))
 }
 
 /// [`cumulative_of`] inside a write transaction (a stored invoice always adds up).

@@ -658,3 +658,67 @@ fn a_plan_change_preview_deducts_the_interim_invoices_of_its_period() {
         issued.subtotal_minor
     );
 }
+
+/// A customer's tax rates changed (or reverse charge applied) between an interim invoice and
+/// the closing one: the closing invoice taxes its own lines at the rates current at its issue,
+/// carries no negative tax at the old rate, and verifies.
+#[test]
+fn a_tax_change_after_an_interim_invoice_taxes_the_closing_invoice_on_its_own_lines() {
+    for reverse_charge in [false, true] {
+        let w = world(Some(100));
+        ingest(&w, &[(1, T0 + 1000, 3000, 1)]);
+        assert_eq!(evaluate(&w, T0 + 2000).len(), 1);
+        let rate = w
+            .store
+            .apply_one(crate::tax_rates::CreateTaxRate {
+                tenant: TENANT,
+                rate: crate::tax_rates::TaxRate {
+                    id: Id::generate(),
+                    display_name: "VAT reduced".into(),
+                    percentage: dec("7"),
+                    inclusive: false,
+                    jurisdiction: None,
+                    country: None,
+                    created_at_ms: T0,
+                    archived_at_ms: None,
+                },
+            })
+            .expect("rate");
+        let mut changes = crate::customers::update::Changes::default();
+        if reverse_charge {
+            changes.reverse_charge = Some(true);
+        } else {
+            changes.tax_rates = Some(vec![rate.id]);
+        }
+        w.store
+            .apply_one(crate::billing::customer_update::UpdateCustomer {
+                tenant: TENANT,
+                id: w.customer,
+                changes,
+                now_ms: T0 + 3000,
+            })
+            .expect("store")
+            .expect("update");
+        ingest(&w, &[(2, T0 + 4000, 3000, 2)]);
+        run(&w, T0 + DAY_MS);
+        let all = invoices(&w);
+        let closing = all
+            .iter()
+            .find(|i| i.kind == InvoiceKind::Period)
+            .expect("closing");
+        assert!(
+            closing.tax_lines.iter().all(|t| t.tax_minor >= 0),
+            "{:?}",
+            closing.tax_lines
+        );
+        let tx = w.store.read().expect("read");
+        for inv in &all {
+            assert_eq!(
+                verify_invoice(&tx, TENANT, inv).expect("verify"),
+                Ok(()),
+                "reverse charge {reverse_charge}: {:?}",
+                inv.kind
+            );
+        }
+    }
+}

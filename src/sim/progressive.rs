@@ -50,3 +50,21 @@ pub fn whole(world: &World, invoice: &Invoice) -> Result<Invoice, Violation> {
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
 }
+
+/// What an invoice's taxes are computed on: [`whole`], or the invoice itself when it was taxed
+/// on its own lines (the tax terms changed since the interim invoices it deducted).
+pub fn taxed(world: &World, invoice: &Invoice) -> Result<Invoice, Violation> {
+    let alone = {
+        let tx = world.read()?;
+        let invoices = tx.open_table(tables::INVOICES).map_err(|e| e.to_string())?;
+        let by_period = tx
+            .open_table(tables::INVOICE_BY_PERIOD)
+            .map_err(|e| e.to_string())?;
+        crate::billing::progressive::taxed_alone(&invoices, &by_period, world.tenant, invoice)
+            .map_err(|e| e.to_string())?
+    };
+    if alone {
+        return Ok(invoice.clone());
+    }
+    whole(world, invoice)
+}
