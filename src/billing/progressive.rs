@@ -83,13 +83,28 @@ fn combine(into: &mut Line, from: &Line, sign: i64) -> Result<(), InvoiceError> 
     Ok(())
 }
 
+/// Whether `line` (an interim invoice's) falls inside `o`'s segment: same kind and meter, its
+/// start inside `o`'s span.
+fn contains(o: &Line, line: &Line) -> bool {
+    line.meter.is_some()
+        && o.kind == line.kind
+        && o.meter == line.meter
+        && o.period_start_ms <= line.period_start_ms
+        && line.period_start_ms < o.period_end_ms
+}
+
 /// Combines the lines of `earlier` invoices into `lines` (`sign` −1: deduct what they billed;
 /// 1: add it back). A line of theirs the computation no longer has is carried alone.
 fn fold_lines(lines: &[Line], earlier: &[Invoice], sign: i64) -> Result<Vec<Line>, InvoiceError> {
     let mut out = lines.to_vec();
     for inv in earlier {
         for line in &inv.lines {
-            match out.iter_mut().find(|o| line_key(o) == line_key(line)) {
+            // The same line, else the line of its meter whose segment contains its start.
+            let at = out
+                .iter()
+                .position(|o| line_key(o) == line_key(line))
+                .or_else(|| out.iter().position(|o| contains(o, line)));
+            match at.map(|at| &mut out[at]) {
                 Some(o) => combine(o, line, sign)?,
                 None => {
                     let mut alone = line.clone();
@@ -386,8 +401,9 @@ pub fn to_deduct(
     .collect())
 }
 
-/// What an interim invoice of `period` computes: the period's usage lines so far (no
-/// adjustments, fees, discounts or minimum).
+/// What an interim invoice computes: the usage lines of `period` (its running period up to
+/// the end of the segment running at its issue, so only segments started by then) as of
+/// `cutoff` (no adjustments, fees, discounts or minimum).
 pub fn interim_spec(period: Period, cutoff: u64, plans: BTreeMap<Id, Plan>) -> Spec {
     Spec {
         kind: InvoiceKind::Interim,
@@ -585,7 +601,16 @@ fn evaluate_period(
         // No event committed since the last interim invoice: nothing new accrued.
         return Ok(Ok(None));
     }
-    let spec = interim_spec(period, cutoff, plans);
+    // Only the segments started by now: one that has not (a scheduled plan change) is not
+    // billed early; the running one is whole, so no event of it is left out by its timestamp.
+    let started = Period {
+        end_ms: super::phase::segments(&sub.phases, period.start_ms, period.end_ms)
+            .into_iter()
+            .find(|seg| seg.start_ms <= at_ms && at_ms < seg.end_ms)
+            .map_or(period.end_ms, |seg| seg.end_ms),
+        ..period
+    };
+    let spec = interim_spec(started, cutoff, plans);
     let accrued = match super::draft::compute_lines(tx, tenant, sub, plan, &spec)? {
         Ok(lines) => lines,
         Err(e) => return Ok(Err(e)),

@@ -722,3 +722,105 @@ fn a_tax_change_after_an_interim_invoice_taxes_the_closing_invoice_on_its_own_li
         }
     }
 }
+
+/// An interim invoice bills only the segments of its period that started by its issue: a plan
+/// change scheduled later in the period, then canceled, leaves no unmatched line for the
+/// closing invoice, which verifies, and the interim invoice can still be voided before it.
+#[test]
+fn an_interim_invoice_bills_no_segment_that_has_not_started() {
+    let w = world(Some(100));
+    let change_at = T0 + DAY_MS / 2;
+    w.store
+        .apply_one(ChangeSubscription {
+            tenant: TENANT,
+            id: w.sub,
+            request: ChangeRequest {
+                plan: w.plans[1],
+                effective: Effective::At(change_at),
+                proration: Proration::Prorate,
+                change: Id::generate_at(T0 + 500),
+                now_ms: T0 + 500,
+            },
+            policy: POLICY,
+            origin: "test".into(),
+        })
+        .expect("store")
+        .expect("scheduled");
+    ingest(&w, &[(1, T0 + 1000, 3000, 1)]);
+    let issued = evaluate(&w, T0 + 2000);
+    assert_eq!(issued.len(), 1);
+    let interim = invoices(&w)
+        .into_iter()
+        .find(|i| i.id == issued[0])
+        .expect("interim");
+    assert!(
+        interim.lines.iter().all(|l| l.period_start_ms < T0 + 2000),
+        "{:?}",
+        interim
+            .lines
+            .iter()
+            .map(|l| l.period_start_ms - T0)
+            .collect::<Vec<_>>()
+    );
+    w.store
+        .apply_one(super::change::CancelScheduledChange {
+            tenant: TENANT,
+            id: w.sub,
+            now_ms: T0 + 3000,
+        })
+        .expect("store")
+        .expect("canceled");
+    ingest(&w, &[(2, T0 + DAY_MS / 2 + 1000, 3000, 2)]);
+    run(&w, T0 + DAY_MS);
+    let all = invoices(&w);
+    let tx = w.store.read().expect("read");
+    for inv in &all {
+        assert_eq!(
+            verify_invoice(&tx, TENANT, inv).expect("verify"),
+            Ok(()),
+            "{:?}",
+            inv.kind
+        );
+    }
+    let without = world(None);
+    ingest(
+        &without,
+        &[
+            (1, T0 + 1000, 3000, 1),
+            (2, T0 + DAY_MS / 2 + 1000, 3000, 2),
+        ],
+    );
+    run(&without, T0 + DAY_MS);
+    assert_eq!(billed(&w, &all), billed(&without, &invoices(&without)));
+}
+
+/// A line of an interim invoice with no line of the same segment later (a segment that did not
+/// happen) is deducted from the line of its meter whose segment contains it, never carried alone.
+#[test]
+fn an_unmatched_interim_line_folds_into_the_line_whose_segment_contains_it() {
+    let w = world(None);
+    ingest(&w, &[(1, T0 + 1000, 3000, 1)]);
+    run(&w, T0 + DAY_MS);
+    let closing = invoices(&w)
+        .into_iter()
+        .find(|i| i.kind == InvoiceKind::Period)
+        .expect("closing");
+    let whole = closing
+        .lines
+        .iter()
+        .find(|l| l.meter.is_some() && l.amount_minor > 0)
+        .expect("a usage line")
+        .clone();
+    let mut part = whole.clone();
+    part.period_start_ms = whole.period_start_ms + DAY_MS / 2;
+    let interim = Invoice {
+        kind: InvoiceKind::Interim,
+        lines: vec![part],
+        ..closing.clone()
+    };
+    let left =
+        super::progressive::deduct_lines(std::slice::from_ref(&whole), &[interim]).expect("deduct");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].amount_minor, 0);
+    assert_eq!(left[0].quantity, Stored(Decimal::ZERO));
+}
