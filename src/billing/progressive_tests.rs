@@ -824,3 +824,70 @@ fn an_unmatched_interim_line_folds_into_the_line_whose_segment_contains_it() {
     assert_eq!(left[0].amount_minor, 0);
     assert_eq!(left[0].quantity, Stored(Decimal::ZERO));
 }
+
+/// A percentage coupon applies to interim invoices too: with 100 % off, usage past the
+/// threshold issues no interim invoice charging cash, and what is billed verifies.
+#[test]
+fn a_percentage_discount_applies_to_interim_usage_before_the_threshold() {
+    use super::coupon::{AppliesTo, Coupon, CreateCoupon, Duration, Off};
+    use super::discount::{ApplyDiscount, Target};
+    for percent in ["100", "50"] {
+        let w = world(Some(100));
+        w.store
+            .apply_one(CreateCoupon {
+                tenant: TENANT,
+                coupon: Coupon {
+                    id: Id::generate(),
+                    code: "off".into(),
+                    name: None,
+                    off: Off::Percent(dec(percent)),
+                    duration: Duration::Forever,
+                    max_redemptions: None,
+                    redeem_by_ms: None,
+                    applies_to: AppliesTo::default(),
+                    times_redeemed: 0,
+                    created_at_ms: T0,
+                },
+            })
+            .expect("store")
+            .expect("coupon");
+        w.store
+            .apply_one(ApplyDiscount {
+                tenant: TENANT,
+                id: Id::generate_at(T0 + 100),
+                coupon: "off".into(),
+                target: Target::Subscription(w.sub),
+                now_ms: T0 + 100,
+            })
+            .expect("store")
+            .expect("redeemed");
+        ingest(&w, &[(1, T0 + 1000, 3000, 1)]);
+        let issued = evaluate(&w, T0 + 2000);
+        let all = invoices(&w);
+        if percent == "100" {
+            assert!(issued.is_empty(), "nothing is owed: {all:?}");
+        } else {
+            assert_eq!(issued.len(), 1);
+            let interim = all.iter().find(|i| i.id == issued[0]).expect("interim");
+            assert!(
+                interim
+                    .lines
+                    .iter()
+                    .any(|l| l.kind == super::invoice::LineKind::Discount),
+                "{:?}",
+                interim.lines
+            );
+        }
+        ingest(&w, &[(2, T0 + 4000, 3000, 2)]);
+        run(&w, T0 + DAY_MS);
+        let tx = w.store.read().expect("read");
+        for inv in &invoices(&w) {
+            assert_eq!(
+                verify_invoice(&tx, TENANT, inv).expect("verify"),
+                Ok(()),
+                "{percent}% {:?}",
+                inv.kind
+            );
+        }
+    }
+}
