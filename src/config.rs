@@ -300,6 +300,10 @@ pub struct BillingConfig {
     /// `subscription.trial_will_end` is recorded this long before a trial ends (by the billing
     /// run that first finds it due).
     pub trial_notice_secs: u64,
+    /// Progressive billing issues at most one interim invoice per subscription in this window
+    /// (a crossing inside it waits for the customer's next usage after it, or for the period's
+    /// invoice), which bounds how often the ingest path computes an invoice from the events.
+    pub interim_min_interval_secs: u64,
 }
 
 impl Default for BillingConfig {
@@ -311,6 +315,7 @@ impl Default for BillingConfig {
             max_start_backdate_secs: 366 * 86_400,
             max_start_ahead_secs: 5 * 366 * 86_400,
             trial_notice_secs: 3 * 86_400,
+            interim_min_interval_secs: 300,
         }
     }
 }
@@ -364,6 +369,12 @@ impl Default for IngestConfig {
 }
 
 impl Config {
+    /// The shortest time between two interim invoices of a subscription, in ms.
+    pub fn interim_min_interval_ms(&self) -> i64 {
+        i64::try_from(self.billing.interim_min_interval_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX)
+    }
+
     /// The billing policy derived from the configuration.
     pub fn billing_policy(&self) -> crate::billing::run::Policy {
         crate::billing::run::Policy {
@@ -686,6 +697,12 @@ impl Config {
             return Err(bad(
                 "billing.trial_notice_secs",
                 "must be at most 31622400 (366 days)",
+            ));
+        }
+        if self.billing.interim_min_interval_secs > 31 * 24 * 3600 {
+            return Err(bad(
+                "billing.interim_min_interval_secs",
+                "must be at most 2678400 (31 days)",
             ));
         }
         if !(1..=256).contains(&self.jobs.workers) {

@@ -69,6 +69,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     };
     store.set_watcher(Arc::new(crate::watch::Watch {
         policy: config.billing_policy(),
+        interim_min_interval_ms: config.interim_min_interval_ms(),
     }));
     let (writer, writer_thread) =
         writer::spawn(Arc::clone(&store), limits).context("cannot start the writer thread")?;

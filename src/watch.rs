@@ -107,7 +107,12 @@ impl Touches {
 /// other: progressive billing may issue an invoice that burns credits, which balance alerts
 /// and auto-recharge then see.
 pub fn evaluate(tx: &WriteTransaction, touches: &Touches, watch: &Watch) -> Result<(), StoreError> {
-    crate::billing::progressive::on_touches(tx, touches, watch.policy.auto_collect)?;
+    crate::billing::progressive::on_touches(
+        tx,
+        touches,
+        watch.policy.auto_collect,
+        watch.interim_min_interval_ms,
+    )?;
     crate::alerts::on_touches(tx, touches, &watch.policy)?;
     crate::wallet::auto_recharge::on_touches(tx, touches)?;
     Ok(())
@@ -121,6 +126,9 @@ pub struct Watch {
     /// through `auto_collect`, drafts (`spend_exceeded`) are computed like the upcoming
     /// invoice.
     pub policy: crate::billing::run::Policy,
+    /// The shortest time between two interim invoices of a subscription
+    /// (`billing.interim_min_interval_secs`).
+    pub interim_min_interval_ms: i64,
 }
 
 impl Watcher for Watch {

@@ -36,7 +36,10 @@ const POLICY: crate::billing::run::Policy = crate::billing::run::Policy {
 fn store() -> (tempfile::TempDir, Store, Id) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&dir.path().join("a.redb"), 1 << 22).expect("open");
-    store.set_watcher(Arc::new(crate::watch::Watch { policy: POLICY }));
+    store.set_watcher(Arc::new(crate::watch::Watch {
+        policy: POLICY,
+        interim_min_interval_ms: 0,
+    }));
     let customer = crate::customers::create_for_test(&store, TENANT, "c1", START_MS).id;
     (dir, store, customer)
 }

@@ -518,6 +518,21 @@ pub fn preview(
         Ok(lines) => lines,
         Err(e) => return Ok(Err(SubscriptionError::Invoice(e.to_string()))),
     };
+    // What interim invoices of the period billed is deducted, as the invoice itself will.
+    let earlier: Vec<super::invoice::Invoice> = super::progressive::interims_of(
+        &tx.open_table(tables::INVOICES)?,
+        &tx.open_table(tables::INVOICE_BY_PERIOD)?,
+        tenant,
+        sub.id,
+        period.start_ms,
+    )?
+    .into_iter()
+    .filter(|i| i.status != super::invoice::InvoiceStatus::Void)
+    .collect();
+    let lines = match super::progressive::deduct_lines(&lines, &earlier) {
+        Ok(lines) => lines,
+        Err(e) => return Ok(Err(SubscriptionError::Invoice(e.to_string()))),
+    };
     Ok(Ok(Preview {
         effective_at_ms: at_ms,
         immediate,

@@ -288,7 +288,8 @@ fn finish(
     earlier: &[invoice::Invoice],
 ) -> Result<Draft, InvoiceError> {
     let lines = super::progressive::deduct_lines(full, earlier)?;
-    let taxes = super::progressive::deduct_taxes(full_taxes?, earlier)?;
+    let exponent = crate::currency::minor_unit_exponent(&plan.currency).unwrap_or(2);
+    let taxes = super::progressive::deduct_taxes(full_taxes?, earlier, &lines, exponent)?;
     let amount_minor = invoice::subtotal(&lines)?;
     let total_minor = amount_minor
         .checked_add(taxes.exclusive_minor)

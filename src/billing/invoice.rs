@@ -403,6 +403,33 @@ pub fn charge_key(tenant: TenantId, sub: Id, start_ms: i64, end_ms: i64) -> Vec<
     key
 }
 
+/// The tag that ends an interim invoice's charge key.
+const INTERIM_TAG: u8 = b'i';
+
+/// An interim invoice's charge key: the charge key of (period start, issue instant) with a
+/// kind tag, so a period's own key `(start, end)` never finds an interim invoice, whatever
+/// instant either ends at (an immediate cancellation in the interim's millisecond, a 1 ms
+/// period), while a range over the period start still lists both.
+pub fn interim_charge_key(tenant: TenantId, sub: Id, start_ms: i64, end_ms: i64) -> Vec<u8> {
+    let mut key = charge_key(tenant, sub, start_ms, end_ms);
+    key.push(INTERIM_TAG);
+    key
+}
+
+/// The key under which `invoice` is indexed by period.
+fn index_key(tenant: TenantId, invoice: &Invoice) -> Vec<u8> {
+    let key = match invoice.kind {
+        InvoiceKind::Interim => interim_charge_key,
+        _ => charge_key,
+    };
+    key(
+        tenant,
+        invoice.subscription,
+        invoice.period_start_ms,
+        invoice.period_end_ms,
+    )
+}
+
 /// What to compute.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -1079,7 +1106,9 @@ pub fn issue_deducting(
         exponent
     )?);
     let lines = business!(super::progressive::deduct_lines(&full_lines, earlier));
-    let taxes = business!(super::progressive::deduct_taxes(full_taxes, earlier));
+    let taxes = business!(super::progressive::deduct_taxes(
+        full_taxes, earlier, &lines, exponent
+    ));
     let subtotal = business!(subtotal(&lines));
     let total = business!(subtotal
         .checked_add(taxes.exclusive_minor)
@@ -1187,9 +1216,9 @@ pub fn issue_deducting(
     Ok(Ok(invoice))
 }
 
-/// The end of an interim invoice's charge key: the instant it was issued, kept strictly inside
-/// its period so the key is never the opening invoice's `(start, start)` nor the period's own
-/// `(start, end)`.
+/// The end of an interim invoice's charge key: the instant it was issued, kept inside its
+/// period (its kind tag, [`interim_charge_key`], keeps it apart from the opening invoice's
+/// `(start, start)` and the period's own `(start, end)`).
 pub fn interim_end_ms(period: &Period, now_ms: i64) -> i64 {
     now_ms
         .min(period.end_ms.saturating_sub(1))
@@ -1435,13 +1464,7 @@ pub(super) fn store_invoice(
         invoice,
     )?;
     tx.open_table(tables::INVOICE_BY_PERIOD)?.insert(
-        charge_key(
-            tenant,
-            invoice.subscription,
-            invoice.period_start_ms,
-            invoice.period_end_ms,
-        )
-        .as_slice(),
+        index_key(tenant, invoice).as_slice(),
         invoice.id.to_bytes().as_slice(),
     )?;
     let mut by_customer = keys::tenant_id(tenant, invoice.customer).to_vec();

@@ -263,6 +263,9 @@ fn store_plan(tx: &WriteTransaction, tenant: TenantId, plan: &Plan) -> Result<()
         tenant_bytes(tenant, plan.code.as_bytes()).as_slice(),
         plan.id.to_bytes().as_slice(),
     )?;
+    if plan.threshold_minor.is_some() {
+        super::progressive::mark_threshold_plan(tx, tenant, plan.id)?;
+    }
     Ok(())
 }
 

@@ -96,8 +96,7 @@ pub fn upcoming(
         .into_iter()
         .filter(|i| i.status != invoice::InvoiceStatus::Void)
         .collect();
-        let taxes = super::tax::preview(tx, tenant, customer, &lines, &plan.currency)?
-            .and_then(|t| super::progressive::deduct_taxes(t, &earlier));
+        let full_taxes = super::tax::preview(tx, tenant, customer, &lines, &plan.currency)?;
         let lines = match super::progressive::deduct_lines(&lines, &earlier) {
             Ok(lines) => lines,
             Err(e) => {
@@ -105,6 +104,9 @@ pub fn upcoming(
                 continue;
             }
         };
+        let exponent = crate::currency::minor_unit_exponent(&plan.currency).unwrap_or(2);
+        let taxes = full_taxes
+            .and_then(|t| super::progressive::deduct_taxes(t, &earlier, &lines, exponent));
         out.push(taxes.map(|taxes| Draft {
             subscription: sub,
             plan,

@@ -8,10 +8,13 @@
 //! minus what those interim invoices billed, line by line (quantity and amount) and tax rate by
 //! tax rate. So the interim invoices plus the closing invoice bill exactly what the period would
 //! have billed without a threshold, to the minor unit, whatever the tiers, discounts, minimum or
-//! rounding. An interim invoice computes the period's usage lines only (no fee, discount,
-//! minimum or adjustment: those belong to the period's close); its lines' event counts and digests
-//! describe everything counted so far, so `verify` re-derives an invoice by adding back what it
-//! deducted and checking the sum against the events.
+//! rounding. Tax is deducted rate by rate only while the customer's tax terms (rates and
+//! reverse charge) are those the interim invoices were taxed on; after a change, a later
+//! invoice taxes its own lines at the terms of its issue. An interim invoice computes the usage
+//! lines of the segments started by its issue, less the percentage discounts in effect (no fee,
+//! amount off, minimum or adjustment: those belong to the period's close); its lines' event
+//! counts and digests describe everything counted so far, so `verify` re-derives an invoice by
+//! adding back what it deducted and checking the sum against the events.
 //!
 //! Voiding an interim invoice is refused once a later invoice of its period exists (that one
 //! deducted it; a credit note takes an amount back instead); before that it is voided without a
@@ -23,7 +26,8 @@ use redb::{ReadableTable, WriteTransaction};
 use rust_decimal::Decimal;
 
 use super::invoice::{
-    self, charge_key, Invoice, InvoiceError, InvoiceKind, InvoiceStatus, Line, Sources, Spec,
+    self, charge_key, interim_charge_key, Invoice, InvoiceError, InvoiceKind, InvoiceStatus, Line,
+    Sources, Spec,
 };
 use super::plan::Plan;
 use super::subscription::{self, Period, Subscription, SubscriptionStatus};
@@ -80,13 +84,28 @@ fn combine(into: &mut Line, from: &Line, sign: i64) -> Result<(), InvoiceError> 
     Ok(())
 }
 
+/// Whether `line` (an interim invoice's) falls inside `o`'s segment: same kind and meter, its
+/// start inside `o`'s span.
+fn contains(o: &Line, line: &Line) -> bool {
+    line.meter.is_some()
+        && o.kind == line.kind
+        && o.meter == line.meter
+        && o.period_start_ms <= line.period_start_ms
+        && line.period_start_ms < o.period_end_ms
+}
+
 /// Combines the lines of `earlier` invoices into `lines` (`sign` −1: deduct what they billed;
 /// 1: add it back). A line of theirs the computation no longer has is carried alone.
 fn fold_lines(lines: &[Line], earlier: &[Invoice], sign: i64) -> Result<Vec<Line>, InvoiceError> {
     let mut out = lines.to_vec();
     for inv in earlier {
         for line in &inv.lines {
-            match out.iter_mut().find(|o| line_key(o) == line_key(line)) {
+            // The same line, else the line of its meter whose segment contains its start.
+            let at = out
+                .iter()
+                .position(|o| line_key(o) == line_key(line))
+                .or_else(|| out.iter().position(|o| contains(o, line)));
+            match at.map(|at| &mut out[at]) {
                 Some(o) => combine(o, line, sign)?,
                 None => {
                     let mut alone = line.clone();
@@ -143,20 +162,49 @@ fn fold_taxes(taxes: Taxes, earlier: &[Invoice], sign: i64) -> Result<Taxes, Inv
     Ok(out)
 }
 
-/// The taxes an invoice carries: its full computation's minus the `earlier` interim invoices'.
-pub fn deduct_taxes(full: Taxes, earlier: &[Invoice]) -> Result<Taxes, InvoiceError> {
-    fold_taxes(full, earlier, -1)
+/// Whether every `earlier` interim invoice was taxed on the same terms as `tax_lines` (the same
+/// rates, percentages and inclusiveness, in order) and the same reverse-charge flag: only then
+/// is tax deducted rate by rate.
+pub fn same_tax_terms(tax_lines: &[TaxLine], reverse_charge: bool, earlier: &[Invoice]) -> bool {
+    let terms = |lines: &[TaxLine]| {
+        lines
+            .iter()
+            .map(|t| (t.tax_rate, t.percentage, t.inclusive))
+            .collect::<Vec<_>>()
+    };
+    let own = terms(tax_lines);
+    earlier
+        .iter()
+        .all(|i| i.reverse_charge == reverse_charge && terms(&i.tax_lines) == own)
+}
+
+/// The taxes an invoice carries: its full computation's minus the `earlier` interim invoices',
+/// rate by rate, when they were taxed on the same terms; otherwise (the customer's rates or
+/// reverse charge changed since) its own `lines` taxed at the current terms, so no invoice
+/// carries a negative tax at a rate that no longer applies.
+pub fn deduct_taxes(
+    full: Taxes,
+    earlier: &[Invoice],
+    lines: &[Line],
+    exponent: u8,
+) -> Result<Taxes, InvoiceError> {
+    if same_tax_terms(&full.lines, full.reverse_charge, earlier) {
+        return fold_taxes(full, earlier, -1);
+    }
+    super::tax::compute(lines, &full.lines, full.reverse_charge, exponent)
 }
 
 /// `invoice` with what it deducted added back: the period's full computation as of its issue
-/// (lines, taxes, subtotal and total), which is what `verify` re-derives from the events.
+/// (lines, taxes, subtotal and total), which is what `verify` re-derives from the events. When
+/// the tax terms changed since the interim invoices (see [`deduct_taxes`]) the tax lines stay
+/// the invoice's own, which `verify` checks against its own lines.
 pub fn cumulative(invoice: &Invoice, earlier: &[Invoice]) -> Result<Invoice, InvoiceError> {
     if earlier.is_empty() {
         return Ok(invoice.clone());
     }
     let mut out = invoice.clone();
     out.lines = fold_lines(&invoice.lines, earlier, 1)?;
-    let taxes = fold_taxes(
+    let folded = fold_taxes(
         Taxes {
             lines: invoice.tax_lines.clone(),
             tax_minor: invoice.tax_minor,
@@ -170,12 +218,15 @@ pub fn cumulative(invoice: &Invoice, earlier: &[Invoice]) -> Result<Invoice, Inv
         earlier,
         1,
     )?;
-    out.tax_lines = taxes.lines;
-    out.tax_minor = taxes.tax_minor;
+    let exclusive_minor = folded.exclusive_minor;
+    if same_tax_terms(&invoice.tax_lines, invoice.reverse_charge, earlier) {
+        out.tax_lines = folded.lines;
+        out.tax_minor = folded.tax_minor;
+    }
     out.subtotal_minor = invoice::subtotal(&out.lines)?;
     out.total_minor = out
         .subtotal_minor
-        .checked_add(taxes.exclusive_minor)
+        .checked_add(exclusive_minor)
         .ok_or(InvoiceError::OutOfRange)?;
     Ok(out)
 }
@@ -265,6 +316,33 @@ pub fn cumulative_of(
     Ok(cumulative(invoice, &deducted_by(&interims, invoice)))
 }
 
+/// Whether `invoice` was taxed on its own lines (the tax terms changed since the interim
+/// invoices it deducted) rather than as its period's computation minus theirs: `verify` then
+/// checks its taxes against its own lines.
+pub fn taxed_alone(
+    invoices: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    by_period: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    tenant: TenantId,
+    invoice: &Invoice,
+) -> Result<bool, StoreError> {
+    if !deducts(invoice.kind) {
+        return Ok(false);
+    }
+    let interims = interims_of(
+        invoices,
+        by_period,
+        tenant,
+        invoice.subscription,
+        invoice.period_start_ms,
+    )?;
+    let earlier = deducted_by(&interims, invoice);
+    Ok(!same_tax_terms(
+        &invoice.tax_lines,
+        invoice.reverse_charge,
+        &earlier,
+    ))
+}
+
 /// [`cumulative_of`] inside a write transaction (a stored invoice always adds up).
 pub fn cumulative_in_write(
     tx: &WriteTransaction,
@@ -324,9 +402,16 @@ pub fn to_deduct(
     .collect())
 }
 
-/// What an interim invoice of `period` computes: the period's usage lines so far (no
-/// adjustments, fees, discounts or minimum).
-pub fn interim_spec(period: Period, cutoff: u64, plans: BTreeMap<Id, Plan>) -> Spec {
+/// What an interim invoice computes: the usage lines of `period` (its running period up to
+/// the end of the segment running at its issue, so only segments started by then) as of
+/// `cutoff`, less the percentage `discounts` among those in effect (no adjustments, fees,
+/// amounts off or minimum: the period's invoice takes those).
+pub fn interim_spec(
+    period: Period,
+    cutoff: u64,
+    plans: BTreeMap<Id, Plan>,
+    discounts: Vec<super::discount::Active>,
+) -> Spec {
     Spec {
         kind: InvoiceKind::Interim,
         period,
@@ -336,13 +421,46 @@ pub fn interim_spec(period: Period, cutoff: u64, plans: BTreeMap<Id, Plan>) -> S
         adjust_from_ms: period.start_ms,
         cutoff,
         plans,
-        discounts: Vec::new(),
+        discounts: percentage_only(discounts),
     }
+}
+
+/// The discounts an interim invoice takes: the percentages (an amount off is the period's
+/// invoice's).
+pub fn percentage_only(
+    mut discounts: Vec<super::discount::Active>,
+) -> Vec<super::discount::Active> {
+    discounts.retain(|d| matches!(d.off, super::coupon::Off::Percent(_)));
+    discounts
 }
 
 /// A running period under a threshold: the period, the threshold, the subscription's plan and
 /// every plan of its phases.
 pub type Watched = (Period, i64, Plan, BTreeMap<Id, Plan>);
+
+/// Records that a plan version of `tenant` sets a threshold (plan versions are never changed
+/// nor deleted, so the set only grows).
+pub fn mark_threshold_plan(
+    tx: &WriteTransaction,
+    tenant: TenantId,
+    plan: Id,
+) -> Result<(), StoreError> {
+    tx.open_table(tables::THRESHOLD_PLANS)?
+        .insert(keys::tenant_id(tenant, plan).as_slice(), ())?;
+    Ok(())
+}
+
+/// Whether any plan version of `tenant` sets a threshold: one range read, so a tenant without
+/// progressive billing costs the watcher nothing more.
+fn any_threshold_plan(tx: &WriteTransaction, tenant: TenantId) -> Result<bool, StoreError> {
+    let (lo, hi) = keys::tenant_range(tenant);
+    Ok(tx
+        .open_table(tables::THRESHOLD_PLANS)?
+        .range::<&[u8]>(lo.as_slice()..hi.as_slice())?
+        .next()
+        .transpose()?
+        .is_some())
+}
 
 /// The period of `sub` running at `at_ms` whose plan sets a threshold, with that threshold,
 /// the subscription's plan and every plan of its phases; `None` when nothing is watched.
@@ -364,28 +482,48 @@ pub fn watched_period(
     if !(period.start_ms <= at_ms && at_ms < period.end_ms) {
         return Ok(None);
     }
-    let plans = subscription::plans_of(plans_table, tenant, sub)?;
-    let Some(threshold) = plans
-        .get(&sub.plan_at(at_ms))
-        .and_then(|p| p.threshold_minor)
-    else {
+    // The plan in effect now decides; every phase's plan is loaded only when it sets one.
+    let current = sub.plan_at(at_ms);
+    let threshold = if current == plan.id {
+        plan.threshold_minor
+    } else {
+        super::plan::load(plans_table, tenant, current)?.and_then(|p| p.threshold_minor)
+    };
+    let Some(threshold) = threshold else {
         return Ok(None);
     };
+    let plans = subscription::plans_of(plans_table, tenant, sub)?;
     Ok(Some((period, threshold, plan, plans)))
 }
 
 /// The watcher's entry: evaluates every customer whose usage the batch changed, at the latest
 /// time of the commands that changed it; interim invoices with an amount due are collected
-/// through `auto_collect` like a billing run's.
+/// through `auto_collect` like a billing run's; a subscription issues at most one interim
+/// invoice per `min_interval_ms`.
 pub fn on_touches(
     tx: &WriteTransaction,
     touches: &crate::watch::Touches,
     auto_collect: Option<&'static str>,
+    min_interval_ms: i64,
 ) -> Result<(), StoreError> {
+    let rules = Rules {
+        auto_collect,
+        min_interval_ms,
+    };
     for (tenant, customer, usage) in touches.usage() {
-        evaluate(tx, tenant, customer, usage.at_ms, auto_collect, "watch")?;
+        evaluate(tx, tenant, customer, usage.at_ms, rules, "watch")?;
     }
     Ok(())
+}
+
+/// How interim invoices are issued.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rules {
+    /// Start collecting every interim invoice with an amount due through this provider.
+    pub auto_collect: Option<&'static str>,
+    /// The shortest time between two interim invoices of a subscription (not void): a crossing
+    /// sooner is left to the customer's next usage after it, or to the period's invoice.
+    pub min_interval_ms: i64,
 }
 
 /// Issues, in the caller's transaction, the interim invoice of every running period of
@@ -400,10 +538,13 @@ pub fn evaluate(
     tenant: TenantId,
     customer: Id,
     at_ms: i64,
-    auto_collect: Option<&'static str>,
+    rules: Rules,
     origin: &str,
 ) -> Result<Vec<Id>, StoreError> {
     let mut issued = Vec::new();
+    if !any_threshold_plan(tx, tenant)? {
+        return Ok(issued);
+    }
     let subs = subscription::of_customer_in(
         &tx.open_table(tables::SUBSCRIPTIONS_BY_CUSTOMER)?,
         &tx.open_table(tables::SUBSCRIPTIONS)?,
@@ -415,11 +556,14 @@ pub fn evaluate(
         let Some((period, threshold, plan, plans)) = watched else {
             continue;
         };
-        match evaluate_period(
-            tx, tenant, &sub, &plan, period, threshold, plans, at_ms, origin,
-        )? {
+        let watched = Watching {
+            period,
+            threshold,
+            min_interval_ms: rules.min_interval_ms,
+        };
+        match evaluate_period(tx, tenant, &sub, &plan, watched, plans, at_ms, origin)? {
             Ok(Some(inv)) => {
-                if let (Some(psp), true) = (auto_collect, inv.amount_due_minor > 0) {
+                if let (Some(psp), true) = (rules.auto_collect, inv.amount_due_minor > 0) {
                     crate::payments::payment::create_attempt(
                         tx, tenant, &inv, psp, None, at_ms, at_ms,
                     )?;
@@ -437,6 +581,13 @@ pub fn evaluate(
     Ok(issued)
 }
 
+/// A running period under a threshold, and how soon it may issue another interim invoice.
+struct Watching {
+    period: Period,
+    threshold: i64,
+    min_interval_ms: i64,
+}
+
 /// One period: the threshold check on the rollups, then the interim invoice if it is reached.
 #[allow(clippy::too_many_arguments)]
 fn evaluate_period(
@@ -444,19 +595,47 @@ fn evaluate_period(
     tenant: TenantId,
     sub: &Subscription,
     plan: &Plan,
-    period: Period,
-    threshold: i64,
+    watched: Watching,
     plans: BTreeMap<Id, Plan>,
     at_ms: i64,
     origin: &str,
 ) -> Result<Result<Option<Invoice>, InvoiceError>, StoreError> {
+    let Watching {
+        period,
+        threshold,
+        min_interval_ms,
+    } = watched;
     let earlier = to_deduct(tx, tenant, sub.id, InvoiceKind::Interim, period.start_ms)?;
+    let last_issued_ms = earlier.iter().map(|i| i.issued_at_ms).max();
+    if last_issued_ms.is_some_and(|last| at_ms < last.saturating_add(min_interval_ms)) {
+        // Too soon after the last interim invoice: a later touch (or the period's invoice)
+        // bills what accrued meanwhile.
+        return Ok(Ok(None));
+    }
     let cutoff = current_seq(&tx.open_table(tables::META)?)?;
     if earlier.iter().any(|i| i.events_through >= cutoff) {
         // No event committed since the last interim invoice: nothing new accrued.
         return Ok(Ok(None));
     }
-    let spec = interim_spec(period, cutoff, plans);
+    // Only the segments started by now: one that has not (a scheduled plan change) is not
+    // billed early; the running one is whole, so no event of it is left out by its timestamp.
+    let started = Period {
+        end_ms: super::phase::segments(&sub.phases, period.start_ms, period.end_ms)
+            .into_iter()
+            .find(|seg| seg.start_ms <= at_ms && at_ms < seg.end_ms)
+            .map_or(period.end_ms, |seg| seg.end_ms),
+        ..period
+    };
+    // The discounts in effect at its issue, as `verify` takes them (`discounts_as_of`).
+    let discounts = super::discount::in_effect(
+        &tx.open_table(tables::DISCOUNTS)?,
+        &tx.open_table(tables::DISCOUNTS_BY_TARGET)?,
+        tenant,
+        sub,
+        plan,
+        at_ms,
+    )?;
+    let spec = interim_spec(started, cutoff, plans, discounts);
     let accrued = match super::draft::compute_lines(tx, tenant, sub, plan, &spec)? {
         Ok(lines) => lines,
         Err(e) => return Ok(Err(e)),
@@ -472,7 +651,7 @@ fn evaluate_period(
     if unbilled < threshold {
         return Ok(Ok(None));
     }
-    let key = charge_key(
+    let key = interim_charge_key(
         tenant,
         sub.id,
         period.start_ms,
@@ -518,8 +697,8 @@ pub struct EvaluateProgressive {
     pub customer: Id,
     /// The instant evaluated (the interim invoices' issue time).
     pub at_ms: i64,
-    /// Start collecting every interim invoice with an amount due through this provider.
-    pub auto_collect: Option<&'static str>,
+    /// How interim invoices are issued (collection, the shortest interval between them).
+    pub rules: Rules,
     /// The intent.
     pub origin: String,
 }
@@ -533,7 +712,7 @@ impl crate::store::writer::Command for EvaluateProgressive {
             self.tenant,
             self.customer,
             self.at_ms,
-            self.auto_collect,
+            self.rules,
             &self.origin,
         )
     }

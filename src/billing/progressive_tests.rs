@@ -17,7 +17,7 @@ use super::phase::Proration;
 use super::plan::{Charge, CreatePlan, FeeTiming, FixedFee, Plan};
 use super::preview;
 use super::pricing::{Model, Tier};
-use super::progressive::EvaluateProgressive;
+use super::progressive::{EvaluateProgressive, Rules};
 use super::run::{BillingRun, CancelSubscription, Policy};
 use super::subscription::{CreateSubscription, Subscription};
 use super::verify::verify_invoice;
@@ -275,7 +275,7 @@ fn evaluate(w: &World, at_ms: i64) -> Vec<Id> {
             tenant: TENANT,
             customer: w.customer,
             at_ms,
-            auto_collect: None,
+            rules: Rules::default(),
             origin: "test".into(),
         })
         .expect("evaluate")
@@ -513,5 +513,381 @@ fn an_interim_invoice_cannot_be_voided_once_the_period_closed_and_before_it_is_b
     let tx = w.store.read().expect("read");
     for inv in invoices(&w) {
         assert_eq!(verify_invoice(&tx, TENANT, &inv).expect("verify"), Ok(()));
+    }
+}
+
+/// A period closed in the very millisecond an interim invoice of it was issued still gets its
+/// closing invoice: the two never share a charge key.
+#[test]
+fn a_cancellation_in_the_millisecond_of_an_interim_invoice_still_closes_the_period() {
+    let at = T0 + 2000;
+    let w = world(Some(100));
+    ingest(&w, &[(1, T0 + 1000, 3000, 1)]);
+    assert_eq!(evaluate(&w, at).len(), 1, "the threshold was crossed");
+    apply(&w, &Step::Cancel(at));
+    let without = world(None);
+    ingest(&without, &[(1, T0 + 1000, 3000, 1)]);
+    apply(&without, &Step::Cancel(at));
+    let all = invoices(&w);
+    assert!(
+        all.iter().any(|i| i.kind == InvoiceKind::Final),
+        "{:?}",
+        all.iter().map(|i| i.kind).collect::<Vec<_>>()
+    );
+    assert_eq!(billed(&w, &all), billed(&without, &invoices(&without)));
+    assert_eq!(per_period(&all), per_period(&invoices(&without)));
+    let tx = w.store.read().expect("read");
+    for inv in &all {
+        assert_eq!(verify_invoice(&tx, TENANT, inv).expect("verify"), Ok(()));
+    }
+}
+
+/// Overwrites the subscription's record with bytes that do not decode.
+fn corrupt_subscription(w: &World) {
+    let db = w.store.database().expect("database");
+    let tx = db.begin_write().expect("write");
+    tx.open_table(crate::store::tables::SUBSCRIPTIONS)
+        .expect("table")
+        .insert(
+            crate::store::keys::tenant_id(TENANT, w.sub).as_slice(),
+            [0xFFu8; 3].as_slice(),
+        )
+        .expect("insert");
+    tx.commit().expect("commit");
+}
+
+/// A tenant whose plans set no threshold costs the watcher one read: it never reads the
+/// customer's subscriptions (a record it cannot decode shows it).
+#[test]
+fn a_tenant_without_thresholds_is_not_evaluated_past_one_read() {
+    let w = world(None);
+    ingest(&w, &[(1, T0 + 1000, 3000, 1)]);
+    corrupt_subscription(&w);
+    let issued = w.store.apply_one(EvaluateProgressive {
+        tenant: TENANT,
+        customer: w.customer,
+        at_ms: T0 + 2000,
+        rules: Rules::default(),
+        origin: "test".into(),
+    });
+    assert!(matches!(issued.as_deref(), Ok([])), "{issued:?}");
+    // With a threshold the subscription is read (and its corruption reported).
+    let w = world(Some(100));
+    corrupt_subscription(&w);
+    assert!(w
+        .store
+        .apply_one(EvaluateProgressive {
+            tenant: TENANT,
+            customer: w.customer,
+            at_ms: T0 + 2000,
+            rules: Rules::default(),
+            origin: "test".into(),
+        })
+        .is_err());
+}
+
+/// A subscription issues at most one interim invoice per `min_interval_ms`: a crossing sooner
+/// waits for the next evaluation after it.
+#[test]
+fn interim_invoices_of_a_subscription_are_at_least_the_minimum_interval_apart() {
+    let w = world(Some(100));
+    let at = |at_ms: i64| {
+        w.store
+            .apply_one(EvaluateProgressive {
+                tenant: TENANT,
+                customer: w.customer,
+                at_ms,
+                rules: Rules {
+                    auto_collect: None,
+                    min_interval_ms: 60_000,
+                },
+                origin: "test".into(),
+            })
+            .expect("evaluate")
+    };
+    ingest(&w, &[(1, T0 + 1000, 3000, 1)]);
+    assert_eq!(at(T0 + 2000).len(), 1);
+    ingest(&w, &[(2, T0 + 3000, 3000, 2)]);
+    assert!(at(T0 + 61_999).is_empty(), "too soon");
+    assert_eq!(at(T0 + 62_000).len(), 1);
+}
+
+/// The preview of an `invoice_now` plan change shows what the invoice it issues bills: the
+/// period's computation minus what its interim invoices billed.
+#[test]
+fn a_plan_change_preview_deducts_the_interim_invoices_of_its_period() {
+    let w = world(Some(100));
+    ingest(&w, &[(1, T0 + 1000, 3000, 1)]);
+    assert_eq!(evaluate(&w, T0 + 2000).len(), 1);
+    ingest(&w, &[(2, T0 + 3000, 3000, 2)]);
+    let at = T0 + DAY_MS / 2;
+    let request = ChangeRequest {
+        plan: w.plans[1],
+        effective: Effective::Now,
+        proration: Proration::InvoiceNow,
+        change: Id::generate_at(at),
+        now_ms: at,
+    };
+    let shown = {
+        let tx = w.store.read().expect("read");
+        let sub = super::subscription::get(&tx, TENANT, w.sub)
+            .expect("read")
+            .expect("subscription");
+        super::change::preview(&tx, TENANT, &sub, &request, &POLICY)
+            .expect("store")
+            .expect("preview")
+    };
+    let changed = w
+        .store
+        .apply_one(ChangeSubscription {
+            tenant: TENANT,
+            id: w.sub,
+            request,
+            policy: POLICY,
+            origin: "test".into(),
+        })
+        .expect("store")
+        .expect("change");
+    let all = invoices(&w);
+    let issued = all
+        .iter()
+        .find(|i| changed.invoices.contains(&i.id) && i.kind != InvoiceKind::Interim)
+        .expect("the change's invoice");
+    assert_eq!(
+        invoice::subtotal(&shown.lines).expect("subtotal"),
+        issued.subtotal_minor
+    );
+}
+
+/// A customer's tax rates changed (or reverse charge applied) between an interim invoice and
+/// the closing one: the closing invoice taxes its own lines at the rates current at its issue,
+/// carries no negative tax at the old rate, and verifies.
+#[test]
+fn a_tax_change_after_an_interim_invoice_taxes_the_closing_invoice_on_its_own_lines() {
+    for reverse_charge in [false, true] {
+        let w = world(Some(100));
+        ingest(&w, &[(1, T0 + 1000, 3000, 1)]);
+        assert_eq!(evaluate(&w, T0 + 2000).len(), 1);
+        let rate = w
+            .store
+            .apply_one(crate::tax_rates::CreateTaxRate {
+                tenant: TENANT,
+                rate: crate::tax_rates::TaxRate {
+                    id: Id::generate(),
+                    display_name: "VAT reduced".into(),
+                    percentage: dec("7"),
+                    inclusive: false,
+                    jurisdiction: None,
+                    country: None,
+                    created_at_ms: T0,
+                    archived_at_ms: None,
+                },
+            })
+            .expect("rate");
+        let mut changes = crate::customers::update::Changes::default();
+        if reverse_charge {
+            changes.reverse_charge = Some(true);
+        } else {
+            changes.tax_rates = Some(vec![rate.id]);
+        }
+        w.store
+            .apply_one(crate::billing::customer_update::UpdateCustomer {
+                tenant: TENANT,
+                id: w.customer,
+                changes,
+                now_ms: T0 + 3000,
+            })
+            .expect("store")
+            .expect("update");
+        ingest(&w, &[(2, T0 + 4000, 3000, 2)]);
+        run(&w, T0 + DAY_MS);
+        let all = invoices(&w);
+        let closing = all
+            .iter()
+            .find(|i| i.kind == InvoiceKind::Period)
+            .expect("closing");
+        assert!(
+            closing.tax_lines.iter().all(|t| t.tax_minor >= 0),
+            "{:?}",
+            closing.tax_lines
+        );
+        let tx = w.store.read().expect("read");
+        for inv in &all {
+            assert_eq!(
+                verify_invoice(&tx, TENANT, inv).expect("verify"),
+                Ok(()),
+                "reverse charge {reverse_charge}: {:?}",
+                inv.kind
+            );
+        }
+    }
+}
+
+/// An interim invoice bills only the segments of its period that started by its issue: a plan
+/// change scheduled later in the period, then canceled, leaves no unmatched line for the
+/// closing invoice, which verifies, and the interim invoice can still be voided before it.
+#[test]
+fn an_interim_invoice_bills_no_segment_that_has_not_started() {
+    let w = world(Some(100));
+    let change_at = T0 + DAY_MS / 2;
+    w.store
+        .apply_one(ChangeSubscription {
+            tenant: TENANT,
+            id: w.sub,
+            request: ChangeRequest {
+                plan: w.plans[1],
+                effective: Effective::At(change_at),
+                proration: Proration::Prorate,
+                change: Id::generate_at(T0 + 500),
+                now_ms: T0 + 500,
+            },
+            policy: POLICY,
+            origin: "test".into(),
+        })
+        .expect("store")
+        .expect("scheduled");
+    ingest(&w, &[(1, T0 + 1000, 3000, 1)]);
+    let issued = evaluate(&w, T0 + 2000);
+    assert_eq!(issued.len(), 1);
+    let interim = invoices(&w)
+        .into_iter()
+        .find(|i| i.id == issued[0])
+        .expect("interim");
+    assert!(
+        interim.lines.iter().all(|l| l.period_start_ms < T0 + 2000),
+        "{:?}",
+        interim
+            .lines
+            .iter()
+            .map(|l| l.period_start_ms - T0)
+            .collect::<Vec<_>>()
+    );
+    w.store
+        .apply_one(super::change::CancelScheduledChange {
+            tenant: TENANT,
+            id: w.sub,
+            now_ms: T0 + 3000,
+        })
+        .expect("store")
+        .expect("canceled");
+    ingest(&w, &[(2, T0 + DAY_MS / 2 + 1000, 3000, 2)]);
+    run(&w, T0 + DAY_MS);
+    let all = invoices(&w);
+    let tx = w.store.read().expect("read");
+    for inv in &all {
+        assert_eq!(
+            verify_invoice(&tx, TENANT, inv).expect("verify"),
+            Ok(()),
+            "{:?}",
+            inv.kind
+        );
+    }
+    let without = world(None);
+    ingest(
+        &without,
+        &[
+            (1, T0 + 1000, 3000, 1),
+            (2, T0 + DAY_MS / 2 + 1000, 3000, 2),
+        ],
+    );
+    run(&without, T0 + DAY_MS);
+    assert_eq!(billed(&w, &all), billed(&without, &invoices(&without)));
+}
+
+/// A line of an interim invoice with no line of the same segment later (a segment that did not
+/// happen) is deducted from the line of its meter whose segment contains it, never carried alone.
+#[test]
+fn an_unmatched_interim_line_folds_into_the_line_whose_segment_contains_it() {
+    let w = world(None);
+    ingest(&w, &[(1, T0 + 1000, 3000, 1)]);
+    run(&w, T0 + DAY_MS);
+    let closing = invoices(&w)
+        .into_iter()
+        .find(|i| i.kind == InvoiceKind::Period)
+        .expect("closing");
+    let whole = closing
+        .lines
+        .iter()
+        .find(|l| l.meter.is_some() && l.amount_minor > 0)
+        .expect("a usage line")
+        .clone();
+    let mut part = whole.clone();
+    part.period_start_ms = whole.period_start_ms + DAY_MS / 2;
+    let interim = Invoice {
+        kind: InvoiceKind::Interim,
+        lines: vec![part],
+        ..closing.clone()
+    };
+    let left =
+        super::progressive::deduct_lines(std::slice::from_ref(&whole), &[interim]).expect("deduct");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].amount_minor, 0);
+    assert_eq!(left[0].quantity, Stored(Decimal::ZERO));
+}
+
+/// A percentage coupon applies to interim invoices too: with 100 % off, usage past the
+/// threshold issues no interim invoice charging cash, and what is billed verifies.
+#[test]
+fn a_percentage_discount_applies_to_interim_usage_before_the_threshold() {
+    use super::coupon::{AppliesTo, Coupon, CreateCoupon, Duration, Off};
+    use super::discount::{ApplyDiscount, Target};
+    for percent in ["100", "50"] {
+        let w = world(Some(100));
+        w.store
+            .apply_one(CreateCoupon {
+                tenant: TENANT,
+                coupon: Coupon {
+                    id: Id::generate(),
+                    code: "off".into(),
+                    name: None,
+                    off: Off::Percent(dec(percent)),
+                    duration: Duration::Forever,
+                    max_redemptions: None,
+                    redeem_by_ms: None,
+                    applies_to: AppliesTo::default(),
+                    times_redeemed: 0,
+                    created_at_ms: T0,
+                },
+            })
+            .expect("store")
+            .expect("coupon");
+        w.store
+            .apply_one(ApplyDiscount {
+                tenant: TENANT,
+                id: Id::generate_at(T0 + 100),
+                coupon: "off".into(),
+                target: Target::Subscription(w.sub),
+                now_ms: T0 + 100,
+            })
+            .expect("store")
+            .expect("redeemed");
+        ingest(&w, &[(1, T0 + 1000, 3000, 1)]);
+        let issued = evaluate(&w, T0 + 2000);
+        let all = invoices(&w);
+        if percent == "100" {
+            assert!(issued.is_empty(), "nothing is owed: {all:?}");
+        } else {
+            assert_eq!(issued.len(), 1);
+            let interim = all.iter().find(|i| i.id == issued[0]).expect("interim");
+            assert!(
+                interim
+                    .lines
+                    .iter()
+                    .any(|l| l.kind == super::invoice::LineKind::Discount),
+                "{:?}",
+                interim.lines
+            );
+        }
+        ingest(&w, &[(2, T0 + 4000, 3000, 2)]);
+        run(&w, T0 + DAY_MS);
+        let tx = w.store.read().expect("read");
+        for inv in &invoices(&w) {
+            assert_eq!(
+                verify_invoice(&tx, TENANT, inv).expect("verify"),
+                Ok(()),
+                "{percent}% {:?}",
+                inv.kind
+            );
+        }
     }
 }

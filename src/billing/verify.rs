@@ -177,7 +177,18 @@ pub fn verify_invoice(
             invoice.subtotal_minor
         )));
     }
-    if let Err(difference) = verify_taxes(invoice, exponent) {
+    // Taxed on its own lines when the tax terms changed since the interim invoices it deducted.
+    let taxed = if super::progressive::taxed_alone(
+        &tx.open_table(tables::INVOICES)?,
+        &tx.open_table(tables::INVOICE_BY_PERIOD)?,
+        tenant,
+        stored,
+    )? {
+        stored
+    } else {
+        invoice
+    };
+    if let Err(difference) = verify_taxes(taxed, exponent) {
         return Ok(Err(difference));
     }
     // The ledger and the amounts owed are the stored invoice's own.
@@ -236,22 +247,27 @@ fn verify_derived_lines(
 ) -> Result<Result<(), String>, StoreError> {
     let derived = |l: &Line| matches!(l.kind, LineKind::Discount | LineKind::MinimumCommitment);
     let stored: Vec<&Line> = invoice.lines.iter().filter(|l| derived(l)).collect();
-    if matches!(invoice.kind, InvoiceKind::Adjustment | InvoiceKind::Interim) {
+    if invoice.kind == InvoiceKind::Adjustment {
         return Ok(if stored.is_empty() {
             Ok(())
         } else {
-            Err("an adjustment or interim invoice carries discount or minimum lines".into())
+            Err("an adjustment invoice carries discount or minimum lines".into())
         });
     }
     let Some(sub) = subscription::get(tx, tenant, invoice.subscription)? else {
         return Ok(Err("its subscription no longer exists".into()));
     };
-    let Some(period) = invoice_period(&sub, plan, invoice) else {
+    let Some(mut period) = invoice_period(&sub, plan, invoice) else {
         return Ok(Err(
             "its period is not in the subscription's schedule".into()
         ));
     };
-    let active = discount::in_effect(
+    if invoice.kind == InvoiceKind::Interim {
+        // Computed up to the end of the segment running at its issue: every line it carries
+        // started by then, and the plan running then is the one its discounts follow.
+        period.end_ms = invoice.period_end_ms.saturating_add(1);
+    }
+    let mut active = discount::in_effect(
         &tx.open_table(tables::DISCOUNTS)?,
         &tx.open_table(tables::DISCOUNTS_BY_TARGET)?,
         tenant,
@@ -264,6 +280,10 @@ fn verify_derived_lines(
             invoice.replaces,
         )?,
     )?;
+    let interim = invoice.kind == InvoiceKind::Interim;
+    if interim {
+        active = super::progressive::percentage_only(active);
+    }
     let mut lines: Vec<Line> = invoice
         .lines
         .iter()

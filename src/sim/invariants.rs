@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use super::ops::{invoices, payments};
 use super::provider::{Charge, Status};
 use super::world::{Violation, World};
-use crate::billing::invoice::{Billed, Invoice, InvoiceStatus, LineKind};
+use crate::billing::invoice::{Billed, Invoice, InvoiceKind, InvoiceStatus, LineKind};
 use crate::billing::pricing;
 use crate::billing::subscription::Subscription;
 use crate::id::Id;
@@ -343,7 +343,7 @@ fn billed_once(world: &World, invoices: &[Invoice]) -> Result<(), Violation> {
         .iter()
         .filter(|i| i.status != InvoiceStatus::Void)
         .collect();
-    let mut charge_keys: BTreeMap<(Id, i64, i64), Id> = BTreeMap::new();
+    let mut charge_keys: BTreeMap<(Id, i64, i64, bool), Id> = BTreeMap::new();
     let mut usage_lines: BTreeMap<(Id, Id, i64), Id> = BTreeMap::new();
     let mut amounts: BTreeMap<(Id, Id, i64), i64> = BTreeMap::new();
     for invoice in &live {
@@ -351,6 +351,7 @@ fn billed_once(world: &World, invoices: &[Invoice]) -> Result<(), Violation> {
             invoice.subscription,
             invoice.period_start_ms,
             invoice.period_end_ms,
+            invoice.kind == InvoiceKind::Interim,
         );
         if let Some(other) = charge_keys.insert(key, invoice.id) {
             return Err(format!(

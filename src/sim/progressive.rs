@@ -21,7 +21,10 @@ pub fn evaluate(world: &mut World, note: &mut String) -> Result<(), Violation> {
         tenant: world.tenant,
         customer,
         at_ms,
-        auto_collect: POLICY.auto_collect,
+        rules: crate::billing::progressive::Rules {
+            auto_collect: POLICY.auto_collect,
+            min_interval_ms: 0,
+        },
         origin: "sim".into(),
     })?;
     note.push_str(&customer.display(crate::customers::PREFIX));
@@ -46,4 +49,22 @@ pub fn whole(world: &World, invoice: &Invoice) -> Result<Invoice, Violation> {
     crate::billing::progressive::cumulative_of(&invoices, &by_period, world.tenant, invoice)
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
+}
+
+/// What an invoice's taxes are computed on: [`whole`], or the invoice itself when it was taxed
+/// on its own lines (the tax terms changed since the interim invoices it deducted).
+pub fn taxed(world: &World, invoice: &Invoice) -> Result<Invoice, Violation> {
+    let alone = {
+        let tx = world.read()?;
+        let invoices = tx.open_table(tables::INVOICES).map_err(|e| e.to_string())?;
+        let by_period = tx
+            .open_table(tables::INVOICE_BY_PERIOD)
+            .map_err(|e| e.to_string())?;
+        crate::billing::progressive::taxed_alone(&invoices, &by_period, world.tenant, invoice)
+            .map_err(|e| e.to_string())?
+    };
+    if alone {
+        return Ok(invoice.clone());
+    }
+    whole(world, invoice)
 }

@@ -52,7 +52,7 @@ pub fn check(world: &World, invoices: &[Invoice]) -> Result<(), Violation> {
     for invoice in invoices {
         let exponent = crate::currency::minor_unit_exponent(&invoice.currency).unwrap_or(2);
         // Rounded per line as the period computes it (interim invoices' part added back).
-        let whole = super::progressive::whole(world, invoice)?;
+        let whole = super::progressive::taxed(world, invoice)?;
         let mut sum = 0i64;
         for t in &whole.tax_lines {
             let mut of_rate = 0i64;

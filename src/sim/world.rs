@@ -187,6 +187,7 @@ impl World {
         };
         store.set_watcher(Arc::new(crate::watch::Watch {
             policy: super::ops::POLICY,
+            interim_min_interval_ms: 0,
         }));
         let (writer, join) =
             writer::spawn(Arc::clone(&store), limits).map_err(|e| e.to_string())?;

@@ -94,7 +94,8 @@ pub const SUBSCRIPTIONS_BY_CUSTOMER: TableDefinition<&[u8], ()> =
     TableDefinition::new("subscriptions_by_customer");
 /// (tenant, invoice id) → invoice record.
 pub const INVOICES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("invoices");
-/// (tenant, subscription id, period start, period end) → invoice id: the charge key.
+/// (tenant, subscription id, period start, period end) → invoice id: the charge key (an
+/// interim invoice's ends with a kind tag, so it never answers a lookup of its period's key).
 pub const INVOICE_BY_PERIOD: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("invoice_by_period");
 /// (tenant, customer id, invoice id) → ().
@@ -172,6 +173,9 @@ pub const ALERTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("alerts")
 /// (tenant, watch kind, meter id or zeros, customer id or zeros for every customer, alert id)
 /// → (): the active alerts a touched customer has, in one range read.
 pub const ALERT_WATCH: TableDefinition<&[u8], ()> = TableDefinition::new("alert_watch");
+/// (tenant, plan id) → (): the plan versions that set a threshold, so progressive billing
+/// knows with one read that nothing of a tenant is watched.
+pub const THRESHOLD_PLANS: TableDefinition<&[u8], ()> = TableDefinition::new("threshold_plans");
 /// (tenant, alert id, firing id) → firing record.
 pub const ALERT_FIRINGS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("alert_firings");
 /// (tenant, alert id, customer id, window start, threshold index) → firing id: at most one
@@ -278,6 +282,7 @@ pub const SET_TABLES: &[TableDefinition<&[u8], ()>] = &[
     WEBHOOK_ENDPOINTS_BY_TENANT,
     DISCOUNTS_BY_TARGET,
     ALERT_WATCH,
+    THRESHOLD_PLANS,
 ];
 
 /// Outbound events: (tenant, ntf id) → notification.
