@@ -318,7 +318,42 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
         ]).prop_map(|(offset, plan, proration)| Step::Change(T0 + offset, plan, proration)),
         1 => Just(()).prop_map(|()| Step::Cancel(T0 + 2 * DAY_MS + DAY_MS / 2)),
     ];
-    proptest::collection::vec(step, 4..24)
+    proptest::collection::vec(step, 4..24).prop_map(no_usage_after_a_later_cancellation)
+}
+
+/// Events ingested before an immediate cancellation are stamped before it. An event stamped
+/// after a cancellation that comes later (a future-stamped event, within the ingest's
+/// `max_future_secs`) may be billed by an interim invoice and never credited back: a known
+/// limit (README "Progressive billing"), kept out of this property.
+///
+/// An immediate cancellation is also never stamped before a billing run that came earlier:
+/// commands applied out of their time order (a run closing periods a later-applied but
+/// earlier-stamped cancellation then ends) are a known limit of billing as a whole, not of
+/// progressive billing.
+fn no_usage_after_a_later_cancellation(mut steps: Vec<Step>) -> Vec<Step> {
+    let mut run_ms = i64::MIN;
+    for step in steps.iter_mut() {
+        match step {
+            Step::Run(at) => run_ms = run_ms.max(*at),
+            Step::Cancel(at) => *at = (*at).max(run_ms),
+            _ => {}
+        }
+    }
+    let mut cancel_ms: Option<i64> = None;
+    for step in steps.iter_mut().rev() {
+        match step {
+            Step::Cancel(at) => cancel_ms = Some(cancel_ms.map_or(*at, |c| c.min(*at))),
+            Step::Ingest(events) => {
+                if let Some(c) = cancel_ms {
+                    for e in events.iter_mut() {
+                        e.1 = e.1.min(c - 1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    steps
 }
 
 /// What a line bills, keyed as progressive billing matches lines (the meter by its key, the
