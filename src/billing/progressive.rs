@@ -10,11 +10,10 @@
 //! have billed without a threshold, to the minor unit, whatever the tiers, discounts, minimum or
 //! rounding. Tax is deducted rate by rate only while the customer's tax terms (rates and
 //! reverse charge) are those the interim invoices were taxed on; after a change, a later
-//! invoice taxes its own lines at the terms of its issue. An interim invoice computes the usage
-//! lines of the segments started by its issue, less the percentage discounts in effect (no fee,
-//! amount off, minimum or adjustment: those belong to the period's close); its lines' event
-//! counts and digests describe everything counted so far, so `verify` re-derives an invoice by
-//! adding back what it deducted and checking the sum against the events.
+//! invoice taxes its own lines at the terms of its issue. An interim invoice computes the period's usage lines only (no fee, discount,
+//! minimum or adjustment: those belong to the period's close); its lines' event counts and digests
+//! describe everything counted so far, so `verify` re-derives an invoice by adding back what it
+//! deducted and checking the sum against the events.
 //!
 //! Voiding an interim invoice is refused once a later invoice of its period exists (that one
 //! deducted it; a credit note takes an amount back instead); before that it is voided without a
@@ -404,14 +403,8 @@ pub fn to_deduct(
 
 /// What an interim invoice computes: the usage lines of `period` (its running period up to
 /// the end of the segment running at its issue, so only segments started by then) as of
-/// `cutoff`, less the percentage `discounts` among those in effect (no adjustments, fees,
-/// amounts off or minimum: the period's invoice takes those).
-pub fn interim_spec(
-    period: Period,
-    cutoff: u64,
-    plans: BTreeMap<Id, Plan>,
-    discounts: Vec<super::discount::Active>,
-) -> Spec {
+/// `cutoff` (no adjustments, fees, discounts or minimum).
+pub fn interim_spec(period: Period, cutoff: u64, plans: BTreeMap<Id, Plan>) -> Spec {
     Spec {
         kind: InvoiceKind::Interim,
         period,
@@ -421,17 +414,8 @@ pub fn interim_spec(
         adjust_from_ms: period.start_ms,
         cutoff,
         plans,
-        discounts: percentage_only(discounts),
+        discounts: Vec::new(),
     }
-}
-
-/// The discounts an interim invoice takes: the percentages (an amount off is the period's
-/// invoice's).
-pub fn percentage_only(
-    mut discounts: Vec<super::discount::Active>,
-) -> Vec<super::discount::Active> {
-    discounts.retain(|d| matches!(d.off, super::coupon::Off::Percent(_)));
-    discounts
 }
 
 /// A running period under a threshold: the period, the threshold, the subscription's plan and
@@ -626,16 +610,7 @@ fn evaluate_period(
             .map_or(period.end_ms, |seg| seg.end_ms),
         ..period
     };
-    // The discounts in effect at its issue, as `verify` takes them (`discounts_as_of`).
-    let discounts = super::discount::in_effect(
-        &tx.open_table(tables::DISCOUNTS)?,
-        &tx.open_table(tables::DISCOUNTS_BY_TARGET)?,
-        tenant,
-        sub,
-        plan,
-        at_ms,
-    )?;
-    let spec = interim_spec(started, cutoff, plans, discounts);
+    let spec = interim_spec(started, cutoff, plans);
     let accrued = match super::draft::compute_lines(tx, tenant, sub, plan, &spec)? {
         Ok(lines) => lines,
         Err(e) => return Ok(Err(e)),

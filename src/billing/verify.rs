@@ -247,27 +247,22 @@ fn verify_derived_lines(
 ) -> Result<Result<(), String>, StoreError> {
     let derived = |l: &Line| matches!(l.kind, LineKind::Discount | LineKind::MinimumCommitment);
     let stored: Vec<&Line> = invoice.lines.iter().filter(|l| derived(l)).collect();
-    if invoice.kind == InvoiceKind::Adjustment {
+    if matches!(invoice.kind, InvoiceKind::Adjustment | InvoiceKind::Interim) {
         return Ok(if stored.is_empty() {
             Ok(())
         } else {
-            Err("an adjustment invoice carries discount or minimum lines".into())
+            Err("an adjustment or interim invoice carries discount or minimum lines".into())
         });
     }
     let Some(sub) = subscription::get(tx, tenant, invoice.subscription)? else {
         return Ok(Err("its subscription no longer exists".into()));
     };
-    let Some(mut period) = invoice_period(&sub, plan, invoice) else {
+    let Some(period) = invoice_period(&sub, plan, invoice) else {
         return Ok(Err(
             "its period is not in the subscription's schedule".into()
         ));
     };
-    if invoice.kind == InvoiceKind::Interim {
-        // Computed up to the end of the segment running at its issue: every line it carries
-        // started by then, and the plan running then is the one its discounts follow.
-        period.end_ms = invoice.period_end_ms.saturating_add(1);
-    }
-    let mut active = discount::in_effect(
+    let active = discount::in_effect(
         &tx.open_table(tables::DISCOUNTS)?,
         &tx.open_table(tables::DISCOUNTS_BY_TARGET)?,
         tenant,
@@ -280,10 +275,6 @@ fn verify_derived_lines(
             invoice.replaces,
         )?,
     )?;
-    let interim = invoice.kind == InvoiceKind::Interim;
-    if interim {
-        active = super::progressive::percentage_only(active);
-    }
     let mut lines: Vec<Line> = invoice
         .lines
         .iter()
