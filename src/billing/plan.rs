@@ -91,6 +91,7 @@ pub struct Plan {
 
 /// A plan's record as written before progressive billing (no threshold).
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 struct PlanV2 {
     id: Id,
     code: String,
@@ -427,27 +428,9 @@ mod tests {
         assert_eq!(decode(&bytes).expect("decode"), next);
     }
 
-    /// The layout plans were stored in before progressive billing.
-    #[derive(Serialize)]
-    struct BeforeThreshold {
-        id: Id,
-        code: String,
-        name: String,
-        currency: String,
-        interval: Interval,
-        interval_count: u32,
-        fixed_fee: Option<FixedFee>,
-        charges: Vec<Charge>,
-        created_at_ms: i64,
-        minimum_minor: Option<i64>,
-        version: u32,
-        previous_version: Option<Id>,
-        bill_usage_in_trial: bool,
-    }
-
     #[test]
     fn plans_stored_before_thresholds_still_decode_without_one() {
-        let old = BeforeThreshold {
+        let old = PlanV2 {
             id: Id::generate(),
             code: "pro".into(),
             name: "Pro".into(),
