@@ -195,6 +195,12 @@ pub enum KeyCommand {
         /// The tenant's name.
         #[arg(long)]
         tenant: String,
+        /// The key may read everything and change nothing (refused with 403 `read_only_key`).
+        #[arg(long)]
+        read_only: bool,
+        /// The operator's name for the key (shown in the console's key list), 0-64 characters.
+        #[arg(long, default_value = "")]
+        label: String,
     },
     /// Revoke an API key by its id (`key_…`).
     Revoke {
@@ -236,9 +242,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Key(KeyCommand::Create { tenant }) => {
-            manage(&config, crate::control::Request::CreateKey { tenant })
-        }
+        Command::Key(KeyCommand::Create {
+            tenant,
+            read_only,
+            label,
+        }) => manage(
+            &config,
+            crate::control::Request::CreateKey {
+                tenant,
+                read_only,
+                label,
+            },
+        ),
         Command::Verify { tenant } => verify(&config, tenant.as_deref()),
         Command::Invoice(InvoiceCommand::Verify { id }) => verify_invoice(&config, &id),
         Command::Dlq(command) => dlq(&config, command),

@@ -67,6 +67,34 @@ pub struct Config {
     pub payments: PaymentsConfig,
     /// Outbound events: delivery to the tenants' event destinations.
     pub notifications: NotificationsConfig,
+    /// The operator console at `/console`.
+    pub console: ConsoleConfig,
+}
+
+/// The operator console: server-rendered pages for the people who run billing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Serve `/console` (off: every console path is 404 and no session exists).
+    pub enabled: bool,
+    /// A session unused for this long ends; the next page asks to sign in again.
+    pub session_idle_secs: u64,
+    /// Sessions held at once (in memory); signing in beyond it ends the least recently used.
+    pub max_sessions: u64,
+    /// Mark the session cookie `Secure` always. Without it the cookie is `Secure` only when the
+    /// request arrived over TLS at a proxy that says so (`X-Forwarded-Proto: https`).
+    pub secure_cookie: bool,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_idle_secs: 3600,
+            max_sessions: 1000,
+            secure_cookie: false,
+        }
+    }
 }
 
 /// Which provider collects payments, and how.
@@ -513,6 +541,7 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             payments: PaymentsConfig::default(),
             notifications: NotificationsConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -605,6 +634,15 @@ impl Config {
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(bad("log.level", "is not a valid filter such as `info`"));
+        }
+        if !(1..=30 * 86_400).contains(&self.console.session_idle_secs) {
+            return Err(bad(
+                "console.session_idle_secs",
+                "must be between 1 and 2592000 (30 days)",
+            ));
+        }
+        if !(1..=100_000).contains(&self.console.max_sessions) {
+            return Err(bad("console.max_sessions", "must be between 1 and 100000"));
         }
         if !(1024..=256 * 1024 * 1024).contains(&self.http.body_limit_bytes) {
             return Err(bad(

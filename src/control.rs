@@ -38,6 +38,12 @@ pub enum Request {
     CreateKey {
         /// The tenant's name.
         tenant: String,
+        /// Whether the key may only read.
+        #[serde(default)]
+        read_only: bool,
+        /// The operator's name for the key.
+        #[serde(default)]
+        label: String,
     },
     /// Revoke a key by its public id.
     RevokeKey {
@@ -115,8 +121,14 @@ pub(crate) async fn execute(to: &impl Apply, request: Request) -> anyhow::Result
                 },
             }
         }
-        Request::CreateKey { tenant } => {
-            let key = tenants::generate_key().context("no randomness for an API key")?;
+        Request::CreateKey {
+            tenant,
+            read_only,
+            label,
+        } => {
+            let mut key = tenants::generate_key().context("no randomness for an API key")?;
+            key.read_only = read_only;
+            key.label = label;
             let (key_id, api_key) = (key.id.display(KEY_ID_PREFIX), key.secret.clone());
             match to
                 .apply(tenants::CreateKey {
@@ -337,7 +349,7 @@ mod listener {
     fn describe(request: &Request) -> String {
         match request {
             Request::CreateTenant { name } => format!("create tenant {name}"),
-            Request::CreateKey { tenant } => format!("create a key for tenant {tenant}"),
+            Request::CreateKey { tenant, .. } => format!("create a key for tenant {tenant}"),
             Request::RevokeKey { key_id } => format!("revoke key {key_id}"),
         }
     }

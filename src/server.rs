@@ -134,6 +134,7 @@ async fn run(
         metrics: metrics.clone(),
         jobs_wake: Arc::clone(&jobs_wake),
         stop: stop_rx.clone(),
+        console: crate::console::Console::default(),
     });
     let purge = tokio::spawn(purge_task(
         writer.clone(),

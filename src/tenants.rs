@@ -11,7 +11,7 @@ use subtle::ConstantTimeEq;
 
 use crate::id::Id;
 use crate::store::writer::Command;
-use crate::store::{get_record, next_counter, put_record, tables, StoreError, TenantId};
+use crate::store::{next_counter, put_record, tables, StoreError, TenantId};
 
 /// The public prefix of API key ids.
 pub const KEY_ID_PREFIX: &str = "key";
@@ -44,7 +44,53 @@ pub struct ApiKey {
     pub created_at_ms: i64,
     /// Set once revoked; a revoked key authenticates nothing.
     pub revoked_at_ms: Option<i64>,
+    /// A read-only key reads everything its tenant can and writes nothing: every request that
+    /// would change state is refused with 403 `read_only_key` (support staff, dashboards).
+    pub read_only: bool,
+    /// The operator's name for the key ("ci", "support console"); may be empty.
+    pub label: String,
 }
+
+/// The layout of keys stored before keys could be read-only or labelled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ApiKeyV1 {
+    id: Id,
+    tenant: u64,
+    secret_hash: [u8; 32],
+    created_at_ms: i64,
+    revoked_at_ms: Option<i64>,
+}
+
+/// Decodes a stored key of either layout (older keys are read-write and unlabelled).
+pub fn decode_key(bytes: &[u8]) -> Result<ApiKey, StoreError> {
+    if let Ok(key) = crate::store::codec::decode::<ApiKey>(bytes) {
+        return Ok(key);
+    }
+    let old: ApiKeyV1 = crate::store::codec::decode(bytes)?;
+    Ok(ApiKey {
+        id: old.id,
+        tenant: old.tenant,
+        secret_hash: old.secret_hash,
+        created_at_ms: old.created_at_ms,
+        revoked_at_ms: old.revoked_at_ms,
+        read_only: false,
+        label: String::new(),
+    })
+}
+
+/// Who a presented key speaks for: its tenant, the key itself, and what it may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyPrincipal {
+    /// The key's tenant.
+    pub tenant: TenantId,
+    /// The key's public id (sessions remember it to notice a revocation).
+    pub key_id: Id,
+    /// Whether the key may only read.
+    pub read_only: bool,
+}
+
+/// Longest key label accepted.
+pub const MAX_KEY_LABEL_CHARS: usize = 64;
 
 /// A freshly minted key: the only moment the secret exists outside the client.
 #[derive(Debug, Clone)]
@@ -53,6 +99,10 @@ pub struct NewKey {
     pub id: Id,
     /// The secret to hand to the operator, once.
     pub secret: String,
+    /// Whether the key may only read.
+    pub read_only: bool,
+    /// The operator's name for it.
+    pub label: String,
 }
 
 /// Why a tenant or key operation did nothing.
@@ -75,6 +125,14 @@ pub enum TenantError {
         "tenant names are 1-{MAX_TENANT_NAME_CHARS} characters of letters, digits, '-' and '_'"
     )]
     BadName,
+    /// The key's label is too long or has control characters.
+    #[error("key labels are 0-{MAX_KEY_LABEL_CHARS} characters without control characters")]
+    BadLabel,
+}
+
+/// Whether a key label is acceptable.
+pub fn valid_label(label: &str) -> bool {
+    label.chars().count() <= MAX_KEY_LABEL_CHARS && !label.chars().any(char::is_control)
 }
 
 /// Generates a key secret from 32 random bytes; the command that stores it receives only what
@@ -89,6 +147,8 @@ pub fn generate_key() -> Result<NewKey, getrandom::Error> {
     Ok(NewKey {
         id: Id::generate(),
         secret,
+        read_only: false,
+        label: String::new(),
     })
 }
 
@@ -110,18 +170,37 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-/// Resolves a presented secret to its tenant, or `None` for an unknown or revoked key.
-pub fn authenticate(tx: &ReadTransaction, secret: &str) -> Result<Option<TenantId>, StoreError> {
+/// Resolves a presented secret to its principal, or `None` for an unknown or revoked key.
+pub fn authenticate(
+    tx: &ReadTransaction,
+    secret: &str,
+) -> Result<Option<KeyPrincipal>, StoreError> {
     let hash = hash_secret(secret);
     let table = tx.open_table(tables::API_KEYS)?;
-    let Some(key) = get_record::<ApiKey, _>(&table, index_key(&hash))? else {
+    let Some(bytes) = table.get(index_key(&hash))? else {
         return Ok(None);
     };
+    let key = decode_key(bytes.value())?;
     let matches: bool = key.secret_hash.ct_eq(&hash).into();
     if !matches || key.revoked_at_ms.is_some() {
         return Ok(None);
     }
-    Ok(Some(TenantId(key.tenant)))
+    Ok(Some(KeyPrincipal {
+        tenant: TenantId(key.tenant),
+        key_id: key.id,
+        read_only: key.read_only,
+    }))
+}
+
+/// The key with this public id, revoked or not (`None` when there is no such key).
+pub fn key_by_id(tx: &ReadTransaction, key_id: Id) -> Result<Option<ApiKey>, StoreError> {
+    let ids = tx.open_table(tables::API_KEY_IDS)?;
+    let Some(index) = ids.get(key_id.to_bytes().as_slice())? else {
+        return Ok(None);
+    };
+    let keys = tx.open_table(tables::API_KEYS)?;
+    let found = keys.get(index.value())?;
+    found.map(|bytes| decode_key(bytes.value())).transpose()
 }
 
 /// Every tenant, in creation order, with how many active keys each has.
@@ -131,7 +210,7 @@ pub fn list(tx: &ReadTransaction) -> Result<Vec<(Tenant, usize)>, StoreError> {
     let mut active: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
     for entry in keys.iter()? {
         let (_, value) = entry?;
-        let key: ApiKey = crate::store::codec::decode(value.value())?;
+        let key = decode_key(value.value())?;
         if key.revoked_at_ms.is_none() {
             *active.entry(key.tenant).or_default() += 1;
         }
@@ -146,6 +225,16 @@ pub fn list(tx: &ReadTransaction) -> Result<Vec<(Tenant, usize)>, StoreError> {
     Ok(out)
 }
 
+/// The tenant's name, `None` when there is no such tenant.
+pub fn tenant_name(tx: &ReadTransaction, tenant: TenantId) -> Result<Option<String>, StoreError> {
+    let tenants = tx.open_table(tables::TENANTS)?;
+    let found = tenants.get(tenant.0.to_be_bytes().as_slice())?;
+    found
+        .map(|v| crate::store::codec::decode::<Tenant>(v.value()).map(|t| t.name))
+        .transpose()
+        .map_err(StoreError::from)
+}
+
 /// Whether the database has no tenant yet (first start).
 pub fn is_empty(tx: &ReadTransaction) -> Result<bool, StoreError> {
     Ok(tx.open_table(tables::TENANTS)?.is_empty()?)
@@ -156,7 +245,7 @@ fn store_key(
     tenant: u64,
     key: &NewKey,
     now_ms: i64,
-) -> Result<(), StoreError> {
+) -> Result<ApiKey, StoreError> {
     let hash = hash_secret(&key.secret);
     let record = ApiKey {
         id: key.id,
@@ -164,12 +253,14 @@ fn store_key(
         secret_hash: hash,
         created_at_ms: now_ms,
         revoked_at_ms: None,
+        read_only: key.read_only,
+        label: key.label.clone(),
     };
     let mut keys = tx.open_table(tables::API_KEYS)?;
     put_record(&mut keys, index_key(&hash), &record)?;
     let mut ids = tx.open_table(tables::API_KEY_IDS)?;
     ids.insert(key.id.to_bytes().as_slice(), index_key(&hash))?;
-    Ok(())
+    Ok(record)
 }
 
 fn tenant_by_name(tx: &WriteTransaction, name: &str) -> Result<Option<u64>, StoreError> {
@@ -232,6 +323,9 @@ impl Command for CreateKey {
     type Output = Result<(), TenantError>;
 
     fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+        if !valid_label(&self.key.label) {
+            return Ok(Err(TenantError::BadLabel));
+        }
         let Some(tenant) = tenant_by_name(tx, &self.tenant_name)? else {
             return Ok(Err(TenantError::UnknownTenant(self.tenant_name)));
         };
@@ -267,7 +361,8 @@ impl Command for RevokeKey {
             return Ok(Err(TenantError::UnknownKey(self.key_id)));
         };
         let mut keys = tx.open_table(tables::API_KEYS)?;
-        let Some(mut key) = get_record::<ApiKey, _>(&keys, &index)? else {
+        let found = keys.get(index.as_slice())?.map(|v| decode_key(v.value()));
+        let Some(mut key) = found.transpose()? else {
             return Err(StoreError::Corrupt(format!(
                 "key id {} has no key",
                 self.key_id
@@ -304,8 +399,10 @@ mod tests {
             .expect("created");
         let read = store.read().expect("read");
         assert_eq!(
-            authenticate(&read, &secret).expect("auth"),
-            Some(TenantId(tenant.id))
+            authenticate(&read, &secret)
+                .expect("auth")
+                .map(|p| (p.tenant, p.read_only)),
+            Some((TenantId(tenant.id), false))
         );
         assert_eq!(authenticate(&read, "tally_sk_nope").expect("auth"), None);
         drop(read);

@@ -14,6 +14,19 @@ use crate::store::TenantId;
 /// The tenant the request's API key belongs to.
 pub struct Tenant(pub TenantId);
 
+/// The principal of a request the console makes in-process for a signed-in operator. It travels
+/// as a request extension, which nothing outside the process can set, instead of a key: the
+/// console keeps no secret after sign-in.
+#[derive(Debug, Clone, Copy)]
+pub struct InternalPrincipal(pub crate::tenants::KeyPrincipal);
+
+/// Whether a request may change state. Everything but GET and HEAD does, except previews, which
+/// are POSTs that compute without writing.
+pub fn is_write(method: &axum::http::Method, path: &str) -> bool {
+    let reads = method == axum::http::Method::GET || method == axum::http::Method::HEAD;
+    !reads && !path.ends_with("/preview")
+}
+
 impl FromRequestParts<std::sync::Arc<AppState>> for Tenant {
     type Rejection = ApiError;
 
@@ -21,6 +34,27 @@ impl FromRequestParts<std::sync::Arc<AppState>> for Tenant {
         parts: &mut Parts,
         state: &std::sync::Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
+        let principal = match parts.extensions.get::<InternalPrincipal>() {
+            Some(internal) => internal.0,
+            None => principal_from_header(parts, state)?,
+        };
+        if principal.read_only && is_write(&parts.method, parts.uri.path()) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "read_only_key",
+                "this API key is read-only; use a read-write key to change anything",
+            ));
+        }
+        Ok(Tenant(principal.tenant))
+    }
+}
+
+/// Authenticates the `Authorization: Bearer` header.
+fn principal_from_header(
+    parts: &Parts,
+    state: &std::sync::Arc<AppState>,
+) -> Result<crate::tenants::KeyPrincipal, ApiError> {
+    {
         let unauthorized = |detail: &str| {
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail.to_string())
         };
@@ -45,7 +79,7 @@ impl FromRequestParts<std::sync::Arc<AppState>> for Tenant {
         }
         let tx = state.store.read()?;
         match crate::tenants::authenticate(&tx, secret)? {
-            Some(tenant) => Ok(Tenant(tenant)),
+            Some(principal) => Ok(principal),
             None => Err(unauthorized("the API key is not valid or was revoked")),
         }
     }

@@ -70,11 +70,32 @@ pub struct AppState {
     /// Becomes true when the daemon stops: work detached from a request (a billing run's
     /// continuation) ends then, so it never holds the shutdown.
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// The operator console's sessions and its in-process route to this API.
+    pub console: crate::console::Console,
 }
 
-/// The complete router.
+/// The complete router: the API, and the console when it is enabled.
 pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = usize::try_from(state.config.http.body_limit_bytes).unwrap_or(usize::MAX);
+    let api = api_routes()
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Extractors that read raw bodies (the webhook receiver) obey the same limit.
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(observe))
+        .with_state(Arc::clone(&state));
+    if !state.config.console.enabled {
+        return api;
+    }
+    state.console.set_api(api.clone());
+    let console = crate::console::router()
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .with_state(Arc::clone(&state));
+    api.nest("/console", console)
+}
+
+/// Every API route, without the layers.
+fn api_routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -265,12 +286,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/events", get(events::list).post(events::ingest))
         .route("/v1/events/{id}", get(events::get))
         .route("/v1/usage", get(usage::get))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        // Extractors that read raw bodies (the webhook receiver) obey the same limit.
-        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn(observe))
-        .with_state(state)
 }
 
 async fn not_found() -> ApiError {

@@ -1,5 +1,6 @@
 //! Black-box tests: the real binary on a temporary database, over HTTP.
 
+mod browser;
 mod harness;
 
 mod alerts;
@@ -8,6 +9,7 @@ mod billing;
 mod bounds;
 mod cli;
 mod collection;
+mod console;
 mod corpus;
 mod coupons;
 mod crash;
