@@ -10,6 +10,7 @@ pub mod assets;
 pub mod chart;
 pub mod components;
 pub mod dispatch;
+pub mod events;
 pub mod form;
 pub mod overview;
 pub mod page;
@@ -58,6 +59,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/", get(overview::show))
         .route("/sign-in", get(sign_in::show).post(sign_in::submit))
         .route("/sign-out", post(sign_in::sign_out))
+        .merge(events::routes())
         .route(
             assets::STYLESHEET_PATH.trim_start_matches("/console"),
             get(assets::stylesheet),
