@@ -87,8 +87,7 @@ pub async fn call(
     body: Option<&serde_json::Value>,
     idempotency_key: Option<&str>,
 ) -> Result<Reply, ConsoleError> {
-    let waited_ms = 0u64;
-    let mut waited_ms = waited_ms;
+    let mut waited_ms = 0u64;
     loop {
         let reply = call_once(op, method.clone(), path, body, idempotency_key).await?;
         let in_flight = reply.status == StatusCode::CONFLICT
