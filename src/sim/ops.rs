@@ -727,6 +727,7 @@ pub(super) fn send_events(
         tenant: world.tenant,
         events: parsed,
         now_ms: world.now(),
+        idempotency_key: None,
     })?;
     let (mut accepted, mut duplicates, mut rejected) = (0, 0, 0);
     for (body, status) in events.into_iter().zip(statuses) {
