@@ -54,6 +54,12 @@ impl Id {
         Id(next)
     }
 
+    /// The smallest id of the millisecond `ms`: every id generated at or after `ms` sorts at or
+    /// above it, every earlier one below, so a range of ids is a range of creation times.
+    pub fn first_at(ms: i64) -> Self {
+        Id(u128::from(u64::try_from(ms.max(0)).unwrap_or(0) & 0xFFFF_FFFF_FFFF) << 80)
+    }
+
     /// The millisecond the id was generated in.
     pub fn timestamp_ms(self) -> i64 {
         // 48 bits always fit in i64.

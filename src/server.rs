@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use crate::api::{self, AppState};
 use crate::config::{Config, LogFormat, CONTRACT_MIN_RETENTION_SECS};
 use crate::idempotency::{InFlight, PurgeExpired};
+use crate::ingest::anomaly::PurgeAnomalies;
 use crate::ingest::purge::PurgeDerivedIdentities;
 use crate::notifications::retention::PurgeNotifications;
 use crate::store::writer::{self, Command, WriterHandle, WriterLimits};
@@ -215,8 +216,9 @@ fn control_task(
     }
 }
 
-/// Deletes expired idempotency records, derived event identities that can no longer match and
-/// notifications past their retention, in bounded passes.
+/// Deletes expired idempotency records, derived event identities that can no longer match,
+/// ingest anomalies kept as long as idempotency keys, and notifications past their retention,
+/// in bounded passes.
 async fn purge_task(writer: WriterHandle, config: Arc<Config>, mut stop: watch::Receiver<bool>) {
     let interval = Duration::from_millis(config.idempotency.purge_interval_ms);
     let limit = usize::try_from(config.idempotency.purge_batch_size).unwrap_or(1000);
@@ -241,10 +243,16 @@ async fn purge_task(writer: WriterHandle, config: Arc<Config>, mut stop: watch::
             }
         })
         .await;
+        let anomalies = in_passes(&writer, limit, &stop, "anomaly purge", || PurgeAnomalies {
+            cutoff_ms: anomaly_cutoff_ms(&config, crate::clock::now_ms()),
+            limit,
+        })
+        .await;
         let notifications = purge_notifications(&writer, &config, limit, &stop).await;
         for (what, purged) in [
             ("idempotency_keys", keys),
             ("derived_identities", identities),
+            ("event_anomalies", anomalies),
             ("notifications", notifications),
         ] {
             if purged > 0 {
@@ -253,6 +261,13 @@ async fn purge_task(writer: WriterHandle, config: Arc<Config>, mut stop: watch::
             }
         }
     }
+}
+
+/// Ingest anomalies are kept as long as idempotency keys: received before this instant, they go.
+fn anomaly_cutoff_ms(config: &Config, now_ms: i64) -> i64 {
+    let retention_ms =
+        i64::try_from(config.idempotency.retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    now_ms.saturating_sub(retention_ms)
 }
 
 /// Deletes notifications past their retention in bounded passes, each continuing where the

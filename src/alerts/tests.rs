@@ -119,6 +119,7 @@ fn ingest(store: &Store, now_ms: i64, events: &[(i64, i64)]) {
             tenant: TENANT,
             events,
             now_ms,
+            idempotency_key: None,
         })
         .expect("ingest");
 }

@@ -247,6 +247,7 @@ pub async fn ingest(
         tenant,
         events,
         now_ms,
+        idempotency_key: key.0.clone(),
     };
     let render = if binary { render_binary } else { render };
     match (key.0, canonical) {
@@ -401,11 +402,24 @@ impl From<&Event> for EventResponse {
     }
 }
 
-/// Retrieves an event.
+/// One event with what only a single read derives.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventDetail {
+    /// The event.
+    #[serde(flatten)]
+    pub event: EventResponse,
+    /// For a late event: the invoice (`inv_…`) that billed it, the first one not void of its
+    /// customer issued after it arrived with a usage or adjustment line for a meter it feeds
+    /// over its timestamp. Null while no invoice has billed it yet, when its arrival changed
+    /// no billed quantity (so no line shows it), and for events that were not late.
+    pub absorbed_by: Option<String>,
+}
+
+/// Retrieves an event; a late one names the invoice that billed it (`absorbed_by`).
 #[utoipa::path(
     get, path = "/v1/events/{id}", tag = "events",
     params(("id" = String, Path)),
-    responses((status = 200, body = EventResponse), (status = 404, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, body = EventDetail), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = []))
 )]
 pub async fn get(
@@ -416,7 +430,13 @@ pub async fn get(
     let parsed = Id::parse(&id, PREFIX).ok_or_else(|| ApiError::missing("event", &id))?;
     let tx = state.store.read()?;
     let e = event::get(&tx, tenant, parsed)?.ok_or_else(|| ApiError::missing("event", &id))?;
-    Ok(Json(EventResponse::from(&e)).into_response())
+    let absorbed_by = crate::billing::absorbed::absorbed_by(&tx, tenant, &e)?
+        .map(|invoice| invoice.id.display(crate::billing::invoice::PREFIX));
+    Ok(Json(EventDetail {
+        event: EventResponse::from(&e),
+        absorbed_by,
+    })
+    .into_response())
 }
 
 /// Query of `GET /v1/events`.
@@ -438,6 +458,9 @@ pub struct ListEventsParams {
     pub from: Option<String>,
     /// Usage time before (RFC 3339).
     pub to: Option<String>,
+    /// `true`: only late events (their period was already invoiced when they arrived);
+    /// `false`: only events that were not late.
+    pub late: Option<bool>,
 }
 
 /// A page of events.
@@ -475,8 +498,9 @@ pub fn time_param(field: &str, value: &Option<String>) -> Result<Option<i64>, Ap
     }
 }
 
-/// Lists stored events in receipt order. A sparse filter may return a short (even empty) page
-/// with `has_more`: each request examines at most 10,000 events.
+/// Lists stored events in receipt order, filtered by customer, type, usage time (`from`/`to`)
+/// and lateness. The filters scan rather than use an index: a sparse filter may return a short
+/// (even empty) page with `has_more`, since each request examines at most 10,000 events.
 #[utoipa::path(
     get, path = "/v1/events", tag = "events",
     params(ListEventsParams),
@@ -519,6 +543,7 @@ pub async fn list(
         event_type: params.event_type.clone(),
         from_ms: time_param("from", &params.from)?,
         to_ms: time_param("to", &params.to)?,
+        late: params.late,
     };
     let (items, cursor) = event::list(&tx, tenant, &filter, after, limit)?;
     Ok(Json(EventPage {

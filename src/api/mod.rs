@@ -10,6 +10,7 @@ pub mod customers;
 pub mod dead_letters;
 pub mod documents;
 pub mod entitlements;
+pub mod event_anomalies;
 pub mod event_destinations;
 pub mod events;
 pub mod extract;
@@ -285,6 +286,7 @@ fn api_routes() -> Router<Arc<AppState>> {
         .route("/v1/meters/{id}", get(meters::get).post(meters::update))
         .route("/v1/events", get(events::list).post(events::ingest))
         .route("/v1/events/{id}", get(events::get))
+        .route("/v1/event-anomalies", get(event_anomalies::list))
         .route("/v1/usage", get(usage::get))
 }
 

@@ -9,9 +9,9 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     alerts, coupons, credit_notes, customers, dead_letters, documents, entitlements,
-    event_destinations, events, features, grants, health, invoices, ledger, meters, notifications,
-    pagination, parties, payments, plans, problem, subscription_changes, subscriptions, tax_rates,
-    tenant_settings, usage, wallet, webhooks,
+    event_anomalies, event_destinations, events, features, grants, health, invoices, ledger,
+    meters, notifications, pagination, parties, payments, plans, problem, subscription_changes,
+    subscriptions, tax_rates, tenant_settings, usage, wallet, webhooks,
 };
 
 /// The document's root.
@@ -37,6 +37,7 @@ use super::{
         events::ingest,
         events::list,
         events::get,
+        event_anomalies::list,
         usage::get,
         grants::create,
         grants::get,
@@ -156,6 +157,10 @@ use super::{
         events::EventResponse,
         events::IdentityResponse,
         events::EventPage,
+        events::EventDetail,
+        event_anomalies::AnomalyResponse,
+        event_anomalies::ReceivedIdentity,
+        event_anomalies::AnomalyPage,
         usage::UsageResponse,
         usage::UsageBucket,
         grants::CreateGrantRequest,
@@ -348,6 +353,7 @@ const OPERATION_IDS: &[(&str, &str, &str)] = &[
     ("get", "/v1/events", "listEvents"),
     ("post", "/v1/events", "ingestEvents"),
     ("get", "/v1/events/{id}", "getEvent"),
+    ("get", "/v1/event-anomalies", "listEventAnomalies"),
     ("post", "/v1/hooks/{endpoint_id}", "receiveWebhook"),
     ("get", "/v1/invoices", "listInvoices"),
     ("get", "/v1/invoices/{id}", "getInvoice"),

@@ -157,6 +157,7 @@ fn ingest(w: &World, events: &[(u32, i64)]) {
             tenant: TENANT,
             events: parsed,
             now_ms: H + DAY_MS,
+            idempotency_key: None,
         })
         .expect("ingest");
 }

@@ -1,5 +1,6 @@
 //! Billing: plans, subscriptions, periods, pricing, billing runs and invoices.
 
+pub mod absorbed;
 pub mod change;
 pub mod coupon;
 pub mod customer_update;

@@ -243,6 +243,7 @@ fn ingest(w: &World, events: &[(u32, i64, u32, u8)]) {
             tenant: TENANT,
             events: parsed,
             now_ms: NOW,
+            idempotency_key: None,
         })
         .expect("ingest");
 }

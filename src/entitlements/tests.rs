@@ -150,6 +150,7 @@ fn ingest(store: &Store, events: &[Usage], first_index: usize) {
             tenant: TENANT,
             events,
             now_ms: NOW_MS,
+            idempotency_key: None,
         })
         .expect("ingest");
 }

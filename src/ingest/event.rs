@@ -6,7 +6,8 @@
 //! rollup are written in one command, so an event is counted once, permanently, in the same
 //! commit that stores it. A batch is planned event by event: a rejected event writes nothing and
 //! the others still commit; a later event of the batch sees the earlier ones (in-batch
-//! duplicates are caught like any other).
+//! duplicates are caught like any other). A duplicate or conflict writes one row of
+//! [`super::anomaly`] and nothing else.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -14,6 +15,7 @@ use std::rc::Rc;
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+use super::anomaly::{self, Anomaly, AnomalyKind};
 use super::meter::{self, Meter, ValueError};
 use super::usage::{self, by_customer_key};
 use crate::id::Id;
@@ -167,6 +169,8 @@ pub struct IngestBatch {
     pub events: Vec<Result<Prepared, Rejection>>,
     /// Receipt time.
     pub now_ms: i64,
+    /// The request's `Idempotency-Key`, recorded with its duplicates and conflicts.
+    pub idempotency_key: Option<String>,
 }
 
 impl Command for IngestBatch {
@@ -200,9 +204,12 @@ impl Command for IngestBatch {
                 let status = match item {
                     Ok(prepared) => apply_one(
                         &mut tables,
-                        command.tenant,
+                        Receipt {
+                            tenant: command.tenant,
+                            now_ms: command.now_ms,
+                            idempotency_key: command.idempotency_key.as_deref(),
+                        },
                         prepared,
-                        command.now_ms,
                         &mut seq,
                     )?,
                     Err(rejection) => Status::Rejected(rejection),
@@ -228,7 +235,18 @@ impl Command for IngestBatch {
 /// A customer's id and its invoiced-through watermark (ms), if any.
 type KnownCustomer = (Id, Option<i64>);
 
+/// What every event of one request shares.
+#[derive(Clone, Copy)]
+struct Receipt<'a> {
+    tenant: TenantId,
+    now_ms: i64,
+    idempotency_key: Option<&'a str>,
+}
+
 struct Tables<'t> {
+    tx: &'t WriteTransaction,
+    /// Opened by the first duplicate or conflict of the run: accepted events never touch it.
+    anomalies: Option<redb::Table<'t, &'static [u8], &'static [u8]>>,
     events: redb::Table<'t, &'static [u8], &'static [u8]>,
     stable: redb::Table<'t, &'static [u8], &'static [u8]>,
     derived: redb::Table<'t, &'static [u8], &'static [u8]>,
@@ -256,6 +274,8 @@ struct Tables<'t> {
 impl<'t> Tables<'t> {
     fn open(tx: &'t WriteTransaction) -> Result<Self, StoreError> {
         Ok(Self {
+            tx,
+            anomalies: None,
             events: tx.open_table(tables::EVENTS)?,
             stable: tx.open_table(tables::EVENT_IDS)?,
             derived: tx.open_table(tables::EVENT_DERIVED)?,
@@ -305,6 +325,17 @@ impl<'t> Tables<'t> {
             .or_default()
             .insert(external_id.to_string(), found);
         Ok(found)
+    }
+
+    /// Records a duplicate or conflict (one insert).
+    fn record_anomaly(&mut self, tenant: TenantId, anomaly: &Anomaly) -> Result<(), StoreError> {
+        let table = match &mut self.anomalies {
+            Some(table) => table,
+            None => self
+                .anomalies
+                .insert(self.tx.open_table(tables::EVENT_ANOMALIES)?),
+        };
+        anomaly::record(table, tenant, anomaly)
     }
 
     fn meters_for(
@@ -410,14 +441,42 @@ fn find_existing(
     }
 }
 
+/// The anomaly row of a received event that matched `existing`.
+fn anomaly_of(
+    receipt: Receipt<'_>,
+    prepared: Prepared,
+    existing: &Event,
+    kind: AnomalyKind,
+) -> Anomaly {
+    let conflict = kind == AnomalyKind::Conflict;
+    Anomaly {
+        id: prepared.id,
+        kind,
+        original: existing.id,
+        customer: existing.customer,
+        source: prepared.source,
+        client_id: match prepared.identity {
+            Identity::Stable { id } => Some(id),
+            Identity::Derived { .. } => None,
+        },
+        customer_external_id: prepared.customer_external_id,
+        event_type: prepared.event_type,
+        timestamp_ms: prepared.timestamp_ms,
+        received_at_ms: receipt.now_ms,
+        properties: conflict.then_some(prepared.properties_canonical),
+        digest: conflict.then_some(prepared.digest),
+        idempotency_key: receipt.idempotency_key.map(str::to_string),
+    }
+}
+
 fn apply_one(
     tables: &mut Tables<'_>,
-    tenant: TenantId,
+    receipt: Receipt<'_>,
     prepared: Prepared,
-    now_ms: i64,
     seq: &mut u64,
 ) -> Result<Status, StoreError> {
-    // 1. Identity: a known event is answered without writing.
+    let Receipt { tenant, now_ms, .. } = receipt;
+    // 1. Identity: a known event is answered without writing it again; the answer is recorded.
     let identity_key = index_key(tenant, &prepared);
     if let Some(existing) = find_existing(tables, tenant, &prepared, &identity_key)? {
         let same = match prepared.identity {
@@ -425,6 +484,12 @@ fn apply_one(
             // Equal hashes mean equal payloads; the timestamps are within the window.
             Identity::Derived { .. } => true,
         };
+        let kind = if same {
+            AnomalyKind::Duplicate
+        } else {
+            AnomalyKind::Conflict
+        };
+        tables.record_anomaly(tenant, &anomaly_of(receipt, prepared, &existing, kind))?;
         return Ok(if same {
             Status::Duplicate {
                 id: existing.id,
@@ -578,6 +643,8 @@ pub struct Filter {
     pub from_ms: Option<i64>,
     /// Usage time before.
     pub to_ms: Option<i64>,
+    /// Only late events (`Some(true)`) or only events that were not late (`Some(false)`).
+    pub late: Option<bool>,
 }
 
 /// Most rows one listing request examines; a sparse filter returns a short page with a cursor
@@ -624,7 +691,8 @@ pub fn list(
                 .as_deref()
                 .is_none_or(|t| t == event.event_type)
             && filter.from_ms.is_none_or(|f| event.timestamp_ms >= f)
-            && filter.to_ms.is_none_or(|t| event.timestamp_ms < t);
+            && filter.to_ms.is_none_or(|t| event.timestamp_ms < t)
+            && filter.late.is_none_or(|l| l == event.late);
         if keep {
             out.push(event);
         }

@@ -1,5 +1,6 @@
 //! Usage ingest: events with exactly-once identities, meters, and usage aggregation.
 
+pub mod anomaly;
 pub mod event;
 pub mod meter;
 pub mod parse;

@@ -143,7 +143,7 @@ proptest! {
                 .map(|&i| event_json(i, &bases[i]))
                 .collect();
             let events = parse_body(json!({"events": batch}), Format::Native, &ctx).expect("shape");
-            commands.push(IngestBatch { tenant: TENANT, events, now_ms: NOW_MS });
+            commands.push(IngestBatch { tenant: TENANT, events, now_ms: NOW_MS, idempotency_key: None });
             position = end;
         }
         // Either one transaction per request, or every request in one run of one transaction
@@ -211,6 +211,7 @@ fn derived_identities_respect_the_window_and_bucket_edges() {
                 tenant: TENANT,
                 events,
                 now_ms: NOW_MS,
+                idempotency_key: None,
             })
             .expect("ingest")
             .remove(0)
@@ -250,6 +251,7 @@ fn a_schema_1_database_gets_its_stable_identities_rebuilt_on_open() {
                 tenant: TENANT,
                 events,
                 now_ms: NOW_MS,
+                idempotency_key: None,
             })
             .expect("ingest")
             .remove(0)
@@ -353,6 +355,7 @@ fn derived_identities_beyond_the_horizon_are_purged_and_the_rest_still_dedupe() 
                 tenant,
                 events,
                 now_ms,
+                idempotency_key: None,
             })
             .expect("ingest")
             .remove(0)
@@ -410,4 +413,116 @@ fn derived_identities_beyond_the_horizon_are_purged_and_the_rest_still_dedupe() 
     let tx = store.read().expect("read");
     let events = tx.open_table(tables::EVENTS).expect("events");
     assert_eq!(events.len().expect("len"), 18, "the events themselves stay");
+}
+
+/// Every anomaly row of the tenant, oldest first, with the customer (whose id differs from
+/// store to store) checked to be `c1` and blanked.
+fn anomalies_of(store: &Store) -> Vec<super::anomaly::Anomaly> {
+    let tx = store.read().expect("read");
+    let c1 = crate::customers::by_external_id(&tx, TENANT, "c1")
+        .expect("read")
+        .expect("customer")
+        .id;
+    let (mut rows, more) = super::anomaly::list(
+        &tx,
+        TENANT,
+        &super::anomaly::Filter::default(),
+        None,
+        usize::MAX,
+    )
+    .expect("list");
+    assert_eq!(more, None);
+    rows.reverse();
+    for row in &mut rows {
+        assert_eq!(row.customer, c1, "the original's customer");
+        row.customer = Id(0);
+    }
+    rows
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Duplicates and conflicts, in-batch or across requests, stable or derived: applied as one
+    /// run (as the writer groups requests) or one request at a time, the anomalies written are
+    /// the same, one per duplicate or conflict answered, each naming the original answered.
+    #[test]
+    fn anomalies_written_in_a_run_equal_those_written_one_by_one(
+        stream in proptest::collection::vec((0u8..5, 0u8..2, any::<bool>()), 1..60),
+        cuts in proptest::collection::vec(1usize..8, 1..12),
+        keyed in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stores: Vec<Store> = ["run", "alone"]
+            .iter()
+            .map(|name| {
+                let store = Store::open(&dir.path().join(format!("{name}.redb")), 1 << 22)
+                    .expect("open");
+                crate::customers::create_for_test(&store, TENANT, "c1", NOW_MS);
+                store
+            })
+            .collect();
+        let config = IngestConfig::default();
+        let ctx = Context { tenant: TENANT, now_ms: NOW_MS, config: &config };
+        let mut commands = Vec::new();
+        let mut position = 0;
+        for (n, cut) in cuts.iter().cycle().enumerate() {
+            if position >= stream.len() {
+                break;
+            }
+            let end = (position + cut).min(stream.len());
+            let batch: Vec<serde_json::Value> = stream[position..end]
+                .iter()
+                .map(|&(id, variant, stable)| {
+                    let mut e = json!({"customer": "c1", "type": "t",
+                        "timestamp": crate::clock::rfc3339(NOW_MS - i64::from(id) * 1000),
+                        "properties": {"v": variant, "id": id}});
+                    if stable {
+                        e["id"] = json!(format!("id-{id}"));
+                    }
+                    e
+                })
+                .collect();
+            let events = parse_body(json!({"events": batch}), Format::Native, &ctx).expect("shape");
+            commands.push(IngestBatch {
+                tenant: TENANT,
+                events,
+                now_ms: NOW_MS,
+                idempotency_key: keyed.then(|| format!("key-{n}")),
+            });
+            position = end;
+        }
+        let run: Vec<Status> = stores[0]
+            .apply_run(commands.clone())
+            .expect("ingest")
+            .into_iter()
+            .flatten()
+            .collect();
+        let alone: Vec<Status> = commands
+            .into_iter()
+            .flat_map(|c| stores[1].apply_one(c).expect("ingest"))
+            .collect();
+        prop_assert_eq!(&run, &alone);
+        let written = anomalies_of(&stores[0]);
+        prop_assert_eq!(&written, &anomalies_of(&stores[1]));
+        let answered: Vec<(super::anomaly::AnomalyKind, Id)> = run
+            .iter()
+            .filter_map(|s| match s {
+                Status::Duplicate { id, .. } => Some((super::anomaly::AnomalyKind::Duplicate, *id)),
+                Status::Conflict { id, .. } => Some((super::anomaly::AnomalyKind::Conflict, *id)),
+                _ => None,
+            })
+            .collect();
+        let recorded: Vec<(super::anomaly::AnomalyKind, Id)> =
+            written.iter().map(|a| (a.kind, a.original)).collect();
+        prop_assert_eq!(answered, recorded);
+        for a in &written {
+            prop_assert_eq!(
+                a.properties.is_some(),
+                a.kind == super::anomaly::AnomalyKind::Conflict,
+                "properties are kept for conflicts only"
+            );
+            prop_assert_eq!(a.idempotency_key.is_some(), keyed);
+        }
+    }
 }

@@ -78,6 +78,7 @@ pub fn after_every_step(world: &World) -> Result<(), Violation> {
     super::wallet::check(world)?;
     super::alerts::check(world)?;
     super::entitlements::check(world)?;
+    anomalies_recorded(world)?;
     let payments = payments(world)?;
     let charges = world.provider.charges();
     for p in &payments {
@@ -105,6 +106,32 @@ pub fn after_every_step(world: &World) -> Result<(), Violation> {
         }
     }
     acknowledged(world, &invoices, &payments)
+}
+
+/// Every duplicate or conflict answered to a client has exactly one anomaly row naming the
+/// original it answered with, and there is no other row (the simulation never runs the purge).
+fn anomalies_recorded(world: &World) -> Result<(), Violation> {
+    let tx = world.read()?;
+    let (rows, more) = crate::ingest::anomaly::list(
+        &tx,
+        world.tenant,
+        &crate::ingest::anomaly::Filter::default(),
+        None,
+        usize::MAX,
+    )
+    .map_err(err)?;
+    let mut recorded: BTreeMap<Id, u64> = BTreeMap::new();
+    for row in &rows {
+        *recorded.entry(row.original).or_insert(0) += 1;
+    }
+    if more.is_some() || recorded != world.model.anomalies {
+        return Err(format!(
+            "anomaly rows per original event {recorded:?} differ from the duplicates and \
+             conflicts answered {:?}",
+            world.model.anomalies
+        ));
+    }
+    Ok(())
 }
 
 /// Balances: true once nothing is in flight.

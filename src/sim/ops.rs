@@ -727,6 +727,7 @@ pub(super) fn send_events(
         tenant: world.tenant,
         events: parsed,
         now_ms: world.now(),
+        idempotency_key: None,
     })?;
     let (mut accepted, mut duplicates, mut rejected) = (0, 0, 0);
     for (body, status) in events.into_iter().zip(statuses) {
@@ -742,7 +743,9 @@ pub(super) fn send_events(
             Status::Duplicate { id, .. } | Status::Conflict { id, .. } => {
                 duplicates += 1;
                 match world.model.events.get(&client) {
-                    Some((known, _)) if *known == id => {}
+                    Some((known, _)) if *known == id => {
+                        *world.model.anomalies.entry(id).or_insert(0) += 1;
+                    }
                     Some(_) => return Err(format!("event {client} answered with another id")),
                     None => {
                         return Err(format!(

@@ -70,6 +70,8 @@ pub struct Model {
     pub next_key: u64,
     /// Entitlement grants acknowledged.
     pub entitlement_grants: BTreeSet<Id>,
+    /// Duplicates and conflicts answered, by the original event they named.
+    pub anomalies: BTreeMap<Id, u64>,
 }
 
 /// Applies nothing; installs the simulated clock and id generator on the writer thread, which

@@ -212,6 +212,7 @@ mod tests {
             events: parse_body(json!({ "events": events }), Format::Native, &ctx)
                 .expect("a well-formed batch"),
             now_ms: NOW_MS,
+            idempotency_key: None,
         }
     }
 
@@ -507,5 +508,59 @@ mod tests {
         let tx = reopened.read().expect("read");
         let books = crate::ledger::verify::verify(&tx, None, &mut |_, _| {}).expect("verify");
         assert!(books.violation.is_none(), "{:?}", books.violation);
+    }
+
+    fn anomalies_of(store: &Store) -> u64 {
+        let tx = store.read().expect("read");
+        tx.open_table(tables::EVENT_ANOMALIES)
+            .expect("anomalies")
+            .len()
+            .expect("len")
+    }
+
+    /// A batch whose commit cannot reach the disk records none of its duplicates: the anomaly
+    /// rows share the batch's transaction. Sent again once the disk works, each duplicate is
+    /// recorded once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_batch_records_no_anomaly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("faulty.redb");
+        let faults = Arc::new(Faults::default());
+        let store =
+            Arc::new(Store::open_faulty(&path, 1 << 20, Arc::clone(&faults)).expect("open"));
+        crate::customers::create_for_test(&store, TENANT, "c1", NOW_MS);
+        let first = store.apply_one(batch(&["a".to_string()])).expect("ingest");
+        assert!(matches!(first[..], [Status::Accepted { .. }]));
+        let limits = WriterLimits {
+            queue_capacity: 8,
+            max_batch_size: 8,
+            max_batch_wait: Duration::from_millis(1),
+        };
+        let (handle, join) = writer::spawn(Arc::clone(&store), limits).expect("spawn");
+        let again = vec![vec!["a".to_string(), "b".to_string(), "a".to_string()]];
+        faults.fail_every(Op::Write);
+        let (acknowledged, failed) = submit_all(&handle, &again).await;
+        assert!(acknowledged.is_empty(), "{acknowledged:?}");
+        assert_eq!(failed.len(), 1);
+        faults.disarm();
+        wait_healthy(&handle).await;
+        assert_eq!(anomalies_of(&store), 0, "the failed batch recorded nothing");
+        let (acknowledged, failed) = submit_all(&handle, &again).await;
+        assert!(failed.is_empty());
+        let statuses: Vec<&Status> = acknowledged.iter().map(|(_, s)| s).collect();
+        assert!(
+            matches!(
+                statuses[..],
+                [
+                    Status::Duplicate { .. },
+                    Status::Accepted { .. },
+                    Status::Duplicate { .. }
+                ]
+            ),
+            "{statuses:?}"
+        );
+        assert_eq!(anomalies_of(&store), 2, "one row per duplicate answered");
+        drop(handle);
+        join.join().expect("writer exits");
     }
 }

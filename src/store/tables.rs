@@ -54,6 +54,9 @@ pub const USAGE_HOURLY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("us
 pub const USAGE_MINUTELY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("usage_minutely");
 /// (tenant, meter id, customer id, hour, value hash[..16]) → (): distinct values per hour.
 pub const USAGE_UNIQUES: TableDefinition<&[u8], ()> = TableDefinition::new("usage_uniques");
+/// (tenant, anomaly id) → a duplicate or conflicting event as received (`ingest::anomaly`);
+/// anomaly ids start with the receipt millisecond, so rows sort by receipt time.
+pub const EVENT_ANOMALIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("event_anomalies");
 /// (tenant, customer id) → i64 BE ms: usage before this instant was already invoiced, so an
 /// event for it is `late`.
 pub const INVOICED_THROUGH: TableDefinition<&[u8], &[u8]> =
@@ -218,6 +221,7 @@ pub const BYTES_TABLES: &[TableDefinition<&[u8], &[u8]>] = &[
     EVENTS,
     EVENT_IDS,
     EVENT_DERIVED,
+    EVENT_ANOMALIES,
     USAGE_HOURLY,
     USAGE_MINUTELY,
     INVOICED_THROUGH,

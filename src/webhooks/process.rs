@@ -281,6 +281,7 @@ impl EventHandler for UsageRecorded {
             tenant,
             events: parsed,
             now_ms,
+            idempotency_key: None,
         }
         .apply(tx)?;
         match statuses.iter().find_map(|s| match s {

@@ -20,6 +20,7 @@ mod documents;
 mod entitlements;
 mod errors;
 mod event_destinations;
+mod event_explorer;
 mod fake_stripe;
 mod idempotency;
 mod ingest;

@@ -192,6 +192,20 @@ async fn replies_conform_to_the_documented_schemas() {
         )
         .await;
     case("POST /v1/events", "IngestResponse", &ingest.json);
+    let sent_at = crate::harness::at(-60);
+    let mut stable = json!({"id": "s1", "customer": "acme", "type": "x", "timestamp": sent_at,
+                            "properties": {"n": 1}});
+    let first = d.post("/v1/events", None, &stable).await;
+    d.post("/v1/events", Some("dup"), &stable).await;
+    stable["properties"]["n"] = json!(2);
+    d.post("/v1/events", None, &stable).await;
+    let event = first.json["results"][0]["id"].as_str().expect("event");
+    let got = d.get(&format!("/v1/events/{event}")).await;
+    assert_eq!(got.status, 200, "{}", got.json);
+    case("GET /v1/events/{id}", "EventDetail", &got.json);
+    let anomalies = d.get("/v1/event-anomalies").await;
+    assert_eq!(anomalies.json["data"].as_array().map(Vec::len), Some(2));
+    case("GET /v1/event-anomalies", "AnomalyPage", &anomalies.json);
     let unauthorized = d.send(d.client.get(d.url("/v1/customers"))).await;
     unauthorized.assert_problem(401, "unauthorized");
     case("401", "Problem", &unauthorized.json);
