@@ -205,7 +205,7 @@ fn table_row(op: &Operator, row: &DeadLetter, back: &str) -> Markup {
     html! {
         tr {
             td { code { (row.id) } }
-            td { (row.kind) }
+            td { (row.kind) (subject_link(&row.payload)) }
             td { (row.finished_at.as_deref().map(components::time_text).unwrap_or_default()) }
             td.num { (row.attempts.len()) }
             td.num { (row.replays) }
@@ -226,6 +226,26 @@ fn table_row(op: &Operator, row: &DeadLetter, back: &str) -> Markup {
             }
             td { (components::action_form(op, &action, "Replay", &[("back", back)], Confirm::No)) }
         }
+    }
+}
+
+/// A link to what the job was working on, when its payload names a receipt or a notification
+/// (`whv_…`, `ntf_…:evd_…`).
+fn subject_link(payload: &str) -> Markup {
+    let head = payload.split(':').next().unwrap_or("").trim();
+    let target = if head.starts_with("whv_") {
+        Some(("/console/webhook-events", "Receipt"))
+    } else if head.starts_with("ntf_") {
+        Some(("/console/notifications", "Notification"))
+    } else {
+        None
+    };
+    match target {
+        Some((base, label)) if head.len() <= 64 => html! {
+            br;
+            a href=(format!("{base}/{}", dispatch::segment(head))) { (label) " " (head) }
+        },
+        _ => html! {},
     }
 }
 
@@ -370,6 +390,23 @@ mod tests {
         );
         assert!(question(500, true, &Filters::default()).contains("first 500 of more than 500"));
         assert!(question(1, false, &Filters::default()).contains("every dead letter"));
+    }
+
+    #[test]
+    fn payloads_link_to_the_receipt_or_notification_they_name() {
+        let receipt = subject_link("whv_01ABC").into_string();
+        assert!(
+            receipt.contains("href=\"/console/webhook-events/whv_01ABC\""),
+            "{receipt}"
+        );
+        let delivery = subject_link("ntf_01X:evd_01Y").into_string();
+        assert!(
+            delivery.contains("href=\"/console/notifications/ntf_01X\""),
+            "{delivery}"
+        );
+        assert_eq!(subject_link("{\"a\":1}").into_string(), "");
+        let odd = subject_link("whv_<b>/../x").into_string();
+        assert!(!odd.contains("<b>") && odd.contains("%2F"), "{odd}");
     }
 
     #[test]

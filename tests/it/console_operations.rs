@@ -20,6 +20,8 @@ use tally::webhooks::signature;
 /// One attempt per job (dead at the first failure); deliveries to 127.0.0.1 allowed.
 const CONFIG: &str =
     "[jobs]\nmax_attempts = 1\n[notifications]\nallow_http = true\nallow_private_targets = true\n";
+/// A customer id that is markup: every page must show it as text.
+const XSS: &str = "<img src=x onerror=alert(1)>";
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
 fn now_s() -> i64 {
@@ -311,7 +313,7 @@ async fn an_operator_replays_a_dead_letter_and_resends_a_notification_in_a_brows
 async fn one_replay_form_posted_twice_replays_once_and_replay_all_asks_first() {
     let d = Daemon::start_with(CONFIG).await;
     let ep = endpoint(&d).await;
-    dead_receipt(&d, &ep, "msg_a", "nobody-a").await;
+    let receipt = dead_receipt(&d, &ep, "msg_a", "nobody-a").await;
     dead_receipt(&d, &ep, "msg_b", "nobody-b").await;
     let s = http_sign_in(&d, &d.key).await.expect("signed in");
     let (_, _, page) = s.get(&d, "/console/dead-letters").await;
@@ -402,6 +404,30 @@ async fn one_replay_form_posted_twice_replays_once_and_replay_all_asks_first() {
     assert_eq!(status, 303);
     let (_, _, page) = s.get(&d, "/console/dead-letters").await;
     assert!(page.contains("Nothing to replay"), "{page}");
+
+    // The dead letter links to its receipt, whose page replays it.
+    let receipt_page = format!("/console/webhook-events/{receipt}");
+    assert!(page.contains(&format!("href=\"{receipt_page}\"")), "{page}");
+    let (_, _, listed) = s.get(&d, "/console/webhook-events?status=dead").await;
+    assert!(listed.contains(&receipt), "{listed}");
+    let (_, _, shown) = s.get(&d, &receipt_page).await;
+    assert!(shown.contains("nobody-a"), "{shown}");
+    let (action, fields) = form_fields(&shown, "/console/webhook-events/whv_");
+    let before = d.get(&format!("/v1/webhook-events/{receipt}")).await;
+    let (status, location, _) = post_form(&s, &d, &action, &fields).await;
+    assert_eq!((status, location.as_str()), (303, receipt_page.as_str()));
+    let (_, _, shown) = s.get(&d, &receipt_page).await;
+    assert!(
+        shown.contains("Receipt queued for processing again."),
+        "{shown}"
+    );
+    let after = d.get(&format!("/v1/webhook-events/{receipt}")).await;
+    assert_eq!(
+        after.json["replays"].as_u64(),
+        before.json["replays"].as_u64().map(|n| n + 1),
+        "{}",
+        after.json
+    );
 }
 
 #[tokio::test]
@@ -410,7 +436,7 @@ async fn a_read_only_key_sees_no_replay_or_resend_and_its_posts_are_refused() {
     let (url, _hits) = receiver().await;
     destination(&d, "evd-ro", &url).await;
     let ep = endpoint(&d).await;
-    let receipt = dead_receipt(&d, &ep, "msg_ro", "nobody-ro").await;
+    let receipt = dead_receipt(&d, &ep, "msg_ro", XSS).await;
     d.customer("ro-1", "USD").await;
     let listed = d.get("/v1/notifications?type=customer.created").await;
     let ntf = listed.json["data"][0]["id"]
@@ -440,7 +466,22 @@ async fn a_read_only_key_sees_no_replay_or_resend_and_its_posts_are_refused() {
         );
     }
     let (_, _, page) = s.get(&d, "/console/dead-letters").await;
-    assert!(page.contains(&job) && page.contains("nobody-ro"), "{page}");
+    assert!(page.contains(&job), "{page}");
+    assert!(
+        page.contains("&lt;img src=x onerror=alert(1)&gt;") && !page.contains("<img src=x"),
+        "shown escaped: {page}"
+    );
+    let (_, _, shown) = s
+        .get(&d, &format!("/console/webhook-events/{receipt}"))
+        .await;
+    assert!(!shown.contains("<img src=x"), "shown escaped: {shown}");
+    let (_, _, listed) = s
+        .get(&d, "/console/notifications?type=customer.created")
+        .await;
+    assert!(listed.contains(&ntf), "{listed}");
+    let (status, _, refused) = s.get(&d, "/console/notifications?type=no.such.type").await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.contains("catalogue"), "{refused}");
     for action in [
         format!("/console/dead-letters/{job}/replay"),
         "/console/dead-letters/replay".to_string(),
