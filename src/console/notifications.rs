@@ -259,7 +259,7 @@ fn destination_table(rows: &[Destination]) -> Markup {
                             td { code { (d.id) } }
                             td { code { (d.url) } }
                             td { (d.event_types.join(", ")) }
-                            td { (components::status(&d.status)) }
+                            td { (destination_status(&d.status)) }
                             td { (d.failing_since.as_deref().map(components::time_text).unwrap_or_default()) }
                             td { (d.description.as_deref().unwrap_or("")) }
                         }
@@ -268,6 +268,16 @@ fn destination_table(rows: &[Destination]) -> Markup {
             }
         }
     }
+}
+
+/// A destination's status; a disabled one is marked as bad.
+fn destination_status(status: &str) -> Markup {
+    let class = if status == "disabled" {
+        "status bad"
+    } else {
+        "status good"
+    };
+    html! { span class=(class) { (status) } }
 }
 
 /// One notification: what it says, and its deliveries with every attempt; resend.

@@ -62,11 +62,11 @@ struct Receipt {
 }
 
 impl Receipt {
+    /// The last attempt's error (none once an attempt succeeded).
     fn last_error(&self) -> &str {
         self.attempts
-            .iter()
-            .rev()
-            .find_map(|a| a.error.as_deref())
+            .last()
+            .and_then(|a| a.error.as_deref())
             .unwrap_or("")
     }
 }
@@ -137,7 +137,7 @@ fn table(rows: &[Receipt]) -> Markup {
                             td { a href=(format!("{LIST_PATH}/{}", dispatch::segment(&r.id))) { (r.id) } }
                             td { (r.event_type) }
                             td { (r.provider) }
-                            td { (components::status(&r.status)) }
+                            td { (receipt_status(&r.status)) }
                             td { (components::time_text(&r.received_at)) }
                             td { (r.processed_at.as_deref().map(components::time_text).unwrap_or_default()) }
                             td.num { (r.attempts.len()) }
@@ -162,7 +162,7 @@ pub async fn show(op: Operator, Path(id): Path<String>) -> Result<Response, Cons
             (components::fields(&[
                 ("Id", html! { code { (r.id) } }),
                 ("Type", html! { (r.event_type) }),
-                ("Status", components::status(&r.status)),
+                ("Status", receipt_status(&r.status)),
                 ("Provider", html! { (r.provider) }),
                 ("Provider's event id", html! { code { (r.provider_event_id) } }),
                 ("Endpoint", html! { code { (r.endpoint) } }),
@@ -201,6 +201,16 @@ pub async fn show(op: Operator, Path(id): Path<String>) -> Result<Response, Cons
         &format!("Webhook receipt {}", r.id),
         body,
     ))
+}
+
+/// A receipt's processing status, coloured by outcome.
+fn receipt_status(status: &str) -> Markup {
+    let class = match status {
+        "processed" => "status good",
+        "dead" | "invalid_payload" => "status bad",
+        _ => "status neutral",
+    };
+    html! { span class=(class) { (status) } }
 }
 
 fn attempts(rows: &[Attempt]) -> Markup {

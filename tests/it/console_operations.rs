@@ -271,7 +271,14 @@ async fn an_operator_replays_a_dead_letter_and_resends_a_notification_in_a_brows
         page.contains("usage.recorded") && page.contains("processed"),
         "{page}"
     );
+    assert!(b.has(".status.good").await, "{page}");
+    let record = b.text("dl.fields").await;
+    assert!(
+        !record.contains("does not exist yet"),
+        "no stale error: {record}"
+    );
     assert!(b.text("pre.json").await.contains("\"later\""), "{page}");
+    b.screenshot("webhook-receipt").await;
 
     // The notification of the new customer, its delivery, and a resend.
     let listed = d.get("/v1/notifications?type=customer.created").await;
@@ -288,6 +295,8 @@ async fn an_operator_replays_a_dead_letter_and_resends_a_notification_in_a_brows
     let page = b.body().await;
     assert!(page.contains(&evd) && page.contains(&url), "{page}");
     assert!(b.text("tr.disabled").await.contains("disabled"), "{page}");
+    assert!(b.has("tr.disabled .status.bad").await, "marked: {page}");
+    b.screenshot("notifications").await;
     b.click_link(&ntf).await;
     assert!(b.body().await.contains("delivered"));
     b.click_button("Resend to every destination").await;
