@@ -9,13 +9,16 @@
 pub mod assets;
 pub mod chart;
 pub mod components;
+pub mod dead_letters;
 pub mod dispatch;
 pub mod events;
 pub mod form;
+pub mod notifications;
 pub mod overview;
 pub mod page;
 pub mod session;
 pub mod sign_in;
+pub mod webhook_events;
 
 use std::sync::{Arc, OnceLock};
 
@@ -64,6 +67,9 @@ pub fn router() -> Router<Arc<AppState>> {
             assets::STYLESHEET_PATH.trim_start_matches("/console"),
             get(assets::stylesheet),
         )
+        .merge(dead_letters::routes())
+        .merge(webhook_events::routes())
+        .merge(notifications::routes())
         .fallback(not_found)
         .layer(middleware::from_fn(security_headers))
 }

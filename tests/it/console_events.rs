@@ -59,8 +59,14 @@ async fn the_explorer_shows_late_events_with_their_invoice_and_duplicates_with_t
     let late = ingest(&d, "late-one", &yesterday, 2).await;
     assert_eq!(late["late"], true, "{late}");
     let late_id = late["id"].as_str().expect("id").to_string();
-    assert_eq!(ingest(&d, "late-one", &yesterday, 2).await["status"], "duplicate");
-    assert_eq!(ingest(&d, "late-one", &yesterday, 99).await["status"], "conflict");
+    assert_eq!(
+        ingest(&d, "late-one", &yesterday, 2).await["status"],
+        "duplicate"
+    );
+    assert_eq!(
+        ingest(&d, "late-one", &yesterday, 99).await["status"],
+        "conflict"
+    );
     let c = d
         .post(
             &format!("/v1/subscriptions/{sub}/cancel"),
@@ -81,7 +87,10 @@ async fn the_explorer_shows_late_events_with_their_invoice_and_duplicates_with_t
     b.sign_in(&d.key).await;
     b.goto("/console/events?customer=acme").await;
     let table = b.text("table").await;
-    assert!(table.contains(&late_id) && table.contains("late"), "{table}");
+    assert!(
+        table.contains(&late_id) && table.contains("late"),
+        "{table}"
+    );
     b.screenshot("events").await;
     b.goto("/console/events?customer=acme&late=true").await;
     let rows = b
@@ -93,12 +102,24 @@ async fn the_explorer_shows_late_events_with_their_invoice_and_duplicates_with_t
     b.click_link(&late_id).await;
     let page = b.body().await;
     assert!(page.contains(&format!("billed on {invoice}")), "{page}");
-    assert!(page.contains("duplicate") && page.contains("conflict"), "{page}");
+    assert!(
+        page.contains("duplicate") && page.contains("conflict"),
+        "{page}"
+    );
     b.click_link(&invoice).await;
-    assert!(b.path().await.starts_with(&format!("/console/invoices/{invoice}")));
+    assert!(b
+        .path()
+        .await
+        .starts_with(&format!("/console/invoices/{invoice}")));
     b.goto("/console/events/anomalies?kind=conflict").await;
     let table = b.text("table").await;
-    assert!(table.contains("conflict") && table.contains("99"), "{table}");
-    assert!(!table.contains("duplicate"), "filtered to conflicts: {table}");
+    assert!(
+        table.contains("conflict") && table.contains("99"),
+        "{table}"
+    );
+    assert!(
+        !table.contains("duplicate"),
+        "filtered to conflicts: {table}"
+    );
     b.close().await;
 }

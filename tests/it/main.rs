@@ -11,6 +11,7 @@ mod cli;
 mod collection;
 mod console;
 mod console_events;
+mod console_operations;
 mod corpus;
 mod coupons;
 mod crash;
