@@ -4,6 +4,7 @@ mod browser;
 mod harness;
 
 mod alerts;
+mod api_keys;
 mod backup;
 mod billing;
 mod bounds;
