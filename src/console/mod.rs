@@ -7,12 +7,18 @@
 //! Content-Security-Policy and refuses to be framed.
 
 pub mod assets;
+pub mod catalog;
 pub mod chart;
 pub mod components;
+pub mod coupons;
 pub mod dispatch;
+pub mod features;
 pub mod form;
+pub mod keys;
+pub mod meters;
 pub mod overview;
 pub mod page;
+pub mod plans;
 pub mod session;
 pub mod sign_in;
 
@@ -58,6 +64,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/", get(overview::show))
         .route("/sign-in", get(sign_in::show).post(sign_in::submit))
         .route("/sign-out", post(sign_in::sign_out))
+        .merge(catalog::routes())
+        .merge(keys::routes())
         .route(
             assets::STYLESHEET_PATH.trim_start_matches("/console"),
             get(assets::stylesheet),

@@ -11,6 +11,7 @@ mod bounds;
 mod cli;
 mod collection;
 mod console;
+mod console_catalog;
 mod corpus;
 mod coupons;
 mod crash;
