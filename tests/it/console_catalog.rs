@@ -19,6 +19,39 @@ fn form_field(html: &str, action: &str, name: &str) -> String {
     html[start..end].to_string()
 }
 
+/// Waits for a reloaded form post to land on a page with a message and without a secret,
+/// confirming the browser's "resubmit?" dialog if it shows one.
+async fn reloaded(b: &Browser) {
+    for _ in 0..100 {
+        if b.client.get_alert_text().await.is_ok() {
+            let _ = b.client.accept_alert().await;
+        }
+        let secret = b.client.find_all(Locator::Css(".secret")).await;
+        let flash = b.client.find_all(Locator::Css("p.flash")).await;
+        if let (Ok(secret), Ok(flash)) = (secret, flash) {
+            if secret.is_empty() && !flash.is_empty() {
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the reloaded form did not land on a page with a message and no secret");
+}
+
+/// Waits for a page with an element matching `css` (a click returns before the page it posts
+/// to has loaded).
+async fn wait_for(b: &Browser, css: &str) {
+    for _ in 0..100 {
+        if let Ok(found) = b.client.find_all(Locator::Css(css)).await {
+            if !found.is_empty() {
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no {css} appeared");
+}
+
 async fn key_count(d: &Daemon) -> usize {
     let listed = d.get("/v1/api-keys").await;
     listed.json["data"].as_array().map(Vec::len).unwrap_or(0)
@@ -35,6 +68,7 @@ async fn a_key_is_created_with_its_secret_shown_once_then_revoked_after_confirma
     b.fill("#label", "deploy <bot>").await;
     b.click("#read_only").await;
     b.click_button("Create key").await;
+    wait_for(&b, ".secret").await;
     let secret = b.text(".secret").await;
     assert!(secret.starts_with("tally_sk_"), "{secret}");
     assert!(b.body().await.contains("shown once"));
@@ -46,9 +80,7 @@ async fn a_key_is_created_with_its_secret_shown_once_then_revoked_after_confirma
 
     // A reload resubmits the form with its key: a replay, which has no secret to show.
     b.client.refresh().await.expect("refresh");
-    if b.client.get_alert_text().await.is_ok() {
-        b.client.accept_alert().await.expect("resubmit");
-    }
+    reloaded(&b).await;
     assert!(!b.has(".secret").await, "the secret is shown once");
     let body = b.body().await;
     assert!(!body.contains(&secret));
@@ -65,6 +97,7 @@ async fn a_key_is_created_with_its_secret_shown_once_then_revoked_after_confirma
         .click()
         .await
         .expect("click");
+    wait_for(&b, "p.question").await;
     assert!(b.text("p.question").await.starts_with("Revoke key key_"));
     assert_eq!(
         d.get_as(&secret, "/v1/api-keys").await.status,
@@ -72,6 +105,7 @@ async fn a_key_is_created_with_its_secret_shown_once_then_revoked_after_confirma
         "nothing revoked before the confirmation"
     );
     b.click_button("Yes, do it").await;
+    wait_for(&b, "p.flash").await;
     assert_eq!(b.path().await, "/console/keys");
     assert!(b.text("p.flash").await.contains("Key revoked."));
     d.get_as(&secret, "/v1/api-keys")
@@ -133,6 +167,7 @@ async fn the_catalog_shows_plans_exactly_and_creates_meters_and_features() {
     b.sign_in(&d.key).await;
     b.goto("/console/catalog").await;
     b.click_link("pro").await;
+    wait_for(&b, "table.charges").await;
     assert!(b.path().await.starts_with("/console/catalog/plans/pln_"));
     assert_eq!(b.text("h1").await, "Plan pro (version 1)");
     assert_eq!(
@@ -164,6 +199,7 @@ async fn the_catalog_shows_plans_exactly_and_creates_meters_and_features() {
     b.fill("#key", "api_calls").await;
     b.fill("#event_type", "api.call").await;
     b.click_button("Create meter").await;
+    wait_for(&b, "p.flash").await;
     assert!(b.text("p.flash").await.contains("Meter created."));
     let meters = d.get("/v1/meters").await;
     assert!(
@@ -180,6 +216,7 @@ async fn the_catalog_shows_plans_exactly_and_creates_meters_and_features() {
     b.fill("#key", "audit_log").await;
     b.fill("#name", "Audit log").await;
     b.click_button("Create feature").await;
+    wait_for(&b, "p.flash").await;
     assert!(b.text("p.flash").await.contains("Feature created."));
     let archive = "//tr[contains(., 'audit_log')]//button[normalize-space(.)='Archive']";
     b.client
@@ -189,9 +226,11 @@ async fn the_catalog_shows_plans_exactly_and_creates_meters_and_features() {
         .click()
         .await
         .expect("click");
+    wait_for(&b, "p.question").await;
     assert!(b.text("p.question").await.starts_with("Archive feature"));
     assert_eq!(d.get("/v1/features/audit_log").await.json["active"], true);
     b.click_button("Yes, do it").await;
+    wait_for(&b, "p.flash").await;
     assert!(b.text("p.flash").await.contains("Feature archived."));
     assert_eq!(d.get("/v1/features/audit_log").await.json["active"], false);
     assert_eq!(d.get("/v1/features/sso").await.json["active"], true);
