@@ -170,10 +170,12 @@ async fn run(
     let upkeep = tokio::spawn(upkeep_task(metrics, stop_rx));
     println!("tally: listening on http://{address}");
     tracing::info!(%address, "serving");
-    let app = api::router(state);
+    let app = api::router(Arc::clone(&state));
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await;
+    state.console.clear_api();
+    drop(state);
     tracing::info!("no longer accepting requests; draining");
     let _ = stop_tx.send(true);
     let _ = purge.await;

@@ -4,6 +4,7 @@
 //! reads a snapshot. It knows nothing of redb tables: storage goes through the domain modules.
 
 pub mod alerts;
+pub mod api_keys;
 pub mod coupons;
 pub mod credit_notes;
 pub mod customers;
@@ -288,6 +289,8 @@ fn api_routes() -> Router<Arc<AppState>> {
         .route("/v1/events/{id}", get(events::get))
         .route("/v1/event-anomalies", get(event_anomalies::list))
         .route("/v1/usage", get(usage::get))
+        .route("/v1/api-keys", get(api_keys::list).post(api_keys::create))
+        .route("/v1/api-keys/{id}/revoke", post(api_keys::revoke))
 }
 
 async fn not_found() -> ApiError {

@@ -8,7 +8,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    alerts, coupons, credit_notes, customers, dead_letters, documents, entitlements,
+    alerts, api_keys, coupons, credit_notes, customers, dead_letters, documents, entitlements,
     event_anomalies, event_destinations, events, features, grants, health, invoices, ledger,
     meters, notifications, pagination, parties, payments, plans, problem, subscription_changes,
     subscriptions, tax_rates, tenant_settings, usage, wallet, webhooks,
@@ -54,6 +54,9 @@ use super::{
         ledger::get_entry,
         ledger::create_entry,
         ledger::verify_ledger,
+        api_keys::list,
+        api_keys::create,
+        api_keys::revoke,
         plans::create,
         plans::get,
         plans::list,
@@ -182,6 +185,9 @@ use super::{
         ledger::AccountPage,
         ledger::VerifyResponse,
         ledger::ViolationBody,
+        api_keys::CreateApiKeyRequest,
+        api_keys::ApiKeyResponse,
+        pagination::Page<api_keys::ApiKeyResponse>,
         plans::CreatePlanRequest,
         plans::PlanResponse,
         plans::FixedFeeBody,
@@ -328,6 +334,9 @@ const OPERATION_IDS: &[(&str, &str, &str)] = &[
         "/v1/notifications/{id}/resend",
         "resendNotification",
     ),
+    ("get", "/v1/api-keys", "listApiKeys"),
+    ("post", "/v1/api-keys", "createApiKey"),
+    ("post", "/v1/api-keys/{id}/revoke", "revokeApiKey"),
     ("get", "/healthz", "getHealth"),
     ("get", "/readyz", "getReadiness"),
     ("get", "/metrics", "getMetrics"),

@@ -7,20 +7,26 @@
 //! Content-Security-Policy and refuses to be framed.
 
 pub mod assets;
+pub mod catalog;
 pub mod chart;
 pub mod components;
+pub mod coupons;
 pub mod dead_letters;
 pub mod dispatch;
 pub mod events;
+pub mod features;
 pub mod form;
+pub mod keys;
+pub mod meters;
 pub mod notifications;
 pub mod overview;
 pub mod page;
+pub mod plans;
 pub mod session;
 pub mod sign_in;
 pub mod webhook_events;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock};
 
 use axum::extract::Request;
 use axum::http::{header, HeaderValue};
@@ -40,19 +46,26 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self';
 pub struct Console {
     /// Who is signed in.
     pub sessions: session::Sessions,
-    api: OnceLock<Router>,
+    api: RwLock<Option<Router>>,
 }
 
 impl Console {
     /// Hands the console the API router once it is built (the console is part of the router it
     /// calls, so it gets it after construction).
     pub fn set_api(&self, router: Router) {
-        let _ = self.api.set(router);
+        *self.api.write().unwrap_or_else(|p| p.into_inner()) = Some(router);
     }
 
-    /// The API router, once set.
+    /// The API router, while serving.
     pub fn api(&self) -> Option<Router> {
-        self.api.get().cloned()
+        self.api.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Drops the router when serving ends. The router holds the shared state, which holds the
+    /// console: without this the cycle would keep the writer's handle alive and the daemon
+    /// would never finish draining.
+    pub fn clear_api(&self) {
+        *self.api.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 
@@ -63,6 +76,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/sign-in", get(sign_in::show).post(sign_in::submit))
         .route("/sign-out", post(sign_in::sign_out))
         .merge(events::routes())
+        .merge(catalog::routes())
+        .merge(keys::routes())
         .route(
             assets::STYLESHEET_PATH.trim_start_matches("/console"),
             get(assets::stylesheet),

@@ -198,24 +198,47 @@ impl Browser {
     /// Clicks the first button whose text is exactly `label`.
     pub async fn click_button(&self, label: &str) {
         let xpath = format!("//button[normalize-space(.)='{label}']");
-        self.client
+        let button = self
+            .client
             .find(Locator::XPath(&xpath))
             .await
-            .unwrap_or_else(|e| panic!("no button {label:?}: {e}"))
-            .click()
-            .await
-            .expect("click");
+            .unwrap_or_else(|e| panic!("no button {label:?}: {e}"));
+        let old = self.client.find(Locator::Css("html")).await.expect("page");
+        button.click().await.expect("click");
+        self.wait_for_next_page(old).await;
+    }
+
+    /// Waits (at most 10 s) until the page an element belonged to has been replaced and the
+    /// new one has loaded: a click that submits a form returns before the answer arrives.
+    async fn wait_for_next_page(&self, old: fantoccini::elements::Element) {
+        for _ in 0..200 {
+            if old.tag_name().await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for _ in 0..200 {
+            let state = self
+                .client
+                .execute("return document.readyState", vec![])
+                .await;
+            if matches!(state, Ok(serde_json::Value::String(s)) if s == "complete") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Clicks the first link whose text is exactly `label`.
     pub async fn click_link(&self, label: &str) {
-        self.client
+        let link = self
+            .client
             .find(Locator::LinkText(label))
             .await
-            .unwrap_or_else(|e| panic!("no link {label:?}: {e}"))
-            .click()
-            .await
-            .expect("click");
+            .unwrap_or_else(|e| panic!("no link {label:?}: {e}"));
+        let old = self.client.find(Locator::Css("html")).await.expect("page");
+        link.click().await.expect("click");
+        self.wait_for_next_page(old).await;
     }
 
     /// Whether a JavaScript dialog (alert, confirm) is open.

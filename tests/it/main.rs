@@ -4,12 +4,14 @@ mod browser;
 mod harness;
 
 mod alerts;
+mod api_keys;
 mod backup;
 mod billing;
 mod bounds;
 mod cli;
 mod collection;
 mod console;
+mod console_catalog;
 mod console_events;
 mod console_operations;
 mod corpus;
