@@ -9,6 +9,11 @@
 pub mod assets;
 pub mod chart;
 pub mod components;
+pub mod customer;
+pub mod customer_actions;
+pub mod customer_billing;
+pub mod customer_credits;
+pub mod customers;
 pub mod dispatch;
 pub mod form;
 pub mod overview;
@@ -62,6 +67,9 @@ pub fn router() -> Router<Arc<AppState>> {
             assets::STYLESHEET_PATH.trim_start_matches("/console"),
             get(assets::stylesheet),
         )
+        .merge(customers::routes())
+        .merge(customer::routes())
+        .merge(customer_actions::routes())
         .fallback(not_found)
         .layer(middleware::from_fn(security_headers))
 }
