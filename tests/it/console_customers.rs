@@ -195,6 +195,8 @@ async fn an_operator_finds_a_customer_sees_its_page_and_grants_credits() {
             "metadata": {"note": "<script>alert(2)</script>"}}),
     )
     .await;
+    let run = d.post("/v1/billing-runs", Some("run"), &json!({})).await;
+    assert_eq!(run.status, 201, "{}", run.json);
     let Some(mut b) = Browser::open(&d.base).await else {
         return;
     };
@@ -239,6 +241,11 @@ async fn an_operator_finds_a_customer_sees_its_page_and_grants_credits() {
         assert!(page.contains(expected), "{expected} missing from {page}");
     }
     assert!(b.has("figure.chart rect").await, "the usage chart has bars");
+    let invoices = b.text("section[aria-labelledby=invoices]").await;
+    assert!(
+        invoices.contains("inv_") && invoices.contains("10.00 USD"),
+        "the opening invoice: {invoices}"
+    );
     // Grant credits through the form.
     b.fill("#grant_amount", "25.00").await;
     b.fill("#grant_reason", "goodwill").await;
@@ -256,6 +263,12 @@ async fn an_operator_finds_a_customer_sees_its_page_and_grants_credits() {
         .await
         .contains("25.00 USD"));
     b.screenshot("customer").await;
+    for part in ["usage", "credits", "subscriptions", "invoices"] {
+        b.goto(&format!("/console/customers/{acme}#{part}")).await;
+        b.screenshot(&format!("customer-{part}")).await;
+    }
+    b.goto("/console/customers").await;
+    b.screenshot("customers").await;
     // Hostile text is shown as text: visible, no element made from it, no dialog.
     b.goto(&format!("/console/customers/{hostile}")).await;
     let page = b.body().await;
