@@ -14,6 +14,7 @@ use crate::store::writer::Command;
 use crate::store::{put_record, tables, StoreError};
 
 pub mod details;
+pub mod search;
 pub mod update;
 
 pub use details::{Address, TaxId};

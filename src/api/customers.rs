@@ -17,6 +17,7 @@ use super::problem::{ApiError, Problem};
 use super::AppState;
 use crate::billing::customer_update::UpdateCustomer;
 use crate::customers::details::{self, Invalid};
+use crate::customers::search;
 use crate::customers::{
     self, Address, Changes, CreateCustomer, Customer, CustomerError, TaxId, PREFIX,
 };
@@ -277,6 +278,10 @@ pub struct ListCustomersParams {
     pub starting_after: Option<String>,
     /// Only the customer with this external id.
     pub external_id: Option<String>,
+    /// Only customers whose external id, name or email contains this text (1-255 characters,
+    /// case-insensitive). A search examines at most 10,000 customers per request and may answer
+    /// a short (even empty) page with a cursor that continues where it stopped.
+    pub search: Option<String>,
 }
 
 /// Parses tax rate ids; existence and archive state are checked in the writing command.
@@ -654,7 +659,9 @@ pub async fn get(
     Ok(Json(CustomerResponse::from(&customer)).into_response())
 }
 
-/// Lists customers, oldest first.
+/// Lists customers, oldest first, optionally only those whose external id, name or email
+/// contains `search`. A search examines at most 10,000 customers per request and may answer a
+/// short (even empty) page with `has_more` and a cursor: follow it to continue the scan.
 #[utoipa::path(
     get,
     path = "/v1/customers",
@@ -682,20 +689,44 @@ pub async fn list(
         })?),
         None => None,
     };
+    let needle = params.search.as_deref().map(needle).transpose()?;
     let tx = state.store.read()?;
-    let (items, has_more) = match &params.external_id {
-        Some(external_id) => {
-            let found = customers::by_external_id(&tx, tenant, external_id)?
-                .filter(|c| after.is_none_or(|a| c.id > a));
-            (found.into_iter().collect(), false)
+    let (items, cursor) = match (&params.external_id, &needle) {
+        (Some(external_id), _) => {
+            let found = customers::by_external_id(&tx, tenant, external_id)?.filter(|c| {
+                after.is_none_or(|a| c.id > a) && needle.as_ref().is_none_or(|n| n.matches(c))
+            });
+            (found.into_iter().collect(), None)
         }
-        None => customers::list(&tx, tenant, after, limit)?,
+        (None, Some(needle)) => {
+            search::search(&tx, tenant, needle, after, limit, search::SEARCH_SCAN_ROWS)?
+        }
+        (None, None) => {
+            let (items, has_more) = customers::list(&tx, tenant, after, limit)?;
+            let cursor = if has_more {
+                items.last().map(|c: &Customer| c.id)
+            } else {
+                None
+            };
+            (items, cursor)
+        }
     };
-    Ok(Json(Page::of(
-        &items,
-        has_more,
-        |c| c.id.display(PREFIX),
-        |x| CustomerResponse::from(x),
-    ))
+    Ok(Json(Page {
+        data: items.iter().map(CustomerResponse::from).collect(),
+        has_more: cursor.is_some(),
+        next_cursor: cursor.map(|c| c.display(PREFIX)),
+    })
     .into_response())
+}
+
+/// The validated search text of a customer list.
+fn needle(text: &str) -> Result<search::Needle, ApiError> {
+    let chars = text.chars().count();
+    if chars == 0 || chars > search::MAX_SEARCH_CHARS {
+        return Err(ApiError::invalid_field(
+            "search",
+            format!("must be 1-{} characters", search::MAX_SEARCH_CHARS),
+        ));
+    }
+    Ok(search::Needle::new(text))
 }

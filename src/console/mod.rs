@@ -11,6 +11,11 @@ pub mod catalog;
 pub mod chart;
 pub mod components;
 pub mod coupons;
+pub mod customer;
+pub mod customer_actions;
+pub mod customer_billing;
+pub mod customer_credits;
+pub mod customers;
 pub mod dead_letters;
 pub mod dispatch;
 pub mod events;
@@ -85,6 +90,9 @@ pub fn router() -> Router<Arc<AppState>> {
         .merge(dead_letters::routes())
         .merge(webhook_events::routes())
         .merge(notifications::routes())
+        .merge(customers::routes())
+        .merge(customer::routes())
+        .merge(customer_actions::routes())
         .fallback(not_found)
         .layer(middleware::from_fn(security_headers))
 }

@@ -12,6 +12,7 @@ mod cli;
 mod collection;
 mod console;
 mod console_catalog;
+mod console_customers;
 mod console_events;
 mod console_operations;
 mod corpus;
