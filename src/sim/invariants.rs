@@ -79,6 +79,7 @@ pub fn after_every_step(world: &World) -> Result<(), Violation> {
     super::alerts::check(world)?;
     super::entitlements::check(world)?;
     anomalies_recorded(world)?;
+    super::api_keys::check(world)?;
     let payments = payments(world)?;
     let charges = world.provider.charges();
     for p in &payments {

@@ -18,6 +18,7 @@
 //! - `SIM_SEED=N cargo test --lib sim`: replays seed N alone, printing every step.
 
 mod alerts;
+mod api_keys;
 mod coupons;
 mod credit_notes;
 mod entitlements;

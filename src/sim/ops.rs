@@ -112,10 +112,12 @@ pub enum Kind {
     Alert,
     /// Entitlements change: the plans', an override, or a grant (some replayed).
     Entitlements,
+    /// An API key is created (some read-only) or revoked (sometimes by another tenant).
+    ApiKeys,
 }
 
 /// Every kind, in the order of a profile's weights.
-pub const KINDS: [Kind; 28] = [
+pub const KINDS: [Kind; 29] = [
     Kind::Ingest,
     Kind::IngestLate,
     Kind::IngestDuplicate,
@@ -144,6 +146,7 @@ pub const KINDS: [Kind; 28] = [
     Kind::Progressive,
     Kind::Alert,
     Kind::Entitlements,
+    Kind::ApiKeys,
 ];
 
 /// Creates the tenant's meters, plan, customers and subscriptions (customers through an
@@ -396,6 +399,7 @@ pub fn apply(world: &mut World, kind: Kind, note: &mut String) -> Result<(), Vio
         Kind::Progressive => super::progressive::evaluate(world, note),
         Kind::Alert => super::alerts::step(world, note),
         Kind::Entitlements => super::entitlements::step(world, note),
+        Kind::ApiKeys => super::api_keys::step(world, note),
         Kind::Reconcile => {
             let now = world.now();
             let rec = crate::payments::reconcile::Reconciliation {

@@ -72,6 +72,8 @@ pub struct Model {
     pub entitlement_grants: BTreeSet<Id>,
     /// Duplicates and conflicts answered, by the original event they named.
     pub anomalies: BTreeMap<Id, u64>,
+    /// API keys created, with their secrets.
+    pub api_keys: Vec<super::api_keys::SimKey>,
 }
 
 /// Applies nothing; installs the simulated clock and id generator on the writer thread, which
