@@ -145,9 +145,11 @@ async fn call_once(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    // The API sets the header on every idempotent reply, `true` or `false`.
     let replayed = response
         .headers()
-        .contains_key(crate::api::idempotent::REPLAYED_HEADER);
+        .get(crate::api::idempotent::REPLAYED_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"true");
     let body = axum::body::to_bytes(response.into_body(), MAX_REPLY_BYTES)
         .await
         .map_err(|e| ConsoleError::internal(e.to_string()))?;

@@ -6,13 +6,19 @@
 //! binary; the one stylesheet is embedded; there is no script. Every response carries a strict
 //! Content-Security-Policy and refuses to be framed.
 
+pub mod amount;
 pub mod assets;
 pub mod chart;
 pub mod components;
 pub mod dispatch;
 pub mod form;
+pub mod invoice_actions;
+pub mod invoice_document;
+pub mod invoices;
 pub mod overview;
 pub mod page;
+pub mod payments;
+pub mod reconciliations;
 pub mod session;
 pub mod sign_in;
 
@@ -62,6 +68,11 @@ pub fn router() -> Router<Arc<AppState>> {
             assets::STYLESHEET_PATH.trim_start_matches("/console"),
             get(assets::stylesheet),
         )
+        .merge(invoices::routes())
+        .merge(invoice_actions::routes())
+        .merge(invoice_document::routes())
+        .merge(payments::routes())
+        .merge(reconciliations::routes())
         .fallback(not_found)
         .layer(middleware::from_fn(security_headers))
 }
