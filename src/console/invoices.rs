@@ -292,12 +292,14 @@ pub async fn show(
     let title = format!("Invoice {}", inv.label());
     let body = html! {
         @if let Some(v) = &verification { (verification_result(v)) }
-        (summary(&inv))
         (actions(&op, &inv, &attempts.data))
-        section aria-labelledby="document-h" {
-            h2 #document-h { "Document" }
-            iframe.document sandbox="" title=(format!("Invoice document {}", inv.label()))
-                src=(format!("/console/invoices/{seg}/document")) {}
+        div.invoice-top {
+            (summary(&inv))
+            section aria-labelledby="document-h" {
+                h2 #document-h { "Document" }
+                iframe.document sandbox="" title=(format!("Invoice document {}", inv.label()))
+                    src=(format!("/console/invoices/{seg}/document")) {}
+            }
         }
         (lines_table(&inv))
         (tax_table(&inv))

@@ -226,7 +226,7 @@ fn summary(p: &PaymentView, inv: &InvoiceView) -> Markup {
         ),
         (
             "Customer",
-            html! { a href=(format!("/console/customers/{}", segment(&p.customer))) { (p.customer) } },
+            html! { a href=(format!("/console/customers/{}", segment(&p.customer))) { (inv.buyer_name()) } " " code { (p.customer) } },
         ),
         ("Attempt", html! { (p.attempt) }),
         ("Amount", html! { strong { (money(p.amount_minor, c)) } }),
