@@ -12,8 +12,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::components::{self, form_tokens, time_text};
-use super::dispatch::{self, segment};
+use super::dispatch::{self, segment, with_query};
 use super::form::{self, Action, Form, Outcome};
+use super::invoices::PageView;
 use super::page::{page, ConsoleError};
 use super::session::Operator;
 use crate::api::AppState;
@@ -62,17 +63,29 @@ struct ReconciliationView {
     completed_at: Option<String>,
 }
 
-/// `?id=` of the look-up form.
+/// `?id=` of the look-up form, `?starting_after=` of the list.
 #[derive(Debug, Default, Deserialize)]
 pub struct LookUp {
     id: Option<String>,
+    starting_after: Option<String>,
 }
 
 /// `/console/reconciliations`: the form that starts one, and a look-up by id.
-pub async fn index(op: Operator, Query(q): Query<LookUp>) -> Response {
+pub async fn index(op: Operator, Query(q): Query<LookUp>) -> Result<Response, ConsoleError> {
     if let Some(id) = q.id.map(|i| i.trim().to_string()).filter(|i| !i.is_empty()) {
-        return Redirect::to(&format!("/console/reconciliations/{}", segment(&id))).into_response();
+        return Ok(
+            Redirect::to(&format!("/console/reconciliations/{}", segment(&id))).into_response(),
+        );
     }
+    let cursor = q.starting_after.unwrap_or_default();
+    let listed: PageView<ReconciliationView> = dispatch::get(
+        &op,
+        &with_query(
+            "/v1/reconciliations",
+            &[("limit", "25"), ("starting_after", &cursor)],
+        ),
+    )
+    .await?;
     let now = crate::clock::now_ms();
     let from = crate::clock::rfc3339(now.saturating_sub(DEFAULT_RANGE_MS));
     let body = html! {
@@ -90,6 +103,11 @@ pub async fn index(op: Operator, Query(q): Query<LookUp>) -> Response {
                 }
             }
         }
+        section aria-labelledby="list-h" {
+            h2 #list-h { "Reconciliations" }
+            (list_table(&listed.data))
+            (components::pager("/console/reconciliations", listed.next_cursor.as_deref(), !cursor.is_empty()))
+        }
         section aria-labelledby="find-h" {
             h2 #find-h { "Open a report" }
             form.filters method="get" action="/console/reconciliations" {
@@ -101,7 +119,43 @@ pub async fn index(op: Operator, Query(q): Query<LookUp>) -> Response {
             }
         }
     };
-    page(&op, "/console/payments", "Reconciliations", body)
+    Ok(page(&op, "/console/payments", "Reconciliations", body))
+}
+
+fn list_table(list: &[ReconciliationView]) -> Markup {
+    if list.is_empty() {
+        return components::empty("No reconciliation yet.");
+    }
+    let count = |r: &ReconciliationView, of: fn(&ReportView) -> usize| {
+        r.report
+            .as_ref()
+            .map(of)
+            .map(|n| n.to_string())
+            .unwrap_or_default()
+    };
+    html! {
+        div.table-wrap { table {
+            thead { tr {
+                th { "Reconciliation" } th { "Status" } th { "Range" } th.num { "Matched" }
+                th.num { "Missing internally" } th.num { "Missing at provider" }
+                th.num { "Amount mismatch" } th.num { "Status mismatch" }
+            } }
+            tbody {
+                @for r in list {
+                    tr {
+                        td { a href=(format!("/console/reconciliations/{}", segment(&r.id))) { (r.id) } }
+                        td { (components::status(&r.status)) }
+                        td { (time_text(&r.from)) " – " (time_text(&r.to)) }
+                        td.num { (count(r, |x| x.matched.len())) }
+                        td.num { (count(r, |x| x.missing_internally.len())) }
+                        td.num { (count(r, |x| x.missing_at_provider.len())) }
+                        td.num { (count(r, |x| x.amount_mismatch.len())) }
+                        td.num { (count(r, |x| x.status_mismatch.len())) }
+                    }
+                }
+            }
+        } }
+    }
 }
 
 /// Starts a reconciliation (`POST /v1/reconciliations`) and opens its report.

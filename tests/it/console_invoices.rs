@@ -635,3 +635,53 @@ async fn lists_filter_and_a_declined_payment_shows_its_dunning_and_reconciliatio
         assert!(html.contains(category), "{category} in {html}");
     }
 }
+
+#[tokio::test]
+async fn reconciliations_are_listed_in_pages_through_the_api_and_the_console() {
+    let d = Daemon::start().await;
+    let empty = d.get("/v1/reconciliations").await;
+    assert_eq!(empty.status, 200, "{}", empty.json);
+    assert_eq!(empty.json["data"], json!([]));
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let r = d
+            .post(
+                "/v1/reconciliations",
+                Some(&format!("rec-{n}")),
+                &json!({"from": crate::harness::at(-86_400)}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json);
+        ids.push(id_of(&r.json));
+    }
+    let first = d.get("/v1/reconciliations?limit=1").await.json;
+    assert_eq!(first["data"][0]["id"], ids[0].as_str());
+    assert_eq!(first["has_more"], true);
+    let cursor = first["next_cursor"].as_str().expect("cursor");
+    let second = d
+        .get(&format!(
+            "/v1/reconciliations?limit=1&starting_after={cursor}"
+        ))
+        .await
+        .json;
+    assert_eq!(second["data"][0]["id"], ids[1].as_str());
+    assert_eq!(second["has_more"], false);
+    d.get("/v1/reconciliations?starting_after=pay_x")
+        .await
+        .assert_problem(400, "validation_failed");
+
+    let s = http_sign_in(&d, &d.key).await.expect("signed in");
+    d.eventually("both completed", || async {
+        d.get("/v1/reconciliations").await.json["data"]
+            .as_array()
+            .is_some_and(|l| l.iter().all(|r| r["status"] == "completed"))
+    })
+    .await;
+    let html = s.get(&d, "/console/reconciliations").await.2;
+    for id in &ids {
+        assert!(
+            html.contains(&format!("/console/reconciliations/{id}")),
+            "{html}"
+        );
+    }
+}
