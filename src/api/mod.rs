@@ -275,7 +275,10 @@ fn api_routes() -> Router<Arc<AppState>> {
         .route("/v1/payments/{id}/cancel", post(payments::cancel))
         .route("/v1/notifications", get(notifications::list))
         .route("/v1/notifications/{id}", get(notifications::get))
-        .route("/v1/reconciliations", post(payments::reconcile_start))
+        .route(
+            "/v1/reconciliations",
+            get(payments::reconcile_list).post(payments::reconcile_start),
+        )
         .route("/v1/reconciliations/{id}", get(payments::reconcile_get))
         .route("/v1/dead-letters", get(dead_letters::list))
         .route("/v1/dead-letters/replay", post(dead_letters::replay_bulk))

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::events::time_param;
 use super::extract::{IdempotencyKey, JsonBody, OptionalJsonBody, Query, Tenant};
 use super::idempotent::{self, json_response};
-use super::pagination::PageParams;
+use super::pagination::{Page, PageParams};
 use super::problem::{ApiError, Problem};
 use super::AppState;
 use crate::id::Id;
@@ -595,6 +595,34 @@ pub async fn reconcile_start(
     .await?;
     state.jobs_wake.notify_one();
     Ok(response)
+}
+
+/// Lists the tenant's reconciliations, oldest first, each with its report once completed.
+#[utoipa::path(
+    get, path = "/v1/reconciliations", tag = "payments",
+    params(PageParams),
+    responses(
+        (status = 200, body = Page<ReconciliationResponse>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn reconcile_list(
+    State(state): State<Arc<AppState>>,
+    Tenant(tenant): Tenant,
+    Query(params): Query<PageParams>,
+) -> Result<Response, ApiError> {
+    let limit = params.limit()?;
+    let after = params.after(reconcile::PREFIX, "a reconciliation")?;
+    let tx = state.store.read()?;
+    let (items, has_more) = reconcile::list(&tx, tenant, after, limit)?;
+    Ok(Json(Page::of(
+        &items,
+        has_more,
+        |r| r.id.display(reconcile::PREFIX),
+        reconciliation_body,
+    ))
+    .into_response())
 }
 
 /// Retrieves a reconciliation and its report.

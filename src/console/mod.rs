@@ -6,6 +6,7 @@
 //! binary; the one stylesheet is embedded; there is no script. Every response carries a strict
 //! Content-Security-Policy and refuses to be framed.
 
+pub mod amount;
 pub mod assets;
 pub mod catalog;
 pub mod chart;
@@ -21,12 +22,17 @@ pub mod dispatch;
 pub mod events;
 pub mod features;
 pub mod form;
+pub mod invoice_actions;
+pub mod invoice_document;
+pub mod invoices;
 pub mod keys;
 pub mod meters;
 pub mod notifications;
 pub mod overview;
 pub mod page;
+pub mod payments;
 pub mod plans;
+pub mod reconciliations;
 pub mod session;
 pub mod sign_in;
 pub mod webhook_events;
@@ -93,6 +99,11 @@ pub fn router() -> Router<Arc<AppState>> {
         .merge(customers::routes())
         .merge(customer::routes())
         .merge(customer_actions::routes())
+        .merge(invoices::routes())
+        .merge(invoice_actions::routes())
+        .merge(invoice_document::routes())
+        .merge(payments::routes())
+        .merge(reconciliations::routes())
         .fallback(not_found)
         .layer(middleware::from_fn(security_headers))
 }

@@ -350,6 +350,35 @@ pub fn get(
     get_record(&table, keys::tenant_id(tenant, id))
 }
 
+/// A page of the tenant's reconciliations in creation order, after `after`: at most `limit`,
+/// and whether more follow.
+pub fn list(
+    tx: &ReadTransaction,
+    tenant: TenantId,
+    after: Option<Id>,
+    limit: usize,
+) -> Result<(Vec<Reconciliation>, bool), StoreError> {
+    let table = tx.open_table(tables::RECONCILIATIONS)?;
+    let (start, end) = keys::tenant_range(tenant);
+    let lower = match after {
+        Some(id) => {
+            let mut k = keys::tenant_id(tenant, id).to_vec();
+            k.push(0);
+            k
+        }
+        None => start,
+    };
+    let mut out = Vec::new();
+    for entry in table.range::<&[u8]>(lower.as_slice()..end.as_slice())? {
+        let (_, v) = entry?;
+        if out.len() == limit {
+            return Ok((out, true));
+        }
+        out.push(codec::decode(v.value())?);
+    }
+    Ok((out, false))
+}
+
 /// Runs a reconciliation as one command (operator CLI, no daemon).
 #[derive(Clone)]
 pub struct ApplyNow {

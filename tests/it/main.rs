@@ -14,6 +14,7 @@ mod console;
 mod console_catalog;
 mod console_customers;
 mod console_events;
+mod console_invoices;
 mod console_operations;
 mod corpus;
 mod coupons;
