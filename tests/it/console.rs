@@ -212,10 +212,7 @@ async fn a_revoked_key_ends_its_sessions() {
         String::from_utf8_lossy(&out.stderr)
     );
     let (status, location, _) = session.get(&daemon, "/console").await;
-    assert_eq!(
-        (status, location.as_str()),
-        (303, "/console/sign-in")
-    );
+    assert_eq!((status, location.as_str()), (303, "/console/sign-in"));
     assert!(
         http_sign_in(&daemon, &key).await.is_none(),
         "a revoked key cannot sign in"
