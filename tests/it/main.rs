@@ -10,6 +10,7 @@ mod bounds;
 mod cli;
 mod collection;
 mod console;
+mod console_overview;
 mod corpus;
 mod coupons;
 mod crash;
