@@ -492,7 +492,8 @@ async fn record_verification(state: &AppState, tenant: TenantId, report: &verify
 }
 
 /// Verifies this tenant's books: every entry balances, the hash chain is intact, every balance
-/// equals the sum of its postings.
+/// equals the sum of its postings. The outcome is recorded with its time (the console's
+/// overview shows when the books last passed).
 #[utoipa::path(
     get, path = "/v1/ledger/verify", tag = "ledger",
     responses((status = 200, body = VerifyResponse)),
