@@ -67,10 +67,10 @@ async fn readiness(op: &Operator) -> Result<(bool, String), ConsoleError> {
     if reply.status.is_success() {
         Ok((
             true,
-            "the database is open and the writer is running".into(),
+            "The database is open and the writer is running".into(),
         ))
     } else {
-        Ok((false, reply.problem_text()))
+        Ok((false, format!("Not ready: {}", reply.problem_text())))
     }
 }
 
