@@ -354,6 +354,7 @@ fn verify(config: &Config, tenant: Option<&str>) -> anyhow::Result<()> {
     if last_percent != u64::MAX {
         let _ = writeln!(stderr);
     }
+    record_verification(&store, &tx, only, &report)?;
     match report.violation {
         None => {
             println!(
@@ -378,6 +379,35 @@ fn verify(config: &Config, tenant: Option<&str>) -> anyhow::Result<()> {
             )
         }
     }
+}
+
+/// Remembers the outcome for every tenant it speaks for (all of them when it passed, the one
+/// whose books failed otherwise), as `GET /v1/ledger/verify` does.
+fn record_verification(
+    store: &crate::store::Store,
+    tx: &redb::ReadTransaction,
+    only: Option<crate::store::TenantId>,
+    report: &crate::ledger::verify::Report,
+) -> anyhow::Result<()> {
+    use crate::ledger::verification::{Outcome, RecordVerification};
+    let tenants = match (&report.violation, only) {
+        (Some(v), _) => vec![crate::store::TenantId(v.tenant)],
+        (None, Some(t)) => vec![t],
+        (None, None) => tenants::list(tx)?
+            .into_iter()
+            .map(|(t, _)| crate::store::TenantId(t.id))
+            .collect(),
+    };
+    store.apply_one(RecordVerification {
+        tenants,
+        outcome: Outcome {
+            at_ms: crate::clock::now_ms(),
+            passed: report.violation.is_none(),
+            entries: report.entries,
+            reason: report.violation.as_ref().map(|v| v.reason.clone()),
+        },
+    })?;
+    Ok(())
 }
 
 fn verify_invoice(config: &Config, id: &str) -> anyhow::Result<()> {

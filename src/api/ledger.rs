@@ -21,7 +21,9 @@ use crate::idempotency::StoredResponse;
 use crate::ledger::account::AccountRef;
 use crate::ledger::adjustment::{AdjustmentError, PostAdjustment};
 use crate::ledger::journal::{self, Draft, JournalEntry, Links, Posting, PREFIX};
+use crate::ledger::verification::{Outcome, RecordVerification};
 use crate::ledger::verify;
+use crate::store::TenantId;
 
 /// One posting as the API shows it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -472,8 +474,26 @@ pub struct ViolationBody {
     pub reason: String,
 }
 
+/// Remembers the outcome (the console shows when the books last passed). The answer stands
+/// even when the writer cannot take the record right now; the next verification records again.
+async fn record_verification(state: &AppState, tenant: TenantId, report: &verify::Report) {
+    let command = RecordVerification {
+        tenants: vec![tenant],
+        outcome: Outcome {
+            at_ms: crate::clock::now_ms(),
+            passed: report.violation.is_none(),
+            entries: report.entries,
+            reason: report.violation.as_ref().map(|v| v.reason.clone()),
+        },
+    };
+    if let Err(error) = state.writer.submit(command).await {
+        tracing::warn!(%error, "the verification's outcome could not be recorded");
+    }
+}
+
 /// Verifies this tenant's books: every entry balances, the hash chain is intact, every balance
-/// equals the sum of its postings.
+/// equals the sum of its postings. The outcome is recorded with its time (the console's
+/// overview shows when the books last passed).
 #[utoipa::path(
     get, path = "/v1/ledger/verify", tag = "ledger",
     responses((status = 200, body = VerifyResponse)),
@@ -496,6 +516,7 @@ pub async fn verify_ledger(
             "verification failed",
         )
     })??;
+    record_verification(&state, tenant, &report).await;
     Ok(Json(VerifyResponse {
         object: "ledger_verification",
         ok: report.violation.is_none(),

@@ -6,6 +6,7 @@
 //! binary; the one stylesheet is embedded; there is no script. Every response carries a strict
 //! Content-Security-Policy and refuses to be framed.
 
+pub mod alerts;
 pub mod amount;
 pub mod assets;
 pub mod catalog;
@@ -83,7 +84,8 @@ impl Console {
 /// The console's routes, to be nested at `/console`.
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/", get(overview::show))
+        .merge(overview::routes())
+        .merge(alerts::routes())
         .route("/sign-in", get(sign_in::show).post(sign_in::submit))
         .route("/sign-out", post(sign_in::sign_out))
         .merge(events::routes())

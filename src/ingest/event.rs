@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::anomaly::{self, Anomaly, AnomalyKind};
 use super::meter::{self, Meter, ValueError};
+use super::rate;
 use super::usage::{self, by_customer_key};
 use crate::id::Id;
 use crate::store::keys::{self, time_bytes, TenantId};
@@ -194,6 +195,7 @@ impl Command for IngestBatch {
         let first_seq = current_seq(&meta)?;
         let mut seq = first_seq;
         let mut outputs = Vec::with_capacity(commands.len());
+        let mut stored = rate::Counts::default();
         for command in commands {
             if tables.meter_cache_tenant != Some(command.tenant) {
                 tables.meter_cache.clear();
@@ -214,6 +216,9 @@ impl Command for IngestBatch {
                     )?,
                     Err(rejection) => Status::Rejected(rejection),
                 };
+                if matches!(status, Status::Accepted { .. }) {
+                    stored.add(command.tenant, command.now_ms);
+                }
                 out.push(status);
             }
             outputs.push(out);
@@ -228,6 +233,7 @@ impl Command for IngestBatch {
             ..
         } = tables;
         rollups.flush(&mut hourly, &mut minutely)?;
+        stored.flush(&mut tx.open_table(tables::INGEST_MINUTES)?)?;
         Ok(outputs)
     }
 }

@@ -5,6 +5,7 @@ pub mod event;
 pub mod meter;
 pub mod parse;
 pub mod purge;
+pub mod rate;
 pub mod usage;
 
 #[cfg(test)]

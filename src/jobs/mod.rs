@@ -11,6 +11,7 @@
 //! the job becomes a dead letter with its last error and every attempt's time and error; an
 //! operator replays it after fixing the cause.
 
+pub mod queue;
 pub mod worker;
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};

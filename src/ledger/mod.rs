@@ -4,6 +4,7 @@ pub mod account;
 pub mod adjustment;
 pub mod grant;
 pub mod journal;
+pub mod verification;
 pub mod verify;
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! by [`delivery`]: signed, retried on its own schedule, at least once under one id.
 //! [`retention`] deletes old notifications once every delivery of theirs is finished.
 
+pub mod backlog;
 pub mod catalogue;
 pub mod delivery;
 pub mod destination;

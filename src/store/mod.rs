@@ -12,6 +12,7 @@ pub mod restore;
 pub mod tables;
 pub mod touched;
 pub mod writer;
+pub mod writer_stats;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock};

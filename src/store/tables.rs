@@ -201,8 +201,16 @@ pub const ENTITLEMENT_OVERRIDES: TableDefinition<&[u8], &[u8]> =
 pub const ENTITLEMENT_GRANTS: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("entitlement_grants");
 
+/// (tenant, minute start) → events first stored in that minute of receipt (u64 big-endian):
+/// the ingest rate, read an hour at a time.
+pub const INGEST_MINUTES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("ingest_minutes");
+/// tenant → the last verification of its books and the last one that passed.
+pub const VERIFICATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("verifications");
+
 /// Every table keyed and valued by bytes.
 pub const BYTES_TABLES: &[TableDefinition<&[u8], &[u8]>] = &[
+    INGEST_MINUTES,
+    VERIFICATIONS,
     TOP_UPS,
     TOP_UP_BY_INVOICE,
     AUTO_RECHARGE,

@@ -41,6 +41,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use redb::WriteTransaction;
 use tokio::sync::oneshot;
 
+use super::writer_stats::{WriterSnapshot, WriterStats};
 use super::{touched, Store, StoreError};
 
 /// One unit of work for the writer: a pure description of an intent, applied inside the batch's
@@ -198,6 +199,7 @@ impl<C: Command> Pending for Slot<C> {
 pub struct WriterHandle {
     queue: Sender<Box<dyn Pending>>,
     healthy: Arc<AtomicBool>,
+    stats: Arc<WriterStats>,
 }
 
 impl WriterHandle {
@@ -235,6 +237,12 @@ impl WriterHandle {
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
     }
+
+    /// Batch sizes and commit latencies of the recent commits (read without waiting for the
+    /// writer).
+    pub fn stats(&self) -> WriterSnapshot {
+        self.stats.snapshot()
+    }
 }
 
 /// Starts the writer thread. It runs until every [`WriterHandle`] is dropped and the queue is
@@ -246,10 +254,19 @@ pub fn spawn(
     let (queue, receiver) = crossbeam_channel::bounded(limits.queue_capacity.max(1));
     let healthy = Arc::new(AtomicBool::new(true));
     let thread_healthy = Arc::clone(&healthy);
+    let stats = Arc::new(WriterStats::default());
+    let thread_stats = Arc::clone(&stats);
     let join = std::thread::Builder::new()
         .name("tally-writer".into())
-        .spawn(move || run(&store, &receiver, limits, &thread_healthy))?;
-    Ok((WriterHandle { queue, healthy }, join))
+        .spawn(move || run(&store, &receiver, limits, &thread_healthy, &thread_stats))?;
+    Ok((
+        WriterHandle {
+            queue,
+            healthy,
+            stats,
+        },
+        join,
+    ))
 }
 
 fn run(
@@ -257,6 +274,7 @@ fn run(
     receiver: &Receiver<Box<dyn Pending>>,
     limits: WriterLimits,
     healthy: &AtomicBool,
+    stats: &WriterStats,
 ) {
     let max_batch = limits.max_batch_size.max(1);
     while let Ok(first) = receiver.recv() {
@@ -278,7 +296,7 @@ fn run(
             }
         }
         metrics::gauge!("tally_writer_queue_depth").set(receiver.len() as f64);
-        match execute(store, batch) {
+        match execute(store, batch, stats) {
             Ok(()) => {}
             Err(error @ (StoreError::Storage(_) | StoreError::Reopening)) => {
                 tracing::error!(%error, "write batch failed; reopening the database");
@@ -346,7 +364,11 @@ fn apply_batch(tx: &WriteTransaction, batch: &mut [Box<dyn Pending>], isolate: b
 /// with [`WriteError::Failed`] and the others are applied again in a fresh transaction. An error
 /// means the batch was not committed (every waiter already got `Unavailable`) and the handle
 /// must be reopened.
-fn execute(store: &Store, batch: Vec<Box<dyn Pending>>) -> Result<(), StoreError> {
+fn execute(
+    store: &Store,
+    batch: Vec<Box<dyn Pending>>,
+    stats: &WriterStats,
+) -> Result<(), StoreError> {
     let mut batch = batch;
     let mut isolate = false;
     let mut watch = true;
@@ -428,7 +450,11 @@ fn execute(store: &Store, batch: Vec<Box<dyn Pending>>) -> Result<(), StoreError
     let applied = batch;
     let started = Instant::now();
     let committed = tx.commit();
-    metrics::histogram!("tally_writer_commit_seconds").record(started.elapsed().as_secs_f64());
+    let latency = started.elapsed();
+    metrics::histogram!("tally_writer_commit_seconds").record(latency.as_secs_f64());
+    if committed.is_ok() {
+        stats.record(size, latency);
+    }
     metrics::histogram!("tally_writer_batch_size").record(size as f64);
     metrics::counter!("tally_writer_commands_total").increment(size as u64);
     match committed {

@@ -16,6 +16,7 @@ mod console_customers;
 mod console_events;
 mod console_invoices;
 mod console_operations;
+mod console_overview;
 mod corpus;
 mod coupons;
 mod crash;
