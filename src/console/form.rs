@@ -64,13 +64,11 @@ impl Form {
 
     /// The idempotency key minted when the form was rendered.
     pub fn idempotency_key(&self) -> Result<String, ConsoleError> {
-        let key = self.text("idempotency_key");
-        if key.is_empty() || key.len() > 255 {
-            return Err(ConsoleError::bad_request(
-                "the form has no idempotency key; reload the page and try again",
-            ));
-        }
-        Ok(key)
+        crate::idempotency::parse_key(self.text("idempotency_key").as_bytes()).ok_or_else(|| {
+            ConsoleError::bad_request(
+                "the form has no valid idempotency key; reload the page and try again",
+            )
+        })
     }
 }
 
@@ -182,6 +180,13 @@ pub fn report(op: &Operator, reply: &Reply, done: &str) {
             done.to_string()
         };
         op.flash(false, text);
+    } else if reply.problem_code().as_deref() == Some("idempotency_key_in_use") {
+        // The first submission of this form is still executing: it may yet take effect, so
+        // this must not read as "not done" (which invites a second, fresh submission).
+        op.flash(
+            true,
+            "This form was already submitted and is still being processed. Check the result on this page in a moment before doing it again.",
+        );
     } else {
         op.flash(
             true,

@@ -169,7 +169,7 @@ fn created(op: &Operator, reply: &Reply) -> Response {
             op.flash(
                 false,
                 format!(
-                    "This form was already submitted: key {} was created once and its secret was shown then. It cannot be shown again; revoke the key and create another if it was lost.",
+                    "This form was already submitted: key {} was created once, and its secret was shown only in the answer to the first submission. It cannot be shown again: if you did not see it, revoke the key and create another.",
                     key.id
                 ),
             );

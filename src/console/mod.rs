@@ -114,9 +114,19 @@ async fn not_found() -> Response {
     page::ConsoleError::not_found("there is no such console page").into_response()
 }
 
-/// Adds the security headers to every console response that has not set its own.
+/// Adds the security headers to every console response that has not set its own, and answers
+/// a page whose handler panicked with a 500 page instead of a dropped connection.
 async fn security_headers(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
+    let mut response = match crate::api::panic_guard::PanicGuard::new(next.run(request)).await {
+        Ok(response) => response,
+        Err(()) => {
+            tracing::error!("a console page handler panicked");
+            page::ConsoleError::internal(
+                "the page failed inside the server; other requests are unaffected",
+            )
+            .into_response()
+        }
+    };
     let headers = response.headers_mut();
     let defaults = [
         (

@@ -59,18 +59,36 @@ fn hash(id: &str) -> [u8; 32] {
 }
 
 impl Sessions {
-    /// Starts a session for a principal; returns the cookie value (the session id).
-    pub fn create(&self, principal: KeyPrincipal, now_ms: i64, max_sessions: usize) -> String {
+    /// Starts a session for a principal; returns the cookie value (the session id), or `None`
+    /// when the table is full of other tenants' live sessions.
+    ///
+    /// A full table first drops idle sessions, then the least recently used session of the same
+    /// key, then of the same tenant. It never ends another tenant's live session: signing in
+    /// repeatedly with one tenant's key cannot sign another tenant's operators out.
+    pub fn create(
+        &self,
+        principal: KeyPrincipal,
+        now_ms: i64,
+        idle_ms: i64,
+        max_sessions: usize,
+    ) -> Option<String> {
         let id = random_token();
         let mut map = self.lock();
+        if map.len() >= max_sessions.max(1) {
+            map.retain(|_, s| now_ms.saturating_sub(s.last_seen_ms) <= idle_ms);
+        }
         while map.len() >= max_sessions.max(1) {
-            let oldest = map
-                .iter()
-                .min_by_key(|(_, s)| s.last_seen_ms)
-                .map(|(k, _)| *k);
-            match oldest {
+            let oldest = |same: &dyn Fn(&Session) -> bool| {
+                map.iter()
+                    .filter(|(_, s)| same(s))
+                    .min_by_key(|(_, s)| s.last_seen_ms)
+                    .map(|(k, _)| *k)
+            };
+            let victim = oldest(&|s| s.principal.key_id == principal.key_id)
+                .or_else(|| oldest(&|s| s.principal.tenant == principal.tenant));
+            match victim {
                 Some(k) => map.remove(&k),
-                None => break,
+                None => return None,
             };
         }
         map.insert(
@@ -82,7 +100,7 @@ impl Sessions {
                 flash: None,
             },
         );
-        id
+        Some(id)
     }
 
     /// Ends a session (sign-out).
@@ -220,6 +238,8 @@ pub fn is_console_path(path: &str) -> bool {
     (path == "/console" || path.starts_with("/console/") || path.starts_with("/console?"))
         && !path.contains("//")
         && !path.contains('\\')
+        && path.len() <= 2048
+        && path.bytes().all(|b| (0x21..0x7f).contains(&b))
 }
 
 impl FromRequestParts<Arc<AppState>> for Operator {
@@ -303,16 +323,19 @@ mod tests {
     #[test]
     fn sessions_end_when_idle_and_are_bounded() {
         let sessions = Sessions::default();
-        let a = sessions.create(principal(), 0, 2);
+        let one = principal();
+        let a = sessions.create(one, 0, 5_000, 2).expect("room");
         assert!(sessions.touch(&a, 1_000, 5_000).is_some());
         assert!(sessions.touch(&a, 7_000, 5_000).is_none(), "idle too long");
         assert!(
             sessions.touch(&a, 7_001, 5_000).is_none(),
             "and gone for good"
         );
-        let b = sessions.create(principal(), 10, 2);
-        let c = sessions.create(principal(), 20, 2);
-        let d = sessions.create(principal(), 30, 2);
+        let b = sessions.create(one, 10, 5_000, 2).expect("room");
+        let c = sessions.create(one, 20, 5_000, 2).expect("room");
+        let d = sessions
+            .create(one, 30, 5_000, 2)
+            .expect("the key's oldest ends");
         assert_eq!(sessions.len(), 2);
         assert!(
             sessions.touch(&b, 31, 5_000).is_none(),
@@ -320,6 +343,23 @@ mod tests {
         );
         assert!(sessions.touch(&c, 31, 5_000).is_some());
         assert!(sessions.touch(&d, 31, 5_000).is_some());
+    }
+
+    #[test]
+    fn another_tenants_sign_ins_never_end_a_live_session() {
+        let sessions = Sessions::default();
+        let ours = principal();
+        let theirs = KeyPrincipal {
+            tenant: crate::store::TenantId(2),
+            ..principal()
+        };
+        let a = sessions.create(ours, 0, 5_000, 1).expect("room");
+        assert_eq!(sessions.create(theirs, 10, 5_000, 1), None, "full of ours");
+        assert!(sessions.touch(&a, 20, 5_000).is_some(), "ours still live");
+        assert!(
+            sessions.create(theirs, 9_000, 5_000, 1).is_some(),
+            "an idle session makes room"
+        );
     }
 
     #[test]

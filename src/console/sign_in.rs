@@ -44,7 +44,10 @@ fn form_page(
     next: Option<&str>,
     error: Option<&str>,
 ) -> Response {
-    let token = random_token();
+    // One token per browser: a second sign-in tab must not invalidate the first one's form.
+    let token = cookie_value(headers, PRE_COOKIE)
+        .filter(|t| t.len() == 48 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_else(random_token);
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
@@ -129,10 +132,19 @@ pub async fn submit(
         Err(e) => return e.into_response(),
     };
     let max = usize::try_from(state.config.console.max_sessions).unwrap_or(usize::MAX);
-    let id = state
+    let idle_ms = i64::try_from(state.config.console.session_idle_secs.saturating_mul(1000))
+        .unwrap_or(i64::MAX);
+    let created = state
         .console
         .sessions
-        .create(principal, crate::clock::now_ms(), max);
+        .create(principal, crate::clock::now_ms(), idle_ms, max);
+    let Some(id) = created else {
+        return ConsoleError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            detail: "the console holds as many sessions as console.max_sessions allows; try again when one has ended".into(),
+        }
+        .into_response();
+    };
     tracing::info!(key_id = %principal.key_id.display(crate::tenants::KEY_ID_PREFIX), "console sign-in");
     let target = next.unwrap_or_else(|| "/console".to_string());
     (

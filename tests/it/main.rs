@@ -17,6 +17,7 @@ mod console_events;
 mod console_invoices;
 mod console_operations;
 mod console_overview;
+mod console_review;
 mod corpus;
 mod coupons;
 mod crash;
