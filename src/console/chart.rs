@@ -32,8 +32,7 @@ pub fn bars(title: &str, unit: &str, bars: &[Bar]) -> Markup {
     html! {
         figure.chart {
             svg viewBox=(format!("0 0 {WIDTH} {total_height}")) role="img"
-                aria-label=(format!("{title}; largest value {max} {unit}"))
-                preserveAspectRatio="none" {
+                aria-label=(format!("{title}; largest value {max} {unit}")) {
                 line x1="0" y1=(HEIGHT) x2=(WIDTH) y2=(HEIGHT) class="axis" {}
                 @for (i, bar) in bars.iter().enumerate() {
                     @let x = u32::try_from(i).unwrap_or(0).saturating_mul(slot);

@@ -18,7 +18,7 @@ use crate::harness::Daemon;
 use tally::webhooks::signature;
 
 /// One attempt per job (dead at the first failure); deliveries to 127.0.0.1 allowed.
-const CONFIG: &str =
+pub(crate) const CONFIG: &str =
     "[jobs]\nmax_attempts = 1\n[notifications]\nallow_http = true\nallow_private_targets = true\n";
 /// A customer id that is markup: every page must show it as text.
 const XSS: &str = "<img src=x onerror=alert(1)>";
@@ -32,7 +32,7 @@ fn now_s() -> i64 {
 }
 
 /// A standard-webhooks endpoint for inbound provider events.
-async fn endpoint(d: &Daemon) -> String {
+pub(crate) async fn endpoint(d: &Daemon) -> String {
     let r = d
         .post(
             "/v1/webhook-endpoints",
@@ -46,7 +46,7 @@ async fn endpoint(d: &Daemon) -> String {
 
 /// Sends a signed usage event for a customer that does not exist: with one attempt per job
 /// its processing dies at once. Returns the receipt's id once it is dead.
-async fn dead_receipt(d: &Daemon, ep: &str, msg: &str, customer: &str) -> String {
+pub(crate) async fn dead_receipt(d: &Daemon, ep: &str, msg: &str, customer: &str) -> String {
     let body = json!({"type": "usage.recorded", "data": {"id": msg, "customer": customer, "type": "call"}})
         .to_string();
     let ts = now_s();
@@ -72,7 +72,7 @@ async fn dead_receipt(d: &Daemon, ep: &str, msg: &str, customer: &str) -> String
 }
 
 /// The dead letters as the API lists them.
-async fn dead_letters(d: &Daemon) -> Vec<Value> {
+pub(crate) async fn dead_letters(d: &Daemon) -> Vec<Value> {
     d.get("/v1/dead-letters").await.json["data"]
         .as_array()
         .cloned()
@@ -80,7 +80,7 @@ async fn dead_letters(d: &Daemon) -> Vec<Value> {
 }
 
 /// A receiver that answers 200 to every delivery and counts them.
-async fn receiver() -> (String, Arc<AtomicUsize>) {
+pub(crate) async fn receiver() -> (String, Arc<AtomicUsize>) {
     let hits = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&hits);
     let app = Router::new().route(
@@ -104,7 +104,7 @@ async fn receiver() -> (String, Arc<AtomicUsize>) {
 }
 
 /// Creates an event destination; returns its id.
-async fn destination(d: &Daemon, key: &str, url: &str) -> String {
+pub(crate) async fn destination(d: &Daemon, key: &str, url: &str) -> String {
     let r = d
         .post(
             "/v1/event-destinations",

@@ -18,6 +18,7 @@ mod console_invoices;
 mod console_operations;
 mod console_overview;
 mod console_review;
+mod console_walkthrough;
 mod corpus;
 mod coupons;
 mod crash;
