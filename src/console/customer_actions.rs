@@ -7,7 +7,6 @@ use axum::extract::Path;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::post;
 use axum::Router;
-use rust_decimal::Decimal;
 use serde_json::{json, Map, Value};
 
 use super::dispatch;
@@ -31,28 +30,14 @@ fn customer_page(id: &str) -> String {
     format!("/console/customers/{}", dispatch::segment(id))
 }
 
-/// An amount typed in major units (`25`, `25.5`, `0.99`) as exact minor units of `currency`.
+/// An amount typed in major units (`25`, `25.5`, `0.99`) as exact minor units of `currency`;
+/// grants and top-ups must be positive.
 pub fn minor_units(text: &str, currency: &str) -> Result<i64, String> {
-    let exponent = crate::currency::minor_unit_exponent(currency)
-        .ok_or_else(|| format!("{currency:?} is not an ISO 4217 currency code (upper case)"))?;
-    let text = text.trim();
-    let not_amount = || format!("{text:?} is not an amount (write it like 25.00)");
-    if !text.chars().all(|c| c.is_ascii_digit() || c == '.') {
-        return Err(not_amount());
-    }
-    let amount: Decimal = text.parse().map_err(|_| not_amount())?;
-    let minor = amount
-        .checked_mul(Decimal::from(10i64.pow(u32::from(exponent))))
-        .ok_or_else(|| "the amount is too large".to_string())?;
-    if minor.fract() != Decimal::ZERO {
-        return Err(format!(
-            "{currency} has {exponent} decimal places; {text:?} has more"
-        ));
-    }
-    if minor <= Decimal::ZERO {
+    let minor = super::amount::minor_units(text, currency)?;
+    if minor <= 0 {
         return Err("the amount must be positive".into());
     }
-    i64::try_from(minor).map_err(|_| "the amount is too large".to_string())
+    Ok(minor)
 }
 
 /// A `YYYY-MM-DD` date field as the RFC 3339 start of that day (UTC); empty stays absent.

@@ -229,6 +229,38 @@ impl Browser {
         }
     }
 
+    /// Two clicks on a button within a few milliseconds, as an impatient operator makes them,
+    /// then waits for the page they lead to.
+    pub async fn double_click_button(&self, label: &str) {
+        use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
+        let xpath = format!("//button[normalize-space(.)='{label}']");
+        let button = self
+            .client
+            .find(Locator::XPath(&xpath))
+            .await
+            .unwrap_or_else(|e| panic!("no button {label:?}: {e}"));
+        let old = self.client.find(Locator::Css("html")).await.expect("page");
+        let click = |m: MouseActions| {
+            m.then(PointerAction::Down {
+                button: MOUSE_BUTTON_LEFT,
+            })
+            .then(PointerAction::Up {
+                button: MOUSE_BUTTON_LEFT,
+            })
+        };
+        let mouse = MouseActions::new("mouse".into()).then(PointerAction::MoveToElement {
+            element: button,
+            duration: None,
+            x: 0.0,
+            y: 0.0,
+        });
+        self.client
+            .perform_actions(click(click(mouse)))
+            .await
+            .expect("double click");
+        self.wait_for_next_page(old).await;
+    }
+
     /// Clicks the first link whose text is exactly `label`.
     pub async fn click_link(&self, label: &str) {
         let link = self

@@ -329,7 +329,7 @@ async fn customer_actions_act_once_ask_before_canceling_and_refuse_read_only_key
     assert_eq!(s.post(&d, &grant, &bad).await.0, 303);
     let (_, _, html) = s.get(&d, &page).await;
     assert!(
-        html.contains("Not done: USD has 2 decimal places"),
+        html.contains("Not done: 1.234 has more decimals than USD has (2)"),
         "{html}"
     );
     assert_eq!(credits(&d, &acme).await, (1_234, 1));

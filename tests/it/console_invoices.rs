@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
 use fantoccini::Locator;
 use serde_json::{json, Value};
 
@@ -155,41 +154,6 @@ async fn at_path(b: &Browser, path: &str) {
     assert_eq!(b.path().await, path);
 }
 
-/// Two clicks on a button within a few milliseconds, as an impatient operator makes them.
-async fn double_click(b: &Browser, label: &str) {
-    let xpath = format!("//button[normalize-space(.)='{label}']");
-    let button = b
-        .client
-        .find(Locator::XPath(&xpath))
-        .await
-        .unwrap_or_else(|e| panic!("no button {label:?}: {e}"));
-    let click = [
-        PointerAction::Down {
-            button: MOUSE_BUTTON_LEFT,
-        },
-        PointerAction::Up {
-            button: MOUSE_BUTTON_LEFT,
-        },
-    ];
-    let mut mouse = MouseActions::new("mouse".into()).then(PointerAction::MoveToElement {
-        element: button,
-        duration: None,
-        x: 0.0,
-        y: 0.0,
-    });
-    for action in click.iter().chain(click.iter()) {
-        mouse = mouse.then(action.clone());
-    }
-    b.client.perform_actions(mouse).await.expect("double click");
-    // Let the navigation the clicks started finish.
-    for _ in 0..50 {
-        if b.has("main#main").await {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn an_invoice_is_read_verified_paid_and_credited_in_the_browser() {
     let d = Daemon::start().await;
@@ -235,7 +199,7 @@ async fn an_invoice_is_read_verified_paid_and_credited_in_the_browser() {
     );
     b.screenshot("invoice").await;
 
-    double_click(&b, "Pay").await;
+    b.double_click_button("Pay").await;
     d.eventually("the invoice paid", || async {
         invoice(&d, &id).await["status"] == "paid"
     })
@@ -255,7 +219,7 @@ async fn an_invoice_is_read_verified_paid_and_credited_in_the_browser() {
     // A credit note, its button clicked twice: one credit note.
     b.fill("#cn_amount", "1.00").await;
     b.fill("#cn_reason", "goodwill").await;
-    double_click(&b, "Create credit note").await;
+    b.double_click_button("Create credit note").await;
     at_path(&b, &format!("/console/invoices/{id}")).await;
     assert!(b
         .text("section[aria-labelledby=credit-notes-h]")
@@ -294,7 +258,7 @@ async fn a_refund_asks_first_and_a_double_click_refunds_once() {
         payment_refunds(&d, &pay_id).await.is_empty(),
         "nothing before the answer"
     );
-    double_click(&b, "Yes, do it").await;
+    b.double_click_button("Yes, do it").await;
     d.eventually("the refund settled", || async {
         payment_refunds(&d, &pay_id)
             .await

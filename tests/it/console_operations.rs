@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use axum::routing::post;
 use axum::Router;
-use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
-use fantoccini::Locator;
 use serde_json::{json, Value};
 
 use crate::browser::Browser;
@@ -152,34 +150,6 @@ async fn post_form(
     s.post(d, action, &pairs).await
 }
 
-/// Double-clicks the first button whose text is exactly `label`, as a hasty operator does.
-async fn double_click_button(b: &Browser, label: &str) {
-    let xpath = format!("//button[normalize-space(.)='{label}']");
-    let button = b
-        .client
-        .find(Locator::XPath(&xpath))
-        .await
-        .unwrap_or_else(|e| panic!("no button {label:?}: {e}"));
-    let click = |m: MouseActions| {
-        m.then(PointerAction::Down {
-            button: MOUSE_BUTTON_LEFT,
-        })
-        .then(PointerAction::Up {
-            button: MOUSE_BUTTON_LEFT,
-        })
-    };
-    let mouse = MouseActions::new("mouse".into()).then(PointerAction::MoveToElement {
-        element: button,
-        duration: None,
-        x: 0.0,
-        y: 0.0,
-    });
-    b.client
-        .perform_actions(click(click(mouse)))
-        .await
-        .expect("double click");
-}
-
 /// The message the page shows after an action, once the page after it has loaded.
 async fn flash_text(b: &Browser) -> String {
     for _ in 0..100 {
@@ -234,7 +204,7 @@ async fn an_operator_replays_a_dead_letter_and_resends_a_notification_in_a_brows
             .find(|l| l["id"] == job.as_str())
             .and_then(|l| l["replays"].as_u64())
     };
-    double_click_button(&b, "Replay").await;
+    b.double_click_button("Replay").await;
     let flash = flash_text(&b).await;
     assert!(flash.contains(&format!("Replayed {job}")), "{flash}");
     d.eventually("dead again", || async { replays().await == Some(1) })
