@@ -542,6 +542,16 @@ mod tests {
         let (acknowledged, failed) = submit_all(&handle, &again).await;
         assert!(acknowledged.is_empty(), "{acknowledged:?}");
         assert_eq!(failed.len(), 1);
+        // The waiters are answered before the writer marks itself unhealthy and reopens: wait
+        // for that, or the read below can meet the database that failed.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while handle.is_healthy() {
+            assert!(
+                Instant::now() < deadline,
+                "the writer never reported the failure"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         faults.disarm();
         wait_healthy(&handle).await;
         assert_eq!(anomalies_of(&store), 0, "the failed batch recorded nothing");
