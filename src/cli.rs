@@ -385,7 +385,7 @@ fn verify(config: &Config, tenant: Option<&str>) -> anyhow::Result<()> {
 /// whose books failed otherwise), as `GET /v1/ledger/verify` does.
 fn record_verification(
     store: &crate::store::Store,
-    tx: &redb::ReadTransaction,
+    tx: &crate::store::ReadTxn,
     only: Option<crate::store::TenantId>,
     report: &crate::ledger::verify::Report,
 ) -> anyhow::Result<()> {
@@ -432,7 +432,7 @@ fn verify_invoice(config: &Config, id: &str) -> anyhow::Result<()> {
     anyhow::bail!("no invoice {id} in any tenant")
 }
 
-fn tenant_named(tx: &redb::ReadTransaction, name: &str) -> anyhow::Result<crate::store::TenantId> {
+fn tenant_named(tx: &crate::store::ReadTxn, name: &str) -> anyhow::Result<crate::store::TenantId> {
     tenants::list(tx)?
         .into_iter()
         .find(|(t, _)| t.name == name)
@@ -634,7 +634,7 @@ fn backup(config: &Config, out: &std::path::Path) -> anyhow::Result<()> {
     // Checked read-only: nothing is written to the file after its completion marker.
     crate::store::backup::check_complete(out)?;
     let copy = crate::store::backup::open_read_only(out)?;
-    let copy_tx = redb::ReadableDatabase::begin_read(&copy)?;
+    let copy_tx = crate::store::ReadTxn::redb(redb::ReadableDatabase::begin_read(&copy)?);
     let report = crate::ledger::verify::verify(&copy_tx, None, &mut |_, _| {})?;
     if let Some(v) = report.violation {
         anyhow::bail!("the backup does not verify: {}", v.reason);

@@ -12,7 +12,8 @@
 //!
 //! It lives above billing and payments because it reads the invoice's attempts and may refund.
 
-use redb::{ReadTransaction, WriteTransaction};
+use crate::store::ReadableTable;
+use crate::store::{ReadTxn, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use crate::billing::invoice::{self, Invoice, InvoiceStatus, LineKind};
@@ -161,7 +162,7 @@ pub struct CreateCreditNote {
 impl Command for CreateCreditNote {
     type Output = Result<CreditNote, CreditNoteError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let Some(mut inv) = ({
             let table = tx.open_table(tables::INVOICES)?;
             get_record::<Invoice, _>(&table, keys::tenant_id(self.tenant, self.invoice))?
@@ -200,7 +201,7 @@ pub struct RefundPayment {
 impl Command for RefundPayment {
     type Output = Result<crate::payments::payment::Payment, crate::payments::payment::PayError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         use crate::payments::payment::PayError;
         let req = self.request;
         let Some(p) = crate::payments::payment::load(tx, req.tenant, req.payment)? else {
@@ -240,11 +241,7 @@ impl Command for RefundPayment {
 }
 
 /// What the invoice's credit notes refunded through its payments.
-fn refunded_by_notes(
-    tx: &WriteTransaction,
-    tenant: TenantId,
-    inv: &Invoice,
-) -> Result<i64, StoreError> {
+fn refunded_by_notes(tx: &WriteTxn, tenant: TenantId, inv: &Invoice) -> Result<i64, StoreError> {
     let table = tx.open_table(tables::CREDIT_NOTES)?;
     let mut total = 0i64;
     for id in &inv.credit_notes {
@@ -261,7 +258,7 @@ impl CreateCreditNote {
     /// Every check, before the first write.
     fn check(
         &self,
-        tx: &WriteTransaction,
+        tx: &WriteTxn,
         inv: &Invoice,
     ) -> Result<Result<Plan, CreditNoteError>, StoreError> {
         if inv.kind == invoice::InvoiceKind::TopUp {
@@ -335,7 +332,7 @@ impl CreateCreditNote {
     /// The writes: number, entries, grant or refund, the invoice, the note and its event.
     fn write(
         self,
-        tx: &WriteTransaction,
+        tx: &WriteTxn,
         inv: &mut Invoice,
         plan: Plan,
     ) -> Result<Result<CreditNote, CreditNoteError>, StoreError> {
@@ -481,7 +478,7 @@ impl CreateCreditNote {
     /// made for the amount due as it was, are canceled) and is paid once it owes nothing.
     fn update_invoice(
         &self,
-        tx: &WriteTransaction,
+        tx: &WriteTxn,
         inv: &mut Invoice,
         note: &CreditNote,
     ) -> Result<(), StoreError> {
@@ -557,11 +554,7 @@ fn amount_of(inv: &Invoice, credited: &Credited) -> Result<i64, CreditNoteError>
 }
 
 /// One credit note.
-pub fn get(
-    tx: &ReadTransaction,
-    tenant: TenantId,
-    id: Id,
-) -> Result<Option<CreditNote>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<CreditNote>, StoreError> {
     get_record(
         &tx.open_table(tables::CREDIT_NOTES)?,
         keys::tenant_id(tenant, id),
@@ -570,7 +563,7 @@ pub fn get(
 
 /// A page of credit notes, in creation order, optionally of one invoice.
 pub fn list(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     invoice: Option<Id>,
     after: Option<Id>,

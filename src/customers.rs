@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use crate::id::Id;
@@ -249,7 +249,7 @@ pub struct CreateCustomer {
 impl Command for CreateCustomer {
     type Output = Result<Customer, CustomerError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let index_key = tenant_bytes(self.tenant, self.customer.external_id.as_bytes());
         let mut index = tx.open_table(tables::CUSTOMER_BY_EXTERNAL)?;
         let existing = index
@@ -293,14 +293,14 @@ impl Command for CreateCustomer {
 }
 
 /// One customer of a tenant, if it exists (another tenant's id is simply absent).
-pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Customer>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<Customer>, StoreError> {
     let table = tx.open_table(tables::CUSTOMERS)?;
     get_customer(&table, tenant, id)
 }
 
 /// One customer, inside a write transaction (for commands that read what they act on).
 pub fn load_in_write(
-    tx: &redb::WriteTransaction,
+    tx: &crate::store::WriteTxn,
     tenant: TenantId,
     id: Id,
 ) -> Result<Option<Customer>, StoreError> {
@@ -310,7 +310,7 @@ pub fn load_in_write(
 
 /// The customer with this external id, if any.
 pub fn by_external_id(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     external_id: &str,
 ) -> Result<Option<Customer>, StoreError> {
@@ -333,7 +333,7 @@ pub fn by_external_id(
 
 /// A page of customers in id (creation) order after `after`, and whether more follow.
 pub fn list(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     after: Option<Id>,
     limit: usize,
@@ -424,7 +424,7 @@ mod tests {
     impl Command for PutRaw {
         type Output = ();
 
-        fn apply(self, tx: &WriteTransaction) -> Result<(), StoreError> {
+        fn apply(self, tx: &WriteTxn) -> Result<(), StoreError> {
             tx.open_table(tables::CUSTOMERS)?.insert(
                 keys::tenant_id(TENANT, self.id).as_slice(),
                 self.bytes.as_slice(),

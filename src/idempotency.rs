@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use crate::store::keys::{tenant_bytes, time_bytes};
@@ -81,7 +81,7 @@ fn classify(record: Option<Record>, fingerprint: &[u8; 32], now_ms: i64) -> Look
 /// Looks a key up in a read snapshot: the fast path for replays, which then never touch the
 /// writer. The writer checks again inside its transaction, so a stale snapshot is harmless.
 pub fn lookup(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     key: &str,
     fingerprint: &[u8; 32],
@@ -145,7 +145,7 @@ pub enum Outcome {
 impl<C: Command> Command for Idempotent<C> {
     type Output = Outcome;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Outcome, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Outcome, StoreError> {
         let mut outcomes = Self::apply_run(vec![self], tx)?;
         outcomes
             .pop()
@@ -157,7 +157,7 @@ impl<C: Command> Command for Idempotent<C> {
     /// one by one because the keys of a run are distinct (in-flight claims guarantee it; a run
     /// that breaks this is applied one by one) and inner commands never touch idempotency
     /// records.
-    fn apply_run(commands: Vec<Self>, tx: &WriteTransaction) -> Result<Vec<Outcome>, StoreError> {
+    fn apply_run(commands: Vec<Self>, tx: &WriteTxn) -> Result<Vec<Outcome>, StoreError> {
         let mut seen = HashSet::with_capacity(commands.len());
         if !commands
             .iter()
@@ -270,7 +270,7 @@ pub struct PurgeExpired {
 impl Command for PurgeExpired {
     type Output = usize;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<usize, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<usize, StoreError> {
         let upper = time_bytes(self.now_ms.saturating_add(1));
         let due: Vec<Vec<u8>> = {
             let expiry = tx.open_table(tables::IDEMPOTENCY_EXPIRY)?;
@@ -411,7 +411,7 @@ mod tests {
 
     impl Command for Bump {
         type Output = u8;
-        fn apply(self, tx: &WriteTransaction) -> Result<u8, StoreError> {
+        fn apply(self, tx: &WriteTxn) -> Result<u8, StoreError> {
             let mut meta = tx.open_table(tables::META)?;
             let n = meta.get("runs")?.map_or(0, |v| v.value()[0]) + 1;
             meta.insert("runs", [n].as_slice())?;

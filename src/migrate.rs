@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use redb::WriteTransaction;
+use crate::store::WriteTxn;
 
 use crate::store::{self, OpenError, Store, StoreError};
 
@@ -22,7 +22,7 @@ pub fn open(path: &Path, cache_size_bytes: usize) -> Result<Store, OpenError> {
 }
 
 /// Every step from schema `from` on, in order, inside the upgrading transaction.
-fn steps(tx: &WriteTransaction, from: u32) -> Result<(), StoreError> {
+fn steps(tx: &WriteTxn, from: u32) -> Result<(), StoreError> {
     if from < 2 {
         let rebuilt = crate::ingest::event::rebuild_stable_identities(tx)?;
         tx.delete_table(store::tables::LEGACY_EVENT_IDENTITIES)?;

@@ -2,7 +2,7 @@
 //! the line's price). Rates never change once created, so an invoice that names one can always
 //! be re-derived; archiving one only stops it being assigned to customers.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use crate::decimal::Stored;
@@ -75,7 +75,7 @@ pub struct CreateTaxRate {
 impl Command for CreateTaxRate {
     type Output = TaxRate;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         put_record(
             &mut tx.open_table(tables::TAX_RATES)?,
             &keys::tenant_id(self.tenant, self.rate.id),
@@ -99,7 +99,7 @@ pub struct ArchiveTaxRate {
 impl Command for ArchiveTaxRate {
     type Output = Result<TaxRate, TaxRateError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let mut table = tx.open_table(tables::TAX_RATES)?;
         let key = keys::tenant_id(self.tenant, self.id);
         let Some(mut rate) = get_record::<TaxRate, _>(&table, key)? else {
@@ -123,7 +123,7 @@ pub fn load(
 }
 
 /// One rate.
-pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<TaxRate>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<TaxRate>, StoreError> {
     load(&tx.open_table(tables::TAX_RATES)?, tenant, id)
 }
 
@@ -131,7 +131,7 @@ pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<TaxR
 /// exists, those not in `kept` (already assigned) are not archived, and an inclusive rate
 /// stands alone.
 pub fn check_assignable(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     ids: &[Id],
     kept: &[Id],
@@ -161,7 +161,7 @@ pub fn check_assignable(
 
 /// A page of rates, in creation order.
 pub fn list(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     after: Option<Id>,
     limit: usize,

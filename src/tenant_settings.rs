@@ -3,7 +3,7 @@
 //! (prefixes and the number format). One record per tenant; logos are stored apart, keyed by
 //! their blake3, and never deleted, so an invoice issued with an older logo still has it.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use crate::customers::{Address, TaxId};
@@ -82,14 +82,14 @@ fn settings_key(tenant: TenantId) -> [u8; 8] {
 }
 
 /// The tenant's settings (defaults when never set).
-pub fn get(tx: &ReadTransaction, tenant: TenantId) -> Result<Settings, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId) -> Result<Settings, StoreError> {
     let table = tx.open_table(tables::TENANT_SETTINGS)?;
     Ok(get_record(&table, settings_key(tenant))?.unwrap_or_default())
 }
 
 /// The tenant's settings inside a write transaction (issuing reads them for the number and
 /// the seller snapshot).
-pub fn load_in_write(tx: &WriteTransaction, tenant: TenantId) -> Result<Settings, StoreError> {
+pub fn load_in_write(tx: &WriteTxn, tenant: TenantId) -> Result<Settings, StoreError> {
     let table = tx.open_table(tables::TENANT_SETTINGS)?;
     Ok(get_record(&table, settings_key(tenant))?.unwrap_or_default())
 }
@@ -246,7 +246,7 @@ pub struct View {
 }
 
 /// Reads the settings with the current logo's bytes.
-pub fn view(tx: &ReadTransaction, tenant: TenantId) -> Result<View, StoreError> {
+pub fn view(tx: &ReadTxn, tenant: TenantId) -> Result<View, StoreError> {
     let settings = get(tx, tenant)?;
     let logo = match &settings.logo {
         Some(r) => logo(&tx.open_table(tables::LOGOS)?, tenant, &r.blake3)?,
@@ -270,7 +270,7 @@ pub struct UpdateSettings {
 impl Command for UpdateSettings {
     type Output = View;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<View, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<View, StoreError> {
         let current = load_in_write(tx, self.tenant)?;
         let mut next = self.changes.applied_to(&current);
         let mut logos = tx.open_table(tables::LOGOS)?;

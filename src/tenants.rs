@@ -5,7 +5,7 @@
 //! database file yields no usable key); the table is indexed by the first half of the hash and
 //! the full hash is compared in constant time. Keys are revocable by their public id (`key_…`).
 
-use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -171,10 +171,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// Resolves a presented secret to its principal, or `None` for an unknown or revoked key.
-pub fn authenticate(
-    tx: &ReadTransaction,
-    secret: &str,
-) -> Result<Option<KeyPrincipal>, StoreError> {
+pub fn authenticate(tx: &ReadTxn, secret: &str) -> Result<Option<KeyPrincipal>, StoreError> {
     let hash = hash_secret(secret);
     let table = tx.open_table(tables::API_KEYS)?;
     let Some(bytes) = table.get(index_key(&hash))? else {
@@ -193,7 +190,7 @@ pub fn authenticate(
 }
 
 /// The key with this public id, revoked or not (`None` when there is no such key).
-pub fn key_by_id(tx: &ReadTransaction, key_id: Id) -> Result<Option<ApiKey>, StoreError> {
+pub fn key_by_id(tx: &ReadTxn, key_id: Id) -> Result<Option<ApiKey>, StoreError> {
     let ids = tx.open_table(tables::API_KEY_IDS)?;
     let Some(index) = ids.get(key_id.to_bytes().as_slice())? else {
         return Ok(None);
@@ -204,7 +201,7 @@ pub fn key_by_id(tx: &ReadTransaction, key_id: Id) -> Result<Option<ApiKey>, Sto
 }
 
 /// Every tenant, in creation order, with how many active keys each has.
-pub fn list(tx: &ReadTransaction) -> Result<Vec<(Tenant, usize)>, StoreError> {
+pub fn list(tx: &ReadTxn) -> Result<Vec<(Tenant, usize)>, StoreError> {
     let tenants = tx.open_table(tables::TENANTS)?;
     let keys = tx.open_table(tables::API_KEYS)?;
     let mut active: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
@@ -226,7 +223,7 @@ pub fn list(tx: &ReadTransaction) -> Result<Vec<(Tenant, usize)>, StoreError> {
 }
 
 /// The tenant's name, `None` when there is no such tenant.
-pub fn tenant_name(tx: &ReadTransaction, tenant: TenantId) -> Result<Option<String>, StoreError> {
+pub fn tenant_name(tx: &ReadTxn, tenant: TenantId) -> Result<Option<String>, StoreError> {
     let tenants = tx.open_table(tables::TENANTS)?;
     let found = tenants.get(tenant.0.to_be_bytes().as_slice())?;
     found
@@ -236,16 +233,11 @@ pub fn tenant_name(tx: &ReadTransaction, tenant: TenantId) -> Result<Option<Stri
 }
 
 /// Whether the database has no tenant yet (first start).
-pub fn is_empty(tx: &ReadTransaction) -> Result<bool, StoreError> {
-    Ok(tx.open_table(tables::TENANTS)?.is_empty()?)
+pub fn is_empty(tx: &ReadTxn) -> Result<bool, StoreError> {
+    tx.open_table(tables::TENANTS)?.is_empty()
 }
 
-fn store_key(
-    tx: &WriteTransaction,
-    tenant: u64,
-    key: &NewKey,
-    now_ms: i64,
-) -> Result<ApiKey, StoreError> {
+fn store_key(tx: &WriteTxn, tenant: u64, key: &NewKey, now_ms: i64) -> Result<ApiKey, StoreError> {
     let hash = hash_secret(&key.secret);
     let record = ApiKey {
         id: key.id,
@@ -263,7 +255,7 @@ fn store_key(
     Ok(record)
 }
 
-fn tenant_by_name(tx: &WriteTransaction, name: &str) -> Result<Option<u64>, StoreError> {
+fn tenant_by_name(tx: &WriteTxn, name: &str) -> Result<Option<u64>, StoreError> {
     let by_name = tx.open_table(tables::TENANT_BY_NAME)?;
     let found = by_name
         .get(name)?
@@ -286,7 +278,7 @@ pub struct CreateTenant {
 impl Command for CreateTenant {
     type Output = Result<Tenant, TenantError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         if !valid_name(&self.name) {
             return Ok(Err(TenantError::BadName));
         }
@@ -322,7 +314,7 @@ pub struct CreateKey {
 impl Command for CreateKey {
     type Output = Result<(), TenantError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         if !valid_label(&self.key.label) {
             return Ok(Err(TenantError::BadLabel));
         }
@@ -346,7 +338,7 @@ pub struct RevokeKey {
 impl Command for RevokeKey {
     type Output = Result<(), TenantError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let Some(id) = Id::parse(&self.key_id, KEY_ID_PREFIX) else {
             return Ok(Err(TenantError::UnknownKey(self.key_id)));
         };
@@ -370,7 +362,7 @@ pub enum Revoked {
 /// Revokes the key with this id; with `tenant`, only if it is that tenant's (another tenant's
 /// key is reported unknown, so a tenant cannot learn that it exists).
 fn revoke(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     id: Id,
     tenant: Option<TenantId>,
     now_ms: i64,
@@ -420,7 +412,7 @@ pub struct CreateTenantKey {
 impl Command for CreateTenantKey {
     type Output = Result<ApiKey, TenantError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         if !valid_label(&self.key.label) {
             return Ok(Err(TenantError::BadLabel));
         }
@@ -443,7 +435,7 @@ pub struct RevokeTenantKey {
 impl Command for RevokeTenantKey {
     type Output = Result<ApiKey, TenantError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         Ok(
             revoke(tx, self.key_id, Some(self.tenant), self.now_ms)?.map(|r| match r {
                 Revoked::Now(k) | Revoked::Before(k) => k,
@@ -455,7 +447,7 @@ impl Command for RevokeTenantKey {
 /// One page of a tenant's keys in creation order, after `after`: up to `limit` keys and
 /// whether more follow. Walks the id index (time-ordered) and skips other tenants' keys.
 pub fn list_keys(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     after: Option<Id>,
     limit: usize,

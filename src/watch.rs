@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use redb::WriteTransaction;
+use crate::store::WriteTxn;
 
 use crate::id::Id;
 use crate::store::keys::TenantId;
@@ -106,7 +106,7 @@ impl Touches {
 /// Runs every evaluator over one round's touches, in the order their effects feed each
 /// other: progressive billing may issue an invoice that burns credits, which balance alerts
 /// and auto-recharge then see.
-pub fn evaluate(tx: &WriteTransaction, touches: &Touches, watch: &Watch) -> Result<(), StoreError> {
+pub fn evaluate(tx: &WriteTxn, touches: &Touches, watch: &Watch) -> Result<(), StoreError> {
     crate::billing::progressive::on_touches(
         tx,
         touches,
@@ -132,7 +132,7 @@ pub struct Watch {
 }
 
 impl Watcher for Watch {
-    fn before_commit(&self, tx: &WriteTransaction, notes: Vec<Touch>) -> Result<(), StoreError> {
+    fn before_commit(&self, tx: &WriteTxn, notes: Vec<Touch>) -> Result<(), StoreError> {
         let mut notes = notes;
         for _ in 0..MAX_ROUNDS {
             if notes.is_empty() {

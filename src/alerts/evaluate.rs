@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use redb::{ReadableTable, WriteTransaction};
+use crate::store::{ReadableTable, WriteTxn};
 use rust_decimal::Decimal;
 
 use super::firing::{self, Firing};
@@ -68,11 +68,7 @@ type Work = (TenantId, Id, Vec<Id>, i64, Vec<i64>);
 /// Evaluates the alerts of every customer a round of the watcher touched: their usage alerts
 /// on the meters whose usage changed, their balance alerts when their credits moved. The watch
 /// index is read first, once, so a tenant without alerts costs one range read per round.
-pub fn on_touches(
-    tx: &WriteTransaction,
-    touches: &Touches,
-    policy: &Policy,
-) -> Result<(), StoreError> {
+pub fn on_touches(tx: &WriteTxn, touches: &Touches, policy: &Policy) -> Result<(), StoreError> {
     let mut work: Vec<Work> = Vec::new();
     {
         let watch = tx.open_table(tables::ALERT_WATCH)?;
@@ -111,7 +107,7 @@ pub fn on_touches(
 }
 
 fn evaluate_ids(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     customer: Id,
     ids: &[Id],
@@ -148,7 +144,7 @@ fn evaluate_ids(
 
 /// Evaluates one alert for one customer (a new alert, at once).
 pub fn one_alert(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     alert: &Alert,
     customer: Id,
@@ -170,7 +166,7 @@ pub fn one_alert(
 /// to) against its thresholds; firings carry the write's time `at_ms`.
 #[allow(clippy::too_many_arguments)]
 fn evaluate(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     alert: &Alert,
     customer: Id,
@@ -198,7 +194,7 @@ fn evaluate(
 /// The one place each alert type's value at `at_ms` is read (spend, which has one value per
 /// billing period, is [`spend`]).
 fn current_value(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     alert: &Alert,
     customer: Id,
@@ -254,7 +250,7 @@ fn current_value(
 /// the same period add up; each period is its own window, so a subscription whose period rolls
 /// over starts afresh while another's continues.
 fn spend(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     alert: &Alert,
     customer: Id,
@@ -290,7 +286,7 @@ fn spend(
 /// the grants counted) used in its reset window; 100 once usage reaches the allowance (also
 /// when the allowance is 0). Features that are not metered, or not granted, have no value.
 fn entitlement_used(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     customer: Id,
     feature: Id,
@@ -323,7 +319,7 @@ fn entitlement_used(
 }
 
 fn usage_window(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     customer: Id,
     at_ms: i64,
@@ -346,7 +342,7 @@ fn usage_window(
 
 /// The meter's usage of the customer in the window, from the rollups.
 pub fn usage_in(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     meter: Id,
     customer: Id,
@@ -384,7 +380,7 @@ pub fn usage_in(
 }
 
 fn watched_currency(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     alert: &Alert,
     customer: Id,
@@ -407,7 +403,7 @@ fn watched_currency(
 /// The credits a customer can draw at `at_ms` in `currency`: the remainders of its usable
 /// grants, exactly as the balance endpoint adds them.
 pub fn credits_left(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     customer: Id,
     currency: &str,
@@ -435,7 +431,7 @@ pub fn credits_left(
 
 /// Usage-like alerts: each crossed threshold fires once in the window, in ascending order.
 fn fire_in_window(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     alert: &Alert,
     customer: Id,
@@ -484,7 +480,7 @@ fn state_key(tenant: TenantId, alert: Id, customer: Id) -> Vec<u8> {
 /// Balance alerts: a crossed threshold fires once per arming; a fired threshold whose balance
 /// is back at or above it records its recovery and re-arms (its next window starts then).
 fn balance_thresholds(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     alert: &Alert,
     customer: Id,

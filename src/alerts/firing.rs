@@ -5,7 +5,7 @@
 //! the identity that makes a second firing impossible; `alert_firings` (tenant, alert, firing
 //! id) holds the record in time order for listing.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use crate::decimal::Stored;
@@ -72,7 +72,7 @@ fn record_key(tenant: TenantId, alert: Id, firing: Id) -> Vec<u8> {
 
 /// The firing of `identity`, if any, inside a write.
 pub fn find(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     alert: Id,
     identity_key: &[u8],
@@ -92,7 +92,7 @@ pub fn find(
 }
 
 /// Writes a new firing, its identity and its `alert.triggered` notification.
-pub fn record(tx: &WriteTransaction, tenant: TenantId, firing: &Firing) -> Result<(), StoreError> {
+pub fn record(tx: &WriteTxn, tenant: TenantId, firing: &Firing) -> Result<(), StoreError> {
     let identity_key = identity(
         tenant,
         firing.alert,
@@ -120,7 +120,7 @@ pub fn record(tx: &WriteTransaction, tenant: TenantId, firing: &Firing) -> Resul
 
 /// Marks a balance firing recovered and records `credit_balance.recovered`.
 pub fn recover(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     firing: &mut Firing,
     value: Stored,
@@ -144,7 +144,7 @@ pub fn recover(
     )
 }
 
-fn save(tx: &WriteTransaction, tenant: TenantId, firing: &Firing) -> Result<(), StoreError> {
+fn save(tx: &WriteTxn, tenant: TenantId, firing: &Firing) -> Result<(), StoreError> {
     put_record(
         &mut tx.open_table(tables::ALERT_FIRINGS)?,
         &record_key(tenant, firing.alert, firing.id),
@@ -170,7 +170,7 @@ pub fn all_of(
 
 /// A page of an alert's firings, oldest first, optionally of one customer.
 pub fn list(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     alert: Id,
     customer: Option<Id>,

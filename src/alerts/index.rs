@@ -5,7 +5,7 @@
 //! Key: (tenant, watch kind, meter id or zeros, customer id or zeros for "every customer",
 //! alert id) → (). An archived alert's entries are removed in the write that archives it.
 
-use redb::{ReadableTable, WriteTransaction};
+use crate::store::{ReadableTable, WriteTxn};
 
 use super::{Alert, AlertKind};
 use crate::id::Id;
@@ -50,14 +50,14 @@ fn entry_key(tenant: TenantId, alert: &Alert) -> Vec<u8> {
 }
 
 /// Adds an alert's entry.
-pub fn add(tx: &WriteTransaction, tenant: TenantId, alert: &Alert) -> Result<(), StoreError> {
+pub fn add(tx: &WriteTxn, tenant: TenantId, alert: &Alert) -> Result<(), StoreError> {
     tx.open_table(tables::ALERT_WATCH)?
         .insert(entry_key(tenant, alert).as_slice(), ())?;
     Ok(())
 }
 
 /// Removes an alert's entry.
-pub fn remove(tx: &WriteTransaction, tenant: TenantId, alert: &Alert) -> Result<(), StoreError> {
+pub fn remove(tx: &WriteTxn, tenant: TenantId, alert: &Alert) -> Result<(), StoreError> {
     tx.open_table(tables::ALERT_WATCH)?
         .remove(entry_key(tenant, alert).as_slice())?;
     Ok(())

@@ -14,7 +14,7 @@ pub mod firing;
 pub mod index;
 pub mod window;
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -157,7 +157,7 @@ pub struct CreateAlert {
 impl Command for CreateAlert {
     type Output = Alert;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         put_record(
             &mut tx.open_table(tables::ALERTS)?,
             &keys::tenant_id(self.tenant, self.alert.id),
@@ -192,7 +192,7 @@ pub struct ArchiveAlert {
 impl Command for ArchiveAlert {
     type Output = Result<Alert, AlertError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let mut table = tx.open_table(tables::ALERTS)?;
         let key = keys::tenant_id(self.tenant, self.id);
         let Some(mut alert) = get_record::<Alert, _>(&table, key)? else {
@@ -210,7 +210,7 @@ impl Command for ArchiveAlert {
 /// The watcher's entry (`watch::evaluate` calls it): evaluates the alerts of every customer
 /// the round touched.
 pub fn on_touches(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     touches: &crate::watch::Touches,
     policy: &Policy,
 ) -> Result<(), StoreError> {
@@ -227,13 +227,13 @@ pub fn load(
 }
 
 /// One alert.
-pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Alert>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<Alert>, StoreError> {
     load(&tx.open_table(tables::ALERTS)?, tenant, id)
 }
 
 /// A page of alerts, in creation order.
 pub fn list(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     after: Option<Id>,
     limit: usize,

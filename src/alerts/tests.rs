@@ -243,7 +243,7 @@ fn burn(store: &Store, customer: Id, amount_minor: i64, now_ms: i64) {
 fn notifications_of(store: &Store, event_type: &str) -> usize {
     let tx = store.read().expect("read");
     let table = tx.open_table(tables::NOTIFICATIONS).expect("t");
-    redb::ReadableTable::iter(&table)
+    crate::store::ReadableTable::iter(&table)
         .expect("iter")
         .filter(|e| {
             let (_, v) = e.as_ref().expect("row");

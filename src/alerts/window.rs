@@ -5,7 +5,7 @@
 //! with no running subscription counts in the UTC calendar month. A new window re-arms every
 //! threshold.
 
-use redb::ReadableTable;
+use crate::store::ReadableTable;
 
 use crate::billing::period::{Interval, Schedule};
 use crate::billing::subscription::Subscription;

@@ -287,7 +287,7 @@ fn currency(value: &Option<String>) -> Result<Option<String>, ApiError> {
 }
 
 fn resolve_meter(
-    tx: &redb::ReadTransaction,
+    tx: &crate::store::ReadTxn,
     tenant: TenantId,
     reference: &str,
 ) -> Result<Option<Meter>, ApiError> {

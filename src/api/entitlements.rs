@@ -410,9 +410,7 @@ pub async fn list_for_plan(
     let plan = plan_id(&id)?;
     let tx = state.store.read()?;
     plan::get(&tx, tenant, plan)?.ok_or_else(|| ApiError::missing("plan", &id))?;
-    let table = tx
-        .open_table(tables::PLAN_ENTITLEMENTS)
-        .map_err(crate::store::StoreError::from)?;
+    let table = tx.open_table(tables::PLAN_ENTITLEMENTS)?;
     let data = entitlement::of_owner(&table, tenant, plan)?;
     Ok(Json(EntitlementList {
         object: "list",
@@ -516,9 +514,7 @@ pub async fn list_overrides(
 ) -> Result<Response, ApiError> {
     let customer = customer_id(&state, tenant, &id)?;
     let tx = state.store.read()?;
-    let table = tx
-        .open_table(tables::ENTITLEMENT_OVERRIDES)
-        .map_err(crate::store::StoreError::from)?;
+    let table = tx.open_table(tables::ENTITLEMENT_OVERRIDES)?;
     let data = entitlement::of_owner(&table, tenant, customer)?;
     Ok(Json(EntitlementList {
         object: "list",
@@ -671,9 +667,7 @@ pub async fn list_grants(
 ) -> Result<Response, ApiError> {
     let customer = customer_id(&state, tenant, &id)?;
     let tx = state.store.read()?;
-    let table = tx
-        .open_table(tables::ENTITLEMENT_GRANTS)
-        .map_err(crate::store::StoreError::from)?;
+    let table = tx.open_table(tables::ENTITLEMENT_GRANTS)?;
     let mut data = Vec::new();
     grant::for_each(&table, tenant, customer, None, |g| {
         data.push(GrantResponse::from(&g))

@@ -476,7 +476,7 @@ pub struct EventPage {
 
 /// Resolves a `cus_…` id or an external id to a customer of the tenant.
 pub fn resolve_customer(
-    tx: &redb::ReadTransaction,
+    tx: &crate::store::ReadTxn,
     tenant: TenantId,
     reference: &str,
 ) -> Result<Option<customers::Customer>, ApiError> {

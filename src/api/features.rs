@@ -199,9 +199,7 @@ pub async fn list(
     let limit = page.limit()?;
     let after = page.after(PREFIX, "a feature")?;
     let tx = state.store.read()?;
-    let table = tx
-        .open_table(crate::store::tables::FEATURES)
-        .map_err(crate::store::StoreError::from)?;
+    let table = tx.open_table(crate::store::tables::FEATURES)?;
     let (items, has_more) = feature::list(&table, tenant, after, limit)?;
     Ok(Json(Page::of(
         &items,

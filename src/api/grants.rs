@@ -347,9 +347,7 @@ pub async fn get(
     let tx = state.store.read()?;
     let g =
         grant::get(&tx, tenant, parsed)?.ok_or_else(|| ApiError::missing("credit grant", &id))?;
-    let balances = tx
-        .open_table(tables::BALANCES)
-        .map_err(crate::store::StoreError::from)?;
+    let balances = tx.open_table(tables::BALANCES)?;
     let left = grant::remaining(&balances, tenant, &g)?;
     Ok(Json(grant_response(&g, left)).into_response())
 }

@@ -1,5 +1,6 @@
 //! `/v1/subscriptions`: customers on plans.
 
+use crate::store::ReadableTable;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -408,17 +409,14 @@ fn check_start(state: &AppState, start_at_ms: i64, now_ms: i64) -> Result<(), Ap
 
 /// The newest plan with this code, if any.
 pub fn plan_by_code(
-    tx: &redb::ReadTransaction,
+    tx: &crate::store::ReadTxn,
     tenant: crate::store::TenantId,
     code: &str,
 ) -> Result<Option<Id>, ApiError> {
-    let index = tx
-        .open_table(crate::store::tables::PLAN_BY_CODE)
-        .map_err(crate::store::StoreError::from)?;
+    let index = tx.open_table(crate::store::tables::PLAN_BY_CODE)?;
     let key = crate::store::keys::tenant_bytes(tenant, code.as_bytes());
     let found = index
-        .get(key.as_slice())
-        .map_err(crate::store::StoreError::from)?
+        .get(key.as_slice())?
         .and_then(|v| <[u8; 16]>::try_from(v.value()).ok())
         .map(Id::from_bytes);
     Ok(found)

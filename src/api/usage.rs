@@ -112,7 +112,7 @@ fn boundaries(granularity: &str, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, i
 }
 
 fn resolve_meter(
-    tx: &redb::ReadTransaction,
+    tx: &crate::store::ReadTxn,
     tenant: crate::store::TenantId,
     reference: &str,
 ) -> Result<Option<Meter>, ApiError> {

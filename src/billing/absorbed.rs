@@ -8,7 +8,8 @@
 //! line for a meter the event feeds whose period holds the event's timestamp. The first such
 //! invoice that is not void is the one that absorbed it.
 
-use redb::ReadTransaction;
+use crate::store::ReadTxn;
+use crate::store::ReadableTable;
 
 use super::invoice::{Invoice, InvoiceStatus, LineKind};
 use crate::id::Id;
@@ -24,7 +25,7 @@ pub const MAX_INVOICES_EXAMINED: usize = 256;
 /// The invoice that billed the late event `event`, or `None` while none has (or the event is
 /// not late, or feeds no meter).
 pub fn absorbed_by(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     event: &Event,
 ) -> Result<Option<Invoice>, StoreError> {

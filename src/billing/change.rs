@@ -6,7 +6,7 @@
 //! so the preview and the change itself decide alike; the commands re-check everything inside
 //! their write transaction.
 
-use redb::WriteTransaction;
+use crate::store::WriteTxn;
 use serde::Serialize;
 
 use super::phase::{self, Phase, Proration, MAX_PHASES};
@@ -173,13 +173,13 @@ pub struct Changed {
     pub invoices: Vec<Id>,
 }
 
-fn load_plan(tx: &WriteTransaction, tenant: TenantId, id: Id) -> Result<Option<Plan>, StoreError> {
+fn load_plan(tx: &WriteTxn, tenant: TenantId, id: Id) -> Result<Option<Plan>, StoreError> {
     super::plan::load(&tx.open_table(tables::PLANS)?, tenant, id)
 }
 
 /// Loads a subscription and its current plan, or the business failure.
 fn load_both(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     id: Id,
 ) -> Result<Result<(Subscription, Plan), SubscriptionError>, StoreError> {
@@ -214,7 +214,7 @@ fn check_backlog(
 
 /// Saves the subscription and records `subscription.updated` for the transition `effect`.
 fn save_and_emit(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     sub: &Subscription,
     effect: &str,
@@ -242,7 +242,7 @@ pub struct ChangeSubscription {
 impl Command for ChangeSubscription {
     type Output = Result<Changed, SubscriptionError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let (sub, current) = match load_both(tx, self.tenant, self.id)? {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
@@ -295,7 +295,7 @@ pub struct CancelScheduledChange {
 impl Command for CancelScheduledChange {
     type Output = Result<Changed, SubscriptionError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let Some(mut sub) = subscription::load(tx, self.tenant, self.id)? else {
             return Ok(Err(SubscriptionError::Missing(
                 self.id.display(subscription::PREFIX),
@@ -336,7 +336,7 @@ pub struct EndTrial {
 impl Command for EndTrial {
     type Output = Result<Changed, SubscriptionError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let (mut sub, plan) = match load_both(tx, self.tenant, self.id)? {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
@@ -400,7 +400,7 @@ pub struct ResumeSubscription {
 impl Command for ResumeSubscription {
     type Output = Result<Changed, SubscriptionError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let Some(mut sub) = subscription::load(tx, self.tenant, self.id)? else {
             return Ok(Err(SubscriptionError::Missing(
                 self.id.display(subscription::PREFIX),
@@ -451,7 +451,7 @@ pub struct Preview {
 
 /// Computes [`Preview`] for a change of `sub` (read snapshot `tx`).
 pub fn preview(
-    tx: &redb::ReadTransaction,
+    tx: &crate::store::ReadTxn,
     tenant: TenantId,
     sub: &Subscription,
     req: &ChangeRequest,

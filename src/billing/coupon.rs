@@ -2,7 +2,7 @@
 //! what). Redeeming one on a subscription or customer makes a discount
 //! ([`super::discount`]); the coupon only counts its redemptions.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use crate::decimal::Stored;
@@ -133,7 +133,7 @@ pub struct CreateCoupon {
 impl Command for CreateCoupon {
     type Output = Result<Coupon, CouponError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let mut by_code = tx.open_table(tables::COUPON_BY_CODE)?;
         if let Some(existing) = id_by_code(&by_code, self.tenant, &self.coupon.code)? {
             return Ok(Err(CouponError::Exists {
@@ -156,7 +156,7 @@ impl Command for CreateCoupon {
 
 /// One coupon by id or code, in a write transaction (redemption reads and counts it there).
 pub fn load_by_ref(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     reference: &str,
 ) -> Result<Option<Coupon>, StoreError> {
@@ -174,7 +174,7 @@ pub fn load_by_ref(
 }
 
 /// Saves a coupon inside a write transaction.
-pub fn save(tx: &WriteTransaction, tenant: TenantId, coupon: &Coupon) -> Result<(), StoreError> {
+pub fn save(tx: &WriteTxn, tenant: TenantId, coupon: &Coupon) -> Result<(), StoreError> {
     put_record(
         &mut tx.open_table(tables::COUPONS)?,
         &keys::tenant_id(tenant, coupon.id),
@@ -183,14 +183,14 @@ pub fn save(tx: &WriteTransaction, tenant: TenantId, coupon: &Coupon) -> Result<
 }
 
 /// One coupon.
-pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Coupon>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<Coupon>, StoreError> {
     let table = tx.open_table(tables::COUPONS)?;
     get_record(&table, keys::tenant_id(tenant, id))
 }
 
 /// A page of coupons, in creation order.
 pub fn list(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     after: Option<Id>,
     limit: usize,

@@ -2,7 +2,7 @@
 //! depends on billing: not once the customer has an invoice, nor while a subscription of theirs
 //! is not canceled (its plan is priced in the current currency).
 
-use redb::{ReadableTable, WriteTransaction};
+use crate::store::{ReadableTable, WriteTxn};
 
 use super::subscription::{Subscription, SubscriptionStatus};
 use crate::customers::{self, Changes, Customer, CustomerError};
@@ -29,7 +29,7 @@ pub struct UpdateCustomer {
 impl Command for UpdateCustomer {
     type Output = Result<Customer, CustomerError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let Some(current) = customers::load_in_write(tx, self.tenant, self.id)? else {
             return Ok(Err(CustomerError::Missing(
                 self.id.display(customers::PREFIX),
@@ -73,7 +73,7 @@ impl Command for UpdateCustomer {
 /// Why the customer's currency cannot change, if it cannot: its first invoice, or its first
 /// subscription that is not canceled.
 pub fn currency_lock(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     customer: Id,
 ) -> Result<Option<String>, StoreError> {

@@ -7,7 +7,7 @@
 //! allows. An invoice counts the discounts redeemed by the instant it is computed and not
 //! removed before it, so recomputing an invoice (verification, a preview) gives the same lines.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -196,10 +196,7 @@ struct Resolved {
 }
 
 impl ApplyDiscount {
-    fn resolve(
-        &self,
-        tx: &WriteTransaction,
-    ) -> Result<Result<Resolved, DiscountError>, StoreError> {
+    fn resolve(&self, tx: &WriteTxn) -> Result<Result<Resolved, DiscountError>, StoreError> {
         let (customer_id, sub_and_plan) = match self.target {
             Target::Customer(id) => (id, None),
             Target::Subscription(id) => {
@@ -234,7 +231,7 @@ impl ApplyDiscount {
 
     /// The targets whose discounts reach the same invoices: a subscription and its customer,
     /// or a customer and its subscriptions.
-    fn overlapping(&self, tx: &WriteTransaction, target: &Resolved) -> Result<Vec<Id>, StoreError> {
+    fn overlapping(&self, tx: &WriteTxn, target: &Resolved) -> Result<Vec<Id>, StoreError> {
         let mut out = vec![self.target.id()];
         match self.target {
             Target::Subscription(_) => out.push(target.customer.id),
@@ -262,7 +259,7 @@ impl ApplyDiscount {
     /// Every reason to refuse the redemption, before any write.
     fn check(
         &self,
-        tx: &WriteTransaction,
+        tx: &WriteTxn,
         coupon: &Coupon,
         target: &Resolved,
     ) -> Result<Result<(), DiscountError>, StoreError> {
@@ -318,7 +315,7 @@ impl ApplyDiscount {
 impl Command for ApplyDiscount {
     type Output = Result<Discount, DiscountError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let Some(mut coupon) = coupon::load_by_ref(tx, self.tenant, &self.coupon)? else {
             return Ok(Err(DiscountError::UnknownCoupon(self.coupon)));
         };
@@ -375,7 +372,7 @@ pub struct RemoveDiscount {
 impl Command for RemoveDiscount {
     type Output = Result<Discount, DiscountError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let mut table = tx.open_table(tables::DISCOUNTS)?;
         let key = keys::tenant_id(self.tenant, self.id);
         let Some(mut discount) = get_record::<Discount, _>(&table, key)? else {
@@ -390,17 +387,13 @@ impl Command for RemoveDiscount {
 }
 
 /// One discount.
-pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Discount>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<Discount>, StoreError> {
     let table = tx.open_table(tables::DISCOUNTS)?;
     get_record(&table, keys::tenant_id(tenant, id))
 }
 
 /// The discounts redeemed on a subscription or customer, in redemption order.
-pub fn list(
-    tx: &ReadTransaction,
-    tenant: TenantId,
-    target: Id,
-) -> Result<Vec<Discount>, StoreError> {
+pub fn list(tx: &ReadTxn, tenant: TenantId, target: Id) -> Result<Vec<Discount>, StoreError> {
     let discounts = tx.open_table(tables::DISCOUNTS)?;
     let by_target = tx.open_table(tables::DISCOUNTS_BY_TARGET)?;
     of_target(&discounts, &by_target, tenant, target)

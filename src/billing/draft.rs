@@ -11,9 +11,7 @@
 //! interim invoices of the period billed. [`Draft::total_minor`] adds the exclusive tax: what the
 //! invoice would draw credits against.
 
-use redb::{
-    ReadOnlyTable, ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction,
-};
+use crate::store::{ReadTable, ReadTxn, ReadableTable, Table, TableDef, WriteTxn};
 
 use super::invoice::{self, InvoiceError, InvoiceKind, Line, Quantities, Sources, Spec};
 use super::plan::Plan;
@@ -44,65 +42,56 @@ pub trait Tables {
     /// Opens a table of byte values.
     fn bytes(
         &self,
-        table: TableDefinition<'static, &'static [u8], &'static [u8]>,
+        table: TableDef<&'static [u8], &'static [u8]>,
     ) -> Result<Self::Bytes<'_>, StoreError>;
     /// Opens a table of keys.
-    fn set(
-        &self,
-        table: TableDefinition<'static, &'static [u8], ()>,
-    ) -> Result<Self::Set<'_>, StoreError>;
+    fn set(&self, table: TableDef<&'static [u8], ()>) -> Result<Self::Set<'_>, StoreError>;
     /// Opens a table keyed by text.
     fn text(
         &self,
-        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        table: TableDef<&'static str, &'static [u8]>,
     ) -> Result<Self::Text<'_>, StoreError>;
 }
 
-impl Tables for ReadTransaction {
-    type Bytes<'a> = ReadOnlyTable<&'static [u8], &'static [u8]>;
-    type Set<'a> = ReadOnlyTable<&'static [u8], ()>;
-    type Text<'a> = ReadOnlyTable<&'static str, &'static [u8]>;
+impl Tables for ReadTxn {
+    type Bytes<'a> = ReadTable<&'static [u8], &'static [u8]>;
+    type Set<'a> = ReadTable<&'static [u8], ()>;
+    type Text<'a> = ReadTable<&'static str, &'static [u8]>;
     fn bytes(
         &self,
-        table: TableDefinition<'static, &'static [u8], &'static [u8]>,
+        table: TableDef<&'static [u8], &'static [u8]>,
     ) -> Result<Self::Bytes<'_>, StoreError> {
-        Ok(self.open_table(table)?)
+        self.open_table(table)
     }
-    fn set(
-        &self,
-        table: TableDefinition<'static, &'static [u8], ()>,
-    ) -> Result<Self::Set<'_>, StoreError> {
-        Ok(self.open_table(table)?)
+    fn set(&self, table: TableDef<&'static [u8], ()>) -> Result<Self::Set<'_>, StoreError> {
+        self.open_table(table)
     }
     fn text(
         &self,
-        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        table: TableDef<&'static str, &'static [u8]>,
     ) -> Result<Self::Text<'_>, StoreError> {
-        Ok(self.open_table(table)?)
+        self.open_table(table)
     }
 }
 
-impl Tables for WriteTransaction {
+impl Tables for WriteTxn {
     type Bytes<'a> = Table<'a, &'static [u8], &'static [u8]>;
     type Set<'a> = Table<'a, &'static [u8], ()>;
     type Text<'a> = Table<'a, &'static str, &'static [u8]>;
     fn bytes(
         &self,
-        table: TableDefinition<'static, &'static [u8], &'static [u8]>,
+        table: TableDef<&'static [u8], &'static [u8]>,
     ) -> Result<Self::Bytes<'_>, StoreError> {
-        Ok(self.open_table(table)?)
+        self.open_table(table)
     }
-    fn set(
-        &self,
-        table: TableDefinition<'static, &'static [u8], ()>,
-    ) -> Result<Self::Set<'_>, StoreError> {
-        Ok(self.open_table(table)?)
+    fn set(&self, table: TableDef<&'static [u8], ()>) -> Result<Self::Set<'_>, StoreError> {
+        self.open_table(table)
     }
     fn text(
         &self,
-        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        table: TableDef<&'static str, &'static [u8]>,
     ) -> Result<Self::Text<'_>, StoreError> {
-        Ok(self.open_table(table)?)
+        self.open_table(table)
     }
 }
 
@@ -325,7 +314,7 @@ pub fn total_minor(drafts: &[Result<Draft, InvoiceError>], currency: &str) -> i6
 
 /// [`of_customer`] over a read snapshot at the current time.
 pub fn current(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     customer: Id,
     policy: &Policy,

@@ -501,9 +501,8 @@ fn verify_matches_after_changes_a_split_and_an_immediate_cancel_with_discounts_a
 #[test]
 fn a_format_whose_literal_text_repeats_a_number_passes_over_it() {
     let w = world(vec![plan("daily", "USD", 1000, FeeTiming::InArrears, None)]);
-    let db = w.store.database().expect("db");
     let take = |at_ms: i64| {
-        let tx = db.begin_write().expect("write");
+        let tx = w.store.begin_write().expect("write");
         let n = super::numbering::next(&tx, TENANT, super::numbering::Sequence::Invoice, at_ms)
             .expect("number");
         tx.commit().expect("commit");

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -1050,7 +1050,7 @@ pub fn subtotal(lines: &[Line]) -> Result<i64, InvoiceError> {
 /// before the first write; the steps after it cannot refuse.
 #[allow(clippy::too_many_arguments)]
 pub fn issue(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     sub: &Subscription,
     plan: &Plan,
@@ -1084,7 +1084,7 @@ pub fn issue(
 /// move `invoiced_through`: its period is still open.
 #[allow(clippy::too_many_arguments)]
 pub fn issue_deducting(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     sub: &Subscription,
     plan: &Plan,
@@ -1228,7 +1228,7 @@ pub fn interim_end_ms(period: &Period, now_ms: i64) -> i64 {
 /// Step "taxes": the customer's default rates as they are at issue (copied onto the invoice)
 /// applied to the lines.
 fn taxes_at_issue(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     customer: Id,
     lines: &[Line],
@@ -1253,7 +1253,7 @@ type Credits = (Vec<(Id, i64)>, Option<Id>);
 
 /// Records an invoice's transition in the outbox (`effect` names the transition).
 pub fn emit_invoice(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     invoice: &Invoice,
     event_type: &str,
@@ -1277,7 +1277,7 @@ pub fn emit_invoice(
 
 /// What the ledger steps of [`issue`] share.
 struct IssueStep<'a> {
-    tx: &'a WriteTransaction,
+    tx: &'a WriteTxn,
     tenant: TenantId,
     customer: Id,
     currency: &'a str,
@@ -1425,7 +1425,7 @@ impl IssueStep<'_> {
 
 /// Step "billed quantities move with the invoice": what each usage or adjustment line billed.
 fn record_billed_quantities(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     sub: Id,
     lines: &[Line],
@@ -1454,7 +1454,7 @@ fn record_billed_quantities(
 
 /// Step "stored": the invoice, its charge key and its customer index.
 pub(super) fn store_invoice(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     invoice: &Invoice,
 ) -> Result<(), StoreError> {
@@ -1477,7 +1477,7 @@ pub(super) fn store_invoice(
 /// Step "invoiced through": usage before this instant is invoiced, so later events for it
 /// are `late`. Never moves back.
 fn advance_invoiced_through(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     customer: Id,
     end_ms: i64,
@@ -1499,7 +1499,7 @@ fn advance_invoiced_through(
 /// active; otherwise to where an expiry or void would have sent them), restores the billed
 /// quantities it moved, and frees its period for one re-issue.
 pub fn void(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     id: Id,
     now_ms: i64,
@@ -1657,7 +1657,7 @@ pub fn void(
 /// The start of the first period whose billed quantity a later invoice has moved past what
 /// `invoice` left it at, if any: voiding `invoice` would then restore a stale quantity.
 fn adjusted_later(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     invoice: &Invoice,
 ) -> Result<Option<i64>, StoreError> {
@@ -1686,14 +1686,14 @@ fn adjusted_later(
 }
 
 /// One invoice.
-pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Invoice>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<Invoice>, StoreError> {
     let table = tx.open_table(tables::INVOICES)?;
     get_record(&table, keys::tenant_id(tenant, id))
 }
 
 /// A page of invoices, optionally of one customer.
 pub fn list(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     customer: Option<Id>,
     after: Option<Id>,

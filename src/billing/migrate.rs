@@ -3,7 +3,7 @@
 //! snapshots (empty for invoices issued before them) and their taxes (none: the total is the
 //! subtotal).
 
-use redb::{ReadableTable, WriteTransaction};
+use crate::store::{ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use super::invoice::{Invoice, InvoiceKind, InvoiceStatus, Line};
@@ -109,8 +109,8 @@ impl From<InvoiceV3> for Invoice {
 
 /// Rewrites every record of `table` with `convert`, in the caller's transaction. Returns how many.
 fn rewrite_table<T: serde::Serialize>(
-    tx: &WriteTransaction,
-    table: redb::TableDefinition<&'static [u8], &'static [u8]>,
+    tx: &WriteTxn,
+    table: crate::store::TableDef<&'static [u8], &'static [u8]>,
     convert: impl Fn(&[u8]) -> Result<T, StoreError>,
 ) -> Result<u64, StoreError> {
     let mut rewritten = Vec::new();
@@ -144,7 +144,7 @@ where
 
 /// Rewrites every invoice, and every invoice a notification holds as its subject, in the new
 /// layout. Returns how many invoices were rewritten.
-pub fn invoices_to_schema_4(tx: &WriteTransaction) -> Result<u64, StoreError> {
+pub fn invoices_to_schema_4(tx: &WriteTxn) -> Result<u64, StoreError> {
     let invoices = rewrite_table(tx, tables::INVOICES, |bytes| {
         Ok(Invoice::from(codec::decode::<InvoiceV3>(bytes)?))
     })?;
@@ -155,7 +155,7 @@ pub fn invoices_to_schema_4(tx: &WriteTransaction) -> Result<u64, StoreError> {
 /// Rewrites every subscription in the new layout, its one phase being its plan from its start,
 /// every plan, and every invoice ([`invoices_to_schema_4`]). Returns how many subscriptions
 /// were rewritten.
-pub fn to_schema_4(tx: &WriteTransaction) -> Result<u64, StoreError> {
+pub fn to_schema_4(tx: &WriteTxn) -> Result<u64, StoreError> {
     let invoices = invoices_to_schema_4(tx)?;
     tracing::info!(
         invoices,
@@ -172,7 +172,7 @@ pub fn to_schema_4(tx: &WriteTransaction) -> Result<u64, StoreError> {
 /// Re-encodes the records recorded in notifications of one subject kind, so events recorded
 /// before the upgrade still show their object.
 fn rewrite_subjects(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     kind: &str,
     convert: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, StoreError>,
 ) -> Result<(), StoreError> {
@@ -225,8 +225,7 @@ mod tests {
         };
         {
             let store = Store::open(&path, 1 << 22).expect("open");
-            let db = store.database().expect("db");
-            let tx = db.begin_write().expect("write");
+            let tx = store.begin_write().expect("write");
             tx.open_table(tables::SUBSCRIPTIONS)
                 .expect("subscriptions")
                 .insert(
@@ -295,8 +294,7 @@ mod tests {
         };
         {
             let store = Store::open(&path, 1 << 22).expect("open");
-            let db = store.database().expect("db");
-            let tx = db.begin_write().expect("write");
+            let tx = store.begin_write().expect("write");
             put_record(
                 &mut tx.open_table(tables::INVOICES).expect("invoices"),
                 &keys::tenant_id(tenant, old.id),

@@ -12,7 +12,7 @@
 //! another counter already gave (its literal digits spell a year, say), that value is passed
 //! over, leaving the only gap a number sequence can have.
 
-use redb::{ReadableTable, WriteTransaction};
+use crate::store::{ReadableTable, WriteTxn};
 
 use crate::store::keys::TenantId;
 use crate::store::{tables, StoreError};
@@ -67,7 +67,7 @@ fn counter_key(tenant: TenantId, sequence: Sequence, year: Option<i32>) -> [u8; 
 /// Takes the next number of `sequence` for a document issued at `at_ms`, in the caller's
 /// transaction, formatted with the tenant's current prefix and format.
 pub fn next(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     sequence: Sequence,
     at_ms: i64,
@@ -117,9 +117,8 @@ mod tests {
     const JAN_2026_MS: i64 = 1_767_225_600_000;
     const JAN_2027_MS: i64 = 1_798_761_600_000;
 
-    fn with_tx<T>(store: &Store, f: impl FnOnce(&WriteTransaction) -> T) -> T {
-        let db = store.database().expect("db");
-        let tx = db.begin_write().expect("write");
+    fn with_tx<T>(store: &Store, f: impl FnOnce(&WriteTxn) -> T) -> T {
+        let tx = store.begin_write().expect("write");
         let out = f(&tx);
         tx.commit().expect("commit");
         out
@@ -168,8 +167,7 @@ mod tests {
         let store = Store::open(&dir.path().join("n.redb"), 1 << 22).expect("open");
         let t = TenantId(1);
         {
-            let db = store.database().expect("db");
-            let tx = db.begin_write().expect("write");
+            let tx = store.begin_write().expect("write");
             next(&tx, t, Sequence::Invoice, JAN_2026_MS).expect("next");
             tx.abort().expect("abort");
         }

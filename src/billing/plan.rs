@@ -2,7 +2,7 @@
 //! new version under the same code (a new plan record), so every invoice can name the exact
 //! version it was priced with and existing subscriptions stay on theirs.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use super::period::Interval;
@@ -234,7 +234,7 @@ fn newest_of(
 
 /// The first charge whose meter does not exist.
 fn unknown_meter(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     plan: &Plan,
 ) -> Result<Option<PlanError>, StoreError> {
@@ -254,7 +254,7 @@ fn unknown_meter(
 }
 
 /// Stores a plan and points its code at it (the newest version).
-fn store_plan(tx: &WriteTransaction, tenant: TenantId, plan: &Plan) -> Result<(), StoreError> {
+fn store_plan(tx: &WriteTxn, tenant: TenantId, plan: &Plan) -> Result<(), StoreError> {
     put_record(
         &mut tx.open_table(tables::PLANS)?,
         &keys::tenant_id(tenant, plan.id),
@@ -273,7 +273,7 @@ fn store_plan(tx: &WriteTransaction, tenant: TenantId, plan: &Plan) -> Result<()
 impl Command for CreatePlan {
     type Output = Result<Plan, PlanError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let existing = newest_of(
             &tx.open_table(tables::PLAN_BY_CODE)?,
             self.tenant,
@@ -308,7 +308,7 @@ pub struct CreatePlanVersion {
 impl Command for CreatePlanVersion {
     type Output = Result<Plan, PlanError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let Some(previous) = load(&tx.open_table(tables::PLANS)?, self.tenant, self.previous)?
         else {
             return Ok(Err(PlanError::Missing(self.previous.display(PREFIX))));
@@ -340,13 +340,13 @@ impl Command for CreatePlanVersion {
 }
 
 /// One plan.
-pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Plan>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<Plan>, StoreError> {
     load(&tx.open_table(tables::PLANS)?, tenant, id)
 }
 
 /// A page of plans, optionally only the versions of one code.
 pub fn list(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     code: Option<&str>,
     after: Option<Id>,

@@ -1,7 +1,7 @@
 //! The upcoming invoice: the next period to close, computed from a read snapshot exactly as a
 //! billing run would compute it now, without writing anything.
 
-use redb::ReadTransaction;
+use crate::store::ReadTxn;
 
 use super::invoice::{self, InvoiceKind, Line, Sources, Spec};
 use super::plan::Plan;
@@ -28,7 +28,7 @@ pub struct Draft {
 
 /// Drafts of every running subscription of a customer.
 pub fn upcoming(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     customer: crate::id::Id,
     policy: &Policy,

@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::{ReadableTable, WriteTransaction};
+use crate::store::{ReadableTable, WriteTxn};
 use rust_decimal::Decimal;
 
 use super::invoice::{
@@ -344,7 +344,7 @@ pub fn taxed_alone(
 
 /// [`cumulative_of`] inside a write transaction (a stored invoice always adds up).
 pub fn cumulative_in_write(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     invoice: &Invoice,
 ) -> Result<Invoice, StoreError> {
@@ -357,7 +357,7 @@ pub fn cumulative_in_write(
 /// For an interim invoice: a later invoice of its period (it deducted this one; even once void,
 /// its record says so), if any.
 pub fn deducted_later(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     invoice: &Invoice,
 ) -> Result<Option<Id>, StoreError> {
@@ -380,7 +380,7 @@ pub fn deducted_later(
 /// The interim invoices a new invoice of `kind` for the period starting at `period_start_ms`
 /// deducts: those not void.
 pub fn to_deduct(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     sub: Id,
     kind: InvoiceKind,
@@ -424,11 +424,7 @@ pub type Watched = (Period, i64, Plan, BTreeMap<Id, Plan>);
 
 /// Records that a plan version of `tenant` sets a threshold (plan versions are never changed
 /// nor deleted, so the set only grows).
-pub fn mark_threshold_plan(
-    tx: &WriteTransaction,
-    tenant: TenantId,
-    plan: Id,
-) -> Result<(), StoreError> {
+pub fn mark_threshold_plan(tx: &WriteTxn, tenant: TenantId, plan: Id) -> Result<(), StoreError> {
     tx.open_table(tables::THRESHOLD_PLANS)?
         .insert(keys::tenant_id(tenant, plan).as_slice(), ())?;
     Ok(())
@@ -436,7 +432,7 @@ pub fn mark_threshold_plan(
 
 /// Whether any plan version of `tenant` sets a threshold: one range read, so a tenant without
 /// progressive billing costs the watcher nothing more.
-fn any_threshold_plan(tx: &WriteTransaction, tenant: TenantId) -> Result<bool, StoreError> {
+fn any_threshold_plan(tx: &WriteTxn, tenant: TenantId) -> Result<bool, StoreError> {
     let (lo, hi) = keys::tenant_range(tenant);
     Ok(tx
         .open_table(tables::THRESHOLD_PLANS)?
@@ -485,7 +481,7 @@ pub fn watched_period(
 /// through `auto_collect` like a billing run's; a subscription issues at most one interim
 /// invoice per `min_interval_ms`.
 pub fn on_touches(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     touches: &crate::watch::Touches,
     auto_collect: Option<&'static str>,
     min_interval_ms: i64,
@@ -518,7 +514,7 @@ pub struct Rules {
 /// computes the invoice from the events. Returns the invoices issued; a business failure
 /// (a missing plan or meter) is logged and skips the subscription.
 pub fn evaluate(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     customer: Id,
     at_ms: i64,
@@ -575,7 +571,7 @@ struct Watching {
 /// One period: the threshold check on the rollups, then the interim invoice if it is reached.
 #[allow(clippy::too_many_arguments)]
 fn evaluate_period(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     sub: &Subscription,
     plan: &Plan,
@@ -681,7 +677,7 @@ pub struct EvaluateProgressive {
 impl crate::store::writer::Command for EvaluateProgressive {
     type Output = Vec<Id>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Vec<Id>, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Vec<Id>, StoreError> {
         evaluate(
             tx,
             self.tenant,

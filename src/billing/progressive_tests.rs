@@ -580,8 +580,7 @@ fn a_cancellation_in_the_millisecond_of_an_interim_invoice_still_closes_the_peri
 
 /// Overwrites the subscription's record with bytes that do not decode.
 fn corrupt_subscription(w: &World) {
-    let db = w.store.database().expect("database");
-    let tx = db.begin_write().expect("write");
+    let tx = w.store.begin_write().expect("write");
     tx.open_table(crate::store::tables::SUBSCRIPTIONS)
         .expect("table")
         .insert(

@@ -11,7 +11,7 @@
 //! whatever the backlog. Its report keeps counts and the first [`REPORT_LIMIT`] entries; the
 //! invoices themselves are listed with `GET /v1/invoices?billing_run=`.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use super::invoice::{self, charge_key, Invoice, InvoiceError, InvoiceKind, Sources, Spec};
@@ -210,7 +210,7 @@ enum Flow {
 
 /// What every step of a run reads.
 struct Ctx<'a> {
-    tx: &'a WriteTransaction,
+    tx: &'a WriteTxn,
     tenant: TenantId,
     as_of_ms: i64,
     now_ms: i64,
@@ -231,12 +231,12 @@ macro_rules! sources {
     };
 }
 
-fn load_plan(tx: &WriteTransaction, tenant: TenantId, id: Id) -> Result<Option<Plan>, StoreError> {
+fn load_plan(tx: &WriteTxn, tenant: TenantId, id: Id) -> Result<Option<Plan>, StoreError> {
     super::plan::load(&tx.open_table(tables::PLANS)?, tenant, id)
 }
 
 fn taken(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     sub: Id,
     start: i64,
@@ -461,7 +461,7 @@ fn note_change_in_effect(ctx: &Ctx<'_>, sub: &mut Subscription) -> Result<(), St
 
 /// The voided invoices of a subscription waiting for their one re-issue, with their queue keys.
 fn reissue_queue(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     sub: Id,
 ) -> Result<Vec<(Vec<u8>, Id)>, StoreError> {
@@ -793,7 +793,7 @@ pub struct BillingRun {
 impl Command for BillingRun {
     type Output = Run;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Run, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Run, StoreError> {
         let existing = {
             let table = tx.open_table(tables::BILLING_RUNS)?;
             let found = table.get(keys::tenant_id(self.tenant, self.id).as_slice())?;
@@ -869,7 +869,7 @@ pub async fn complete(
 }
 
 /// One billing run.
-pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Run>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<Run>, StoreError> {
     let table = tx.open_table(tables::BILLING_RUNS)?;
     let found = table.get(keys::tenant_id(tenant, id).as_slice())?;
     match found {
@@ -883,7 +883,7 @@ pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Run>
 /// The caller checked [`open_periods`] against the chunk bound first. Returns the subscription
 /// after it and the invoices issued.
 pub fn close_ended_now(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     sub: Subscription,
     now_ms: i64,
@@ -947,7 +947,7 @@ pub struct Cancellation {
 impl Command for CancelSubscription {
     type Output = Result<Cancellation, SubscriptionError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let Some(mut sub) = subscription::load(tx, self.tenant, self.id)? else {
             return Ok(Err(SubscriptionError::Missing(
                 self.id.display(subscription::PREFIX),

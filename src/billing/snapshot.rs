@@ -3,7 +3,7 @@
 //! its number. They are copies, taken in the issuing transaction, so later edits of the
 //! customer or the settings never change an issued invoice or its document.
 
-use redb::WriteTransaction;
+use crate::store::WriteTxn;
 use serde::{Deserialize, Serialize};
 
 use super::numbering::{self, Sequence};
@@ -63,7 +63,7 @@ pub struct Issued {
 impl Issued {
     /// Takes the next invoice number and copies both parties, in the issuing transaction.
     pub fn take(
-        tx: &WriteTransaction,
+        tx: &WriteTxn,
         tenant: TenantId,
         customer: Id,
         at_ms: i64,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use super::period::Schedule;
@@ -472,7 +472,7 @@ pub struct CreateSubscription {
 impl Command for CreateSubscription {
     type Output = Result<(Subscription, Plan), SubscriptionError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let sub = self.subscription;
         let customer = crate::customers::load_in_write(tx, self.tenant, sub.customer)?;
         let Some(customer) = customer else {
@@ -518,7 +518,7 @@ impl Command for CreateSubscription {
 
 /// Records a subscription's transition in the outbox (`effect` names the transition).
 pub fn emit_subscription(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     sub: &Subscription,
     event_type: &str,
@@ -541,17 +541,13 @@ pub fn emit_subscription(
 }
 
 /// Loads a subscription inside a write transaction.
-pub fn load(
-    tx: &WriteTransaction,
-    tenant: TenantId,
-    id: Id,
-) -> Result<Option<Subscription>, StoreError> {
+pub fn load(tx: &WriteTxn, tenant: TenantId, id: Id) -> Result<Option<Subscription>, StoreError> {
     let table = tx.open_table(tables::SUBSCRIPTIONS)?;
     get_record(&table, keys::tenant_id(tenant, id))
 }
 
 /// Saves a subscription inside a write transaction.
-pub fn save(tx: &WriteTransaction, tenant: TenantId, sub: &Subscription) -> Result<(), StoreError> {
+pub fn save(tx: &WriteTxn, tenant: TenantId, sub: &Subscription) -> Result<(), StoreError> {
     put_record(
         &mut tx.open_table(tables::SUBSCRIPTIONS)?,
         &keys::tenant_id(tenant, sub.id),
@@ -560,18 +556,14 @@ pub fn save(tx: &WriteTransaction, tenant: TenantId, sub: &Subscription) -> Resu
 }
 
 /// One subscription.
-pub fn get(
-    tx: &ReadTransaction,
-    tenant: TenantId,
-    id: Id,
-) -> Result<Option<Subscription>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<Subscription>, StoreError> {
     let table = tx.open_table(tables::SUBSCRIPTIONS)?;
     get_record(&table, keys::tenant_id(tenant, id))
 }
 
 /// A customer's subscriptions.
 pub fn of_customer(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     customer: Id,
 ) -> Result<Vec<Subscription>, StoreError> {
@@ -705,7 +697,7 @@ impl Collector<'_> {
 /// or the last row examined when the budget ran out first, so a filter that matches nothing
 /// for a long stretch still moves forward.
 pub fn list(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     filter: &ListFilter,
     after: Option<Id>,

@@ -8,7 +8,7 @@
 //! a tax id is taxed at 0 % with the legal note. The rates are copied onto the invoice, so
 //! `tally invoice verify` re-derives the taxes from the invoice and its lines alone.
 
-use redb::ReadableTable;
+use crate::store::ReadableTable;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -94,7 +94,7 @@ pub fn applicable(
 /// The taxes `lines` would carry if `customer` were invoiced now (previews), from a read
 /// snapshot.
 pub fn preview(
-    tx: &redb::ReadTransaction,
+    tx: &crate::store::ReadTxn,
     tenant: TenantId,
     customer: Id,
     lines: &[Line],

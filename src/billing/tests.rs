@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::store::ReadableTable;
 use proptest::prelude::*;
-use redb::ReadableTable;
 use rust_decimal::Decimal;
 use serde_json::json;
 
@@ -352,8 +352,7 @@ fn a_tampered_invoice_fails_verification() {
         .find(|l| l.kind == LineKind::Usage && l.events > 0)
         .expect("usage line");
     line.quantity = Stored(line.quantity.0 + Decimal::ONE);
-    let db = w.store.database().expect("db");
-    let tx = db.begin_write().expect("tx");
+    let tx = w.store.begin_write().expect("tx");
     {
         let mut table = tx.open_table(tables::INVOICES).expect("t");
         let key = crate::store::keys::tenant_id(TENANT, tampered.id);

@@ -9,7 +9,7 @@
 //! The invoice's `subscription` field holds the top-up's id (a top-up invoice bills no
 //! subscription), so its charge key (top-up, issue instant) is unique per top-up.
 
-use redb::WriteTransaction;
+use crate::store::WriteTxn;
 use rust_decimal::Decimal;
 
 use super::invoice::{self, Invoice, InvoiceError, InvoiceKind, InvoiceStatus, Line, LineKind};
@@ -67,7 +67,7 @@ pub fn line(amount_minor: i64, currency: &str, at_ms: i64) -> Line {
 /// (customer's receivable debited, `prepayments` credited), `invoice.finalized`. The checks
 /// (a positive, postable amount) come before the first write.
 pub fn issue(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     spec: &TopUpInvoice<'_>,
 ) -> Result<Result<Invoice, InvoiceError>, StoreError> {

@@ -1,7 +1,8 @@
 //! `tally invoice verify`: re-derives a stored invoice from the stored data it was computed from
 //! and reports a match or the first difference.
 
-use redb::ReadTransaction;
+use crate::store::ReadTxn;
+use crate::store::ReadableTable;
 use rust_decimal::Decimal;
 
 use super::discount;
@@ -19,7 +20,7 @@ use crate::store::{get_record, tables, StoreError};
 /// that interim invoices billed part of is re-derived with what it deducted added back: the sum
 /// must be what the period computes from the events (see [`super::progressive`]).
 pub fn verify_invoice(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     stored: &Invoice,
 ) -> Result<Result<(), String>, StoreError> {
@@ -239,7 +240,7 @@ pub fn verify_invoice(
 /// The discount and minimum-commitment lines, derived again from the invoice's other lines,
 /// the discounts in effect when it was issued and the plan's minimum, as a billing run does.
 fn verify_derived_lines(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     invoice: &Invoice,
     plan: &Plan,

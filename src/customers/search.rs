@@ -5,7 +5,8 @@
 //! a large tenant answers a short (even empty) page with a cursor that continues where the scan
 //! stopped instead of reading every customer in one request.
 
-use redb::ReadTransaction;
+use crate::store::ReadTxn;
+use crate::store::ReadableTable;
 
 use super::{decode, Customer};
 use crate::id::Id;
@@ -42,7 +43,7 @@ impl Needle {
 /// last match returned, or the last row examined when the budget ran out first, so a search
 /// that matches nothing for a long stretch still moves forward.
 pub fn search(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     needle: &Needle,
     after: Option<Id>,

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::WriteTransaction;
+use crate::store::WriteTxn;
 
 use super::{Address, Customer, TaxId, PREFIX};
 use crate::store::keys::{self, TenantId};
@@ -77,7 +77,7 @@ impl Changes {
 /// Writes `customer` (its version already advanced) and records `customer.updated` under the
 /// identity of that version, so the same update reported twice notifies once.
 pub fn record_update(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     customer: &Customer,
     now_ms: i64,

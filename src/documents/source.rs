@@ -3,7 +3,7 @@
 //! document), with the logo the invoice was issued with. An invoice issued before snapshots
 //! existed falls back to the customer record as it reads now and an empty seller.
 
-use redb::ReadTransaction;
+use crate::store::ReadTxn;
 
 use crate::billing::invoice::Invoice;
 use crate::billing::snapshot::{Buyer, Seller};
@@ -20,7 +20,7 @@ pub const DEFAULT_LOCALE: &str = "en-US";
 
 /// The document of a stored invoice, addressed and written as it was issued.
 pub fn invoice_document(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     invoice: &Invoice,
 ) -> Result<Document, StoreError> {
@@ -56,7 +56,7 @@ pub fn invoice_document(
 /// The document of a credit note: the parties, locale and logo of the invoice it corrects, the
 /// lines it credits (or one line for an amount), its net, tax and total, and its reason.
 pub fn credit_note_document(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     note: &crate::credit_notes::CreditNote,
     invoice: &Invoice,
@@ -110,7 +110,7 @@ pub fn credit_note_document(
 
 /// The logo the invoice was issued with, if its bytes are kept.
 fn issued_logo(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     seller: &Seller,
 ) -> Result<Option<Logo>, StoreError> {

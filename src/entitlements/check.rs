@@ -23,7 +23,7 @@
 //! `limit + grants − usage`; a hard limit removes access once usage ≥ limit + grants, a soft
 //! one keeps access and reports `remaining ≤ 0`.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use rust_decimal::Decimal;
 
 use super::entitlement::{self, Config, Entitlement};
@@ -124,17 +124,19 @@ pub struct CheckTables<B, S> {
 
 /// A check's tables over a read snapshot.
 pub type ReadTables = CheckTables<
-    redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
-    redb::ReadOnlyTable<&'static [u8], ()>,
+    crate::store::ReadTable<&'static [u8], &'static [u8]>,
+    crate::store::ReadTable<&'static [u8], ()>,
 >;
 
 /// A check's tables inside the writing transaction.
-pub type WriteTables<'t> =
-    CheckTables<redb::Table<'t, &'static [u8], &'static [u8]>, redb::Table<'t, &'static [u8], ()>>;
+pub type WriteTables<'t> = CheckTables<
+    crate::store::Table<'t, &'static [u8], &'static [u8]>,
+    crate::store::Table<'t, &'static [u8], ()>,
+>;
 
 impl ReadTables {
     /// Opens them on a read snapshot.
-    pub fn open(tx: &ReadTransaction) -> Result<Self, StoreError> {
+    pub fn open(tx: &ReadTxn) -> Result<Self, StoreError> {
         Ok(CheckTables {
             customers: tx.open_table(tables::CUSTOMERS)?,
             features: tx.open_table(tables::FEATURES)?,
@@ -159,7 +161,7 @@ impl ReadTables {
 impl<'t> WriteTables<'t> {
     /// Opens them inside the writing transaction; none of these tables may be open elsewhere
     /// in it at the time (redb refuses a table opened twice).
-    pub fn open(tx: &'t WriteTransaction) -> Result<Self, StoreError> {
+    pub fn open(tx: &'t WriteTxn) -> Result<Self, StoreError> {
         Ok(CheckTables {
             customers: tx.open_table(tables::CUSTOMERS)?,
             features: tx.open_table(tables::FEATURES)?,

@@ -5,7 +5,7 @@
 //! stored [`Entitlement`] inside the writing transaction, so a feature or meter created in the
 //! same batch is seen and an unknown one writes nothing.
 
-use redb::{ReadableTable, WriteTransaction};
+use crate::store::{ReadableTable, WriteTxn};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -194,7 +194,7 @@ fn at(prefix: &str, name: &str) -> String {
 /// A feature that may be named by a new entitlement, override or grant, from its reference, or
 /// the error naming `field`.
 pub fn assignable_feature(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     reference: &str,
     field: String,
@@ -219,7 +219,7 @@ pub fn assignable_feature(
 }
 
 fn find_meter(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     reference: &str,
 ) -> Result<Option<Meter>, StoreError> {
@@ -244,7 +244,7 @@ fn find_meter(
 /// metered one's meter exists and can be limited. `prefix` is the spec's place in the request
 /// (`entitlements.0`, or empty), for the field an error names. Writes nothing.
 pub fn resolve(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     spec: &Spec,
     prefix: &str,
@@ -296,7 +296,7 @@ pub fn resolve(
 
 /// Resolves every spec of a plan body (`entitlements.{i}`), refusing a feature named twice.
 pub fn resolve_all(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     specs: &[Spec],
     now_ms: i64,
@@ -328,7 +328,7 @@ pub enum Target {
 }
 
 impl Target {
-    fn table(self) -> redb::TableDefinition<'static, &'static [u8], &'static [u8]> {
+    fn table(self) -> crate::store::TableDef<&'static [u8], &'static [u8]> {
         match self {
             Target::Plan(_) => tables::PLAN_ENTITLEMENTS,
             Target::Customer(_) => tables::ENTITLEMENT_OVERRIDES,
@@ -344,7 +344,7 @@ impl Target {
     /// Checks that the plan or customer exists.
     fn exists(
         self,
-        tx: &WriteTransaction,
+        tx: &WriteTxn,
         tenant: TenantId,
     ) -> Result<Result<(), EntitlementError>, StoreError> {
         Ok(match self {
@@ -386,7 +386,7 @@ pub struct SetEntitlement {
 impl Command for SetEntitlement {
     type Output = Result<Entitlement, EntitlementError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         if let Err(e) = self.target.exists(tx, self.tenant)? {
             return Ok(Err(e));
         }
@@ -417,7 +417,7 @@ pub struct RemoveEntitlement {
 impl Command for RemoveEntitlement {
     type Output = Result<Entitlement, EntitlementError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         if let Err(e) = self.target.exists(tx, self.tenant)? {
             return Ok(Err(e));
         }
@@ -434,10 +434,14 @@ impl Command for RemoveEntitlement {
             }));
         };
         let mut table = tx.open_table(self.target.table())?;
+        let row = key(self.tenant, self.target.owner(), f.id);
         let removed = table
-            .remove(key(self.tenant, self.target.owner(), f.id).as_slice())?
+            .get(row.as_slice())?
             .map(|v| codec::decode::<Entitlement>(v.value()))
             .transpose()?;
+        if removed.is_some() {
+            table.remove(row.as_slice())?;
+        }
         Ok(removed.ok_or(EntitlementError::NotSet(f.key)))
     }
 }
@@ -476,7 +480,7 @@ where
 {
     type Output = Result<Plan, PlanEntitlementsError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let entitlements = match &self.specs {
             Some(specs) => match resolve_all(tx, self.tenant, specs, self.now_ms)? {
                 Ok(e) => e,

@@ -2,7 +2,7 @@
 //! (what applications ask about) and a display name; archiving one stops new entitlements,
 //! overrides and grants from naming it while the existing ones keep answering.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use crate::id::Id;
@@ -67,7 +67,7 @@ pub struct CreateFeature {
 impl Command for CreateFeature {
     type Output = Result<Feature, FeatureError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let index_key = tenant_bytes(self.tenant, self.feature.key.as_bytes());
         let mut by_key = tx.open_table(tables::FEATURE_BY_KEY)?;
         if let Some(existing) = id_value(
@@ -104,7 +104,7 @@ pub struct ArchiveFeature {
 impl Command for ArchiveFeature {
     type Output = Result<Feature, FeatureError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let mut table = tx.open_table(tables::FEATURES)?;
         let key = keys::tenant_id(self.tenant, self.id);
         let Some(mut feature) = get_record::<Feature, _>(&table, key)? else {
@@ -152,7 +152,7 @@ pub fn resolve(
 
 /// A feature by id or key, over a read snapshot.
 pub fn find(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     reference: &str,
 ) -> Result<Option<Feature>, StoreError> {

@@ -7,7 +7,7 @@
 //! starting exactly at a reset therefore belongs to the new window only, and no grant is ever
 //! counted in two windows; a grant that should last longer is several grants.
 
-use redb::{ReadableTable, WriteTransaction};
+use crate::store::{ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use super::entitlement::{assignable_feature, EntitlementError};
@@ -75,7 +75,7 @@ pub struct CreateGrant {
 impl Command for CreateGrant {
     type Output = Result<Grant, EntitlementError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let mut grant = self.grant;
         if crate::customers::load_in_write(tx, self.tenant, grant.customer)?.is_none() {
             return Ok(Err(EntitlementError::UnknownCustomer(

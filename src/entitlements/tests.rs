@@ -427,7 +427,7 @@ struct CheckingWatcher {
 impl crate::store::Watcher for CheckingWatcher {
     fn before_commit(
         &self,
-        tx: &redb::WriteTransaction,
+        tx: &crate::store::WriteTxn,
         notes: Vec<crate::store::touched::Touch>,
     ) -> Result<(), crate::store::StoreError> {
         let touches = crate::watch::Touches::from_notes(&notes);

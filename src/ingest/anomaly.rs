@@ -12,7 +12,7 @@
 //! so rows sort by receipt time and the purge drops a prefix. Rows are kept as long as
 //! idempotency keys (`idempotency.retention_secs`), then purged in bounded passes.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use crate::id::Id;
@@ -84,7 +84,7 @@ pub struct Anomaly {
 
 /// Writes one anomaly row.
 pub fn record(
-    table: &mut redb::Table<&'static [u8], &'static [u8]>,
+    table: &mut crate::store::Table<&'static [u8], &'static [u8]>,
     tenant: TenantId,
     anomaly: &Anomaly,
 ) -> Result<(), StoreError> {
@@ -117,7 +117,7 @@ pub const MAX_SCAN_ROWS: usize = 10_000;
 /// A page of anomalies, newest first, and the cursor to continue from (the last row examined)
 /// when more may follow.
 pub fn list(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     filter: &Filter,
     before: Option<Id>,
@@ -163,7 +163,7 @@ pub struct PurgeAnomalies {
 impl Command for PurgeAnomalies {
     type Output = usize;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<usize, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<usize, StoreError> {
         let mut table = tx.open_table(tables::EVENT_ANOMALIES)?;
         let mut due: Vec<Vec<u8>> = Vec::new();
         let cutoff = Id::first_at(self.cutoff_ms);
@@ -226,7 +226,7 @@ mod tests {
 
     impl Command for Seed {
         type Output = ();
-        fn apply(self, tx: &WriteTransaction) -> Result<(), StoreError> {
+        fn apply(self, tx: &WriteTxn) -> Result<(), StoreError> {
             let mut table = tx.open_table(tables::EVENT_ANOMALIES)?;
             for (tenant, a) in &self.0 {
                 record(&mut table, *tenant, a)?;

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use super::anomaly::{self, Anomaly, AnomalyKind};
@@ -177,7 +177,7 @@ pub struct IngestBatch {
 impl Command for IngestBatch {
     type Output = Vec<Status>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Vec<Status>, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Vec<Status>, StoreError> {
         let mut outputs = Self::apply_run(vec![self], tx)?;
         outputs
             .pop()
@@ -186,10 +186,7 @@ impl Command for IngestBatch {
 
     /// Single-event requests arrive by the hundred per commit: the tables and the sequence
     /// counter are opened once for the whole run rather than once per request.
-    fn apply_run(
-        commands: Vec<Self>,
-        tx: &WriteTransaction,
-    ) -> Result<Vec<Vec<Status>>, StoreError> {
+    fn apply_run(commands: Vec<Self>, tx: &WriteTxn) -> Result<Vec<Vec<Status>>, StoreError> {
         let mut tables = Tables::open(tx)?;
         let mut meta = tx.open_table(tables::META)?;
         let first_seq = current_seq(&meta)?;
@@ -250,20 +247,20 @@ struct Receipt<'a> {
 }
 
 struct Tables<'t> {
-    tx: &'t WriteTransaction,
+    tx: &'t WriteTxn,
     /// Opened by the first duplicate or conflict of the run: accepted events never touch it.
-    anomalies: Option<redb::Table<'t, &'static [u8], &'static [u8]>>,
-    events: redb::Table<'t, &'static [u8], &'static [u8]>,
-    stable: redb::Table<'t, &'static [u8], &'static [u8]>,
-    derived: redb::Table<'t, &'static [u8], &'static [u8]>,
-    by_customer: redb::Table<'t, &'static [u8], ()>,
-    customers_by_external: redb::Table<'t, &'static [u8], &'static [u8]>,
-    meters: redb::Table<'t, &'static [u8], &'static [u8]>,
-    meters_by_type: redb::Table<'t, &'static [u8], ()>,
-    hourly: redb::Table<'t, &'static [u8], &'static [u8]>,
-    minutely: redb::Table<'t, &'static [u8], &'static [u8]>,
-    uniques: redb::Table<'t, &'static [u8], ()>,
-    invoiced_through: redb::Table<'t, &'static [u8], &'static [u8]>,
+    anomalies: Option<crate::store::Table<'t, &'static [u8], &'static [u8]>>,
+    events: crate::store::Table<'t, &'static [u8], &'static [u8]>,
+    stable: crate::store::Table<'t, &'static [u8], &'static [u8]>,
+    derived: crate::store::Table<'t, &'static [u8], &'static [u8]>,
+    by_customer: crate::store::Table<'t, &'static [u8], ()>,
+    customers_by_external: crate::store::Table<'t, &'static [u8], &'static [u8]>,
+    meters: crate::store::Table<'t, &'static [u8], &'static [u8]>,
+    meters_by_type: crate::store::Table<'t, &'static [u8], ()>,
+    hourly: crate::store::Table<'t, &'static [u8], &'static [u8]>,
+    minutely: crate::store::Table<'t, &'static [u8], &'static [u8]>,
+    uniques: crate::store::Table<'t, &'static [u8], ()>,
+    invoiced_through: crate::store::Table<'t, &'static [u8], &'static [u8]>,
     /// Meters by event type, valid for `meter_cache_tenant` within this run (meters are not
     /// changed by ingest, and a run holds only ingest commands). Shared slices, so handing
     /// them to each event costs a reference count rather than a copy.
@@ -278,7 +275,7 @@ struct Tables<'t> {
 }
 
 impl<'t> Tables<'t> {
-    fn open(tx: &'t WriteTransaction) -> Result<Self, StoreError> {
+    fn open(tx: &'t WriteTxn) -> Result<Self, StoreError> {
         Ok(Self {
             tx,
             anomalies: None,
@@ -612,7 +609,7 @@ fn value_rejection(e: &ValueError) -> Rejection {
 /// the client id; schema 2 keys it by the id itself (see
 /// [`crate::identity::stable_event_key`]). Runs once, inside the transaction that records the
 /// new schema version, so a crash leaves either the old schema or the new one.
-pub fn rebuild_stable_identities(tx: &WriteTransaction) -> Result<u64, StoreError> {
+pub fn rebuild_stable_identities(tx: &WriteTxn) -> Result<u64, StoreError> {
     let events = tx.open_table(tables::EVENTS)?;
     let mut index = tx.open_table(tables::EVENT_IDS)?;
     let mut rebuilt = 0u64;
@@ -633,7 +630,7 @@ pub fn rebuild_stable_identities(tx: &WriteTransaction) -> Result<u64, StoreErro
 }
 
 /// One event of a tenant.
-pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Event>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<Event>, StoreError> {
     let table = tx.open_table(tables::EVENTS)?;
     get_record(&table, keys::tenant_id(tenant, id))
 }
@@ -660,7 +657,7 @@ pub const MAX_SCAN_ROWS: usize = 10_000;
 /// A page of events in receipt order, the cursor to continue from (if any), and whether more
 /// may follow.
 pub fn list(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     filter: &Filter,
     after: Option<Id>,

@@ -3,7 +3,7 @@
 //! A meter is immutable once created, except its display name: changing how past usage counts
 //! would silently change invoices already issued. A new way of counting is a new meter.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -284,7 +284,7 @@ pub struct CreateMeter {
 impl Command for CreateMeter {
     type Output = Result<Meter, MeterError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let mut meter = self.meter;
         let key_index = tenant_bytes(self.tenant, meter.key.as_bytes());
         {
@@ -329,7 +329,7 @@ pub struct RenameMeter {
 impl Command for RenameMeter {
     type Output = Result<Meter, MeterError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let key = keys::tenant_id(self.tenant, self.id);
         let mut meters = tx.open_table(tables::METERS)?;
         let Some(mut meter) = get_record::<Meter, _>(&meters, key)? else {
@@ -368,17 +368,13 @@ pub fn for_event_type(
 }
 
 /// One meter of a tenant.
-pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Meter>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<Meter>, StoreError> {
     let table = tx.open_table(tables::METERS)?;
     get_record(&table, keys::tenant_id(tenant, id))
 }
 
 /// The meter with this key.
-pub fn by_key(
-    tx: &ReadTransaction,
-    tenant: TenantId,
-    key: &str,
-) -> Result<Option<Meter>, StoreError> {
+pub fn by_key(tx: &ReadTxn, tenant: TenantId, key: &str) -> Result<Option<Meter>, StoreError> {
     let index = tx.open_table(tables::METER_BY_KEY)?;
     let id = index
         .get(tenant_bytes(tenant, key.as_bytes()).as_slice())?
@@ -392,7 +388,7 @@ pub fn by_key(
 
 /// A page of meters after `after`.
 pub fn list(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     after: Option<Id>,
     limit: usize,

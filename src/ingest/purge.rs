@@ -6,7 +6,7 @@
 //! [`crate::config::IngestConfig::derived_identity_horizon_ms`], every lookup misses it anyway,
 //! so the index row is dead weight. The events themselves stay; only the index shrinks.
 
-use redb::{ReadableTable, WriteTransaction};
+use crate::store::{ReadableTable, WriteTxn};
 
 use crate::store::keys::{self, time_bytes};
 use crate::store::writer::Command;
@@ -26,7 +26,7 @@ pub struct PurgeDerivedIdentities {
 impl Command for PurgeDerivedIdentities {
     type Output = usize;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<usize, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<usize, StoreError> {
         let mut index = tx.open_table(tables::EVENT_DERIVED)?;
         let mut due: Vec<Vec<u8>> = Vec::new();
         // Keys are (tenant u64 BE, bucket, hash): walk tenant prefixes, taking each tenant's

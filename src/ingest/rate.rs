@@ -6,7 +6,7 @@
 //! read-modify-write per minute touched per run of ingest commands, never one per event. An
 //! hour is then at most 61 rows.
 
-use redb::{ReadTransaction, ReadableTable, Table};
+use crate::store::{ReadTxn, ReadableTable, Table};
 
 use crate::store::keys::{time_bytes, TenantId};
 use crate::store::{tables, StoreError};
@@ -74,7 +74,7 @@ impl Counts {
 /// The tenant's count for each of the `minutes` minutes ending with the one `now_ms` falls in,
 /// oldest first (minutes without events count zero).
 pub fn recent(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     now_ms: i64,
     minutes: usize,
@@ -116,8 +116,7 @@ mod tests {
         let now = 1_800_000_000_000 + 30_000;
         let (a, b) = (TenantId(1), TenantId(2));
         for _ in 0..2 {
-            let db = store.database().expect("db");
-            let tx = db.begin_write().expect("tx");
+            let tx = store.begin_write().expect("tx");
             let mut counts = Counts::default();
             counts.add(a, now);
             counts.add(a, now + 1);

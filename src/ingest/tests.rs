@@ -1,6 +1,8 @@
 //! Property tests of ingest below HTTP: whatever the duplicates and the batching, usage equals
 //! the aggregation of the de-duplicated events, for every aggregation, over any range.
 
+use crate::store::ReadableTable;
+
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -270,8 +272,7 @@ fn a_schema_1_database_gets_its_stable_identities_rebuilt_on_open() {
         assert!(matches!(send(&store, "b"), Status::Accepted { .. }));
         // Turn the file into what schema 1 left: a hashed index under the old name, no new one,
         // and no minute rollups.
-        let db = store.database().expect("db");
-        let tx = db.begin_write().expect("write");
+        let tx = store.begin_write().expect("write");
         tx.delete_table(tables::EVENT_IDS).expect("drop index");
         tx.delete_table(tables::USAGE_MINUTELY)
             .expect("drop minutes");
@@ -329,7 +330,6 @@ fn a_schema_1_database_gets_its_stable_identities_rebuilt_on_open() {
 fn derived_identities_beyond_the_horizon_are_purged_and_the_rest_still_dedupe() {
     use crate::ingest::purge::PurgeDerivedIdentities;
     use crate::store::tables;
-    use redb::ReadableTableMetadata;
 
     const DAY_MS: i64 = 24 * 3600 * 1000;
     let dir = tempfile::tempdir().expect("tempdir");

@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -193,7 +193,7 @@ impl RollupCache {
     /// once (so the run's later events see it).
     pub fn write(
         &mut self,
-        uniques: &mut redb::Table<&'static [u8], ()>,
+        uniques: &mut crate::store::Table<&'static [u8], ()>,
         planned: PlannedRollup,
     ) -> Result<(), StoreError> {
         if let Some(k) = &planned.unique_key {
@@ -209,8 +209,8 @@ impl RollupCache {
     /// Writes every changed rollup, in key order. Must run before the transaction commits.
     pub fn flush<'t>(
         self,
-        hourly: &mut redb::Table<'t, &'static [u8], &'static [u8]>,
-        minutely: &mut redb::Table<'t, &'static [u8], &'static [u8]>,
+        hourly: &mut crate::store::Table<'t, &'static [u8], &'static [u8]>,
+        minutely: &mut crate::store::Table<'t, &'static [u8], &'static [u8]>,
     ) -> Result<(), StoreError> {
         for ((grain, key), rollup) in self.dirty {
             let bytes = codec::encode(&rollup)?;
@@ -226,7 +226,7 @@ impl RollupCache {
 
 /// Builds the minute rollups of every meter from the stored events: schema 1 kept hourly
 /// rollups only. Runs once, inside the transaction that records the new schema version.
-pub fn rebuild_minute_rollups(tx: &WriteTransaction) -> Result<u64, StoreError> {
+pub fn rebuild_minute_rollups(tx: &WriteTxn) -> Result<u64, StoreError> {
     let meters: Vec<(TenantId, Meter)> = {
         let table = tx.open_table(tables::METERS)?;
         let mut out = Vec::new();
@@ -292,11 +292,7 @@ fn stored_contribution(
 
 /// Counts a new meter's already stored events; returns (counted, skipped for lack of a usable
 /// value).
-pub fn backfill(
-    tx: &WriteTransaction,
-    tenant: TenantId,
-    meter: &Meter,
-) -> Result<(u64, u64), StoreError> {
+pub fn backfill(tx: &WriteTxn, tenant: TenantId, meter: &Meter) -> Result<(u64, u64), StoreError> {
     let events = tx.open_table(tables::EVENTS)?;
     let mut hourly = tx.open_table(tables::USAGE_HOURLY)?;
     let mut minutely = tx.open_table(tables::USAGE_MINUTELY)?;
@@ -613,7 +609,7 @@ pub fn aggregate_events(
 
 /// [`aggregate`] over a read snapshot.
 pub fn usage(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     meter: &Meter,
     customer: Id,

@@ -14,7 +14,7 @@
 pub mod queue;
 pub mod worker;
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use crate::id::Id;
@@ -129,27 +129,27 @@ fn dead_key(tenant: u64, id: Id) -> [u8; 24] {
 }
 
 /// Stores a new job inside the caller's transaction: the one way to start background work.
-pub fn enqueue(tx: &WriteTransaction, job: &Job) -> Result<(), StoreError> {
+pub fn enqueue(tx: &WriteTxn, job: &Job) -> Result<(), StoreError> {
     put_record(&mut tx.open_table(tables::JOBS)?, &job.id.to_bytes(), job)?;
     tx.open_table(tables::JOBS_DUE)?
         .insert(due_key(job.due_at_ms, job.id).as_slice(), ())?;
     Ok(())
 }
 
-fn load(tx: &WriteTransaction, id: Id) -> Result<Option<Job>, StoreError> {
+fn load(tx: &WriteTxn, id: Id) -> Result<Option<Job>, StoreError> {
     let jobs = tx.open_table(tables::JOBS)?;
     get_record(&jobs, id.to_bytes())
 }
 
 /// One job, inside a write: for the commands that follow the work they enqueued.
-pub fn load_in(tx: &WriteTransaction, id: Id) -> Result<Option<Job>, StoreError> {
+pub fn load_in(tx: &WriteTxn, id: Id) -> Result<Option<Job>, StoreError> {
     load(tx, id)
 }
 
 /// Deletes a job that is done (its effect committed), so owners that purge what they enqueued
 /// can take its record too; a live job and a dead letter (which waits for an operator) stay.
 /// Returns whether it was deleted.
-pub fn delete_done(tx: &WriteTransaction, id: Id) -> Result<bool, StoreError> {
+pub fn delete_done(tx: &WriteTxn, id: Id) -> Result<bool, StoreError> {
     match load(tx, id)? {
         Some(job) if job.status == JobStatus::Done => {
             tx.open_table(tables::JOBS)?
@@ -160,7 +160,7 @@ pub fn delete_done(tx: &WriteTransaction, id: Id) -> Result<bool, StoreError> {
     }
 }
 
-fn save(tx: &WriteTransaction, job: &Job) -> Result<(), StoreError> {
+fn save(tx: &WriteTxn, job: &Job) -> Result<(), StoreError> {
     put_record(&mut tx.open_table(tables::JOBS)?, &job.id.to_bytes(), job)
 }
 
@@ -178,7 +178,7 @@ pub struct LeaseJobs {
 impl Command for LeaseJobs {
     type Output = Vec<Job>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Vec<Job>, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Vec<Job>, StoreError> {
         let upper = time_bytes(self.now_ms.saturating_add(1));
         let due: Vec<(Vec<u8>, Id)> = {
             let index = tx.open_table(tables::JOBS_DUE)?;
@@ -244,8 +244,7 @@ pub enum Outcome {
 }
 
 /// A handler's in-transaction effect: checks, then writes, exactly like a [`Command`].
-pub type Effect =
-    Box<dyn FnOnce(&WriteTransaction, &Job) -> Result<Outcome, StoreError> + Send + 'static>;
+pub type Effect = Box<dyn FnOnce(&WriteTxn, &Job) -> Result<Outcome, StoreError> + Send + 'static>;
 
 /// Retry policy.
 #[derive(Debug, Clone, Copy)]
@@ -296,7 +295,7 @@ pub struct CompleteJob {
 }
 
 /// What runs in the transaction that makes a job a dead letter.
-pub type DeadHook = fn(&WriteTransaction, &Job, i64) -> Result<(), StoreError>;
+pub type DeadHook = fn(&WriteTxn, &Job, i64) -> Result<(), StoreError>;
 
 /// The writer's spare copy, applied only when a panic aborted the batch that held this
 /// completion. An effect runs once and cannot be copied, so the copy puts the job back, due at
@@ -334,7 +333,7 @@ pub enum Completion {
 impl Command for CompleteJob {
     type Output = Completion;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Completion, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Completion, StoreError> {
         let Some(mut job) = load(tx, self.id)? else {
             return Ok(Completion::Stale);
         };
@@ -385,7 +384,7 @@ impl Command for CompleteJob {
 
 /// Records a failed attempt: pending again after `delay_ms`, or dead without one.
 fn fail(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     job: &mut Job,
     error: String,
     delay_ms: Option<i64>,
@@ -410,11 +409,7 @@ fn fail(
     }
 }
 
-fn reschedule(
-    tx: &WriteTransaction,
-    job: &mut Job,
-    due_at_ms: i64,
-) -> Result<Completion, StoreError> {
+fn reschedule(tx: &WriteTxn, job: &mut Job, due_at_ms: i64) -> Result<Completion, StoreError> {
     job.status = JobStatus::Pending;
     job.due_at_ms = due_at_ms;
     tx.open_table(tables::JOBS_DUE)?
@@ -452,7 +447,7 @@ pub struct ReplayDead {
 impl Command for ReplayDead {
     type Output = Result<Vec<Job>, ReplayError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let candidates: Vec<Id> = if self.ids.is_empty() {
             let dead = tx.open_table(tables::DEAD_LETTERS)?;
             let (start, end) = keys::tenant_range(self.tenant);
@@ -505,14 +500,14 @@ impl Command for ReplayDead {
 }
 
 /// One job.
-pub fn get(tx: &ReadTransaction, id: Id) -> Result<Option<Job>, StoreError> {
+pub fn get(tx: &ReadTxn, id: Id) -> Result<Option<Job>, StoreError> {
     let jobs = tx.open_table(tables::JOBS)?;
     get_record(&jobs, id.to_bytes())
 }
 
 /// A tenant's dead letters after `after`, filtered by kind and death time.
 pub fn dead_letters(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     kind: Option<&str>,
     from_ms: Option<i64>,
@@ -556,8 +551,7 @@ pub fn dead_letters(
 }
 
 /// Counts of jobs by status, for metrics and readiness.
-pub fn counts(tx: &ReadTransaction) -> Result<(u64, u64), StoreError> {
-    use redb::ReadableTableMetadata;
+pub fn counts(tx: &ReadTxn) -> Result<(u64, u64), StoreError> {
     let due = tx.open_table(tables::JOBS_DUE)?.len()?;
     let dead = tx.open_table(tables::DEAD_LETTERS)?.len()?;
     Ok((due, dead))
@@ -606,7 +600,7 @@ mod tests {
         }
         impl Command for Enqueue {
             type Output = ();
-            fn apply(self, tx: &WriteTransaction) -> Result<(), StoreError> {
+            fn apply(self, tx: &WriteTxn) -> Result<(), StoreError> {
                 enqueue(tx, &self.0)?;
                 enqueue(tx, &self.1)
             }

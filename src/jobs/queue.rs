@@ -3,7 +3,7 @@
 //! The overview page asks on every visit, so each count stops after a fixed number of rows and
 //! says so rather than walk a table of any size.
 
-use redb::{ReadTransaction, ReadableTable};
+use crate::store::{ReadTxn, ReadableTable};
 
 use super::{Job, JobStatus};
 use crate::id::Id;
@@ -38,11 +38,7 @@ pub struct QueueCounts {
 
 /// Counts the live jobs, examining at most `budget` of them (the index holds every live job
 /// once, under its due time or lease end).
-pub fn queue_counts(
-    tx: &ReadTransaction,
-    now_ms: i64,
-    budget: usize,
-) -> Result<QueueCounts, StoreError> {
+pub fn queue_counts(tx: &ReadTxn, now_ms: i64, budget: usize) -> Result<QueueCounts, StoreError> {
     let index = tx.open_table(tables::JOBS_DUE)?;
     let jobs = tx.open_table(tables::JOBS)?;
     let mut counts = QueueCounts::default();
@@ -78,7 +74,7 @@ pub fn queue_counts(
 
 /// A tenant's dead letters, counting at most `budget`.
 pub fn dead_letter_count(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     budget: usize,
 ) -> Result<Bounded, StoreError> {

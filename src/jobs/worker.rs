@@ -198,7 +198,7 @@ pub async fn run(
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use redb::WriteTransaction;
+    use crate::store::WriteTxn;
 
     use super::*;
     use crate::store::keys::TenantId;
@@ -211,7 +211,7 @@ mod tests {
     impl Command for Enqueue {
         type Output = ();
 
-        fn apply(self, tx: &WriteTransaction) -> Result<(), StoreError> {
+        fn apply(self, tx: &WriteTxn) -> Result<(), StoreError> {
             self.0.iter().try_for_each(|j| super::super::enqueue(tx, j))
         }
     }

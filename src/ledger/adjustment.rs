@@ -1,7 +1,7 @@
 //! Operator adjustments: balanced entries posted by hand. A correction is always a new entry;
 //! nothing edits history.
 
-use redb::{ReadableTable, WriteTransaction};
+use crate::store::{ReadableTable, WriteTxn};
 
 use super::account::AccountRef;
 use super::journal::{self, Draft, JournalEntry, PostError};
@@ -45,7 +45,7 @@ pub struct PostAdjustment {
 impl Command for PostAdjustment {
     type Output = Result<JournalEntry, AdjustmentError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         {
             let customers = tx.open_table(tables::CUSTOMERS)?;
             for (index, p) in self.draft.postings.iter().enumerate() {

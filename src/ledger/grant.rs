@@ -7,7 +7,7 @@
 //! Burn order, for every consumer: priority ascending (0 first), then earliest expiry (grants
 //! that never expire last), then oldest grant first.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use super::account::{AccountRef, SystemAccount};
@@ -248,7 +248,7 @@ pub struct CreateGrant {
 impl Command for CreateGrant {
     type Output = Result<Grant, GrantError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         issue(tx, self.tenant, self.grant, self.reason, self.origin)
     }
 }
@@ -256,7 +256,7 @@ impl Command for CreateGrant {
 /// Issues a grant in the caller's transaction (see [`CreateGrant`]): checks the customer,
 /// posts the entry, stores the grant and its indexes, records `credit_grant.created`.
 pub fn issue(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     grant: Grant,
     reason: String,
@@ -278,11 +278,7 @@ struct IssueArgs {
 }
 
 impl IssueArgs {
-    fn issue(
-        self,
-        tx: &WriteTransaction,
-        grant: Grant,
-    ) -> Result<Result<Grant, GrantError>, StoreError> {
+    fn issue(self, tx: &WriteTxn, grant: Grant) -> Result<Result<Grant, GrantError>, StoreError> {
         {
             let customers = tx.open_table(tables::CUSTOMERS)?;
             if customers
@@ -354,7 +350,7 @@ enum Closure {
 
 /// Closes a grant, posting its remainder back to its funding (void) or to breakage (expiry).
 fn close(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     mut grant: Grant,
     closure: Closure,
@@ -447,7 +443,7 @@ pub struct VoidGrant {
 impl Command for VoidGrant {
     type Output = Result<Grant, GrantError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let grant = {
             let grants = tx.open_table(tables::GRANTS)?;
             get_record::<Grant, _>(&grants, keys::tenant_id(self.tenant, self.grant))?
@@ -484,7 +480,7 @@ pub struct ExpireGrants {
 impl Command for ExpireGrants {
     type Output = usize;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<usize, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<usize, StoreError> {
         let upper = time_bytes(self.now_ms.saturating_add(1));
         let due: Vec<Vec<u8>> = {
             let index = tx.open_table(tables::GRANT_EXPIRY)?;
@@ -577,7 +573,7 @@ impl Consumption {
 /// this inside its own command so the invoice and the draw commit together.
 #[allow(clippy::too_many_arguments)]
 pub fn consume(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     customer: Id,
     currency: &str,
@@ -663,7 +659,7 @@ pub fn consume(
 
 /// Records a grant's transition in the outbox, with its remainder at that moment.
 fn emit_grant(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     grant: &Grant,
     remaining_minor: i64,
@@ -707,7 +703,7 @@ pub struct ConsumeCredits {
 impl Command for ConsumeCredits {
     type Output = Result<Consumption, PostError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         consume(
             tx,
             self.tenant,
@@ -723,7 +719,7 @@ impl Command for ConsumeCredits {
 }
 
 /// One grant.
-pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Grant>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<Grant>, StoreError> {
     let grants = tx.open_table(tables::GRANTS)?;
     get_record(&grants, keys::tenant_id(tenant, id))
 }
@@ -731,7 +727,7 @@ pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Gran
 /// A customer's grants with their remaining amounts after chain position `seq` (the books at
 /// some instant): grants issued later are left out.
 pub fn at_seq(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     customer: Id,
     seq: u64,

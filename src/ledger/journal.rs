@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use super::account::AccountRef;
@@ -277,7 +277,7 @@ fn note_credit_balances(tenant: TenantId, now_ms: i64, postings: &[Posting]) {
 
 /// Posts an entry: checks, then writes the entry, its indexes, the balances and the new head.
 pub fn post(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     now_ms: i64,
     draft: Draft,
@@ -389,11 +389,7 @@ pub fn post(
 }
 
 /// One entry by id.
-pub fn get(
-    tx: &ReadTransaction,
-    tenant: TenantId,
-    id: Id,
-) -> Result<Option<JournalEntry>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<JournalEntry>, StoreError> {
     let ids = tx.open_table(tables::JOURNAL_IDS)?;
     let seq = ids
         .get(keys::tenant_id(tenant, id).as_slice())?
@@ -407,7 +403,7 @@ pub fn get(
 
 /// One entry by id, from a write transaction (a reversal reads the entry it negates).
 pub fn get_in_write(
-    tx: &redb::WriteTransaction,
+    tx: &crate::store::WriteTxn,
     tenant: TenantId,
     id: Id,
 ) -> Result<Option<JournalEntry>, StoreError> {
@@ -424,7 +420,7 @@ pub fn get_in_write(
 
 /// One entry by its position in the chain.
 pub fn by_seq(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     seq: u64,
 ) -> Result<Option<JournalEntry>, StoreError> {
@@ -434,7 +430,7 @@ pub fn by_seq(
 
 /// The last seq effective at or before `at_ms` (0 if none): the books at that instant are the
 /// chain up to it.
-pub fn seq_at(tx: &ReadTransaction, tenant: TenantId, at_ms: i64) -> Result<u64, StoreError> {
+pub fn seq_at(tx: &ReadTxn, tenant: TenantId, at_ms: i64) -> Result<u64, StoreError> {
     let by_time = tx.open_table(tables::JOURNAL_BY_TIME)?;
     let lo = tenant.to_bytes().to_vec();
     let mut hi = lo.clone();
@@ -460,7 +456,7 @@ pub fn seq_at(tx: &ReadTransaction, tenant: TenantId, at_ms: i64) -> Result<u64,
 
 /// An account's balance after entry `seq` (inclusive), from its postings.
 pub fn balance_through(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     currency: &str,
     account: AccountRef,
@@ -514,7 +510,7 @@ pub const MAX_SCAN_ROWS: usize = 10_000;
 
 /// A page of entries in chain order after `after_seq`, and the seq to continue from.
 pub fn list(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     filter: &Filter,
     after_seq: u64,
@@ -573,7 +569,7 @@ pub type BalancePage = (Vec<(Vec<u8>, Balance)>, bool);
 
 /// Every balance row of a tenant, in key order after `after` (a balance key), for listings.
 pub fn balances(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     after: Option<&[u8]>,
     limit: usize,

@@ -1,8 +1,8 @@
 //! Property tests of the ledger: any sequence of grants, consumptions, voids and expiries keeps
 //! every invariant, and verification notices tampering.
 
+use crate::store::ReadableTable;
 use proptest::prelude::*;
-use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::grant::{
     self, Category, ConsumeCredits, CreateGrant, ExpireGrants, Funding, Grant, GrantStatus,
@@ -326,8 +326,7 @@ fn tampering_with_an_entry_is_found_and_named() {
             .expect("grant");
     }
     // Change the reason of entry #2 (amounts would also break the balances check).
-    let db = store.database().expect("db");
-    let tx = db.begin_write().expect("tx");
+    let tx = store.begin_write().expect("tx");
     let target_id;
     {
         let mut journal_table = tx.open_table(tables::JOURNAL).expect("t");

@@ -5,7 +5,7 @@
 //! the operator can see how long ago the books were last known good, across restarts. Both
 //! `GET /v1/ledger/verify` and `tally verify` record it.
 
-use redb::{ReadTransaction, WriteTransaction};
+use crate::store::{ReadTxn, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use crate::store::writer::Command;
@@ -45,7 +45,7 @@ pub struct RecordVerification {
 impl Command for RecordVerification {
     type Output = ();
 
-    fn apply(self, tx: &WriteTransaction) -> Result<(), StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<(), StoreError> {
         let mut table = tx.open_table(tables::VERIFICATIONS)?;
         for tenant in self.tenants {
             let key = tenant.to_bytes();
@@ -73,7 +73,7 @@ impl Command for RecordVerification {
 }
 
 /// A tenant's record; `None` when its books were never verified.
-pub fn get(tx: &ReadTransaction, tenant: TenantId) -> Result<Option<Verification>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId) -> Result<Option<Verification>, StoreError> {
     get_record(&tx.open_table(tables::VERIFICATIONS)?, tenant.to_bytes())
 }
 

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
+use crate::store::{ReadTxn, ReadableTable};
 
 use super::grant::{Grant, GrantStatus};
 use super::journal::{self, Balance, Head, JournalEntry};
@@ -80,7 +80,7 @@ fn violation(
 /// Verifies the books of every tenant (or only `only`), calling `progress(done, total)` as
 /// entries are checked.
 pub fn verify(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     only: Option<TenantId>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Report, StoreError> {

@@ -1,7 +1,8 @@
 //! A tenant's outbound deliveries that are not done: pending ones and failing ones, counted
 //! among the newest rows with a bound (the overview page asks on every visit).
 
-use redb::ReadTransaction;
+use crate::store::ReadTxn;
+use crate::store::ReadableTable;
 
 use super::outbox::{decode_delivery, Delivery, DeliveryAttempt, DeliveryStatus};
 use crate::store::keys::{self, TenantId};
@@ -33,11 +34,7 @@ fn is_failing(d: &Delivery) -> bool {
 }
 
 /// Counts the tenant's pending and failing deliveries among its newest `budget` rows.
-pub fn backlog(
-    tx: &ReadTransaction,
-    tenant: TenantId,
-    budget: usize,
-) -> Result<Backlog, StoreError> {
+pub fn backlog(tx: &ReadTxn, tenant: TenantId, budget: usize) -> Result<Backlog, StoreError> {
     let table = tx.open_table(tables::DELIVERIES)?;
     let (start, end) = keys::tenant_range(tenant);
     let mut out = Backlog::default();

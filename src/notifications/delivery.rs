@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redb::WriteTransaction;
+use crate::store::WriteTxn;
 use tokio::sync::Semaphore;
 
 use super::destination::{self, Destination, DestinationStatus};
@@ -351,7 +351,7 @@ fn current(row: &Delivery, start: Start) -> bool {
 /// to `status`; a stale one is only kept in the history and moves nothing, so a row never goes
 /// back from `delivered` or from a newer result. Returns whether it was current.
 fn update_row(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     ntf: Id,
     evd: Id,
@@ -385,7 +385,7 @@ fn update_row(
 /// (disabling it after `disable_after_ms`), and what the job does next. A stale attempt (see
 /// [`current`]) ends its job: the row belongs to a newer attempt or is delivered.
 fn record_attempt(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     job: &Job,
     (tenant, ntf, evd): (TenantId, Id, Id),
     attempt: DeliveryAttempt,
@@ -443,7 +443,7 @@ fn record_attempt(
 /// Starts or extends the destination's failure streak; disables it (recording
 /// `destination.disabled`) once the streak is `disable_after_ms` long.
 fn note_failure(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     evd: Id,
     at_ms: i64,

@@ -2,7 +2,7 @@
 //! them. The records and their storage live here; creating, updating and rotating them are
 //! commands of their own.
 
-use redb::{ReadableTable, WriteTransaction};
+use crate::store::{ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use crate::id::Id;
@@ -129,7 +129,7 @@ impl Destination {
 }
 
 /// Saves a destination.
-pub fn save(tx: &WriteTransaction, d: &Destination) -> Result<(), StoreError> {
+pub fn save(tx: &WriteTxn, d: &Destination) -> Result<(), StoreError> {
     crate::store::put_record(
         &mut tx.open_table(tables::EVENT_DESTINATIONS)?,
         &keys::tenant_id(TenantId(d.tenant), d.id),
@@ -153,7 +153,7 @@ pub fn of_tenant(
 
 /// The enabled destinations of the tenant that want `event_type`.
 pub fn subscribed(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     event_type: &str,
 ) -> Result<Vec<Destination>, StoreError> {

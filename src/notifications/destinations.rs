@@ -1,9 +1,10 @@
 //! Commands on event destinations (create, update, rotate the secret) and on deliveries
 //! (resend), plus the checks a destination URL must pass before anything is stored or sent.
 
+use crate::store::ReadableTable;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use redb::{ReadTransaction, WriteTransaction};
+use crate::store::{ReadTxn, WriteTxn};
 
 use super::destination::{self, Destination, DestinationStatus};
 use super::outbox::{self, Delivery, DeliveryStatus};
@@ -156,7 +157,7 @@ pub struct CreateDestination {
 impl Command for CreateDestination {
     type Output = Result<Destination, DestinationError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let tenant = TenantId(self.destination.tenant);
         let existing = {
             let table = tx.open_table(crate::store::tables::EVENT_DESTINATIONS)?;
@@ -192,7 +193,7 @@ pub struct UpdateDestination {
 impl Command for UpdateDestination {
     type Output = Result<Destination, DestinationError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let Some(mut d) = load(tx, self.tenant, self.id)? else {
             return Ok(Err(DestinationError::MissingDestination(
                 self.id.display(destination::PREFIX),
@@ -239,7 +240,7 @@ pub struct RotateDestinationSecret {
 impl Command for RotateDestinationSecret {
     type Output = Result<Destination, DestinationError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let Some(mut d) = load(tx, self.tenant, self.id)? else {
             return Ok(Err(DestinationError::MissingDestination(
                 self.id.display(destination::PREFIX),
@@ -282,7 +283,7 @@ pub struct Resent {
 impl Command for Resend {
     type Output = Result<Resent, DestinationError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let found: Option<outbox::Notification> = get_record(
             &tx.open_table(tables::NOTIFICATIONS)?,
             keys::tenant_id(self.tenant, self.notification),
@@ -335,7 +336,7 @@ impl Command for Resend {
 
 /// Whether a delivery is still live: its job will still run (a row from before rows named
 /// their job: while it is pending).
-pub fn is_live(tx: &WriteTransaction, row: &Delivery) -> Result<bool, StoreError> {
+pub fn is_live(tx: &WriteTxn, row: &Delivery) -> Result<bool, StoreError> {
     match row.job {
         Some(job) => Ok(jobs::load_in(tx, job)?.is_some_and(|j| j.status.is_live())),
         None => Ok(row.status == DeliveryStatus::Pending),
@@ -346,7 +347,7 @@ pub fn is_live(tx: &WriteTransaction, row: &Delivery) -> Result<bool, StoreError
 /// a new job, whose predecessor's record goes if it is done (a dead letter stays). A live
 /// delivery is left alone; returns whether a job was added.
 fn requeue(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     notification: Id,
     destination: Id,
@@ -378,11 +379,7 @@ fn requeue(
 }
 
 /// A destination of a tenant, inside a write.
-pub fn load(
-    tx: &WriteTransaction,
-    tenant: TenantId,
-    id: Id,
-) -> Result<Option<Destination>, StoreError> {
+pub fn load(tx: &WriteTxn, tenant: TenantId, id: Id) -> Result<Option<Destination>, StoreError> {
     get_record(
         &tx.open_table(tables::EVENT_DESTINATIONS)?,
         keys::tenant_id(tenant, id),
@@ -390,11 +387,7 @@ pub fn load(
 }
 
 /// A destination of a tenant (another tenant's id finds nothing).
-pub fn get(
-    tx: &ReadTransaction,
-    tenant: TenantId,
-    id: Id,
-) -> Result<Option<Destination>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<Destination>, StoreError> {
     get_record(
         &tx.open_table(tables::EVENT_DESTINATIONS)?,
         keys::tenant_id(tenant, id),
@@ -404,7 +397,7 @@ pub fn get(
 /// A page of the tenant's destinations in creation order after `after`; the flag says whether
 /// more follow.
 pub fn list(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     after: Option<Id>,
     limit: usize,

@@ -8,7 +8,7 @@
 //! same write it gets the tenant's next `sequence` (increasing in commit order) and one
 //! delivery row and job per destination that wants its type.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use super::destination;
@@ -199,7 +199,7 @@ fn effect_hash(tenant: TenantId, event_type: &str, effect: &str) -> [u8; 32] {
 /// Writes the notification, its identity, its sequence and a delivery row and job per
 /// subscribed destination, in the caller's transaction.
 pub fn record(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     event_type: &str,
     effect: &str,
@@ -266,7 +266,7 @@ pub struct Effect<'a, T: Serialize> {
 
 /// [`record`] for the emitters: builds the subject from a domain record.
 pub fn emit<T: Serialize>(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     effect: Effect<'_, T>,
     now_ms: i64,
@@ -288,7 +288,7 @@ pub fn emit<T: Serialize>(
 /// dead-letter hook). Once per death: a replayed job that dies again is a new effect. The death
 /// of a delivery of a `dead_letter.created` records nothing: its own event would go to the same
 /// failing destination, die too, and so on without end.
-pub fn dead_letter(tx: &WriteTransaction, job: &Job, now_ms: i64) -> Result<(), StoreError> {
+pub fn dead_letter(tx: &WriteTxn, job: &Job, now_ms: i64) -> Result<(), StoreError> {
     // A delivery that died is visible on its notification's deliveries and in the dead
     // letters; announcing it as an event would send it to the destinations that are failing
     // and multiply the failures.
@@ -312,7 +312,7 @@ pub fn dead_letter(tx: &WriteTransaction, job: &Job, now_ms: i64) -> Result<(), 
 
 /// A pending delivery row and the job that performs it.
 pub fn start_delivery(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     notification: Id,
     destination: Id,
@@ -334,7 +334,7 @@ pub fn start_delivery(
 
 /// One delivery row.
 pub fn delivery(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     notification: Id,
     destination: Id,
@@ -344,18 +344,14 @@ pub fn delivery(
 }
 
 /// One notification.
-pub fn get(
-    tx: &ReadTransaction,
-    tenant: TenantId,
-    id: Id,
-) -> Result<Option<Notification>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<Notification>, StoreError> {
     let table = tx.open_table(tables::NOTIFICATIONS)?;
     get_record(&table, keys::tenant_id(tenant, id))
 }
 
 /// The deliveries of one notification, one per destination.
 pub fn deliveries(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     notification: Id,
 ) -> Result<Vec<Delivery>, StoreError> {
@@ -405,7 +401,7 @@ impl Filter {
 /// returned, or the last row examined when the budget ran out first, so a filter that matches
 /// nothing for a long stretch still moves forward.
 pub fn list(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     filter: &Filter,
     after: Option<Id>,

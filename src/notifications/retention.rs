@@ -10,7 +10,7 @@
 //! effect still never records a second notification; dead letters stay too (an operator
 //! replays or leaves them; a replayed delivery of a deleted notification finds nothing to send).
 
-use redb::{ReadableTable, WriteTransaction};
+use crate::store::{ReadableTable, WriteTxn};
 
 use super::destinations;
 use super::outbox::{self, Delivery, DeliveryStatus, Notification};
@@ -48,7 +48,7 @@ pub struct PurgePass {
 impl Command for PurgeNotifications {
     type Output = PurgePass;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<PurgePass, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<PurgePass, StoreError> {
         let (candidates, next) = self.candidates(tx)?;
         let mut purged = 0;
         for key in &candidates {
@@ -67,7 +67,7 @@ impl Command for PurgeNotifications {
 impl PurgeNotifications {
     /// The keys of up to `limit` notifications older than the cutoff after the cursor, tenant
     /// by tenant, and the cursor to continue from.
-    fn candidates(&self, tx: &WriteTransaction) -> Result<Walk, StoreError> {
+    fn candidates(&self, tx: &WriteTxn) -> Result<Walk, StoreError> {
         let table = tx.open_table(tables::NOTIFICATIONS)?;
         let mut out: Vec<Vec<u8>> = Vec::new();
         let mut from = match &self.after {
@@ -109,11 +109,7 @@ fn first_id_at(ms: i64) -> Id {
 
 /// Deletes the notification at `key`, its delivery rows and their done jobs, when it is older
 /// than the cutoff and every delivery is finished; returns whether it did.
-fn purge_if_finished(
-    tx: &WriteTransaction,
-    key: &[u8],
-    cutoff_ms: i64,
-) -> Result<bool, StoreError> {
+fn purge_if_finished(tx: &WriteTxn, key: &[u8], cutoff_ms: i64) -> Result<bool, StoreError> {
     let found = {
         let table = tx.open_table(tables::NOTIFICATIONS)?;
         let value = table.get(key)?;
@@ -148,7 +144,7 @@ fn purge_if_finished(
 
 /// Whether a delivery is over for good: no job of it will run, and it was delivered, failed,
 /// or its destination is gone.
-fn finished(tx: &WriteTransaction, tenant: TenantId, row: &Delivery) -> Result<bool, StoreError> {
+fn finished(tx: &WriteTxn, tenant: TenantId, row: &Delivery) -> Result<bool, StoreError> {
     if destinations::is_live(tx, row)? {
         return Ok(false);
     }
@@ -186,7 +182,7 @@ mod tests {
     impl Command for Seed {
         type Output = (Id, Option<Id>);
 
-        fn apply(self, tx: &WriteTransaction) -> Result<(Id, Option<Id>), StoreError> {
+        fn apply(self, tx: &WriteTxn) -> Result<(Id, Option<Id>), StoreError> {
             let id = Id(first_id_at(self.at_ms).0 | u128::from(rand_tail()));
             let n = Notification {
                 id,
@@ -235,7 +231,7 @@ mod tests {
     impl Command for SaveDestination {
         type Output = ();
 
-        fn apply(self, tx: &WriteTransaction) -> Result<(), StoreError> {
+        fn apply(self, tx: &WriteTxn) -> Result<(), StoreError> {
             destination::save(tx, &self.0)
         }
     }

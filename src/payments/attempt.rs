@@ -6,7 +6,7 @@
 //! attempt waiting for customer action (`requires_action`) is superseded instead, and the new
 //! attempt's job cancels it at the provider before charging (see `worker.rs`).
 
-use redb::WriteTransaction;
+use crate::store::WriteTxn;
 
 use super::payment::{
     attempts_of, by_invoice_key, load, load_invoice, psp_key, save, PayError, Payment,
@@ -20,11 +20,7 @@ use crate::store::writer::Command;
 use crate::store::{tables, StoreError};
 
 /// Every attempt of an invoice, inside a write transaction.
-pub fn attempts(
-    tx: &WriteTransaction,
-    tenant: TenantId,
-    invoice: Id,
-) -> Result<Vec<Payment>, StoreError> {
+pub fn attempts(tx: &WriteTxn, tenant: TenantId, invoice: Id) -> Result<Vec<Payment>, StoreError> {
     let index = tx.open_table(tables::PAYMENTS_BY_INVOICE)?;
     let payments = tx.open_table(tables::PAYMENTS)?;
     attempts_of(&index, &payments, tenant, invoice)
@@ -33,7 +29,7 @@ pub fn attempts(
 /// Creates the next attempt for an invoice and its job, inside the caller's transaction
 /// (automatic collection and dunning).
 pub fn create_attempt(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     invoice: &Invoice,
     psp: &str,
@@ -65,7 +61,7 @@ struct NewAttempt<'a> {
 
 /// Transition "attempt opened": the attempt and the job that will charge it, in one write.
 fn open_attempt(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     invoice: &Invoice,
     new: NewAttempt<'_>,
@@ -139,7 +135,7 @@ pub struct Pay {
 impl Command for Pay {
     type Output = Result<Payment, PayError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let Some(invoice) = load_invoice(tx, self.tenant, self.invoice)? else {
             return Ok(Err(PayError::UnknownInvoice(
                 self.invoice.display(crate::billing::invoice::PREFIX),
@@ -211,7 +207,7 @@ pub struct MarkProviderCalled {
 impl Command for MarkProviderCalled {
     type Output = CallDecision;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<CallDecision, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<CallDecision, StoreError> {
         let Some(mut p) = load(tx, self.tenant, self.id)? else {
             return Ok(CallDecision::Skip);
         };
@@ -257,12 +253,7 @@ impl Command for MarkProviderCalled {
 }
 
 /// Transition "attempt canceled": an attempt that was never sent is not needed any more.
-pub fn cancel(
-    tx: &WriteTransaction,
-    tenant: TenantId,
-    id: Id,
-    now_ms: i64,
-) -> Result<(), StoreError> {
+pub fn cancel(tx: &WriteTxn, tenant: TenantId, id: Id, now_ms: i64) -> Result<(), StoreError> {
     if let Some(mut p) = load(tx, tenant, id)? {
         if p.status == PaymentStatus::Pending {
             debug_assert_eq!(p.recovery_point, RecoveryPoint::IntentRecorded);
@@ -279,7 +270,7 @@ pub fn cancel(
 /// it may be charged. A success the provider reports for it later is never booked as a second
 /// payment (see `outcome.rs`).
 pub fn supersede(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     old: Id,
     by: Option<Id>,
@@ -321,7 +312,7 @@ pub struct RequestCancel {
 impl Command for RequestCancel {
     type Output = Result<Payment, PayError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let Some(p) = load(tx, self.tenant, self.payment)? else {
             return Ok(Err(PayError::UnknownPayment(self.payment.display(PREFIX))));
         };
@@ -353,7 +344,7 @@ impl Command for RequestCancel {
 /// success (applied to the invoice if it matches and the invoice still needs it, held in
 /// `suspense` otherwise), never folded into the attempt it names.
 pub fn record_unexpected(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     named: &Payment,
     provider_id: &str,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use redb::WriteTransaction;
+use crate::store::WriteTxn;
 
 use super::payment::{self, Dunning, Outcome, Received};
 use super::refund::{self, Matched, ProviderRefund};
@@ -44,7 +44,7 @@ struct StripeEvent {
 }
 
 fn find(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     object: &serde_json::Value,
     intent_field: &str,
@@ -70,7 +70,7 @@ fn find(
 impl EventHandler for StripeEvent {
     fn apply(
         &self,
-        tx: &WriteTransaction,
+        tx: &WriteTxn,
         tenant: TenantId,
         event: &WebhookEvent,
         body: &serde_json::Value,
@@ -95,7 +95,7 @@ impl StripeEvent {
     /// A `payment_intent.*` event: its outcome, with what it reports collecting.
     fn intent_event(
         &self,
-        tx: &WriteTransaction,
+        tx: &WriteTxn,
         tenant: TenantId,
         object: &serde_json::Value,
         now_ms: i64,
@@ -150,7 +150,7 @@ impl StripeEvent {
 
 /// The payment of a refund or charge object, once its collection is recorded.
 fn collected_payment(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     object: &serde_json::Value,
 ) -> Result<Result<Id, Handled>, StoreError> {
@@ -172,7 +172,7 @@ fn collected_payment(
 /// `charge.refunded`: each refund of the charge's list is matched by its ids and amount;
 /// without a list, the total is matched as `refund::apply_refunded_total` describes.
 fn charge_refunded(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     object: &serde_json::Value,
     now_ms: i64,
@@ -214,7 +214,7 @@ fn charge_refunded(
 
 /// `refund.created`, `refund.updated`, `charge.refund.updated`: one refund object.
 fn refund_event(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     object: &serde_json::Value,
     now_ms: i64,

@@ -5,7 +5,7 @@
 //! decoded as [`PaymentV2`] (frozen here, never changed again) and written back in the new one,
 //! inside the transaction that opens the file.
 
-use redb::{ReadableTable, WriteTransaction};
+use crate::store::{ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use super::payment::{Payment, PaymentStatus, RecoveryPoint, Refund};
@@ -71,7 +71,7 @@ impl From<PaymentV2> for Payment {
 /// Indexes every simulated charge under its tenant, found through the payment its record
 /// names (a charge whose reply was lost has no provider id on its payment, but still names it).
 fn index_simulated_charges(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant_of: &std::collections::HashMap<Id, u64>,
 ) -> Result<(), StoreError> {
     let mut found = Vec::new();
@@ -101,7 +101,7 @@ fn index_simulated_charges(
 
 /// Rewrites every payment in the new layout and indexes the simulator's charges by tenant.
 /// Returns how many payments it rewrote.
-pub fn to_schema_3(tx: &WriteTransaction) -> Result<u64, StoreError> {
+pub fn to_schema_3(tx: &WriteTxn) -> Result<u64, StoreError> {
     let mut rewritten = Vec::new();
     {
         let payments = tx.open_table(tables::PAYMENTS)?;
@@ -154,8 +154,7 @@ mod tests {
         };
         {
             let store = Store::open(&path, 1 << 22).expect("open");
-            let db = store.database().expect("db");
-            let tx = db.begin_write().expect("write");
+            let tx = store.begin_write().expect("write");
             tx.open_table(tables::PAYMENTS)
                 .expect("payments")
                 .insert(

@@ -13,7 +13,7 @@
 //!   → the money goes to `suspense`, the payment is `unapplied`, and a refund of all of it is
 //!   requested in the same write.
 
-use redb::WriteTransaction;
+use crate::store::WriteTxn;
 
 use super::attempt::{self, create_attempt};
 use super::payment::{load, load_invoice, save, save_invoice, Payment, PaymentStatus, PREFIX};
@@ -87,7 +87,7 @@ pub enum Outcome {
 
 /// Applies a provider outcome: state, recovery point, ledger, invoice, dunning.
 pub fn apply_outcome(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     payment: Id,
     outcome: Outcome,
@@ -181,7 +181,7 @@ fn other_intent<'a>(p: &Payment, outcome: &'a Outcome) -> Option<&'a str> {
 
 /// What every transition needs besides the payment.
 struct Step<'a> {
-    tx: &'a WriteTransaction,
+    tx: &'a WriteTxn,
     tenant: TenantId,
     now_ms: i64,
     origin: &'a str,

@@ -15,7 +15,7 @@
 //! noun: opening, superseding and canceling attempts in `attempt.rs`, provider outcomes in
 //! `outcome.rs`, refunds in `refund.rs`, voiding an invoice that has attempts in `void.rs`.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use crate::billing::invoice::Invoice;
@@ -253,17 +253,13 @@ pub(super) fn by_invoice_key(tenant: TenantId, invoice: Id, attempt: u32) -> Vec
 }
 
 /// Loads a payment inside a write transaction.
-pub fn load(
-    tx: &WriteTransaction,
-    tenant: TenantId,
-    id: Id,
-) -> Result<Option<Payment>, StoreError> {
+pub fn load(tx: &WriteTxn, tenant: TenantId, id: Id) -> Result<Option<Payment>, StoreError> {
     let table = tx.open_table(tables::PAYMENTS)?;
     get_record(&table, keys::tenant_id(tenant, id))
 }
 
 /// Saves a payment inside a write transaction.
-pub fn save(tx: &WriteTransaction, payment: &Payment) -> Result<(), StoreError> {
+pub fn save(tx: &WriteTxn, payment: &Payment) -> Result<(), StoreError> {
     put_record(
         &mut tx.open_table(tables::PAYMENTS)?,
         &keys::tenant_id(TenantId(payment.tenant), payment.id),
@@ -278,7 +274,7 @@ pub fn save(tx: &WriteTransaction, payment: &Payment) -> Result<(), StoreError> 
 }
 
 pub(super) fn load_invoice(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     id: Id,
 ) -> Result<Option<Invoice>, StoreError> {
@@ -287,7 +283,7 @@ pub(super) fn load_invoice(
 }
 
 pub(super) fn save_invoice(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     invoice: &Invoice,
 ) -> Result<(), StoreError> {
@@ -349,14 +345,14 @@ pub enum PayError {
 }
 
 /// One payment.
-pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Payment>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<Payment>, StoreError> {
     let table = tx.open_table(tables::PAYMENTS)?;
     get_record(&table, keys::tenant_id(tenant, id))
 }
 
 /// The payment a provider id belongs to.
 pub fn by_provider_id(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     provider_id: &str,
 ) -> Result<Option<Id>, StoreError> {
@@ -370,7 +366,7 @@ pub fn by_provider_id(
 
 /// A page of payments, optionally of one invoice.
 pub fn list(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     invoice: Option<Id>,
     after: Option<Id>,

@@ -8,7 +8,7 @@
 //! never changed automatically. Running it again changes nothing more: what was resolved now
 //! matches.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use super::payment::{self, Dunning, Outcome, Payment, PaymentStatus, Received};
@@ -93,7 +93,7 @@ pub struct Start {
 impl Command for Start {
     type Output = Reconciliation;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Reconciliation, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Reconciliation, StoreError> {
         let r = self.reconciliation;
         let tenant = TenantId(r.tenant);
         put_record(
@@ -134,7 +134,7 @@ enum Category {
 
 /// The tenant's payment a charge belongs to, or why it is left out of the tenant's report.
 fn owner(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     c: &ProviderCharge,
 ) -> Result<Result<Payment, bool>, StoreError> {
@@ -168,7 +168,7 @@ fn owner(
 /// provider made while the attempt is still open (or was canceled) is recorded through the
 /// outcome path, which checks its amount and currency like any other report.
 fn compare(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     c: &ProviderCharge,
     dunning: &Dunning,
@@ -253,7 +253,7 @@ fn compare(
 
 /// Compares and resolves, inside one transaction; stores the report on the record.
 pub fn apply(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     id: Id,
     charges: &[ProviderCharge],
@@ -323,7 +323,7 @@ pub fn apply(
 
 /// Marks a reconciliation failed.
 pub fn fail(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     id: Id,
     reason: String,
@@ -341,11 +341,7 @@ pub fn fail(
 }
 
 /// One reconciliation.
-pub fn get(
-    tx: &ReadTransaction,
-    tenant: TenantId,
-    id: Id,
-) -> Result<Option<Reconciliation>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<Reconciliation>, StoreError> {
     let table = tx.open_table(tables::RECONCILIATIONS)?;
     get_record(&table, keys::tenant_id(tenant, id))
 }
@@ -353,7 +349,7 @@ pub fn get(
 /// A page of the tenant's reconciliations in creation order, after `after`: at most `limit`,
 /// and whether more follow.
 pub fn list(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     after: Option<Id>,
     limit: usize,
@@ -397,7 +393,7 @@ pub struct ApplyNow {
 impl Command for ApplyNow {
     type Output = Option<Reconciliation>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let r = &self.reconciliation;
         put_record(
             &mut tx.open_table(tables::RECONCILIATIONS)?,

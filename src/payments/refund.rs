@@ -6,7 +6,7 @@
 //! whose list (or, without a list, whose total) accounts for it exactly. A refund the provider
 //! is still settling stays `pending`; one it refused becomes `failed` and frees its amount.
 
-use redb::WriteTransaction;
+use crate::store::WriteTxn;
 
 use super::outcome::payment_links;
 use super::payment::{load, refund_key, save, PayError, Payment, PaymentStatus, Refund};
@@ -36,7 +36,7 @@ pub struct RequestRefund {
 impl Command for RequestRefund {
     type Output = Result<Payment, PayError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         self.record(tx, true)
     }
 }
@@ -44,10 +44,7 @@ impl Command for RequestRefund {
 impl RequestRefund {
     /// Records the refund without a provider job: for refunds the provider already made (its
     /// webhook reports them).
-    pub fn apply_without_job(
-        self,
-        tx: &WriteTransaction,
-    ) -> Result<Result<Payment, PayError>, StoreError> {
+    pub fn apply_without_job(self, tx: &WriteTxn) -> Result<Result<Payment, PayError>, StoreError> {
         self.record(tx, false)
     }
 
@@ -55,7 +52,7 @@ impl RequestRefund {
     /// more than it holds net of the refunds not yet refused.
     pub(super) fn record(
         self,
-        tx: &WriteTransaction,
+        tx: &WriteTxn,
         with_job: bool,
     ) -> Result<Result<Payment, PayError>, StoreError> {
         let Some(mut p) = load(tx, self.tenant, self.payment)? else {
@@ -143,7 +140,7 @@ pub enum RefundOutcome {
 /// A refund recorded as failed may still succeed later (the provider has the last word); a
 /// succeeded refund never changes again.
 pub fn apply_refund(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     payment: Id,
     refund: Id,
@@ -222,7 +219,7 @@ pub fn apply_refund(
 /// reported succeeded (the bank returned it). The money is back at the provider, so the refund
 /// entry is reversed and the refund reads `failed` with the reason.
 fn reverse_refund(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     p: &mut Payment,
     index: usize,
@@ -248,7 +245,7 @@ fn reverse_refund(
 /// refuses it (an amount or currency it cannot hold): the refund's state is not changed then,
 /// and the refusal is logged, never a batch-aborting storage error.
 fn post_refund(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     p: &mut Payment,
     index: usize,
@@ -317,7 +314,7 @@ fn post_refund(
 /// it, less the invoice's tax share, which `tax_payable` takes back: amount × tax / total of
 /// the invoice, rounded once, half away from zero.
 fn refund_postings(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     p: &Payment,
     source: SystemAccount,
@@ -395,7 +392,7 @@ pub enum Matched {
 /// asked for. A succeeded refund that names no Tally refund was made at the provider directly
 /// and is recorded as one more (once: its provider id identifies it).
 pub fn apply_provider_refund(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     payment: Id,
     refund: &ProviderRefund,
@@ -443,7 +440,7 @@ pub fn apply_provider_refund(
 
 /// A refund made at the provider directly: recorded and booked in one step.
 fn record_external(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     payment: Id,
     refund: &ProviderRefund,
@@ -487,7 +484,7 @@ fn record_external(
 /// `charge.refund.updated`) and the refund jobs settle them by id. The answer says whether the
 /// total agrees with what Tally booked, for the log.
 pub fn check_refunded_total(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     payment: Id,
     amount_refunded_minor: i64,

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use redb::{ReadableTable, WriteTransaction};
+use crate::store::{ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use super::psp::{
@@ -97,7 +97,7 @@ struct Record {
 impl Command for Record {
     type Output = (SimCharge, bool);
 
-    fn apply(self, tx: &WriteTransaction) -> Result<(SimCharge, bool), StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<(SimCharge, bool), StoreError> {
         let mut table = tx.open_table(tables::SIM_PSP)?;
         let key = format!("charge:{}", self.key);
         if let Some(existing) = get_record::<SimCharge, _>(&table, key.as_bytes())? {
@@ -121,7 +121,7 @@ struct Cancel {
 impl Command for Cancel {
     type Output = Option<SimCharge>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Option<SimCharge>, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Option<SimCharge>, StoreError> {
         let mut table = tx.open_table(tables::SIM_PSP)?;
         let charge_key = match table.get(format!("pi:{}", self.provider_payment).as_bytes())? {
             Some(v) => v.value().to_vec(),
@@ -149,7 +149,7 @@ struct RecordRefund {
 impl Command for RecordRefund {
     type Output = Result<String, String>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let mut table = tx.open_table(tables::SIM_PSP)?;
         let refund_key = format!("refund:{}", self.key);
         if let Some(v) = table.get(refund_key.as_bytes())? {

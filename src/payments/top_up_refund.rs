@@ -11,7 +11,7 @@
 //! the credit returns to the grant (to `prepayments`, owed to the customer, when the grant has
 //! closed since) and `suspense` is cleared of the reviewed part.
 
-use redb::WriteTransaction;
+use crate::store::WriteTxn;
 
 use super::payment::{Payment, PaymentStatus, PREFIX, REFUND_PREFIX};
 use crate::billing::invoice::InvoiceKind;
@@ -32,7 +32,7 @@ pub(super) struct Credit {
 
 /// The credit `p` bought, when it is the succeeded payment of a top-up invoice.
 pub(super) fn credit_of(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     p: &Payment,
 ) -> Result<Option<Credit>, StoreError> {
@@ -117,7 +117,7 @@ impl Credit {
     /// `prepayments`. `None` when the entry is missing.
     pub fn reversal_legs(
         &self,
-        tx: &WriteTransaction,
+        tx: &WriteTxn,
         tenant: TenantId,
         entry: Id,
     ) -> Result<Option<Vec<Posting>>, StoreError> {

@@ -8,7 +8,7 @@
 //! sent it finds it canceled and calls nobody. Should the provider report a success for a
 //! voided invoice all the same, the money is held as `unapplied` and refunded (`outcome.rs`).
 
-use redb::WriteTransaction;
+use crate::store::WriteTxn;
 
 use super::attempt;
 use super::payment::{PaymentStatus, PREFIX};
@@ -35,7 +35,7 @@ pub struct VoidInvoice {
 impl Command for VoidInvoice {
     type Output = Result<Invoice, InvoiceError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let attempts = attempt::attempts(tx, self.tenant, self.id)?;
         if let Some(busy) = attempts.iter().find(|p| p.status.is_at_provider()) {
             return Ok(Err(InvoiceError::PaymentInProgress {

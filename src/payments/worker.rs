@@ -36,7 +36,7 @@ pub struct Context {
 
 fn done(
     effect: impl FnOnce(
-            &redb::WriteTransaction,
+            &crate::store::WriteTxn,
             &Job,
         ) -> Result<crate::jobs::Outcome, crate::store::StoreError>
         + Send
@@ -175,7 +175,7 @@ struct SettleSuperseded {
 impl crate::store::writer::Command for SettleSuperseded {
     type Output = ();
 
-    fn apply(self, tx: &redb::WriteTransaction) -> Result<(), crate::store::StoreError> {
+    fn apply(self, tx: &crate::store::WriteTxn) -> Result<(), crate::store::StoreError> {
         match self.outcome {
             None => attempt::supersede(tx, self.tenant, self.old, self.by, self.now_ms),
             Some(outcome) => {

@@ -1,7 +1,7 @@
 //! Writing off what dunning could not collect, and reversing that when the money comes after
 //! all.
 
-use redb::WriteTransaction;
+use crate::store::WriteTxn;
 
 use crate::billing::invoice::Invoice;
 use crate::id::Id;
@@ -23,7 +23,7 @@ pub(super) enum WriteOff {
 /// expense takes the customer's receivable, so the receivable shows only what can still be
 /// collected and the books show what was lost. Recorded on the invoice's entries.
 pub(super) fn write_off(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     invoice: &mut Invoice,
     now_ms: i64,

@@ -3,6 +3,8 @@
 //! that every firing crossed its threshold, exists once per (alert, customer, window,
 //! threshold) and has its one `alert.triggered` notification.
 
+use crate::store::ReadableTable;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use rust_decimal::Decimal;

@@ -1,6 +1,8 @@
 //! Coupons in the simulation: a step that creates a coupon and redeems it on subscriptions and
 //! customers (some applications replayed with their key), and the invariants it must keep.
 
+use crate::store::ReadableTable;
+
 use rust_decimal::Decimal;
 
 use super::world::{Violation, World};

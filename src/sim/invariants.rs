@@ -2,6 +2,8 @@
 //! flight; [`at_rest`] holds once everything in flight has come to rest (the balances of the
 //! provider and of the books can only agree when no reply, webhook or job is outstanding).
 
+use crate::store::ReadableTable;
+
 use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;

@@ -1,6 +1,8 @@
 //! The named steps the scheduler interleaves, each through the real command layer, and the
 //! profiles that weight them (and the provider's faults) towards one kind of trouble.
 
+use crate::store::ReadableTable;
+
 use rust_decimal::Decimal;
 use serde_json::json;
 

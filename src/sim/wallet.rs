@@ -1,6 +1,8 @@
 //! Prepaid wallets in the simulation: steps that buy or give credit and set auto-recharge
 //! rules, and the invariants that tie top-ups, their invoices, payments and grants together.
 
+use crate::store::ReadableTable;
+
 use std::collections::BTreeMap;
 
 use super::ops::{invoices, payments};

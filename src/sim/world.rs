@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 
 use super::provider::Provider;
 use super::rng::Rng;
@@ -87,7 +87,7 @@ struct Install {
 impl Command for Install {
     type Output = ();
 
-    fn apply(self, _tx: &WriteTransaction) -> Result<(), StoreError> {
+    fn apply(self, _tx: &WriteTxn) -> Result<(), StoreError> {
         crate::clock::simulated::install(Some(self.clock));
         seeded::install(Some(self.ids));
         Ok(())
@@ -264,7 +264,7 @@ impl World {
     }
 
     /// A read snapshot of the latest commit.
-    pub fn read(&self) -> Result<Arc<ReadTransaction>, Violation> {
+    pub fn read(&self) -> Result<Arc<ReadTxn>, Violation> {
         self.node()?.store.read().map_err(|e| e.to_string())
     }
 

@@ -13,12 +13,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle,
-};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable as _};
 use serde::{Deserialize, Serialize};
 
-use super::{tables, OpenError, StoreError};
+use super::{tables, OpenError, ReadTxn, ReadableTable, StoreError, TableDef};
 
 /// The `meta` key of a backup's completion marker. It is never copied from the source (a
 /// restored database still holds the marker of the backup it came from).
@@ -124,7 +122,7 @@ impl Content {
 }
 
 /// Rows in every table of a snapshot (for progress).
-pub fn count_rows(tx: &ReadTransaction) -> Result<u64, StoreError> {
+pub fn count_rows(tx: &ReadTxn) -> Result<u64, StoreError> {
     let mut total = 0;
     for t in tables::TEXT_TABLES {
         total += tx.open_table(*t)?.len()?;
@@ -144,7 +142,7 @@ const CHUNK_ROWS: u64 = 20_000;
 /// Copies a snapshot into a new file at `out`; the last write transaction stores the
 /// completion marker. Returns what the marker says.
 pub fn snapshot(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     out: &Path,
     now_ms: i64,
     progress: &mut dyn FnMut(u64, u64),
@@ -169,17 +167,17 @@ pub fn snapshot(
         };
     }
     for t in tables::TEXT_TABLES {
-        let src = tx.open_table(*t).map_err(StoreError::from)?;
+        let src = tx.open_table(*t)?;
         let mut rows = Vec::new();
-        for entry in src.iter().map_err(StoreError::from)? {
-            let (k, v) = entry.map_err(StoreError::from)?;
+        for entry in src.iter()? {
+            let (k, v) = entry?;
             if is_marker(t, k.value()) {
                 continue;
             }
             rows.push((k.value().to_string(), v.value().to_vec()));
         }
         content.begin_table(t.name());
-        let mut dst = wtx.open_table(*t).map_err(StoreError::from)?;
+        let mut dst = wtx.open_table(t.redb()).map_err(StoreError::from)?;
         for (k, v) in &rows {
             content.row(k.as_bytes(), v);
             dst.insert(k.as_str(), v.as_slice())
@@ -191,21 +189,21 @@ pub fn snapshot(
         flush!();
     }
     for t in tables::BYTES_TABLES {
-        let src = tx.open_table(*t).map_err(StoreError::from)?;
-        let mut iter = src.iter().map_err(StoreError::from)?;
+        let src = tx.open_table(*t)?;
+        let mut iter = src.iter()?;
         content.begin_table(t.name());
         // Stream in chunks so a large table never sits in memory whole.
         loop {
             let mut rows = Vec::new();
             for entry in iter.by_ref().take(CHUNK_ROWS as usize) {
-                let (k, v) = entry.map_err(StoreError::from)?;
+                let (k, v) = entry?;
                 rows.push((k.value().to_vec(), v.value().to_vec()));
             }
             if rows.is_empty() {
                 break;
             }
             {
-                let mut dst = wtx.open_table(*t).map_err(StoreError::from)?;
+                let mut dst = wtx.open_table(t.redb()).map_err(StoreError::from)?;
                 for (k, v) in &rows {
                     content.row(k, v);
                     dst.insert(k.as_slice(), v.as_slice())
@@ -217,23 +215,23 @@ pub fn snapshot(
             flush!();
         }
         // Empty tables exist in the copy too.
-        wtx.open_table(*t).map_err(StoreError::from)?;
+        wtx.open_table(t.redb()).map_err(StoreError::from)?;
     }
     for t in tables::SET_TABLES {
-        let src = tx.open_table(*t).map_err(StoreError::from)?;
-        let mut iter = src.iter().map_err(StoreError::from)?;
+        let src = tx.open_table(*t)?;
+        let mut iter = src.iter()?;
         content.begin_table(t.name());
         loop {
             let mut rows = Vec::new();
             for entry in iter.by_ref().take(CHUNK_ROWS as usize) {
-                let (k, _) = entry.map_err(StoreError::from)?;
+                let (k, _) = entry?;
                 rows.push(k.value().to_vec());
             }
             if rows.is_empty() {
                 break;
             }
             {
-                let mut dst = wtx.open_table(*t).map_err(StoreError::from)?;
+                let mut dst = wtx.open_table(t.redb()).map_err(StoreError::from)?;
                 for k in &rows {
                     content.row(k, &[]);
                     dst.insert(k.as_slice(), ()).map_err(StoreError::from)?;
@@ -243,14 +241,14 @@ pub fn snapshot(
             in_chunk += rows.len() as u64;
             flush!();
         }
-        wtx.open_table(*t).map_err(StoreError::from)?;
+        wtx.open_table(t.redb()).map_err(StoreError::from)?;
     }
     // The marker goes into the last transaction: it exists only if everything before it
     // committed.
     let completion = content.finish(now_ms);
     let marker = serde_json::to_vec(&completion)
         .map_err(|e| BackupError::Io(format!("cannot encode the completion marker: {e}")))?;
-    wtx.open_table(tables::META)
+    wtx.open_table(tables::META.redb())
         .map_err(StoreError::from)?
         .insert(COMPLETION_KEY, marker.as_slice())
         .map_err(StoreError::from)?;
@@ -259,7 +257,7 @@ pub fn snapshot(
     Ok(completion)
 }
 
-fn is_marker(table: &redb::TableDefinition<&str, &[u8]>, key: &str) -> bool {
+fn is_marker(table: &TableDef<&'static str, &'static [u8]>, key: &str) -> bool {
     table.name() == tables::META.name() && key == COMPLETION_KEY
 }
 
@@ -268,7 +266,7 @@ fn content_of(tx: &ReadTransaction, now_ms: i64) -> Result<Completion, redb::Err
     let mut content = Content::new();
     for t in tables::TEXT_TABLES {
         content.begin_table(t.name());
-        for entry in tx.open_table(*t)?.iter()? {
+        for entry in tx.open_table(t.redb())?.iter()? {
             let (k, v) = entry?;
             if !is_marker(t, k.value()) {
                 content.row(k.value().as_bytes(), v.value());
@@ -277,14 +275,14 @@ fn content_of(tx: &ReadTransaction, now_ms: i64) -> Result<Completion, redb::Err
     }
     for t in tables::BYTES_TABLES {
         content.begin_table(t.name());
-        for entry in tx.open_table(*t)?.iter()? {
+        for entry in tx.open_table(t.redb())?.iter()? {
             let (k, v) = entry?;
             content.row(k.value(), v.value());
         }
     }
     for t in tables::SET_TABLES {
         content.begin_table(t.name());
-        for entry in tx.open_table(*t)?.iter()? {
+        for entry in tx.open_table(t.redb())?.iter()? {
             let (k, _) = entry?;
             content.row(k.value(), &[]);
         }
@@ -305,7 +303,7 @@ pub fn check_complete(file: &Path) -> Result<Completion, BackupError> {
         .begin_read()
         .map_err(|e| incomplete(format!("it cannot be read ({e})")))?;
     let marker = tx
-        .open_table(tables::META)
+        .open_table(tables::META.redb())
         .and_then(|meta| Ok(meta.get(COMPLETION_KEY)?.map(|v| v.value().to_vec())))
         .map_err(|e| incomplete(format!("it has no readable meta table ({e})")))?
         .ok_or_else(|| {
@@ -351,16 +349,18 @@ pub fn read_snapshot(
     (
         Option<redb::ReadOnlyDatabase>,
         Option<super::Store>,
-        ReadTransaction,
+        ReadTxn,
     ),
     BackupError,
 > {
     match super::Store::open(path, 64 << 20) {
         Ok(store) => {
-            let tx = store
-                .database()?
-                .begin_read()
-                .map_err(|e| BackupError::Store(e.into()))?;
+            let tx = ReadTxn::redb(
+                store
+                    .database()?
+                    .begin_read()
+                    .map_err(|e| BackupError::Store(e.into()))?,
+            );
             Ok((None, Some(store), tx))
         }
         // A running daemon holds it, or an older Tally wrote it: copy it as it is (a restore
@@ -368,7 +368,7 @@ pub fn read_snapshot(
         Err(OpenError::InUse(_) | OpenError::OlderSchema { .. }) => {
             let db = open_read_only(path)?;
             let tx = db.begin_read().map_err(|e| BackupError::Store(e.into()))?;
-            Ok((Some(db), None, tx))
+            Ok((Some(db), None, ReadTxn::redb(tx)))
         }
         Err(e) => Err(e.into()),
     }

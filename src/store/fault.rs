@@ -177,7 +177,7 @@ mod tests {
     use std::collections::BTreeSet;
     use std::time::{Duration, Instant};
 
-    use redb::ReadableTableMetadata;
+    use crate::store::ReadableTable;
     use rust_decimal::Decimal;
     use serde_json::json;
 

@@ -8,9 +8,12 @@ pub mod codec;
 #[cfg(test)]
 pub(crate) mod fault;
 pub mod keys;
+pub mod pg;
 pub mod restore;
+pub mod table;
 pub mod tables;
 pub mod touched;
+pub mod txn;
 pub mod writer;
 pub mod writer_stats;
 
@@ -18,12 +21,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction,
-};
+use redb::{Database, ReadableDatabase, ReadableTable as _, TableHandle};
 
 pub use codec::CodecError;
 pub use keys::TenantId;
+pub use table::{Guard, Range, ReadTable, ReadableTable, Table, TableDef};
+pub use txn::{ReadTxn, WriteTxn};
 
 /// The schema this binary writes. A database with a larger number was written by a newer Tally
 /// and is refused rather than misread.
@@ -47,6 +50,25 @@ pub enum StoreError {
     /// A stored invariant does not hold (a dangling index entry, a malformed key).
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// PostgreSQL failed or could not be reached (a lost connection, a failed statement, a
+    /// commit whose outcome is unknown); the batch fails and the writer reconnects.
+    #[error("postgres: {0}")]
+    Postgres(String),
+    /// PostgreSQL could not serialize the transaction with a concurrent one (serialization
+    /// failure or deadlock): nothing was written, and applying the batch again is safe.
+    #[error("the transaction conflicted with a concurrent one")]
+    Conflict,
+}
+
+impl StoreError {
+    /// Whether the backend itself failed (as opposed to the data), so the writer must reopen or
+    /// reconnect before the next batch.
+    pub fn is_backend_failure(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Storage(_) | StoreError::Reopening | StoreError::Postgres(_)
+        )
+    }
 }
 
 macro_rules! storage_from {
@@ -99,8 +121,21 @@ pub enum OpenError {
     Io(PathBuf, String),
 }
 
-/// The database handle shared by the writer and every reader.
+/// The database handle shared by the writer and every reader: the embedded redb file, or a
+/// PostgreSQL database that several nodes may share.
 pub struct Store {
+    backend: Backend,
+    /// Evaluates what each transaction touched before it commits (alerts and the like).
+    watcher: OnceLock<Arc<dyn Watcher>>,
+}
+
+enum Backend {
+    Redb(RedbFile),
+    Pg(pg::PgStore),
+}
+
+/// The redb file and the snapshot shared by readers.
+struct RedbFile {
     path: PathBuf,
     cache_size_bytes: usize,
     backing: Backing,
@@ -110,9 +145,9 @@ pub struct Store {
     /// takes file-range locks (system calls) in redb's single-writer mode; sharing one per
     /// commit makes a read cost no system call, and publishing before acknowledging keeps
     /// read-your-writes: a client that got its reply reads a snapshot that includes its write.
-    snapshot: RwLock<Option<Arc<ReadTransaction>>>,
-    /// Evaluates what each transaction touched before it commits (alerts and the like).
-    watcher: OnceLock<Arc<dyn Watcher>>,
+    /// PostgreSQL has no such share: another node may have committed since, so every read
+    /// begins its own snapshot there.
+    snapshot: RwLock<Option<Arc<ReadTxn>>>,
 }
 
 /// Acts on what a transaction changed, inside that transaction, before it commits: what it
@@ -122,17 +157,22 @@ pub trait Watcher: Send + Sync {
     /// Called once per transaction with every [`touched::Touch`] noted since it began (possibly
     /// none). Notes made by its own writes are available through [`touched::take`]. A storage
     /// error aborts the transaction.
-    fn before_commit(
-        &self,
-        tx: &WriteTransaction,
-        touches: Vec<touched::Touch>,
-    ) -> Result<(), StoreError>;
+    fn before_commit(&self, tx: &WriteTxn, touches: Vec<touched::Touch>) -> Result<(), StoreError>;
 }
 
 impl Store {
     /// Opens (creating if needed, with its folder) the database at `path` and checks its schema.
     pub fn open(path: &Path, cache_size_bytes: usize) -> Result<Self, OpenError> {
         Self::open_backed(path, cache_size_bytes, Backing::File)
+    }
+
+    /// Connects to a PostgreSQL database, creating Tally's schema in an empty one or checking
+    /// an existing one.
+    pub fn open_postgres(options: &pg::PgOptions) -> Result<Self, OpenError> {
+        Ok(Self {
+            backend: Backend::Pg(pg::PgStore::connect(options)?),
+            watcher: OnceLock::new(),
+        })
     }
 
     /// Opens the store over a backend that fails the I/O operations `faults` arms, so tests can
@@ -153,11 +193,13 @@ impl Store {
     ) -> Result<Self, OpenError> {
         let db = open_database(path, cache_size_bytes, &backing)?;
         Ok(Self {
-            path: path.to_path_buf(),
-            cache_size_bytes,
-            backing,
-            db: RwLock::new(Some(Arc::new(db))),
-            snapshot: RwLock::new(None),
+            backend: Backend::Redb(RedbFile {
+                path: path.to_path_buf(),
+                cache_size_bytes,
+                backing,
+                db: RwLock::new(Some(Arc::new(db))),
+                snapshot: RwLock::new(None),
+            }),
             watcher: OnceLock::new(),
         })
     }
@@ -174,7 +216,7 @@ impl Store {
     }
 
     /// Hands what `tx` touched to the watcher (if any) and stops collecting.
-    pub(crate) fn watch(&self, tx: &WriteTransaction) -> Result<(), StoreError> {
+    pub(crate) fn watch(&self, tx: &WriteTxn) -> Result<(), StoreError> {
         let touches = touched::take();
         let result = match self.watcher() {
             Some(w) => w.before_commit(tx, touches),
@@ -184,13 +226,136 @@ impl Store {
         result
     }
 
-    /// The file this store lives in.
+    /// The file this store lives in; empty on PostgreSQL.
     pub fn path(&self) -> &Path {
-        &self.path
+        match &self.backend {
+            Backend::Redb(file) => &file.path,
+            Backend::Pg(_) => Path::new(""),
+        }
     }
 
-    /// The current handle, or `Reopening` while the writer replaces it.
+    /// Whether this store is a PostgreSQL database (shared by several nodes, so in-process
+    /// caches of its rows are not authoritative).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Pg(_))
+    }
+
+    /// The redb handle, or `Reopening` while the writer replaces it. Only redb-specific paths
+    /// (backups, schema steps, tests) use it; PostgreSQL has none.
     pub fn database(&self) -> Result<Arc<Database>, StoreError> {
+        match &self.backend {
+            Backend::Redb(file) => file.database(),
+            Backend::Pg(_) => Err(StoreError::Postgres(
+                "this operation needs the embedded redb backend".into(),
+            )),
+        }
+    }
+
+    /// Begins a write transaction. The daemon's requests write through the writer; this is for
+    /// the writer itself, operator commands and start-up work.
+    pub fn begin_write(&self) -> Result<WriteTxn, StoreError> {
+        match &self.backend {
+            Backend::Redb(file) => Ok(WriteTxn::redb(file.database()?.begin_write()?)),
+            Backend::Pg(pg) => Ok(WriteTxn::pg(pg.begin_write()?)),
+        }
+    }
+
+    /// A consistent snapshot for reads, at least as new as every acknowledged write; never
+    /// blocks on the writer.
+    pub fn read(&self) -> Result<Arc<ReadTxn>, StoreError> {
+        match &self.backend {
+            Backend::Redb(file) => file.read(),
+            Backend::Pg(pg) => Ok(Arc::new(ReadTxn::pg(pg.begin_read()?))),
+        }
+    }
+
+    /// Replaces the shared snapshot with one of the latest commit. The writer calls it after
+    /// every commit and before replying; on failure the shared snapshot is dropped and readers
+    /// begin their own until the next publish.
+    pub fn publish_snapshot(&self) {
+        if let Backend::Redb(file) = &self.backend {
+            let fresh = file
+                .database()
+                .and_then(|db| Ok(db.begin_read()?))
+                .ok()
+                .map(|tx| Arc::new(ReadTxn::redb(tx)));
+            file.replace_snapshot(fresh);
+        }
+    }
+
+    /// Drops the shared snapshot so readers begin their own: after a commit made outside the
+    /// writer, and before the handle is reopened.
+    pub fn forget_snapshot(&self) {
+        if let Backend::Redb(file) = &self.backend {
+            file.replace_snapshot(None);
+        }
+    }
+
+    /// Runs one command in its own write transaction and commits it. Used by operator commands
+    /// and start-up work that run without the writer task; the daemon's request paths go through
+    /// the writer instead. On PostgreSQL a conflict with another node applies it again.
+    pub fn apply_one<C: writer::Command>(&self, command: C) -> Result<C::Output, StoreError> {
+        let mut outputs = self.apply_run(vec![command])?;
+        outputs
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("a command returned no output".into()))
+    }
+
+    /// Runs adjacent commands of one type as a single run in one transaction, exactly as the
+    /// writer groups them within a batch; tests use it to check that a run equals its commands
+    /// one by one.
+    pub fn apply_run<C: writer::Command>(
+        &self,
+        commands: Vec<C>,
+    ) -> Result<Vec<C::Output>, StoreError> {
+        let mut attempt = 0u32;
+        loop {
+            let result = self.apply_run_once(commands.clone());
+            match result {
+                Err(StoreError::Conflict) if attempt < writer::MAX_CONFLICT_RETRIES => {
+                    attempt += 1;
+                    writer::conflict_backoff(attempt);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn apply_run_once<C: writer::Command>(
+        &self,
+        commands: Vec<C>,
+    ) -> Result<Vec<C::Output>, StoreError> {
+        let tx = self.begin_write()?;
+        touched::begin();
+        let outputs = C::apply_run(commands, &tx);
+        let outputs = outputs.and_then(|o| self.watch(&tx).map(|()| o));
+        touched::end();
+        let outputs = match outputs {
+            Ok(outputs) => outputs,
+            Err(e) => {
+                let _ = tx.abort();
+                return Err(e);
+            }
+        };
+        tx.commit()?;
+        self.forget_snapshot();
+        Ok(outputs)
+    }
+
+    /// Replaces the handle after a failed commit: redb refuses writes on a handle whose commit
+    /// failed and repairs the file when it is opened again; PostgreSQL connects again.
+    pub fn reopen(&self) -> Result<(), OpenError> {
+        match &self.backend {
+            Backend::Redb(file) => file.reopen(),
+            Backend::Pg(pg) => pg
+                .reconnect()
+                .map_err(|e| OpenError::Io(PathBuf::new(), e.to_string())),
+        }
+    }
+}
+
+impl RedbFile {
+    fn database(&self) -> Result<Arc<Database>, StoreError> {
         let guard = match self.db.read() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -198,9 +363,7 @@ impl Store {
         guard.clone().ok_or(StoreError::Reopening)
     }
 
-    /// A consistent snapshot for reads, at least as new as every acknowledged write; never
-    /// blocks on the writer.
-    pub fn read(&self) -> Result<Arc<ReadTransaction>, StoreError> {
+    fn read(&self) -> Result<Arc<ReadTxn>, StoreError> {
         {
             let guard = match self.snapshot.read() {
                 Ok(g) => g,
@@ -210,18 +373,10 @@ impl Store {
                 return Ok(Arc::clone(snapshot));
             }
         }
-        Ok(Arc::new(self.database()?.begin_read()?))
+        Ok(Arc::new(ReadTxn::redb(self.database()?.begin_read()?)))
     }
 
-    /// Replaces the shared snapshot with one of the latest commit. The writer calls it after
-    /// every commit and before replying; on failure the shared snapshot is dropped and readers
-    /// begin their own until the next publish.
-    pub fn publish_snapshot(&self) {
-        let fresh = self
-            .database()
-            .and_then(|db| Ok(db.begin_read()?))
-            .ok()
-            .map(Arc::new);
+    fn replace_snapshot(&self, fresh: Option<Arc<ReadTxn>>) {
         let previous = {
             let mut guard = match self.snapshot.write() {
                 Ok(g) => g,
@@ -233,58 +388,8 @@ impl Store {
         drop(previous);
     }
 
-    /// Drops the shared snapshot so readers begin their own: after a commit made outside the
-    /// writer, and before the handle is reopened.
-    pub fn forget_snapshot(&self) {
-        let previous = {
-            let mut guard = match self.snapshot.write() {
-                Ok(g) => g,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            guard.take()
-        };
-        drop(previous);
-    }
-
-    /// Runs one command in its own write transaction and commits it. Used by operator commands
-    /// and start-up work that run without the writer task; the daemon's request paths go through
-    /// the writer instead.
-    pub fn apply_one<C: writer::Command>(&self, command: C) -> Result<C::Output, StoreError> {
-        let db = self.database()?;
-        let tx = db.begin_write()?;
-        touched::begin();
-        let output = command.apply(&tx);
-        let output = output.and_then(|o| self.watch(&tx).map(|()| o));
-        touched::end();
-        let output = output?;
-        tx.commit()?;
-        self.forget_snapshot();
-        Ok(output)
-    }
-
-    /// Runs adjacent commands of one type as a single run in one transaction, exactly as the
-    /// writer groups them within a batch; tests use it to check that a run equals its commands
-    /// one by one.
-    pub fn apply_run<C: writer::Command>(
-        &self,
-        commands: Vec<C>,
-    ) -> Result<Vec<C::Output>, StoreError> {
-        let db = self.database()?;
-        let tx = db.begin_write()?;
-        touched::begin();
-        let outputs = C::apply_run(commands, &tx);
-        let outputs = outputs.and_then(|o| self.watch(&tx).map(|()| o));
-        touched::end();
-        let outputs = outputs?;
-        tx.commit()?;
-        self.forget_snapshot();
-        Ok(outputs)
-    }
-
-    /// Replaces the handle after a failed commit: redb refuses writes on a handle whose commit
-    /// failed and repairs the file when it is opened again.
-    pub fn reopen(&self) -> Result<(), OpenError> {
-        self.forget_snapshot();
+    fn reopen(&self) -> Result<(), OpenError> {
+        self.replace_snapshot(None);
         let mut guard = match self.db.write() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -369,7 +474,9 @@ fn check_schema(path: &Path, db: &Database) -> Result<(), OpenError> {
                 "it has tables but no Tally format marker".into(),
             ));
         }
-        let mut meta = tx.open_table(tables::META).map_err(|e| io(e.into()))?;
+        let mut meta = tx
+            .open_table(tables::META.redb())
+            .map_err(|e| io(e.into()))?;
         let marker = meta
             .get("format")
             .map_err(|e| io(e.into()))?
@@ -429,7 +536,7 @@ fn check_schema(path: &Path, db: &Database) -> Result<(), OpenError> {
 pub fn upgrade(
     path: &Path,
     cache_size_bytes: usize,
-    steps: impl FnOnce(&WriteTransaction, u32) -> Result<(), StoreError>,
+    steps: impl FnOnce(&WriteTxn, u32) -> Result<(), StoreError>,
 ) -> Result<(), OpenError> {
     let io = |e: StoreError| OpenError::Io(path.to_path_buf(), e.to_string());
     let mut builder = Database::builder();
@@ -440,7 +547,9 @@ pub fn upgrade(
     })?;
     let tx = db.begin_write().map_err(|e| io(e.into()))?;
     let found = {
-        let meta = tx.open_table(tables::META).map_err(|e| io(e.into()))?;
+        let meta = tx
+            .open_table(tables::META.redb())
+            .map_err(|e| io(e.into()))?;
         let version = meta
             .get("schema_version")
             .map_err(|e| io(e.into()))?
@@ -452,8 +561,14 @@ pub fn upgrade(
     if found >= SCHEMA_VERSION {
         return Ok(());
     }
+    let tx = WriteTxn::redb(tx);
     steps(&tx, found).map_err(io)?;
-    tx.open_table(tables::META)
+    let Some(tx) = tx.into_redb() else {
+        return Err(io(StoreError::Corrupt(
+            "a redb upgrade lost its transaction".into(),
+        )));
+    };
+    tx.open_table(tables::META.redb())
         .map_err(|e| io(e.into()))?
         .insert("schema_version", SCHEMA_VERSION.to_be_bytes().as_slice())
         .map_err(|e| io(e.into()))?;
@@ -478,7 +593,7 @@ where
 
 /// Encodes and writes one record.
 pub fn put_record<T: serde::Serialize>(
-    table: &mut redb::Table<&'static [u8], &'static [u8]>,
+    table: &mut Table<&'static [u8], &'static [u8]>,
     key: &[u8],
     value: &T,
 ) -> Result<(), StoreError> {
@@ -488,7 +603,7 @@ pub fn put_record<T: serde::Serialize>(
 }
 
 /// Reads a `u64` counter from `meta`, increments it, and returns the new value.
-pub fn next_counter(tx: &WriteTransaction, name: &str) -> Result<u64, StoreError> {
+pub fn next_counter(tx: &WriteTxn, name: &str) -> Result<u64, StoreError> {
     let mut meta = tx.open_table(tables::META)?;
     let current = meta
         .get(name)?
@@ -538,7 +653,7 @@ mod tests {
         {
             let db = Database::create(&newer).expect("open");
             let tx = db.begin_write().expect("tx");
-            tx.open_table(tables::META)
+            tx.open_table(tables::META.redb())
                 .expect("meta")
                 .insert("schema_version", 99u32.to_be_bytes().as_slice())
                 .expect("insert");

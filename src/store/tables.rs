@@ -4,7 +4,7 @@
 //! so a range scan stays inside one tenant and follows id (time) order. Values are records from
 //! [`super::codec`] unless noted.
 
-use redb::TableDefinition;
+use super::table::TableDef as TableDefinition;
 
 /// `&str` → bytes: the format marker, schema version and counters.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -325,13 +325,13 @@ pub const TEXT_TABLES: &[TableDefinition<&str, &[u8]>] = &[META, TENANT_BY_NAME]
 /// Opens (creating if needed) every table, so read transactions never meet a missing table.
 pub fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::Error> {
     for t in TEXT_TABLES {
-        tx.open_table(*t)?;
+        tx.open_table(t.redb())?;
     }
     for t in BYTES_TABLES {
-        tx.open_table(*t)?;
+        tx.open_table(t.redb())?;
     }
     for t in SET_TABLES {
-        tx.open_table(*t)?;
+        tx.open_table(t.redb())?;
     }
     Ok(())
 }

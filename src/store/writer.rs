@@ -37,8 +37,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::store::WriteTxn;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use redb::WriteTransaction;
 use tokio::sync::oneshot;
 
 use super::writer_stats::{WriterSnapshot, WriterStats};
@@ -52,16 +52,13 @@ pub trait Command: Clone + Send + 'static {
     type Output: Send + 'static;
 
     /// Checks, then writes. Must not perform outside I/O.
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError>;
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError>;
 
     /// Applies a run of commands of this type that sit next to each other in a batch, returning
     /// one output per command in order. It must equal applying them one by one (the default);
     /// a hot command overrides it to share per-command work across the run, such as opening
     /// its tables once instead of once per command.
-    fn apply_run(
-        commands: Vec<Self>,
-        tx: &WriteTransaction,
-    ) -> Result<Vec<Self::Output>, StoreError>
+    fn apply_run(commands: Vec<Self>, tx: &WriteTxn) -> Result<Vec<Self::Output>, StoreError>
     where
         Self: Sized,
     {
@@ -105,11 +102,8 @@ trait Pending: Send {
     /// The concrete command type, to find runs of one type in a batch.
     fn command_type(&self) -> TypeId;
     /// Applies this command and `rest` (all of the same [`Pending::command_type`]) as one run.
-    fn apply_run(
-        &mut self,
-        rest: &mut [Box<dyn Pending>],
-        tx: &WriteTransaction,
-    ) -> Result<(), StoreError>;
+    fn apply_run(&mut self, rest: &mut [Box<dyn Pending>], tx: &WriteTxn)
+        -> Result<(), StoreError>;
     fn as_any_mut(&mut self) -> &mut dyn Any;
     /// Makes the command ready to apply again in a fresh transaction (after an aborted one).
     fn rearm(&mut self);
@@ -136,7 +130,7 @@ impl<C: Command> Pending for Slot<C> {
     fn apply_run(
         &mut self,
         rest: &mut [Box<dyn Pending>],
-        tx: &WriteTransaction,
+        tx: &WriteTxn,
     ) -> Result<(), StoreError> {
         let mut slots: Vec<&mut Slot<C>> = Vec::with_capacity(rest.len() + 1);
         slots.push(self);
@@ -296,9 +290,9 @@ fn run(
             }
         }
         metrics::gauge!("tally_writer_queue_depth").set(receiver.len() as f64);
-        match execute(store, batch, stats) {
+        match execute(store, batch, stats, 0) {
             Ok(()) => {}
-            Err(error @ (StoreError::Storage(_) | StoreError::Reopening)) => {
+            Err(error) if error.is_backend_failure() => {
                 tracing::error!(%error, "write batch failed; reopening the database");
                 recover(store, healthy);
             }
@@ -322,10 +316,12 @@ enum Applied {
 }
 
 /// Hands the batch's touches to the store's watcher inside the batch's transaction.
-fn watch_batch(store: &Store, tx: &WriteTransaction) -> Applied {
+fn watch_batch(store: &Store, tx: &WriteTxn) -> Applied {
     match catch_unwind(AssertUnwindSafe(|| store.watch(tx))) {
         Ok(Ok(())) => Applied::All,
-        Ok(Err(e @ (StoreError::Storage(_) | StoreError::Reopening))) => Applied::Failed(e),
+        Ok(Err(e)) if e.is_backend_failure() || matches!(e, StoreError::Conflict) => {
+            Applied::Failed(e)
+        }
         // Inconsistent or undecodable data met while evaluating is one customer's problem, not
         // every writer's: the batch commits without the evaluation, as after a panic.
         Ok(Err(error)) => {
@@ -338,7 +334,7 @@ fn watch_batch(store: &Store, tx: &WriteTransaction) -> Applied {
 
 /// Applies the batch in order, each run of same-typed neighbours together (each command alone
 /// when `isolate`); a batch still equals its commands in order.
-fn apply_batch(tx: &WriteTransaction, batch: &mut [Box<dyn Pending>], isolate: bool) -> Applied {
+fn apply_batch(tx: &WriteTxn, batch: &mut [Box<dyn Pending>], isolate: bool) -> Applied {
     let mut start = 0;
     while start < batch.len() {
         let kind = batch[start].command_type();
@@ -368,23 +364,18 @@ fn execute(
     store: &Store,
     batch: Vec<Box<dyn Pending>>,
     stats: &WriterStats,
+    conflicts: u32,
 ) -> Result<(), StoreError> {
     let mut batch = batch;
     let mut isolate = false;
     let mut watch = true;
+    let mut conflicts = conflicts;
     let tx = loop {
-        let db = match store.database() {
-            Ok(db) => db,
-            Err(e) => {
-                fail_all(batch);
-                return Err(e);
-            }
-        };
-        let tx = match db.begin_write() {
+        let tx = match store.begin_write() {
             Ok(tx) => tx,
             Err(e) => {
                 fail_all(batch);
-                return Err(e.into());
+                return Err(e);
             }
         };
         touched::begin();
@@ -409,6 +400,17 @@ fn execute(
                      customers' next changes catch up"
                 );
                 watch = false;
+                for pending in batch.iter_mut() {
+                    pending.rearm();
+                }
+            }
+            Applied::Failed(StoreError::Conflict) if conflicts < MAX_CONFLICT_RETRIES => {
+                // Another node's transaction won: nothing of this one is written, and the
+                // commands are pure functions of the store, so applying them again is safe.
+                let _ = tx.abort();
+                conflicts += 1;
+                metrics::counter!("tally_writer_conflicts_total").increment(1);
+                conflict_backoff(conflicts);
                 for pending in batch.iter_mut() {
                     pending.rearm();
                 }
@@ -466,11 +468,33 @@ fn execute(
             }
             Ok(())
         }
+        Err(StoreError::Conflict) if conflicts < MAX_CONFLICT_RETRIES => {
+            // A serialization failure at commit rolled everything back: apply again.
+            metrics::counter!("tally_writer_conflicts_total").increment(1);
+            conflict_backoff(conflicts + 1);
+            let mut batch = applied;
+            for pending in batch.iter_mut() {
+                pending.rearm();
+            }
+            execute(store, batch, stats, conflicts + 1)
+        }
         Err(e) => {
             fail_all(applied);
-            Err(e.into())
+            Err(e)
         }
     }
+}
+
+/// How many times a batch that conflicted with another node's transaction is applied again
+/// before its waiters are answered `Unavailable` (they retry with their keys).
+pub const MAX_CONFLICT_RETRIES: u32 = 16;
+
+/// Waits a little before applying a conflicted batch again, longer each time (bounded), with
+/// jitter so two nodes that conflicted do not meet again in step.
+pub fn conflict_backoff(attempt: u32) {
+    let base_us = 200u64 << attempt.min(8);
+    let jitter_us = u64::from(getrandom::u32().unwrap_or(0)) % base_us.max(1);
+    std::thread::sleep(Duration::from_micros(base_us + jitter_us));
 }
 
 fn fail_all(batch: Vec<Box<dyn Pending>>) {
@@ -504,8 +528,7 @@ fn recover(store: &Store, healthy: &AtomicBool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tables;
-    use redb::ReadableTable;
+    use crate::store::{tables, ReadableTable};
 
     /// Writes `value` under `key` unless the key exists (a business failure that writes nothing).
     #[derive(Clone)]
@@ -516,7 +539,7 @@ mod tests {
 
     impl Command for PutIfAbsent {
         type Output = Result<(), &'static str>;
-        fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+        fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
             let mut meta = tx.open_table(tables::META)?;
             if meta.get(self.key)?.is_some() {
                 return Ok(Err("exists"));
@@ -584,7 +607,7 @@ mod tests {
 
     impl Command for Fails {
         type Output = ();
-        fn apply(self, tx: &WriteTransaction) -> Result<(), StoreError> {
+        fn apply(self, tx: &WriteTxn) -> Result<(), StoreError> {
             tx.open_table(tables::META)?
                 .insert("half", [9u8].as_slice())?;
             Err(StoreError::Corrupt("injected".into()))
@@ -622,7 +645,7 @@ mod tests {
 
     impl Command for Panics {
         type Output = ();
-        fn apply(self, tx: &WriteTransaction) -> Result<(), StoreError> {
+        fn apply(self, tx: &WriteTxn) -> Result<(), StoreError> {
             tx.open_table(tables::META)?
                 .insert("panicked", [9u8].as_slice())?;
             panic!("injected defect");
@@ -669,9 +692,9 @@ mod watcher_tests {
     use super::*;
     use crate::id::Id;
     use crate::store::keys::TenantId;
-    use crate::store::tables;
     use crate::store::touched::{Touch, Touched};
     use crate::store::Watcher;
+    use crate::store::{tables, ReadableTable};
 
     /// Notes a touch of customer `customer`, then writes its key.
     #[derive(Clone)]
@@ -682,7 +705,7 @@ mod watcher_tests {
 
     impl Command for Touching {
         type Output = ();
-        fn apply(self, tx: &WriteTransaction) -> Result<(), StoreError> {
+        fn apply(self, tx: &WriteTxn) -> Result<(), StoreError> {
             touched::note(Touch {
                 tenant: TenantId(1),
                 customer: Id(self.customer),
@@ -705,7 +728,7 @@ mod watcher_tests {
     impl Watcher for Recorder {
         fn before_commit(
             &self,
-            tx: &WriteTransaction,
+            tx: &WriteTxn,
             touches: Vec<touched::Touch>,
         ) -> Result<(), StoreError> {
             let seen = u8::try_from(touches.len()).unwrap_or(u8::MAX);

@@ -21,7 +21,7 @@
 //! exhausted wallet back to the threshold and re-arms the rule ("an auto-recharge below its
 //! own threshold" is refused).
 
-use redb::{ReadTransaction, WriteTransaction};
+use crate::store::{ReadTxn, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use super::record::{self, TopUp, TopUpStatus, Trigger};
@@ -143,7 +143,7 @@ pub struct Set {
 impl Command for SetRule {
     type Output = Result<Set, RuleError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let Some(customer) = crate::customers::load_in_write(tx, self.tenant, self.customer)?
         else {
             return Ok(Err(RuleError::UnknownCustomer(
@@ -206,7 +206,7 @@ pub struct DeleteRule {
 impl Command for DeleteRule {
     type Output = Option<Rule>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let Some(removed) = load(tx, self.tenant, self.customer)?.filter(|r| !r.deleted) else {
             return Ok(None);
         };
@@ -222,7 +222,7 @@ impl Command for DeleteRule {
     }
 }
 
-fn save(tx: &WriteTransaction, tenant: TenantId, rule: &Rule) -> Result<(), StoreError> {
+fn save(tx: &WriteTxn, tenant: TenantId, rule: &Rule) -> Result<(), StoreError> {
     put_record(
         &mut tx.open_table(tables::AUTO_RECHARGE)?,
         &keys::tenant_id(tenant, rule.customer),
@@ -230,7 +230,7 @@ fn save(tx: &WriteTransaction, tenant: TenantId, rule: &Rule) -> Result<(), Stor
     )
 }
 
-fn load(tx: &WriteTransaction, tenant: TenantId, customer: Id) -> Result<Option<Rule>, StoreError> {
+fn load(tx: &WriteTxn, tenant: TenantId, customer: Id) -> Result<Option<Rule>, StoreError> {
     get_record(
         &tx.open_table(tables::AUTO_RECHARGE)?,
         keys::tenant_id(tenant, customer),
@@ -238,11 +238,7 @@ fn load(tx: &WriteTransaction, tenant: TenantId, customer: Id) -> Result<Option<
 }
 
 /// A customer's rule (not a deleted one), from a read snapshot.
-pub fn get(
-    tx: &ReadTransaction,
-    tenant: TenantId,
-    customer: Id,
-) -> Result<Option<Rule>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId, customer: Id) -> Result<Option<Rule>, StoreError> {
     Ok(get_record::<Rule, _>(
         &tx.open_table(tables::AUTO_RECHARGE)?,
         keys::tenant_id(tenant, customer),
@@ -252,7 +248,7 @@ pub fn get(
 
 /// The credit a customer can use now in `currency`: the remainders of its usable grants.
 pub fn available_minor(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     customer: Id,
     currency: &str,
@@ -277,10 +273,7 @@ pub fn available_minor(
 
 /// The watcher's entry: evaluates the rule of every customer whose credit balance the batch
 /// moved (one point read for a customer without a rule).
-pub fn on_touches(
-    tx: &WriteTransaction,
-    touches: &crate::watch::Touches,
-) -> Result<(), StoreError> {
+pub fn on_touches(tx: &WriteTxn, touches: &crate::watch::Touches) -> Result<(), StoreError> {
     for (tenant, customer, at_ms) in touches.balances() {
         evaluate(tx, tenant, customer, at_ms)?;
     }
@@ -290,7 +283,7 @@ pub fn on_touches(
 /// Evaluates a customer's rule at `at_ms` (see the module doc), in the caller's transaction;
 /// returns the top-up it started, if any. Cheap when the customer has no rule: one point read.
 pub fn evaluate(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     customer: Id,
     at_ms: i64,
@@ -322,7 +315,7 @@ pub fn evaluate(
 /// (`requires_action`) [`REQUIRES_ACTION_BOUND_MS`] after it started stops blocking the rule,
 /// which then behaves as after a decline (it may still succeed and grant its credit).
 fn release_pending(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     rule: &mut Rule,
     at_ms: i64,
@@ -351,7 +344,7 @@ fn release_pending(
 
 /// Whether a pending top-up's payment has waited for the customer past the bound.
 fn waits_too_long(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     t: &TopUp,
     at_ms: i64,
@@ -368,7 +361,7 @@ fn waits_too_long(
 
 /// The wallet is below the threshold: fire if armed, nothing pending and today's cap allows.
 fn fire(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     rule: &mut Rule,
     at_ms: i64,

@@ -4,7 +4,7 @@
 //! [`super::settle`] issues the grant only while it is `None`, in the write that records the
 //! payment's success, whichever channel reports it.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use crate::id::Id;
@@ -98,7 +98,7 @@ fn by_customer_key(tenant: TenantId, customer: Id, top_up: Id) -> Vec<u8> {
 }
 
 /// Stores a top-up (new or changed); a new one is also indexed by customer and invoice.
-pub fn save(tx: &WriteTransaction, tenant: TenantId, top_up: &TopUp) -> Result<(), StoreError> {
+pub fn save(tx: &WriteTxn, tenant: TenantId, top_up: &TopUp) -> Result<(), StoreError> {
     put_record(
         &mut tx.open_table(tables::TOP_UPS)?,
         &keys::tenant_id(tenant, top_up.id),
@@ -118,7 +118,7 @@ pub fn save(tx: &WriteTransaction, tenant: TenantId, top_up: &TopUp) -> Result<(
 }
 
 /// One top-up, from a write transaction.
-pub fn load(tx: &WriteTransaction, tenant: TenantId, id: Id) -> Result<Option<TopUp>, StoreError> {
+pub fn load(tx: &WriteTxn, tenant: TenantId, id: Id) -> Result<Option<TopUp>, StoreError> {
     get_record(
         &tx.open_table(tables::TOP_UPS)?,
         keys::tenant_id(tenant, id),
@@ -127,7 +127,7 @@ pub fn load(tx: &WriteTransaction, tenant: TenantId, id: Id) -> Result<Option<To
 
 /// The top-up an invoice bills, from a write transaction.
 pub fn of_invoice(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     invoice: Id,
 ) -> Result<Option<TopUp>, StoreError> {
@@ -149,7 +149,7 @@ pub fn of_invoice(
 }
 
 /// One top-up, from a read snapshot.
-pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<TopUp>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<TopUp>, StoreError> {
     get_record(
         &tx.open_table(tables::TOP_UPS)?,
         keys::tenant_id(tenant, id),
@@ -158,7 +158,7 @@ pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<TopU
 
 /// A page of a customer's top-ups, oldest first, after `after`.
 pub fn list(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     customer: Id,
     after: Option<Id>,
@@ -193,7 +193,7 @@ pub fn list(
 
 /// Records a top-up's transition in the outbox (`top_up.succeeded`, `top_up.failed`).
 pub fn emit(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     top_up: &TopUp,
     event_type: &str,

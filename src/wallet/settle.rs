@@ -7,7 +7,7 @@
 //! `top_up.failed`. A success the provider reports later for that attempt finds the invoice
 //! void and is refunded automatically, like any payment of a voided invoice.
 
-use redb::WriteTransaction;
+use crate::store::WriteTxn;
 
 use super::record::{self, TopUp, TopUpStatus, PREFIX};
 use crate::billing::invoice::{self, Invoice, InvoiceKind};
@@ -49,7 +49,7 @@ pub fn grant_of(top_up: &TopUp, funding: Funding, now_ms: i64) -> Grant {
 /// Issues a top-up's grant and marks it succeeded (`top_up.succeeded`), unless it has one.
 /// Returns whether the grant was issued.
 pub fn grant(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     top_up: &mut TopUp,
     funding: Funding,
@@ -81,7 +81,7 @@ pub fn grant(
 /// Step "invoice paid" of a top-up invoice: the grant, funded by the payment (the receivable
 /// it settled was credited to `prepayments`, which the grant now debits).
 pub fn paid(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     inv: &Invoice,
     payment: Id,
@@ -104,7 +104,7 @@ pub fn paid(
 
 /// Step "invoice voided" of a top-up invoice: a pending top-up fails with `reason`.
 pub fn voided(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     inv: &Invoice,
     reason: &str,
@@ -130,7 +130,7 @@ pub fn voided(
 /// the top-up fails, in the write that recorded the decline. Returns the voided invoice, or
 /// `None` when the void was refused (logged; the invoice stays open).
 pub fn declined(
-    tx: &WriteTransaction,
+    tx: &WriteTxn,
     tenant: TenantId,
     inv: &Invoice,
     reason: &str,

@@ -1,7 +1,7 @@
 //! Top-ups and auto-recharge against a real store: the grant exists exactly when the payment
 //! succeeded, and auto-recharge fires once per crossing within its daily cap.
 
-use redb::WriteTransaction;
+use crate::store::WriteTxn;
 
 use super::auto_recharge::{self, SetRule};
 use super::record::{self, TopUp, TopUpStatus, Trigger};
@@ -46,7 +46,7 @@ struct Evaluate {
 impl Command for Evaluate {
     type Output = Option<TopUp>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         auto_recharge::evaluate(tx, TENANT, self.customer, self.at_ms)
     }
 }
@@ -62,7 +62,7 @@ struct Report {
 impl Command for Report {
     type Output = ();
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let dunning = Dunning {
             retry_delays_ms: vec![DAY_MS],
         };
@@ -177,12 +177,12 @@ struct Run<F>(F);
 
 impl<F, O> Command for Run<F>
 where
-    F: Fn(&WriteTransaction) -> Result<O, StoreError> + Clone + Send + 'static,
+    F: Fn(&WriteTxn) -> Result<O, StoreError> + Clone + Send + 'static,
     O: Send + 'static,
 {
     type Output = O;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<O, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<O, StoreError> {
         (self.0)(tx)
     }
 }
@@ -232,7 +232,7 @@ fn provider_refund(
     };
     let matched = w
         .store
-        .apply_one(Run(move |tx: &WriteTransaction| {
+        .apply_one(Run(move |tx: &WriteTxn| {
             refund::apply_provider_refund(tx, TENANT, payment, &r, at_ms, "test")
         }))
         .expect("store");
@@ -477,7 +477,7 @@ fn a_top_up_payment_is_refundable_up_to_the_unused_credit_and_its_grant_is_not_v
     assert!(request_refund(&w, pay, 1001, T0 + 22).is_err());
     let refund_id = p.refunds[0].id;
     w.store
-        .apply_one(Run(move |tx: &WriteTransaction| {
+        .apply_one(Run(move |tx: &WriteTxn| {
             refund::apply_refund(
                 tx,
                 TENANT,
@@ -580,7 +580,7 @@ fn the_rule_re_arms_when_its_own_top_up_succeeds_even_if_drained_in_the_same_wri
     // The grant and a draw of all of it commit in one write: the rule never sees the
     // recovered balance, yet its top-up succeeded.
     w.store
-        .apply_one(Run(move |tx: &WriteTransaction| {
+        .apply_one(Run(move |tx: &WriteTxn| {
             apply_outcome(
                 tx,
                 TENANT,

@@ -4,7 +4,7 @@
 //! the caller's transaction; the grant waits for the payment's success (`settle`). A free
 //! top-up is a promotional grant at once, with no invoice.
 
-use redb::WriteTransaction;
+use crate::store::WriteTxn;
 
 use super::record::{self, TopUp, TopUpStatus, Trigger};
 use super::settle;
@@ -76,10 +76,7 @@ pub enum TopUpError {
 
 /// Creates a top-up in the caller's transaction (see the module doc). Every check comes
 /// before the first write.
-pub fn create(
-    tx: &WriteTransaction,
-    new: &NewTopUp,
-) -> Result<Result<TopUp, TopUpError>, StoreError> {
+pub fn create(tx: &WriteTxn, new: &NewTopUp) -> Result<Result<TopUp, TopUpError>, StoreError> {
     if new.amount_minor <= 0 || new.amount_minor > MAX_TOP_UP_MINOR {
         return Ok(Err(TopUpError::Amount));
     }
@@ -171,7 +168,7 @@ pub struct CreateTopUp(pub NewTopUp);
 impl Command for CreateTopUp {
     type Output = Result<TopUp, TopUpError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         create(tx, &self.0)
     }
 }

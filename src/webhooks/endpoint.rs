@@ -4,7 +4,8 @@
 //! file, never logged, shown to the client once). Rotation adds a new secret and keeps the old
 //! one valid until the overlap ends, so deliveries signed either way are accepted meanwhile.
 
-use redb::{ReadTransaction, WriteTransaction};
+use crate::store::ReadableTable;
+use crate::store::{ReadTxn, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use crate::id::Id;
@@ -102,7 +103,7 @@ pub struct CreateEndpoint {
 impl Command for CreateEndpoint {
     type Output = Endpoint;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Endpoint, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Endpoint, StoreError> {
         let e = self.endpoint;
         put_record(
             &mut tx.open_table(tables::WEBHOOK_ENDPOINTS)?,
@@ -141,7 +142,7 @@ pub struct RotateSecret {
 impl Command for RotateSecret {
     type Output = Result<Endpoint, EndpointError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let mut table = tx.open_table(tables::WEBHOOK_ENDPOINTS)?;
         let found = get_record::<Endpoint, _>(&table, self.id.to_bytes())?;
         let Some(mut endpoint) = found.filter(|e| e.tenant == self.tenant.0) else {
@@ -166,18 +167,18 @@ impl Command for RotateSecret {
 }
 
 /// An endpoint by id, whoever owns it (the receiver knows only the id).
-pub fn get_any(tx: &ReadTransaction, id: Id) -> Result<Option<Endpoint>, StoreError> {
+pub fn get_any(tx: &ReadTxn, id: Id) -> Result<Option<Endpoint>, StoreError> {
     let table = tx.open_table(tables::WEBHOOK_ENDPOINTS)?;
     get_record(&table, id.to_bytes())
 }
 
 /// An endpoint of a tenant.
-pub fn get(tx: &ReadTransaction, tenant: TenantId, id: Id) -> Result<Option<Endpoint>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<Endpoint>, StoreError> {
     Ok(get_any(tx, id)?.filter(|e| e.tenant == tenant.0))
 }
 
 /// A tenant's endpoints.
-pub fn list(tx: &ReadTransaction, tenant: TenantId) -> Result<Vec<Endpoint>, StoreError> {
+pub fn list(tx: &ReadTxn, tenant: TenantId) -> Result<Vec<Endpoint>, StoreError> {
     let index = tx.open_table(tables::WEBHOOK_ENDPOINTS_BY_TENANT)?;
     let table = tx.open_table(tables::WEBHOOK_ENDPOINTS)?;
     let (start, end) = keys::tenant_range(tenant);

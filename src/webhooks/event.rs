@@ -1,7 +1,7 @@
 //! Received webhook events: the durable receipt, deduplicated by the provider's event id, and
 //! the job that processes it, committed together before the provider gets its 2xx.
 
-use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use serde::{Deserialize, Serialize};
 
 use super::endpoint::Provider;
@@ -91,7 +91,7 @@ pub enum Receipt {
 impl Command for Receive {
     type Output = Receipt;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Receipt, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Receipt, StoreError> {
         let mut receipts = tx.open_table(tables::WEBHOOK_RECEIPTS)?;
         for identity in &self.lookup {
             let key = receipt_key(self.tenant, self.event.endpoint, identity);
@@ -152,7 +152,7 @@ pub struct Replay {
 impl Command for Replay {
     type Output = Result<WebhookEvent, ReplayError>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let mut events = tx.open_table(tables::WEBHOOK_EVENTS)?;
         let key = keys::tenant_id(self.tenant, self.id);
         let Some(mut event) = get_record::<WebhookEvent, _>(&events, key)? else {
@@ -185,11 +185,7 @@ impl Command for Replay {
 }
 
 /// One event.
-pub fn get(
-    tx: &ReadTransaction,
-    tenant: TenantId,
-    id: Id,
-) -> Result<Option<WebhookEvent>, StoreError> {
+pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<WebhookEvent>, StoreError> {
     let table = tx.open_table(tables::WEBHOOK_EVENTS)?;
     get_record(&table, keys::tenant_id(tenant, id))
 }
@@ -224,7 +220,7 @@ pub type EventPage = (Vec<(WebhookEvent, Option<Job>)>, bool);
 
 /// A page of a tenant's events after `after`.
 pub fn list(
-    tx: &ReadTransaction,
+    tx: &ReadTxn,
     tenant: TenantId,
     after: Option<Id>,
     limit: usize,

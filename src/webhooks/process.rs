@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use redb::{ReadableTable, WriteTransaction};
+use crate::store::{ReadableTable, WriteTxn};
 
 use super::endpoint::Provider;
 use super::event::{EventStatus, WebhookEvent, PREFIX};
@@ -55,7 +55,7 @@ pub trait EventHandler: Send + Sync + 'static {
     /// Checks, then writes.
     fn apply(
         &self,
-        tx: &WriteTransaction,
+        tx: &WriteTxn,
         tenant: TenantId,
         event: &WebhookEvent,
         body: &serde_json::Value,
@@ -115,18 +115,14 @@ impl Handler for ProcessWebhook {
         let handlers = Arc::clone(&self.handlers);
         Box::pin(async move {
             let effect: Effect =
-                Box::new(move |tx: &WriteTransaction, job: &Job| process(tx, job, &handlers));
+                Box::new(move |tx: &WriteTxn, job: &Job| process(tx, job, &handlers));
             let _ = job;
             Ok(effect)
         })
     }
 }
 
-fn process(
-    tx: &WriteTransaction,
-    job: &Job,
-    handlers: &EventHandlers,
-) -> Result<Outcome, StoreError> {
+fn process(tx: &WriteTxn, job: &Job, handlers: &EventHandlers) -> Result<Outcome, StoreError> {
     let tenant = TenantId(job.tenant);
     let Some(id) = Id::parse(&job.payload, PREFIX) else {
         return Ok(Outcome::Retry(format!(
@@ -181,7 +177,7 @@ struct CustomerUpserted;
 impl EventHandler for CustomerUpserted {
     fn apply(
         &self,
-        tx: &WriteTransaction,
+        tx: &WriteTxn,
         tenant: TenantId,
         _event: &WebhookEvent,
         body: &serde_json::Value,
@@ -239,7 +235,7 @@ struct UsageRecorded {
 impl EventHandler for UsageRecorded {
     fn apply(
         &self,
-        tx: &WriteTransaction,
+        tx: &WriteTxn,
         tenant: TenantId,
         _event: &WebhookEvent,
         body: &serde_json::Value,

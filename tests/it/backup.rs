@@ -125,7 +125,7 @@ async fn a_backup_that_did_not_finish_or_was_changed_is_refused_and_the_database
     // An interrupted backup: its rows so far committed, its last commit (the marker) never.
     let unfinished = take_backup(&d, "unfinished.redb");
     tamper(&unfinished, |tx| {
-        tx.open_table(tables::META)
+        tx.open_table(tables::META.redb())
             .expect("meta")
             .remove(COMPLETION_KEY)
             .expect("remove");
@@ -133,7 +133,7 @@ async fn a_backup_that_did_not_finish_or_was_changed_is_refused_and_the_database
     // A finished backup that lost rows since.
     let truncated = take_backup(&d, "truncated.redb");
     tamper(&truncated, |tx| {
-        let mut customers = tx.open_table(tables::CUSTOMERS).expect("customers");
+        let mut customers = tx.open_table(tables::CUSTOMERS.redb()).expect("customers");
         let first = customers
             .first()
             .expect("read")
@@ -144,7 +144,7 @@ async fn a_backup_that_did_not_finish_or_was_changed_is_refused_and_the_database
     // A finished backup with the same rows but a changed value.
     let altered = take_backup(&d, "altered.redb");
     tamper(&altered, |tx| {
-        let mut customers = tx.open_table(tables::CUSTOMERS).expect("customers");
+        let mut customers = tx.open_table(tables::CUSTOMERS.redb()).expect("customers");
         let (k, mut v) = customers
             .first()
             .expect("read")

@@ -617,7 +617,7 @@ struct OldNotifications {
 impl tally::store::writer::Command for OldNotifications {
     type Output = Vec<String>;
 
-    fn apply(self, tx: &redb::WriteTransaction) -> Result<Vec<String>, tally::store::StoreError> {
+    fn apply(self, tx: &tally::store::WriteTxn) -> Result<Vec<String>, tally::store::StoreError> {
         use tally::notifications::outbox::{self, Notification, Subject};
         use tally::store::keys::{self, TenantId};
         let tenant = TenantId(self.tenant);

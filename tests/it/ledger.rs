@@ -198,8 +198,7 @@ async fn tally_verify_finds_an_edited_entry_in_a_copy_of_the_file() {
     std::fs::copy(d.dir.path().join("tally.redb"), &copy).expect("copy");
     let target = {
         let store = tally::store::Store::open(&copy, 1 << 20).expect("open copy");
-        let db = store.database().expect("db");
-        let tx = db.begin_write().expect("tx");
+        let tx = store.begin_write().expect("tx");
         let target;
         {
             let mut table = tx
@@ -208,7 +207,7 @@ async fn tally_verify_finds_an_edited_entry_in_a_copy_of_the_file() {
             let mut key = 1u64.to_be_bytes().to_vec();
             key.extend_from_slice(&2u64.to_be_bytes());
             let mut entry: tally::ledger::journal::JournalEntry = tally::store::codec::decode(
-                redb::ReadableTable::get(&table, key.as_slice())
+                tally::store::ReadableTable::get(&table, key.as_slice())
                     .expect("get")
                     .expect("entry")
                     .value(),

@@ -82,7 +82,7 @@ struct Seed {
 impl Command for Seed {
     type Output = Option<Notification>;
 
-    fn apply(self, tx: &WriteTransaction) -> Result<Self::Output, StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         destination::save(tx, &self.destination)?;
         outbox::record(
             tx,
@@ -232,7 +232,7 @@ impl World {
 
     /// Every delivery job, as stored.
     fn delivery_jobs(&self) -> Vec<Job> {
-        use redb::ReadableTable;
+        use crate::store::ReadableTable;
         let tx = self.store.read().expect("read");
         let table = tx.open_table(tables::JOBS).expect("jobs");
         let mut out = Vec::new();
@@ -640,7 +640,7 @@ struct Unowned(TenantId, Id, Id);
 impl Command for Unowned {
     type Output = ();
 
-    fn apply(self, tx: &WriteTransaction) -> Result<(), StoreError> {
+    fn apply(self, tx: &WriteTxn) -> Result<(), StoreError> {
         let Unowned(tenant, ntf, evd) = self;
         let mut row = Delivery::pending(ntf, evd, Id::generate());
         row.job = None;
