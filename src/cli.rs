@@ -67,6 +67,18 @@ pub enum Command {
         /// The backup file.
         file: PathBuf,
     },
+    /// Copy every table from one database to a new one, between a redb file and PostgreSQL in
+    /// either direction (or a backup file into PostgreSQL), then compare row counts per table
+    /// and verify the target's ledger. The source is read from one snapshot; a redb source must
+    /// not be held by a running daemon. The target must be empty.
+    Migrate {
+        /// The source: a redb file path or a `postgres://` URL.
+        #[arg(long)]
+        from: String,
+        /// The target: a new redb file path or a `postgres://` URL of an empty database.
+        #[arg(long)]
+        to: String,
+    },
     /// Measure: concurrent keep-alive clients per scenario; prints throughput, latency
     /// percentiles, writer batch size and peak RSS, and checks nothing was lost or doubled.
     Bench {
@@ -289,6 +301,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Restore { file } => restore(&config, &file),
+        Command::Migrate { from, to } => migrate_data(&config, &from, &to),
         Command::Reconcile { tenant, from, to } => {
             reconcile(&config, &tenant, &from, to.as_deref())
         }
@@ -623,7 +636,16 @@ fn notifications(config: &Config, command: NotificationsCommand) -> anyhow::Resu
 
 fn backup(config: &Config, out: &std::path::Path) -> anyhow::Result<()> {
     use std::io::Write;
-    let (_db, _store, tx) = crate::store::backup::read_snapshot(&config.database_path)?;
+    // A PostgreSQL database is copied from one read-only snapshot of it: the backup is the
+    // same portable redb file either way.
+    let (_db, _store, tx) = if config.database_url.is_set() {
+        let store = open(config)?;
+        let tx = store.read()?;
+        (None, Some(store), tx)
+    } else {
+        let (db, store, tx) = crate::store::backup::read_snapshot(&config.database_path)?;
+        (db, store, std::sync::Arc::new(tx))
+    };
     let mut stderr = std::io::stderr();
     let completion =
         crate::store::backup::snapshot(&tx, out, crate::clock::now_ms(), &mut |done, total| {
@@ -649,8 +671,67 @@ fn backup(config: &Config, out: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens a database named on the command line: a `postgres://` URL or a redb file.
+fn open_named(config: &Config, name: &str, must_be_new: bool) -> anyhow::Result<Store> {
+    if name.starts_with("postgres://") || name.starts_with("postgresql://") {
+        let mut named = config.clone();
+        named.database_url = crate::config::DatabaseUrl(name.to_string());
+        return open(&named);
+    }
+    let path = std::path::Path::new(name);
+    if must_be_new && path.exists() {
+        anyhow::bail!("{name} exists: the target of a migration must be a new file");
+    }
+    Ok(crate::migrate::open(path, config.cache_size_bytes())?)
+}
+
+fn migrate_data(config: &Config, from: &str, to: &str) -> anyhow::Result<()> {
+    use crate::store::transfer;
+    use std::io::Write;
+    let source = open_named(config, from, false)?;
+    let target = open_named(config, to, true)?;
+    let snapshot = source.read()?;
+    let want = transfer::count_all(&snapshot)?;
+    let total: u64 = want.values().sum();
+    let mut stderr = std::io::stderr();
+    let copied = transfer::copy_all(&snapshot, &target, &mut |done| {
+        let _ = write!(stderr, "\rmigrate: {done}/{total} rows");
+        let _ = stderr.flush();
+    })?;
+    let _ = writeln!(stderr);
+    let got = transfer::count_all(&*target.read()?)?;
+    let differ = transfer::differences(&want, &got);
+    if !differ.is_empty() {
+        for (table, a, b) in &differ {
+            eprintln!("migrate: table {table}: {a} rows in the source, {b} in the target");
+        }
+        anyhow::bail!("the copy is incomplete: {} tables differ", differ.len());
+    }
+    let report = crate::ledger::verify::verify(&*target.read()?, None, &mut |_, _| {})?;
+    if let Some(v) = report.violation {
+        anyhow::bail!("the target's ledger does not verify: {}", v.reason);
+    }
+    println!(
+        "migrate: {} rows in {} tables copied from {} to {}; counts agree per table; the \
+         ledger verifies ({} entries)",
+        copied.values().sum::<u64>(),
+        copied.len(),
+        crate::config::redact_url_password(from),
+        crate::config::redact_url_password(to),
+        report.entries
+    );
+    Ok(())
+}
+
 fn restore(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
     use crate::store::{backup as copy, restore as swap};
+    if config.database_url.is_set() {
+        anyhow::bail!(
+            "restore replaces a redb file; to load a backup into PostgreSQL use `tally migrate \
+             --from {} --to <database_url>`",
+            file.display()
+        );
+    }
     let target = &config.database_path;
     let completion = copy::check_complete(file)?;
     // Held until the swap, so no daemon can start on the old file meanwhile. A file that does
@@ -805,8 +886,5 @@ fn in_use(error: &anyhow::Error) -> bool {
 }
 
 fn open(config: &Config) -> anyhow::Result<Store> {
-    Ok(crate::migrate::open(
-        &config.database_path,
-        config.cache_size_bytes(),
-    )?)
+    Ok(crate::migrate::open_configured(config)?)
 }

@@ -40,8 +40,14 @@ pub enum ConfigError {
 pub struct Config {
     /// Address the HTTP API listens on; port 0 picks a free port (printed on stdout).
     pub listen: String,
-    /// The one redb file holding everything; its folder is created if missing.
+    /// The one redb file holding everything; its folder is created if missing. Unused when
+    /// `database_url` names a PostgreSQL database.
     pub database_path: PathBuf,
+    /// `postgres://user:password@host:port/db` (several hosts allowed): keep everything in
+    /// PostgreSQL, shared by every node pointed at it, instead of the redb file. Empty: redb.
+    pub database_url: DatabaseUrl,
+    /// Connections to PostgreSQL (only with `database_url`).
+    pub postgres: PostgresConfig,
     /// Memory redb may use to cache database pages, in MiB: the largest fixed part of the
     /// daemon's footprint, traded against read speed on databases larger than it.
     pub cache_size_mib: u64,
@@ -69,6 +75,74 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     /// The operator console at `/console`.
     pub console: ConsoleConfig,
+}
+
+/// A PostgreSQL connection URL. Its password never reaches a log: `Debug` redacts it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl DatabaseUrl {
+    /// Whether a PostgreSQL database is configured.
+    pub fn is_set(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// The URL with any password replaced, for messages.
+    pub fn redacted(&self) -> String {
+        redact_url_password(&self.0)
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host…` (and `password=` parameters) with
+/// `***`.
+pub fn redact_url_password(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest_start = scheme_end + 3;
+        if let Some(at) = out[rest_start..].find('@').map(|i| i + rest_start) {
+            if let Some(colon) = out[rest_start..at].find(':').map(|i| i + rest_start) {
+                out.replace_range(colon + 1..at, "***");
+            }
+        }
+    }
+    if let Some(start) = out.find("password=") {
+        let value_start = start + "password=".len();
+        let end = out[value_start..]
+            .find('&')
+            .map_or(out.len(), |i| i + value_start);
+        out.replace_range(value_start..end, "***");
+    }
+    out
+}
+
+/// Connections to PostgreSQL when `database_url` is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// Most connections this node opens: one for the writer, the rest for reads.
+    pub pool_size: u64,
+    /// How long connecting may take before the server counts as unreachable.
+    pub connect_timeout_ms: u64,
+    /// PEM file with the certificate authorities trusted for TLS (`sslmode=require` in the URL);
+    /// empty: the bundled web roots.
+    pub ca_file: PathBuf,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            pool_size: 16,
+            connect_timeout_ms: 5_000,
+            ca_file: PathBuf::new(),
+        }
+    }
 }
 
 /// The operator console: server-rendered pages for the people who run billing.
@@ -529,6 +603,8 @@ impl Default for Config {
         Self {
             listen: String::from("127.0.0.1:7070"),
             database_path: PathBuf::from("./data/tally.redb"),
+            database_url: DatabaseUrl::default(),
+            postgres: PostgresConfig::default(),
             cache_size_mib: 32,
             log: LogConfig::default(),
             http: HttpConfig::default(),
@@ -631,6 +707,24 @@ impl Config {
         }
         if !(4..=65_536).contains(&self.cache_size_mib) {
             return Err(bad("cache_size_mib", "must be between 4 and 65536"));
+        }
+        if self.database_url.is_set()
+            && !(self.database_url.0.starts_with("postgres://")
+                || self.database_url.0.starts_with("postgresql://"))
+        {
+            return Err(bad(
+                "database_url",
+                "must start with postgres:// or postgresql:// (or be empty for the redb file)",
+            ));
+        }
+        if !(2..=1_024).contains(&self.postgres.pool_size) {
+            return Err(bad("postgres.pool_size", "must be between 2 and 1024"));
+        }
+        if !(100..=600_000).contains(&self.postgres.connect_timeout_ms) {
+            return Err(bad(
+                "postgres.connect_timeout_ms",
+                "must be between 100 and 600000",
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(bad("log.level", "is not a valid filter such as `info`"));

@@ -21,6 +21,22 @@ pub fn open(path: &Path, cache_size_bytes: usize) -> Result<Store, OpenError> {
     }
 }
 
+/// Opens the store the configuration names: the PostgreSQL database of `database_url` when it
+/// is set, else the redb file (migrated first when an older Tally wrote it).
+pub fn open_configured(config: &crate::config::Config) -> Result<Store, OpenError> {
+    if config.database_url.is_set() {
+        let ca_file = &config.postgres.ca_file;
+        Store::open_postgres(&store::pg::PgOptions {
+            url: config.database_url.0.clone(),
+            pool_size: usize::try_from(config.postgres.pool_size).unwrap_or(usize::MAX),
+            connect_timeout_ms: config.postgres.connect_timeout_ms,
+            ca_file: (!ca_file.as_os_str().is_empty()).then(|| ca_file.clone()),
+        })
+    } else {
+        open(&config.database_path, config.cache_size_bytes())
+    }
+}
+
 /// Every step from schema `from` on, in order, inside the upgrading transaction.
 fn steps(tx: &WriteTxn, from: u32) -> Result<(), StoreError> {
     if from < 2 {

@@ -53,10 +53,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             "idempotency retention is below the 24 h the API promises; use only for testing"
         );
     }
-    let store = Arc::new(crate::migrate::open(
-        &config.database_path,
-        config.cache_size_bytes(),
-    )?);
+    let store = Arc::new(crate::migrate::open_configured(&config)?);
     bootstrap(&store)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -102,13 +99,17 @@ fn bootstrap(store: &Store) -> anyhow::Result<()> {
     }
     let key = tenants::generate_key().context("no randomness for an API key")?;
     let secret = key.secret.clone();
-    store
-        .apply_one(tenants::CreateTenant {
-            name: "default".into(),
-            key,
-            now_ms: crate::clock::now_ms(),
-        })?
-        .map_err(anyhow::Error::from)?;
+    let created = store.apply_one(tenants::CreateTenant {
+        name: "default".into(),
+        key,
+        now_ms: crate::clock::now_ms(),
+    })?;
+    match created {
+        Ok(_) => {}
+        // Another node sharing the database created it first: its key was printed there.
+        Err(tenants::TenantError::Exists(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
     println!("tally: tenant \"default\" created; API key (shown once): {secret}");
     tracing::info!("created tenant default on first start (its key was printed to stdout)");
     Ok(())
@@ -197,6 +198,10 @@ fn control_task(
     writer: &WriterHandle,
     stop: &watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
+    // On PostgreSQL operator commands write to the shared database themselves.
+    if config.database_url.is_set() {
+        return None;
+    }
     #[cfg(unix)]
     match crate::control::bind(&config.database_path) {
         Ok(listener) => {

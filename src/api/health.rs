@@ -43,7 +43,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Health>, 
         Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
-            "the database is reopening after a storage error",
+            "the database is unavailable, or reopening after a storage error",
         ))
     }
 }

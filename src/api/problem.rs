@@ -176,9 +176,16 @@ impl From<WriteError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Reopening => ApiError::from(WriteError::Unavailable),
-            other => ApiError::internal(&other),
+        match &e {
+            // The database is out of reach for the moment (reopening, or PostgreSQL lost or
+            // restarting): retryable, not a defect.
+            StoreError::Reopening | StoreError::Postgres(_) | StoreError::Conflict => {
+                if let StoreError::Postgres(reason) = &e {
+                    tracing::warn!(%reason, "a read found the database unavailable");
+                }
+                ApiError::from(WriteError::Unavailable)
+            }
+            other => ApiError::internal(other),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod restore;
 pub mod table;
 pub mod tables;
 pub mod touched;
+pub mod transfer;
 pub mod txn;
 pub mod writer;
 pub mod writer_stats;
@@ -308,17 +309,21 @@ impl Store {
         &self,
         commands: Vec<C>,
     ) -> Result<Vec<C::Output>, StoreError> {
+        // Spare copies only on PostgreSQL, where a conflict applies the run again; the first
+        // attempt always applies the originals (a copy of some commands means something else,
+        // such as a job completion's copy recording a retry).
+        let spare = self.is_postgres().then(|| commands.clone());
+        let mut result = self.apply_run_once(commands);
         let mut attempt = 0u32;
-        loop {
-            let result = self.apply_run_once(commands.clone());
-            match result {
-                Err(StoreError::Conflict) if attempt < writer::MAX_CONFLICT_RETRIES => {
-                    attempt += 1;
-                    writer::conflict_backoff(attempt);
-                }
-                other => return other,
+        while let (Err(StoreError::Conflict), Some(spare)) = (&result, &spare) {
+            if attempt >= writer::MAX_CONFLICT_RETRIES {
+                break;
             }
+            attempt += 1;
+            writer::conflict_backoff(attempt);
+            result = self.apply_run_once(spare.clone());
         }
+        result
     }
 
     fn apply_run_once<C: writer::Command>(
