@@ -678,7 +678,7 @@ async fn old_notifications_are_purged_once_their_deliveries_are_over() {
     .await;
     d.stop();
     let ids = {
-        let store = tally::migrate::open(&d.dir.path().join("tally.redb"), 1 << 22).expect("open");
+        let store = d.open_store();
         let tenant = {
             let tx = store.read().expect("read");
             tally::tenants::list(&tx).expect("tenants")[0].0.id

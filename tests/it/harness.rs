@@ -119,6 +119,12 @@ impl Daemon {
             "database_path".into(),
             toml::Value::String(dir.path().join("tally.redb").display().to_string()),
         );
+        if crate::backend::postgres() {
+            config.insert(
+                "database_url".into(),
+                toml::Value::String(crate::backend::fresh_database_url()),
+            );
+        }
         merge(&mut config, toml::from_str(extra).expect("extra toml"));
         let config_path = dir.path().join("tally.toml");
         std::fs::write(&config_path, toml::to_string(&config).expect("toml"))
@@ -137,6 +143,37 @@ impl Daemon {
         let key = daemon.spawn().await;
         daemon.key = key.expect("the first start prints the default tenant's key");
         daemon
+    }
+
+    /// Starts another node on this daemon's database (PostgreSQL only): the same configuration
+    /// in a folder of its own, serving the same tenants with the same keys.
+    pub async fn join(&self) -> Self {
+        assert!(crate::backend::postgres(), "several nodes share PostgreSQL");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config: toml::Table =
+            toml::from_str(&std::fs::read_to_string(&self.config_path).expect("config"))
+                .expect("toml");
+        config.insert(
+            "database_path".into(),
+            toml::Value::String(dir.path().join("tally.redb").display().to_string()),
+        );
+        let config_path = dir.path().join("tally.toml");
+        std::fs::write(&config_path, toml::to_string(&config).expect("toml"))
+            .expect("write config");
+        let mut node = Daemon {
+            dir,
+            config_path,
+            base: String::new(),
+            key: self.key.clone(),
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .expect("client"),
+            child: None,
+        };
+        let printed = node.spawn().await;
+        assert!(printed.is_none(), "only the first node creates the tenant");
+        node
     }
 
     /// Spawns the binary and waits for it to listen; returns the key if one was printed.
@@ -219,6 +256,14 @@ impl Daemon {
         }
         let _ = child.kill();
         child.wait().ok()
+    }
+
+    /// Opens this daemon's database (its redb file or its PostgreSQL database) in-process, as
+    /// an operator command would. On redb the daemon must be stopped first (the file is locked).
+    pub fn open_store(&self) -> tally::store::Store {
+        let config = tally::config::Config::load(Some(&self.config_path), std::iter::empty())
+            .expect("config");
+        tally::migrate::open_configured(&config).expect("open the database")
     }
 
     /// Runs the CLI against this daemon's configuration.

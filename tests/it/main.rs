@@ -1,5 +1,6 @@
 //! Black-box tests: the real binary on a temporary database, over HTTP.
 
+mod backend;
 mod browser;
 mod harness;
 
@@ -36,6 +37,7 @@ mod ingest;
 mod ledger;
 mod lifecycle;
 mod metrics;
+mod nodes;
 mod notifications;
 mod numbering;
 mod openapi;
