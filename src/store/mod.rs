@@ -120,6 +120,11 @@ pub enum OpenError {
     /// The folder could not be created, or another storage failure.
     #[error("cannot open database {0}: {1}")]
     Io(PathBuf, String),
+    /// PostgreSQL could not be reached or refused the connection (a bad URL, a refused port,
+    /// a wrong password, an unknown database): one line naming the host, port and cause, never
+    /// the password.
+    #[error("{0}")]
+    Postgres(String),
 }
 
 /// The database handle shared by the writer and every reader: the embedded redb file, or a
@@ -354,7 +359,7 @@ impl Store {
             Backend::Redb(file) => file.reopen(),
             Backend::Pg(pg) => pg
                 .reconnect()
-                .map_err(|e| OpenError::Io(PathBuf::new(), e.to_string())),
+                .map_err(|e| OpenError::Postgres(e.to_string())),
         }
     }
 }

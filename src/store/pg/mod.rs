@@ -11,17 +11,36 @@
 //! The client is tokio-postgres driven by a small runtime of the backend's own; callers block
 //! on its futures (the writer is an OS thread; readers block their worker for a round trip).
 
+mod client;
+pub mod cluster;
 mod pages;
+mod pool;
+mod read;
+mod schema;
+mod sql;
+#[cfg(test)]
+mod tests;
+mod write;
 
 pub use pages::{Pages, Source, PAGE_ROWS};
+pub use read::PgRead;
+pub use write::PgWrite;
 
 /// A row as bytes: key, value.
 pub type RawRow = (Vec<u8>, Vec<u8>);
 
-use std::ops::Bound;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use client::{Conn, Driver};
+use pool::Pool;
 
 use super::{OpenError, StoreError};
+
+/// How long a read waits for a pooled connection before failing as `pool exhausted`.
+const POOL_WAIT_MS: u64 = 5_000;
 
 /// How to reach the database (from `database_url` and `[postgres]` in the config).
 #[derive(Debug, Clone)]
@@ -36,122 +55,151 @@ pub struct PgOptions {
     pub ca_file: Option<PathBuf>,
 }
 
+/// What the store and its transactions share: the client runtime, the writer's connection and
+/// the read pool.
+pub(crate) struct Shared {
+    driver: Driver,
+    /// The writer's connection while no write transaction holds it.
+    writer: Mutex<Option<Conn>>,
+    pool: Pool,
+    /// Round trips of the last write transaction that ended.
+    last_write_round_trips: AtomicU64,
+}
+
+impl Shared {
+    fn writer_slot(&self) -> MutexGuard<'_, Option<Conn>> {
+        match self.writer.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn connect(&self, generation: u64) -> Result<Conn, StoreError> {
+        self.driver
+            .connect(generation)
+            .map_err(StoreError::Postgres)
+    }
+
+    /// Takes a write transaction's connection back (a closed or retired one is dropped; a
+    /// second writer's extra connection too).
+    pub(crate) fn give_back_writer(&self, conn: Conn) {
+        if conn.is_closed() || conn.generation != self.pool.generation() {
+            return;
+        }
+        let mut slot = self.writer_slot();
+        if slot.is_none() {
+            *slot = Some(conn);
+        }
+    }
+
+    pub(crate) fn record_round_trips(&self, trips: u64) {
+        self.last_write_round_trips.store(trips, Ordering::Relaxed);
+    }
+
+    /// The writer's connection, or a new one when it is gone or in use.
+    fn writer_conn(&self) -> Result<Conn, StoreError> {
+        let generation = self.pool.generation();
+        let held = self.writer_slot().take();
+        match held {
+            Some(conn) if !conn.is_closed() && conn.generation == generation => Ok(conn),
+            _ => self.connect(generation),
+        }
+    }
+}
+
+/// Sends `begin` on a connection from `get`; a connection found dead is replaced once.
+fn begin_on(
+    get: impl Fn() -> Result<Conn, StoreError>,
+    drop_dead: impl Fn(Conn),
+    begin: &str,
+) -> Result<(Conn, u64), StoreError> {
+    let mut attempts = 0;
+    loop {
+        let mut conn = get()?;
+        let trips = conn.round_trips;
+        match conn.batch(begin) {
+            Ok(()) => return Ok((conn, trips)),
+            Err(error) => {
+                let dead = conn.is_closed();
+                drop_dead(conn);
+                attempts += 1;
+                if !dead || attempts > 1 {
+                    return Err(error);
+                }
+            }
+        }
+    }
+}
+
 /// A connection pool and the schema check: what `Store` holds for this backend.
-pub struct PgStore {}
+pub struct PgStore {
+    shared: Arc<Shared>,
+}
 
 impl PgStore {
     /// Connects, creates the schema on an empty database (format marker, version, every table
     /// in `tables`) or checks an existing one, all in one transaction.
-    pub fn connect(_options: &PgOptions) -> Result<Self, OpenError> {
-        Err(OpenError::Io(PathBuf::new(), "not built yet".into()))
+    pub fn connect(options: &PgOptions) -> Result<Self, OpenError> {
+        let driver = Driver::new(options).map_err(OpenError::Postgres)?;
+        let mut conn = driver.connect(0).map_err(OpenError::Postgres)?;
+        schema::ensure(&mut conn, &driver.target)?;
+        let shared = Shared {
+            driver,
+            writer: Mutex::new(Some(conn)),
+            pool: Pool::new(
+                options.pool_size.saturating_sub(1),
+                Duration::from_millis(POOL_WAIT_MS),
+            ),
+            last_write_round_trips: AtomicU64::new(0),
+        };
+        Ok(Self {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// Where this store connects (`host:port/db`), for messages; never the password.
+    pub fn target(&self) -> &str {
+        &self.shared.driver.target
     }
 
     /// Begins the writer's `SERIALIZABLE` transaction.
     pub fn begin_write(&self) -> Result<PgWrite, StoreError> {
-        Err(StoreError::Postgres("not built yet".into()))
+        let shared = &self.shared;
+        let (conn, trips) = begin_on(
+            || shared.writer_conn(),
+            drop,
+            "BEGIN ISOLATION LEVEL SERIALIZABLE",
+        )?;
+        Ok(PgWrite::new(Arc::clone(shared), conn, trips))
     }
 
     /// Begins a read-only snapshot on a pooled connection.
     pub fn begin_read(&self) -> Result<PgRead, StoreError> {
-        Err(StoreError::Postgres("not built yet".into()))
+        let shared = &self.shared;
+        let (conn, _) = begin_on(
+            || {
+                shared
+                    .pool
+                    .checkout(|generation| shared.connect(generation))
+            },
+            |dead| shared.pool.checkin((!dead.is_closed()).then_some(dead)),
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        )?;
+        Ok(PgRead::new(Arc::clone(shared), conn))
     }
 
     /// Drops every pooled connection and connects again (after a connection was lost).
     pub fn reconnect(&self) -> Result<(), StoreError> {
-        Err(StoreError::Postgres("not built yet".into()))
-    }
-}
-
-/// The writer's transaction. Not `Sync`: one thread applies a batch.
-pub struct PgWrite {}
-
-impl PgWrite {
-    /// The row under `key`, from the transaction's own writes, a prefetch, or the server.
-    pub fn get(&self, _table: &'static str, _key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Err(StoreError::Postgres("not built yet".into()))
+        let generation = self.shared.pool.retire_all();
+        *self.shared.writer_slot() = None;
+        let conn = self.shared.connect(generation)?;
+        self.shared.give_back_writer(conn);
+        Ok(())
     }
 
-    /// Reads every row under `keys` in one round trip and remembers them (absent ones too).
-    pub fn prefetch(&self, _table: &'static str, _keys: &[Vec<u8>]) -> Result<(), StoreError> {
-        Err(StoreError::Postgres("not built yet".into()))
-    }
-
-    /// Buffers an upsert.
-    pub fn put(
-        &self,
-        _table: &'static str,
-        _key: Vec<u8>,
-        _value: Vec<u8>,
-    ) -> Result<(), StoreError> {
-        Err(StoreError::Postgres("not built yet".into()))
-    }
-
-    /// Buffers a delete.
-    pub fn delete(&self, _table: &'static str, _key: Vec<u8>) -> Result<(), StoreError> {
-        Err(StoreError::Postgres("not built yet".into()))
-    }
-
-    /// Sends the table's buffered writes (before a range scan or count reads it).
-    pub fn flush_table(&self, _table: &'static str) -> Result<(), StoreError> {
-        Err(StoreError::Postgres("not built yet".into()))
-    }
-
-    /// Up to `limit` rows within the bounds, ascending (or descending when `reverse`).
-    pub fn page(
-        &self,
-        _table: &'static str,
-        _lower: &Bound<Vec<u8>>,
-        _upper: &Bound<Vec<u8>>,
-        _reverse: bool,
-        _limit: usize,
-    ) -> Result<Vec<RawRow>, StoreError> {
-        Err(StoreError::Postgres("not built yet".into()))
-    }
-
-    /// Rows in the table as this transaction sees them.
-    pub fn count(&self, _table: &'static str) -> Result<u64, StoreError> {
-        Err(StoreError::Postgres("not built yet".into()))
-    }
-
-    /// Deletes every row of the table.
-    pub fn clear(&self, _table: &'static str) -> Result<(), StoreError> {
-        Err(StoreError::Postgres("not built yet".into()))
-    }
-
-    /// Sends what is buffered and commits.
-    pub fn commit(self) -> Result<(), StoreError> {
-        Err(StoreError::Postgres("not built yet".into()))
-    }
-
-    /// Rolls back.
-    pub fn abort(self) -> Result<(), StoreError> {
-        Err(StoreError::Postgres("not built yet".into()))
-    }
-}
-
-/// A read-only snapshot on a pooled connection, returned to the pool when dropped.
-pub struct PgRead {}
-
-impl PgRead {
-    /// The row under `key`.
-    pub fn get(&self, _table: &'static str, _key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Err(StoreError::Postgres("not built yet".into()))
-    }
-
-    /// Up to `limit` rows within the bounds, ascending (or descending when `reverse`).
-    pub fn page(
-        &self,
-        _table: &'static str,
-        _lower: &Bound<Vec<u8>>,
-        _upper: &Bound<Vec<u8>>,
-        _reverse: bool,
-        _limit: usize,
-    ) -> Result<Vec<RawRow>, StoreError> {
-        Err(StoreError::Postgres("not built yet".into()))
-    }
-
-    /// Rows in the table.
-    pub fn count(&self, _table: &'static str) -> Result<u64, StoreError> {
-        Err(StoreError::Postgres("not built yet".into()))
+    /// Round trips of the last write transaction that ended, its `BEGIN` and `COMMIT`
+    /// included: what a batch costs.
+    pub fn last_write_round_trips(&self) -> u64 {
+        self.shared.last_write_round_trips.load(Ordering::Relaxed)
     }
 }
