@@ -112,6 +112,20 @@ pub const FAMILIES: &[Family] = &[
         initial: &[&[]],
     },
     Family {
+        name: "tally_writer_conflicts_total",
+        kind: Kind::Counter,
+        help: "Batches applied again after a serialization conflict with another node (PostgreSQL).",
+        labels: &[],
+        initial: &[&[]],
+    },
+    Family {
+        name: "tally_pg_round_trips_total",
+        kind: Kind::Counter,
+        help: "Round trips to PostgreSQL (statements sent), reads and writes.",
+        labels: &[],
+        initial: &[&[]],
+    },
+    Family {
         name: "tally_events_received_total",
         kind: Kind::Counter,
         help: "Usage events received by POST /v1/events, before any check.",

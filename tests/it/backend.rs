@@ -2,8 +2,6 @@
 //! as `it` (the embedded redb file) and as `it_postgres` (a PostgreSQL database per daemon on
 //! one local cluster started for the whole test process from Debian's `postgresql` binaries).
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
@@ -49,29 +47,16 @@ fn cluster() -> &'static LocalCluster {
     &CLUSTER
         .get_or_init(|| {
             let dir = tempfile::tempdir().expect("tempdir for the PostgreSQL cluster");
-            let cluster = LocalCluster::start(dir.path()).unwrap_or_else(|e| {
+            let cluster = LocalCluster::fast(dir.path()).unwrap_or_else(|e| {
                 panic!("the PostgreSQL tests need Debian's postgresql package: {e}")
             });
-            stop_when_this_process_ends(&cluster, dir.path());
+            // Statics are never dropped: a watchdog stops the cluster once this process ends.
+            cluster
+                .stop_when_process_exits(std::process::id())
+                .expect("watchdog");
             Shared { cluster, _dir: dir }
         })
         .cluster
-}
-
-/// Statics are never dropped: a watchdog stops the cluster once this test process is gone.
-fn stop_when_this_process_ends(cluster: &LocalCluster, dir: &Path) {
-    let script = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop}; rm -rf '{dir}'",
-        pid = std::process::id(),
-        stop = cluster.stop_command(),
-        dir = dir.display(),
-    );
-    let _ = Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
 }
 
 /// A fresh, empty database on the shared cluster, as a `postgres://` URL.

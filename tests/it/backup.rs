@@ -9,6 +9,9 @@ use tally::store::tables;
 
 #[tokio::test]
 async fn a_backup_taken_while_serving_restores_to_the_same_answers() {
+    crate::backend::redb_only!(
+        "restore replaces the redb file (PostgreSQL: tests/it/migration.rs)"
+    );
     let mut d = Daemon::start().await;
     let c = d.customer("acme", "USD").await;
     let grant = d
@@ -110,6 +113,9 @@ fn tamper(path: &std::path::Path, change: impl FnOnce(&redb::WriteTransaction)) 
 
 #[tokio::test]
 async fn a_backup_that_did_not_finish_or_was_changed_is_refused_and_the_database_kept() {
+    crate::backend::redb_only!(
+        "restore replaces the redb file (PostgreSQL: tests/it/migration.rs)"
+    );
     let mut d = Daemon::start().await;
     for name in ["acme", "globex", "initech"] {
         d.customer(name, "USD").await;
@@ -181,6 +187,9 @@ async fn a_backup_that_did_not_finish_or_was_changed_is_refused_and_the_database
 
 #[tokio::test]
 async fn a_database_that_no_longer_opens_is_replaced_by_a_restore_and_kept_aside() {
+    crate::backend::redb_only!(
+        "restore replaces the redb file (PostgreSQL: tests/it/migration.rs)"
+    );
     let mut d = Daemon::start().await;
     d.customer("acme", "USD").await;
     let backup = take_backup(&d, "good.redb");

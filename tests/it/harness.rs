@@ -111,25 +111,55 @@ impl Daemon {
         Self::start_with("").await
     }
 
-    /// Starts with extra TOML merged over the test defaults.
+    /// Starts with extra TOML merged over the test defaults, on this test binary's backend.
     pub async fn start_with(extra: &str) -> Self {
+        let database = crate::backend::postgres().then(crate::backend::fresh_database_url);
+        Self::start_fresh(database, extra).await
+    }
+
+    /// Starts on a new redb file whichever backend this test binary runs on (for migrations).
+    pub async fn start_redb() -> Self {
+        Self::start_fresh(None, "").await
+    }
+
+    async fn start_fresh(database_url: Option<String>, extra: &str) -> Self {
+        let mut daemon = Self::configure(database_url.as_deref(), None, extra);
+        let key = daemon.spawn().await;
+        daemon.key = key.expect("the first start prints the default tenant's key");
+        daemon
+    }
+
+    /// Starts on a database that already holds its tenants (a migrated copy): a `postgres://`
+    /// URL or a redb file, answering with `key`.
+    pub async fn start_existing(database: &str, key: &str) -> Self {
+        let (url, path) = if database.starts_with("postgres") {
+            (Some(database), None)
+        } else {
+            (None, Some(database))
+        };
+        let mut daemon = Self::configure(url, path, "");
+        daemon.key = key.to_string();
+        let printed = daemon.spawn().await;
+        assert!(printed.is_none(), "an existing database prints no key");
+        daemon
+    }
+
+    fn configure(database_url: Option<&str>, database_path: Option<&str>, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = base_config();
-        config.insert(
-            "database_path".into(),
-            toml::Value::String(dir.path().join("tally.redb").display().to_string()),
+        let path = database_path.map_or_else(
+            || dir.path().join("tally.redb").display().to_string(),
+            str::to_string,
         );
-        if crate::backend::postgres() {
-            config.insert(
-                "database_url".into(),
-                toml::Value::String(crate::backend::fresh_database_url()),
-            );
+        config.insert("database_path".into(), toml::Value::String(path));
+        if let Some(url) = database_url {
+            config.insert("database_url".into(), toml::Value::String(url.to_string()));
         }
         merge(&mut config, toml::from_str(extra).expect("extra toml"));
         let config_path = dir.path().join("tally.toml");
         std::fs::write(&config_path, toml::to_string(&config).expect("toml"))
             .expect("write config");
-        let mut daemon = Daemon {
+        Daemon {
             dir,
             config_path,
             base: String::new(),
@@ -139,10 +169,7 @@ impl Daemon {
                 .build()
                 .expect("client"),
             child: None,
-        };
-        let key = daemon.spawn().await;
-        daemon.key = key.expect("the first start prints the default tenant's key");
-        daemon
+        }
     }
 
     /// Starts another node on this daemon's database (PostgreSQL only): the same configuration

@@ -37,6 +37,7 @@ mod ingest;
 mod ledger;
 mod lifecycle;
 mod metrics;
+mod migration;
 mod nodes;
 mod notifications;
 mod numbering;

@@ -25,7 +25,13 @@ async fn three_nodes(extra: &str) -> Vec<Daemon> {
 }
 
 /// Sends `body` to `path` on every node in turn, `n` times at once, with one idempotency key.
-async fn spread(nodes: &[Daemon], n: usize, path: &str, key: &str, body: Value) -> Vec<(u16, Value)> {
+async fn spread(
+    nodes: &[Daemon],
+    n: usize,
+    path: &str,
+    key: &str,
+    body: Value,
+) -> Vec<(u16, Value)> {
     let mut tasks = Vec::new();
     for i in 0..n {
         let node = &nodes[i % nodes.len()];
@@ -74,7 +80,12 @@ async fn fifty_creates_with_one_key_across_three_nodes_make_one_customer() {
     assert_eq!(ids.len(), 1, "every 201 is the same customer: {ids:?}");
     for node in &nodes {
         let listed = node.get("/v1/customers?limit=100").await;
-        assert_eq!(listed.json["data"].as_array().map(Vec::len), Some(1), "{}", listed.json);
+        assert_eq!(
+            listed.json["data"].as_array().map(Vec::len),
+            Some(1),
+            "{}",
+            listed.json
+        );
     }
 }
 
@@ -111,9 +122,7 @@ async fn one_event_id_sent_to_three_nodes_counts_once() {
         assert!(status == 200 || status == 201 || status == 202, "{status}");
     }
     for node in &nodes {
-        let usage = node
-            .get(&usage_path())
-            .await;
+        let usage = node.get(&usage_path()).await;
         assert_eq!(usage.status, 200, "{}", usage.json);
         assert_eq!(usage.json["total"], "1", "{}", usage.json);
     }
@@ -139,8 +148,8 @@ async fn billing_runs_and_pays_across_nodes_bill_and_charge_once_with_gapless_nu
         .await;
     assert_eq!(plan.status, 201, "{}", plan.json);
     let today = &at(0)[..10];
-    let start = tally::clock::parse_rfc3339(&format!("{today}T00:00:00Z")).expect("t")
-        - 6 * 86_400_000;
+    let start =
+        tally::clock::parse_rfc3339(&format!("{today}T00:00:00Z")).expect("t") - 6 * 86_400_000;
     for c in ["a", "b", "c"] {
         first.customer(c, "USD").await;
         let s = first
@@ -178,7 +187,11 @@ async fn billing_runs_and_pays_across_nodes_bill_and_charge_once_with_gapless_nu
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    assert_eq!(invoices.len(), 18, "six days for three customers, each once");
+    assert_eq!(
+        invoices.len(),
+        18,
+        "six days for three customers, each once"
+    );
     let periods: BTreeSet<(String, String)> = invoices
         .iter()
         .map(|i| {
@@ -195,13 +208,21 @@ async fn billing_runs_and_pays_across_nodes_bill_and_charge_once_with_gapless_nu
         .collect();
     numbers.sort();
     numbers.dedup();
-    assert_eq!(numbers.len(), 18, "every invoice has its own number: {numbers:?}");
+    assert_eq!(
+        numbers.len(),
+        18,
+        "every invoice has its own number: {numbers:?}"
+    );
     let mut sequence: Vec<u64> = numbers
         .iter()
         .filter_map(|n| n.rsplit('-').next()?.parse().ok())
         .collect();
     sequence.sort_unstable();
-    assert_eq!(sequence, (1..=18).collect::<Vec<u64>>(), "gapless: {numbers:?}");
+    assert_eq!(
+        sequence,
+        (1..=18).collect::<Vec<u64>>(),
+        "gapless: {numbers:?}"
+    );
     // Twenty pays on one invoice, spread over the nodes, each with its own key.
     let invoice = invoices[0]["id"].as_str().expect("id").to_string();
     let mut pays = Vec::new();
@@ -290,7 +311,11 @@ async fn a_node_killed_under_load_loses_nothing_the_others_acknowledged() {
     // The survivors serve, and every acknowledged event is there.
     let usage = nodes[1].get(&usage_path()).await;
     assert_eq!(usage.status, 200, "{}", usage.json);
-    let counted: u64 = usage.json["total"].as_str().expect("total").parse().expect("n");
+    let counted: u64 = usage.json["total"]
+        .as_str()
+        .expect("total")
+        .parse()
+        .expect("n");
     assert!(
         counted >= acknowledged.len() as u64 && counted <= sent,
         "acknowledged {} of {sent} sent, counted {counted}",
@@ -309,5 +334,9 @@ async fn a_node_killed_under_load_loses_nothing_the_others_acknowledged() {
     assert_eq!(after.json["total"], sent.to_string(), "every event once");
     nodes[0].restart().await;
     let verify = nodes[0].cli(&["verify"]);
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
 }
