@@ -674,3 +674,53 @@ fn a_failed_statement_ends_the_transaction_without_hanging() {
         .is_some());
     tx.abort().expect("abort");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_server_ended_are_replaced() {
+    let Some(cluster) = cluster() else { return };
+    let url = database(cluster, "terminated");
+    let db = url
+        .rsplit('/')
+        .next()
+        .and_then(|s| s.split('?').next())
+        .expect("db")
+        .to_string();
+    let store = Arc::new(open(&url));
+    let limits = WriterLimits {
+        queue_capacity: 16,
+        max_batch_size: 4,
+        max_batch_wait: Duration::from_millis(1),
+    };
+    let (handle, join) = writer::spawn(Arc::clone(&store), limits).expect("spawn");
+    assert_eq!(handle.submit(Increment).await, Ok(1));
+    drop(store.read().expect("a pooled read"));
+    cluster
+        .psql(
+            "postgres",
+            &format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = '{db}'"
+            ),
+        )
+        .expect("terminate");
+    let mut acknowledged = 1u64;
+    let mut ok = false;
+    for _ in 0..5 {
+        if handle.submit(Increment).await.is_ok() {
+            acknowledged += 1;
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ok, "the writer connects again");
+    let read = store.read().expect("a read on a fresh connection");
+    let meta = read.open_table(tables::META).expect("meta");
+    let value = meta
+        .get("test_counter")
+        .expect("get")
+        .map(|g| g.value().to_vec());
+    assert_eq!(value, Some(acknowledged.to_be_bytes().to_vec()));
+    drop(handle);
+    join.join().expect("writer stops");
+}
