@@ -724,3 +724,90 @@ async fn connections_the_server_ended_are_replaced() {
     drop(handle);
     join.join().expect("writer stops");
 }
+
+#[test]
+fn several_hosts_are_tried_in_order() {
+    let Some(cluster) = cluster() else { return };
+    let url = database(cluster, "hosts");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let multi = url.replacen(
+        "127.0.0.1:",
+        &format!("127.0.0.1:{closed_port},127.0.0.1:"),
+        1,
+    );
+    let store = open(&multi);
+    assert!(store.read().is_ok());
+}
+
+fn sh(script: &str, dir: &std::path::Path) {
+    let status = std::process::Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("sh");
+    assert!(status.success(), "{script}");
+}
+
+#[test]
+fn tls_verifies_the_server_against_the_ca_file() {
+    let Some(cluster) = cluster() else { return };
+    let url = database(cluster, "tls");
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    sh(
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 \
+           -subj /CN=tally-test-ca && \
+         openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr \
+           -subj /CN=127.0.0.1 && \
+         printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext && \
+         openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+           -out server.pem -days 2 -extfile san.ext && chmod 0600 server.key && \
+         if [ \"$(id -u)\" = 0 ]; then chown -R postgres: .; fi",
+        &dir,
+    );
+    for setting in [
+        format!("ssl_cert_file = '{}'", dir.join("server.pem").display()),
+        format!("ssl_key_file = '{}'", dir.join("server.key").display()),
+        "ssl = on".to_string(),
+    ] {
+        cluster
+            .psql("postgres", &format!("ALTER SYSTEM SET {setting}"))
+            .expect("alter system");
+    }
+    cluster
+        .psql("postgres", "SELECT pg_reload_conf()")
+        .expect("reload");
+    std::thread::sleep(Duration::from_millis(500));
+    let tls_url = url.replace("sslmode=disable", "sslmode=require");
+    let mut with_ca = options(&tls_url);
+    with_ca.ca_file = Some(dir.join("ca.pem"));
+    let store = Store::open_postgres(&with_ca).expect("TLS with the CA file");
+    let mut conn = pg_of(&store).shared.writer_conn().expect("conn");
+    let rows = conn
+        .query(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .expect("pg_stat_ssl");
+    assert!(rows[0].get::<_, bool>(0), "the connection is encrypted");
+
+    // The system's roots do not know this CA: refused, in one line.
+    let message = open_err(&tls_url).to_string();
+    assert!(
+        message.contains("cannot connect to PostgreSQL at 127.0.0.1:"),
+        "{message}"
+    );
+    assert!(!message.contains('\n'), "{message}");
+
+    let mut missing = options(&tls_url);
+    missing.ca_file = Some(dir.join("nope.pem"));
+    let message = match Store::open_postgres(&missing) {
+        Ok(_) => panic!("a missing CA file must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(message.contains("CA file"), "{message}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
