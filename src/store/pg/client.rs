@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio_postgres::config::{Host, TargetSessionAttrs};
@@ -113,6 +115,7 @@ impl Driver {
         Ok(Conn {
             client,
             statements: HashMap::new(),
+            deferred_begin: None,
             generation,
             round_trips: 0,
         })
@@ -170,10 +173,61 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
         .with_no_client_auth())
 }
 
+/// A request in a pipeline: sent without waiting for the answer to the one before.
+type Request<'a> = Pin<Box<dyn Future<Output = Result<Reply, tokio_postgres::Error>> + Send + 'a>>;
+
+/// What a request answered.
+pub(crate) enum Reply {
+    /// The rows of a query.
+    Rows(Vec<Row>),
+    /// A statement's changed-row count, or nothing for transaction control.
+    Done,
+}
+
+/// A statement to pipeline with others: a prepared statement and its parameters, or
+/// parameterless SQL (transaction control).
+pub(crate) enum Step<'a> {
+    /// Runs a prepared statement (see [`Conn::prepare`]).
+    Execute(Statement, Vec<&'a (dyn ToSql + Sync)>),
+    /// Runs parameterless statements.
+    Simple(&'a str),
+}
+
+/// Polls every request in order until all have answered; requests are sent in order on their
+/// first poll, so the server receives them back to back: one round trip for all.
+async fn all_of<'a>(requests: Vec<Request<'a>>) -> Vec<Result<Reply, tokio_postgres::Error>> {
+    let mut requests: Vec<(Request<'a>, Option<Result<Reply, tokio_postgres::Error>>)> =
+        requests.into_iter().map(|r| (r, None)).collect();
+    std::future::poll_fn(move |cx| {
+        let mut pending = false;
+        for (request, answer) in requests.iter_mut() {
+            if answer.is_none() {
+                match request.as_mut().poll(cx) {
+                    Poll::Ready(result) => *answer = Some(result),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            return Poll::Pending;
+        }
+        Poll::Ready(
+            requests
+                .iter_mut()
+                .filter_map(|(_, answer)| answer.take())
+                .collect(),
+        )
+    })
+    .await
+}
+
 /// One connection with its prepared statements and a count of the round trips it made.
 pub(crate) struct Conn {
     client: Client,
     statements: HashMap<String, Statement>,
+    /// A `BEGIN` not sent yet: it goes out in front of the transaction's first request, in the
+    /// same round trip (a transaction that sends nothing costs nothing).
+    deferred_begin: Option<&'static str>,
     /// Which generation of the pool made it; a reconnect retires older ones.
     pub(crate) generation: u64,
     /// Round trips to the server so far (prepares included).
@@ -186,19 +240,80 @@ impl Conn {
         self.client.is_closed()
     }
 
+    /// Begins a transaction with `begin`, sent with the first request that follows.
+    pub(crate) fn begin(&mut self, begin: &'static str) {
+        self.deferred_begin = Some(begin);
+    }
+
     fn count_trip(&mut self) {
         self.round_trips += 1;
         metrics::counter!("tally_pg_round_trips_total").increment(1);
     }
 
-    fn statement(&mut self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+    /// The statement for `sql`, prepared once per connection (the first time is a round trip).
+    pub(crate) fn prepare(&mut self, sql: &str) -> Result<Statement, StoreError> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
         self.count_trip();
-        let statement = wait(self.client.prepare(sql))?;
+        let statement = wait(self.client.prepare(sql)).map_err(|e| store_error(&e))?;
         self.statements.insert(sql.to_string(), statement.clone());
         Ok(statement)
+    }
+
+    /// Sends `steps` (after a deferred `BEGIN`) in one round trip and returns each answer. A
+    /// failure of the deferred `BEGIN` is the answer of every step.
+    pub(crate) fn pipeline(&mut self, steps: Vec<Step<'_>>) -> Vec<Result<Reply, StoreError>> {
+        if steps.is_empty() {
+            return Vec::new();
+        }
+        self.count_trip();
+        let begin = self.deferred_begin.take();
+        let client = &self.client;
+        let mut requests: Vec<Request<'_>> = Vec::with_capacity(steps.len() + 1);
+        if let Some(begin) = begin {
+            requests.push(Box::pin(async move {
+                client.batch_execute(begin).await.map(|()| Reply::Done)
+            }));
+        }
+        let count = steps.len();
+        for step in steps {
+            requests.push(match step {
+                Step::Execute(statement, params) => Box::pin(async move {
+                    if statement.columns().is_empty() {
+                        client
+                            .execute(&statement, &params)
+                            .await
+                            .map(|_| Reply::Done)
+                    } else {
+                        client.query(&statement, &params).await.map(Reply::Rows)
+                    }
+                }),
+                Step::Simple(sql) => {
+                    Box::pin(async move { client.batch_execute(sql).await.map(|()| Reply::Done) })
+                }
+            });
+        }
+        let mut answers = wait(all_of(requests));
+        if begin.is_some() {
+            let began = answers.remove(0);
+            if let Err(e) = began {
+                let error = store_error(&e);
+                return (0..count)
+                    .map(|_| Err(StoreError::Postgres(error.to_string())))
+                    .collect();
+            }
+        }
+        answers
+            .into_iter()
+            .map(|answer| answer.map_err(|e| store_error(&e)))
+            .collect()
+    }
+
+    fn one(&mut self, step: Step<'_>) -> Result<Reply, StoreError> {
+        self.pipeline(vec![step])
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Postgres("no answer".into())))
     }
 
     /// Runs a statement (prepared once per connection) and returns its rows.
@@ -207,26 +322,25 @@ impl Conn {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
-        let statement = self.statement(sql).map_err(|e| store_error(&e))?;
-        self.count_trip();
-        wait(self.client.query(&statement, params)).map_err(|e| store_error(&e))
+        let statement = self.prepare(sql)?;
+        match self.one(Step::Execute(statement, params.to_vec()))? {
+            Reply::Rows(rows) => Ok(rows),
+            Reply::Done => Ok(Vec::new()),
+        }
     }
 
-    /// Runs a statement and returns how many rows it changed.
-    pub(crate) fn execute(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<u64, StoreError> {
-        let statement = self.statement(sql).map_err(|e| store_error(&e))?;
-        self.count_trip();
-        wait(self.client.execute(&statement, params)).map_err(|e| store_error(&e))
-    }
-
-    /// Runs statements without parameters (transaction control, DDL) in one round trip.
+    /// Runs parameterless statements (transaction control, DDL) in one round trip.
     pub(crate) fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
-        self.count_trip();
-        wait(self.client.batch_execute(sql)).map_err(|e| store_error(&e))
+        self.one(Step::Simple(sql)).map(|_| ())
+    }
+
+    /// Ends the transaction with `sql` (`COMMIT` or `ROLLBACK`); nothing to send when its
+    /// `BEGIN` never went out.
+    pub(crate) fn end(&mut self, sql: &str) -> Result<(), StoreError> {
+        if self.deferred_begin.take().is_some() {
+            return Ok(());
+        }
+        self.batch(sql)
     }
 }
 

@@ -107,30 +107,6 @@ impl Shared {
     }
 }
 
-/// Sends `begin` on a connection from `get`; a connection found dead is replaced once.
-fn begin_on(
-    get: impl Fn() -> Result<Conn, StoreError>,
-    drop_dead: impl Fn(Conn),
-    begin: &str,
-) -> Result<(Conn, u64), StoreError> {
-    let mut attempts = 0;
-    loop {
-        let mut conn = get()?;
-        let trips = conn.round_trips;
-        match conn.batch(begin) {
-            Ok(()) => return Ok((conn, trips)),
-            Err(error) => {
-                let dead = conn.is_closed();
-                drop_dead(conn);
-                attempts += 1;
-                if !dead || attempts > 1 {
-                    return Err(error);
-                }
-            }
-        }
-    }
-}
-
 /// A connection pool and the schema check: what `Store` holds for this backend.
 pub struct PgStore {
     shared: Arc<Shared>,
@@ -162,29 +138,23 @@ impl PgStore {
         &self.shared.driver.target
     }
 
-    /// Begins the writer's `SERIALIZABLE` transaction.
+    /// Begins the writer's `SERIALIZABLE` transaction (its `BEGIN` goes out with the first
+    /// request).
     pub fn begin_write(&self) -> Result<PgWrite, StoreError> {
-        let shared = &self.shared;
-        let (conn, trips) = begin_on(
-            || shared.writer_conn(),
-            drop,
-            "BEGIN ISOLATION LEVEL SERIALIZABLE",
-        )?;
-        Ok(PgWrite::new(Arc::clone(shared), conn, trips))
+        let mut conn = self.shared.writer_conn()?;
+        let trips = conn.round_trips;
+        conn.begin("BEGIN ISOLATION LEVEL SERIALIZABLE");
+        Ok(PgWrite::new(Arc::clone(&self.shared), conn, trips))
     }
 
-    /// Begins a read-only snapshot on a pooled connection.
+    /// Begins a read-only snapshot on a pooled connection (its `BEGIN` goes out with the
+    /// first query).
     pub fn begin_read(&self) -> Result<PgRead, StoreError> {
         let shared = &self.shared;
-        let (conn, _) = begin_on(
-            || {
-                shared
-                    .pool
-                    .checkout(|generation| shared.connect(generation))
-            },
-            |dead| shared.pool.checkin((!dead.is_closed()).then_some(dead)),
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-        )?;
+        let mut conn = shared
+            .pool
+            .checkout(|generation| shared.connect(generation))?;
+        conn.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
         Ok(PgRead::new(Arc::clone(shared), conn))
     }
 

@@ -15,7 +15,7 @@ pub struct PgRead {
 }
 
 impl PgRead {
-    /// A snapshot on `conn`, which already sent its `BEGIN`.
+    /// A snapshot on `conn`, whose `BEGIN` goes out with its first query.
     pub(crate) fn new(shared: Arc<Shared>, conn: Conn) -> Self {
         Self {
             shared,
@@ -41,7 +41,7 @@ impl PgRead {
         if result.is_err() {
             // The server aborted the snapshot; the connection goes back after a rollback.
             if let Some(mut conn) = guard.take() {
-                if !conn.is_closed() && conn.batch("ROLLBACK").is_ok() {
+                if !conn.is_closed() && conn.end("ROLLBACK").is_ok() {
                     self.shared.pool.checkin(Some(conn));
                 } else {
                     self.shared.pool.checkin(None);
@@ -83,7 +83,7 @@ impl Drop for PgRead {
         let Some(mut conn) = conn else {
             return;
         };
-        let kept = !conn.is_closed() && conn.batch("ROLLBACK").is_ok();
+        let kept = !conn.is_closed() && conn.end("ROLLBACK").is_ok();
         self.shared.pool.checkin(kept.then_some(conn));
     }
 }

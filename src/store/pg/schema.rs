@@ -68,7 +68,8 @@ fn check_and_create(conn: &mut Conn, target: &str) -> Result<(), OpenError> {
             FORMAT_MARKER.to_vec(),
             SCHEMA_VERSION.to_be_bytes().to_vec(),
         ];
-        sql::upsert(conn, tables::META.name(), &keys, &values).map_err(io)?;
+        let step = sql::upsert(conn, tables::META.name(), &keys, &values).map_err(io)?;
+        sql::first_error(conn.pipeline(vec![step])).map_err(io)?;
     }
     Ok(())
 }

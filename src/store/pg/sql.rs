@@ -5,7 +5,7 @@ use std::ops::Bound;
 
 use tokio_postgres::types::ToSql;
 
-use super::client::Conn;
+use super::client::{Conn, Reply, Step};
 use super::RawRow;
 use crate::store::StoreError;
 
@@ -42,35 +42,42 @@ pub(crate) fn get_many(
     rows(conn.query(&sql, &[keys])?)
 }
 
-/// Writes every `(key, value)` in one statement, replacing existing rows.
-pub(crate) fn upsert(
+/// The statement writing every `(key, value)` at once, replacing existing rows.
+pub(crate) fn upsert<'a>(
     conn: &mut Conn,
     table: &str,
-    keys: &Vec<Vec<u8>>,
-    values: &Vec<Vec<u8>>,
-) -> Result<(), StoreError> {
+    keys: &'a Vec<Vec<u8>>,
+    values: &'a Vec<Vec<u8>>,
+) -> Result<Step<'a>, StoreError> {
     let sql = format!(
         "INSERT INTO {} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
          ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
         table_name(table)
     );
-    conn.execute(&sql, &[keys, values]).map(|_| ())
+    Ok(Step::Execute(conn.prepare(&sql)?, vec![keys, values]))
 }
 
-/// Deletes every row under `keys` in one statement.
-pub(crate) fn delete_many(
+/// The statement deleting every row under `keys` at once.
+pub(crate) fn delete_many<'a>(
     conn: &mut Conn,
     table: &str,
-    keys: &Vec<Vec<u8>>,
-) -> Result<(), StoreError> {
+    keys: &'a Vec<Vec<u8>>,
+) -> Result<Step<'a>, StoreError> {
     let sql = format!("DELETE FROM {} WHERE k = ANY($1)", table_name(table));
-    conn.execute(&sql, &[keys]).map(|_| ())
+    Ok(Step::Execute(conn.prepare(&sql)?, vec![keys]))
 }
 
 /// Deletes every row of the table.
 pub(crate) fn clear(conn: &mut Conn, table: &str) -> Result<(), StoreError> {
     let sql = format!("DELETE FROM {}", table_name(table));
-    conn.execute(&sql, &[]).map(|_| ())
+    conn.query(&sql, &[]).map(|_| ())
+}
+
+/// The first failure among pipelined answers, if any.
+pub(crate) fn first_error(answers: Vec<Result<Reply, StoreError>>) -> Result<(), StoreError> {
+    answers
+        .into_iter()
+        .try_for_each(|answer| answer.map(|_| ()))
 }
 
 /// How many rows the table holds.

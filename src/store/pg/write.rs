@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use super::client::Conn;
+use super::client::{Conn, Step};
 use super::{sql, RawRow, Shared};
 use crate::store::StoreError;
 
@@ -66,34 +66,35 @@ impl State {
         let Some(buffer) = self.dirty.remove(table) else {
             return Ok(());
         };
-        let (mut put_keys, mut put_values, mut deletes) = (Vec::new(), Vec::new(), Vec::new());
-        for (key, value) in buffer {
-            match value {
-                Some(value) => {
-                    put_keys.push(key);
-                    put_values.push(value);
-                }
-                None => deletes.push(key),
-            }
-        }
+        let parts = vec![split(table, buffer)];
         self.run(|conn| {
-            if !put_keys.is_empty() {
-                sql::upsert(conn, table, &put_keys, &put_values)?;
-            }
-            if !deletes.is_empty() {
-                sql::delete_many(conn, table, &deletes)?;
-            }
-            Ok(())
+            let steps = steps(conn, &parts)?;
+            sql::first_error(conn.pipeline(steps))
         })
     }
 
-    fn flush_all(&mut self) -> Result<(), StoreError> {
-        // In table-name order, so two nodes write tables in the same order.
-        let tables: Vec<&'static str> = self.dirty.keys().copied().collect();
-        for table in tables {
-            self.flush(table)?;
-        }
-        Ok(())
+    /// Sends every buffered write and `COMMIT` in one round trip (in table-name order, so two
+    /// nodes write tables in the same order).
+    fn flush_and_commit(&mut self) -> Result<(), StoreError> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let parts: Vec<Parts> = dirty
+            .into_iter()
+            .map(|(table, buffer)| split(table, buffer))
+            .collect();
+        self.run(|conn| {
+            let mut steps = steps(conn, &parts)?;
+            if steps.is_empty() {
+                return conn.end("COMMIT");
+            }
+            steps.push(Step::Simple("COMMIT"));
+            let mut answers = conn.pipeline(steps);
+            let committed = answers
+                .pop()
+                .unwrap_or_else(|| Err(StoreError::Postgres("no answer to COMMIT".into())));
+            // A failed write aborted the transaction; the COMMIT behind it then rolled back.
+            sql::first_error(answers)?;
+            committed.map(|_| ())
+        })
     }
 
     fn remember(&mut self, table: &'static str, key: Vec<u8>, value: Option<Vec<u8>>) {
@@ -108,26 +109,67 @@ impl State {
         self.remember(table, key, value);
     }
 
-    /// Ends the transaction with `sql` (COMMIT or ROLLBACK) and hands the connection back.
-    fn end(&mut self, shared: &Shared, sql: &str) -> Result<(), StoreError> {
+    /// Rolls back (if anything was sent) and hands the connection back.
+    fn rollback(&mut self, shared: &Shared) -> Result<(), StoreError> {
         let Some(mut conn) = self.conn.take() else {
             return Ok(());
         };
-        let result = conn.batch(sql);
+        let result = conn.end("ROLLBACK");
         self.trips = conn.round_trips - self.trips_at_begin;
         shared.record_round_trips(self.trips);
-        if result.is_err() && !conn.is_closed() {
-            // Whatever state the failure left, the next transaction starts clean.
-            let _ = conn.batch("ROLLBACK");
-        }
         shared.give_back_writer(conn);
         result
     }
+
+    /// After the commit was sent: records the round trips and hands the connection back,
+    /// rolling back first whatever a failure left open.
+    fn release(&mut self, shared: &Shared, failed: bool) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        self.trips = conn.round_trips - self.trips_at_begin;
+        shared.record_round_trips(self.trips);
+        if failed && !conn.is_closed() {
+            let _ = conn.batch("ROLLBACK");
+        }
+        shared.give_back_writer(conn);
+    }
+}
+
+/// A table's buffered writes split into upserts and deletes.
+type Parts = (&'static str, Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+fn split(table: &'static str, buffer: BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Parts {
+    let (mut put_keys, mut put_values, mut deletes) = (Vec::new(), Vec::new(), Vec::new());
+    for (key, value) in buffer {
+        match value {
+            Some(value) => {
+                put_keys.push(key);
+                put_values.push(value);
+            }
+            None => deletes.push(key),
+        }
+    }
+    (table, put_keys, put_values, deletes)
+}
+
+/// At most two statements per table: one upsert, one delete (each key appears in one).
+fn steps<'a>(conn: &mut Conn, parts: &'a [Parts]) -> Result<Vec<Step<'a>>, StoreError> {
+    let mut steps = Vec::with_capacity(parts.len() * 2);
+    for (table, put_keys, put_values, deletes) in parts {
+        if !put_keys.is_empty() {
+            steps.push(sql::upsert(conn, table, put_keys, put_values)?);
+        }
+        if !deletes.is_empty() {
+            steps.push(sql::delete_many(conn, table, deletes)?);
+        }
+    }
+    Ok(steps)
 }
 
 impl PgWrite {
-    /// A transaction on `conn`, which already sent its `BEGIN`; `trips_at_begin` is the
-    /// connection's count before it.
+    /// A transaction on `conn`, whose `BEGIN` goes out with its first request;
+    /// `trips_at_begin` is the connection's count before it.
     pub(crate) fn new(shared: Arc<Shared>, conn: Conn, trips_at_begin: u64) -> Self {
         let trips = conn.round_trips - trips_at_begin;
         Self {
@@ -244,38 +286,34 @@ impl PgWrite {
         Ok(())
     }
 
-    /// Sends what is buffered and commits. A serialization failure at commit is a
-    /// [`StoreError::Conflict`] (the server rolled back); any other failure of the commit
-    /// leaves its outcome unknown.
+    /// Sends what is buffered and commits, in one round trip. A serialization failure is a
+    /// [`StoreError::Conflict`] (the server rolled back); any other failure leaves the outcome
+    /// unknown.
     pub fn commit(self) -> Result<(), StoreError> {
         let mut state = self.state.borrow_mut();
-        if let Err(error) = state.flush_all() {
-            let _ = state.end(&self.shared, "ROLLBACK");
-            return Err(error);
-        }
         if let Some(error) = &state.failed {
             let error = again(error);
-            let _ = state.end(&self.shared, "ROLLBACK");
+            let _ = state.rollback(&self.shared);
             return Err(error);
         }
-        state
-            .end(&self.shared, "COMMIT")
-            .map_err(|error| match error {
-                StoreError::Conflict => StoreError::Conflict,
-                other => StoreError::Postgres(format!("commit outcome unknown: {other}")),
-            })
+        let result = state.flush_and_commit();
+        state.release(&self.shared, result.is_err());
+        result.map_err(|error| match error {
+            StoreError::Conflict => StoreError::Conflict,
+            other => StoreError::Postgres(format!("commit outcome unknown: {other}")),
+        })
     }
 
     /// Rolls back.
     pub fn abort(self) -> Result<(), StoreError> {
         let mut state = self.state.borrow_mut();
-        state.end(&self.shared, "ROLLBACK")
+        state.rollback(&self.shared)
     }
 }
 
 impl Drop for PgWrite {
     fn drop(&mut self) {
         let state = self.state.get_mut();
-        let _ = state.end(&self.shared, "ROLLBACK");
+        let _ = state.rollback(&self.shared);
     }
 }
