@@ -64,6 +64,15 @@ fn rollup_key(tenant: TenantId, meter: Id, customer: Id, hour_ms: i64) -> Vec<u8
     key
 }
 
+/// The hour and minute rollup keys an event of `customer` at `timestamp_ms` updates for
+/// `meter` (what [`RollupCache::plan`] reads), so a batch can read them ahead in one round trip.
+pub fn rollup_keys(tenant: TenantId, meter: Id, customer: Id, timestamp_ms: i64) -> [Vec<u8>; 2] {
+    [
+        rollup_key(tenant, meter, customer, hour_start(timestamp_ms)),
+        rollup_key(tenant, meter, customer, minute_start(timestamp_ms)),
+    ]
+}
+
 /// The by-customer event index key: (tenant, customer, timestamp, event id).
 pub fn by_customer_key(tenant: TenantId, customer: Id, timestamp_ms: i64, event: Id) -> Vec<u8> {
     let mut key = Vec::with_capacity(48);

@@ -246,6 +246,14 @@ impl Store {
         matches!(self.backend, Backend::Pg(_))
     }
 
+    /// Round trips the last write transaction cost on PostgreSQL (None on redb).
+    pub fn last_write_round_trips(&self) -> Option<u64> {
+        match &self.backend {
+            Backend::Pg(pg) => Some(pg.last_write_round_trips()),
+            Backend::Redb(_) => None,
+        }
+    }
+
     /// The redb handle, or `Reopening` while the writer replaces it. Only redb-specific paths
     /// (backups, schema steps, tests) use it; PostgreSQL has none.
     pub fn database(&self) -> Result<Arc<Database>, StoreError> {

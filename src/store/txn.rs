@@ -32,6 +32,11 @@ impl WriteTxn {
         WriteTxn(WriteInner::Pg(tx))
     }
 
+    /// Whether this is a PostgreSQL transaction (reads are round trips: worth prefetching).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.0, WriteInner::Pg(_))
+    }
+
     /// Opens a table for reading and writing. A table may be open once at a time.
     pub fn open_table<K: Key + 'static, V: Value + 'static>(
         &self,

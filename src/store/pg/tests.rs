@@ -811,3 +811,83 @@ fn tls_verifies_the_server_against_the_ca_file() {
     assert!(message.contains("CA file"), "{message}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The ingest path prefetches what a batch reads: a run of 10 events and a run of 400 events
+/// (new and duplicate, over many customers and hours) cost the same round trips.
+#[test]
+fn an_ingest_batch_costs_the_same_round_trips_whatever_its_size() {
+    use crate::ingest::event::IngestBatch;
+    use crate::ingest::meter::{Aggregation, CreateMeter, Meter};
+    use crate::ingest::parse::{parse_body, Context, Format};
+    use crate::store::TenantId;
+    const NOW_MS: i64 = 1_800_000_000_000;
+    const TENANT: TenantId = TenantId(1);
+    let Some(cluster) = cluster() else { return };
+    let store = open(&database(cluster, "ingest_trips"));
+    for c in 0..40 {
+        crate::customers::create_for_test(&store, TENANT, &format!("c{c}"), NOW_MS);
+    }
+    for (key, aggregation) in [("calls", Aggregation::Count), ("tokens", Aggregation::Sum)] {
+        let meter = Meter {
+            id: crate::id::Id::generate(),
+            key: key.into(),
+            name: None,
+            event_type: "t".into(),
+            aggregation,
+            value_property: (key == "tokens").then(|| "tokens".to_string()),
+            unique_property: None,
+            created_at_ms: NOW_MS,
+            backfilled_events: 0,
+            backfill_skipped_events: 0,
+        };
+        store
+            .apply_one(CreateMeter {
+                tenant: TENANT,
+                meter,
+            })
+            .expect("store")
+            .expect("meter");
+    }
+    let config = crate::config::IngestConfig::default();
+    let batch = |from: usize, n: usize| {
+        let ctx = Context {
+            tenant: TENANT,
+            now_ms: NOW_MS,
+            config: &config,
+        };
+        let events: Vec<serde_json::Value> = (from..from + n)
+            .map(|i| {
+                serde_json::json!({"id": format!("e{i}"), "customer": format!("c{}", i % 40),
+                    "type": "t", "properties": {"tokens": i},
+                    "timestamp": crate::clock::rfc3339(NOW_MS - 60_000 * (i as i64 % 300))})
+            })
+            .collect();
+        IngestBatch {
+            tenant: TENANT,
+            events: parse_body(
+                serde_json::json!({ "events": events }),
+                Format::Native,
+                &ctx,
+            )
+            .expect("a well-formed batch"),
+            now_ms: NOW_MS,
+            idempotency_key: None,
+        }
+    };
+    let trips = |command: IngestBatch| {
+        store.apply_one(command).expect("ingest");
+        store.last_write_round_trips().expect("postgres")
+    };
+    // Warm the connection's prepared statements first (new events, then duplicates).
+    trips(batch(10_000, 5));
+    trips(batch(10_000, 5));
+    let small = trips(batch(0, 10));
+    let large = trips(batch(10, 400));
+    let duplicates = trips(batch(0, 400));
+    assert!(small > 0);
+    assert_eq!(large, small, "400 new events cost what 10 do");
+    assert!(
+        duplicates <= small,
+        "400 duplicates cost {duplicates}, 10 events {small}"
+    );
+}
