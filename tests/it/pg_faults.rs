@@ -317,6 +317,7 @@ fn start_load(
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
+                    let served;
                     if i.is_multiple_of(5) {
                         let idem = format!("cus-{w}-{i}");
                         let request = client
@@ -325,6 +326,7 @@ fn start_load(
                             .header("Idempotency-Key", &idem)
                             .json(&create_body(&idem));
                         let answer = classify(request, &out, &idem).await;
+                        served = matches!(answer, Answer::Done(_));
                         let mut out = out.lock().expect("outcomes");
                         match answer {
                             Answer::Done(body) => {
@@ -342,13 +344,16 @@ fn start_load(
                             .bearer_auth(&key)
                             .json(&event(&id));
                         let answer = classify(request, &out, &id).await;
+                        served = matches!(answer, Answer::Done(_));
                         let mut out = out.lock().expect("outcomes");
                         match answer {
                             Answer::Done(_) => out.acked_events.insert(id),
                             Answer::Unknown => out.unknown_events.insert(id),
                         };
                     }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    // Clients back off a little while the daemon answers 503.
+                    let pause_ms = if served { 2 } else { 50 };
+                    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
                 }
             })
         })
