@@ -117,6 +117,12 @@ impl Daemon {
         Self::start_fresh(database, extra).await
     }
 
+    /// Starts on an empty PostgreSQL database of the test's own choosing (its own cluster),
+    /// with extra TOML merged over the test defaults.
+    pub async fn start_on_database(url: &str, extra: &str) -> Self {
+        Self::start_fresh(Some(url.to_string()), extra).await
+    }
+
     /// Starts on a new redb file whichever backend this test binary runs on (for migrations).
     pub async fn start_redb() -> Self {
         Self::start_fresh(None, "").await

@@ -44,6 +44,7 @@ mod numbering;
 mod openapi;
 mod outbound;
 mod payments;
+mod pg_faults;
 mod progressive;
 mod soak;
 mod taxes;
