@@ -1307,4 +1307,23 @@ mod example_tests {
         assert_eq!(file, defaults, "the example shows the defaults");
         Config::load(Some(&path), Vec::new()).expect("the example loads");
     }
+
+    #[test]
+    fn database_url_passwords_never_show() {
+        use super::{redact_url_password, DatabaseUrl};
+        assert_eq!(
+            redact_url_password("postgres://tally:s3cret@a:5432,b:5432/t?sslmode=require"),
+            "postgres://tally:***@a:5432,b:5432/t?sslmode=require"
+        );
+        assert_eq!(
+            redact_url_password("postgres://h/t?user=u&password=s3cret&sslmode=require"),
+            "postgres://h/t?user=u&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_url_password("postgres://tally@h/t"),
+            "postgres://tally@h/t"
+        );
+        let shown = format!("{:?}", DatabaseUrl("postgres://u:s3cret@h/t".into()));
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
 }

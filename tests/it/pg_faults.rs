@@ -5,15 +5,14 @@
 //! one effect each. Each test runs clusters of its own, so these apply to the PostgreSQL run only.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tally::store::pg::cluster::{find_binaries, LocalCluster};
+use tally::store::pg::cluster::{self, find_binaries, LocalCluster};
 
 use crate::harness::{at, Daemon};
 
@@ -23,34 +22,11 @@ const REQUEST_BOUND: Duration = Duration::from_secs(10);
 /// Connecting gives up quickly, so requests during an outage are answered within the bound.
 const DAEMON_CONFIG: &str = "[postgres]\nconnect_timeout_ms = 1000\n";
 
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
 /// Runs one of PostgreSQL's binaries, as the `postgres` user when this process is root.
 fn pg_try(tool: &str, args: &[&str]) -> Result<String, String> {
-    let program = find_binaries().ok_or("no PostgreSQL binaries")?.join(tool);
-    let mut command = if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(&program);
-        c
-    } else {
-        Command::new(&program)
-    };
-    let output = command
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{tool}: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{tool} {args:?} failed: {}{}",
-            String::from_utf8_lossy(&output.stderr),
-            String::from_utf8_lossy(&output.stdout)
-        ))
-    }
+    let bin = find_binaries().ok_or("no PostgreSQL binaries")?;
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    cluster::run_tool(&bin, cluster::is_root(), tool, &args).map_err(|e| e.to_string())
 }
 
 fn pg(tool: &str, args: &[&str]) -> String {
@@ -601,7 +577,7 @@ async fn failover_to_a_promoted_synchronous_standby_loses_nothing_acknowledged()
     std::fs::write(&hba, rules).expect("pg_hba.conf");
     primary.psql("postgres", "SELECT pg_reload_conf()");
 
-    if is_root() {
+    if cluster::is_root() {
         let chown = Command::new("chown")
             .args(["postgres:postgres"])
             .arg(standby_dir.path())

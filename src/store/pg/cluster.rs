@@ -59,7 +59,41 @@ pub fn find_binaries() -> Option<PathBuf> {
     versions.pop().map(|(_, bin)| bin)
 }
 
-fn is_root() -> bool {
+/// Runs `tool` from the PostgreSQL binaries in `bin` (as the `postgres` user when `as_postgres`:
+/// initdb and the server refuse root), returning its stdout or one error line with its output.
+pub fn run_tool(
+    bin: &Path,
+    as_postgres: bool,
+    tool: &str,
+    args: &[&std::ffi::OsStr],
+) -> Result<String, ClusterError> {
+    let program = bin.join(tool);
+    let mut command = if as_postgres {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(&program);
+        c
+    } else {
+        Command::new(&program)
+    };
+    let output = command
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| ClusterError::Command(format!("cannot run {}: {e}", program.display())))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(ClusterError::Command(format!(
+            "{tool} failed ({}): {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim(),
+            String::from_utf8_lossy(&output.stdout).trim()
+        )))
+    }
+}
+
+/// Whether this process runs as root (the PostgreSQL binaries then run as `postgres`).
+pub fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
@@ -161,29 +195,7 @@ impl LocalCluster {
 
     /// Runs one of the cluster's binaries (as `postgres` when this process is root).
     fn run(&self, tool: &str, args: &[&std::ffi::OsStr]) -> Result<String, ClusterError> {
-        let program = self.bin.join(tool);
-        let mut command = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&program);
-            c
-        } else {
-            Command::new(&program)
-        };
-        let output = command
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| ClusterError::Command(format!("cannot run {}: {e}", program.display())))?;
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-        } else {
-            Err(ClusterError::Command(format!(
-                "{tool} failed ({}): {}{}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim(),
-                String::from_utf8_lossy(&output.stdout).trim()
-            )))
-        }
+        run_tool(&self.bin, self.as_postgres, tool, args)
     }
 
     /// The port the cluster listens on (127.0.0.1 only).

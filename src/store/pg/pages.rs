@@ -6,8 +6,12 @@ use std::ops::Bound;
 use super::{PgRead, PgWrite, RawRow};
 use crate::store::StoreError;
 
-/// Rows fetched per round trip of a range scan.
+/// Most rows fetched per round trip of a range scan.
 pub const PAGE_ROWS: usize = 256;
+
+/// Rows the first fetch of each end asks for: `first()`, `is_empty()` and `range(..).next()`
+/// want one row, so a scan starts small and grows fourfold per fetch up to [`PAGE_ROWS`].
+const FIRST_PAGE_ROWS: usize = 4;
 
 /// Where a scan reads: the write transaction (which sees its own writes) or a snapshot.
 #[derive(Clone, Copy)]
@@ -25,10 +29,11 @@ impl Source<'_> {
         lower: &Bound<Vec<u8>>,
         upper: &Bound<Vec<u8>>,
         reverse: bool,
+        limit: usize,
     ) -> Result<Vec<RawRow>, StoreError> {
         match self {
-            Source::Write(tx) => tx.page(table, lower, upper, reverse, PAGE_ROWS),
-            Source::Read(tx) => tx.page(table, lower, upper, reverse, PAGE_ROWS),
+            Source::Write(tx) => tx.page(table, lower, upper, reverse, limit),
+            Source::Read(tx) => tx.page(table, lower, upper, reverse, limit),
         }
     }
 }
@@ -43,6 +48,9 @@ pub struct Pages<'a> {
     upper: Bound<Vec<u8>>,
     front: VecDeque<RawRow>,
     back: VecDeque<RawRow>,
+    /// Rows the next fetch of the front and of the back asks for.
+    front_rows: usize,
+    back_rows: usize,
     /// Nothing is left to fetch between the buffers.
     exhausted: bool,
     failed: bool,
@@ -63,16 +71,25 @@ impl<'a> Pages<'a> {
             upper,
             front: VecDeque::new(),
             back: VecDeque::new(),
+            front_rows: FIRST_PAGE_ROWS,
+            back_rows: FIRST_PAGE_ROWS,
             exhausted: false,
             failed: false,
         }
     }
 
     fn fetch(&mut self, reverse: bool) -> Result<(), StoreError> {
+        let limit = if reverse {
+            &mut self.back_rows
+        } else {
+            &mut self.front_rows
+        };
+        let asked = *limit;
+        *limit = (asked * 4).min(PAGE_ROWS);
         let rows = self
             .source
-            .page(self.table, &self.lower, &self.upper, reverse)?;
-        if rows.len() < PAGE_ROWS {
+            .page(self.table, &self.lower, &self.upper, reverse, asked)?;
+        if rows.len() < asked {
             self.exhausted = true;
         }
         if let Some((last, _)) = rows.last() {
