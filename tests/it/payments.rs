@@ -434,26 +434,26 @@ async fn reconciliation_finds_each_category_and_resolves_only_missing_internally
     let stripe = FakeStripe::start().await;
     let d = daemon(&stripe, "").await;
     let inv = invoices(&d, 5).await;
-    let ok = pay(&d, &inv[0], "pm_ok").await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let ghost = pay(&d, &inv[1], "pm_ghost").await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let amount = pay(&d, &inv[2], "pm_ok").await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let missing = pay(&d, &inv[3], "pm_ok").await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let status = pay(&d, &inv[4], "pm_ok").await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    // The provider's intents are addressed by position below: each payment's call is made
+    // before the next payment starts, so position n is the n-th payment (jobs run
+    // concurrently otherwise, in any order).
+    let mut ids = Vec::new();
+    for (n, (invoice, method)) in inv
+        .iter()
+        .zip(["pm_ok", "pm_ghost", "pm_ok", "pm_ok", "pm_ok"])
+        .enumerate()
+    {
+        let id = pay(&d, invoice, method).await["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        d.eventually("the provider was called", || async {
+            stripe.state.lock().expect("lock").intents.len() > n
+        })
+        .await;
+        ids.push(id);
+    }
+    let [ok, ghost, amount, missing, status] = <[String; 5]>::try_from(ids).expect("five");
     for id in [&ok, &amount, &missing, &status] {
         settle(&d, id, "succeeded").await;
     }
