@@ -400,8 +400,8 @@ fn watched_currency(
     Ok(alert.kind.currency_for(&own).map(str::to_string))
 }
 
-/// The credits a customer can draw at `at_ms` in `currency`: the remainders of its usable
-/// grants, exactly as the balance endpoint adds them.
+/// The credits a customer can draw at `at_ms` in `currency`: the remainders of its grants that
+/// count then ([`grant::Grant::counts_at`]), as the balance endpoint adds them.
 pub fn credits_left(
     tx: &WriteTxn,
     tenant: TenantId,
@@ -419,7 +419,7 @@ pub fn credits_left(
     let mut total: i64 = 0;
     for g in grants
         .iter()
-        .filter(|g| g.currency == currency && g.usable_at(at_ms))
+        .filter(|g| g.currency == currency && g.counts_at(at_ms))
     {
         let Some(sum) = total.checked_add(grant::remaining(&balances, tenant, g)?) else {
             return Ok(None);

@@ -135,6 +135,19 @@ impl Grant {
             && self.expires_at_ms.is_none_or(|e| at_ms < e)
     }
 
+    /// Whether a balance check stamped `at_ms` counts it: usable then, or in effect since its
+    /// creation even when the write that created it was stamped after `at_ms`. A write is
+    /// stamped before it is applied, so it may commit after writes stamped later (a batch
+    /// applied again after a serialization failure, another node's write): a grant that took
+    /// effect when it was created and has committed is in the wallet for every write applied
+    /// after it, and a threshold check that left it out would see a wallet emptier than it is.
+    /// A grant scheduled to start later still counts only from its start.
+    pub fn counts_at(&self, at_ms: i64) -> bool {
+        self.status == GrantStatus::Active
+            && self.effective_at_ms <= at_ms.max(self.created_at_ms)
+            && self.expires_at_ms.is_none_or(|e| at_ms < e)
+    }
+
     /// The burn-order sort key.
     pub fn burn_key(&self) -> (u32, i64, Id) {
         (

@@ -354,3 +354,35 @@ fn tampering_with_an_entry_is_found_and_named() {
     assert_eq!(violation.entry.as_deref(), Some(target_id.as_str()));
     assert_eq!(violation.seq, Some(2));
 }
+
+#[test]
+fn a_grant_in_effect_since_its_creation_counts_for_a_write_stamped_before_it() {
+    let grant = |effective_at_ms: i64| Grant {
+        id: Id::generate(),
+        customer: Id::generate(),
+        currency: "USD".into(),
+        amount_minor: 500,
+        category: Category::Paid,
+        funding: Funding::Prepayment,
+        priority: 0,
+        effective_at_ms,
+        expires_at_ms: Some(START_MS + 10_000),
+        created_at_ms: START_MS,
+        status: GrantStatus::Active,
+        closed_at_ms: None,
+        issue_entry: Id::generate(),
+        close_entry: None,
+    };
+    // Created (and committed) at START_MS, seen by a write stamped 30 ms earlier.
+    let now = grant(START_MS);
+    assert!(!now.usable_at(START_MS - 30));
+    assert!(now.counts_at(START_MS - 30));
+    assert!(!now.counts_at(START_MS + 10_000), "expired");
+    // Scheduled to start later: counts only from its start.
+    let later = grant(START_MS + 5_000);
+    assert!(!later.counts_at(START_MS + 4_999));
+    assert!(later.counts_at(START_MS + 5_000));
+    let mut voided = grant(START_MS);
+    voided.status = GrantStatus::Voided;
+    assert!(!voided.counts_at(START_MS));
+}

@@ -246,7 +246,9 @@ pub fn get(tx: &ReadTxn, tenant: TenantId, customer: Id) -> Result<Option<Rule>,
     .filter(|r| !r.deleted))
 }
 
-/// The credit a customer can use now in `currency`: the remainders of its usable grants.
+/// The credit a customer can use now in `currency`: the remainders of its grants that count
+/// at `at_ms` ([`grant::Grant::counts_at`]: those that committed before this write count
+/// whatever its stamp).
 pub fn available_minor(
     tx: &WriteTxn,
     tenant: TenantId,
@@ -264,7 +266,7 @@ pub fn available_minor(
     let mut sum = 0i64;
     for g in grants
         .iter()
-        .filter(|g| g.currency == currency && g.usable_at(at_ms))
+        .filter(|g| g.currency == currency && g.counts_at(at_ms))
     {
         sum = sum.saturating_add(grant::remaining(&balances, tenant, g)?);
     }

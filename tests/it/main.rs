@@ -38,6 +38,7 @@ mod ledger;
 mod lifecycle;
 mod metrics;
 mod migration;
+mod node_races;
 mod nodes;
 mod notifications;
 mod numbering;

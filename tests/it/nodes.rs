@@ -17,7 +17,8 @@ fn usage_path() -> String {
     format!("/v1/usage?customer=acme&meter=calls&from={}", at(-3600))
 }
 
-async fn three_nodes(extra: &str) -> Vec<Daemon> {
+/// Three nodes on one fresh database, each with `extra` configuration.
+pub(crate) async fn three_nodes(extra: &str) -> Vec<Daemon> {
     let first = Daemon::start_with(extra).await;
     let second = first.join().await;
     let third = first.join().await;
@@ -132,11 +133,7 @@ async fn one_event_id_sent_to_three_nodes_counts_once() {
 async fn billing_runs_and_pays_across_nodes_bill_and_charge_once_with_gapless_numbers() {
     crate::backend::postgres_only!("several nodes share one PostgreSQL database");
     let stripe = FakeStripe::start().await;
-    let config = format!(
-        "[payments]\nprovider = \"stripe\"\n[payments.stripe]\nbase_url = \"{}\"\nsecret_key = \"sk_test_fake\"\ntimeout_ms = 500\n",
-        stripe.url
-    );
-    let nodes = three_nodes(&config).await;
+    let nodes = three_nodes(&crate::payments::stripe_config(&stripe, "")).await;
     let first = &nodes[0];
     let plan = first
         .post(

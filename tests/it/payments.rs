@@ -10,12 +10,16 @@ use crate::harness::{at, Daemon};
 
 const HOOK_SECRET: &str = "whsec_stripe_test_secret_0123456789";
 
-pub(crate) async fn daemon(stripe: &FakeStripe, extra: &str) -> Daemon {
-    let config = format!(
+/// Configuration that charges through `stripe`, with `extra` lines in `[payments]`.
+pub(crate) fn stripe_config(stripe: &FakeStripe, extra: &str) -> String {
+    format!(
         "[payments]\nprovider = \"stripe\"\n{extra}\n[payments.stripe]\nbase_url = \"{}\"\nsecret_key = \"sk_test_fake\"\ntimeout_ms = 500\n",
         stripe.url
-    );
-    Daemon::start_with(&config).await
+    )
+}
+
+pub(crate) async fn daemon(stripe: &FakeStripe, extra: &str) -> Daemon {
+    Daemon::start_with(&stripe_config(stripe, extra)).await
 }
 
 /// A customer with a daily plan started `days` ago, billed: returns the invoice ids.
@@ -304,20 +308,29 @@ pub(crate) async fn stripe_hook(
     kind: &str,
     intent: &Value,
 ) -> u16 {
+    d.send(stripe_hook_request(d, endpoint, event_id, kind, intent))
+        .await
+        .status
+}
+
+/// A Stripe event about `intent`, signed for [`stripe_endpoint`], ready to send to `d`.
+pub(crate) fn stripe_hook_request(
+    d: &Daemon,
+    endpoint: &str,
+    event_id: &str,
+    kind: &str,
+    intent: &Value,
+) -> reqwest::RequestBuilder {
     let body = json!({"id": event_id, "type": kind, "data": {"object": intent}}).to_string();
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs() as i64;
     let sig = tally::webhooks::signature::sign_stripe(HOOK_SECRET, t, body.as_bytes());
-    d.send(
-        d.client
-            .post(d.url(&format!("/v1/hooks/{endpoint}")))
-            .header("Stripe-Signature", format!("t={t},v1={sig}"))
-            .body(body),
-    )
-    .await
-    .status
+    d.client
+        .post(d.url(&format!("/v1/hooks/{endpoint}")))
+        .header("Stripe-Signature", format!("t={t},v1={sig}"))
+        .body(body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
