@@ -259,7 +259,7 @@ pub fn setup(world: &mut World, profile: &Profile) -> Result<(), Violation> {
         let mut acked = None;
         // Created, then retried as after a lost reply: one customer either way.
         for _ in 0..2 {
-            let outcome = world.submit(Idempotent {
+            let outcome = world.submit_keyed(Idempotent {
                 tenant: world.tenant,
                 key: key.clone(),
                 fingerprint: *blake3::hash(key.as_bytes()).as_bytes(),
@@ -431,7 +431,13 @@ pub fn apply(world: &mut World, kind: Kind, note: &mut String) -> Result<(), Vio
             ));
             Ok(())
         }
-        Kind::Crash => world.crash(),
+        Kind::Crash => {
+            let crashed = world.crash()?;
+            if world.node_count() > 1 {
+                note.push_str(&crashed);
+            }
+            Ok(())
+        }
         Kind::Settle => {
             let done = world.settle()?;
             note.push_str(&done);
@@ -516,7 +522,7 @@ fn change_plan(world: &mut World, note: &mut String) -> Result<(), Violation> {
     let tries = if world.rng.chance(30) { 2 } else { 1 };
     let mut acked: Option<Option<Vec<String>>> = None;
     for _ in 0..tries {
-        let outcome = world.submit(Idempotent {
+        let outcome = world.submit_keyed(Idempotent {
             tenant: world.tenant,
             key: key.clone(),
             fingerprint: *blake3::hash(key.as_bytes()).as_bytes(),
@@ -611,7 +617,7 @@ fn update_customer(world: &mut World, note: &mut String) -> Result<(), Violation
     let tries = if world.rng.chance(30) { 2 } else { 1 };
     let mut acked: Option<Option<Vec<String>>> = None;
     for _ in 0..tries {
-        let outcome = world.submit(Idempotent {
+        let outcome = world.submit_keyed(Idempotent {
             tenant: world.tenant,
             key: key.clone(),
             fingerprint: *blake3::hash(key.as_bytes()).as_bytes(),
@@ -850,7 +856,7 @@ fn pay(world: &mut World, note: &mut String) -> Result<(), Violation> {
     let tries = if world.rng.chance(30) { 2 } else { 1 };
     let mut acked: Option<Option<Vec<String>>> = None;
     for _ in 0..tries {
-        let outcome = world.submit(Idempotent {
+        let outcome = world.submit_keyed(Idempotent {
             tenant: world.tenant,
             key: key.clone(),
             fingerprint: *blake3::hash(key.as_bytes()).as_bytes(),
@@ -974,7 +980,7 @@ fn refund(world: &mut World, note: &mut String) -> Result<(), Violation> {
         let left = p.amount_minor - p.refunded_minor();
         let amount = world.rng.range_i64(1, (left / 2).max(1));
         let key = next_key(world, "refund");
-        let outcome = world.submit(Idempotent {
+        let outcome = world.submit_keyed(Idempotent {
             tenant: world.tenant,
             key: key.clone(),
             fingerprint: *blake3::hash(key.as_bytes()).as_bytes(),

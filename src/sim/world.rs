@@ -1,7 +1,9 @@
-//! The simulated deployment: the real store on a file, the real writer thread, the real job
-//! handlers wired to the simulated provider, a simulated clock and seeded ids, and the model
-//! of what was acknowledged. Crashing drops everything in memory and reopens the file.
+//! The simulated deployment: the real store (a redb file, or a PostgreSQL database shared by two
+//! nodes), the real writer thread, the real job handlers wired to the simulated provider, a
+//! simulated clock and seeded ids, and the model of what was acknowledged. Crashing drops
+//! everything in memory (of one node or both) and reopens the store.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -14,10 +16,12 @@ use crate::store::{ReadTxn, ReadableTable, WriteTxn};
 use super::provider::Provider;
 use super::rng::Rng;
 use crate::id::{seeded, Id};
+use crate::idempotency::{Idempotent, Outcome};
 use crate::jobs::worker::Handler;
 use crate::jobs::{CompleteJob, Completion, LeaseJobs, RetryPolicy};
 use crate::payments::payment::Dunning;
 use crate::payments::worker::{Context, ExecutePayment, ExecuteRefund, RunReconciliation};
+use crate::store::pg::PgOptions;
 use crate::store::writer::{self, Command, WriterHandle, WriterLimits};
 use crate::store::{tables, Store, StoreError, TenantId};
 use crate::webhooks::endpoint::{CreateEndpoint, Endpoint, Provider as Scheme};
@@ -34,6 +38,9 @@ pub const RETRY: RetryPolicy = RetryPolicy {
     base_ms: 1_000,
     max_ms: 60_000,
 };
+/// With several nodes, the chance (percent) that a keyed request, a duplicated webhook or a job
+/// run races on every node at once.
+const RACE_PERCENT: u32 = 20;
 /// The quiescence loop jumps at most this far ahead to reach a job (dunning retries included).
 const SETTLE_HORIZON_MS: i64 = 4 * 86_400_000;
 
@@ -111,14 +118,39 @@ struct Node {
     handlers: Handlers,
 }
 
+/// Where the store lives, and so how many processes share it.
+pub enum Deployment {
+    /// One process on a redb file in a fresh temporary folder.
+    Redb,
+    /// Two processes on one (fresh) PostgreSQL database.
+    Postgres {
+        /// The database's URL.
+        url: String,
+    },
+}
+
+/// What the nodes open: the file, or the database.
+enum Backing {
+    Redb {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+    },
+    Postgres(PgOptions),
+}
+
 /// The whole simulated deployment.
 pub struct World {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
+    backing: Backing,
     rt: tokio::runtime::Runtime,
     clock: Arc<AtomicI64>,
     ids: Arc<Mutex<seeded::Generator>>,
-    node: Option<Node>,
+    /// The running processes: one on redb, two on PostgreSQL (a crash replaces one in place).
+    nodes: Vec<Option<Node>>,
+    /// Which node serves each write, read, job and delivery, and which a crash takes down;
+    /// drawn only when there are several, so a one-node run draws exactly what it always did.
+    picker: RefCell<Rng>,
+    /// The invoices as they were when last re-derived from their events (PostgreSQL only).
+    verified: RefCell<Vec<crate::billing::invoice::Invoice>>,
     /// The provider and its books.
     pub provider: Provider,
     /// The one tenant.
@@ -134,14 +166,40 @@ pub struct World {
 }
 
 impl World {
-    /// A fresh deployment for `seed`.
+    /// A fresh one-process deployment on a redb file for `seed`.
     pub fn new(seed: u64, provider: Provider) -> Result<Self, Violation> {
-        // tmpfs when there is one: the simulation commits thousands of times.
-        let dir = match std::path::Path::new("/dev/shm").is_dir() {
-            true => tempfile::tempdir_in("/dev/shm"),
-            false => tempfile::tempdir(),
-        }
-        .map_err(|e| e.to_string())?;
+        Self::deploy(seed, provider, Deployment::Redb)
+    }
+
+    /// A fresh deployment for `seed`: one process on a redb file, or two on a PostgreSQL
+    /// database (which must be empty).
+    pub fn deploy(
+        seed: u64,
+        provider: Provider,
+        deployment: Deployment,
+    ) -> Result<Self, Violation> {
+        let (backing, node_count) = match deployment {
+            Deployment::Redb => {
+                // tmpfs when there is one: the simulation commits thousands of times.
+                let dir = match std::path::Path::new("/dev/shm").is_dir() {
+                    true => tempfile::tempdir_in("/dev/shm"),
+                    false => tempfile::tempdir(),
+                }
+                .map_err(|e| e.to_string())?;
+                let path = dir.path().join("sim.redb");
+                (Backing::Redb { _dir: dir, path }, 1)
+            }
+            Deployment::Postgres { url } => {
+                let options = PgOptions {
+                    url,
+                    pool_size: usize::try_from(crate::config::PostgresConfig::default().pool_size)
+                        .unwrap_or(16),
+                    connect_timeout_ms: 5_000,
+                    ca_file: None,
+                };
+                (Backing::Postgres(options), 2)
+            }
+        };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -152,12 +210,13 @@ impl World {
         seeded::install(Some(Arc::clone(&ids)));
         provider.set_now(T0_MS);
         let mut world = Self {
-            path: dir.path().join("sim.redb"),
-            _dir: dir,
+            backing,
             rt,
             clock,
             ids,
-            node: None,
+            nodes: Vec::new(),
+            picker: RefCell::new(Rng::new(seed ^ 0x0DE5_0DE5_0DE5_0DE5)),
+            verified: RefCell::new(Vec::new()),
             provider,
             tenant: TenantId(1),
             endpoint: Id(0),
@@ -167,7 +226,10 @@ impl World {
                 retry_delays_ms: vec![86_400_000, 2 * 86_400_000],
             },
         };
-        world.node = Some(world.start()?);
+        for _ in 0..node_count {
+            let node = world.start()?;
+            world.nodes.push(Some(node));
+        }
         let endpoint = Endpoint {
             id: Id::generate_at(T0_MS),
             tenant: world.tenant.0,
@@ -180,10 +242,40 @@ impl World {
         Ok(world)
     }
 
+    /// How many processes share the store.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The node that serves the next piece of work: the only one, or one drawn by the seed.
+    pub fn pick_node(&self) -> usize {
+        match self.nodes.len() {
+            0 | 1 => 0,
+            n => self.picker.borrow_mut().below(n as u64) as usize,
+        }
+    }
+
+    /// Whether re-deriving `invoices` from their events after this step may be skipped: on
+    /// PostgreSQL, when they are exactly what was last re-derived (an invoice's lines depend
+    /// only on itself and on events up to its `events_through`, which never change). Every
+    /// invoice is re-derived again at rest. On redb, never: there it costs nothing.
+    pub fn invoices_verified(&self, invoices: &[crate::billing::invoice::Invoice]) -> bool {
+        matches!(self.backing, Backing::Postgres(_)) && *self.verified.borrow() == invoices
+    }
+
+    /// Records `invoices` as re-derived from their events.
+    pub fn note_verified(&self, invoices: &[crate::billing::invoice::Invoice]) {
+        if matches!(self.backing, Backing::Postgres(_)) {
+            *self.verified.borrow_mut() = invoices.to_vec();
+        }
+    }
+
     fn start(&self) -> Result<Node, Violation> {
-        let store = Arc::new(
-            Store::open(&self.path, 4 << 20).map_err(|e| format!("reopening failed: {e}"))?,
-        );
+        let store = match &self.backing {
+            Backing::Redb { path, .. } => Store::open(path, 4 << 20),
+            Backing::Postgres(options) => Store::open_postgres(options),
+        };
+        let store = Arc::new(store.map_err(|e| format!("reopening failed: {e}"))?);
         let limits = WriterLimits {
             queue_capacity: 16,
             max_batch_size: 1,
@@ -226,9 +318,28 @@ impl World {
         })
     }
 
-    /// Kills the process at a step boundary: every in-memory handle goes, the file stays.
-    pub fn crash(&mut self) -> Result<(), Violation> {
-        if let Some(node) = self.node.take() {
+    /// Kills a process at a step boundary and restarts it: every in-memory handle goes, the
+    /// store stays. With two nodes the seed picks one of them, or both.
+    pub fn crash(&mut self) -> Result<String, Violation> {
+        let both = self.nodes.len() > 1 && self.picker.borrow_mut().chance(25);
+        if both {
+            for index in 0..self.nodes.len() {
+                self.crash_node(index)?;
+            }
+            return Ok("every node".into());
+        }
+        let index = self.pick_node();
+        self.crash_node(index)?;
+        Ok(format!("node {index}"))
+    }
+
+    /// Kills node `index` and starts it again on the same store.
+    fn crash_node(&mut self, index: usize) -> Result<(), Violation> {
+        let slot = self
+            .nodes
+            .get_mut(index)
+            .ok_or_else(|| format!("there is no node {index}"))?;
+        if let Some(node) = slot.take() {
             let Node {
                 store,
                 writer,
@@ -241,31 +352,115 @@ impl World {
                 .map_err(|_| "the writer thread panicked".to_string())?;
             drop(store);
         }
-        self.node = Some(self.start()?);
+        let node = self.start()?;
+        self.nodes[index] = Some(node);
         Ok(())
     }
 
-    fn node(&self) -> Result<&Node, Violation> {
-        self.node
-            .as_ref()
-            .ok_or_else(|| "no process is running".into())
+    fn node(&self, index: usize) -> Result<&Node, Violation> {
+        self.nodes
+            .get(index)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| format!("node {index} is not running"))
     }
 
-    /// Submits a command through the real writer and waits for its commit. A failure here is
-    /// a storage error or a panic inside the command: never acceptable without a crash.
+    /// Submits a command through the real writer of a node the seed picks and waits for its
+    /// commit. A failure here is a storage error or a panic inside the command: never
+    /// acceptable without a crash.
     pub fn submit<C: Command>(&mut self, command: C) -> Result<C::Output, Violation> {
-        let writer = self.node()?.writer.clone();
+        let index = self.pick_node();
+        self.submit_on(index, command)
+    }
+
+    /// Submits a command through node `index`'s writer and waits for its commit.
+    pub fn submit_on<C: Command>(&self, index: usize, command: C) -> Result<C::Output, Violation> {
+        let writer = self.node(index)?.writer.clone();
         self.rt.block_on(writer.submit(command)).map_err(|e| {
             format!(
-                "a command was not committed ({e}): it panicked or hit a storage error, \
-                 which only an injected crash may cause"
+                "a command was not committed on node {index} ({e}): it panicked or hit a \
+                 storage error, which only an injected crash may cause"
             )
         })
     }
 
-    /// A read snapshot of the latest commit.
+    /// Whether this piece of work races on every node at once: with several nodes, drawn by
+    /// the seed; never with one.
+    pub fn races(&self) -> bool {
+        self.nodes.len() > 1 && self.picker.borrow_mut().chance(RACE_PERCENT)
+    }
+
+    /// Submits `command` to every node at the same moment (as two daemons receiving one
+    /// request and its retry) and waits for every commit: their transactions overlap, so one
+    /// may be serialized out and applied again. Outputs are in node order.
+    pub fn race<C: Command>(&self, command: C) -> Result<Vec<C::Output>, Violation> {
+        let writers: Vec<WriterHandle> = (0..self.nodes.len())
+            .map(|i| self.node(i).map(|n| n.writer.clone()))
+            .collect::<Result<_, _>>()?;
+        // Spawned first, awaited after: every node's command is queued before any commits.
+        let tasks: Vec<_> = writers
+            .into_iter()
+            .map(|writer| {
+                let command = command.clone();
+                self.rt.spawn(async move { writer.submit(command).await })
+            })
+            .collect();
+        tasks
+            .into_iter()
+            .enumerate()
+            .map(|(i, task)| {
+                let output = self
+                    .rt
+                    .block_on(task)
+                    .map_err(|e| format!("a racing submit on node {i} failed: {e}"))?;
+                output.map_err(|e| {
+                    format!(
+                        "a command racing on every node was not committed on node {i} ({e}): \
+                         a conflict between nodes must be applied again, never fail"
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Submits a request under an idempotency key; now and then (several nodes only) it races
+    /// on every node at once, and then exactly one node may execute it and every other must
+    /// replay that same response. Returns the response the client acted on.
+    pub fn submit_keyed<C: Command>(
+        &mut self,
+        request: Idempotent<C>,
+    ) -> Result<Outcome, Violation> {
+        if !self.races() {
+            return self.submit(request);
+        }
+        let key = request.key.clone();
+        let outcomes = self.race(request)?;
+        let executed: Vec<&Outcome> = outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Executed(_)))
+            .collect();
+        let response = |o: &Outcome| match o {
+            Outcome::Executed(r) | Outcome::Replayed(r) => Some(r.clone()),
+            Outcome::Mismatch => None,
+        };
+        let first = outcomes.first().map(response);
+        let agree = outcomes.iter().all(|o| Some(response(o)) == first);
+        if executed.len() > 1 || !agree {
+            return Err(format!(
+                "request {key} raced on every node and was answered {outcomes:?}: one node \
+                 executes it, every other replays the same response"
+            ));
+        }
+        Ok(executed
+            .first()
+            .map(|o| (*o).clone())
+            .or_else(|| outcomes.into_iter().next())
+            .ok_or("a race produced no outcome")?)
+    }
+
+    /// A read snapshot of the latest commit, through a node the seed picks.
     pub fn read(&self) -> Result<Arc<ReadTxn>, Violation> {
-        self.node()?.store.read().map_err(|e| e.to_string())
+        let index = self.pick_node();
+        self.node(index)?.store.read().map_err(|e| e.to_string())
     }
 
     /// Simulated now.
@@ -281,18 +476,64 @@ impl World {
     }
 
     /// Leases the earliest due job, runs its real handler (provider calls happen here) and
-    /// commits its effect, or crashes between the two when `crash_before_completing`.
+    /// commits its effect, or crashes between the two when `crash_before_completing`. Now and
+    /// then (several nodes only) every node leases at once, as their workers poll together: no
+    /// job may be leased twice, and each node then runs what it leased.
     pub fn run_job(&mut self, crash_before_completing: bool) -> Result<Option<String>, Violation> {
-        let leased = self.submit(LeaseJobs {
+        if !self.races() {
+            let index = self.pick_node();
+            let leased = self.submit_on(index, self.lease())?;
+            let Some(job) = leased.into_iter().next() else {
+                return Ok(None);
+            };
+            return self.execute(index, job, crash_before_completing).map(Some);
+        }
+        let leased = self.race(self.lease())?;
+        let mut ids: Vec<Id> = leased.iter().flatten().map(|job| job.id).collect();
+        let count = ids.len();
+        ids.sort();
+        ids.dedup();
+        if ids.len() != count {
+            return Err(format!(
+                "every node leased at once and one job was leased twice: {leased:?}"
+            ));
+        }
+        let mut notes = Vec::new();
+        for (index, jobs) in leased.into_iter().enumerate() {
+            for job in jobs {
+                // A crash ends the step: what another node leased stays leased until it lapses.
+                if crash_before_completing {
+                    notes.push(self.execute(index, job, true)?);
+                    return Ok(Some(format!("raced: {}", notes.join("; "))));
+                }
+                notes.push(self.execute(index, job, false)?);
+            }
+        }
+        Ok((!notes.is_empty()).then(|| format!("raced: {}", notes.join("; "))))
+    }
+
+    /// The lease the simulated worker takes: the earliest due job.
+    fn lease(&self) -> LeaseJobs {
+        LeaseJobs {
             now_ms: self.now(),
             lease_ms: LEASE_MS,
             limit: 1,
-        })?;
-        let Some(job) = leased.into_iter().next() else {
-            return Ok(None);
+        }
+    }
+
+    /// Runs `job`, leased by node `index`, through that node's handler and commits its effect
+    /// there, or crashes between the two.
+    fn execute(
+        &mut self,
+        index: usize,
+        job: crate::jobs::Job,
+        crash_before_completing: bool,
+    ) -> Result<String, Violation> {
+        let mut note = match self.nodes.len() {
+            1 => format!("{} {}", job.kind, job.payload),
+            _ => format!("node {index}: {} {}", job.kind, job.payload),
         };
-        let mut note = format!("{} {}", job.kind, job.payload);
-        let handlers = &self.node()?.handlers;
+        let handlers = &self.node(index)?.handlers;
         let handler = match job.kind.as_str() {
             crate::webhooks::event::JOB_KIND => Arc::clone(&handlers.webhook),
             crate::payments::payment::EXECUTE_JOB => Arc::clone(&handlers.pay),
@@ -307,28 +548,38 @@ impl World {
         drop(handler);
         if crash_before_completing {
             drop(effect);
-            self.crash()?;
+            let both = self.nodes.len() > 1 && self.picker.borrow_mut().chance(25);
+            if both {
+                for other in 0..self.nodes.len() {
+                    self.crash_node(other)?;
+                }
+            } else {
+                self.crash_node(index)?;
+            }
             note.push_str(" → crashed before completing");
-            return Ok(Some(note));
+            return Ok(note);
         }
         let jitter_seed = self.rng.next_u64();
-        let completion = self.submit(CompleteJob {
-            id,
-            lease_until_ms,
-            effect,
-            now_ms: self.now(),
-            retry: RETRY,
-            jitter_seed,
-            aborted: false,
-            on_dead: Some(crate::notifications::outbox::dead_letter),
-        })?;
+        let completion = self.submit_on(
+            index,
+            CompleteJob {
+                id,
+                lease_until_ms,
+                effect,
+                now_ms: self.now(),
+                retry: RETRY,
+                jitter_seed,
+                aborted: false,
+                on_dead: Some(crate::notifications::outbox::dead_letter),
+            },
+        )?;
         note.push_str(match completion {
             Completion::Done => " → done",
             Completion::Retrying(_) => " → retrying",
             Completion::Dead => " → dead",
             Completion::Stale => " → stale",
         });
-        Ok(Some(note))
+        Ok(note)
     }
 
     /// Delivers the provider's webhook at `index` of its outbox through the receipt command
@@ -355,11 +606,41 @@ impl World {
             processed_at_ms: None,
             replays: 0,
         };
-        let receipt = self.submit(Receive {
+        let receive = Receive {
             tenant: self.tenant,
             event,
             lookup: vec![identity],
-        })?;
+        };
+        if again && self.races() {
+            // The provider's retry arrives at the other node while the first is being stored:
+            // one delivery is new, every other is its duplicate.
+            self.provider.take_webhook(index, false);
+            let receipts = self.race(receive)?;
+            let new = receipts
+                .iter()
+                .filter(|r| matches!(r, Receipt::New(_)))
+                .count();
+            let original = receipts.iter().find_map(|r| match r {
+                Receipt::New(id) => Some(*id),
+                Receipt::Duplicate(_) => None,
+            });
+            let consistent = receipts.iter().all(|r| match r {
+                Receipt::New(id) => Some(*id) == original,
+                Receipt::Duplicate(id) => original.is_none_or(|o| o == *id),
+            });
+            if new > 1 || !consistent {
+                return Err(format!(
+                    "webhook {} delivered to every node at once was received as {receipts:?}: \
+                     one is new, every other its duplicate",
+                    hook.id
+                ));
+            }
+            return Ok(Some(format!(
+                "{} {} (raced: {receipts:?})",
+                hook.kind, hook.id
+            )));
+        }
+        let receipt = self.submit(receive)?;
         let outcome = match receipt {
             Receipt::New(_) => "new",
             Receipt::Duplicate(_) => "duplicate",
@@ -455,7 +736,7 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
-        if let Some(node) = self.node.take() {
+        for node in self.nodes.iter_mut().filter_map(Option::take) {
             drop(node.handlers);
             drop(node.writer);
             let _ = node.join.join();
