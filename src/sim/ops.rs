@@ -727,22 +727,46 @@ pub(super) fn send_events(
     events: Vec<serde_json::Value>,
     note: &mut String,
 ) -> Result<(), Violation> {
-    let config = crate::config::IngestConfig::default();
-    let ctx = Context {
-        tenant: world.tenant,
-        now_ms: world.now(),
-        config: &config,
+    // What a node's HTTP handler submits: the body parsed on arrival (fresh event ids).
+    let receive = |world: &World| {
+        let config = crate::config::IngestConfig::default();
+        let ctx = Context {
+            tenant: world.tenant,
+            now_ms: world.now(),
+            config: &config,
+        };
+        let parsed = parse_body(json!({ "events": events.clone() }), Format::Native, &ctx)
+            .map_err(|e| format!("the simulation sent a malformed batch: {e:?}"))?;
+        Ok::<_, Violation>(IngestBatch {
+            tenant: world.tenant,
+            events: parsed,
+            now_ms: world.now(),
+            idempotency_key: None,
+        })
     };
-    let parsed = parse_body(json!({ "events": events.clone() }), Format::Native, &ctx)
-        .map_err(|e| format!("the simulation sent a malformed batch: {e:?}"))?;
-    let statuses = world.submit(IngestBatch {
-        tenant: world.tenant,
-        events: parsed,
-        now_ms: world.now(),
-        idempotency_key: None,
-    })?;
+    let answered: Vec<(serde_json::Value, Status)> = match world.races() {
+        // A client's retry reaches the other node while the first send is being stored: each
+        // event is accepted by one node at most and a duplicate on every other.
+        true => {
+            note.push_str(" (sent to every node at once)");
+            let batches = (0..world.node_count())
+                .map(|_| receive(world))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut answered: Vec<_> = world
+                .race_each(batches)?
+                .into_iter()
+                .flat_map(|statuses| events.iter().cloned().zip(statuses))
+                .collect();
+            answered.sort_by_key(|(_, status)| !matches!(status, Status::Accepted { .. }));
+            answered
+        }
+        false => {
+            let batch = receive(world)?;
+            events.iter().cloned().zip(world.submit(batch)?).collect()
+        }
+    };
     let (mut accepted, mut duplicates, mut rejected) = (0, 0, 0);
-    for (body, status) in events.into_iter().zip(statuses) {
+    for (body, status) in answered {
         let client = body["id"].as_str().unwrap_or_default().to_string();
         match status {
             Status::Accepted { id, .. } => {
@@ -778,7 +802,7 @@ pub(super) fn send_events(
 fn billing_run(world: &mut World, note: &mut String) -> Result<(), Violation> {
     let now = world.now();
     note.push_str(&format!("as of {}: ", crate::clock::rfc3339(now)));
-    let run = world.submit(BillingRun {
+    let run = |world: &World| BillingRun {
         tenant: world.tenant,
         id: Id::generate_at(now),
         as_of_ms: now,
@@ -786,18 +810,28 @@ fn billing_run(world: &mut World, note: &mut String) -> Result<(), Violation> {
         policy: POLICY,
         trigger: "api".into(),
         origin: "sim".into(),
-    })?;
-    for closed in &run.closed {
-        world.model.invoices.insert(closed.invoice);
+    };
+    // With several nodes, now and then every node's scheduler runs billing at the same moment.
+    let runs = match world.races() {
+        true => {
+            note.push_str("on every node at once: ");
+            let runs = (0..world.node_count()).map(|_| run(world)).collect();
+            world.race_each(runs)?
+        }
+        false => vec![world.submit(run(world))?],
+    };
+    for run in &runs {
+        for closed in &run.closed {
+            world.model.invoices.insert(closed.invoice);
+        }
     }
-    note.push_str(&format!(
-        "{} invoices, {} skipped",
-        run.closed.len(),
-        run.skipped
-            .iter()
-            .filter(|s| !s.reason.starts_with("already invoiced"))
-            .count()
-    ));
+    let closed: usize = runs.iter().map(|r| r.closed.len()).sum();
+    let skipped: usize = runs
+        .iter()
+        .flat_map(|r| &r.skipped)
+        .filter(|s| !s.reason.starts_with("already invoiced"))
+        .count();
+    note.push_str(&format!("{closed} invoices, {skipped} skipped"));
     Ok(())
 }
 

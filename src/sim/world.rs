@@ -393,16 +393,20 @@ impl World {
     /// request and its retry) and waits for every commit: their transactions overlap, so one
     /// may be serialized out and applied again. Outputs are in node order.
     pub fn race<C: Command>(&self, command: C) -> Result<Vec<C::Output>, Violation> {
-        let writers: Vec<WriterHandle> = (0..self.nodes.len())
+        self.race_each(vec![command; self.nodes.len()])
+    }
+
+    /// Submits `commands[i]` to node `i`, all at the same moment (as the nodes' own schedulers
+    /// doing the same work), and waits for every commit. Outputs are in node order.
+    pub fn race_each<C: Command>(&self, commands: Vec<C>) -> Result<Vec<C::Output>, Violation> {
+        let writers: Vec<WriterHandle> = (0..commands.len())
             .map(|i| self.node(i).map(|n| n.writer.clone()))
             .collect::<Result<_, _>>()?;
         // Spawned first, awaited after: every node's command is queued before any commits.
         let tasks: Vec<_> = writers
             .into_iter()
-            .map(|writer| {
-                let command = command.clone();
-                self.rt.spawn(async move { writer.submit(command).await })
-            })
+            .zip(commands)
+            .map(|(writer, command)| self.rt.spawn(async move { writer.submit(command).await }))
             .collect();
         tasks
             .into_iter()
