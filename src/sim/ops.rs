@@ -886,32 +886,64 @@ fn pay(world: &mut World, note: &mut String) -> Result<(), Violation> {
         return Ok(());
     };
     note.push_str(&invoice.id.display(crate::billing::invoice::PREFIX));
+    if world.races() {
+        // Two clients pay the same invoice, each with its own key, on two nodes at once.
+        let requests = (0..world.node_count())
+            .map(|_| {
+                let key = next_key(world, "pay");
+                pay_request(world, invoice.id, key)
+            })
+            .collect();
+        note.push_str(" by two clients on two nodes at once");
+        for outcome in world.race_each(requests)? {
+            record_payment(world, response_ids(&outcome)?, note)?;
+        }
+        return Ok(());
+    }
     let key = next_key(world, "pay");
     let tries = if world.rng.chance(30) { 2 } else { 1 };
     let mut acked: Option<Option<Vec<String>>> = None;
     for _ in 0..tries {
-        let outcome = world.submit_keyed(Idempotent {
-            tenant: world.tenant,
-            key: key.clone(),
-            fingerprint: *blake3::hash(key.as_bytes()).as_bytes(),
-            now_ms: world.now(),
-            retention_ms: DAY_MS,
-            inner: Pay {
-                tenant: world.tenant,
-                invoice: invoice.id,
-                payment_method: None,
-                psp: "stripe".into(),
-                now_ms: world.now(),
-            },
-            render: render_payment,
-        })?;
+        let outcome = world.submit_keyed(pay_request(world, invoice.id, key.clone()))?;
         let ids = response_ids(&outcome)?;
         if acked.as_ref().is_some_and(|a| *a != ids) {
             return Err("a retried pay answered differently".into());
         }
         acked = Some(ids);
     }
-    match acked.flatten() {
+    record_payment(world, acked.flatten(), note)?;
+    if tries == 2 {
+        note.push_str(" (retried with its key)");
+    }
+    Ok(())
+}
+
+/// `pay` on `invoice` under `key`, as the API submits it.
+fn pay_request(world: &World, invoice: Id, key: String) -> Idempotent<Pay> {
+    Idempotent {
+        tenant: world.tenant,
+        fingerprint: *blake3::hash(key.as_bytes()).as_bytes(),
+        key,
+        now_ms: world.now(),
+        retention_ms: DAY_MS,
+        inner: Pay {
+            tenant: world.tenant,
+            invoice,
+            payment_method: None,
+            psp: "stripe".into(),
+            now_ms: world.now(),
+        },
+        render: render_payment,
+    }
+}
+
+/// Records the payment a `pay` response named (`None`: refused).
+fn record_payment(
+    world: &mut World,
+    ids: Option<Vec<String>>,
+    note: &mut String,
+) -> Result<(), Violation> {
+    match ids {
         Some(ids) => {
             let id = ids
                 .first()
@@ -921,9 +953,6 @@ fn pay(world: &mut World, note: &mut String) -> Result<(), Violation> {
             note.push_str(&format!(" → {}", id.display(payment::PREFIX)));
         }
         None => note.push_str(" → refused"),
-    }
-    if tries == 2 {
-        note.push_str(" (retried with its key)");
     }
     Ok(())
 }
@@ -942,12 +971,24 @@ fn void(world: &mut World, note: &mut String) -> Result<(), Violation> {
     if !attempts.is_empty() {
         note.push_str(&format!(" (attempts: {})", attempts.join(", ")));
     }
-    let voided = world.submit(VoidInvoice {
+    let void = VoidInvoice {
         tenant: world.tenant,
         id: invoice.id,
         now_ms: world.now(),
         origin: "sim".into(),
-    })?;
+    };
+    let voided = match world.races() {
+        // The customer pays on one node while the invoice is voided on the other.
+        true => {
+            let key = next_key(world, "pay");
+            let request = pay_request(world, invoice.id, key);
+            let (voided, paid) = world.race_pair(void, request)?;
+            note.push_str(" while paid on the other node");
+            record_payment(world, response_ids(&paid)?, note)?;
+            voided
+        }
+        false => world.submit(void)?,
+    };
     match voided {
         Ok(inv) => {
             world.model.voided.insert(inv.id);

@@ -411,19 +411,39 @@ impl World {
         tasks
             .into_iter()
             .enumerate()
-            .map(|(i, task)| {
-                let output = self
-                    .rt
-                    .block_on(task)
-                    .map_err(|e| format!("a racing submit on node {i} failed: {e}"))?;
-                output.map_err(|e| {
-                    format!(
-                        "a command racing on every node was not committed on node {i} ({e}): \
-                         a conflict between nodes must be applied again, never fail"
-                    )
-                })
-            })
+            .map(|(i, task)| self.joined(i, task))
             .collect()
+    }
+
+    /// Submits `first` to node 0 and `second` to node 1 at the same moment (two intents on
+    /// the same records arriving at two daemons) and waits for both commits.
+    pub fn race_pair<A: Command, B: Command>(
+        &self,
+        first: A,
+        second: B,
+    ) -> Result<(A::Output, B::Output), Violation> {
+        let (a, b) = (self.node(0)?.writer.clone(), self.node(1)?.writer.clone());
+        let first = self.rt.spawn(async move { a.submit(first).await });
+        let second = self.rt.spawn(async move { b.submit(second).await });
+        Ok((self.joined(0, first)?, self.joined(1, second)?))
+    }
+
+    /// The output of a racing submit to node `index`.
+    fn joined<T>(
+        &self,
+        index: usize,
+        task: tokio::task::JoinHandle<Result<T, writer::WriteError>>,
+    ) -> Result<T, Violation> {
+        let output = self
+            .rt
+            .block_on(task)
+            .map_err(|e| format!("a racing submit on node {index} failed: {e}"))?;
+        output.map_err(|e| {
+            format!(
+                "a command racing on several nodes was not committed on node {index} ({e}): a \
+                 conflict between nodes must be applied again, never fail"
+            )
+        })
     }
 
     /// Submits a request under an idempotency key; now and then (several nodes only) it races
