@@ -142,7 +142,10 @@ fn anomalies_recorded(world: &World) -> Result<(), Violation> {
 
 /// Balances: true once nothing is in flight.
 pub fn at_rest(world: &World) -> Result<(), Violation> {
-    invoices_verify(world, &invoices(world)?)?;
+    // On PostgreSQL the step checks skip invoices unchanged since they were last re-derived.
+    if world.is_postgres() {
+        invoices_verify(world, &invoices(world)?)?;
+    }
     let payments = payments(world)?;
     let charges = world.provider.charges();
     // The provider's net collected for the tenant's payments equals psp_clearing: what it

@@ -23,9 +23,11 @@
 //! per test binary), each with its own writer thread, job handlers and watcher, as two daemons
 //! sharing a database. Every write, read, job execution and webhook delivery goes to a node the
 //! seed picks, so one customer's or invoice's rows are written from both; a crash takes down one
-//! node or both. Now and then a keyed request, a duplicated webhook or a job lease goes to both
-//! nodes at the same moment ([`World::race`]), so their transactions overlap and one is
-//! serialized out and applied again: exactly one may take effect. Re-deriving every invoice from
+//! node or both. Now and then a keyed request, a duplicated webhook, an ingested batch, a billing
+//! run, a pay and a void, or a job's lease or completion goes to both nodes at the same moment
+//! ([`World::race`]), so their transactions overlap and one is serialized out and applied again:
+//! exactly one may take effect. And now and then a node's worker is slow: its job's handler
+//! runs, other steps follow on either node, and its completion commits at a later job step. Re-deriving every invoice from
 //! its events costs many round trips there, so after a step that changed no invoice it is
 //! skipped, and at rest it is done in full. It runs one seed per profile for 100 steps by
 //! default; `SIM_PG_SEEDS` sets its seed count, `SIM_STEPS` and `SIM_SEED` apply to it too. It

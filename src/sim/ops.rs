@@ -982,7 +982,7 @@ fn void(world: &mut World, note: &mut String) -> Result<(), Violation> {
         true => {
             let key = next_key(world, "pay");
             let request = pay_request(world, invoice.id, key);
-            let (voided, paid) = world.race_pair(void, request)?;
+            let (voided, paid) = world.race_pair((0, void), (1, request))?;
             note.push_str(" while paid on the other node");
             record_payment(world, response_ids(&paid)?, note)?;
             voided

@@ -41,6 +41,9 @@ pub const RETRY: RetryPolicy = RetryPolicy {
 /// With several nodes, the chance (percent) that a keyed request, a duplicated webhook or a job
 /// run races on every node at once.
 const RACE_PERCENT: u32 = 20;
+/// With several nodes, the chance (percent) that a worker holds its job's effect until a later
+/// job step, while other steps run.
+const HOLD_PERCENT: u32 = 15;
 /// The quiescence loop jumps at most this far ahead to reach a job (dunning retries included).
 const SETTLE_HORIZON_MS: i64 = 4 * 86_400_000;
 
@@ -138,6 +141,16 @@ enum Backing {
     Postgres(PgOptions),
 }
 
+/// A job whose handler ran on a node while its completion has not been submitted yet: that
+/// node's worker is slow, and other steps run meanwhile (several nodes only).
+struct Held {
+    node: usize,
+    id: Id,
+    lease_until_ms: i64,
+    effect: JobEffect,
+    note: String,
+}
+
 /// The whole simulated deployment.
 pub struct World {
     backing: Backing,
@@ -149,6 +162,8 @@ pub struct World {
     /// Which node serves each write, read, job and delivery, and which a crash takes down;
     /// drawn only when there are several, so a one-node run draws exactly what it always did.
     picker: RefCell<Rng>,
+    /// A slow worker's job, completed at the next job step unless its node crashes first.
+    held: Option<Held>,
     /// The invoices as they were when last re-derived from their events (PostgreSQL only).
     verified: RefCell<Vec<crate::billing::invoice::Invoice>>,
     /// The provider and its books.
@@ -216,6 +231,7 @@ impl World {
             ids,
             nodes: Vec::new(),
             picker: RefCell::new(Rng::new(seed ^ 0x0DE5_0DE5_0DE5_0DE5)),
+            held: None,
             verified: RefCell::new(Vec::new()),
             provider,
             tenant: TenantId(1),
@@ -255,17 +271,22 @@ impl World {
         }
     }
 
+    /// Whether the store is a PostgreSQL database (shared by the nodes).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backing, Backing::Postgres(_))
+    }
+
     /// Whether re-deriving `invoices` from their events after this step may be skipped: on
     /// PostgreSQL, when they are exactly what was last re-derived (an invoice's lines depend
     /// only on itself and on events up to its `events_through`, which never change). Every
     /// invoice is re-derived again at rest. On redb, never: there it costs nothing.
     pub fn invoices_verified(&self, invoices: &[crate::billing::invoice::Invoice]) -> bool {
-        matches!(self.backing, Backing::Postgres(_)) && *self.verified.borrow() == invoices
+        self.is_postgres() && *self.verified.borrow() == invoices
     }
 
     /// Records `invoices` as re-derived from their events.
     pub fn note_verified(&self, invoices: &[crate::billing::invoice::Invoice]) {
-        if matches!(self.backing, Backing::Postgres(_)) {
+        if self.is_postgres() {
             *self.verified.borrow_mut() = invoices.to_vec();
         }
     }
@@ -335,6 +356,10 @@ impl World {
 
     /// Kills node `index` and starts it again on the same store.
     fn crash_node(&mut self, index: usize) -> Result<(), Violation> {
+        // A job effect the node's worker held dies with it; its lease lapses.
+        if self.held.as_ref().is_some_and(|h| h.node == index) {
+            self.held = None;
+        }
         let slot = self
             .nodes
             .get_mut(index)
@@ -415,17 +440,17 @@ impl World {
             .collect()
     }
 
-    /// Submits `first` to node 0 and `second` to node 1 at the same moment (two intents on
-    /// the same records arriving at two daemons) and waits for both commits.
+    /// Submits two commands, each to its node, at the same moment (two intents on the same
+    /// records arriving at two daemons) and waits for both commits.
     pub fn race_pair<A: Command, B: Command>(
         &self,
-        first: A,
-        second: B,
+        (i, first): (usize, A),
+        (j, second): (usize, B),
     ) -> Result<(A::Output, B::Output), Violation> {
-        let (a, b) = (self.node(0)?.writer.clone(), self.node(1)?.writer.clone());
+        let (a, b) = (self.node(i)?.writer.clone(), self.node(j)?.writer.clone());
         let first = self.rt.spawn(async move { a.submit(first).await });
         let second = self.rt.spawn(async move { b.submit(second).await });
-        Ok((self.joined(0, first)?, self.joined(1, second)?))
+        Ok((self.joined(i, first)?, self.joined(j, second)?))
     }
 
     /// The output of a racing submit to node `index`.
@@ -501,15 +526,32 @@ impl World {
 
     /// Leases the earliest due job, runs its real handler (provider calls happen here) and
     /// commits its effect, or crashes between the two when `crash_before_completing`. Now and
-    /// then (several nodes only) every node leases at once, as their workers poll together: no
-    /// job may be leased twice, and each node then runs what it leased.
+    /// then (several nodes only) every node leases at once, as their workers poll together (no
+    /// job may be leased twice, and each node then runs what it leased), or a worker outlives
+    /// its lease ([`World::run_job_past_its_lease`]).
     pub fn run_job(&mut self, crash_before_completing: bool) -> Result<Option<String>, Violation> {
-        if !self.races() {
+        if let Some(held) = self.held.take() {
+            let completion = self.completion(held.id, held.lease_until_ms, held.effect);
+            let completion = self.submit_on(held.node, completion)?;
+            return Ok(Some(format!(
+                "{}: completed late{}",
+                held.note,
+                completed(&completion)
+            )));
+        }
+        let race = self.races();
+        if race && !crash_before_completing && self.picker.borrow_mut().chance(50) {
+            return self.run_job_past_its_lease();
+        }
+        if !race {
             let index = self.pick_node();
             let leased = self.submit_on(index, self.lease())?;
             let Some(job) = leased.into_iter().next() else {
                 return Ok(None);
             };
+            if self.holds(crash_before_completing) {
+                return self.hold(index, job).map(Some);
+            }
             return self.execute(index, job, crash_before_completing).map(Some);
         }
         let leased = self.race(self.lease())?;
@@ -536,6 +578,30 @@ impl World {
         Ok((!notes.is_empty()).then(|| format!("raced: {}", notes.join("; "))))
     }
 
+    /// Whether this job's worker is slow: with several nodes, drawn by the seed; never with
+    /// one, nor when the step crashes it.
+    fn holds(&self, crash_before_completing: bool) -> bool {
+        self.nodes.len() > 1
+            && !crash_before_completing
+            && self.picker.borrow_mut().chance(HOLD_PERCENT)
+    }
+
+    /// Runs `job`'s handler on node `index` and holds its effect: the completion is submitted
+    /// at the next job step, after whatever other steps (on either node) come first.
+    fn hold(&mut self, index: usize, job: crate::jobs::Job) -> Result<String, Violation> {
+        let note = format!("node {index}: {} {}", job.kind, job.payload);
+        let (id, lease_until_ms) = (job.id, job.due_at_ms);
+        let effect = self.handle(index, job)?;
+        self.held = Some(Held {
+            node: index,
+            id,
+            lease_until_ms,
+            effect,
+            note: note.clone(),
+        });
+        Ok(format!("{note} → its worker holds the effect"))
+    }
+
     /// The lease the simulated worker takes: the earliest due job.
     fn lease(&self) -> LeaseJobs {
         LeaseJobs {
@@ -557,19 +623,8 @@ impl World {
             1 => format!("{} {}", job.kind, job.payload),
             _ => format!("node {index}: {} {}", job.kind, job.payload),
         };
-        let handlers = &self.node(index)?.handlers;
-        let handler = match job.kind.as_str() {
-            crate::webhooks::event::JOB_KIND => Arc::clone(&handlers.webhook),
-            crate::payments::payment::EXECUTE_JOB => Arc::clone(&handlers.pay),
-            crate::payments::payment::CANCEL_JOB => Arc::clone(&handlers.cancel),
-            crate::payments::payment::REFUND_JOB => Arc::clone(&handlers.refund),
-            crate::payments::reconcile::JOB_KIND => Arc::clone(&handlers.reconcile),
-            other => return Err(format!("no handler for job kind {other:?}")),
-        };
         let (id, lease_until_ms) = (job.id, job.due_at_ms);
-        let effect = self.rt.block_on(handler.run(job));
-        // The handler holds the process's writer: it dies with the process.
-        drop(handler);
+        let effect = self.handle(index, job)?;
         if crash_before_completing {
             drop(effect);
             let both = self.nodes.len() > 1 && self.picker.borrow_mut().chance(25);
@@ -583,27 +638,91 @@ impl World {
             note.push_str(" → crashed before completing");
             return Ok(note);
         }
-        let jitter_seed = self.rng.next_u64();
-        let completion = self.submit_on(
-            index,
-            CompleteJob {
-                id,
-                lease_until_ms,
-                effect,
-                now_ms: self.now(),
-                retry: RETRY,
-                jitter_seed,
-                aborted: false,
-                on_dead: Some(crate::notifications::outbox::dead_letter),
-            },
-        )?;
-        note.push_str(match completion {
-            Completion::Done => " → done",
-            Completion::Retrying(_) => " → retrying",
-            Completion::Dead => " → dead",
-            Completion::Stale => " → stale",
-        });
+        let completion = self.completion(id, lease_until_ms, effect);
+        let completion = self.submit_on(index, completion)?;
+        note.push_str(completed(&completion));
         Ok(note)
+    }
+
+    /// Runs `job` through node `index`'s real handler (provider calls happen here): its
+    /// effect, to commit under the lease.
+    fn handle(&self, index: usize, job: crate::jobs::Job) -> Result<JobEffect, Violation> {
+        let handlers = &self.node(index)?.handlers;
+        let handler = match job.kind.as_str() {
+            crate::webhooks::event::JOB_KIND => Arc::clone(&handlers.webhook),
+            crate::payments::payment::EXECUTE_JOB => Arc::clone(&handlers.pay),
+            crate::payments::payment::CANCEL_JOB => Arc::clone(&handlers.cancel),
+            crate::payments::payment::REFUND_JOB => Arc::clone(&handlers.refund),
+            crate::payments::reconcile::JOB_KIND => Arc::clone(&handlers.reconcile),
+            other => return Err(format!("no handler for job kind {other:?}")),
+        };
+        // The handler holds the process's writer: it dies with the process (dropped here).
+        Ok(self.rt.block_on(handler.run(job)))
+    }
+
+    /// The completion of a job leased until `lease_until_ms`, as the worker submits it.
+    fn completion(&mut self, id: Id, lease_until_ms: i64, effect: JobEffect) -> CompleteJob {
+        CompleteJob {
+            id,
+            lease_until_ms,
+            effect,
+            now_ms: self.now(),
+            retry: RETRY,
+            jitter_seed: self.rng.next_u64(),
+            aborted: false,
+            on_dead: Some(crate::notifications::outbox::dead_letter),
+        }
+    }
+
+    /// A worker that outlives its lease (several nodes only): node `first` leases the earliest
+    /// due job and runs its handler, the lease lapses, another node leases the job again and
+    /// runs it too, and both completions commit at the same moment. Only the current lease may
+    /// complete: the first must be stale whichever commits first, the second must count.
+    fn run_job_past_its_lease(&mut self) -> Result<Option<String>, Violation> {
+        let first = self.pick_node();
+        let second = (first + 1) % self.nodes.len();
+        let leased = self.submit_on(first, self.lease())?;
+        let Some(job) = leased.into_iter().next() else {
+            return Ok(None);
+        };
+        let (id, lapses_at_ms) = (job.id, job.due_at_ms);
+        let note = format!(
+            "node {first}: {} {} outlives its lease",
+            job.kind, job.payload
+        );
+        let late = self.handle(first, job)?;
+        self.set_now(lapses_at_ms + 1);
+        let again = self.submit_on(second, self.lease())?;
+        let Some(job) = again.into_iter().next() else {
+            return Err(format!("{note}, and no job was due once its lease lapsed"));
+        };
+        if job.id != id {
+            // Another job fell due first: it runs, then the late completion, still the lease's.
+            let other = self.execute(second, job, false)?;
+            let late = self.completion(id, lapses_at_ms, late);
+            let late = self.submit_on(first, late)?;
+            return Ok(Some(format!(
+                "{note}; {other}; its own completion{}",
+                completed(&late)
+            )));
+        }
+        let current_until_ms = job.due_at_ms;
+        let current = self.handle(second, job)?;
+        let late = self.completion(id, lapses_at_ms, late);
+        let current = self.completion(id, current_until_ms, current);
+        let (late, current) = self.race_pair((first, late), (second, current))?;
+        if late != Completion::Stale || current == Completion::Stale {
+            return Err(format!(
+                "{note}: node {second} leased it again, then both completed at once: the \
+                 lapsed lease's completion was {late:?} and the current one's {current:?}; \
+                 only the current lease may complete"
+            ));
+        }
+        Ok(Some(format!(
+            "{note}; node {second} leased it again; completions: late{}, current{}",
+            completed(&late),
+            completed(&current)
+        )))
     }
 
     /// Delivers the provider's webhook at `index` of its outbox through the receipt command
@@ -615,31 +734,34 @@ impl World {
         };
         let now = self.now();
         let identity = format!("id:{}", hook.id);
-        let event = WebhookEvent {
-            id: Id::generate_at(now),
-            tenant: self.tenant.0,
-            endpoint: self.endpoint,
-            provider: Scheme::Stripe,
-            provider_event_id: identity.clone(),
-            event_type: hook.kind.clone(),
-            payload: hook.body.to_string(),
-            headers: Vec::new(),
-            received_at_ms: now,
-            status: EventStatus::Received,
-            job: Id::generate_at(now),
-            processed_at_ms: None,
-            replays: 0,
-        };
-        let receive = Receive {
-            tenant: self.tenant,
-            event,
-            lookup: vec![identity],
+        // What a node's HTTP handler stores: the delivery with ids of its own.
+        let receive = |tenant: TenantId, endpoint: Id| Receive {
+            tenant,
+            event: WebhookEvent {
+                id: Id::generate_at(now),
+                tenant: tenant.0,
+                endpoint,
+                provider: Scheme::Stripe,
+                provider_event_id: identity.clone(),
+                event_type: hook.kind.clone(),
+                payload: hook.body.to_string(),
+                headers: Vec::new(),
+                received_at_ms: now,
+                status: EventStatus::Received,
+                job: Id::generate_at(now),
+                processed_at_ms: None,
+                replays: 0,
+            },
+            lookup: vec![identity.clone()],
         };
         if again && self.races() {
             // The provider's retry arrives at the other node while the first is being stored:
             // one delivery is new, every other is its duplicate.
             self.provider.take_webhook(index, false);
-            let receipts = self.race(receive)?;
+            let deliveries = (0..self.nodes.len())
+                .map(|_| receive(self.tenant, self.endpoint))
+                .collect();
+            let receipts = self.race_each(deliveries)?;
             let new = receipts
                 .iter()
                 .filter(|r| matches!(r, Receipt::New(_)))
@@ -664,7 +786,7 @@ impl World {
                 hook.kind, hook.id
             )));
         }
-        let receipt = self.submit(receive)?;
+        let receipt = self.submit(receive(self.tenant, self.endpoint))?;
         let outcome = match receipt {
             Receipt::New(_) => "new",
             Receipt::Duplicate(_) => "duplicate",
@@ -758,8 +880,23 @@ impl World {
     }
 }
 
+/// What a job's handler produced: its effect, or why it failed.
+type JobEffect = Result<crate::jobs::Effect, String>;
+
+/// A completion, for the step's note.
+fn completed(completion: &Completion) -> &'static str {
+    match completion {
+        Completion::Done => " → done",
+        Completion::Retrying(_) => " → retrying",
+        Completion::Dead => " → dead",
+        Completion::Stale => " → stale",
+    }
+}
+
 impl Drop for World {
     fn drop(&mut self) {
+        // A held effect may hold its node's writer, which must go before that writer can stop.
+        self.held = None;
         for node in self.nodes.iter_mut().filter_map(Option::take) {
             drop(node.handlers);
             drop(node.writer);
