@@ -104,7 +104,7 @@ pub fn redeem(world: &mut World, note: &mut String) -> Result<(), Violation> {
             },
             render,
         };
-        let first = body(&world.submit(command.clone())?)?;
+        let first = body(&world.submit_keyed(command.clone())?)?;
         if world.rng.chance(30) && body(&world.submit(command)?)? != first {
             return Err(format!("redemption {key} replayed with another answer"));
         }

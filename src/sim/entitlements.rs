@@ -158,7 +158,7 @@ fn grant_once(world: &mut World, customer: Id, note: &mut String) -> Result<(), 
         }
         Outcome::Mismatch => Err("a replayed grant mismatched its own key".to_string()),
     };
-    let first = body(&world.submit(command.clone())?)?;
+    let first = body(&world.submit_keyed(command.clone())?)?;
     if world.rng.chance(30) && body(&world.submit(command)?)? != first {
         return Err(format!("grant {key} replayed with another answer"));
     }

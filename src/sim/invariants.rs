@@ -73,7 +73,10 @@ fn succeeded_refunds(p: &Payment) -> i64 {
 pub fn after_every_step(world: &World) -> Result<(), Violation> {
     books_verify(world)?;
     let invoices = invoices(world)?;
-    invoices_verify(world, &invoices)?;
+    if !world.invoices_verified(&invoices) {
+        invoices_verify(world, &invoices)?;
+        world.note_verified(&invoices);
+    }
     billed_once(world, &invoices)?;
     super::coupons::check(world, &invoices)?;
     super::taxes::check(world, &invoices)?;
@@ -139,6 +142,10 @@ fn anomalies_recorded(world: &World) -> Result<(), Violation> {
 
 /// Balances: true once nothing is in flight.
 pub fn at_rest(world: &World) -> Result<(), Violation> {
+    // On PostgreSQL the step checks skip invoices unchanged since they were last re-derived.
+    if world.is_postgres() {
+        invoices_verify(world, &invoices(world)?)?;
+    }
     let payments = payments(world)?;
     let charges = world.provider.charges();
     // The provider's net collected for the tenant's payments equals psp_clearing: what it

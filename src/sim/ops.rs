@@ -259,7 +259,7 @@ pub fn setup(world: &mut World, profile: &Profile) -> Result<(), Violation> {
         let mut acked = None;
         // Created, then retried as after a lost reply: one customer either way.
         for _ in 0..2 {
-            let outcome = world.submit(Idempotent {
+            let outcome = world.submit_keyed(Idempotent {
                 tenant: world.tenant,
                 key: key.clone(),
                 fingerprint: *blake3::hash(key.as_bytes()).as_bytes(),
@@ -431,7 +431,13 @@ pub fn apply(world: &mut World, kind: Kind, note: &mut String) -> Result<(), Vio
             ));
             Ok(())
         }
-        Kind::Crash => world.crash(),
+        Kind::Crash => {
+            let crashed = world.crash()?;
+            if world.node_count() > 1 {
+                note.push_str(&crashed);
+            }
+            Ok(())
+        }
         Kind::Settle => {
             let done = world.settle()?;
             note.push_str(&done);
@@ -516,7 +522,7 @@ fn change_plan(world: &mut World, note: &mut String) -> Result<(), Violation> {
     let tries = if world.rng.chance(30) { 2 } else { 1 };
     let mut acked: Option<Option<Vec<String>>> = None;
     for _ in 0..tries {
-        let outcome = world.submit(Idempotent {
+        let outcome = world.submit_keyed(Idempotent {
             tenant: world.tenant,
             key: key.clone(),
             fingerprint: *blake3::hash(key.as_bytes()).as_bytes(),
@@ -611,7 +617,7 @@ fn update_customer(world: &mut World, note: &mut String) -> Result<(), Violation
     let tries = if world.rng.chance(30) { 2 } else { 1 };
     let mut acked: Option<Option<Vec<String>>> = None;
     for _ in 0..tries {
-        let outcome = world.submit(Idempotent {
+        let outcome = world.submit_keyed(Idempotent {
             tenant: world.tenant,
             key: key.clone(),
             fingerprint: *blake3::hash(key.as_bytes()).as_bytes(),
@@ -721,22 +727,46 @@ pub(super) fn send_events(
     events: Vec<serde_json::Value>,
     note: &mut String,
 ) -> Result<(), Violation> {
-    let config = crate::config::IngestConfig::default();
-    let ctx = Context {
-        tenant: world.tenant,
-        now_ms: world.now(),
-        config: &config,
+    // What a node's HTTP handler submits: the body parsed on arrival (fresh event ids).
+    let receive = |world: &World| {
+        let config = crate::config::IngestConfig::default();
+        let ctx = Context {
+            tenant: world.tenant,
+            now_ms: world.now(),
+            config: &config,
+        };
+        let parsed = parse_body(json!({ "events": events.clone() }), Format::Native, &ctx)
+            .map_err(|e| format!("the simulation sent a malformed batch: {e:?}"))?;
+        Ok::<_, Violation>(IngestBatch {
+            tenant: world.tenant,
+            events: parsed,
+            now_ms: world.now(),
+            idempotency_key: None,
+        })
     };
-    let parsed = parse_body(json!({ "events": events.clone() }), Format::Native, &ctx)
-        .map_err(|e| format!("the simulation sent a malformed batch: {e:?}"))?;
-    let statuses = world.submit(IngestBatch {
-        tenant: world.tenant,
-        events: parsed,
-        now_ms: world.now(),
-        idempotency_key: None,
-    })?;
+    let answered: Vec<(serde_json::Value, Status)> = match world.races() {
+        // A client's retry reaches the other node while the first send is being stored: each
+        // event is accepted by one node at most and a duplicate on every other.
+        true => {
+            note.push_str(" (sent to every node at once)");
+            let batches = (0..world.node_count())
+                .map(|_| receive(world))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut answered: Vec<_> = world
+                .race_each(batches)?
+                .into_iter()
+                .flat_map(|statuses| events.iter().cloned().zip(statuses))
+                .collect();
+            answered.sort_by_key(|(_, status)| !matches!(status, Status::Accepted { .. }));
+            answered
+        }
+        false => {
+            let batch = receive(world)?;
+            events.iter().cloned().zip(world.submit(batch)?).collect()
+        }
+    };
     let (mut accepted, mut duplicates, mut rejected) = (0, 0, 0);
-    for (body, status) in events.into_iter().zip(statuses) {
+    for (body, status) in answered {
         let client = body["id"].as_str().unwrap_or_default().to_string();
         match status {
             Status::Accepted { id, .. } => {
@@ -772,7 +802,7 @@ pub(super) fn send_events(
 fn billing_run(world: &mut World, note: &mut String) -> Result<(), Violation> {
     let now = world.now();
     note.push_str(&format!("as of {}: ", crate::clock::rfc3339(now)));
-    let run = world.submit(BillingRun {
+    let run = |world: &World| BillingRun {
         tenant: world.tenant,
         id: Id::generate_at(now),
         as_of_ms: now,
@@ -780,18 +810,28 @@ fn billing_run(world: &mut World, note: &mut String) -> Result<(), Violation> {
         policy: POLICY,
         trigger: "api".into(),
         origin: "sim".into(),
-    })?;
-    for closed in &run.closed {
-        world.model.invoices.insert(closed.invoice);
+    };
+    // With several nodes, now and then every node's scheduler runs billing at the same moment.
+    let runs = match world.races() {
+        true => {
+            note.push_str("on every node at once: ");
+            let runs = (0..world.node_count()).map(|_| run(world)).collect();
+            world.race_each(runs)?
+        }
+        false => vec![world.submit(run(world))?],
+    };
+    for run in &runs {
+        for closed in &run.closed {
+            world.model.invoices.insert(closed.invoice);
+        }
     }
-    note.push_str(&format!(
-        "{} invoices, {} skipped",
-        run.closed.len(),
-        run.skipped
-            .iter()
-            .filter(|s| !s.reason.starts_with("already invoiced"))
-            .count()
-    ));
+    let closed: usize = runs.iter().map(|r| r.closed.len()).sum();
+    let skipped: usize = runs
+        .iter()
+        .flat_map(|r| &r.skipped)
+        .filter(|s| !s.reason.starts_with("already invoiced"))
+        .count();
+    note.push_str(&format!("{closed} invoices, {skipped} skipped"));
     Ok(())
 }
 
@@ -846,32 +886,64 @@ fn pay(world: &mut World, note: &mut String) -> Result<(), Violation> {
         return Ok(());
     };
     note.push_str(&invoice.id.display(crate::billing::invoice::PREFIX));
+    if world.races() {
+        // Two clients pay the same invoice, each with its own key, on two nodes at once.
+        let requests = (0..world.node_count())
+            .map(|_| {
+                let key = next_key(world, "pay");
+                pay_request(world, invoice.id, key)
+            })
+            .collect();
+        note.push_str(" by two clients on two nodes at once");
+        for outcome in world.race_each(requests)? {
+            record_payment(world, response_ids(&outcome)?, note)?;
+        }
+        return Ok(());
+    }
     let key = next_key(world, "pay");
     let tries = if world.rng.chance(30) { 2 } else { 1 };
     let mut acked: Option<Option<Vec<String>>> = None;
     for _ in 0..tries {
-        let outcome = world.submit(Idempotent {
-            tenant: world.tenant,
-            key: key.clone(),
-            fingerprint: *blake3::hash(key.as_bytes()).as_bytes(),
-            now_ms: world.now(),
-            retention_ms: DAY_MS,
-            inner: Pay {
-                tenant: world.tenant,
-                invoice: invoice.id,
-                payment_method: None,
-                psp: "stripe".into(),
-                now_ms: world.now(),
-            },
-            render: render_payment,
-        })?;
+        let outcome = world.submit_keyed(pay_request(world, invoice.id, key.clone()))?;
         let ids = response_ids(&outcome)?;
         if acked.as_ref().is_some_and(|a| *a != ids) {
             return Err("a retried pay answered differently".into());
         }
         acked = Some(ids);
     }
-    match acked.flatten() {
+    record_payment(world, acked.flatten(), note)?;
+    if tries == 2 {
+        note.push_str(" (retried with its key)");
+    }
+    Ok(())
+}
+
+/// `pay` on `invoice` under `key`, as the API submits it.
+fn pay_request(world: &World, invoice: Id, key: String) -> Idempotent<Pay> {
+    Idempotent {
+        tenant: world.tenant,
+        fingerprint: *blake3::hash(key.as_bytes()).as_bytes(),
+        key,
+        now_ms: world.now(),
+        retention_ms: DAY_MS,
+        inner: Pay {
+            tenant: world.tenant,
+            invoice,
+            payment_method: None,
+            psp: "stripe".into(),
+            now_ms: world.now(),
+        },
+        render: render_payment,
+    }
+}
+
+/// Records the payment a `pay` response named (`None`: refused).
+fn record_payment(
+    world: &mut World,
+    ids: Option<Vec<String>>,
+    note: &mut String,
+) -> Result<(), Violation> {
+    match ids {
         Some(ids) => {
             let id = ids
                 .first()
@@ -881,9 +953,6 @@ fn pay(world: &mut World, note: &mut String) -> Result<(), Violation> {
             note.push_str(&format!(" → {}", id.display(payment::PREFIX)));
         }
         None => note.push_str(" → refused"),
-    }
-    if tries == 2 {
-        note.push_str(" (retried with its key)");
     }
     Ok(())
 }
@@ -902,12 +971,24 @@ fn void(world: &mut World, note: &mut String) -> Result<(), Violation> {
     if !attempts.is_empty() {
         note.push_str(&format!(" (attempts: {})", attempts.join(", ")));
     }
-    let voided = world.submit(VoidInvoice {
+    let void = VoidInvoice {
         tenant: world.tenant,
         id: invoice.id,
         now_ms: world.now(),
         origin: "sim".into(),
-    })?;
+    };
+    let voided = match world.races() {
+        // The customer pays on one node while the invoice is voided on the other.
+        true => {
+            let key = next_key(world, "pay");
+            let request = pay_request(world, invoice.id, key);
+            let (voided, paid) = world.race_pair((0, void), (1, request))?;
+            note.push_str(" while paid on the other node");
+            record_payment(world, response_ids(&paid)?, note)?;
+            voided
+        }
+        false => world.submit(void)?,
+    };
     match voided {
         Ok(inv) => {
             world.model.voided.insert(inv.id);
@@ -974,7 +1055,7 @@ fn refund(world: &mut World, note: &mut String) -> Result<(), Violation> {
         let left = p.amount_minor - p.refunded_minor();
         let amount = world.rng.range_i64(1, (left / 2).max(1));
         let key = next_key(world, "refund");
-        let outcome = world.submit(Idempotent {
+        let outcome = world.submit_keyed(Idempotent {
             tenant: world.tenant,
             key: key.clone(),
             fingerprint: *blake3::hash(key.as_bytes()).as_bytes(),
