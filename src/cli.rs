@@ -107,6 +107,17 @@ pub enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Run the daemons on a PostgreSQL cluster the benchmark starts in a temporary folder
+        /// (Debian's `postgresql` binaries, 127.0.0.1 only, fsync on) instead of a redb file.
+        #[arg(long, conflicts_with_all = ["database_url", "url"])]
+        postgres: bool,
+        /// Run the daemons on this existing, empty PostgreSQL database.
+        #[arg(long, conflicts_with = "url")]
+        database_url: Option<String>,
+        /// Daemons to start on the one database, clients spread evenly over them (above 1 only
+        /// with --postgres or --database-url).
+        #[arg(long, default_value_t = 1, conflicts_with = "url")]
+        nodes: usize,
     },
     /// Reconcile the payment provider's records in a range against Tally's payments (the same
     /// report as `POST /v1/reconciliations`, run with no daemon holding the database).
@@ -280,7 +291,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             usage_events,
             subscriptions,
             json,
+            postgres,
+            database_url,
+            nodes,
         } => {
+            let backend = match (postgres, database_url) {
+                (true, _) => crate::bench::Backend::LocalPostgres,
+                (false, Some(url)) => crate::bench::Backend::Postgres(url),
+                (false, None) => crate::bench::Backend::Redb,
+            };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
@@ -297,6 +316,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 usage_events,
                 subscriptions,
                 json,
+                backend,
+                nodes,
             }))?;
             Ok(())
         }

@@ -5,9 +5,6 @@
 //! Without `--url` it starts its own daemon (this binary) on a temporary database, so the
 //! figures include every durable commit and the load generator shares the machine with it.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +16,10 @@ mod alerts;
 mod client;
 mod deliveries;
 mod entitlements;
+mod target;
 use serde_json::{json, Value};
+use target::Target;
+pub use target::{Backend, MAX_NODES};
 
 /// The scenarios, in the order a full run takes them.
 pub const SCENARIOS: &[&str] = &[
@@ -81,6 +81,10 @@ pub struct Options {
     pub subscriptions: u64,
     /// Print JSON.
     pub json: bool,
+    /// Where the daemons it starts keep their data.
+    pub backend: Backend,
+    /// How many daemons it starts on that data (above 1 only on PostgreSQL).
+    pub nodes: usize,
 }
 
 /// One scenario's figures.
@@ -106,97 +110,30 @@ pub struct Figures {
     pub mean_batch_size: String,
     /// Failed requests (non-2xx).
     pub errors: u64,
+    /// Writer batches applied again because the database could not serialize them with
+    /// another node's (PostgreSQL only; summed over the nodes).
+    pub conflicts: u64,
     /// Whether the stored counts matched the acknowledged ones.
     pub verified: bool,
     /// What was checked.
     pub check: String,
 }
 
-struct Target {
-    base: String,
-    key: String,
-    child: Option<Child>,
-    dir: Option<PathBuf>,
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if let Some(d) = self.dir.take() {
-            let _ = std::fs::remove_dir_all(d);
-        }
+/// A metric summed over its labels and over every node.
+async fn metric(client: &reqwest::Client, target: &Target, name: &str) -> f64 {
+    let mut total = 0.0;
+    for base in &target.bases {
+        let Ok(r) = client.get(format!("{base}/metrics")).send().await else {
+            continue;
+        };
+        let text = r.text().await.unwrap_or_default();
+        total += text
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
     }
-}
-
-fn start_daemon() -> anyhow::Result<Target> {
-    let dir = std::env::temp_dir().join(format!(
-        "tally-bench-{}",
-        crate::id::Id::generate().display("run")
-    ));
-    std::fs::create_dir_all(&dir)?;
-    let config = dir.join("bench.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndatabase_path = \"{}\"\n[log]\nlevel = \"warn\"\n[billing]\nscheduler_interval_ms = 0\ngrace_secs = 0\n[writer]\nqueue_capacity = 65536\n[notifications]\nallow_http = true\nallow_private_targets = true\n",
-            dir.join("bench.redb").display()
-        ),
-    )?;
-    let exe = std::env::current_exe().context("cannot find this binary")?;
-    let mut command = Command::new(exe);
-    // The temporary configuration is the whole truth: no TALLY_* override of the caller's
-    // environment may point the daemon elsewhere.
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("TALLY_") {
-            command.env_remove(&name);
-        }
-    }
-    let mut child = command
-        .args(["--config", config.to_str().unwrap_or_default(), "serve"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start the daemon")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut key = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line?;
-        if let Some(k) = line.split("(shown once): ").nth(1) {
-            key = Some(k.trim().to_string());
-        }
-        if let Some(addr) = line.strip_prefix("tally: listening on ") {
-            return Ok(Target {
-                base: addr.trim().to_string(),
-                key: key.context("no key printed")?,
-                child: Some(child),
-                dir: Some(dir),
-            });
-        }
-    }
-    bail!("the daemon exited before listening")
-}
-
-fn peak_rss_kib(target: &Target) -> Option<u64> {
-    let pid = target.child.as_ref()?.id();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-async fn metric(client: &reqwest::Client, base: &str, name: &str) -> f64 {
-    let Ok(r) = client.get(format!("{base}/metrics")).send().await else {
-        return 0.0;
-    };
-    let text = r.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    total
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -216,7 +153,8 @@ fn body(value: &Value) -> Option<Vec<u8>> {
     serde_json::to_vec(value).ok()
 }
 
-/// Runs closed-loop clients for the duration, each on its own keep-alive connection; returns
+/// Runs closed-loop clients for the duration, each on its own keep-alive connection to one
+/// node (client `c` talks to node `c mod nodes`, so the load spreads evenly); returns
 /// latencies (µs, sorted), errors, and the elapsed time. `accepted` counts acknowledged units:
 /// results marked accepted in an ingest reply, otherwise one per successful response.
 async fn drive(
@@ -230,7 +168,7 @@ async fn drive(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let base = target.base.clone();
+        let base = target.bases[c % target.bases.len()].clone();
         let key = target.key.clone();
         let make = Arc::clone(&make);
         let accepted = Arc::clone(&accepted);
@@ -355,14 +293,9 @@ async fn usage_total(
 pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
     let plan = plan(&opts)?;
     let target = match (&opts.url, &opts.key) {
-        (Some(url), Some(key)) => Target {
-            base: url.trim_end_matches('/').to_string(),
-            key: key.clone(),
-            child: None,
-            dir: None,
-        },
+        (Some(url), Some(key)) => Target::remote(url, key),
         (Some(_), None) => bail!("--url needs --key"),
-        _ => start_daemon()?,
+        _ => Target::start(&opts.backend, opts.nodes)?,
     };
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(opts.clients * 2)
@@ -394,8 +327,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
     let mut out = Vec::new();
     for (scenario, clients) in &plan {
         let clients = *clients;
-        let sum0 = metric(&client, &target.base, "tally_writer_batch_size_sum").await;
-        let cnt0 = metric(&client, &target.base, "tally_writer_batch_size_count").await;
+        let sum0 = metric(&client, &target, "tally_writer_batch_size_sum").await;
+        let cnt0 = metric(&client, &target, "tally_writer_batch_size_count").await;
+        let conflicts0 = metric(&client, &target, "tally_writer_conflicts_total").await;
         let accepted = Arc::new(AtomicU64::new(0));
         let (units, latencies, errors, elapsed, verified, check) = match scenario.as_str() {
             "ingest" | "batch" => {
@@ -651,8 +585,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                 )
             }
         };
-        let sum1 = metric(&client, &target.base, "tally_writer_batch_size_sum").await;
-        let cnt1 = metric(&client, &target.base, "tally_writer_batch_size_count").await;
+        let sum1 = metric(&client, &target, "tally_writer_batch_size_sum").await;
+        let cnt1 = metric(&client, &target, "tally_writer_batch_size_count").await;
+        let conflicts1 = metric(&client, &target, "tally_writer_conflicts_total").await;
         let mean = if cnt1 > cnt0 {
             format!("{:.1}", (sum1 - sum0) / (cnt1 - cnt0))
         } else {
@@ -676,21 +611,28 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
             p999_us: percentile(&latencies, 0.999),
             mean_batch_size: mean,
             errors,
+            conflicts: (conflicts1 - conflicts0).max(0.0) as u64,
             verified,
             check,
         });
     }
-    let rss = peak_rss_kib(&target);
+    let rss = target.peak_rss_kib();
     if opts.json {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &json!({"clients": opts.clients, "duration_secs": opts.duration_secs, "peak_rss_kib": rss, "scenarios": out})
+                &json!({"backend": opts.backend.name(), "nodes": target.bases.len(), "clients": opts.clients, "duration_secs": opts.duration_secs, "peak_rss_kib": rss, "scenarios": out})
             )?
         );
     } else {
         println!(
-            "{:<10} {:>7} {:>9} {:>12} {:>9} {:>9} {:>9} {:>7} {:>6}  check",
+            "backend: {}, {} node{}",
+            opts.backend.name(),
+            target.bases.len(),
+            if target.bases.len() == 1 { "" } else { "s" }
+        );
+        println!(
+            "{:<10} {:>7} {:>9} {:>12} {:>9} {:>9} {:>9} {:>7} {:>6} {:>9}  check",
             "scenario",
             "clients",
             "requests",
@@ -699,12 +641,13 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
             "p99 ms",
             "p99.9 ms",
             "batch",
-            "errors"
+            "errors",
+            "conflicts"
         );
         for f in &out {
             let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
             println!(
-                "{:<10} {:>7} {:>9} {:>12} {:>9} {:>9} {:>9} {:>7} {:>6}  {} ({})",
+                "{:<10} {:>7} {:>9} {:>12} {:>9} {:>9} {:>9} {:>7} {:>6} {:>9}  {} ({})",
                 f.scenario,
                 f.clients,
                 f.requests,
@@ -714,12 +657,16 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                 ms(f.p999_us),
                 f.mean_batch_size,
                 f.errors,
+                f.conflicts,
                 if f.verified { "ok" } else { "MISMATCH" },
                 f.check
             );
         }
         if let Some(kib) = rss {
-            println!("peak RSS of the daemon: {} MiB", kib / 1024);
+            println!(
+                "peak RSS of the daemon (the largest, with several): {} MiB",
+                kib / 1024
+            );
         }
     }
     if out.iter().any(|f| !f.verified) {
