@@ -130,6 +130,9 @@ pub struct PostgresConfig {
     pub pool_size: u64,
     /// How long connecting may take before the server counts as unreachable.
     pub connect_timeout_ms: u64,
+    /// How long a read waits for a free pooled connection before it is answered 503
+    /// `unavailable` (every connection busy means the node is overloaded or the server slow).
+    pub pool_wait_ms: u64,
     /// PEM file with the certificate authorities trusted for TLS (`sslmode=require` in the URL);
     /// empty: the bundled web roots.
     pub ca_file: PathBuf,
@@ -140,6 +143,7 @@ impl Default for PostgresConfig {
         Self {
             pool_size: 16,
             connect_timeout_ms: 5_000,
+            pool_wait_ms: 5_000,
             ca_file: PathBuf::new(),
         }
     }
@@ -726,6 +730,9 @@ impl Config {
                 "must be between 100 and 600000",
             ));
         }
+        if !(1..=600_000).contains(&self.postgres.pool_wait_ms) {
+            return Err(bad("postgres.pool_wait_ms", "must be between 1 and 600000"));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(bad("log.level", "is not a valid filter such as `info`"));
         }
@@ -1236,6 +1243,23 @@ mod tests {
             err.to_string().contains("notifications.timeout_ms"),
             "{err}"
         );
+        for (name, value, key) in [
+            ("TALLY_POSTGRES_POOL_SIZE", "1", "postgres.pool_size"),
+            (
+                "TALLY_POSTGRES_CONNECT_TIMEOUT_MS",
+                "99",
+                "postgres.connect_timeout_ms",
+            ),
+            ("TALLY_POSTGRES_POOL_WAIT_MS", "0", "postgres.pool_wait_ms"),
+            (
+                "TALLY_POSTGRES_POOL_WAIT_MS",
+                "600001",
+                "postgres.pool_wait_ms",
+            ),
+        ] {
+            let err = Config::load(None, env(&[(name, value)])).expect_err("must fail");
+            assert!(err.to_string().contains(key), "{name}={value}: {err}");
+        }
     }
 }
 

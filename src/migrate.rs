@@ -30,6 +30,7 @@ pub fn open_configured(config: &crate::config::Config) -> Result<Store, OpenErro
             url: config.database_url.0.clone(),
             pool_size: usize::try_from(config.postgres.pool_size).unwrap_or(usize::MAX),
             connect_timeout_ms: config.postgres.connect_timeout_ms,
+            pool_wait_ms: config.postgres.pool_wait_ms,
             ca_file: (!ca_file.as_os_str().is_empty()).then(|| ca_file.clone()),
         })
     } else {

@@ -210,6 +210,7 @@ impl World {
                     pool_size: usize::try_from(crate::config::PostgresConfig::default().pool_size)
                         .unwrap_or(16),
                     connect_timeout_ms: 5_000,
+                    pool_wait_ms: 5_000,
                     ca_file: None,
                 };
                 (Backing::Postgres(options), 2)

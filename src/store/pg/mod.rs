@@ -39,9 +39,6 @@ use pool::Pool;
 
 use super::{OpenError, StoreError};
 
-/// How long a read waits for a pooled connection before failing as `pool exhausted`.
-const POOL_WAIT_MS: u64 = 5_000;
-
 /// How to reach the database (from `database_url` and `[postgres]` in the config).
 #[derive(Debug, Clone)]
 pub struct PgOptions {
@@ -51,6 +48,8 @@ pub struct PgOptions {
     pub pool_size: usize,
     /// How long connecting may take before it counts as refused.
     pub connect_timeout_ms: u64,
+    /// How long a read waits for a free pooled connection before it fails.
+    pub pool_wait_ms: u64,
     /// PEM file with the certificate authorities to trust for TLS (else the system's roots).
     pub ca_file: Option<PathBuf>,
 }
@@ -124,7 +123,7 @@ impl PgStore {
             writer: Mutex::new(Some(conn)),
             pool: Pool::new(
                 options.pool_size.saturating_sub(1),
-                Duration::from_millis(POOL_WAIT_MS),
+                Duration::from_millis(options.pool_wait_ms),
             ),
             last_write_round_trips: AtomicU64::new(0),
         };
