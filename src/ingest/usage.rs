@@ -530,36 +530,16 @@ fn scan_events(
     to_ms: i64,
     acc: &mut Accumulator,
 ) -> Result<(), StoreError> {
-    if from_ms >= to_ms {
-        return Ok(());
-    }
-    let lo = by_customer_key(tenant, customer, from_ms, Id(0));
-    let hi = by_customer_key(tenant, customer, to_ms, Id(0));
-    for entry in by_customer.range::<&[u8]>(lo.as_slice()..hi.as_slice())? {
-        let (key, _) = entry?;
-        let key = key.value();
-        let Some(id_bytes) = key.get(32..48) else {
-            continue;
-        };
-        let mut id = [0u8; 16];
-        id.copy_from_slice(id_bytes);
-        let event_key = keys::tenant_id(tenant, Id::from_bytes(id));
-        let Some(stored) = events.get(event_key.as_slice())? else {
-            return Err(StoreError::Corrupt(
-                "customer index points at no event".into(),
-            ));
-        };
-        let event: Event = codec::decode(stored.value())?;
-        if event.event_type != meter.event_type {
-            continue;
-        }
-        let properties: serde_json::Value = serde_json::from_str(&event.properties)
-            .map_err(|e| StoreError::Corrupt(format!("stored event properties: {e}")))?;
-        if let Ok(contribution) = meter.contribution(&properties) {
-            acc.add_event(event.timestamp_ms, event.id, &contribution);
-        }
-    }
-    Ok(())
+    let span = CustomerSpan {
+        tenant,
+        customer,
+        from_ms,
+        to_ms,
+        cutoff_seq: u64::MAX,
+    };
+    for_each_counted(by_customer, events, &span, meter, |event, contribution| {
+        acc.add_event(event.timestamp_ms, event.id, contribution);
+    })
 }
 
 /// Aggregates from the events themselves (no rollups), counting only events committed up to
@@ -579,11 +559,53 @@ pub fn aggregate_events(
 ) -> Result<(Accumulator, [u8; 32]), StoreError> {
     let mut acc = Accumulator::default();
     let mut hasher = blake3::Hasher::new_derive_key("tally 2026-11 invoice line events v1");
-    if from_ms >= to_ms {
-        return Ok((acc, *hasher.finalize().as_bytes()));
+    let span = CustomerSpan {
+        tenant,
+        customer,
+        from_ms,
+        to_ms,
+        cutoff_seq,
+    };
+    for_each_counted(by_customer, events, &span, meter, |event, contribution| {
+        hasher.update(&event.id.to_bytes());
+        match contribution {
+            Contribution::Count => hasher.update(b"c"),
+            Contribution::Value(v) => hasher.update(crate::decimal::to_text(*v).as_bytes()),
+            Contribution::Unique(h) => hasher.update(h),
+        };
+        acc.add_event(event.timestamp_ms, event.id, contribution);
+    })?;
+    Ok((acc, *hasher.finalize().as_bytes()))
+}
+
+/// One customer's events in `[from_ms, to_ms)` committed up to sequence number `cutoff_seq`.
+struct CustomerSpan {
+    tenant: TenantId,
+    customer: Id,
+    from_ms: i64,
+    to_ms: i64,
+    cutoff_seq: u64,
+}
+
+/// Events read per round trip by [`for_each_counted`].
+const EVENT_CHUNK: usize = 256;
+
+/// Calls `visit` with each event of the span that `meter` counts, with its contribution, in
+/// the customer index's order. The events the index names are read a chunk at a time: one
+/// round trip per [`EVENT_CHUNK`] events on PostgreSQL instead of one per event.
+fn for_each_counted(
+    by_customer: &impl ReadableTable<&'static [u8], ()>,
+    events: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    span: &CustomerSpan,
+    meter: &Meter,
+    mut visit: impl FnMut(&Event, &Contribution),
+) -> Result<(), StoreError> {
+    if span.from_ms >= span.to_ms {
+        return Ok(());
     }
-    let lo = by_customer_key(tenant, customer, from_ms, Id(0));
-    let hi = by_customer_key(tenant, customer, to_ms, Id(0));
+    let lo = by_customer_key(span.tenant, span.customer, span.from_ms, Id(0));
+    let hi = by_customer_key(span.tenant, span.customer, span.to_ms, Id(0));
+    let mut chunk: Vec<[u8; 24]> = Vec::with_capacity(EVENT_CHUNK);
     for entry in by_customer.range::<&[u8]>(lo.as_slice()..hi.as_slice())? {
         let (key, _) = entry?;
         let Some(id_bytes) = key.value().get(32..48) else {
@@ -591,8 +613,27 @@ pub fn aggregate_events(
         };
         let mut id = [0u8; 16];
         id.copy_from_slice(id_bytes);
-        let id = Id::from_bytes(id);
-        let Some(stored) = events.get(keys::tenant_id(tenant, id).as_slice())? else {
+        chunk.push(keys::tenant_id(span.tenant, Id::from_bytes(id)));
+        if chunk.len() == EVENT_CHUNK {
+            visit_chunk(events, &chunk, span.cutoff_seq, meter, &mut visit)?;
+            chunk.clear();
+        }
+    }
+    visit_chunk(events, &chunk, span.cutoff_seq, meter, &mut visit)
+}
+
+/// Reads the events under `event_keys` at once and visits those `meter` counts that were
+/// committed up to `cutoff_seq`, in order.
+fn visit_chunk(
+    events: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    event_keys: &[[u8; 24]],
+    cutoff_seq: u64,
+    meter: &Meter,
+    visit: &mut impl FnMut(&Event, &Contribution),
+) -> Result<(), StoreError> {
+    let keys: Vec<&[u8]> = event_keys.iter().map(|k| k.as_slice()).collect();
+    for stored in events.get_many(&keys)? {
+        let Some(stored) = stored else {
             return Err(StoreError::Corrupt(
                 "customer index points at no event".into(),
             ));
@@ -604,16 +645,10 @@ pub fn aggregate_events(
         let properties: serde_json::Value = serde_json::from_str(&event.properties)
             .map_err(|e| StoreError::Corrupt(format!("stored event properties: {e}")))?;
         if let Ok(contribution) = meter.contribution(&properties) {
-            hasher.update(&event.id.to_bytes());
-            match &contribution {
-                Contribution::Count => hasher.update(b"c"),
-                Contribution::Value(v) => hasher.update(crate::decimal::to_text(*v).as_bytes()),
-                Contribution::Unique(h) => hasher.update(h),
-            };
-            acc.add_event(event.timestamp_ms, event.id, &contribution);
+            visit(&event, &contribution);
         }
     }
-    Ok((acc, *hasher.finalize().as_bytes()))
+    Ok(())
 }
 
 /// [`aggregate`] over a read snapshot.

@@ -64,6 +64,7 @@ impl<'a, V: Value + 'static> Guard<'a, V> {
     }
 
     /// The decoded value, borrowed from the guard.
+    #[inline]
     pub fn value(&self) -> V::SelfType<'_> {
         match &self.0 {
             GuardInner::Redb(guard) => guard.value(),
@@ -86,6 +87,7 @@ enum RangeInner<'a, K: Key + 'static, V: Value + 'static> {
 impl<'a, K: Key + 'static, V: Value + 'static> Iterator for Range<'a, K, V> {
     type Item = Result<Row<'a, K, V>, StoreError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         match &mut self.0 {
             RangeInner::Redb(range) => range.next().map(redb_row),
@@ -95,6 +97,7 @@ impl<'a, K: Key + 'static, V: Value + 'static> Iterator for Range<'a, K, V> {
 }
 
 impl<K: Key + 'static, V: Value + 'static> DoubleEndedIterator for Range<'_, K, V> {
+    #[inline]
     fn next_back(&mut self) -> Option<Self::Item> {
         match &mut self.0 {
             RangeInner::Redb(range) => range.next_back().map(redb_row),
@@ -105,6 +108,7 @@ impl<K: Key + 'static, V: Value + 'static> DoubleEndedIterator for Range<'_, K, 
 
 type RedbRow<'a, K, V> = (redb::AccessGuard<'a, K>, redb::AccessGuard<'a, V>);
 
+#[inline]
 fn redb_row<'a, K: Key + 'static, V: Value + 'static>(
     row: Result<RedbRow<'a, K, V>, redb::StorageError>,
 ) -> Result<Row<'a, K, V>, StoreError> {
@@ -127,6 +131,14 @@ pub trait ReadableTable<K: Key + 'static, V: Value + 'static> {
         &self,
         key: impl Borrow<K::SelfType<'a>>,
     ) -> Result<Option<Guard<'_, V>>, StoreError>;
+
+    /// The values under `keys`, in their order: one round trip on PostgreSQL however many
+    /// keys (callers bound how many they pass), a lookup each on redb. Loops that would read
+    /// row after row (the events an index names) read them in chunks instead.
+    fn get_many<'a, Q: Borrow<K::SelfType<'a>>>(
+        &self,
+        keys: &[Q],
+    ) -> Result<Vec<Option<Guard<'_, V>>>, StoreError>;
 
     /// The rows whose keys fall in `range`, in key order.
     fn range<'a, KR>(
@@ -211,6 +223,7 @@ impl<'t, K: Key + 'static, V: Value + 'static> Table<'t, K, V> {
     }
 
     /// Writes `value` under `key`, replacing what was there.
+    #[inline]
     pub fn insert<'k, 'v>(
         &mut self,
         key: impl Borrow<K::SelfType<'k>>,
@@ -230,6 +243,7 @@ impl<'t, K: Key + 'static, V: Value + 'static> Table<'t, K, V> {
     }
 
     /// Deletes the row under `key`, if any.
+    #[inline]
     pub fn remove<'a>(&mut self, key: impl Borrow<K::SelfType<'a>>) -> Result<(), StoreError> {
         match &mut self.0 {
             TableInner::Redb(table) => {
@@ -243,6 +257,7 @@ impl<'t, K: Key + 'static, V: Value + 'static> Table<'t, K, V> {
     /// Reads the rows under `keys` ahead of the point reads that follow, in one round trip on
     /// PostgreSQL (nothing on redb, whose reads are local). Hot paths call it once per batch so
     /// their round trips do not grow with the batch.
+    #[inline]
     pub fn prefetch<'a, I>(&self, keys: I) -> Result<(), StoreError>
     where
         I: IntoIterator,
@@ -259,6 +274,7 @@ impl<'t, K: Key + 'static, V: Value + 'static> Table<'t, K, V> {
 }
 
 impl<K: Key + 'static, V: Value + 'static> ReadableTable<K, V> for Table<'_, K, V> {
+    #[inline]
     fn get<'a>(
         &self,
         key: impl Borrow<K::SelfType<'a>>,
@@ -271,6 +287,26 @@ impl<K: Key + 'static, V: Value + 'static> ReadableTable<K, V> for Table<'_, K, 
         }
     }
 
+    fn get_many<'a, Q: Borrow<K::SelfType<'a>>>(
+        &self,
+        keys: &[Q],
+    ) -> Result<Vec<Option<Guard<'_, V>>>, StoreError> {
+        match &self.0 {
+            TableInner::Redb(table) => keys
+                .iter()
+                .map(|key| Ok(table.get(key.borrow())?.map(|g| Guard(GuardInner::Redb(g)))))
+                .collect(),
+            TableInner::Pg { tx, name, .. } => {
+                let keys: Vec<Vec<u8>> = keys.iter().map(|k| key_bytes::<K>(k.borrow())).collect();
+                tx.prefetch(name, &keys)?;
+                keys.iter()
+                    .map(|key| Ok(tx.get(name, key)?.map(Guard::owned)))
+                    .collect()
+            }
+        }
+    }
+
+    #[inline]
     fn range<'a, KR>(&self, range: impl RangeBounds<KR> + 'a) -> Result<Range<'_, K, V>, StoreError>
     where
         KR: Borrow<K::SelfType<'a>> + 'a,
@@ -284,6 +320,7 @@ impl<K: Key + 'static, V: Value + 'static> ReadableTable<K, V> for Table<'_, K, 
         }
     }
 
+    #[inline]
     fn iter(&self) -> Result<Range<'_, K, V>, StoreError> {
         match &self.0 {
             TableInner::Redb(table) => Ok(Range(RangeInner::Redb(table.iter()?))),
@@ -333,6 +370,7 @@ impl<K: Key + 'static, V: Value + 'static> ReadTable<K, V> {
 }
 
 impl<K: Key + 'static, V: Value + 'static> ReadableTable<K, V> for ReadTable<K, V> {
+    #[inline]
     fn get<'a>(
         &self,
         key: impl Borrow<K::SelfType<'a>>,
@@ -345,6 +383,27 @@ impl<K: Key + 'static, V: Value + 'static> ReadableTable<K, V> for ReadTable<K, 
         }
     }
 
+    fn get_many<'a, Q: Borrow<K::SelfType<'a>>>(
+        &self,
+        keys: &[Q],
+    ) -> Result<Vec<Option<Guard<'_, V>>>, StoreError> {
+        match &self.0 {
+            ReadInner::Redb(table) => keys
+                .iter()
+                .map(|key| Ok(table.get(key.borrow())?.map(|g| Guard(GuardInner::Redb(g)))))
+                .collect(),
+            ReadInner::Pg { tx, name, .. } => {
+                let keys: Vec<Vec<u8>> = keys.iter().map(|k| key_bytes::<K>(k.borrow())).collect();
+                Ok(tx
+                    .get_many(name, &keys)?
+                    .into_iter()
+                    .map(|value| value.map(Guard::owned))
+                    .collect())
+            }
+        }
+    }
+
+    #[inline]
     fn range<'a, KR>(&self, range: impl RangeBounds<KR> + 'a) -> Result<Range<'_, K, V>, StoreError>
     where
         KR: Borrow<K::SelfType<'a>> + 'a,
@@ -357,6 +416,7 @@ impl<K: Key + 'static, V: Value + 'static> ReadableTable<K, V> for ReadTable<K, 
         }
     }
 
+    #[inline]
     fn iter(&self) -> Result<Range<'_, K, V>, StoreError> {
         match &self.0 {
             ReadInner::Redb(table) => Ok(Range(RangeInner::Redb(table.iter()?))),

@@ -38,6 +38,7 @@ impl WriteTxn {
     }
 
     /// Opens a table for reading and writing. A table may be open once at a time.
+    #[inline]
     pub fn open_table<K: Key + 'static, V: Value + 'static>(
         &self,
         def: TableDef<K, V>,
@@ -112,6 +113,7 @@ impl ReadTxn {
     }
 
     /// Opens a table of the snapshot.
+    #[inline]
     pub fn open_table<K: Key + 'static, V: Value + 'static>(
         &self,
         def: TableDef<K, V>,

@@ -1,5 +1,6 @@
 //! Read snapshots: `REPEATABLE READ READ ONLY` transactions on pooled connections.
 
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -54,6 +55,22 @@ impl PgRead {
     /// The row under `key`.
     pub fn get(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.run(|conn| sql::get(conn, table, key))
+    }
+
+    /// The rows under `keys`, in their order, in one round trip.
+    pub fn get_many(
+        &self,
+        table: &'static str,
+        keys: &Vec<Vec<u8>>,
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found: HashMap<Vec<u8>, Vec<u8>> = self
+            .run(|conn| sql::get_many(conn, table, keys))?
+            .into_iter()
+            .collect();
+        Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
     }
 
     /// Up to `limit` rows within the bounds, ascending (or descending when `reverse`).
