@@ -21,6 +21,20 @@ pub struct Resp {
 }
 
 impl Resp {
+    /// Reads a whole response: status, headers, body and the body as JSON (null if it is not).
+    pub async fn read(r: reqwest::Response) -> Resp {
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let bytes = r.bytes().await.expect("body").to_vec();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            bytes,
+            json,
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -314,17 +328,7 @@ impl Daemon {
     }
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
-        let r = req.send().await.expect("request");
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        let bytes = r.bytes().await.expect("body").to_vec();
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Resp {
-            status,
-            headers,
-            bytes,
-            json,
-        }
+        Resp::read(req.send().await.expect("request")).await
     }
 
     /// POST JSON with this tenant's key and an optional idempotency key.

@@ -42,17 +42,7 @@ async fn race(requests: Vec<reqwest::RequestBuilder>) -> Vec<Resp> {
             let gate = Arc::clone(&gate);
             tokio::spawn(async move {
                 gate.wait().await;
-                let r = request.send().await.expect("send");
-                let status = r.status().as_u16();
-                let headers = r.headers().clone();
-                let bytes = r.bytes().await.expect("body").to_vec();
-                let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                Resp {
-                    status,
-                    headers,
-                    bytes,
-                    json,
-                }
+                Resp::read(request.send().await.expect("send")).await
             })
         })
         .collect();

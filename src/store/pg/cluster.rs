@@ -295,3 +295,33 @@ impl Drop for LocalCluster {
         let _ = self.stop();
     }
 }
+
+/// The cluster a test binary shares, started on first use and stopped when the process ends;
+/// `None` (having said why) when no PostgreSQL binaries are installed, a failure when
+/// `REQUIRE_POSTGRES` is set (CI installs them).
+#[cfg(test)]
+pub fn shared_for_tests() -> Option<&'static LocalCluster> {
+    static CLUSTER: std::sync::OnceLock<Option<LocalCluster>> = std::sync::OnceLock::new();
+    CLUSTER
+        .get_or_init(|| {
+            if find_binaries().is_none() {
+                assert!(
+                    std::env::var_os("REQUIRE_POSTGRES").is_none(),
+                    "REQUIRE_POSTGRES is set but no PostgreSQL binaries (initdb, pg_ctl) were found"
+                );
+                eprintln!(
+                    "skipped: no PostgreSQL binaries (initdb, pg_ctl) on this machine; install \
+                     the postgresql package to run it"
+                );
+                return None;
+            }
+            let dir = tempfile::tempdir().expect("tempdir").keep();
+            let cluster = LocalCluster::fast(&dir).expect("start the local PostgreSQL cluster");
+            // Statics are never dropped: a watchdog stops the cluster once this process ends.
+            cluster
+                .stop_when_process_exits(std::process::id())
+                .expect("watch the test process");
+            Some(cluster)
+        })
+        .as_ref()
+}

@@ -9,32 +9,14 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::cluster::{find_binaries, LocalCluster};
+use super::cluster::LocalCluster;
 use super::PgOptions;
 use crate::store::writer::{self, Command, WriterLimits};
 use crate::store::{tables, Backend, OpenError, ReadableTable, Store, StoreError, WriteTxn};
 
-/// The test binary's cluster, started once and stopped when the process exits.
+/// The test binary's cluster (shared with the simulation's PostgreSQL run).
 fn cluster() -> Option<&'static LocalCluster> {
-    static CLUSTER: OnceLock<Option<LocalCluster>> = OnceLock::new();
-    CLUSTER
-        .get_or_init(|| {
-            if find_binaries().is_none() {
-                assert!(
-                    std::env::var_os("REQUIRE_POSTGRES").is_none(),
-                    "REQUIRE_POSTGRES is set but no PostgreSQL binaries were found"
-                );
-                eprintln!("skipped: no PostgreSQL binaries (initdb, pg_ctl) on this machine");
-                return None;
-            }
-            let dir = tempfile::tempdir().expect("tempdir").keep();
-            let cluster = LocalCluster::fast(&dir).expect("start the local cluster");
-            cluster
-                .stop_when_process_exits(std::process::id())
-                .expect("watch the test process");
-            Some(cluster)
-        })
-        .as_ref()
+    super::cluster::shared_for_tests()
 }
 
 /// A fresh database's URL.
