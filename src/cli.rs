@@ -118,6 +118,18 @@ pub enum Command {
         /// with --postgres or --database-url).
         #[arg(long, default_value_t = 1, conflicts_with = "url")]
         nodes: usize,
+        /// Realistic LLM-call events to store, in batches of 100, before the first scenario
+        /// (grows the database; the report gives the rate and the bytes per event).
+        #[arg(long, default_value_t = 0)]
+        prefill_events: u64,
+        /// Also measure the HTTP ceiling: a trivial endpoint driven with the same clients and
+        /// bodies (adds the `ceiling` scenario when the list does not name it).
+        #[arg(long)]
+        ceiling: bool,
+        /// Also measure a PostgreSQL peer doing the same ingest transaction on this database
+        /// (plain connection; adds the `peer` scenario when the list names neither peer one).
+        #[arg(long)]
+        peer_postgres: Option<String>,
     },
     /// Reconcile the payment provider's records in a range against Tally's payments (the same
     /// report as `POST /v1/reconciliations`, run with no daemon holding the database).
@@ -294,6 +306,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             postgres,
             database_url,
             nodes,
+            prefill_events,
+            ceiling,
+            peer_postgres,
         } => {
             let backend = match (postgres, database_url) {
                 (true, _) => crate::bench::Backend::LocalPostgres,
@@ -303,21 +318,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
+            let mut scenarios: Vec<String> = scenarios
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            let named = |list: &[String], name: &str| {
+                list.iter().any(|s| s.split(':').next() == Some(name))
+            };
+            if ceiling && !named(&scenarios, "ceiling") {
+                scenarios.push("ceiling".into());
+            }
+            if peer_postgres.is_some()
+                && !named(&scenarios, "peer")
+                && !named(&scenarios, "peer-batch")
+            {
+                scenarios.push("peer".into());
+            }
             runtime.block_on(crate::bench::run(crate::bench::Options {
                 url,
                 key,
                 clients,
                 duration_secs,
-                scenarios: scenarios
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect(),
+                scenarios,
                 usage_events,
                 subscriptions,
                 json,
                 backend,
                 nodes,
+                prefill_events,
+                peer_postgres,
             }))?;
             Ok(())
         }

@@ -13,9 +13,12 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 mod alerts;
+mod ceiling;
 mod client;
 mod deliveries;
 mod entitlements;
+mod llm;
+mod peer;
 mod target;
 use serde_json::{json, Value};
 use target::Target;
@@ -32,6 +35,36 @@ pub const SCENARIOS: &[&str] = &[
     "deliveries",
     "alerts",
     "entitlements",
+    "llm",
+    "llm-v4",
+    "llm-batch",
+    "llm-batch-v4",
+    "ceiling",
+    "peer",
+    "peer-batch",
+];
+
+/// Ratios a run prints when it measured both sides: (numerator, denominator, what it says).
+const RATIOS: &[(&str, &str, &str)] = &[
+    ("llm", "ceiling", "single-event ingest / HTTP ceiling"),
+    (
+        "ingest",
+        "ceiling",
+        "empty single-event ingest / HTTP ceiling",
+    ),
+    ("replay", "ceiling", "idempotent replay / HTTP ceiling"),
+    ("llm", "peer", "single-event ingest / PostgreSQL peer"),
+    (
+        "llm-batch",
+        "peer-batch",
+        "100-event batches / PostgreSQL peer",
+    ),
+    ("llm-v4", "llm", "random ids / ordered ids, single events"),
+    (
+        "llm-batch-v4",
+        "llm-batch",
+        "random ids / ordered ids, batches",
+    ),
 ];
 
 /// Each scenario to run with its client count: `name` or `name:clients`.
@@ -85,6 +118,10 @@ pub struct Options {
     pub backend: Backend,
     /// How many daemons it starts on that data (above 1 only on PostgreSQL).
     pub nodes: usize,
+    /// Realistic events stored before the first scenario, in batches.
+    pub prefill_events: u64,
+    /// A PostgreSQL database for the `peer` scenarios.
+    pub peer_postgres: Option<String>,
 }
 
 /// One scenario's figures.
@@ -113,6 +150,9 @@ pub struct Figures {
     /// Writer batches applied again because the database could not serialize them with
     /// another node's (PostgreSQL only; summed over the nodes).
     pub conflicts: u64,
+    /// Allocated bytes of the redb file per event stored, after the scenario (redb only;
+    /// the realistic scenarios and the prefill).
+    pub bytes_per_event: Option<u64>,
     /// Whether the stored counts matched the acknowledged ones.
     pub verified: bool,
     /// What was checked.
@@ -289,6 +329,56 @@ async fn usage_total(
         .unwrap_or(0))
 }
 
+/// The realistic fixtures, made on first use.
+async fn fixtures_of(
+    realistic: &mut Option<llm::Fixtures>,
+    client: &reqwest::Client,
+    target: &Target,
+    run_tag: &str,
+) -> anyhow::Result<llm::Fixtures> {
+    if let Some(f) = realistic {
+        return Ok(f.clone());
+    }
+    let f = llm::Fixtures::create(client, target, run_tag).await?;
+    *realistic = Some(f.clone());
+    Ok(f)
+}
+
+/// Allocated bytes of the redb file per accepted event so far (redb only).
+async fn bytes_per_event(client: &reqwest::Client, target: &Target) -> Option<u64> {
+    let bytes = target.allocated_bytes()?;
+    let events = metric(client, target, "tally_events_total{outcome=\"accepted\"}").await;
+    (events >= 1.0).then(|| bytes / events as u64)
+}
+
+/// Grows the database by `events` realistic events in batches before the scenarios.
+async fn prefill(
+    client: &reqwest::Client,
+    target: &Target,
+    fixtures: &llm::Fixtures,
+    events: u64,
+) -> anyhow::Result<Figures> {
+    let t0 = Instant::now();
+    let acked = fixtures.prefill(client, target, events).await?;
+    let secs = t0.elapsed().as_secs_f64().max(1e-9);
+    Ok(Figures {
+        scenario: "prefill".into(),
+        clients: llm::PREFILL_IN_FLIGHT,
+        requests: events.div_ceil(llm::BATCH_EVENTS),
+        units_per_request: llm::BATCH_EVENTS,
+        throughput_per_s: (acked as f64 / secs) as u64,
+        p50_us: 0,
+        p99_us: 0,
+        p999_us: 0,
+        mean_batch_size: "-".into(),
+        errors: 0,
+        conflicts: 0,
+        bytes_per_event: bytes_per_event(client, target).await,
+        verified: acked == events,
+        check: format!("{acked} of {events} events acknowledged in {secs:.0} s"),
+    })
+}
+
 /// Runs the benchmark.
 pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
     let plan = plan(&opts)?;
@@ -325,6 +415,15 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
     .await?;
     let duration = Duration::from_secs(opts.duration_secs);
     let mut out = Vec::new();
+    // The realistic scenarios' customers and meters, made by the first that needs them.
+    let mut realistic: Option<llm::Fixtures> = None;
+    let mut ceiling_server: Option<ceiling::Server> = None;
+    let mut peer: Option<peer::Peer> = None;
+    if opts.prefill_events > 0 {
+        let fixtures = llm::Fixtures::create(&client, &target, &run_tag).await?;
+        out.push(prefill(&client, &target, &fixtures, opts.prefill_events).await?);
+        realistic = Some(fixtures);
+    }
     for (scenario, clients) in &plan {
         let clients = *clients;
         let sum0 = metric(&client, &target, "tally_writer_batch_size_sum").await;
@@ -578,6 +677,46 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                         .await?;
                 (1, o.latencies, o.errors, o.elapsed, o.verified, o.check)
             }
+            name if llm::shape(name).is_some() => {
+                let shape = llm::shape(name).unwrap_or((1, llm::Ids::Ordered));
+                let fixtures = fixtures_of(&mut realistic, &client, &target, &run_tag).await?;
+                let o =
+                    llm::run(&client, &target, &fixtures, shape, clients, duration, &from).await?;
+                (
+                    shape.0,
+                    o.latencies,
+                    o.errors,
+                    o.elapsed,
+                    o.verified,
+                    o.check,
+                )
+            }
+            "ceiling" => {
+                let fixtures = fixtures_of(&mut realistic, &client, &target, &run_tag).await?;
+                if ceiling_server.is_none() {
+                    ceiling_server = Some(ceiling::start()?);
+                }
+                let server = ceiling_server.as_ref().context("the ceiling server")?;
+                let o = ceiling::run(server, &fixtures, clients, duration).await;
+                (1, o.latencies, o.errors, o.elapsed, o.verified, o.check)
+            }
+            "peer" | "peer-batch" => {
+                let Some(url) = opts.peer_postgres.as_deref() else {
+                    bail!("the {scenario} scenario needs --peer-postgres URL");
+                };
+                let fixtures = fixtures_of(&mut realistic, &client, &target, &run_tag).await?;
+                if peer.is_none() {
+                    peer = Some(peer::Peer::start(url, &run_tag).await?);
+                }
+                let p = peer.as_ref().context("the peer")?;
+                let per = if scenario == "peer" {
+                    1
+                } else {
+                    llm::BATCH_EVENTS
+                };
+                let o = p.run(&fixtures, per, clients, duration).await?;
+                (per, o.latencies, o.errors, o.elapsed, o.verified, o.check)
+            }
             other => {
                 bail!(
                     "unknown scenario {other:?}; known: {}",
@@ -588,10 +727,17 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
         let sum1 = metric(&client, &target, "tally_writer_batch_size_sum").await;
         let cnt1 = metric(&client, &target, "tally_writer_batch_size_count").await;
         let conflicts1 = metric(&client, &target, "tally_writer_conflicts_total").await;
-        let mean = if cnt1 > cnt0 {
+        // The ceiling and the peer are not the daemon: its writer's batches say nothing of them.
+        let mean = if cnt1 > cnt0 && !matches!(scenario.as_str(), "ceiling" | "peer" | "peer-batch")
+        {
             format!("{:.1}", (sum1 - sum0) / (cnt1 - cnt0))
         } else {
             "-".into()
+        };
+        let bytes_per_event = if scenario.starts_with("llm") {
+            bytes_per_event(&client, &target).await
+        } else {
+            None
         };
         let requests = latencies.len() as u64;
         let secs = elapsed.as_secs_f64().max(1e-9);
@@ -612,10 +758,15 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
             mean_batch_size: mean,
             errors,
             conflicts: (conflicts1 - conflicts0).max(0.0) as u64,
+            bytes_per_event,
             verified,
             check,
         });
     }
+    if let Some(p) = peer {
+        p.finish().await?;
+    }
+    drop(ceiling_server);
     let rss = target.peak_rss_kib();
     if opts.json {
         println!(
@@ -632,7 +783,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
             if target.bases.len() == 1 { "" } else { "s" }
         );
         println!(
-            "{:<10} {:>7} {:>9} {:>12} {:>9} {:>9} {:>9} {:>7} {:>6} {:>9}  check",
+            "{:<12} {:>7} {:>9} {:>12} {:>9} {:>9} {:>9} {:>7} {:>6} {:>9} {:>7}  check",
             "scenario",
             "clients",
             "requests",
@@ -642,12 +793,13 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
             "p99.9 ms",
             "batch",
             "errors",
-            "conflicts"
+            "conflicts",
+            "B/event"
         );
         for f in &out {
             let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
             println!(
-                "{:<10} {:>7} {:>9} {:>12} {:>9} {:>9} {:>9} {:>7} {:>6} {:>9}  {} ({})",
+                "{:<12} {:>7} {:>9} {:>12} {:>9} {:>9} {:>9} {:>7} {:>6} {:>9} {:>7}  {} ({})",
                 f.scenario,
                 f.clients,
                 f.requests,
@@ -658,9 +810,24 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                 f.mean_batch_size,
                 f.errors,
                 f.conflicts,
+                f.bytes_per_event
+                    .map_or_else(|| "-".to_string(), |b| b.to_string()),
                 if f.verified { "ok" } else { "MISMATCH" },
                 f.check
             );
+        }
+        for (a, b, what) in RATIOS {
+            let find = |name: &str| out.iter().find(|f| f.scenario == name);
+            if let (Some(x), Some(y)) = (find(a), find(b)) {
+                if y.throughput_per_s > 0 {
+                    println!(
+                        "{what}: {:.2}× ({a} {} / {b} {})",
+                        x.throughput_per_s as f64 / y.throughput_per_s as f64,
+                        x.throughput_per_s,
+                        y.throughput_per_s
+                    );
+                }
+            }
         }
         if let Some(kib) = rss {
             println!(

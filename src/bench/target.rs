@@ -46,6 +46,8 @@ pub struct Target {
     children: Vec<Child>,
     cluster: Option<LocalCluster>,
     dir: Option<PathBuf>,
+    /// The redb file, when the run started a daemon on one.
+    pub file: Option<PathBuf>,
 }
 
 impl Drop for Target {
@@ -75,6 +77,7 @@ impl Target {
             children: Vec::new(),
             cluster: None,
             dir: None,
+            file: None,
         }
     }
 
@@ -99,6 +102,7 @@ impl Target {
             children: Vec::new(),
             cluster: None,
             dir: Some(dir.clone()),
+            file: (*backend == Backend::Redb).then(|| dir.join("bench.redb")),
         };
         let storage = match backend {
             Backend::Redb => format!("database_path = \"{}\"", dir.join("bench.redb").display()),
@@ -129,6 +133,13 @@ impl Target {
         }
         target.base = target.bases[0].clone();
         Ok(target)
+    }
+
+    /// Bytes the redb file occupies on disk (allocated blocks, not its apparent length).
+    pub fn allocated_bytes(&self) -> Option<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(self.file.as_ref()?).ok()?;
+        Some(meta.blocks() * 512)
     }
 
     /// The largest peak resident set of the daemons this run started, KiB.
