@@ -84,6 +84,13 @@ pub const FAMILIES: &[Family] = &[
         initial: &[&[]],
     },
     Family {
+        name: "tally_writer_wait_seconds",
+        kind: Kind::Histogram,
+        help: "Time from a write's arrival at the writer's queue to its commit, in seconds.",
+        labels: &[],
+        initial: &[&[]],
+    },
+    Family {
         name: "tally_writer_commit_seconds",
         kind: Kind::Histogram,
         help: "Time to apply and commit one batch, in seconds.",

@@ -2,7 +2,7 @@
 //!
 //! Each event carries about 250 bytes of properties (model, input, output, cached and total
 //! tokens, region, user, API key, request id, finish reason, latency, streaming) for one of
-//! [`CUSTOMERS`] customers, and its type feeds three meters: the sum of tokens, a count and the
+//! [`CUSTOMERS`] customers (five end users each), and its type feeds three meters: the sum of tokens, a count and the
 //! unique users. Its id is a UUIDv7 (time-ordered, what the README recommends) or a UUIDv4
 //! (random, what many clients send). `llm` sends one event per request, `llm-batch`
 //! [`BATCH_EVENTS`]; a `-v4` suffix switches to random ids. The same builder serves the prefill
@@ -20,8 +20,8 @@ use super::{drive, post, MakeRequest, Target};
 
 /// Customers the events spread over.
 pub const CUSTOMERS: u64 = 1_000;
-/// Distinct end users the events name.
-const USERS: u64 = 5_000;
+/// End users per customer (an end user belongs to one customer's product).
+const USERS_PER_CUSTOMER: u64 = 5;
 /// Events per request in the batch scenarios and in the prefill.
 pub const BATCH_EVENTS: u64 = 100;
 /// Requests the prefill keeps in flight.
@@ -161,7 +161,8 @@ impl Fixtures {
     }
 
     fn event(&self, rng: &mut Rng, ids: Ids) -> Value {
-        let customer = &self.customers[(rng.next() % CUSTOMERS) as usize];
+        let customer_no = rng.next() % CUSTOMERS;
+        let customer = &self.customers[customer_no as usize];
         let input = 50 + rng.next() % 4_000;
         let output = 10 + rng.next() % 1_500;
         let id = match ids {
@@ -179,7 +180,10 @@ impl Fixtures {
                 "cached_tokens": rng.next() % (input / 2 + 1),
                 "total_tokens": input + output,
                 "region": REGIONS[(rng.next() % 8) as usize],
-                "user_id": format!("user_{:06}", rng.next() % USERS),
+                "user_id": format!(
+                    "user_{:06}",
+                    customer_no * USERS_PER_CUSTOMER + rng.next() % USERS_PER_CUSTOMER
+                ),
                 "api_key_id": format!("key_{:04}", rng.next() % 64),
                 "request_id": format!("req_{}", base32(rng, 26)),
                 "finish_reason": if rng.next().is_multiple_of(10) { "length" } else { "stop" },

@@ -19,6 +19,7 @@ mod deliveries;
 mod entitlements;
 mod llm;
 mod peer;
+mod stall;
 mod target;
 use serde_json::{json, Value};
 use target::Target;
@@ -42,6 +43,7 @@ pub const SCENARIOS: &[&str] = &[
     "ceiling",
     "peer",
     "peer-batch",
+    "stall",
 ];
 
 /// Ratios a run prints when it measured both sides: (numerator, denominator, what it says).
@@ -304,6 +306,60 @@ async fn billing_run(client: &reqwest::Client, t: &Target, key: &str) -> anyhow:
             .await?;
     }
     Ok(run)
+}
+
+/// Creates a daily plan charging `meter` and `k` customers subscribed to it since the start
+/// of yesterday, so a billing run now closes one period each.
+async fn subscribe_daily(
+    client: &reqwest::Client,
+    target: &Target,
+    run_tag: &str,
+    meter: &str,
+    k: u64,
+) -> anyhow::Result<()> {
+    let yesterday = crate::clock::now_ms() - 86_400_000;
+    let start = crate::clock::rfc3339(yesterday - yesterday.rem_euclid(86_400_000));
+    let plan = format!("plan-{run_tag}");
+    post(client, target, "/v1/plans", &format!("{run_tag}-plan"), json!({"code": plan, "name": "Bench", "currency": "USD", "interval": "day",
+        "fixed_fee": {"amount_minor": 500}, "charges": [{"meter": meter, "model": "per_unit", "unit_price": "0.01"}]})).await?;
+    let mut tasks = Vec::new();
+    for i in 0..k {
+        let (client, base, key, plan, start, tag) = (
+            client.clone(),
+            target.base.clone(),
+            target.key.clone(),
+            plan.clone(),
+            start.clone(),
+            run_tag.to_string(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let ext = format!("{tag}-sub-{i}");
+            let c = client
+                .post(format!("{base}/v1/customers"))
+                .bearer_auth(&key)
+                .header("Idempotency-Key", format!("{ext}-c"))
+                .json(&json!({"external_id": ext, "currency": "USD"}))
+                .send()
+                .await;
+            let s = client
+                .post(format!("{base}/v1/subscriptions"))
+                .bearer_auth(&key)
+                .header("Idempotency-Key", format!("{ext}-s"))
+                .json(&json!({"customer": ext, "plan": plan, "start_at": start}))
+                .send()
+                .await;
+            c.is_ok() && s.is_ok()
+        }));
+        if tasks.len() >= 64 {
+            for t in tasks.drain(..) {
+                let _ = t.await;
+            }
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
 }
 
 async fn usage_total(
@@ -595,48 +651,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
             }
             "billing" => {
                 let k = opts.subscriptions;
-                let yesterday = crate::clock::now_ms() - 86_400_000;
-                let start = crate::clock::rfc3339(yesterday - yesterday.rem_euclid(86_400_000));
-                let plan = format!("plan-{run_tag}");
-                post(&client, &target, "/v1/plans", &format!("{run_tag}-plan"), json!({"code": plan, "name": "Bench", "currency": "USD", "interval": "day",
-                    "fixed_fee": {"amount_minor": 500}, "charges": [{"meter": meter, "model": "per_unit", "unit_price": "0.01"}]})).await?;
-                let mut tasks = Vec::new();
-                for i in 0..k {
-                    let (client, base, key, plan, start, tag) = (
-                        client.clone(),
-                        target.base.clone(),
-                        target.key.clone(),
-                        plan.clone(),
-                        start.clone(),
-                        run_tag.clone(),
-                    );
-                    tasks.push(tokio::spawn(async move {
-                        let ext = format!("{tag}-sub-{i}");
-                        let c = client
-                            .post(format!("{base}/v1/customers"))
-                            .bearer_auth(&key)
-                            .header("Idempotency-Key", format!("{ext}-c"))
-                            .json(&json!({"external_id": ext, "currency": "USD"}))
-                            .send()
-                            .await;
-                        let s = client
-                            .post(format!("{base}/v1/subscriptions"))
-                            .bearer_auth(&key)
-                            .header("Idempotency-Key", format!("{ext}-s"))
-                            .json(&json!({"customer": ext, "plan": plan, "start_at": start}))
-                            .send()
-                            .await;
-                        c.is_ok() && s.is_ok()
-                    }));
-                    if tasks.len() >= 64 {
-                        for t in tasks.drain(..) {
-                            let _ = t.await;
-                        }
-                    }
-                }
-                for t in tasks {
-                    let _ = t.await;
-                }
+                subscribe_daily(&client, &target, &run_tag, &meter, k).await?;
                 let t0 = Instant::now();
                 let run = billing_run(&client, &target, &format!("{run_tag}-run")).await?;
                 let took = t0.elapsed();
@@ -690,6 +705,21 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                     o.verified,
                     o.check,
                 )
+            }
+            "stall" => {
+                let fixtures = fixtures_of(&mut realistic, &client, &target, &run_tag).await?;
+                let o = stall::run(
+                    &client,
+                    &target,
+                    &fixtures,
+                    clients,
+                    duration,
+                    &run_tag,
+                    opts.subscriptions,
+                    &from,
+                )
+                .await?;
+                (1, o.latencies, o.errors, o.elapsed, o.verified, o.check)
             }
             "ceiling" => {
                 let fixtures = fixtures_of(&mut realistic, &client, &target, &run_tag).await?;

@@ -81,6 +81,11 @@ impl Target {
         }
     }
 
+    /// Another handle on the same first node that owns nothing (for a task of its own).
+    pub fn clone_remote(&self) -> Self {
+        Self::remote(&self.base, &self.key)
+    }
+
     /// Starts `nodes` daemons (this binary) on a fresh database of `backend`, one after the
     /// other, so the first creates the schema and the default tenant and the others join.
     pub fn start(backend: &Backend, nodes: usize) -> anyhow::Result<Self> {

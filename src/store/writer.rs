@@ -120,6 +120,8 @@ struct Slot<C: Command> {
     spare: Option<C>,
     output: Option<C::Output>,
     reply: oneshot::Sender<Reply<C>>,
+    /// When it was submitted: its wait from arrival to commit is what a stall costs a client.
+    queued_at: Instant,
 }
 
 impl<C: Command> Pending for Slot<C> {
@@ -176,8 +178,13 @@ impl<C: Command> Pending for Slot<C> {
             output,
             reply,
             spare,
+            queued_at,
             ..
         } = *self;
+        if committed.is_ok() {
+            metrics::histogram!("tally_writer_wait_seconds")
+                .record(queued_at.elapsed().as_secs_f64());
+        }
         let result = match (committed, output) {
             (Ok(()), Some(output)) => Ok(output),
             (Ok(()), None) => Err(WriteError::Unavailable),
@@ -206,6 +213,7 @@ impl WriterHandle {
             command: Some(command),
             output: None,
             reply,
+            queued_at: Instant::now(),
         });
         match self.queue.try_send(slot) {
             Ok(()) => {}
