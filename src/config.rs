@@ -460,6 +460,9 @@ pub struct IngestConfig {
     pub dedupe_window_secs: u64,
     /// Per-source overrides of `dedupe_window_secs`.
     pub source_dedupe_window_secs: std::collections::BTreeMap<String, u64>,
+    /// Stored events a new meter's backfill examines per transaction (the first chunk in the
+    /// creating request, the rest in the background), so no backfill holds the writer long.
+    pub backfill_chunk_events: u64,
 }
 
 impl Default for IngestConfig {
@@ -470,6 +473,7 @@ impl Default for IngestConfig {
             max_backdate_secs: 35 * 24 * 3600,
             dedupe_window_secs: 60,
             source_dedupe_window_secs: std::collections::BTreeMap::new(),
+            backfill_chunk_events: crate::ingest::backfill::DEFAULT_CHUNK_EVENTS,
         }
     }
 }
@@ -782,6 +786,12 @@ impl Config {
             return Err(bad(
                 "ingest.max_batch_events",
                 "must be between 1 and 100000",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.ingest.backfill_chunk_events) {
+            return Err(bad(
+                "ingest.backfill_chunk_events",
+                "must be between 1 and 1000000",
             ));
         }
         if self.ingest.max_future_secs > 7 * 24 * 3600 {

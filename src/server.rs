@@ -498,6 +498,16 @@ fn job_registry(
         crate::payments::reconcile::JOB_KIND,
         Arc::new(RunReconciliation(ctx)),
     );
+    registry.register(
+        crate::ingest::backfill::JOB_KIND,
+        Arc::new(crate::ingest::backfill::RunBackfill {
+            writer: writer.clone(),
+            chunk_events: config.ingest.backfill_chunk_events,
+            // Half the lease: a run always ends (and the job is leased again) before another
+            // worker could take it over.
+            slice: Duration::from_millis(config.jobs.lease_ms / 2),
+        }),
+    );
     registry.register_with_capacity(
         crate::notifications::outbox::DELIVER_JOB,
         Arc::new(crate::notifications::delivery::Deliver::new(

@@ -61,6 +61,7 @@ fn sum_meter(store: &Store) -> Meter {
         .apply_one(CreateMeter {
             tenant: TENANT,
             meter: meter.clone(),
+            chunk_events: crate::ingest::backfill::DEFAULT_CHUNK_EVENTS,
         })
         .expect("store")
         .expect("meter");

@@ -318,6 +318,19 @@ fn kind(
             let tx = state.store.read()?;
             let meter = resolve_meter(&tx, tenant, reference)?
                 .ok_or_else(|| invalid("meter", format!("no meter {reference:?}")))?;
+            // A backfill only ever completes, so a meter found complete here stays so.
+            if crate::ingest::backfill::is_running(&tx, tenant, meter.id)? {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "meter_backfilling",
+                    format!(
+                        "meter {:?} is still counting the events stored before it \
+                         (backfill_status running); retry when it is complete",
+                        meter.key
+                    ),
+                )
+                .field("meter", "its backfill is still running"));
+            }
             Ok((AlertKind::UsageExceeded { meter: meter.id }, levels))
         }
         "credit_balance_below" => {

@@ -304,6 +304,7 @@ pub fn entitlement_error(e: &EntitlementError) -> ApiError {
         EntitlementError::NotLimitable { .. } => {
             (StatusCode::UNPROCESSABLE_ENTITY, "meter_not_limitable")
         }
+        EntitlementError::MeterBackfilling { .. } => (StatusCode::CONFLICT, "meter_backfilling"),
         EntitlementError::DuplicateFeature { .. } => {
             (StatusCode::UNPROCESSABLE_ENTITY, "duplicate_feature")
         }

@@ -16,8 +16,9 @@ use super::problem::{ApiError, Problem};
 use super::AppState;
 use crate::id::Id;
 use crate::idempotency::StoredResponse;
+use crate::ingest::backfill;
 use crate::ingest::meter::{
-    self, Aggregation, CreateMeter, Meter, MeterError, RenameMeter, PREFIX,
+    self, Aggregation, CreateMeter, Meter, MeterError, MeterState, RenameMeter, PREFIX,
 };
 
 /// Body of `POST /v1/meters`.
@@ -51,7 +52,7 @@ pub struct UpdateMeterRequest {
 }
 
 /// A meter as the API shows it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MeterResponse {
     /// `mtr_…`.
     pub id: String,
@@ -69,16 +70,20 @@ pub struct MeterResponse {
     pub value_property: Option<String>,
     /// Unique property path.
     pub unique_property: Option<String>,
-    /// Stored events counted at creation.
+    /// Events stored before the meter that it has counted (so far, while `running`).
     pub backfilled_events: u64,
-    /// Stored events of the type that had no usable value at creation.
+    /// Events stored before the meter that had no usable value.
     pub backfill_skipped_events: u64,
+    /// `complete`, or `running` while events stored before the meter are still being counted
+    /// (its usage is then incomplete, and plans, entitlements and alerts refuse it).
+    pub backfill_status: &'static str,
     /// RFC 3339.
     pub created_at: String,
 }
 
-impl From<&Meter> for MeterResponse {
-    fn from(m: &Meter) -> Self {
+impl MeterResponse {
+    /// The response for `m`, whose backfill is still running or not.
+    pub fn of(m: &Meter, backfilling: bool) -> Self {
         Self {
             id: m.id.display(PREFIX),
             object: "meter",
@@ -90,6 +95,7 @@ impl From<&Meter> for MeterResponse {
             unique_property: m.unique_property.clone(),
             backfilled_events: m.backfilled_events,
             backfill_skipped_events: m.backfill_skipped_events,
+            backfill_status: if backfilling { "running" } else { "complete" },
             created_at: crate::clock::rfc3339(m.created_at_ms),
         }
     }
@@ -165,9 +171,12 @@ fn validate(req: &CreateMeterRequest) -> Result<Aggregation, ApiError> {
     Ok(aggregation)
 }
 
-fn render(output: &Result<Meter, MeterError>) -> StoredResponse {
+fn render(output: &Result<MeterState, MeterError>) -> StoredResponse {
     match output {
-        Ok(m) => json_response(StatusCode::CREATED, &MeterResponse::from(m)),
+        Ok(m) => json_response(
+            StatusCode::CREATED,
+            &MeterResponse::of(&m.meter, m.backfilling),
+        ),
         Err(e @ MeterError::Exists { .. }) => {
             ApiError::new(StatusCode::CONFLICT, "meter_exists", e.to_string())
                 .field("key", "already used by another meter")
@@ -179,14 +188,16 @@ fn render(output: &Result<Meter, MeterError>) -> StoredResponse {
     }
 }
 
-fn render_update(output: &Result<Meter, MeterError>) -> StoredResponse {
+fn render_update(output: &Result<MeterState, MeterError>) -> StoredResponse {
     match output {
-        Ok(m) => json_response(StatusCode::OK, &MeterResponse::from(m)),
+        Ok(m) => json_response(StatusCode::OK, &MeterResponse::of(&m.meter, m.backfilling)),
         Err(_) => render(output),
     }
 }
 
-/// Creates a meter; already stored events of its type are counted at once.
+/// Creates a meter; already stored events of its type are counted: at once when there are
+/// few (`ingest.backfill_chunk_events`), otherwise in the background (`backfill_status:
+/// running` until done).
 #[utoipa::path(
     post, path = "/v1/meters", tag = "meters",
     request_body = CreateMeterRequest,
@@ -229,7 +240,11 @@ pub async fn create(
             path: "/v1/meters",
             canonical_body: &body.canonical,
         },
-        CreateMeter { tenant, meter },
+        CreateMeter {
+            tenant,
+            meter,
+            chunk_events: state.config.ingest.backfill_chunk_events,
+        },
         render,
     )
     .await
@@ -304,7 +319,8 @@ pub async fn get(
     let parsed = Id::parse(&id, PREFIX).ok_or_else(|| ApiError::missing("meter", &id))?;
     let tx = state.store.read()?;
     let m = meter::get(&tx, tenant, parsed)?.ok_or_else(|| ApiError::missing("meter", &id))?;
-    Ok(Json(MeterResponse::from(&m)).into_response())
+    let backfilling = backfill::is_running(&tx, tenant, m.id)?;
+    Ok(Json(MeterResponse::of(&m, backfilling)).into_response())
 }
 
 /// Query of `GET /v1/meters`.
@@ -343,11 +359,18 @@ pub async fn list(
     };
     let tx = state.store.read()?;
     let (items, has_more) = meter::list(&tx, tenant, after, limit)?;
+    let mut responses = Vec::with_capacity(items.len());
+    for m in &items {
+        responses.push(MeterResponse::of(
+            m,
+            backfill::is_running(&tx, tenant, m.id)?,
+        ));
+    }
     Ok(Json(Page::of(
-        &items,
+        &responses,
         has_more,
-        |m| m.id.display(PREFIX),
-        |x| MeterResponse::from(x),
+        |r| r.id.clone(),
+        MeterResponse::clone,
     ))
     .into_response())
 }

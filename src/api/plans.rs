@@ -372,6 +372,14 @@ pub(crate) fn render(output: &Result<Plan, PlanError>) -> StoredResponse {
         Err(e @ PlanError::UnknownMeter { index, .. }) => {
             ApiError::invalid_field(format!("charges.{index}.meter"), e.to_string()).to_stored()
         }
+        Err(e @ PlanError::MeterBackfilling { index, .. }) => {
+            ApiError::new(StatusCode::CONFLICT, "meter_backfilling", e.to_string())
+                .field(
+                    format!("charges.{index}.meter"),
+                    "its backfill is still running",
+                )
+                .to_stored()
+        }
         Err(e @ PlanError::Missing(_)) => {
             ApiError::new(StatusCode::NOT_FOUND, "resource_missing", e.to_string()).to_stored()
         }

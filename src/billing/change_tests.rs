@@ -76,6 +76,7 @@ fn world_with(trial_end: Option<i64>, minimum_minor: Option<i64>) -> World {
         .apply_one(CreateMeter {
             tenant: TENANT,
             meter: meter.clone(),
+            chunk_events: crate::ingest::backfill::DEFAULT_CHUNK_EVENTS,
         })
         .expect("store")
         .expect("meter");

@@ -209,6 +209,14 @@ pub enum PlanError {
         /// The meter reference.
         meter: String,
     },
+    /// A charge names a meter whose backfill is still counting earlier events.
+    #[error("charge {index}: meter {meter} is still counting the events stored before it (backfill_status running); retry when it is complete")]
+    MeterBackfilling {
+        /// Which charge.
+        index: usize,
+        /// The meter reference.
+        meter: String,
+    },
 }
 
 /// Creates a plan: the first version of a new code.
@@ -232,7 +240,7 @@ fn newest_of(
         .map(Id::from_bytes))
 }
 
-/// The first charge whose meter does not exist.
+/// The first charge whose meter does not exist or cannot be billed yet (backfilling).
 fn unknown_meter(
     tx: &WriteTxn,
     tenant: TenantId,
@@ -245,6 +253,12 @@ fn unknown_meter(
             .is_none()
         {
             return Ok(Some(PlanError::UnknownMeter {
+                index,
+                meter: charge.meter.display(crate::ingest::meter::PREFIX),
+            }));
+        }
+        if crate::ingest::backfill::is_running_in(tx, tenant, charge.meter)? {
+            return Ok(Some(PlanError::MeterBackfilling {
                 index,
                 meter: charge.meter.display(crate::ingest::meter::PREFIX),
             }));

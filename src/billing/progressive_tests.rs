@@ -108,6 +108,7 @@ fn world(threshold_minor: Option<i64>) -> World {
             .apply_one(CreateMeter {
                 tenant: TENANT,
                 meter: m.clone(),
+                chunk_events: crate::ingest::backfill::DEFAULT_CHUNK_EVENTS,
             })
             .expect("store")
             .expect("meter");

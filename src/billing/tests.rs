@@ -77,6 +77,7 @@ fn world_priced(unit_price: Decimal) -> World {
             .apply_one(CreateMeter {
                 tenant: TENANT,
                 meter: m.clone(),
+                chunk_events: crate::ingest::backfill::DEFAULT_CHUNK_EVENTS,
             })
             .expect("store")
             .expect("meter");

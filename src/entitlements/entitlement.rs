@@ -130,6 +130,14 @@ pub enum EntitlementError {
         /// What the request named.
         reference: String,
     },
+    /// The meter is still counting the events stored before it.
+    #[error("{field}: meter {meter:?} is still counting the events stored before it (backfill_status running); retry when it is complete")]
+    MeterBackfilling {
+        /// Request field.
+        field: String,
+        /// The meter key.
+        meter: String,
+    },
     /// The meter's aggregation is not a usage that accumulates over a window.
     #[error("{field}: meter {meter:?} aggregates by {aggregation}; only count, sum and unique_count meters can be limited")]
     NotLimitable {
@@ -164,6 +172,7 @@ impl EntitlementError {
             EntitlementError::UnknownFeature { field, .. }
             | EntitlementError::FeatureArchived { field, .. }
             | EntitlementError::UnknownMeter { field, .. }
+            | EntitlementError::MeterBackfilling { field, .. }
             | EntitlementError::NotLimitable { field, .. }
             | EntitlementError::DuplicateFeature { field } => Some(field),
             EntitlementError::UnknownPlan(_) => Some("plan"),
@@ -271,6 +280,12 @@ pub fn resolve(
                     reference: meter.clone(),
                 }));
             };
+            if crate::ingest::backfill::is_running_in(tx, tenant, m.id)? {
+                return Ok(Err(EntitlementError::MeterBackfilling {
+                    field: at(prefix, "meter"),
+                    meter: m.key,
+                }));
+            }
             if !limitable(m.aggregation) {
                 return Ok(Err(EntitlementError::NotLimitable {
                     field: at(prefix, "meter"),

@@ -50,6 +50,7 @@ fn setup(store: &Store, reset: Reset, limit: i64, hard: bool) -> (Id, Id) {
         .apply_one(CreateMeter {
             tenant: TENANT,
             meter,
+            chunk_events: crate::ingest::backfill::DEFAULT_CHUNK_EVENTS,
         })
         .expect("store")
         .expect("meter");

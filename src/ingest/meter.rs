@@ -272,17 +272,31 @@ fn type_prefix(tenant: TenantId, event_type: &str) -> Vec<u8> {
 }
 
 /// Creates a meter and counts the tenant's already stored events of its type, so a meter
-/// created after its events arrived reports the same usage as one created before.
+/// created after its events arrived reports the same usage as one created before: the first
+/// `chunk_events` events in this transaction, the rest by a job in further bounded ones
+/// ([`super::backfill`]).
 #[derive(Clone)]
 pub struct CreateMeter {
     /// Owner.
     pub tenant: TenantId,
     /// The complete record (backfill counters zero).
     pub meter: Meter,
+    /// Stored events examined in the creating transaction (and per later one).
+    pub chunk_events: u64,
+}
+
+/// A meter and whether its backfill continues in the background (what a create or a rename
+/// answers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeterState {
+    /// The meter, with the events counted so far.
+    pub meter: Meter,
+    /// Whether stored events remain to be counted (`backfill_status: running`).
+    pub backfilling: bool,
 }
 
 impl Command for CreateMeter {
-    type Output = Result<Meter, MeterError>;
+    type Output = Result<MeterState, MeterError>;
 
     fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let mut meter = self.meter;
@@ -300,18 +314,17 @@ impl Command for CreateMeter {
                 }));
             }
         }
-        let (counted, skipped) = super::usage::backfill(tx, self.tenant, &meter)?;
-        meter.backfilled_events = counted;
-        meter.backfill_skipped_events = skipped;
-        let mut meters = tx.open_table(tables::METERS)?;
-        put_record(&mut meters, &keys::tenant_id(self.tenant, meter.id), &meter)?;
+        meter.backfilled_events = 0;
+        meter.backfill_skipped_events = 0;
+        let (meter, backfilling) =
+            super::backfill::start(tx, self.tenant, meter, self.chunk_events.max(1))?;
         tx.open_table(tables::METER_BY_KEY)?
             .insert(key_index.as_slice(), meter.id.to_bytes().as_slice())?;
         let mut by_type = type_prefix(self.tenant, &meter.event_type);
         by_type.extend_from_slice(&meter.id.to_bytes());
         tx.open_table(tables::METERS_BY_TYPE)?
             .insert(by_type.as_slice(), ())?;
-        Ok(Ok(meter))
+        Ok(Ok(MeterState { meter, backfilling }))
     }
 }
 
@@ -327,7 +340,7 @@ pub struct RenameMeter {
 }
 
 impl Command for RenameMeter {
-    type Output = Result<Meter, MeterError>;
+    type Output = Result<MeterState, MeterError>;
 
     fn apply(self, tx: &WriteTxn) -> Result<Self::Output, StoreError> {
         let key = keys::tenant_id(self.tenant, self.id);
@@ -337,7 +350,8 @@ impl Command for RenameMeter {
         };
         meter.name = self.name;
         put_record(&mut meters, &key, &meter)?;
-        Ok(Ok(meter))
+        let backfilling = super::backfill::is_running_in(tx, self.tenant, self.id)?;
+        Ok(Ok(MeterState { meter, backfilling }))
     }
 }
 

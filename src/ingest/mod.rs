@@ -1,6 +1,7 @@
 //! Usage ingest: events with exactly-once identities, meters, and usage aggregation.
 
 pub mod anomaly;
+pub mod backfill;
 pub mod event;
 pub mod meter;
 pub mod parse;

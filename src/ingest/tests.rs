@@ -121,7 +121,7 @@ proptest! {
             .collect();
         let create_meters = |store: &Store| {
             for m in &meters {
-                store.apply_one(CreateMeter { tenant: TENANT, meter: m.clone() })
+                store.apply_one(CreateMeter { tenant: TENANT, meter: m.clone(), chunk_events: crate::ingest::backfill::DEFAULT_CHUNK_EVENTS })
                     .expect("store").expect("meter");
             }
         };
@@ -265,6 +265,7 @@ fn a_schema_1_database_gets_its_stable_identities_rebuilt_on_open() {
             .apply_one(CreateMeter {
                 tenant: TENANT,
                 meter: meter("calls", Aggregation::Count),
+                chunk_events: crate::ingest::backfill::DEFAULT_CHUNK_EVENTS,
             })
             .expect("store")
             .expect("meter");

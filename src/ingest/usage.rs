@@ -299,22 +299,67 @@ fn stored_contribution(
     Ok(Some((event, contribution)))
 }
 
-/// Counts a new meter's already stored events; returns (counted, skipped for lack of a usable
-/// value).
-pub fn backfill(tx: &WriteTxn, tenant: TenantId, meter: &Meter) -> Result<(u64, u64), StoreError> {
+/// What one pass of a new meter's backfill did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillPass {
+    /// Events counted.
+    pub counted: u64,
+    /// Events of the type skipped for lack of a usable value.
+    pub skipped: u64,
+    /// The last event key examined (where the next pass starts).
+    pub last_key: Option<Vec<u8>>,
+    /// Whether the pass reached the tenant's last event.
+    pub finished: bool,
+}
+
+/// Counts for a new meter up to `limit` of the tenant's stored events after `after_key` (in
+/// key order): those stored before the meter existed (sequence number at most `through_seq`;
+/// later ones were counted by ingest as they arrived). Every examined event costs one unit of
+/// `limit`, of the meter's type or not, so a pass is bounded whatever the store holds.
+pub fn backfill_pass(
+    tx: &WriteTxn,
+    tenant: TenantId,
+    meter: &Meter,
+    after_key: Option<&[u8]>,
+    through_seq: u64,
+    limit: u64,
+) -> Result<BackfillPass, StoreError> {
     let events = tx.open_table(tables::EVENTS)?;
     let mut hourly = tx.open_table(tables::USAGE_HOURLY)?;
     let mut minutely = tx.open_table(tables::USAGE_MINUTELY)?;
     let mut uniques = tx.open_table(tables::USAGE_UNIQUES)?;
     let (start, end) = keys::tenant_range(tenant);
-    let (mut counted, mut skipped) = (0u64, 0u64);
+    let lower = match after_key {
+        Some(k) => {
+            let mut next = k.to_vec();
+            next.push(0);
+            next
+        }
+        None => start,
+    };
+    let mut pass = BackfillPass {
+        counted: 0,
+        skipped: 0,
+        last_key: after_key.map(<[u8]>::to_vec),
+        finished: true,
+    };
     let mut cache = RollupCache::default();
-    for entry in events.range::<&[u8]>(start.as_slice()..end.as_slice())? {
-        let (_, value) = entry?;
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    for (examined, entry) in events
+        .range::<&[u8]>(lower.as_slice()..end.as_slice())?
+        .enumerate()
+    {
+        if examined == limit {
+            pass.finished = false;
+            break;
+        }
+        let (key, value) = entry?;
+        pass.last_key = Some(key.value().to_vec());
         let (event, contribution) = match stored_contribution(meter, value.value())? {
             None => continue,
+            Some((event, _)) if event.seq > through_seq => continue,
             Some((_, Err(_))) => {
-                skipped += 1;
+                pass.skipped += 1;
                 continue;
             }
             Some((event, Ok(contribution))) => (event, contribution),
@@ -332,13 +377,13 @@ pub fn backfill(tx: &WriteTxn, tenant: TenantId, meter: &Meter) -> Result<(u64, 
         )? {
             Ok(planned) => {
                 cache.write(&mut uniques, planned)?;
-                counted += 1;
+                pass.counted += 1;
             }
-            Err(_) => skipped += 1,
+            Err(_) => pass.skipped += 1,
         }
     }
     cache.flush(&mut hourly, &mut minutely)?;
-    Ok((counted, skipped))
+    Ok(pass)
 }
 
 /// An aggregation in progress.

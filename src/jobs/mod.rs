@@ -241,6 +241,9 @@ pub enum Outcome {
     /// Not attempted (e.g. a per-destination limit was reached): due again after the delay,
     /// without counting an attempt.
     Postpone(i64),
+    /// Its work so far committed and more remains (a long task done in slices): due again at
+    /// once, without counting an attempt.
+    Continue,
 }
 
 /// A handler's in-transaction effect: checks, then writes, exactly like a [`Command`].
@@ -370,6 +373,11 @@ impl Command for CompleteJob {
             }
             Outcome::RetryIn { error, delay_ms } => {
                 fail(tx, &mut job, error, delay_ms, self.now_ms, self.on_dead)?
+            }
+            Outcome::Continue => {
+                job.attempts = 0;
+                job.log.pop();
+                reschedule(tx, &mut job, self.now_ms)?
             }
             Outcome::Postpone(delay_ms) => {
                 job.attempts = job.attempts.saturating_sub(1);

@@ -85,6 +85,7 @@ pub fn after_every_step(world: &World) -> Result<(), Violation> {
     super::entitlements::check(world)?;
     anomalies_recorded(world)?;
     super::api_keys::check(world)?;
+    super::meters::check(world)?;
     let payments = payments(world)?;
     let charges = world.provider.charges();
     for p in &payments {

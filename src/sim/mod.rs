@@ -47,6 +47,7 @@ mod coupons;
 mod credit_notes;
 mod entitlements;
 mod invariants;
+mod meters;
 mod ops;
 mod postgres;
 mod profile;

@@ -116,10 +116,12 @@ pub enum Kind {
     Entitlements,
     /// An API key is created (some read-only) or revoked (sometimes by another tenant).
     ApiKeys,
+    /// A meter is created over the events stored so far (its backfill continues in job steps).
+    NewMeter,
 }
 
 /// Every kind, in the order of a profile's weights.
-pub const KINDS: [Kind; 29] = [
+pub const KINDS: [Kind; 30] = [
     Kind::Ingest,
     Kind::IngestLate,
     Kind::IngestDuplicate,
@@ -149,6 +151,7 @@ pub const KINDS: [Kind; 29] = [
     Kind::Alert,
     Kind::Entitlements,
     Kind::ApiKeys,
+    Kind::NewMeter,
 ];
 
 /// Creates the tenant's meters, plan, customers and subscriptions (customers through an
@@ -173,6 +176,7 @@ pub fn setup(world: &mut World, profile: &Profile) -> Result<(), Violation> {
             .submit(CreateMeter {
                 tenant: world.tenant,
                 meter: m.clone(),
+                chunk_events: crate::ingest::backfill::DEFAULT_CHUNK_EVENTS,
             })?
             .map_err(|e| e.to_string())?;
     }
@@ -402,6 +406,7 @@ pub fn apply(world: &mut World, kind: Kind, note: &mut String) -> Result<(), Vio
         Kind::Alert => super::alerts::step(world, note),
         Kind::Entitlements => super::entitlements::step(world, note),
         Kind::ApiKeys => super::api_keys::step(world, note),
+        Kind::NewMeter => super::meters::step(world, note),
         Kind::Reconcile => {
             let now = world.now();
             let rec = crate::payments::reconcile::Reconciliation {

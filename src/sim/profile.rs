@@ -9,7 +9,7 @@ pub struct Profile {
     /// Its name, printed with a failing seed.
     pub name: &'static str,
     /// Weight of each of [`super::ops::KINDS`], in order.
-    pub weights: [u32; 29],
+    pub weights: [u32; 30],
     /// The provider's faults.
     pub faults: Faults,
     /// Price of one call, USD: a half cent makes rounding visible, a whole cent keeps it out
@@ -46,9 +46,10 @@ const NO_FAULTS: Faults = Faults {
 pub const PROFILES: [Profile; 9] = [
     Profile {
         name: "mixed",
-        //        ing late dup ext run pay void crd ref job jcr dlv cus set for rec adv crs stl upd chg cpn cn tup ar prg alr ent key
+        //        ing late dup ext run pay void crd ref job jcr dlv cus set for rec adv crs stl upd chg cpn cn tup ar prg alr ent key mtr
         weights: [
-            10, 3, 2, 1, 6, 4, 2, 2, 3, 12, 2, 8, 2, 1, 1, 1, 8, 2, 2, 3, 3, 2, 2, 3, 1, 3, 2, 2, 1,
+            10, 3, 2, 1, 6, 4, 2, 2, 3, 12, 2, 8, 2, 1, 1, 1, 8, 2, 2, 3, 3, 2, 2, 3, 1, 3, 2, 2,
+            1, 1,
         ],
         faults: Faults {
             error_before: 10,
@@ -66,7 +67,8 @@ pub const PROFILES: [Profile; 9] = [
     Profile {
         name: "usage",
         weights: [
-            14, 8, 4, 0, 8, 1, 3, 3, 0, 8, 1, 4, 0, 0, 0, 0, 10, 2, 1, 2, 3, 2, 2, 3, 1, 3, 2, 2, 1,
+            14, 8, 4, 0, 8, 1, 3, 3, 0, 8, 1, 4, 0, 0, 0, 0, 10, 2, 1, 2, 3, 2, 2, 3, 1, 3, 2, 2,
+            1, 1,
         ],
         faults: CALM_FAULTS,
         call_price: "0.005",
@@ -74,7 +76,8 @@ pub const PROFILES: [Profile; 9] = [
     Profile {
         name: "voided-adjustments",
         weights: [
-            10, 8, 2, 0, 8, 1, 6, 2, 0, 6, 0, 3, 0, 0, 0, 0, 10, 2, 1, 0, 4, 2, 2, 3, 1, 3, 2, 2, 1,
+            10, 8, 2, 0, 8, 1, 6, 2, 0, 6, 0, 3, 0, 0, 0, 0, 10, 2, 1, 0, 4, 2, 2, 3, 1, 3, 2, 2,
+            1, 1,
         ],
         faults: NO_FAULTS,
         call_price: "0.01",
@@ -82,7 +85,8 @@ pub const PROFILES: [Profile; 9] = [
     Profile {
         name: "extreme-values",
         weights: [
-            10, 0, 2, 5, 8, 1, 2, 2, 0, 8, 1, 4, 0, 0, 0, 0, 10, 2, 1, 0, 0, 2, 2, 3, 1, 3, 2, 2, 1,
+            10, 0, 2, 5, 8, 1, 2, 2, 0, 8, 1, 4, 0, 0, 0, 0, 10, 2, 1, 0, 0, 2, 2, 3, 1, 3, 2, 2,
+            1, 1,
         ],
         faults: CALM_FAULTS,
         call_price: "0.01",
@@ -91,6 +95,7 @@ pub const PROFILES: [Profile; 9] = [
         name: "void-in-flight",
         weights: [
             6, 0, 1, 0, 8, 3, 8, 0, 0, 12, 3, 6, 1, 1, 0, 3, 6, 2, 2, 0, 2, 2, 2, 3, 1, 3, 2, 2, 1,
+            1,
         ],
         faults: Faults {
             error_before: 10,
@@ -109,7 +114,7 @@ pub const PROFILES: [Profile; 9] = [
         name: "requires-action",
         weights: [
             6, 0, 1, 0, 10, 14, 0, 0, 0, 12, 0, 8, 6, 1, 0, 1, 14, 1, 4, 0, 1, 2, 2, 3, 1, 3, 2, 2,
-            1,
+            1, 1,
         ],
         faults: Faults {
             error_before: 5,
@@ -127,7 +132,8 @@ pub const PROFILES: [Profile; 9] = [
     Profile {
         name: "refunds",
         weights: [
-            6, 0, 1, 0, 8, 2, 0, 0, 12, 14, 1, 8, 1, 1, 0, 1, 6, 1, 2, 0, 1, 2, 2, 3, 1, 3, 2, 2, 1,
+            6, 0, 1, 0, 8, 2, 0, 0, 12, 14, 1, 8, 1, 1, 0, 1, 6, 1, 2, 0, 1, 2, 2, 3, 1, 3, 2, 2,
+            1, 1,
         ],
         faults: Faults {
             error_before: 5,
@@ -146,6 +152,7 @@ pub const PROFILES: [Profile; 9] = [
         name: "mismatched-events",
         weights: [
             6, 0, 1, 0, 8, 4, 1, 0, 0, 12, 1, 8, 2, 1, 6, 1, 6, 1, 2, 0, 0, 2, 2, 3, 1, 3, 2, 2, 1,
+            1,
         ],
         faults: Faults {
             error_before: 5,
@@ -162,9 +169,10 @@ pub const PROFILES: [Profile; 9] = [
     },
     Profile {
         name: "plan-changes",
-        //        ing late dup ext run pay void crd ref job jcr dlv cus set for rec adv crs stl upd chg cpn cn tup ar prg alr ent key
+        //        ing late dup ext run pay void crd ref job jcr dlv cus set for rec adv crs stl upd chg cpn cn tup ar prg alr ent key mtr
         weights: [
-            10, 6, 2, 0, 8, 2, 4, 2, 1, 8, 1, 4, 0, 0, 0, 0, 10, 2, 1, 0, 8, 2, 2, 3, 1, 3, 2, 2, 1,
+            10, 6, 2, 0, 8, 2, 4, 2, 1, 8, 1, 4, 0, 0, 0, 0, 10, 2, 1, 0, 8, 2, 2, 3, 1, 3, 2, 2,
+            1, 1,
         ],
         faults: CALM_FAULTS,
         call_price: "0.005",

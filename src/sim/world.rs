@@ -84,6 +84,8 @@ pub struct Model {
     pub anomalies: BTreeMap<Id, u64>,
     /// API keys created, with their secrets.
     pub api_keys: Vec<super::api_keys::SimKey>,
+    /// Meters created after events were stored (their backfills run as jobs).
+    pub late_meters: Vec<Id>,
 }
 
 /// Applies nothing; installs the simulated clock and id generator on the writer thread, which
@@ -111,6 +113,7 @@ struct Handlers {
     cancel: Arc<dyn Handler>,
     refund: Arc<dyn Handler>,
     reconcile: Arc<dyn Handler>,
+    backfill: Arc<dyn Handler>,
 }
 
 /// One running process: the store, its writer thread, the handlers holding both.
@@ -331,6 +334,12 @@ impl World {
             cancel: Arc::new(crate::payments::worker::CancelPayment(ctx.clone())),
             refund: Arc::new(ExecuteRefund(ctx.clone())),
             reconcile: Arc::new(RunReconciliation(ctx)),
+            // One chunk per job step, so a backfill spans many steps.
+            backfill: Arc::new(crate::ingest::backfill::RunBackfill {
+                writer: writer.clone(),
+                chunk_events: super::meters::BACKFILL_CHUNK_EVENTS,
+                slice: Duration::ZERO,
+            }),
         };
         Ok(Node {
             store,
@@ -655,6 +664,7 @@ impl World {
             crate::payments::payment::CANCEL_JOB => Arc::clone(&handlers.cancel),
             crate::payments::payment::REFUND_JOB => Arc::clone(&handlers.refund),
             crate::payments::reconcile::JOB_KIND => Arc::clone(&handlers.reconcile),
+            crate::ingest::backfill::JOB_KIND => Arc::clone(&handlers.backfill),
             other => return Err(format!("no handler for job kind {other:?}")),
         };
         // The handler holds the process's writer: it dies with the process (dropped here).

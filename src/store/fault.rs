@@ -332,6 +332,7 @@ mod tests {
             .apply_one(CreateMeter {
                 tenant: TENANT,
                 meter: meter.clone(),
+                chunk_events: crate::ingest::backfill::DEFAULT_CHUNK_EVENTS,
             })
             .expect("store")
             .expect("meter");

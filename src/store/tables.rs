@@ -33,6 +33,8 @@ pub const METERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meters")
 pub const METER_BY_KEY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meter_by_key");
 /// (tenant, type length, event type, meter id) → (): the meters an event type feeds.
 pub const METERS_BY_TYPE: TableDefinition<&[u8], ()> = TableDefinition::new("meters_by_type");
+/// (tenant, meter id) → a new meter's backfill still in progress (`ingest::backfill`).
+pub const METER_BACKFILLS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("meter_backfills");
 /// (tenant, event id) → event record. Event ids are time-ordered, so inserts append.
 pub const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events");
 /// (tenant, source length, source, client id) → event id: stable identities, kept forever.
@@ -226,6 +228,7 @@ pub const BYTES_TABLES: &[TableDefinition<&[u8], &[u8]>] = &[
     CUSTOMER_BY_EXTERNAL,
     METERS,
     METER_BY_KEY,
+    METER_BACKFILLS,
     EVENTS,
     EVENT_IDS,
     EVENT_DERIVED,

@@ -6,6 +6,7 @@ mod harness;
 
 mod alerts;
 mod api_keys;
+mod backfill;
 mod backup;
 mod billing;
 mod bounds;

@@ -860,6 +860,7 @@ fn an_ingest_batch_costs_the_same_round_trips_whatever_its_size() {
             .apply_one(CreateMeter {
                 tenant: TENANT,
                 meter,
+                chunk_events: crate::ingest::backfill::DEFAULT_CHUNK_EVENTS,
             })
             .expect("store")
             .expect("meter");
