@@ -796,3 +796,47 @@ fn a_scheduled_change_taking_effect_is_recorded_once() {
     assert_eq!(updated(&w), 2, "once");
     assert_eq!(sub(&w).plan, w.plans[1].id);
 }
+
+/// Two `invoice_now` changes close the parts of a day before 06:00 and 06:00–12:00; an
+/// immediate cancellation stamped 05:00 is applied after them (a clock behind the one that
+/// stamped the changes). It ends the subscription where the invoiced parts end, keeps the phase
+/// the 06:00–12:00 invoice was priced by, and every invoice still re-derives: each plan paid
+/// for its own time once.
+#[test]
+fn an_immediate_cancellation_stamped_before_invoiced_changes_ends_where_they_end() {
+    let w = world(None);
+    run(&w, T0);
+    let (six, noon) = (T0 + DAY_MS / 4, T0 + DAY_MS / 2);
+    // Basic (10.00 in advance) → metered (20.00 in arrears) → free.
+    change(&w, 2, Effective::Now, Proration::InvoiceNow, six).expect("to metered");
+    change(&w, 3, Effective::Now, Proration::InvoiceNow, noon).expect("to free");
+    let canceled = w
+        .store
+        .apply_one(CancelSubscription {
+            tenant: TENANT,
+            id: w.sub,
+            immediately: true,
+            now_ms: T0 + 5 * DAY_MS / 24,
+            policy: POLICY,
+            origin: "test".into(),
+        })
+        .expect("store")
+        .expect("canceled");
+    assert!(canceled.invoices.is_empty(), "everything was invoiced");
+    let s = sub(&w);
+    assert_eq!(s.status, super::subscription::SubscriptionStatus::Canceled);
+    assert_eq!(s.ends_at_ms, Some(noon));
+    assert_eq!(s.plan_at(six), w.plans[2].id, "metered's phase stays");
+    run(&w, H);
+    let all = invoices(&w);
+    assert_eq!(all.len(), 3, "opening, [00:00, 06:00), [06:00, 12:00)");
+    let fees: Vec<i64> = all
+        .iter()
+        .flat_map(|i| i.lines.iter())
+        .filter(|l| matches!(l.kind, LineKind::FixedFee | LineKind::FeeCredit))
+        .map(|l| l.amount_minor)
+        .collect();
+    // Basic for 6 hours (10.00 − 7.50 unused), metered for 6 hours (5.00), once each.
+    assert_eq!(fees, vec![1000, -750, 500]);
+    verify_all(&w);
+}

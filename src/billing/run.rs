@@ -918,6 +918,18 @@ pub fn open_periods(sub: &Subscription, plan: &Plan, now_ms: i64, limit: u64) ->
         .count() as u64
 }
 
+/// Where an immediate cancellation requested at `now_ms` ends `sub` (its due periods closed):
+/// now, but never before its start nor before the start of its first period not yet closed.
+/// A cancellation stamped before a period another write already closed (an `invoice_now`
+/// change or a run applied first, on a clock ahead of this one) ends the subscription where
+/// what is invoiced ends: an earlier end would leave invoices billing time after it, and would
+/// drop the phases of changes those invoices were priced by as if they had never happened.
+fn immediate_end_ms(sub: &Subscription, plan: &Plan, now_ms: i64) -> i64 {
+    now_ms
+        .max(sub.start_at_ms)
+        .max(sub.open_from_ms(plan).unwrap_or(i64::MIN))
+}
+
 /// Cancels a subscription at its current period's end, or immediately with a final invoice.
 #[derive(Clone)]
 pub struct CancelSubscription {
@@ -1037,11 +1049,11 @@ impl Command for CancelSubscription {
             cutoff,
             origin: &self.origin,
         };
-        let ends_at = self.now_ms.max(sub.start_at_ms);
         // A subscription canceled now is never told its trial will end.
         sub.trial_notice_sent = true;
         // At most `chunk_periods` periods are open (checked above, before any write).
         sub = bill_subscription(&ctx, sub, &mut run, &mut Budget::unlimited())?.0;
+        let ends_at = immediate_end_ms(&sub, &plan, self.now_ms);
         // A change scheduled after the end no longer happens.
         sub.phases
             .retain(|p| p.change.is_none() || p.start_ms < ends_at);
