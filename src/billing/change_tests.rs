@@ -840,3 +840,46 @@ fn an_immediate_cancellation_stamped_before_invoiced_changes_ends_where_they_end
     assert_eq!(fees, vec![1000, -750, 500]);
     verify_all(&w);
 }
+
+/// A cancellation at period end whose end has passed, before a run closed that period: the
+/// subscription has ended, so an immediate cancellation is refused and writes nothing (it
+/// would move the end later and credit the next day's fee, never billed). The run then closes
+/// the last period and bills nothing after the end.
+#[test]
+fn an_immediate_cancellation_after_the_end_of_one_at_period_end_is_refused() {
+    let w = world(None);
+    run(&w, T0);
+    let cancel = |immediately: bool, now_ms: i64| {
+        w.store
+            .apply_one(CancelSubscription {
+                tenant: TENANT,
+                id: w.sub,
+                immediately,
+                now_ms,
+                policy: POLICY,
+                origin: "test".into(),
+            })
+            .expect("store")
+    };
+    let canceling = cancel(false, T0 + 1000).expect("canceling").subscription;
+    assert_eq!(canceling.ends_at_ms, Some(T0 + DAY_MS));
+    assert!(matches!(
+        cancel(true, T0 + DAY_MS + DAY_MS / 2),
+        Err(SubscriptionError::AlreadyCanceled(_))
+    ));
+    assert_eq!(sub(&w), canceling, "nothing written");
+    run(&w, H);
+    let s = sub(&w);
+    assert_eq!(s.status, super::subscription::SubscriptionStatus::Canceled);
+    assert_eq!(s.ends_at_ms, Some(T0 + DAY_MS));
+    let all = invoices(&w);
+    assert!(all.iter().all(|i| i.period_end_ms <= T0 + DAY_MS));
+    let fees: Vec<i64> = all
+        .iter()
+        .flat_map(|i| i.lines.iter())
+        .filter(|l| matches!(l.kind, LineKind::FixedFee | LineKind::FeeCredit))
+        .map(|l| l.amount_minor)
+        .collect();
+    assert_eq!(fees, vec![1000], "day 0, in advance, once");
+    verify_all(&w);
+}

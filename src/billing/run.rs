@@ -965,8 +965,11 @@ impl Command for CancelSubscription {
                 self.id.display(subscription::PREFIX),
             )));
         };
+        // A cancellation at period end whose end has passed has ended the subscription (the
+        // next run closes its last period): an immediate one would move the end later.
         if sub.status == SubscriptionStatus::Canceled
             || (sub.status == SubscriptionStatus::Canceling && !self.immediately)
+            || sub.ends_at_ms.is_some_and(|end| end <= self.now_ms)
         {
             return Ok(Err(SubscriptionError::AlreadyCanceled(
                 self.id.display(subscription::PREFIX),
