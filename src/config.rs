@@ -417,7 +417,7 @@ impl Default for BillingConfig {
         Self {
             grace_secs: 3600,
             scheduler_interval_ms: 60_000,
-            run_chunk_periods: 500,
+            run_chunk_periods: 100,
             max_start_backdate_secs: 366 * 86_400,
             max_start_ahead_secs: 5 * 366 * 86_400,
             trial_notice_secs: 3 * 86_400,

@@ -77,13 +77,13 @@ pub(super) async fn run(
     let acked = accepted.load(Ordering::Relaxed);
     let closed = run["closed_count"].as_u64().unwrap_or(0);
     let backfilled = meter["backfilled_events"].as_u64().unwrap_or(0);
-    let (p999, over) = summary(&waits);
+    let (p999, longest, over) = summary(&waits);
     Ok(Outcome {
         verified: after - before == acked && closed >= subscriptions,
         check: format!(
             "{acked} events acknowledged and stored; billing run closed {closed} periods in \
              {:.1} s; meter backfill counted {backfilled} events in {:.1} s; writer wait \
-             p99.9 ≤ {p999}, {over} writes waited over 100 ms",
+             p99.9 ≤ {p999}, longest ≤ {longest}, {over} writes waited over 100 ms",
             billing_took.as_secs_f64(),
             backfill_took.as_secs_f64(),
         ),
@@ -131,26 +131,28 @@ fn delta(before: &[(f64, f64)], after: &[(f64, f64)]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// The bucket holding the 99.9th percentile (as text) and how many waits exceeded 100 ms.
-fn summary(cumulative: &[(f64, f64)]) -> (String, u64) {
+/// The buckets holding the 99.9th percentile and the longest wait (as text), and how many
+/// waits exceeded 100 ms.
+fn summary(cumulative: &[(f64, f64)]) -> (String, String, u64) {
     let total = cumulative.last().map_or(0.0, |(_, n)| *n);
-    let p999 =
+    let bound = |share: f64| {
         cumulative
             .iter()
-            .find(|(_, n)| *n >= total * 0.999)
+            .find(|(_, n)| *n >= total * share)
             .map_or("-".to_string(), |(le, _)| {
                 if le.is_infinite() {
                     "∞".to_string()
                 } else {
                     format!("{} ms", le * 1000.0)
                 }
-            });
+            })
+    };
     let within = cumulative
         .iter()
         .filter(|(le, _)| *le <= STALL_S)
         .map(|(_, n)| *n)
         .fold(0.0, f64::max);
-    (p999, (total - within).max(0.0) as u64)
+    (bound(0.999), bound(1.0), (total - within).max(0.0) as u64)
 }
 
 #[cfg(test)]
@@ -170,8 +172,9 @@ mod tests {
         );
         let after = parse_buckets(text, "tally_writer_wait_seconds");
         assert_eq!(after.len(), 4);
-        let (p999, over) = summary(&delta(&before, &after));
+        let (p999, longest, over) = summary(&delta(&before, &after));
         assert_eq!(p999, "250 ms");
+        assert_eq!(longest, "250 ms");
         assert_eq!(over, 2);
     }
 }
