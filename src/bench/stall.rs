@@ -4,7 +4,8 @@
 //! billing run over `--subscriptions` daily subscriptions starts (it closes one period each, in
 //! chunks of transactions) and, at the same moment, a new meter is created on the events' type,
 //! which counts every event already stored. The figures are the ingest latencies during both;
-//! the check reports the writer's own arrival-to-commit time (`tally_writer_wait_seconds`):
+//! the check reports how long the backfill took to complete (it continues in the background
+//! after its first chunk; the scenario waits for it) and the writer's own arrival-to-commit time (`tally_writer_wait_seconds`):
 //! its 99.9th percentile bucket and how many writes waited over 100 ms.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +22,8 @@ use super::{billing_run, drive, post, subscribe_daily, MakeRequest, Target};
 const LEAD_IN: Duration = Duration::from_secs(1);
 /// A wait above this is a stall.
 const STALL_S: f64 = 0.1;
+/// How long the scenario waits for the meter's backfill to complete after the load.
+const BACKFILL_WAIT: Duration = Duration::from_secs(1800);
 
 /// Runs the scenario.
 #[allow(clippy::too_many_arguments)]
@@ -58,7 +61,11 @@ pub(super) async fn run(
             tokio::time::sleep(LEAD_IN).await;
             let t0 = Instant::now();
             let created = post(&client, &target, "/v1/meters", &format!("{tag}-m"), meter).await;
-            (created, t0.elapsed())
+            let done = match created {
+                Ok(m) => backfilled(&client, &target, m).await,
+                Err(e) => Err(e),
+            };
+            (done, t0.elapsed())
         })
     };
     let accepted = Arc::new(AtomicU64::new(0));
@@ -91,6 +98,32 @@ pub(super) async fn run(
         errors,
         elapsed,
     })
+}
+
+/// The meter once its backfill is complete (polled; at most [`BACKFILL_WAIT`]).
+async fn backfilled(
+    client: &reqwest::Client,
+    target: &Target,
+    mut meter: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let id = meter["id"].as_str().unwrap_or_default().to_string();
+    let started = Instant::now();
+    while meter["backfill_status"] == "running" {
+        anyhow::ensure!(
+            started.elapsed() < BACKFILL_WAIT,
+            "the meter's backfill did not complete within {} s",
+            BACKFILL_WAIT.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        meter = client
+            .get(format!("{}/v1/meters/{id}", target.base))
+            .bearer_auth(&target.key)
+            .send()
+            .await?
+            .json()
+            .await?;
+    }
+    Ok(meter)
 }
 
 /// The cumulative buckets of the writer's wait histogram: (upper bound in seconds, count).
