@@ -458,6 +458,7 @@ fn render_archived(output: &Result<Alert, AlertError>) -> StoredResponse {
     params(("Idempotency-Key" = String, Header, description = "required")),
     responses(
         (status = 201, body = AlertResponse),
+        (status = 409, description = "meter_backfilling: the meter's backfill is still running", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "validation_failed naming the field (type, customer, meter, currency, thresholds.N, name)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))

@@ -361,6 +361,7 @@ fn customer_id(state: &AppState, tenant: crate::store::TenantId, id: &str) -> Re
         (status = 200, body = EntitlementResponse),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "meter_backfilling: the meter's backfill is still running", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "unknown_feature, unknown_meter, meter_not_limitable, invalid_limit, feature_archived", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
@@ -430,6 +431,7 @@ pub async fn list_for_plan(
         (status = 200, body = EntitlementResponse),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "meter_backfilling: the meter's backfill is still running", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))

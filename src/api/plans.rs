@@ -397,7 +397,7 @@ pub(crate) fn render(output: &Result<Plan, PlanError>) -> StoredResponse {
     responses(
         (status = 201, body = PlanResponse),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "plan_exists", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "plan_exists, or meter_backfilling: a charge or metered entitlement names a meter whose backfill is running", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
 )]
@@ -441,7 +441,7 @@ pub async fn create(
         (status = 201, body = PlanResponse),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "plan_version_stale: the plan is not the newest version of its code", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "plan_version_stale: the plan is not the newest version of its code; meter_backfilling: a charge or metered entitlement names a meter whose backfill is running", body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
 )]
