@@ -19,7 +19,7 @@ use tokio::runtime::Runtime;
 
 use super::deliveries::Outcome;
 use super::llm::{Fixtures, Ids};
-use super::{drive, MakeRequest, Target};
+use super::{drive, Target};
 use tokio::sync::oneshot;
 
 /// A server on a thread of its own; stopped when dropped.
@@ -90,11 +90,7 @@ pub(super) async fn run(
     duration: Duration,
 ) -> Outcome {
     let target = Target::remote(&server.base, "ceiling");
-    let f = fixtures.clone();
-    let make: MakeRequest = Arc::new(move |client_no, seq| {
-        let body = f.body(client_no, seq, 1, Ids::Ordered);
-        ("/v1/events".to_string(), None, Some(body))
-    });
+    let make = fixtures.requests(1, Ids::Ordered);
     let answered = Arc::new(AtomicU64::new(0));
     let (latencies, errors, elapsed) = drive(&target, clients, duration, make, answered).await;
     Outcome {

@@ -160,6 +160,15 @@ impl Fixtures {
         serde_json::to_vec(&value).unwrap_or_default()
     }
 
+    /// The request builder the load generator calls: `POST /v1/events` with [`Self::body`].
+    pub(super) fn requests(&self, per: u64, ids: Ids) -> MakeRequest {
+        let f = self.clone();
+        Arc::new(move |client_no, seq| {
+            let body = f.body(client_no, seq, per, ids);
+            ("/v1/events".to_string(), None, Some(body))
+        })
+    }
+
     fn event(&self, rng: &mut Rng, ids: Ids) -> Value {
         let customer_no = rng.next() % CUSTOMERS;
         let customer = &self.customers[customer_no as usize];
@@ -272,11 +281,7 @@ pub(super) async fn run(
 ) -> anyhow::Result<Outcome> {
     let before = fixtures.stored(client, target, from).await?;
     let accepted = Arc::new(AtomicU64::new(0));
-    let f = fixtures.clone();
-    let make: MakeRequest = Arc::new(move |client_no, seq| {
-        let body = f.body(client_no, seq, per, ids);
-        ("/v1/events".to_string(), None, Some(body))
-    });
+    let make = fixtures.requests(per, ids);
     let (latencies, errors, elapsed) =
         drive(target, clients, duration, make, Arc::clone(&accepted)).await;
     let after = fixtures.stored(client, target, from).await?;

@@ -31,7 +31,7 @@ use tokio_postgres::{Client, NoTls, Statement};
 use super::ceiling::{runtime, serve, Server};
 use super::deliveries::Outcome;
 use super::llm::{Fixtures, Ids};
-use super::{drive, MakeRequest, Target};
+use super::{drive, Target};
 use crate::store::pg::cluster::LocalCluster;
 
 /// Connections the peer keeps open (a typical pool size; more only adds lock waits).
@@ -155,11 +155,7 @@ impl Peer {
     ) -> anyhow::Result<Outcome> {
         let target = Target::remote(&self.server.base, "peer");
         let (events0, counted0) = self.stored().await?;
-        let f = fixtures.clone();
-        let make: MakeRequest = Arc::new(move |client_no, seq| {
-            let body = f.body(client_no, seq, per, Ids::Ordered);
-            ("/v1/events".to_string(), None, Some(body))
-        });
+        let make = fixtures.requests(per, Ids::Ordered);
         let answered = Arc::new(AtomicU64::new(0));
         let (latencies, errors, elapsed) = drive(&target, clients, duration, make, answered).await;
         let (events1, counted1) = self.stored().await?;

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::deliveries::Outcome;
 use super::llm::{Fixtures, Ids};
-use super::{billing_run, drive, post, subscribe_daily, MakeRequest, Target};
+use super::{billing_run, drive, post, subscribe_daily, Target};
 
 /// How long the load runs before the long work starts.
 const LEAD_IN: Duration = Duration::from_secs(1);
@@ -69,11 +69,7 @@ pub(super) async fn run(
         })
     };
     let accepted = Arc::new(AtomicU64::new(0));
-    let f = fixtures.clone();
-    let make: MakeRequest = Arc::new(move |client_no, seq| {
-        let body = f.body(client_no, seq, 1, Ids::Ordered);
-        ("/v1/events".to_string(), None, Some(body))
-    });
+    let make = fixtures.requests(1, Ids::Ordered);
     let (latencies, errors, elapsed) =
         drive(target, clients, duration, make, Arc::clone(&accepted)).await;
     let (run, billing_took) = billing.await?;
