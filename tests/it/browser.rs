@@ -17,6 +17,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 /// Browsers running at once (each is a few hundred MB and a core while it renders).
 const MAX_BROWSERS: usize = 2;
 
+/// How long a click may take to lead to the next loaded page on a loaded machine.
+const PAGE_WAIT: Duration = Duration::from_secs(30);
+
 static RUNNING: Mutex<usize> = Mutex::new(0);
 static FREED: Condvar = Condvar::new();
 
@@ -208,16 +211,20 @@ impl Browser {
         self.wait_for_next_page(old).await;
     }
 
-    /// Waits (at most 10 s) until the page an element belonged to has been replaced and the
-    /// new one has loaded: a click that submits a form returns before the answer arrives.
+    /// Waits (at most 30 s for each step) until the page an element belonged to has been
+    /// replaced and the new one has loaded: a click that submits a form returns before the
+    /// answer arrives. Panics when it never does, so a slow page fails here, by name.
     async fn wait_for_next_page(&self, old: fantoccini::elements::Element) {
-        for _ in 0..200 {
-            if old.tag_name().await.is_err() {
-                break;
-            }
+        let deadline = std::time::Instant::now() + PAGE_WAIT;
+        while old.tag_name().await.is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the page was not replaced within {PAGE_WAIT:?} of the click"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        for _ in 0..200 {
+        let deadline = std::time::Instant::now() + PAGE_WAIT;
+        while std::time::Instant::now() < deadline {
             let state = self
                 .client
                 .execute("return document.readyState", vec![])
@@ -227,6 +234,7 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        panic!("the next page did not finish loading within {PAGE_WAIT:?}");
     }
 
     /// Two clicks on a button within a few milliseconds, as an impatient operator makes them,

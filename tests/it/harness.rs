@@ -11,6 +11,9 @@ use serde_json::Value;
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tally");
 
+/// How long `eventually` waits for a condition before failing the test.
+const EVENTUALLY_S: u64 = 30;
+
 /// A reply, with its body parsed when it is JSON.
 #[derive(Debug, Clone)]
 pub struct Resp {
@@ -400,13 +403,19 @@ impl Daemon {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        for _ in 0..300 {
+        // Generous: on a loaded 2-core machine (browsers, 16 test threads) background work
+        // can take seconds to be picked up; a passing check returns at once anyway.
+        let deadline = std::time::Instant::now() + Duration::from_secs(EVENTUALLY_S);
+        while std::time::Instant::now() < deadline {
             if check().await {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("timed out waiting for {what}; stderr: {}", self.stderr());
+        panic!(
+            "timed out after {EVENTUALLY_S} s waiting for {what}; stderr: {}",
+            self.stderr()
+        );
     }
 }
 
