@@ -26,7 +26,7 @@ pub fn open(path: &Path, cache_size_bytes: usize) -> Result<Store, OpenError> {
 pub fn open_configured(config: &crate::config::Config) -> Result<Store, OpenError> {
     if config.database_url.is_set() {
         let ca_file = &config.postgres.ca_file;
-        Store::open_postgres(&store::pg::PgOptions {
+        open_postgres(&store::pg::PgOptions {
             url: config.database_url.0.clone(),
             pool_size: usize::try_from(config.postgres.pool_size).unwrap_or(usize::MAX),
             connect_timeout_ms: config.postgres.connect_timeout_ms,
@@ -38,12 +38,37 @@ pub fn open_configured(config: &crate::config::Config) -> Result<Store, OpenErro
     }
 }
 
+/// Opens a PostgreSQL database, upgrading it first when an older Tally wrote it. Nodes that
+/// start together may race to upgrade: the losers' transactions conflict, and they open again
+/// (a few times) to find it done.
+pub fn open_postgres(options: &store::pg::PgOptions) -> Result<Store, OpenError> {
+    let mut attempts = 0;
+    loop {
+        match Store::open_postgres(options) {
+            Err(OpenError::OlderSchema { .. }) if attempts < UPGRADE_ATTEMPTS => {
+                attempts += 1;
+                match store::upgrade_postgres(options, steps) {
+                    Err(e) if attempts < UPGRADE_ATTEMPTS => {
+                        tracing::warn!(error = %e, "schema upgrade did not commit; opening again");
+                    }
+                    other => other?,
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Upgrades tried by one node before it gives up (another node's concurrent upgrade makes
+/// one conflict).
+const UPGRADE_ATTEMPTS: u32 = 3;
+
 /// Every step from schema `from` on, in order, inside the upgrading transaction.
 fn steps(tx: &WriteTxn, from: u32) -> Result<(), StoreError> {
     if from < 2 {
         let rebuilt = crate::ingest::event::rebuild_stable_identities(tx)?;
         tx.delete_table(store::tables::LEGACY_EVENT_IDENTITIES)?;
-        let minutes = crate::ingest::usage::rebuild_minute_rollups(tx)?;
+        let minutes = crate::ingest::usage_layout::rebuild_minute_rollups(tx)?;
         tracing::info!(
             rebuilt,
             minutes,
@@ -62,6 +87,16 @@ fn steps(tx: &WriteTxn, from: u32) -> Result<(), StoreError> {
         tracing::info!(
             subscriptions,
             "schema 3 → 4: subscriptions record their plan phases and trial"
+        );
+    }
+    if from < 5 {
+        let c = crate::ingest::usage_layout::to_schema_5(tx)?;
+        tracing::info!(
+            days = c.days,
+            hours = c.hours,
+            minutes = c.minutes,
+            distinct = c.distinct,
+            "schema 4 → 5: usage rollups keyed time first, with day rollups"
         );
     }
     Ok(())

@@ -358,9 +358,8 @@ pub fn usage_in(
     };
     let acc = usage::aggregate(
         &UsageTables {
-            hourly: tx.open_table(tables::USAGE_HOURLY)?,
-            minutely: tx.open_table(tables::USAGE_MINUTELY)?,
-            uniques: tx.open_table(tables::USAGE_UNIQUES)?,
+            rollups: tx.open_table(tables::USAGE_ROLLUPS)?,
+            distinct: tx.open_table(tables::USAGE_DISTINCT)?,
             by_customer: tx.open_table(tables::EVENTS_BY_CUSTOMER)?,
             events: tx.open_table(tables::EVENTS)?,
         },

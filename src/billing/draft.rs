@@ -96,13 +96,12 @@ impl Tables for WriteTxn {
 }
 
 /// Usage quantities from the rollups (no event cutoff: everything committed counts; no digest).
-struct Rollups<'a, H, M, U, C, E>(&'a UsageTables<H, M, U, C, E>);
+struct Rollups<'a, R, D, C, E>(&'a UsageTables<R, D, C, E>);
 
-impl<H, M, U, C, E> Quantities for Rollups<'_, H, M, U, C, E>
+impl<R, D, C, E> Quantities for Rollups<'_, R, D, C, E>
 where
-    H: ReadableTable<&'static [u8], &'static [u8]>,
-    M: ReadableTable<&'static [u8], &'static [u8]>,
-    U: ReadableTable<&'static [u8], ()>,
+    R: ReadableTable<&'static [u8], &'static [u8]>,
+    D: ReadableTable<&'static [u8], ()>,
     C: ReadableTable<&'static [u8], ()>,
     E: ReadableTable<&'static [u8], &'static [u8]>,
 {
@@ -129,9 +128,8 @@ pub fn compute_lines<T: Tables>(
     spec: &Spec,
 ) -> Result<Result<Vec<Line>, InvoiceError>, StoreError> {
     let usage = UsageTables {
-        hourly: tx.bytes(tables::USAGE_HOURLY)?,
-        minutely: tx.bytes(tables::USAGE_MINUTELY)?,
-        uniques: tx.set(tables::USAGE_UNIQUES)?,
+        rollups: tx.bytes(tables::USAGE_ROLLUPS)?,
+        distinct: tx.set(tables::USAGE_DISTINCT)?,
         by_customer: tx.set(tables::EVENTS_BY_CUSTOMER)?,
         events: tx.bytes(tables::EVENTS)?,
     };

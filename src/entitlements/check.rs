@@ -119,7 +119,7 @@ pub struct CheckTables<B, S> {
     /// Meters.
     pub meters: B,
     /// What usage reads.
-    pub usage: UsageTables<B, B, S, S, B>,
+    pub usage: UsageTables<B, S, S, B>,
 }
 
 /// A check's tables over a read snapshot.
@@ -148,9 +148,8 @@ impl ReadTables {
             grants: tx.open_table(tables::ENTITLEMENT_GRANTS)?,
             meters: tx.open_table(tables::METERS)?,
             usage: UsageTables {
-                hourly: tx.open_table(tables::USAGE_HOURLY)?,
-                minutely: tx.open_table(tables::USAGE_MINUTELY)?,
-                uniques: tx.open_table(tables::USAGE_UNIQUES)?,
+                rollups: tx.open_table(tables::USAGE_ROLLUPS)?,
+                distinct: tx.open_table(tables::USAGE_DISTINCT)?,
                 by_customer: tx.open_table(tables::EVENTS_BY_CUSTOMER)?,
                 events: tx.open_table(tables::EVENTS)?,
             },
@@ -173,9 +172,8 @@ impl<'t> WriteTables<'t> {
             grants: tx.open_table(tables::ENTITLEMENT_GRANTS)?,
             meters: tx.open_table(tables::METERS)?,
             usage: UsageTables {
-                hourly: tx.open_table(tables::USAGE_HOURLY)?,
-                minutely: tx.open_table(tables::USAGE_MINUTELY)?,
-                uniques: tx.open_table(tables::USAGE_UNIQUES)?,
+                rollups: tx.open_table(tables::USAGE_ROLLUPS)?,
+                distinct: tx.open_table(tables::USAGE_DISTINCT)?,
                 by_customer: tx.open_table(tables::EVENTS_BY_CUSTOMER)?,
                 events: tx.open_table(tables::EVENTS)?,
             },

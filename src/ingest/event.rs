@@ -225,12 +225,11 @@ impl Command for IngestBatch {
             meta.insert(EVENT_SEQ_COUNTER, seq.to_be_bytes().as_slice())?;
         }
         let Tables {
-            mut hourly,
-            mut minutely,
+            mut usage_rollups,
             rollups,
             ..
         } = tables;
-        rollups.flush(&mut hourly, &mut minutely)?;
+        rollups.flush(&mut usage_rollups)?;
         stored.flush(&mut tx.open_table(tables::INGEST_MINUTES)?)?;
         Ok(outputs)
     }
@@ -258,9 +257,8 @@ struct Tables<'t> {
     customers_by_external: crate::store::Table<'t, &'static [u8], &'static [u8]>,
     meters: crate::store::Table<'t, &'static [u8], &'static [u8]>,
     meters_by_type: crate::store::Table<'t, &'static [u8], ()>,
-    hourly: crate::store::Table<'t, &'static [u8], &'static [u8]>,
-    minutely: crate::store::Table<'t, &'static [u8], &'static [u8]>,
-    uniques: crate::store::Table<'t, &'static [u8], ()>,
+    usage_rollups: crate::store::Table<'t, &'static [u8], &'static [u8]>,
+    distinct: crate::store::Table<'t, &'static [u8], ()>,
     invoiced_through: crate::store::Table<'t, &'static [u8], &'static [u8]>,
     /// Meters by event type, valid for `meter_cache_tenant` within this run (meters are not
     /// changed by ingest, and a run holds only ingest commands). Shared slices, so handing
@@ -287,9 +285,8 @@ impl<'t> Tables<'t> {
             customers_by_external: tx.open_table(tables::CUSTOMER_BY_EXTERNAL)?,
             meters: tx.open_table(tables::METERS)?,
             meters_by_type: tx.open_table(tables::METERS_BY_TYPE)?,
-            hourly: tx.open_table(tables::USAGE_HOURLY)?,
-            minutely: tx.open_table(tables::USAGE_MINUTELY)?,
-            uniques: tx.open_table(tables::USAGE_UNIQUES)?,
+            usage_rollups: tx.open_table(tables::USAGE_ROLLUPS)?,
+            distinct: tx.open_table(tables::USAGE_DISTINCT)?,
             invoiced_through: tx.open_table(tables::INVOICED_THROUGH)?,
             meter_cache: Vec::new(),
             meter_cache_tenant: None,
@@ -402,8 +399,8 @@ impl<'t> Tables<'t> {
             .prefetch(watermarks.iter().map(|k| k.as_slice()))?;
         rollups.sort_unstable();
         rollups.dedup();
-        self.hourly.prefetch(rollups.iter().map(Vec::as_slice))?;
-        self.minutely.prefetch(rollups.iter().map(Vec::as_slice))?;
+        self.usage_rollups
+            .prefetch(rollups.iter().map(Vec::as_slice))?;
         Ok(())
     }
 
@@ -604,9 +601,8 @@ fn apply_one(
             Err(e) => return Ok(Status::Rejected(value_rejection(&e))),
         };
         match tables.rollups.plan(
-            &tables.hourly,
-            &tables.minutely,
-            &tables.uniques,
+            &tables.usage_rollups,
+            &tables.distinct,
             tenant,
             meter,
             customer,
@@ -657,7 +653,7 @@ fn apply_one(
         (),
     )?;
     for p in planned {
-        tables.rollups.write(&mut tables.uniques, p)?;
+        tables.rollups.write(&mut tables.distinct, p)?;
     }
     for meter in meters.iter() {
         touched::note(Touch {

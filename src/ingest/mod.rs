@@ -8,6 +8,9 @@ pub mod parse;
 pub mod purge;
 pub mod rate;
 pub mod usage;
+pub mod usage_layout;
 
+#[cfg(test)]
+mod layout_tests;
 #[cfg(test)]
 mod tests;

@@ -15,8 +15,8 @@ use crate::config::IngestConfig;
 use crate::id::Id;
 use crate::store::{Store, TenantId};
 
-const NOW_MS: i64 = 1_800_000_000_000;
-const TENANT: TenantId = TenantId(1);
+pub(super) const NOW_MS: i64 = 1_800_000_000_000;
+pub(super) const TENANT: TenantId = TenantId(1);
 
 /// One distinct event of the model.
 #[derive(Debug, Clone)]
@@ -28,23 +28,27 @@ struct Base {
     age_secs: i64,
 }
 
+/// Seconds before NOW: mostly within ten hours (minute and hour edges), some within three days
+/// (whole days inside a range).
+fn age() -> impl Strategy<Value = i64> {
+    prop_oneof![3 => 0i64..36_000, 1 => 0i64..260_000]
+}
+
 fn bases() -> impl Strategy<Value = Vec<Base>> {
-    proptest::collection::vec(
-        (any::<bool>(), -5_000i64..5_000, 0u8..6, 0i64..36_000),
-        1..25,
+    proptest::collection::vec((any::<bool>(), -5_000i64..5_000, 0u8..6, age()), 1..25).prop_map(
+        |raw| {
+            let mut seen = std::collections::HashSet::new();
+            raw.into_iter()
+                .filter(|(_, _, _, age)| seen.insert(*age))
+                .map(|(stable, cents, user, age_secs)| Base {
+                    stable,
+                    value: Decimal::new(cents, 2),
+                    user,
+                    age_secs,
+                })
+                .collect()
+        },
     )
-    .prop_map(|raw| {
-        let mut seen = std::collections::HashSet::new();
-        raw.into_iter()
-            .filter(|(_, _, _, age)| seen.insert(*age))
-            .map(|(stable, cents, user, age_secs)| Base {
-                stable,
-                value: Decimal::new(cents, 2),
-                user,
-                age_secs,
-            })
-            .collect()
-    })
 }
 
 fn event_json(index: usize, base: &Base) -> serde_json::Value {
@@ -61,7 +65,7 @@ fn event_json(index: usize, base: &Base) -> serde_json::Value {
     event
 }
 
-fn meter(key: &str, aggregation: Aggregation) -> Meter {
+pub(super) fn meter(key: &str, aggregation: Aggregation) -> Meter {
     Meter {
         id: Id::generate(),
         key: key.into(),
@@ -76,7 +80,7 @@ fn meter(key: &str, aggregation: Aggregation) -> Meter {
     }
 }
 
-const AGGREGATIONS: [Aggregation; 6] = [
+pub(super) const AGGREGATIONS: [Aggregation; 6] = [
     Aggregation::Count,
     Aggregation::Sum,
     Aggregation::Max,
@@ -108,7 +112,7 @@ proptest! {
         bases in bases(),
         picks in proptest::collection::vec(any::<proptest::sample::Index>(), 1..80),
         cuts in proptest::collection::vec(1usize..12, 1..20),
-        range in (0i64..40_000, 0i64..40_000),
+        range in (age(), age()),
         late_meter in any::<bool>(),
         as_one_run in any::<bool>(),
     ) {
@@ -183,7 +187,7 @@ proptest! {
             .collect();
         let all: Vec<&Base> = bases.iter().collect();
         for m in &meters {
-            let whole = usage::usage(&tx, TENANT, m, customer, NOW_MS - 40_000_000, NOW_MS + 1)
+            let whole = usage::usage(&tx, TENANT, m, customer, NOW_MS - 300_000_000, NOW_MS + 1)
                 .expect("usage").value(m.aggregation).expect("in range");
             prop_assert_eq!(whole, expected(m.aggregation, &all), "{:?} whole", m.aggregation);
             let part = usage::usage(&tx, TENANT, m, customer, from_ms, to_ms)
@@ -272,11 +276,13 @@ fn a_schema_1_database_gets_its_stable_identities_rebuilt_on_open() {
         assert!(matches!(send(&store, "a"), Status::Accepted { .. }));
         assert!(matches!(send(&store, "b"), Status::Accepted { .. }));
         // Turn the file into what schema 1 left: a hashed index under the old name, no new one,
-        // and no minute rollups.
+        // and no minute rollups (nor any rollup in the time-first layout of schema 5).
         let tx = store.begin_write().expect("write");
         tx.delete_table(tables::EVENT_IDS).expect("drop index");
-        tx.delete_table(tables::USAGE_MINUTELY)
-            .expect("drop minutes");
+        tx.delete_table(tables::USAGE_ROLLUPS)
+            .expect("drop rollups");
+        tx.delete_table(tables::USAGE_DISTINCT)
+            .expect("drop distinct values");
         tx.open_table(tables::LEGACY_EVENT_IDENTITIES)
             .expect("legacy")
             .insert([0u8; 24].as_slice(), [0u8; 16].as_slice())
@@ -292,7 +298,8 @@ fn a_schema_1_database_gets_its_stable_identities_rebuilt_on_open() {
     assert!(matches!(send(&store, "b"), Status::Duplicate { .. }));
     assert!(matches!(send(&store, "c"), Status::Accepted { .. }));
     let tx = store.read().expect("read");
-    // A range whose edges are partial hours of whole minutes reads the rebuilt minute rollups.
+    // A range whose edges are partial hours of whole minutes reads the minute rollups rebuilt
+    // by the schema 2 step and re-keyed by the schema 5 step.
     let calls = crate::ingest::meter::by_key(&tx, TENANT, "calls")
         .expect("read")
         .expect("meter");

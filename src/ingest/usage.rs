@@ -1,15 +1,23 @@
-//! Usage: per-hour rollups kept in the same commit as the events, and exact aggregation over
-//! any time range.
+//! Usage: rollups per day, hour and minute kept in the same commit as the events, and exact
+//! aggregation over any time range.
 //!
-//! A rollup row holds, for one (meter, customer, hour), the count, sum, min, max and latest value
-//! of the events in that hour; `unique_count` keeps the hashes of the distinct values per hour in
-//! a second table, because distinct counts do not add across hours. A query over a range reads
-//! the rollups of the whole hours inside it and the individual events of the partial hours at
-//! its edges, so any range is exact and a month costs about 720 rollup reads.
+//! A rollup row holds, for one (meter, customer, bucket), the count, sum, min, max and latest
+//! value of the events in that bucket; `unique_count` keeps the hashes of the distinct values
+//! per day and per hour in a second table, because distinct counts do not add across buckets.
+//! A query over a range reads the rollups of the whole days inside it, the whole hours of the
+//! partial days at its edges, the whole minutes of the partial hours, and the individual
+//! events of the partial minutes at the very edges, so any range is exact and a month costs
+//! about 30 day reads plus at most 46 hour and 118 minute reads.
+//!
+//! Keys are time first: (tenant, grain, bucket start, meter, customer). The rows one commit
+//! updates (the current minute, hour and day of every active customer and meter) are then
+//! neighbours on a few pages instead of one page per customer, which is what a copy-on-write
+//! commit pays for. A query reads its buckets by point lookups instead of one range, bounded
+//! by the customer's first and last event.
 
 use std::collections::HashSet;
 
-use crate::store::{ReadTxn, ReadableTable, WriteTxn};
+use crate::store::{ReadTable, ReadTxn, ReadableTable, Table, WriteTxn};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -20,12 +28,14 @@ use crate::id::Id;
 use crate::store::keys::{self, time_bytes, TenantId};
 use crate::store::{codec, tables, StoreError};
 
-/// One hour in milliseconds: the coarse rollup grain.
+/// One day in milliseconds: the coarsest rollup grain (UTC days).
+pub const DAY_MS: i64 = 86_400_000;
+/// One hour in milliseconds.
 pub const HOUR_MS: i64 = 3_600_000;
-/// One minute in milliseconds: the fine rollup grain, used at a query's edges.
+/// One minute in milliseconds: the finest rollup grain, used at a query's edges.
 pub const MINUTE_MS: i64 = 60_000;
 
-/// The aggregate of one (meter, customer, hour).
+/// The aggregate of one (meter, customer, bucket).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rollup {
     /// Events counted.
@@ -40,6 +50,37 @@ pub struct Rollup {
     pub latest: Option<(i64, u128, Stored)>,
 }
 
+impl Rollup {
+    /// Adds another bucket's aggregate to this one; `Err` (and `self` unchanged) when the sum
+    /// would leave the decimal range.
+    pub fn merge(&mut self, other: &Rollup) -> Result<(), SumOverflow> {
+        let sum = self.sum.0.checked_add(other.sum.0).ok_or(SumOverflow)?;
+        let count = self.count.checked_add(other.count).ok_or(SumOverflow)?;
+        self.count = count;
+        self.sum = Stored(sum);
+        if let Some(m) = other.min {
+            self.min = Some(Stored(self.min.map_or(m.0, |x| x.0.min(m.0))));
+        }
+        if let Some(m) = other.max {
+            self.max = Some(Stored(self.max.map_or(m.0, |x| x.0.max(m.0))));
+        }
+        if let Some((ts, id, v)) = other.latest {
+            if self
+                .latest
+                .is_none_or(|(lts, lid, _)| (ts, id) > (lts, lid))
+            {
+                self.latest = Some((ts, id, v));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A rollup's sum (or count) that would leave its exact range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a usage sum would leave the exact decimal range")]
+pub struct SumOverflow;
+
 /// The start of the hour containing `ms`.
 pub fn hour_start(ms: i64) -> i64 {
     ms.div_euclid(HOUR_MS) * HOUR_MS
@@ -50,27 +91,73 @@ pub fn minute_start(ms: i64) -> i64 {
     ms.div_euclid(MINUTE_MS) * MINUTE_MS
 }
 
-fn rollup_prefix(tenant: TenantId, meter: Id, customer: Id) -> Vec<u8> {
-    let mut key = Vec::with_capacity(48);
+/// A rollup bucket size. Its tag sorts the grains apart inside one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Grain {
+    /// UTC days.
+    Day,
+    /// Hours.
+    Hour,
+    /// Minutes.
+    Minute,
+}
+
+impl Grain {
+    /// Coarsest first: the order a query descends in.
+    pub const ALL: [Grain; 3] = [Grain::Day, Grain::Hour, Grain::Minute];
+
+    fn tag(self) -> u8 {
+        match self {
+            Grain::Day => b'd',
+            Grain::Hour => b'h',
+            Grain::Minute => b'm',
+        }
+    }
+
+    fn len_ms(self) -> i64 {
+        match self {
+            Grain::Day => DAY_MS,
+            Grain::Hour => HOUR_MS,
+            Grain::Minute => MINUTE_MS,
+        }
+    }
+
+    /// The start of the bucket containing `ms`.
+    pub fn start(self, ms: i64) -> i64 {
+        ms.div_euclid(self.len_ms()) * self.len_ms()
+    }
+
+    /// Whether distinct values are kept per bucket of this grain (minutes keep none: a
+    /// `unique_count` query reads the events of its partial hours).
+    fn keeps_distinct(self) -> bool {
+        self != Grain::Minute
+    }
+}
+
+/// Bytes of a rollup key: tenant, grain tag, bucket start, meter, customer.
+const ROLLUP_KEY_LEN: usize = 8 + 1 + 8 + 16 + 16;
+
+/// The key of one rollup row: (tenant, grain, bucket start, meter, customer).
+pub fn rollup_key(
+    tenant: TenantId,
+    grain: Grain,
+    bucket_ms: i64,
+    meter: Id,
+    customer: Id,
+) -> Vec<u8> {
+    let mut key = Vec::with_capacity(ROLLUP_KEY_LEN + 16);
     key.extend_from_slice(&tenant.to_bytes());
+    key.push(grain.tag());
+    key.extend_from_slice(&time_bytes(grain.start(bucket_ms)));
     key.extend_from_slice(&meter.to_bytes());
     key.extend_from_slice(&customer.to_bytes());
     key
 }
 
-fn rollup_key(tenant: TenantId, meter: Id, customer: Id, hour_ms: i64) -> Vec<u8> {
-    let mut key = rollup_prefix(tenant, meter, customer);
-    key.extend_from_slice(&time_bytes(hour_ms));
-    key
-}
-
-/// The hour and minute rollup keys an event of `customer` at `timestamp_ms` updates for
-/// `meter` (what [`RollupCache::plan`] reads), so a batch can read them ahead in one round trip.
-pub fn rollup_keys(tenant: TenantId, meter: Id, customer: Id, timestamp_ms: i64) -> [Vec<u8>; 2] {
-    [
-        rollup_key(tenant, meter, customer, hour_start(timestamp_ms)),
-        rollup_key(tenant, meter, customer, minute_start(timestamp_ms)),
-    ]
+/// The rollup keys an event of `customer` at `timestamp_ms` updates for `meter` (what
+/// [`RollupCache::plan`] reads), so a batch can read them ahead in one round trip.
+pub fn rollup_keys(tenant: TenantId, meter: Id, customer: Id, timestamp_ms: i64) -> [Vec<u8>; 3] {
+    Grain::ALL.map(|g| rollup_key(tenant, g, timestamp_ms, meter, customer))
 }
 
 /// The by-customer event index key: (tenant, customer, timestamp, event id).
@@ -86,45 +173,28 @@ pub fn by_customer_key(tenant: TenantId, customer: Id, timestamp_ms: i64, event:
 /// The rollup writes one event causes for one meter, computed before anything is written.
 #[derive(Debug, Clone)]
 pub struct PlannedRollup {
-    hour: (Vec<u8>, Rollup),
-    minute: (Vec<u8>, Rollup),
-    unique_key: Option<Vec<u8>>,
+    rows: [(Vec<u8>, Rollup); 3],
+    distinct: Vec<Vec<u8>>,
 }
 
-/// Which rollup table a cached rollup belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Grain {
-    Hour,
-    Minute,
-}
-
-/// Adds one event's contribution to a rollup; `Err` (and the rollup unchanged) when the sum
-/// would leave the decimal range.
-fn fold(
-    rollup: &mut Rollup,
-    contribution: &Contribution,
-    timestamp_ms: i64,
-    event: Id,
-) -> Result<(), ()> {
+/// One event's contribution as a rollup of one event.
+pub(crate) fn single(contribution: &Contribution, timestamp_ms: i64, event: Id) -> Rollup {
+    let mut one = Rollup {
+        count: 1,
+        ..Rollup::default()
+    };
     if let Contribution::Value(value) = contribution {
-        let sum = rollup.sum.0.checked_add(*value).ok_or(())?;
-        rollup.count += 1;
-        rollup.sum = Stored(sum);
-        rollup.min = Some(Stored(rollup.min.map_or(*value, |m| m.0.min(*value))));
-        rollup.max = Some(Stored(rollup.max.map_or(*value, |m| m.0.max(*value))));
-        let candidate = (timestamp_ms, event.0);
-        if rollup.latest.is_none_or(|(ts, id, _)| candidate > (ts, id)) {
-            rollup.latest = Some((timestamp_ms, event.0, Stored(*value)));
-        }
-    } else {
-        rollup.count += 1;
+        one.sum = Stored(*value);
+        one.min = Some(Stored(*value));
+        one.max = Some(Stored(*value));
+        one.latest = Some((timestamp_ms, event.0, Stored(*value)));
     }
-    Ok(())
+    one
 }
 
 /// Why an event's contribution cannot be added.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the hourly sum of meter {meter:?} would exceed the exact decimal range")]
+#[error("the daily sum of meter {meter:?} would exceed the exact decimal range")]
 pub struct Overflow {
     /// The meter's key.
     pub meter: String,
@@ -134,36 +204,33 @@ pub struct Overflow {
 /// events of one customer-hour then cost one rollup write instead of a thousand.
 #[derive(Debug, Default)]
 pub struct RollupCache {
-    dirty: std::collections::BTreeMap<(Grain, Vec<u8>), Rollup>,
+    dirty: std::collections::BTreeMap<Vec<u8>, Rollup>,
 }
 
 impl RollupCache {
     fn current(
         &self,
         table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-        grain: Grain,
         key: Vec<u8>,
     ) -> Result<(Vec<u8>, Rollup), StoreError> {
-        let cache_key = (grain, key);
-        let rollup = match self.dirty.get(&cache_key) {
+        let rollup = match self.dirty.get(&key) {
             Some(r) => r.clone(),
-            None => match table.get(cache_key.1.as_slice())? {
+            None => match table.get(key.as_slice())? {
                 Some(v) => codec::decode(v.value())?,
                 None => Rollup::default(),
             },
         };
-        Ok((cache_key.1, rollup))
+        Ok((key, rollup))
     }
 
-    /// Computes the new rollups (hour and minute) for one event and meter from the current
-    /// state (this run's earlier events included), or the overflow that rejects the event.
-    /// Writes nothing.
+    /// Computes the new rollups (day, hour and minute) for one event and meter from the
+    /// current state (this run's earlier events included), or the overflow that rejects the
+    /// event. Writes nothing.
     #[allow(clippy::too_many_arguments)]
     pub fn plan(
         &self,
-        hourly: &impl ReadableTable<&'static [u8], &'static [u8]>,
-        minutely: &impl ReadableTable<&'static [u8], &'static [u8]>,
-        uniques: &impl ReadableTable<&'static [u8], ()>,
+        rollups: &impl ReadableTable<&'static [u8], &'static [u8]>,
+        distinct: &impl ReadableTable<&'static [u8], ()>,
         tenant: TenantId,
         meter: &Meter,
         customer: Id,
@@ -171,30 +238,35 @@ impl RollupCache {
         event: Id,
         contribution: &Contribution,
     ) -> Result<Result<PlannedRollup, Overflow>, StoreError> {
-        let hour_key = rollup_key(tenant, meter.id, customer, hour_start(timestamp_ms));
-        let minute_key = rollup_key(tenant, meter.id, customer, minute_start(timestamp_ms));
-        let mut unique_key = None;
-        if let Contribution::Unique(hash) = contribution {
-            let mut k = hour_key.clone();
-            k.extend_from_slice(hash);
-            if uniques.get(k.as_slice())?.is_none() {
-                unique_key = Some(k);
-            }
-        }
-        let mut hour = self.current(hourly, Grain::Hour, hour_key)?;
-        let mut minute = self.current(minutely, Grain::Minute, minute_key)?;
-        let overflow = || Overflow {
-            meter: meter.key.clone(),
-        };
-        if fold(&mut hour.1, contribution, timestamp_ms, event).is_err()
-            || fold(&mut minute.1, contribution, timestamp_ms, event).is_err()
+        let one = single(contribution, timestamp_ms, event);
+        let mut new_distinct = Vec::new();
+        let mut rows = Vec::with_capacity(3);
+        for (grain, key) in
+            Grain::ALL
+                .into_iter()
+                .zip(rollup_keys(tenant, meter.id, customer, timestamp_ms))
         {
-            return Ok(Err(overflow()));
+            if let (Contribution::Unique(hash), true) = (contribution, grain.keeps_distinct()) {
+                let mut k = key.clone();
+                k.extend_from_slice(hash);
+                if distinct.get(k.as_slice())?.is_none() {
+                    new_distinct.push(k);
+                }
+            }
+            let mut row = self.current(rollups, key)?;
+            if row.1.merge(&one).is_err() {
+                return Ok(Err(Overflow {
+                    meter: meter.key.clone(),
+                }));
+            }
+            rows.push(row);
         }
+        let rows: [(Vec<u8>, Rollup); 3] = rows
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("a rollup plan lost a grain".into()))?;
         Ok(Ok(PlannedRollup {
-            hour,
-            minute,
-            unique_key,
+            rows,
+            distinct: new_distinct,
         }))
     }
 
@@ -202,90 +274,36 @@ impl RollupCache {
     /// once (so the run's later events see it).
     pub fn write(
         &mut self,
-        uniques: &mut crate::store::Table<&'static [u8], ()>,
+        distinct: &mut crate::store::Table<&'static [u8], ()>,
         planned: PlannedRollup,
     ) -> Result<(), StoreError> {
-        if let Some(k) = &planned.unique_key {
-            uniques.insert(k.as_slice(), ())?;
+        for k in &planned.distinct {
+            distinct.insert(k.as_slice(), ())?;
         }
-        self.dirty
-            .insert((Grain::Hour, planned.hour.0), planned.hour.1);
-        self.dirty
-            .insert((Grain::Minute, planned.minute.0), planned.minute.1);
+        for (key, rollup) in planned.rows {
+            self.dirty.insert(key, rollup);
+        }
         Ok(())
     }
 
     /// Writes every changed rollup, in key order. Must run before the transaction commits.
-    pub fn flush<'t>(
+    pub fn flush(
         self,
-        hourly: &mut crate::store::Table<'t, &'static [u8], &'static [u8]>,
-        minutely: &mut crate::store::Table<'t, &'static [u8], &'static [u8]>,
+        rollups: &mut crate::store::Table<'_, &'static [u8], &'static [u8]>,
     ) -> Result<(), StoreError> {
-        for ((grain, key), rollup) in self.dirty {
-            let bytes = codec::encode(&rollup)?;
-            let table = match grain {
-                Grain::Hour => &mut *hourly,
-                Grain::Minute => &mut *minutely,
-            };
-            table.insert(key.as_slice(), bytes.as_slice())?;
+        for (key, rollup) in self.dirty {
+            rollups.insert(key.as_slice(), codec::encode(&rollup)?.as_slice())?;
         }
         Ok(())
     }
 }
 
-/// Builds the minute rollups of every meter from the stored events: schema 1 kept hourly
-/// rollups only. Runs once, inside the transaction that records the new schema version.
-pub fn rebuild_minute_rollups(tx: &WriteTxn) -> Result<u64, StoreError> {
-    let meters: Vec<(TenantId, Meter)> = {
-        let table = tx.open_table(tables::METERS)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (key, value) = entry?;
-            let tenant = keys::tenant_of(key.value())
-                .ok_or_else(|| StoreError::Corrupt("malformed meter key".into()))?;
-            out.push((tenant, codec::decode(value.value())?));
-        }
-        out
-    };
-    let events = tx.open_table(tables::EVENTS)?;
-    let mut minutely = tx.open_table(tables::USAGE_MINUTELY)?;
-    let mut written = 0u64;
-    for (tenant, meter) in &meters {
-        let mut rollups: std::collections::BTreeMap<Vec<u8>, Rollup> = Default::default();
-        let (start, end) = keys::tenant_range(*tenant);
-        for entry in events.range::<&[u8]>(start.as_slice()..end.as_slice())? {
-            let (_, value) = entry?;
-            let Some((event, Ok(contribution))) = stored_contribution(meter, value.value())? else {
-                continue;
-            };
-            let key = rollup_key(
-                *tenant,
-                meter.id,
-                event.customer,
-                minute_start(event.timestamp_ms),
-            );
-            let rollup = rollups.entry(key).or_default();
-            if fold(rollup, &contribution, event.timestamp_ms, event.id).is_err() {
-                // Only possible with values near the decimal bound (±7.9e28) of opposite signs
-                // within one hour (ingest checked the hour's sum); the minute then lacks the
-                // event, which this warning records.
-                tracing::warn!(meter = %meter.key, "a minute rollup would overflow; event left out");
-            }
-        }
-        for (key, rollup) in rollups {
-            minutely.insert(key.as_slice(), codec::encode(&rollup)?.as_slice())?;
-            written += 1;
-        }
-    }
-    Ok(written)
-}
-
 /// A stored event and what it contributes to a meter, or why the meter cannot count it.
-type StoredContribution = (Event, Result<Contribution, ValueError>);
+pub(crate) type StoredContribution = (Event, Result<Contribution, ValueError>);
 
 /// A stored event (encoded) and what it contributes to `meter`: `None` when it is of another
 /// type, an error inside when the meter cannot count it (a missing or non-numeric value).
-fn stored_contribution(
+pub(crate) fn stored_contribution(
     meter: &Meter,
     encoded: &[u8],
 ) -> Result<Option<StoredContribution>, StoreError> {
@@ -325,9 +343,8 @@ pub fn backfill_pass(
     limit: u64,
 ) -> Result<BackfillPass, StoreError> {
     let events = tx.open_table(tables::EVENTS)?;
-    let mut hourly = tx.open_table(tables::USAGE_HOURLY)?;
-    let mut minutely = tx.open_table(tables::USAGE_MINUTELY)?;
-    let mut uniques = tx.open_table(tables::USAGE_UNIQUES)?;
+    let mut rollups = tx.open_table(tables::USAGE_ROLLUPS)?;
+    let mut distinct = tx.open_table(tables::USAGE_DISTINCT)?;
     let (start, end) = keys::tenant_range(tenant);
     let lower = match after_key {
         Some(k) => {
@@ -365,9 +382,8 @@ pub fn backfill_pass(
             Some((event, Ok(contribution))) => (event, contribution),
         };
         match cache.plan(
-            &hourly,
-            &minutely,
-            &uniques,
+            &rollups,
+            &distinct,
             tenant,
             meter,
             event.customer,
@@ -376,69 +392,36 @@ pub fn backfill_pass(
             &contribution,
         )? {
             Ok(planned) => {
-                cache.write(&mut uniques, planned)?;
+                cache.write(&mut distinct, planned)?;
                 pass.counted += 1;
             }
             Err(_) => pass.skipped += 1,
         }
     }
-    cache.flush(&mut hourly, &mut minutely)?;
+    cache.flush(&mut rollups)?;
     Ok(pass)
 }
 
 /// An aggregation in progress.
 #[derive(Debug, Clone, Default)]
 pub struct Accumulator {
-    count: u64,
-    sum: Decimal,
-    min: Option<Decimal>,
-    max: Option<Decimal>,
-    latest: Option<(i64, u128, Decimal)>,
+    total: Rollup,
     uniques: HashSet<[u8; 16]>,
     overflowed: bool,
 }
 
 impl Accumulator {
     fn add_rollup(&mut self, r: &Rollup) {
-        self.count += r.count;
-        match self.sum.checked_add(r.sum.0) {
-            Some(s) => self.sum = s,
-            None => self.overflowed = true,
-        }
-        if let Some(m) = r.min {
-            self.min = Some(self.min.map_or(m.0, |x| x.min(m.0)));
-        }
-        if let Some(m) = r.max {
-            self.max = Some(self.max.map_or(m.0, |x| x.max(m.0)));
-        }
-        if let Some((ts, id, v)) = r.latest {
-            if self
-                .latest
-                .is_none_or(|(lts, lid, _)| (ts, id) > (lts, lid))
-            {
-                self.latest = Some((ts, id, v.0));
-            }
+        if self.total.merge(r).is_err() {
+            self.overflowed = true;
         }
     }
 
     fn add_event(&mut self, timestamp_ms: i64, event: Id, contribution: &Contribution) {
-        let mut single = Rollup {
-            count: 1,
-            ..Rollup::default()
-        };
-        match contribution {
-            Contribution::Count => {}
-            Contribution::Value(v) => {
-                single.sum = Stored(*v);
-                single.min = Some(Stored(*v));
-                single.max = Some(Stored(*v));
-                single.latest = Some((timestamp_ms, event.0, Stored(*v)));
-            }
-            Contribution::Unique(hash) => {
-                self.uniques.insert(*hash);
-            }
+        if let Contribution::Unique(hash) = contribution {
+            self.uniques.insert(*hash);
         }
-        self.add_rollup(&single);
+        self.add_rollup(&single(contribution, timestamp_ms, event));
     }
 
     /// The quantity for the meter's aggregation; `None` for max/min/latest with no events.
@@ -449,43 +432,86 @@ impl Accumulator {
                 meter: String::new(),
             });
         }
+        let t = &self.total;
         Ok(match aggregation {
-            Aggregation::Count => Some(Decimal::from(self.count)),
-            Aggregation::Sum => Some(self.sum),
-            Aggregation::Max => self.max,
-            Aggregation::Min => self.min,
-            Aggregation::Latest => self.latest.map(|(_, _, v)| v),
+            Aggregation::Count => Some(Decimal::from(t.count)),
+            Aggregation::Sum => Some(t.sum.0),
+            Aggregation::Max => t.max.map(|m| m.0),
+            Aggregation::Min => t.min.map(|m| m.0),
+            Aggregation::Latest => t.latest.map(|(_, _, v)| v.0),
             Aggregation::UniqueCount => Some(Decimal::from(self.uniques.len() as u64)),
         })
     }
 
     /// Events that contributed.
     pub fn events(&self) -> u64 {
-        self.count
+        self.total.count
     }
 }
 
 /// The tables a usage query reads.
-pub struct UsageTables<H, M, U, C, E> {
-    /// Hourly rollups.
-    pub hourly: H,
-    /// Minute rollups.
-    pub minutely: M,
-    /// Distinct values per hour.
-    pub uniques: U,
+pub struct UsageTables<R, D, C, E> {
+    /// Rollups of every grain.
+    pub rollups: R,
+    /// Distinct values per day and hour.
+    pub distinct: D,
     /// Events by customer and time.
     pub by_customer: C,
     /// The events.
     pub events: E,
 }
 
+impl
+    UsageTables<
+        ReadTable<&'static [u8], &'static [u8]>,
+        ReadTable<&'static [u8], ()>,
+        ReadTable<&'static [u8], ()>,
+        ReadTable<&'static [u8], &'static [u8]>,
+    >
+{
+    /// Opens them on a read snapshot.
+    pub fn open(tx: &ReadTxn) -> Result<Self, StoreError> {
+        Ok(UsageTables {
+            rollups: tx.open_table(tables::USAGE_ROLLUPS)?,
+            distinct: tx.open_table(tables::USAGE_DISTINCT)?,
+            by_customer: tx.open_table(tables::EVENTS_BY_CUSTOMER)?,
+            events: tx.open_table(tables::EVENTS)?,
+        })
+    }
+}
+
+impl<'t>
+    UsageTables<
+        Table<'t, &'static [u8], &'static [u8]>,
+        Table<'t, &'static [u8], ()>,
+        Table<'t, &'static [u8], ()>,
+        Table<'t, &'static [u8], &'static [u8]>,
+    >
+{
+    /// Opens them inside a write transaction; none may be open elsewhere in it at the time.
+    pub fn open_write(tx: &'t WriteTxn) -> Result<Self, StoreError> {
+        Ok(UsageTables {
+            rollups: tx.open_table(tables::USAGE_ROLLUPS)?,
+            distinct: tx.open_table(tables::USAGE_DISTINCT)?,
+            by_customer: tx.open_table(tables::EVENTS_BY_CUSTOMER)?,
+            events: tx.open_table(tables::EVENTS)?,
+        })
+    }
+}
+
+/// Rollup rows read per round trip by [`aggregate`] (a query spanning years reads its days
+/// in chunks of this many).
+const ROLLUP_CHUNK: usize = 256;
+
 /// Aggregates a meter for one customer over `[from_ms, to_ms)`, from any transaction's tables:
-/// hourly rollups for the whole hours, minute rollups for the whole minutes of the partial hours
-/// at the edges, and the events of the partial minutes at the very edges. Distinct counts do not
-/// add across minutes (only hours keep their distinct values), so a `unique_count` meter reads
-/// the events of its partial hours.
-pub fn aggregate<H, M, U, C, E>(
-    t: &UsageTables<H, M, U, C, E>,
+/// day rollups for the whole days, hour rollups for the whole hours of the partial days at the
+/// edges, minute rollups for the whole minutes of the partial hours, and the events of the
+/// partial minutes at the very edges. Distinct counts do not add across buckets and minutes
+/// keep none, so a `unique_count` meter reads the events of its partial hours. The range is
+/// first narrowed to the customer's first and last event, so its length does not bound the
+/// work; the customer's span of activity does (a day read per day of it).
+pub fn aggregate<R, D, C, E>(
+    t: &UsageTables<R, D, C, E>,
     tenant: TenantId,
     meter: &Meter,
     customer: Id,
@@ -493,75 +519,161 @@ pub fn aggregate<H, M, U, C, E>(
     to_ms: i64,
 ) -> Result<Accumulator, StoreError>
 where
-    H: ReadableTable<&'static [u8], &'static [u8]>,
-    M: ReadableTable<&'static [u8], &'static [u8]>,
-    U: ReadableTable<&'static [u8], ()>,
+    R: ReadableTable<&'static [u8], &'static [u8]>,
+    D: ReadableTable<&'static [u8], ()>,
     C: ReadableTable<&'static [u8], ()>,
     E: ReadableTable<&'static [u8], &'static [u8]>,
 {
     let mut acc = Accumulator::default();
-    if from_ms >= to_ms {
+    let Some((first_ms, last_ms)) = activity(&t.by_customer, tenant, customer)? else {
         return Ok(acc);
-    }
-    let (hourly, uniques) = (&t.hourly, &t.uniques);
-    let edge = |from_ms: i64, to_ms: i64, acc: &mut Accumulator| -> Result<(), StoreError> {
+    };
+    let from_ms = from_ms.max(first_ms);
+    let to_ms = to_ms.min(last_ms.saturating_add(1));
+    let query = Query {
+        t,
+        tenant,
+        meter,
+        customer,
+    };
+    query.span(&Grain::ALL, from_ms, to_ms, &mut acc)?;
+    Ok(acc)
+}
+
+/// The timestamps of a customer's first and last stored event, if any.
+fn activity(
+    by_customer: &impl ReadableTable<&'static [u8], ()>,
+    tenant: TenantId,
+    customer: Id,
+) -> Result<Option<(i64, i64)>, StoreError> {
+    let lo = by_customer_key(tenant, customer, i64::MIN, Id(0));
+    let hi = by_customer_key(tenant, customer, i64::MAX, Id(u128::MAX));
+    let time = |key: &[u8]| -> Result<i64, StoreError> {
+        key.get(24..32)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(|b| (u64::from_be_bytes(b) ^ (1u64 << 63)) as i64)
+            .ok_or_else(|| StoreError::Corrupt("malformed customer index key".into()))
+    };
+    let mut range = by_customer.range::<&[u8]>(lo.as_slice()..=hi.as_slice())?;
+    let Some(first) = range.next() else {
+        return Ok(None);
+    };
+    let first_ms = time(first?.0.value())?;
+    let last_ms = match range.next_back() {
+        Some(last) => time(last?.0.value())?,
+        None => first_ms,
+    };
+    Ok(Some((first_ms, last_ms)))
+}
+
+/// One customer's usage of one meter, being read.
+struct Query<'q, R, D, C, E> {
+    t: &'q UsageTables<R, D, C, E>,
+    tenant: TenantId,
+    meter: &'q Meter,
+    customer: Id,
+}
+
+impl<R, D, C, E> Query<'_, R, D, C, E>
+where
+    R: ReadableTable<&'static [u8], &'static [u8]>,
+    D: ReadableTable<&'static [u8], ()>,
+    C: ReadableTable<&'static [u8], ()>,
+    E: ReadableTable<&'static [u8], &'static [u8]>,
+{
+    /// Adds `[from_ms, to_ms)`: the whole buckets of the coarsest grain in `grains` from its
+    /// rollups, the rest at the next grain, the events themselves below the last.
+    fn span(
+        &self,
+        grains: &[Grain],
+        from_ms: i64,
+        to_ms: i64,
+        acc: &mut Accumulator,
+    ) -> Result<(), StoreError> {
         if from_ms >= to_ms {
             return Ok(());
         }
-        let scan = |from_ms: i64, to_ms: i64, acc: &mut Accumulator| {
-            scan_events(
-                &t.by_customer,
-                &t.events,
-                tenant,
-                meter,
-                customer,
+        let unique = self.meter.aggregation == Aggregation::UniqueCount;
+        let Some((&grain, finer)) = grains
+            .split_first()
+            .filter(|(g, _)| !unique || g.keeps_distinct())
+        else {
+            return scan_events(
+                &self.t.by_customer,
+                &self.t.events,
+                self.tenant,
+                self.meter,
+                self.customer,
                 from_ms,
                 to_ms,
                 acc,
-            )
+            );
         };
-        let first_full = minute_start(from_ms.saturating_add(MINUTE_MS - 1));
-        let last_full_end = minute_start(to_ms);
-        if meter.aggregation == Aggregation::UniqueCount || first_full >= last_full_end {
-            return scan(from_ms, to_ms, acc);
+        let first_full = grain.start(from_ms.saturating_add(grain.len_ms() - 1));
+        let last_full_end = grain.start(to_ms);
+        if first_full >= last_full_end {
+            return self.span(finer, from_ms, to_ms, acc);
         }
-        scan(from_ms, first_full, acc)?;
-        scan(last_full_end, to_ms, acc)?;
-        let lo = rollup_key(tenant, meter.id, customer, first_full);
-        let hi = rollup_key(tenant, meter.id, customer, last_full_end);
-        for entry in t.minutely.range::<&[u8]>(lo.as_slice()..hi.as_slice())? {
-            let (_, value) = entry?;
-            acc.add_rollup(&codec::decode::<Rollup>(value.value())?);
+        self.span(finer, from_ms, first_full, acc)?;
+        self.span(finer, last_full_end, to_ms, acc)?;
+        self.buckets(grain, first_full, last_full_end, acc)
+    }
+
+    /// Adds the rollups (and, for `unique_count`, the distinct values) of the whole buckets
+    /// of `grain` in `[from_ms, to_ms)`, a chunk of point reads at a time.
+    fn buckets(
+        &self,
+        grain: Grain,
+        from_ms: i64,
+        to_ms: i64,
+        acc: &mut Accumulator,
+    ) -> Result<(), StoreError> {
+        let unique = self.meter.aggregation == Aggregation::UniqueCount;
+        let mut start = from_ms;
+        while start < to_ms {
+            let mut chunk = Vec::with_capacity(ROLLUP_CHUNK);
+            while start < to_ms && chunk.len() < ROLLUP_CHUNK {
+                chunk.push(rollup_key(
+                    self.tenant,
+                    grain,
+                    start,
+                    self.meter.id,
+                    self.customer,
+                ));
+                start = start.saturating_add(grain.len_ms());
+            }
+            let keys: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+            for (key, row) in keys.iter().zip(self.t.rollups.get_many(&keys)?) {
+                let Some(row) = row else { continue };
+                acc.add_rollup(&codec::decode::<Rollup>(row.value())?);
+                if unique {
+                    self.distinct(key, acc)?;
+                }
+            }
         }
         Ok(())
-    };
-    let first_full = hour_start(from_ms.saturating_add(HOUR_MS - 1));
-    let last_full_end = hour_start(to_ms);
-    if first_full >= last_full_end {
-        edge(from_ms, to_ms, &mut acc)?;
-        return Ok(acc);
     }
-    edge(from_ms, first_full, &mut acc)?;
-    edge(last_full_end, to_ms, &mut acc)?;
-    let lo = rollup_key(tenant, meter.id, customer, first_full);
-    let hi = rollup_key(tenant, meter.id, customer, last_full_end);
-    for entry in hourly.range::<&[u8]>(lo.as_slice()..hi.as_slice())? {
-        let (_, value) = entry?;
-        let rollup: Rollup = codec::decode(value.value())?;
-        acc.add_rollup(&rollup);
-    }
-    if meter.aggregation == Aggregation::UniqueCount {
-        for entry in uniques.range::<&[u8]>(lo.as_slice()..hi.as_slice())? {
+
+    /// Adds the distinct values kept under one rollup row.
+    fn distinct(&self, rollup: &[u8], acc: &mut Accumulator) -> Result<(), StoreError> {
+        let mut lo = rollup.to_vec();
+        lo.extend_from_slice(&[0; 16]);
+        let mut hi = rollup.to_vec();
+        hi.extend_from_slice(&[0xff; 16]);
+        for entry in self
+            .t
+            .distinct
+            .range::<&[u8]>(lo.as_slice()..=hi.as_slice())?
+        {
             let (key, _) = entry?;
-            let key = key.value();
-            if let Some(tail) = key.get(key.len().saturating_sub(16)..) {
-                let mut hash = [0u8; 16];
-                hash.copy_from_slice(tail);
+            if let Some(tail) = key.value().get(ROLLUP_KEY_LEN..) {
+                let hash = <[u8; 16]>::try_from(tail)
+                    .map_err(|_| StoreError::Corrupt("malformed distinct value key".into()))?;
                 acc.uniques.insert(hash);
             }
         }
+        Ok(())
     }
-    Ok(acc)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -706,13 +818,7 @@ pub fn usage(
     to_ms: i64,
 ) -> Result<Accumulator, StoreError> {
     aggregate(
-        &UsageTables {
-            hourly: tx.open_table(tables::USAGE_HOURLY)?,
-            minutely: tx.open_table(tables::USAGE_MINUTELY)?,
-            uniques: tx.open_table(tables::USAGE_UNIQUES)?,
-            by_customer: tx.open_table(tables::EVENTS_BY_CUSTOMER)?,
-            events: tx.open_table(tables::EVENTS)?,
-        },
+        &UsageTables::open(tx)?,
         tenant,
         meter,
         customer,

@@ -31,7 +31,7 @@ pub use txn::{ReadTxn, WriteTxn};
 
 /// The schema this binary writes. A database with a larger number was written by a newer Tally
 /// and is refused rather than misread.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// The marker stored under `meta["format"]` that tells a Tally database from any other redb file.
 const FORMAT_MARKER: &[u8] = b"tally";
@@ -592,6 +592,39 @@ pub fn upgrade(
         .map_err(|e| io(e.into()))?;
     tables::create_all(&tx).map_err(|e| io(e.into()))?;
     tx.commit().map_err(|e| io(e.into()))
+}
+
+/// [`upgrade`] for a PostgreSQL database: the same steps in one `SERIALIZABLE` transaction
+/// that also records the new version, after creating the tables this version adds. Every node
+/// must run this binary before it serves: an older node still running writes the old layout.
+/// Nodes starting together race safely: one commits, the others fail with a conflict and find
+/// the schema current when they open again.
+pub fn upgrade_postgres(
+    options: &pg::PgOptions,
+    steps: impl FnOnce(&WriteTxn, u32) -> Result<(), StoreError>,
+) -> Result<(), OpenError> {
+    let pg = pg::PgStore::connect_to_upgrade(options)?;
+    let io = |e: StoreError| {
+        OpenError::Postgres(format!("cannot upgrade the schema at {}: {e}", pg.target()))
+    };
+    let tx = WriteTxn::pg(pg.begin_write().map_err(io)?);
+    let found = {
+        let meta = tx.open_table(tables::META).map_err(io)?;
+        let version = meta.get("schema_version").map_err(io)?;
+        version
+            .and_then(|v| <[u8; 4]>::try_from(v.value()).ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(|| io(StoreError::Corrupt("no schema version".into())))?
+    };
+    if found >= SCHEMA_VERSION {
+        return tx.abort().map_err(io);
+    }
+    steps(&tx, found).map_err(io)?;
+    tx.open_table(tables::META)
+        .map_err(io)?
+        .insert("schema_version", SCHEMA_VERSION.to_be_bytes().as_slice())
+        .map_err(io)?;
+    tx.commit().map_err(io)
 }
 
 /// Reads and decodes one record.

@@ -49,13 +49,22 @@ pub const EVENT_DERIVED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("e
 /// (tenant, customer id, timestamp, event id) → (): events of a customer by usage time.
 pub const EVENTS_BY_CUSTOMER: TableDefinition<&[u8], ()> =
     TableDefinition::new("events_by_customer");
-/// (tenant, meter id, customer id, hour) → rollup record.
-pub const USAGE_HOURLY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("usage_hourly");
-/// (tenant, meter id, customer id, minute) → rollup record: the finer grain that keeps a
-/// query's partial hours at its edges from reading every event in them.
-pub const USAGE_MINUTELY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("usage_minutely");
-/// (tenant, meter id, customer id, hour, value hash[..16]) → (): distinct values per hour.
-pub const USAGE_UNIQUES: TableDefinition<&[u8], ()> = TableDefinition::new("usage_uniques");
+/// (tenant, grain `d`/`h`/`m`, bucket start, meter id, customer id) → rollup record: usage per
+/// UTC day, hour and minute, time first so one commit's rows share pages (`ingest::usage`).
+pub const USAGE_ROLLUPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("usage_rollups");
+/// (tenant, grain `d`/`h`, bucket start, meter id, customer id, value hash[..16]) → ():
+/// distinct values per day and hour.
+pub const USAGE_DISTINCT: TableDefinition<&[u8], ()> = TableDefinition::new("usage_distinct");
+/// Schema 4's hourly rollups, keyed (tenant, meter id, customer id, hour); converted into
+/// [`USAGE_ROLLUPS`] when a schema 4 database is opened, then deleted.
+pub const LEGACY_USAGE_HOURLY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("usage_hourly");
+/// Schema 4's minute rollups, keyed (tenant, meter id, customer id, minute); converted into
+/// [`USAGE_ROLLUPS`], then deleted.
+pub const LEGACY_USAGE_MINUTELY: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("usage_minutely");
+/// Schema 4's distinct values, keyed (tenant, meter id, customer id, hour, value hash[..16]);
+/// converted into [`USAGE_DISTINCT`], then deleted.
+pub const LEGACY_USAGE_UNIQUES: TableDefinition<&[u8], ()> = TableDefinition::new("usage_uniques");
 /// (tenant, anomaly id) → a duplicate or conflicting event as received (`ingest::anomaly`);
 /// anomaly ids start with the receipt millisecond, so rows sort by receipt time.
 pub const EVENT_ANOMALIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("event_anomalies");
@@ -233,8 +242,7 @@ pub const BYTES_TABLES: &[TableDefinition<&[u8], &[u8]>] = &[
     EVENT_IDS,
     EVENT_DERIVED,
     EVENT_ANOMALIES,
-    USAGE_HOURLY,
-    USAGE_MINUTELY,
+    USAGE_ROLLUPS,
     INVOICED_THROUGH,
     JOURNAL,
     JOURNAL_IDS,
@@ -283,7 +291,7 @@ pub const SET_TABLES: &[TableDefinition<&[u8], ()>] = &[
     IDEMPOTENCY_EXPIRY,
     METERS_BY_TYPE,
     EVENTS_BY_CUSTOMER,
-    USAGE_UNIQUES,
+    USAGE_DISTINCT,
     JOURNAL_BY_TIME,
     JOURNAL_BY_CUSTOMER,
     GRANTS_BY_CUSTOMER,

@@ -35,6 +35,7 @@ mod event_explorer;
 mod fake_stripe;
 mod idempotency;
 mod ingest;
+mod layout_upgrade;
 mod ledger;
 mod lifecycle;
 mod metrics;

@@ -115,9 +115,19 @@ impl PgStore {
     /// Connects, creates the schema on an empty database (format marker, version, every table
     /// in `tables`) or checks an existing one, all in one transaction.
     pub fn connect(options: &PgOptions) -> Result<Self, OpenError> {
+        Self::connect_checking(options, schema::Version::Current)
+    }
+
+    /// Connects to a database an older Tally wrote (creating the tables this version adds),
+    /// for [`crate::store::upgrade_postgres`]; a newer one is still refused.
+    pub(crate) fn connect_to_upgrade(options: &PgOptions) -> Result<Self, OpenError> {
+        Self::connect_checking(options, schema::Version::OlderToUpgrade)
+    }
+
+    fn connect_checking(options: &PgOptions, version: schema::Version) -> Result<Self, OpenError> {
         let driver = Driver::new(options).map_err(OpenError::Postgres)?;
         let mut conn = driver.connect(0).map_err(OpenError::Postgres)?;
-        schema::ensure(&mut conn, &driver.target)?;
+        schema::ensure(&mut conn, &driver.target, version)?;
         let shared = Shared {
             driver,
             writer: Mutex::new(Some(conn)),

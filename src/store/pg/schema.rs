@@ -20,22 +20,31 @@ pub(crate) fn table_names() -> impl Iterator<Item = &'static str> {
         .chain(tables::SET_TABLES.iter().map(|t| t.name()))
 }
 
+/// How [`ensure`] treats an existing database's schema version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Version {
+    /// Refuse one this binary does not write (older or newer).
+    Current,
+    /// Accept an older one, for the upgrade that follows; still refuse a newer one.
+    OlderToUpgrade,
+}
+
 /// Creates and stamps the schema in an empty database, or checks that it is a Tally database
 /// this binary can use (creating any table a newer minor version added).
-pub(crate) fn ensure(conn: &mut Conn, target: &str) -> Result<(), OpenError> {
+pub(crate) fn ensure(conn: &mut Conn, target: &str, version: Version) -> Result<(), OpenError> {
     let io =
         |e: StoreError| OpenError::Postgres(format!("cannot prepare the schema at {target}: {e}"));
     conn.batch(&format!(
         "BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY});"
     ))
     .map_err(io)?;
-    let result = check_and_create(conn, target);
+    let result = check_and_create(conn, target, version);
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
     let ended = conn.batch(end).map_err(io);
     result.and(ended)
 }
 
-fn check_and_create(conn: &mut Conn, target: &str) -> Result<(), OpenError> {
+fn check_and_create(conn: &mut Conn, target: &str, version: Version) -> Result<(), OpenError> {
     let io =
         |e: StoreError| OpenError::Postgres(format!("cannot prepare the schema at {target}: {e}"));
     let path = || PathBuf::from(format!("postgres://{target}"));
@@ -58,7 +67,10 @@ fn check_and_create(conn: &mut Conn, target: &str) -> Result<(), OpenError> {
         ));
     }
     if meta_exists {
-        check_version(conn, target)?;
+        match check_version(conn, target) {
+            Err(OpenError::OlderSchema { .. }) if version == Version::OlderToUpgrade => {}
+            other => other?,
+        }
     }
     let create: String = table_names().map(sql::create).collect();
     conn.batch(&create).map_err(io)?;
