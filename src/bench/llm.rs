@@ -26,6 +26,10 @@ const USERS_PER_CUSTOMER: u64 = 5;
 pub const BATCH_EVENTS: u64 = 100;
 /// Requests the prefill keeps in flight.
 pub const PREFILL_IN_FLIGHT: usize = 8;
+/// The prefill's events are timestamped over this many days before now, oldest first, as a
+/// deployment running for a month holds them (the ingest window allows 35 days by default):
+/// rollups then hold a month of buckets, as they would, rather than the last few minutes.
+pub const PREFILL_SPAN_DAYS: i64 = 30;
 
 const MODELS: [&str; 6] = [
     "gpt-4o-mini-2024-07-18",
@@ -150,8 +154,23 @@ impl Fixtures {
 
     /// A request body of `per` events for client `client_no`'s `seq`-th request.
     pub fn body(&self, client_no: usize, seq: u64, per: u64, ids: Ids) -> Vec<u8> {
+        self.body_at(client_no, seq, per, ids, None)
+    }
+
+    /// [`Self::body`] with every event timestamped at `timestamp_ms` (else none: the server's
+    /// clock).
+    fn body_at(
+        &self,
+        client_no: usize,
+        seq: u64,
+        per: u64,
+        ids: Ids,
+        timestamp_ms: Option<i64>,
+    ) -> Vec<u8> {
         let mut rng = Rng::new(self.seed ^ ((client_no as u64) << 40) ^ seq.wrapping_mul(per));
-        let events: Vec<Value> = (0..per).map(|_| self.event(&mut rng, ids)).collect();
+        let events: Vec<Value> = (0..per)
+            .map(|_| self.event(&mut rng, ids, timestamp_ms))
+            .collect();
         let value = if per == 1 {
             events.into_iter().next().unwrap_or(Value::Null)
         } else {
@@ -169,16 +188,16 @@ impl Fixtures {
         })
     }
 
-    fn event(&self, rng: &mut Rng, ids: Ids) -> Value {
+    fn event(&self, rng: &mut Rng, ids: Ids, timestamp_ms: Option<i64>) -> Value {
         let customer_no = rng.next() % CUSTOMERS;
         let customer = &self.customers[customer_no as usize];
         let input = 50 + rng.next() % 4_000;
         let output = 10 + rng.next() % 1_500;
         let id = match ids {
-            Ids::Ordered => uuid_v7(crate::clock::now_ms(), rng),
+            Ids::Ordered => uuid_v7(timestamp_ms.unwrap_or_else(crate::clock::now_ms), rng),
             Ids::Random => uuid_v4(rng),
         };
-        json!({
+        let mut event = json!({
             "id": id,
             "customer": customer,
             "type": self.event_type,
@@ -199,7 +218,11 @@ impl Fixtures {
                 "latency_ms": 120 + rng.next() % 9_000,
                 "stream": rng.next().is_multiple_of(2),
             }
-        })
+        });
+        if let Some(ms) = timestamp_ms {
+            event["timestamp"] = json!(crate::clock::rfc3339(ms));
+        }
+        event
     }
 
     /// Events counted by the count meter over every customer since `from`.
@@ -216,8 +239,9 @@ impl Fixtures {
         Ok(total)
     }
 
-    /// Stores `events` events in batches, [`PREFILL_IN_FLIGHT`] requests at a time; returns
-    /// how many were acknowledged.
+    /// Stores `events` events in batches, [`PREFILL_IN_FLIGHT`] requests at a time, spread in
+    /// time order over the [`PREFILL_SPAN_DAYS`] before now; returns how many were
+    /// acknowledged.
     pub async fn prefill(
         &self,
         client: &reqwest::Client,
@@ -228,9 +252,19 @@ impl Fixtures {
         let mut in_flight = Vec::new();
         let mut sent = 0u64;
         let mut seq = 0u64;
+        let span_ms = PREFILL_SPAN_DAYS * 86_400_000;
+        let start_ms = crate::clock::now_ms() - span_ms;
         while sent < events {
             let per = (events - sent).min(BATCH_EVENTS);
-            let body = self.body(usize::MAX >> 8, seq, per, Ids::Ordered);
+            let offset_ms = i64::try_from(u128::from(sent) * span_ms as u128 / u128::from(events))
+                .unwrap_or(span_ms);
+            let body = self.body_at(
+                usize::MAX >> 8,
+                seq,
+                per,
+                Ids::Ordered,
+                Some(start_ms + offset_ms),
+            );
             let (client, url, key, acknowledged) = (
                 client.clone(),
                 format!("{}/v1/events", target.base),
