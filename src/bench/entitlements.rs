@@ -40,7 +40,7 @@ pub(super) async fn run(
         format!("ent_f_{suffix}"),
         format!("ent-p-{suffix}"),
     );
-    post(
+    let created = post(
         client,
         target,
         "/v1/meters",
@@ -48,6 +48,8 @@ pub(super) async fn run(
         json!({"key": meter, "event_type": event_type, "aggregation": "count"}),
     )
     .await?;
+    // Plans refuse a meter still counting earlier events (the usage scenario's, when it ran).
+    super::stall::backfilled(client, target, created).await?;
     post(
         client,
         target,

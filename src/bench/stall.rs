@@ -96,8 +96,9 @@ pub(super) async fn run(
     })
 }
 
-/// The meter once its backfill is complete (polled; at most [`BACKFILL_WAIT`]).
-async fn backfilled(
+/// The meter once its backfill is complete (polled; at most [`BACKFILL_WAIT`]): a meter
+/// created over stored events counts them in the background first.
+pub(super) async fn backfilled(
     client: &reqwest::Client,
     target: &Target,
     mut meter: serde_json::Value,
