@@ -50,9 +50,16 @@ fn parse_legacy(key: &[u8]) -> Result<LegacyKey, StoreError> {
     })
 }
 
+/// Rows the schema 5 step writes between two [`WriteTxn::release_buffers`]: on PostgreSQL the
+/// upgrade is one transaction whose writes would otherwise wait in memory until its commit
+/// (small in unit tests, so they take that path).
+const RELEASE_EVERY_ROWS: u64 = if cfg!(test) { 7 } else { 10_000 };
+
 /// What the schema 5 step converted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Converted {
+    /// Rows written so far (of every kind).
+    pub rows: u64,
     /// Day rollups built from the hours.
     pub days: u64,
     /// Hour rollups re-keyed.
@@ -61,6 +68,18 @@ pub struct Converted {
     pub minutes: u64,
     /// Distinct values written (per hour and per day).
     pub distinct: u64,
+}
+
+impl Converted {
+    /// Counts one written row, releasing the transaction's buffers every
+    /// [`RELEASE_EVERY_ROWS`].
+    fn wrote(&mut self, tx: &WriteTxn) -> Result<(), StoreError> {
+        self.rows += 1;
+        if self.rows.is_multiple_of(RELEASE_EVERY_ROWS) {
+            tx.release_buffers()?;
+        }
+        Ok(())
+    }
 }
 
 /// Schema 4 → 5: every rollup and distinct value re-keyed time first, day rollups summed from
@@ -81,6 +100,7 @@ pub fn to_schema_5(tx: &WriteTxn) -> Result<Converted, StoreError> {
             let hour_key = rollup_key(k.tenant, Grain::Hour, k.bucket_ms, k.meter, k.customer);
             rollups.insert(hour_key.as_slice(), value.value())?;
             done.hours += 1;
+            done.wrote(tx)?;
             let rollup: Rollup = codec::decode(value.value())?;
             let day_key = rollup_key(k.tenant, Grain::Day, k.bucket_ms, k.meter, k.customer);
             match &mut day {
@@ -91,6 +111,7 @@ pub fn to_schema_5(tx: &WriteTxn) -> Result<Converted, StoreError> {
                     if let Some((key, sum)) = day.replace((day_key, rollup)) {
                         rollups.insert(key.as_slice(), codec::encode(&sum)?.as_slice())?;
                         done.days += 1;
+                        done.wrote(tx)?;
                     }
                 }
             }
@@ -105,6 +126,7 @@ pub fn to_schema_5(tx: &WriteTxn) -> Result<Converted, StoreError> {
             let minute_key = rollup_key(k.tenant, Grain::Minute, k.bucket_ms, k.meter, k.customer);
             rollups.insert(minute_key.as_slice(), value.value())?;
             done.minutes += 1;
+            done.wrote(tx)?;
         }
         let uniques = tx.open_table(tables::LEGACY_USAGE_UNIQUES)?;
         let mut distinct = tx.open_table(tables::USAGE_DISTINCT)?;
@@ -116,6 +138,7 @@ pub fn to_schema_5(tx: &WriteTxn) -> Result<Converted, StoreError> {
                 new.extend_from_slice(&k.rest);
                 distinct.insert(new.as_slice(), ())?;
                 done.distinct += 1;
+                done.wrote(tx)?;
             }
         }
     }

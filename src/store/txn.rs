@@ -60,6 +60,16 @@ impl WriteTxn {
         }
     }
 
+    /// Bounds what a long transaction holds in memory: on PostgreSQL, sends the buffered
+    /// writes and forgets the rows read or written so far; on redb (whose pages live in the
+    /// file and its bounded cache) nothing to do.
+    pub fn release_buffers(&self) -> Result<(), StoreError> {
+        match &self.0 {
+            WriteInner::Redb(_) => Ok(()),
+            WriteInner::Pg(tx) => tx.send_and_forget(),
+        }
+    }
+
     /// Makes the transaction durable. On failure the outcome may be unknown (the write may
     /// have reached the disk or the server), never partial.
     pub fn commit(self) -> Result<(), StoreError> {

@@ -247,6 +247,19 @@ impl PgWrite {
         Ok(())
     }
 
+    /// Sends every buffered write and forgets the rows this transaction knew, so a long
+    /// transaction (a schema upgrade) holds a bounded amount in memory: later reads ask the
+    /// server, which sees what was sent.
+    pub fn send_and_forget(&self) -> Result<(), StoreError> {
+        let mut state = self.state.borrow_mut();
+        let tables: Vec<&'static str> = state.dirty.keys().copied().collect();
+        for table in tables {
+            state.flush(table)?;
+        }
+        state.known.clear();
+        Ok(())
+    }
+
     /// Sends the table's buffered writes (before a range scan or count reads it).
     pub fn flush_table(&self, table: &'static str) -> Result<(), StoreError> {
         self.state.borrow_mut().flush(table)
