@@ -357,12 +357,7 @@ pub fn usage_in(
         return Ok(None);
     };
     let acc = usage::aggregate(
-        &UsageTables {
-            rollups: tx.open_table(tables::USAGE_ROLLUPS)?,
-            distinct: tx.open_table(tables::USAGE_DISTINCT)?,
-            by_customer: tx.open_table(tables::EVENTS_BY_CUSTOMER)?,
-            events: tx.open_table(tables::EVENTS)?,
-        },
+        &UsageTables::open_write(tx)?,
         tenant,
         &meter,
         customer,

@@ -147,12 +147,7 @@ impl ReadTables {
             overrides: tx.open_table(tables::ENTITLEMENT_OVERRIDES)?,
             grants: tx.open_table(tables::ENTITLEMENT_GRANTS)?,
             meters: tx.open_table(tables::METERS)?,
-            usage: UsageTables {
-                rollups: tx.open_table(tables::USAGE_ROLLUPS)?,
-                distinct: tx.open_table(tables::USAGE_DISTINCT)?,
-                by_customer: tx.open_table(tables::EVENTS_BY_CUSTOMER)?,
-                events: tx.open_table(tables::EVENTS)?,
-            },
+            usage: UsageTables::open(tx)?,
         })
     }
 }
@@ -171,12 +166,7 @@ impl<'t> WriteTables<'t> {
             overrides: tx.open_table(tables::ENTITLEMENT_OVERRIDES)?,
             grants: tx.open_table(tables::ENTITLEMENT_GRANTS)?,
             meters: tx.open_table(tables::METERS)?,
-            usage: UsageTables {
-                rollups: tx.open_table(tables::USAGE_ROLLUPS)?,
-                distinct: tx.open_table(tables::USAGE_DISTINCT)?,
-                by_customer: tx.open_table(tables::EVENTS_BY_CUSTOMER)?,
-                events: tx.open_table(tables::EVENTS)?,
-            },
+            usage: UsageTables::open_write(tx)?,
         })
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::id::Id;
 use crate::store::keys::{self, time_bytes, TenantId};
-use crate::store::{codec, tables, ReadableTable, StoreError, WriteTxn};
+use crate::store::{codec, tables, ReadableTable, StoreError, Table, WriteTxn};
 
 use super::meter::Meter;
 use super::usage::{minute_start, rollup_key, single, stored_contribution, Grain, Rollup};
@@ -89,63 +89,92 @@ impl Converted {
 /// one sign in one day) fails the upgrade rather than store a wrong day.
 pub fn to_schema_5(tx: &WriteTxn) -> Result<Converted, StoreError> {
     let mut done = Converted::default();
-    {
-        let hourly = tx.open_table(tables::LEGACY_USAGE_HOURLY)?;
-        let minutely = tx.open_table(tables::LEGACY_USAGE_MINUTELY)?;
-        let mut rollups = tx.open_table(tables::USAGE_ROLLUPS)?;
-        let mut day: Option<(Vec<u8>, Rollup)> = None;
-        for entry in hourly.iter()? {
-            let (key, value) = entry?;
-            let k = parse_legacy(key.value())?;
-            let hour_key = rollup_key(k.tenant, Grain::Hour, k.bucket_ms, k.meter, k.customer);
-            rollups.insert(hour_key.as_slice(), value.value())?;
-            done.hours += 1;
-            done.wrote(tx)?;
-            let rollup: Rollup = codec::decode(value.value())?;
-            let day_key = rollup_key(k.tenant, Grain::Day, k.bucket_ms, k.meter, k.customer);
-            match &mut day {
-                Some((open, sum)) if *open == day_key => sum.merge(&rollup).map_err(|_| {
-                    StoreError::Corrupt("a day's usage sum exceeds the decimal range".into())
-                })?,
-                _ => {
-                    if let Some((key, sum)) = day.replace((day_key, rollup)) {
-                        rollups.insert(key.as_slice(), codec::encode(&sum)?.as_slice())?;
-                        done.days += 1;
-                        done.wrote(tx)?;
-                    }
-                }
-            }
-        }
-        if let Some((key, sum)) = day {
-            rollups.insert(key.as_slice(), codec::encode(&sum)?.as_slice())?;
-            done.days += 1;
-        }
-        for entry in minutely.iter()? {
-            let (key, value) = entry?;
-            let k = parse_legacy(key.value())?;
-            let minute_key = rollup_key(k.tenant, Grain::Minute, k.bucket_ms, k.meter, k.customer);
-            rollups.insert(minute_key.as_slice(), value.value())?;
-            done.minutes += 1;
-            done.wrote(tx)?;
-        }
-        let uniques = tx.open_table(tables::LEGACY_USAGE_UNIQUES)?;
-        let mut distinct = tx.open_table(tables::USAGE_DISTINCT)?;
-        for entry in uniques.iter()? {
-            let (key, _) = entry?;
-            let k = parse_legacy(key.value())?;
-            for grain in [Grain::Day, Grain::Hour] {
-                let mut new = rollup_key(k.tenant, grain, k.bucket_ms, k.meter, k.customer);
-                new.extend_from_slice(&k.rest);
-                distinct.insert(new.as_slice(), ())?;
-                done.distinct += 1;
-                done.wrote(tx)?;
-            }
-        }
-    }
+    convert_hours_and_days(tx, &mut done)?;
+    convert_minutes(tx, &mut done)?;
+    convert_distinct(tx, &mut done)?;
     tx.delete_table(tables::LEGACY_USAGE_HOURLY)?;
     tx.delete_table(tables::LEGACY_USAGE_MINUTELY)?;
     tx.delete_table(tables::LEGACY_USAGE_UNIQUES)?;
     Ok(done)
+}
+
+/// A rollup table being written by the upgrade.
+type RollupTable<'t> = Table<'t, &'static [u8], &'static [u8]>;
+
+/// Writes one converted rollup row and counts it.
+fn put(
+    tx: &WriteTxn,
+    rollups: &mut RollupTable<'_>,
+    key: &[u8],
+    value: &[u8],
+    done: &mut Converted,
+) -> Result<(), StoreError> {
+    rollups.insert(key, value)?;
+    done.wrote(tx)
+}
+
+/// Re-keys the hour rollups and sums each (meter, customer, day) of them into a day rollup.
+fn convert_hours_and_days(tx: &WriteTxn, done: &mut Converted) -> Result<(), StoreError> {
+    let hourly = tx.open_table(tables::LEGACY_USAGE_HOURLY)?;
+    let mut rollups = tx.open_table(tables::USAGE_ROLLUPS)?;
+    let mut day: Option<(Vec<u8>, Rollup)> = None;
+    for entry in hourly.iter()? {
+        let (key, value) = entry?;
+        let k = parse_legacy(key.value())?;
+        let hour_key = rollup_key(k.tenant, Grain::Hour, k.bucket_ms, k.meter, k.customer);
+        put(tx, &mut rollups, &hour_key, value.value(), done)?;
+        done.hours += 1;
+        let rollup: Rollup = codec::decode(value.value())?;
+        let day_key = rollup_key(k.tenant, Grain::Day, k.bucket_ms, k.meter, k.customer);
+        match &mut day {
+            Some((open, sum)) if *open == day_key => sum.merge(&rollup).map_err(|_| {
+                StoreError::Corrupt("a day's usage sum exceeds the decimal range".into())
+            })?,
+            _ => {
+                if let Some((key, sum)) = day.replace((day_key, rollup)) {
+                    put(tx, &mut rollups, &key, &codec::encode(&sum)?, done)?;
+                    done.days += 1;
+                }
+            }
+        }
+    }
+    if let Some((key, sum)) = day {
+        put(tx, &mut rollups, &key, &codec::encode(&sum)?, done)?;
+        done.days += 1;
+    }
+    Ok(())
+}
+
+/// Re-keys the minute rollups.
+fn convert_minutes(tx: &WriteTxn, done: &mut Converted) -> Result<(), StoreError> {
+    let minutely = tx.open_table(tables::LEGACY_USAGE_MINUTELY)?;
+    let mut rollups = tx.open_table(tables::USAGE_ROLLUPS)?;
+    for entry in minutely.iter()? {
+        let (key, value) = entry?;
+        let k = parse_legacy(key.value())?;
+        let minute_key = rollup_key(k.tenant, Grain::Minute, k.bucket_ms, k.meter, k.customer);
+        put(tx, &mut rollups, &minute_key, value.value(), done)?;
+        done.minutes += 1;
+    }
+    Ok(())
+}
+
+/// Re-keys the distinct values per hour and keeps each per day too.
+fn convert_distinct(tx: &WriteTxn, done: &mut Converted) -> Result<(), StoreError> {
+    let uniques = tx.open_table(tables::LEGACY_USAGE_UNIQUES)?;
+    let mut distinct = tx.open_table(tables::USAGE_DISTINCT)?;
+    for entry in uniques.iter()? {
+        let (key, _) = entry?;
+        let k = parse_legacy(key.value())?;
+        for grain in [Grain::Day, Grain::Hour] {
+            let mut new = rollup_key(k.tenant, grain, k.bucket_ms, k.meter, k.customer);
+            new.extend_from_slice(&k.rest);
+            distinct.insert(new.as_slice(), ())?;
+            done.distinct += 1;
+            done.wrote(tx)?;
+        }
+    }
+    Ok(())
 }
 
 /// Builds the minute rollups of every meter from the stored events: schema 1 kept hourly
