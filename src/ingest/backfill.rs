@@ -26,7 +26,7 @@ use crate::id::Id;
 use crate::jobs::worker::{Handler, HandlerFuture};
 use crate::jobs::{Effect, Job, Outcome};
 use crate::store::keys::{self, TenantId};
-use crate::store::writer::{Command, WriterHandle};
+use crate::store::writer::{Command, WriteError, WriterHandle};
 use crate::store::{get_record, put_record, tables, ReadTxn, ReadableTable, StoreError, WriteTxn};
 
 /// The job kind that continues a backfill.
@@ -34,6 +34,10 @@ pub const JOB_KIND: &str = "meter_backfill";
 /// Events examined per transaction unless configured (`ingest.backfill_chunk_events`): a few
 /// milliseconds of writer time.
 pub const DEFAULT_CHUNK_EVENTS: u64 = 2_000;
+
+/// How long a backfill job waits when the writer refused its chunk for now (without spending
+/// an attempt).
+const BUSY_RETRY_MS: i64 = 1_000;
 
 /// A backfill in progress, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,10 +191,17 @@ impl Handler for RunBackfill {
             };
             let started = Instant::now();
             loop {
-                let complete = writer
-                    .submit(command.clone())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let complete = match writer.submit(command.clone()).await {
+                    Ok(complete) => complete,
+                    // Refused for now (a full queue, an aborted commit): the chunk is counted
+                    // from the stored cursor whenever it runs, so waiting costs nothing, and a
+                    // busy writer must not turn a meter's backfill into a dead letter.
+                    Err(WriteError::Overloaded | WriteError::Unavailable) => {
+                        let effect: Effect = Box::new(|_, _| Ok(Outcome::Postpone(BUSY_RETRY_MS)));
+                        return Ok(effect);
+                    }
+                    Err(e) => return Err(e.to_string()),
+                };
                 let outcome = if complete {
                     Outcome::Done
                 } else if started.elapsed() >= slice {
@@ -202,5 +213,42 @@ impl Handler for RunBackfill {
                 return Ok(effect);
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that refuses the chunk (its queue full) postpones the job without spending an
+    /// attempt, so sustained overload never makes a meter's backfill a dead letter.
+    #[tokio::test]
+    async fn a_refused_chunk_postpones_the_job_instead_of_failing_it() {
+        let (writer, _queue) = crate::store::writer::unserved(1);
+        let meter = Id::generate();
+        let command = BackfillChunk {
+            tenant: TenantId(1),
+            meter,
+            chunk_events: 10,
+        };
+        // Fill the queue's one place; nobody serves it.
+        let filler = writer.clone();
+        tokio::spawn(async move { filler.submit(command).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let handler = RunBackfill {
+            writer,
+            chunk_events: 10,
+            slice: Duration::from_secs(1),
+        };
+        let job = Job::new(TenantId(1), JOB_KIND, meter.display(meter::PREFIX), 0);
+        let effect = handler.run(job.clone()).await.expect("not an error");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::Store::open(&dir.path().join("b.redb"), 1 << 20).expect("open");
+        let tx = store.begin_write().expect("write");
+        let outcome = effect(&tx, &job).expect("effect");
+        assert!(
+            matches!(outcome, Outcome::Postpone(ms) if ms == BUSY_RETRY_MS),
+            "{outcome:?}"
+        );
     }
 }

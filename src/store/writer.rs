@@ -271,6 +271,19 @@ pub fn spawn(
     ))
 }
 
+/// A handle whose queue holds `capacity` commands and is never served (the receiver is
+/// returned so it stays open): tests of what callers do when the writer refuses them.
+#[cfg(test)]
+pub(crate) fn unserved(capacity: usize) -> (WriterHandle, Box<dyn std::any::Any + Send>) {
+    let (queue, receiver) = crossbeam_channel::bounded(capacity);
+    let handle = WriterHandle {
+        queue,
+        healthy: Arc::new(AtomicBool::new(true)),
+        stats: Arc::new(WriterStats::default()),
+    };
+    (handle, Box::new(receiver))
+}
+
 fn run(
     store: &Store,
     receiver: &Receiver<Box<dyn Pending>>,
