@@ -694,7 +694,7 @@ pub fn minimum_true_up(
 fn billed_period_start(key: &[u8]) -> Result<i64, StoreError> {
     key.get(40..48)
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map(|b| (u64::from_be_bytes(b) ^ (1u64 << 63)) as i64)
+        .map(crate::store::keys::time_from_bytes)
         .ok_or_else(|| StoreError::Corrupt("malformed billed usage key".into()))
 }
 

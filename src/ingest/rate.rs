@@ -93,7 +93,7 @@ pub fn recent(
             .value()
             .get(8..16)
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(|b| (u64::from_be_bytes(b) ^ (1u64 << 63)) as i64)
+            .map(crate::store::keys::time_from_bytes)
         else {
             continue;
         };

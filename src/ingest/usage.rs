@@ -551,7 +551,7 @@ fn activity(
     let time = |key: &[u8]| -> Result<i64, StoreError> {
         key.get(24..32)
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(|b| (u64::from_be_bytes(b) ^ (1u64 << 63)) as i64)
+            .map(keys::time_from_bytes)
             .ok_or_else(|| StoreError::Corrupt("malformed customer index key".into()))
     };
     let mut range = by_customer.range::<&[u8]>(lo.as_slice()..=hi.as_slice())?;

@@ -45,7 +45,7 @@ fn parse_legacy(key: &[u8]) -> Result<LegacyKey, StoreError> {
         tenant,
         meter: id(8..24)?,
         customer: id(24..40)?,
-        bucket_ms: (u64::from_be_bytes(bucket) ^ (1u64 << 63)) as i64,
+        bucket_ms: keys::time_from_bytes(bucket),
         rest: key.get(48..).unwrap_or_default().to_vec(),
     })
 }

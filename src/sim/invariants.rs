@@ -441,7 +441,7 @@ fn billed_once(world: &World, invoices: &[Invoice]) -> Result<(), Violation> {
         ) else {
             return Err("malformed billed usage key".into());
         };
-        let period_start = (u64::from_be_bytes(start_bytes) ^ (1u64 << 63)) as i64;
+        let period_start = crate::store::keys::time_from_bytes(start_bytes);
         let record: Billed = codec::decode(v.value()).map_err(err)?;
         let Some(sub) = get_record::<Subscription, _>(&subs, keys::tenant_id(world.tenant, sub_id))
             .map_err(err)?

@@ -812,7 +812,7 @@ impl World {
         let first = due.first().map_err(|e| e.to_string())?;
         Ok(first.and_then(|(k, _)| {
             let bytes: [u8; 8] = k.value().get(..8)?.try_into().ok()?;
-            Some((u64::from_be_bytes(bytes) ^ (1u64 << 63)) as i64)
+            Some(crate::store::keys::time_from_bytes(bytes))
         }))
     }
 

@@ -62,9 +62,21 @@ pub fn time_bytes(ms: i64) -> [u8; 8] {
     ((ms as u64) ^ (1u64 << 63)).to_be_bytes()
 }
 
+/// The instant [`time_bytes`] encoded.
+pub fn time_from_bytes(bytes: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(bytes) ^ (1u64 << 63)) as i64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_bytes_decode_to_the_instant_they_encode() {
+        for ms in [i64::MIN, -1, 0, 1, 1_800_000_000_000, i64::MAX] {
+            assert_eq!(time_from_bytes(time_bytes(ms)), ms);
+        }
+    }
 
     #[test]
     fn time_bytes_sort_like_time() {
