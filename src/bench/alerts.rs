@@ -148,13 +148,7 @@ pub(super) async fn run(
     }
     let mut once = 0usize;
     for a in &alerts {
-        let page: Value = http
-            .get(format!("{}/v1/alerts/{a}/firings", target.base))
-            .bearer_auth(&target.key)
-            .send()
-            .await?
-            .json()
-            .await?;
+        let page = super::get(http, target, &format!("/v1/alerts/{a}/firings")).await?;
         if page["data"].as_array().is_some_and(|d| d.len() == 1) {
             once += 1;
         }

@@ -268,6 +268,17 @@ async fn drive(
     (all, errors, started.elapsed())
 }
 
+/// `GET path` as the target's tenant, its JSON body (whatever the status: callers check it).
+async fn get(client: &reqwest::Client, t: &Target, path: &str) -> anyhow::Result<Value> {
+    Ok(client
+        .get(format!("{}{path}", t.base))
+        .bearer_auth(&t.key)
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
 async fn post(
     client: &reqwest::Client,
     t: &Target,
@@ -297,13 +308,7 @@ async fn billing_run(client: &reqwest::Client, t: &Target, key: &str) -> anyhow:
     let id = run["id"].as_str().unwrap_or_default().to_string();
     while run["status"] == "running" {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        run = client
-            .get(format!("{}/v1/billing-runs/{id}", t.base))
-            .bearer_auth(&t.key)
-            .send()
-            .await?
-            .json()
-            .await?;
+        run = get(client, t, &format!("/v1/billing-runs/{id}")).await?;
     }
     Ok(run)
 }
@@ -533,13 +538,12 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                 let acked = accepted.load(Ordering::Relaxed);
                 // Every acknowledged create exists: spot-check by external id.
                 let sample = format!("{run_tag}-create-0-0");
-                let found: Value = client
-                    .get(format!("{}/v1/customers?external_id={sample}", target.base))
-                    .bearer_auth(&target.key)
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
+                let found = get(
+                    &client,
+                    &target,
+                    &format!("/v1/customers?external_id={sample}"),
+                )
+                .await?;
                 let ok = acked == 0 || found["data"].as_array().is_some_and(|a| a.len() == 1);
                 (
                     1,

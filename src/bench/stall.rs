@@ -112,13 +112,7 @@ pub(super) async fn backfilled(
             BACKFILL_WAIT.as_secs()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-        meter = client
-            .get(format!("{}/v1/meters/{id}", target.base))
-            .bearer_auth(&target.key)
-            .send()
-            .await?
-            .json()
-            .await?;
+        meter = super::get(client, target, &format!("/v1/meters/{id}")).await?;
     }
     Ok(meter)
 }

@@ -203,6 +203,34 @@ fn change(
         .expect("store")
 }
 
+/// Cancels the world's subscription at `now_ms`, at once or at the period's end.
+fn cancel(
+    w: &World,
+    immediately: bool,
+    now_ms: i64,
+) -> Result<super::run::Cancellation, SubscriptionError> {
+    w.store
+        .apply_one(CancelSubscription {
+            tenant: TENANT,
+            id: w.sub,
+            immediately,
+            now_ms,
+            policy: POLICY,
+            origin: "test".into(),
+        })
+        .expect("store")
+}
+
+/// The fee and fee-credit amounts of these invoices, in order.
+fn fee_amounts(invoices: &[Invoice]) -> Vec<i64> {
+    invoices
+        .iter()
+        .flat_map(|i| i.lines.iter())
+        .filter(|l| matches!(l.kind, LineKind::FixedFee | LineKind::FeeCredit))
+        .map(|l| l.amount_minor)
+        .collect()
+}
+
 fn invoices(w: &World) -> Vec<Invoice> {
     let tx = w.store.read().expect("read");
     invoice::list(&tx, TENANT, None, None, 500).expect("list").0
@@ -560,17 +588,7 @@ fn ending_a_trial_early_bills_from_that_instant() {
 fn a_cancellation_at_period_end_can_be_resumed_before_it() {
     let w = world(None);
     let now = T0 + 1000;
-    w.store
-        .apply_one(CancelSubscription {
-            tenant: TENANT,
-            id: w.sub,
-            immediately: false,
-            now_ms: now,
-            policy: POLICY,
-            origin: "test".into(),
-        })
-        .expect("store")
-        .expect("canceling");
+    cancel(&w, false, now).expect("canceling");
     let resume = |at: i64| {
         w.store
             .apply_one(ResumeSubscription {
@@ -810,18 +828,7 @@ fn an_immediate_cancellation_stamped_before_invoiced_changes_ends_where_they_end
     // Basic (10.00 in advance) → metered (20.00 in arrears) → free.
     change(&w, 2, Effective::Now, Proration::InvoiceNow, six).expect("to metered");
     change(&w, 3, Effective::Now, Proration::InvoiceNow, noon).expect("to free");
-    let canceled = w
-        .store
-        .apply_one(CancelSubscription {
-            tenant: TENANT,
-            id: w.sub,
-            immediately: true,
-            now_ms: T0 + 5 * DAY_MS / 24,
-            policy: POLICY,
-            origin: "test".into(),
-        })
-        .expect("store")
-        .expect("canceled");
+    let canceled = cancel(&w, true, T0 + 5 * DAY_MS / 24).expect("canceled");
     assert!(canceled.invoices.is_empty(), "everything was invoiced");
     let s = sub(&w);
     assert_eq!(s.status, super::subscription::SubscriptionStatus::Canceled);
@@ -830,14 +837,8 @@ fn an_immediate_cancellation_stamped_before_invoiced_changes_ends_where_they_end
     run(&w, H);
     let all = invoices(&w);
     assert_eq!(all.len(), 3, "opening, [00:00, 06:00), [06:00, 12:00)");
-    let fees: Vec<i64> = all
-        .iter()
-        .flat_map(|i| i.lines.iter())
-        .filter(|l| matches!(l.kind, LineKind::FixedFee | LineKind::FeeCredit))
-        .map(|l| l.amount_minor)
-        .collect();
     // Basic for 6 hours (10.00 − 7.50 unused), metered for 6 hours (5.00), once each.
-    assert_eq!(fees, vec![1000, -750, 500]);
+    assert_eq!(fee_amounts(&all), vec![1000, -750, 500]);
     verify_all(&w);
 }
 
@@ -849,22 +850,12 @@ fn an_immediate_cancellation_stamped_before_invoiced_changes_ends_where_they_end
 fn an_immediate_cancellation_after_the_end_of_one_at_period_end_is_refused() {
     let w = world(None);
     run(&w, T0);
-    let cancel = |immediately: bool, now_ms: i64| {
-        w.store
-            .apply_one(CancelSubscription {
-                tenant: TENANT,
-                id: w.sub,
-                immediately,
-                now_ms,
-                policy: POLICY,
-                origin: "test".into(),
-            })
-            .expect("store")
-    };
-    let canceling = cancel(false, T0 + 1000).expect("canceling").subscription;
+    let canceling = cancel(&w, false, T0 + 1000)
+        .expect("canceling")
+        .subscription;
     assert_eq!(canceling.ends_at_ms, Some(T0 + DAY_MS));
     assert!(matches!(
-        cancel(true, T0 + DAY_MS + DAY_MS / 2),
+        cancel(&w, true, T0 + DAY_MS + DAY_MS / 2),
         Err(SubscriptionError::AlreadyCanceled(_))
     ));
     assert_eq!(sub(&w), canceling, "nothing written");
@@ -874,12 +865,6 @@ fn an_immediate_cancellation_after_the_end_of_one_at_period_end_is_refused() {
     assert_eq!(s.ends_at_ms, Some(T0 + DAY_MS));
     let all = invoices(&w);
     assert!(all.iter().all(|i| i.period_end_ms <= T0 + DAY_MS));
-    let fees: Vec<i64> = all
-        .iter()
-        .flat_map(|i| i.lines.iter())
-        .filter(|l| matches!(l.kind, LineKind::FixedFee | LineKind::FeeCredit))
-        .map(|l| l.amount_minor)
-        .collect();
-    assert_eq!(fees, vec![1000], "day 0, in advance, once");
+    assert_eq!(fee_amounts(&all), vec![1000], "day 0, in advance, once");
     verify_all(&w);
 }
