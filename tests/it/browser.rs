@@ -198,16 +198,22 @@ impl Browser {
             .expect("click");
     }
 
-    /// Clicks the first button whose text is exactly `label`.
+    /// Clicks the first button whose text is exactly `label`, then waits for the next page.
     pub async fn click_button(&self, label: &str) {
-        let xpath = format!("//button[normalize-space(.)='{label}']");
-        let button = self
+        self.click_xpath(&format!("//button[normalize-space(.)='{label}']"))
+            .await;
+    }
+
+    /// Clicks the first element matching an XPath (a button in one table row, say), then
+    /// waits for the page it leads to, so the next lookup never sees the old page.
+    pub async fn click_xpath(&self, xpath: &str) {
+        let element = self
             .client
-            .find(Locator::XPath(&xpath))
+            .find(Locator::XPath(xpath))
             .await
-            .unwrap_or_else(|e| panic!("no button {label:?}: {e}"));
+            .unwrap_or_else(|e| panic!("no element {xpath:?}: {e}"));
         let old = self.client.find(Locator::Css("html")).await.expect("page");
-        button.click().await.expect("click");
+        element.click().await.expect("click");
         self.wait_for_next_page(old).await;
     }
 

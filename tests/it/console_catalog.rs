@@ -90,13 +90,7 @@ async fn a_key_is_created_with_its_secret_shown_once_then_revoked_after_confirma
     b.screenshot("keys").await;
 
     let revoke = "//tr[contains(., 'deploy <bot>')]//button[normalize-space(.)='Revoke']";
-    b.client
-        .find(Locator::XPath(revoke))
-        .await
-        .expect("revoke button")
-        .click()
-        .await
-        .expect("click");
+    b.click_xpath(revoke).await;
     wait_for(&b, "p.question").await;
     assert!(b.text("p.question").await.starts_with("Revoke key key_"));
     assert_eq!(
@@ -219,13 +213,7 @@ async fn the_catalog_shows_plans_exactly_and_creates_meters_and_features() {
     wait_for(&b, "p.flash").await;
     assert!(b.text("p.flash").await.contains("Feature created."));
     let archive = "//tr[contains(., 'audit_log')]//button[normalize-space(.)='Archive']";
-    b.client
-        .find(Locator::XPath(archive))
-        .await
-        .expect("archive button")
-        .click()
-        .await
-        .expect("click");
+    b.click_xpath(archive).await;
     wait_for(&b, "p.question").await;
     assert!(b.text("p.question").await.starts_with("Archive feature"));
     assert_eq!(d.get("/v1/features/audit_log").await.json["active"], true);

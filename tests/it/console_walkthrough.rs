@@ -119,13 +119,7 @@ async fn an_operator_works_through_the_console_from_sign_in_to_sign_out() {
     // Revoke a key, after confirming.
     b.click_link("API keys").await;
     let row = format!("//tr[contains(., '{key_id}')]//button[normalize-space(.)='Revoke']");
-    b.client
-        .find(fantoccini::Locator::XPath(&row))
-        .await
-        .expect("the key's revoke button")
-        .click()
-        .await
-        .expect("click");
+    b.click_xpath(&row).await;
     b.click_button("Yes, do it").await;
     assert_eq!(d.get_as(&key_secret, "/v1/customers").await.status, 401);
 
