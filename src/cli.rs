@@ -59,6 +59,9 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Where the database's bytes go: rows, stored and allocated bytes per table, largest
+    /// first (read from one snapshot; works while the daemon serves).
+    Space,
     /// Replace the database with a complete backup (one whose completion marker agrees with its
     /// rows). Refuses while a daemon holds the database. The backup is copied beside the
     /// database, synced and renamed over it, so a failed copy changes nothing; the previous
@@ -294,6 +297,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(command) => dlq(&config, command),
         Command::Notifications(command) => notifications(&config, command),
         Command::Backup { out } => backup(&config, &out),
+        Command::Space => space(&config),
         Command::Bench {
             url,
             key,
@@ -719,6 +723,29 @@ fn backup(config: &Config, out: &std::path::Path) -> anyhow::Result<()> {
         &completion.digest[..16],
         report.entries
     );
+    Ok(())
+}
+
+fn space(config: &Config) -> anyhow::Result<()> {
+    let (_db, _store, tx) = if config.database_url.is_set() {
+        let store = open(config)?;
+        let tx = store.read()?;
+        (None, Some(store), tx)
+    } else {
+        let (db, store, tx) = crate::store::backup::read_snapshot(&config.database_path)?;
+        (db, store, std::sync::Arc::new(tx))
+    };
+    let tables = crate::store::space::measure(&tx)?;
+    print!("{}", crate::store::space::report(&tables));
+    if !config.database_url.is_set() {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&config.database_path)?;
+        println!(
+            "file: {} bytes long, {} bytes allocated on disk",
+            meta.len(),
+            meta.blocks() * 512
+        );
+    }
     Ok(())
 }
 

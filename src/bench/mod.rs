@@ -802,11 +802,18 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
     }
     drop(ceiling_server);
     let rss = target.peak_rss_kib();
+    let events = metric(&client, &target, "tally_events_total{outcome=\"accepted\"}").await as u64;
+    let space = target.space();
     if opts.json {
+        let tables: Vec<Value> = space
+            .iter()
+            .flatten()
+            .map(|t| json!({"table": t.name, "rows": t.rows, "stored_bytes": t.stored_bytes, "allocated_bytes": t.allocated_bytes}))
+            .collect();
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &json!({"backend": opts.backend.name(), "nodes": target.bases.len(), "clients": opts.clients, "duration_secs": opts.duration_secs, "peak_rss_kib": rss, "scenarios": out})
+                &json!({"backend": opts.backend.name(), "nodes": target.bases.len(), "clients": opts.clients, "duration_secs": opts.duration_secs, "peak_rss_kib": rss, "events_stored": events, "space": tables, "scenarios": out})
             )?
         );
     } else {
@@ -869,9 +876,32 @@ pub async fn run(opts: Options) -> anyhow::Result<Vec<Figures>> {
                 kib / 1024
             );
         }
+        if let (Some(tables), true) = (&space, events > 0) {
+            print!("{}", space_per_event(tables, events));
+        }
     }
     if out.iter().any(|f| !f.verified) {
         bail!("stored counts did not match what was acknowledged");
     }
     Ok(out)
+}
+
+/// The redb file's tables by allocated bytes per stored event, largest first (the tables that
+/// take under one byte per event are left out).
+fn space_per_event(tables: &[crate::store::space::TableSpace], events: u64) -> String {
+    use std::fmt::Write;
+    let mut out = format!("bytes on disk per event by table ({events} events stored):\n");
+    let total: u64 = tables.iter().map(|t| t.allocated_bytes).sum();
+    for t in tables.iter().filter(|t| t.allocated_bytes >= events) {
+        let _ = writeln!(
+            out,
+            "  {:<24} {:>6} B/event  ({} rows, {:.2} rows/event)",
+            t.name,
+            t.allocated_bytes / events,
+            t.rows,
+            t.rows as f64 / events as f64
+        );
+    }
+    let _ = writeln!(out, "  {:<24} {:>6} B/event", "all tables", total / events);
+    out
 }

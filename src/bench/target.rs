@@ -147,6 +147,12 @@ impl Target {
         Some(meta.blocks() * 512)
     }
 
+    /// Room per table in the redb file, from a read-only snapshot beside the daemon.
+    pub fn space(&self) -> Option<Vec<crate::store::space::TableSpace>> {
+        let (_db, _store, tx) = crate::store::backup::read_snapshot(self.file.as_ref()?).ok()?;
+        crate::store::space::measure(&tx).ok()
+    }
+
     /// The largest peak resident set of the daemons this run started, KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
         self.children

@@ -10,6 +10,7 @@ pub(crate) mod fault;
 pub mod keys;
 pub mod pg;
 pub mod restore;
+pub mod space;
 pub mod table;
 pub mod tables;
 pub mod touched;

@@ -134,6 +134,15 @@ impl ReadTxn {
         }
     }
 
+    /// Bytes a table occupies on the PostgreSQL server (0 on redb, whose tables
+    /// `store::space` measures from the snapshot itself).
+    pub fn relation_bytes(&self, table: &'static str) -> Result<u64, StoreError> {
+        match &self.0 {
+            ReadInner::Redb(_) => Ok(0),
+            ReadInner::Pg(tx) => tx.relation_bytes(table),
+        }
+    }
+
     /// The redb snapshot underneath (backups copy it table by table).
     pub fn as_redb(&self) -> Option<&redb::ReadTransaction> {
         match &self.0 {

@@ -212,3 +212,39 @@ async fn a_database_that_no_longer_opens_is_replaced_by_a_restore_and_kept_aside
     let customers = d.get("/v1/customers").await;
     assert_eq!(customers.json["data"][0]["external_id"], "acme");
 }
+
+#[tokio::test]
+async fn space_names_the_tables_that_hold_the_rows_while_serving() {
+    let d = Daemon::start().await;
+    d.customer("acme", "USD").await;
+    for i in 0..20 {
+        let r = d
+            .post(
+                "/v1/events",
+                None,
+                &json!({"id": format!("e{i}"), "customer": "acme", "type": "call"}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.json);
+    }
+    let out = d.cli(&["space"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = |name: &str| -> Vec<String> {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} row in\n{text}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(row("events")[1], "20", "{text}");
+    assert_eq!(row("events_by_customer")[1], "20", "{text}");
+    let allocated: u64 = row("events")[3].parse().expect("bytes");
+    assert!(allocated > 0, "{text}");
+    assert!(text.lines().any(|l| l.starts_with("total")), "{text}");
+}

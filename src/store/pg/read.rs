@@ -85,6 +85,11 @@ impl PgRead {
         self.run(|conn| sql::page(conn, table, lower, upper, reverse, limit))
     }
 
+    /// Bytes the table occupies on the server, indexes included.
+    pub fn relation_bytes(&self, table: &'static str) -> Result<u64, StoreError> {
+        self.run(|conn| sql::relation_bytes(conn, table))
+    }
+
     /// Rows in the table.
     pub fn count(&self, table: &'static str) -> Result<u64, StoreError> {
         self.run(|conn| sql::count(conn, table))

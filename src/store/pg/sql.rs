@@ -80,6 +80,21 @@ pub(crate) fn first_error(answers: Vec<Result<Reply, StoreError>>) -> Result<(),
         .try_for_each(|answer| answer.map(|_| ()))
 }
 
+/// Bytes the table occupies with its indexes and TOAST (`pg_total_relation_size`).
+pub(crate) fn relation_bytes(conn: &mut Conn, table: &str) -> Result<u64, StoreError> {
+    let rows = conn.query(
+        "SELECT pg_total_relation_size(to_regclass($1))::bigint",
+        &[&table_name(table)],
+    )?;
+    let n: Option<i64> = rows
+        .first()
+        .map(|row| row.try_get(0))
+        .transpose()
+        .map_err(decode)?
+        .flatten();
+    Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
+}
+
 /// How many rows the table holds.
 pub(crate) fn count(conn: &mut Conn, table: &str) -> Result<u64, StoreError> {
     let sql = format!("SELECT count(*) FROM {}", table_name(table));
