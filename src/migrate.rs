@@ -99,5 +99,11 @@ fn steps(tx: &WriteTxn, from: u32) -> Result<(), StoreError> {
             "schema 4 → 5: usage rollups keyed time first, with day rollups"
         );
     }
+    if from < 6 {
+        // Packed rollups (`ingest::rollup_record`) are new rows only: the rows already written
+        // read as they are and are packed when an event next changes them, so the upgrade
+        // rewrites nothing. The version keeps an older binary from misreading packed rows.
+        tracing::info!("schema 5 → 6: usage rollups are packed from now on");
+    }
     Ok(())
 }

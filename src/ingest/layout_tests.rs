@@ -11,7 +11,7 @@ use super::parse::{parse_body, Context, Format};
 use super::tests::{meter, AGGREGATIONS, NOW_MS, TENANT};
 use super::usage;
 use crate::config::IngestConfig;
-use crate::store::{tables, ReadableTable, Store};
+use crate::store::{codec, tables, ReadableTable, Store};
 
 /// Events of one customer over three days, two a minute apart now and then, values and users
 /// varying.
@@ -96,9 +96,12 @@ fn downgrade(store: &Store) {
             let (key, value) = entry.expect("row");
             let key = key.value();
             let legacy = legacy(key);
+            // Schema 4 wrote bincode records.
+            let rollup = super::rollup_record::decode(value.value()).expect("rollup");
+            let value = codec::encode(&rollup).expect("encode");
             match key[8] {
-                b'h' => hourly.insert(legacy.as_slice(), value.value()),
-                b'm' => minutely.insert(legacy.as_slice(), value.value()),
+                b'h' => hourly.insert(legacy.as_slice(), value.as_slice()),
+                b'm' => minutely.insert(legacy.as_slice(), value.as_slice()),
                 _ => Ok(()),
             }
             .expect("insert");

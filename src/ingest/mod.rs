@@ -7,6 +7,7 @@ pub mod meter;
 pub mod parse;
 pub mod purge;
 pub mod rate;
+pub mod rollup_record;
 pub mod usage;
 pub mod usage_layout;
 

@@ -216,7 +216,7 @@ impl RollupCache {
         let rollup = match self.dirty.get(&key) {
             Some(r) => r.clone(),
             None => match table.get(key.as_slice())? {
-                Some(v) => codec::decode(v.value())?,
+                Some(v) => super::rollup_record::decode(v.value())?,
                 None => Rollup::default(),
             },
         };
@@ -292,7 +292,10 @@ impl RollupCache {
         rollups: &mut crate::store::Table<'_, &'static [u8], &'static [u8]>,
     ) -> Result<(), StoreError> {
         for (key, rollup) in self.dirty {
-            rollups.insert(key.as_slice(), codec::encode(&rollup)?.as_slice())?;
+            rollups.insert(
+                key.as_slice(),
+                super::rollup_record::encode(&rollup).as_slice(),
+            )?;
         }
         Ok(())
     }
@@ -645,7 +648,7 @@ where
             let keys: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
             for (key, row) in keys.iter().zip(self.t.rollups.get_many(&keys)?) {
                 let Some(row) = row else { continue };
-                acc.add_rollup(&codec::decode::<Rollup>(row.value())?);
+                acc.add_rollup(&super::rollup_record::decode(row.value())?);
                 if unique {
                     self.distinct(key, acc)?;
                 }

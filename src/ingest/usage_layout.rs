@@ -1,6 +1,8 @@
 //! The usage tables' layouts before schema 5, and the upgrade steps that build and convert
 //! them: schema 1 → 2 built minute rollups, schema 4 → 5 keys every rollup time first and adds
-//! day rollups and distinct values per day ([`super::usage`] has the layout now written).
+//! day rollups and distinct values per day ([`super::usage`] has the layout now written) and
+//! packs each rollup ([`super::rollup_record`]; schema 5 → 6 repacks nothing: its rows read as
+//! they are and are packed when next written).
 
 use crate::id::Id;
 use crate::store::keys::{self, time_bytes, TenantId};
@@ -122,9 +124,10 @@ fn convert_hours_and_days(tx: &WriteTxn, done: &mut Converted) -> Result<(), Sto
         let (key, value) = entry?;
         let k = parse_legacy(key.value())?;
         let hour_key = rollup_key(k.tenant, Grain::Hour, k.bucket_ms, k.meter, k.customer);
-        put(tx, &mut rollups, &hour_key, value.value(), done)?;
+        let rollup: Rollup = super::rollup_record::decode(value.value())?;
+        let packed = super::rollup_record::encode(&rollup);
+        put(tx, &mut rollups, &hour_key, &packed, done)?;
         done.hours += 1;
-        let rollup: Rollup = codec::decode(value.value())?;
         let day_key = rollup_key(k.tenant, Grain::Day, k.bucket_ms, k.meter, k.customer);
         match &mut day {
             Some((open, sum)) if *open == day_key => sum.merge(&rollup).map_err(|_| {
@@ -132,14 +135,26 @@ fn convert_hours_and_days(tx: &WriteTxn, done: &mut Converted) -> Result<(), Sto
             })?,
             _ => {
                 if let Some((key, sum)) = day.replace((day_key, rollup)) {
-                    put(tx, &mut rollups, &key, &codec::encode(&sum)?, done)?;
+                    put(
+                        tx,
+                        &mut rollups,
+                        &key,
+                        &super::rollup_record::encode(&sum),
+                        done,
+                    )?;
                     done.days += 1;
                 }
             }
         }
     }
     if let Some((key, sum)) = day {
-        put(tx, &mut rollups, &key, &codec::encode(&sum)?, done)?;
+        put(
+            tx,
+            &mut rollups,
+            &key,
+            &super::rollup_record::encode(&sum),
+            done,
+        )?;
         done.days += 1;
     }
     Ok(())
@@ -153,7 +168,8 @@ fn convert_minutes(tx: &WriteTxn, done: &mut Converted) -> Result<(), StoreError
         let (key, value) = entry?;
         let k = parse_legacy(key.value())?;
         let minute_key = rollup_key(k.tenant, Grain::Minute, k.bucket_ms, k.meter, k.customer);
-        put(tx, &mut rollups, &minute_key, value.value(), done)?;
+        let packed = super::rollup_record::encode(&super::rollup_record::decode(value.value())?);
+        put(tx, &mut rollups, &minute_key, &packed, done)?;
         done.minutes += 1;
     }
     Ok(())
@@ -221,7 +237,10 @@ pub fn rebuild_minute_rollups(tx: &WriteTxn) -> Result<u64, StoreError> {
             }
         }
         for (key, rollup) in rollups {
-            minutely.insert(key.as_slice(), codec::encode(&rollup)?.as_slice())?;
+            minutely.insert(
+                key.as_slice(),
+                super::rollup_record::encode(&rollup).as_slice(),
+            )?;
             written += 1;
         }
     }

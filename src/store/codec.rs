@@ -5,12 +5,25 @@
 //! replacing it touches one file. Decoding an unknown version or a truncated record is a typed
 //! error, never a panic. Stored types must not use `skip_serializing_if` or untagged enums:
 //! bincode is not self-describing.
+//!
+//! The records written once per event and meter (usage rollups) are packed by hand instead
+//! ([`Packer`], version byte [`PACKED_VERSION`]): variable-length integers and decimals, and
+//! only the fields a record needs. Their readers accept both versions, so rows written before
+//! stay readable.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// The record format written today.
 pub const FORMAT_VERSION: u8 = 1;
+
+/// The version byte of records packed field by field with [`Packer`].
+pub const PACKED_VERSION: u8 = 2;
+
+/// Whether `bytes` is a packed record (else a bincode one, or garbage).
+pub fn is_packed(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&PACKED_VERSION)
+}
 
 /// Why a stored record could not be turned back into a value.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +75,157 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
+/// Writes a packed record: its version byte, then fields in the order the reader takes them.
+#[derive(Debug)]
+pub struct Packer {
+    out: Vec<u8>,
+}
+
+impl Default for Packer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Packer {
+    /// An empty record (its version byte only).
+    pub fn new() -> Self {
+        let mut out = Vec::with_capacity(48);
+        out.push(PACKED_VERSION);
+        Self { out }
+    }
+
+    /// One byte.
+    pub fn byte(&mut self, b: u8) -> &mut Self {
+        self.out.push(b);
+        self
+    }
+
+    /// An unsigned integer in LEB128 (7 bits per byte, small values in one byte).
+    pub fn unsigned(&mut self, mut v: u128) -> &mut Self {
+        while v >= 0x80 {
+            self.out.push((v as u8 & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        self.out.push(v as u8);
+        self
+    }
+
+    /// A signed integer, zigzag-mapped so small magnitudes of either sign stay short.
+    pub fn signed(&mut self, v: i128) -> &mut Self {
+        self.unsigned(((v << 1) ^ (v >> 127)) as u128)
+    }
+
+    /// Sixteen bytes as they are (ids are random in their low bits: LEB128 would grow them).
+    pub fn fixed16(&mut self, v: u128) -> &mut Self {
+        self.out.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+
+    /// An exact decimal: its scale, then its mantissa (a token count takes three bytes).
+    pub fn decimal(&mut self, d: rust_decimal::Decimal) -> &mut Self {
+        self.out.push(d.scale() as u8);
+        self.signed(d.mantissa())
+    }
+
+    /// The record.
+    pub fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+}
+
+/// Reads a packed record written by [`Packer`]; every read checks what is left, so a
+/// truncated or garbled record is a typed error.
+#[derive(Debug)]
+pub struct Unpacker<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Unpacker<'a> {
+    /// Starts after the version byte, which must be [`PACKED_VERSION`].
+    pub fn new(bytes: &'a [u8]) -> Result<Self, CodecError> {
+        let (&version, rest) = bytes.split_first().ok_or(CodecError::Empty)?;
+        if version != PACKED_VERSION {
+            return Err(CodecError::UnknownVersion(version));
+        }
+        Ok(Self { rest })
+    }
+
+    fn short() -> CodecError {
+        CodecError::Decode("packed record ends early".into())
+    }
+
+    /// One byte.
+    pub fn byte(&mut self) -> Result<u8, CodecError> {
+        let (&b, rest) = self.rest.split_first().ok_or_else(Self::short)?;
+        self.rest = rest;
+        Ok(b)
+    }
+
+    /// An unsigned integer written by [`Packer::unsigned`].
+    pub fn unsigned(&mut self) -> Result<u128, CodecError> {
+        let mut v = 0u128;
+        for shift in (0..128).step_by(7) {
+            let b = self.byte()?;
+            let bits = u128::from(b & 0x7f);
+            if shift == 126 && bits > 0b11 {
+                break;
+            }
+            v |= bits << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(CodecError::Decode("packed integer too long".into()))
+    }
+
+    /// An unsigned integer that must fit in 64 bits.
+    pub fn unsigned64(&mut self) -> Result<u64, CodecError> {
+        u64::try_from(self.unsigned()?)
+            .map_err(|_| CodecError::Decode("packed integer out of range".into()))
+    }
+
+    /// A signed integer written by [`Packer::signed`].
+    pub fn signed(&mut self) -> Result<i128, CodecError> {
+        let z = self.unsigned()?;
+        Ok((z >> 1) as i128 ^ -((z & 1) as i128))
+    }
+
+    /// A signed integer that must fit in 64 bits.
+    pub fn signed64(&mut self) -> Result<i64, CodecError> {
+        i64::try_from(self.signed()?)
+            .map_err(|_| CodecError::Decode("packed integer out of range".into()))
+    }
+
+    /// Sixteen bytes written by [`Packer::fixed16`].
+    pub fn fixed16(&mut self) -> Result<u128, CodecError> {
+        let (head, rest) = self.rest.split_at_checked(16).ok_or_else(Self::short)?;
+        self.rest = rest;
+        let bytes = <[u8; 16]>::try_from(head).map_err(|_| Self::short())?;
+        Ok(u128::from_be_bytes(bytes))
+    }
+
+    /// A decimal written by [`Packer::decimal`]; one outside the decimal range is an error.
+    pub fn decimal(&mut self) -> Result<rust_decimal::Decimal, CodecError> {
+        let scale = u32::from(self.byte()?);
+        let mantissa = self.signed()?;
+        rust_decimal::Decimal::try_from_i128_with_scale(mantissa, scale)
+            .map_err(|e| CodecError::Decode(format!("packed decimal: {e}")))
+    }
+
+    /// Checks that the record was read to its end.
+    pub fn finish(self) -> Result<(), CodecError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(CodecError::Decode(format!(
+                "{} trailing bytes after the packed record",
+                self.rest.len()
+            )))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +256,91 @@ mod tests {
         ));
         assert!(matches!(decode::<Sample>(&[]), Err(CodecError::Empty)));
         assert!(decode::<Sample>(&bytes[..2]).is_err());
+    }
+
+    #[test]
+    fn packed_fields_round_trip_at_their_limits() {
+        let decimals = [
+            rust_decimal::Decimal::ZERO,
+            rust_decimal::Decimal::MAX,
+            rust_decimal::Decimal::MIN,
+            rust_decimal::Decimal::new(-25, 1),
+            rust_decimal::Decimal::new(1, 28),
+        ];
+        let mut p = Packer::new();
+        p.unsigned(0)
+            .unsigned(u128::MAX)
+            .signed(i128::MIN)
+            .signed(i128::MAX);
+        p.signed(-1).fixed16(u128::MAX - 7).byte(255);
+        for d in decimals {
+            p.decimal(d);
+        }
+        let bytes = p.finish();
+        assert!(is_packed(&bytes));
+        let mut u = Unpacker::new(&bytes).expect("version");
+        assert_eq!(u.unsigned().expect("u"), 0);
+        assert_eq!(u.unsigned().expect("u"), u128::MAX);
+        assert_eq!(u.signed().expect("s"), i128::MIN);
+        assert_eq!(u.signed().expect("s"), i128::MAX);
+        assert_eq!(u.signed64().expect("s"), -1);
+        assert_eq!(u.fixed16().expect("f"), u128::MAX - 7);
+        assert_eq!(u.byte().expect("b"), 255);
+        for d in decimals {
+            assert_eq!(u.decimal().expect("d"), d);
+        }
+        u.finish().expect("read to the end");
+        // Every truncation is an error, never a panic or a wrong value read silently.
+        for cut in 1..bytes.len() {
+            let mut u = Unpacker::new(&bytes[..cut]).expect("version");
+            let whole = (|| -> Result<(), CodecError> {
+                u.unsigned()?;
+                u.unsigned()?;
+                u.signed()?;
+                u.signed()?;
+                u.signed64()?;
+                u.fixed16()?;
+                u.byte()?;
+                for _ in decimals {
+                    u.decimal()?;
+                }
+                Ok(())
+            })();
+            assert!(whole.is_err(), "cut at {cut} read as whole");
+        }
+        assert!(Unpacker::new(&[0xff; 20]).is_err());
+        let mut long = Unpacker::new(&[
+            PACKED_VERSION,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0x7f,
+        ])
+        .expect("v");
+        assert!(long.unsigned().is_err(), "more than 128 bits");
+        let mut bad_scale = Packer::new();
+        bad_scale.byte(29).signed(1);
+        let bytes = bad_scale.finish();
+        assert!(Unpacker::new(&bytes).expect("v").decimal().is_err());
+        assert!(Unpacker::new(&[PACKED_VERSION, 1])
+            .expect("v")
+            .finish()
+            .is_err());
     }
 }

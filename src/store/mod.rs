@@ -32,7 +32,7 @@ pub use txn::{ReadTxn, WriteTxn};
 
 /// The schema this binary writes. A database with a larger number was written by a newer Tally
 /// and is refused rather than misread.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// The marker stored under `meta["format"]` that tells a Tally database from any other redb file.
 const FORMAT_MARKER: &[u8] = b"tally";
