@@ -100,10 +100,11 @@ fn steps(tx: &WriteTxn, from: u32) -> Result<(), StoreError> {
         );
     }
     if from < 6 {
-        // Packed rollups (`ingest::rollup_record`) are new rows only: the rows already written
-        // read as they are and are packed when an event next changes them, so the upgrade
-        // rewrites nothing. The version keeps an older binary from misreading packed rows.
-        tracing::info!("schema 5 → 6: usage rollups are packed from now on");
+        // Packed rollups and events (`ingest::rollup_record`, `ingest::event_record`) are new
+        // rows only: the rows already written read as they are (a rollup is packed when an
+        // event next changes it), so the upgrade rewrites nothing. The version keeps an older
+        // binary from misreading packed rows.
+        tracing::info!("schema 5 → 6: usage rollups and events are packed from now on");
     }
     Ok(())
 }

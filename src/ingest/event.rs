@@ -23,7 +23,7 @@ use crate::id::Id;
 use crate::store::keys::{self, time_bytes, TenantId};
 use crate::store::touched::{self, Touch, Touched};
 use crate::store::writer::Command;
-use crate::store::{codec, get_record, put_record, tables, StoreError};
+use crate::store::{tables, StoreError};
 
 /// The public id prefix.
 pub const PREFIX: &str = "evt";
@@ -449,9 +449,13 @@ fn bucket_of(timestamp_ms: i64, window_ms: i64) -> i64 {
 }
 
 fn load_event(tables: &Tables<'_>, tenant: TenantId, id: Id) -> Result<Event, StoreError> {
-    get_record::<Event, _>(&tables.events, keys::tenant_id(tenant, id))?.ok_or_else(|| {
-        StoreError::Corrupt(format!("identity points at missing {}", id.display(PREFIX)))
-    })
+    match tables.events.get(keys::tenant_id(tenant, id).as_slice())? {
+        Some(stored) => Ok(super::event_record::decode(stored.value())?),
+        None => Err(StoreError::Corrupt(format!(
+            "identity points at missing {}",
+            id.display(PREFIX)
+        ))),
+    }
 }
 
 fn id_from(bytes: &[u8]) -> Result<Id, StoreError> {
@@ -638,10 +642,9 @@ fn apply_one(
         late,
         seq: *seq,
     };
-    put_record(
-        &mut tables.events,
-        &keys::tenant_id(tenant, event.id),
-        &event,
+    tables.events.insert(
+        keys::tenant_id(tenant, event.id).as_slice(),
+        super::event_record::encode(&event).as_slice(),
     )?;
     let index = match &event.identity {
         Identity::Stable { .. } => &mut tables.stable,
@@ -690,7 +693,7 @@ pub fn rebuild_stable_identities(tx: &WriteTxn) -> Result<u64, StoreError> {
         let (key, value) = entry?;
         let tenant = keys::tenant_of(key.value())
             .ok_or_else(|| StoreError::Corrupt("malformed event key".into()))?;
-        let event: Event = codec::decode(value.value())?;
+        let event = super::event_record::decode(value.value())?;
         if let Identity::Stable { id } = &event.identity {
             index.insert(
                 stable_key(tenant, &event.source, id).as_slice(),
@@ -705,7 +708,11 @@ pub fn rebuild_stable_identities(tx: &WriteTxn) -> Result<u64, StoreError> {
 /// One event of a tenant.
 pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<Event>, StoreError> {
     let table = tx.open_table(tables::EVENTS)?;
-    get_record(&table, keys::tenant_id(tenant, id))
+    let found = match table.get(keys::tenant_id(tenant, id).as_slice())? {
+        Some(stored) => Some(super::event_record::decode(stored.value())?),
+        None => None,
+    };
+    Ok(found)
 }
 
 /// Filters of an event listing.
@@ -759,7 +766,7 @@ pub fn list(
         if scanned == MAX_SCAN_ROWS {
             return Ok((out, last_seen));
         }
-        let event: Event = codec::decode(value.value())?;
+        let event = super::event_record::decode(value.value())?;
         last_seen = Some(event.id);
         let keep = filter.customer.is_none_or(|c| c == event.customer)
             && filter

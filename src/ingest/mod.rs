@@ -3,6 +3,7 @@
 pub mod anomaly;
 pub mod backfill;
 pub mod event;
+pub mod event_record;
 pub mod meter;
 pub mod parse;
 pub mod purge;

@@ -26,7 +26,7 @@ use super::meter::{Aggregation, Contribution, Meter, ValueError};
 use crate::decimal::Stored;
 use crate::id::Id;
 use crate::store::keys::{self, time_bytes, TenantId};
-use crate::store::{codec, tables, StoreError};
+use crate::store::{tables, StoreError};
 
 /// One day in milliseconds: the coarsest rollup grain (UTC days).
 pub const DAY_MS: i64 = 86_400_000;
@@ -310,7 +310,7 @@ pub(crate) fn stored_contribution(
     meter: &Meter,
     encoded: &[u8],
 ) -> Result<Option<StoredContribution>, StoreError> {
-    let event: Event = codec::decode(encoded)?;
+    let event = super::event_record::decode(encoded)?;
     if event.event_type != meter.event_type {
         return Ok(None);
     }
@@ -798,7 +798,7 @@ fn visit_chunk(
                 "customer index points at no event".into(),
             ));
         };
-        let event: Event = codec::decode(stored.value())?;
+        let event = super::event_record::decode(stored.value())?;
         if event.event_type != meter.event_type || event.seq > cutoff_seq {
             continue;
         }

@@ -6,7 +6,7 @@
 //! error, never a panic. Stored types must not use `skip_serializing_if` or untagged enums:
 //! bincode is not self-describing.
 //!
-//! The records written once per event and meter (usage rollups) are packed by hand instead
+//! The records written once per event (the event, and its usage rollups) are packed by hand instead
 //! ([`Packer`], version byte [`PACKED_VERSION`]): variable-length integers and decimals, and
 //! only the fields a record needs. Their readers accept both versions, so rows written before
 //! stay readable.
@@ -128,6 +128,18 @@ impl Packer {
         self.signed(d.mantissa())
     }
 
+    /// Bytes of a known length, as they are (digests, hashes).
+    pub fn raw(&mut self, bytes: &[u8]) -> &mut Self {
+        self.out.extend_from_slice(bytes);
+        self
+    }
+
+    /// Text: its length, then its UTF-8 bytes.
+    pub fn text(&mut self, s: &str) -> &mut Self {
+        self.unsigned(s.len() as u128);
+        self.raw(s.as_bytes())
+    }
+
     /// The record.
     pub fn finish(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.out)
@@ -213,6 +225,23 @@ impl<'a> Unpacker<'a> {
             .map_err(|e| CodecError::Decode(format!("packed decimal: {e}")))
     }
 
+    /// `N` bytes written by [`Packer::raw`].
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
+        let (head, rest) = self.rest.split_at_checked(N).ok_or_else(Self::short)?;
+        self.rest = rest;
+        <[u8; N]>::try_from(head).map_err(|_| Self::short())
+    }
+
+    /// Text written by [`Packer::text`]; bytes that are not UTF-8 are an error.
+    pub fn text(&mut self) -> Result<String, CodecError> {
+        let len = usize::try_from(self.unsigned()?)
+            .map_err(|_| CodecError::Decode("packed text too long".into()))?;
+        let (head, rest) = self.rest.split_at_checked(len).ok_or_else(Self::short)?;
+        self.rest = rest;
+        String::from_utf8(head.to_vec())
+            .map_err(|_| CodecError::Decode("packed text is not UTF-8".into()))
+    }
+
     /// Checks that the record was read to its end.
     pub fn finish(self) -> Result<(), CodecError> {
         if self.rest.is_empty() {
@@ -273,6 +302,7 @@ mod tests {
             .signed(i128::MIN)
             .signed(i128::MAX);
         p.signed(-1).fixed16(u128::MAX - 7).byte(255);
+        p.text("grüße").raw(&[1, 2, 3]).text("");
         for d in decimals {
             p.decimal(d);
         }
@@ -286,6 +316,9 @@ mod tests {
         assert_eq!(u.signed64().expect("s"), -1);
         assert_eq!(u.fixed16().expect("f"), u128::MAX - 7);
         assert_eq!(u.byte().expect("b"), 255);
+        assert_eq!(u.text().expect("t"), "grüße");
+        assert_eq!(u.array::<3>().expect("a"), [1, 2, 3]);
+        assert_eq!(u.text().expect("t"), "");
         for d in decimals {
             assert_eq!(u.decimal().expect("d"), d);
         }
@@ -301,6 +334,9 @@ mod tests {
                 u.signed64()?;
                 u.fixed16()?;
                 u.byte()?;
+                u.text()?;
+                u.array::<3>()?;
+                u.text()?;
                 for _ in decimals {
                     u.decimal()?;
                 }
