@@ -485,7 +485,10 @@ pub fn preview(
     // Whenever that invoice is issued, the opening invoice (if the first plan bills in
     // advance) has been issued before it.
     changed.opening_invoiced = true;
-    let events = tx.open_table(tables::EVENTS)?;
+    let events = crate::ingest::event_record::EventTable::new(
+        tx.open_table(tables::EVENTS)?,
+        tx.open_table(tables::PROPERTY_DICTIONARIES)?,
+    );
     let by_customer = tx.open_table(tables::EVENTS_BY_CUSTOMER)?;
     let billed = tx.open_table(tables::BILLED_USAGE)?;
     let meters = tx.open_table(tables::METERS)?;

@@ -131,7 +131,10 @@ pub fn compute_lines<T: Tables>(
         rollups: tx.bytes(tables::USAGE_ROLLUPS)?,
         distinct: tx.set(tables::USAGE_DISTINCT)?,
         by_customer: tx.set(tables::EVENTS_BY_CUSTOMER)?,
-        events: tx.bytes(tables::EVENTS)?,
+        events: crate::ingest::event_record::EventTable::new(
+            tx.bytes(tables::EVENTS)?,
+            tx.bytes(tables::PROPERTY_DICTIONARIES)?,
+        ),
     };
     let billed = tx.bytes(tables::BILLED_USAGE)?;
     let meters = tx.bytes(tables::METERS)?;

@@ -322,8 +322,8 @@ where
     B: ReadableTable<&'static [u8], &'static [u8]>,
     M: ReadableTable<&'static [u8], &'static [u8]>,
 {
-    /// Events.
-    pub events: &'a E,
+    /// Events, with their properties dictionaries.
+    pub events: &'a crate::ingest::event_record::EventTable<E>,
     /// Events by customer and time.
     pub by_customer: &'a C,
     /// Billed quantities.

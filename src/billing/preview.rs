@@ -33,7 +33,10 @@ pub fn upcoming(
     customer: crate::id::Id,
     policy: &Policy,
 ) -> Result<Vec<Result<Draft, invoice::InvoiceError>>, StoreError> {
-    let events = tx.open_table(tables::EVENTS)?;
+    let events = crate::ingest::event_record::EventTable::new(
+        tx.open_table(tables::EVENTS)?,
+        tx.open_table(tables::PROPERTY_DICTIONARIES)?,
+    );
     let by_customer = tx.open_table(tables::EVENTS_BY_CUSTOMER)?;
     let billed = tx.open_table(tables::BILLED_USAGE)?;
     let meters = tx.open_table(tables::METERS)?;

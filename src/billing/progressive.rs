@@ -637,7 +637,10 @@ fn evaluate_period(
         return Ok(Ok(None));
     }
     let lines = {
-        let events = tx.open_table(tables::EVENTS)?;
+        let events = crate::ingest::event_record::EventTable::new(
+            tx.open_table(tables::EVENTS)?,
+            tx.open_table(tables::PROPERTY_DICTIONARIES)?,
+        );
         let by_customer = tx.open_table(tables::EVENTS_BY_CUSTOMER)?;
         let billed_usage = tx.open_table(tables::BILLED_USAGE)?;
         let meters = tx.open_table(tables::METERS)?;

@@ -264,7 +264,10 @@ fn compute_lines(
         ctx.now_ms,
         replaces,
     )?;
-    let events = ctx.tx.open_table(tables::EVENTS)?;
+    let events = crate::ingest::event_record::EventTable::new(
+        ctx.tx.open_table(tables::EVENTS)?,
+        ctx.tx.open_table(tables::PROPERTY_DICTIONARIES)?,
+    );
     let by_customer = ctx.tx.open_table(tables::EVENTS_BY_CUSTOMER)?;
     let billed = ctx.tx.open_table(tables::BILLED_USAGE)?;
     let meters = ctx.tx.open_table(tables::METERS)?;

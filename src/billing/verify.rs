@@ -39,7 +39,10 @@ pub fn verify_invoice(
     };
     let plans = tx.open_table(tables::PLANS)?;
     let meters = tx.open_table(tables::METERS)?;
-    let events = tx.open_table(tables::EVENTS)?;
+    let events = crate::ingest::event_record::EventTable::new(
+        tx.open_table(tables::EVENTS)?,
+        tx.open_table(tables::PROPERTY_DICTIONARIES)?,
+    );
     let by_customer = tx.open_table(tables::EVENTS_BY_CUSTOMER)?;
     let subs = tx.open_table(tables::SUBSCRIPTIONS)?;
     let Some(sub) =

@@ -25,6 +25,8 @@ use crate::store::touched::{self, Touch, Touched};
 use crate::store::writer::Command;
 use crate::store::{tables, StoreError};
 
+use super::properties_dictionary::Dictionaries;
+
 /// The public id prefix.
 pub const PREFIX: &str = "evt";
 /// The source of events that name none.
@@ -253,6 +255,8 @@ struct Tables<'t> {
     events: crate::store::Table<'t, &'static [u8], &'static [u8]>,
     stable: crate::store::Table<'t, &'static [u8], &'static [u8]>,
     derived: crate::store::Table<'t, &'static [u8], &'static [u8]>,
+    /// Properties dictionaries by event type (sampled and fixed as events arrive).
+    dictionaries: Dictionaries<crate::store::Table<'t, &'static [u8], &'static [u8]>>,
     by_customer: crate::store::Table<'t, &'static [u8], ()>,
     customers_by_external: crate::store::Table<'t, &'static [u8], &'static [u8]>,
     meters: crate::store::Table<'t, &'static [u8], &'static [u8]>,
@@ -279,6 +283,7 @@ impl<'t> Tables<'t> {
             tx,
             anomalies: None,
             events: tx.open_table(tables::EVENTS)?,
+            dictionaries: Dictionaries::new(tx.open_table(tables::PROPERTY_DICTIONARIES)?),
             stable: tx.open_table(tables::EVENT_IDS)?,
             derived: tx.open_table(tables::EVENT_DERIVED)?,
             by_customer: tx.open_table(tables::EVENTS_BY_CUSTOMER)?,
@@ -450,7 +455,9 @@ fn bucket_of(timestamp_ms: i64, window_ms: i64) -> i64 {
 
 fn load_event(tables: &Tables<'_>, tenant: TenantId, id: Id) -> Result<Event, StoreError> {
     match tables.events.get(keys::tenant_id(tenant, id).as_slice())? {
-        Some(stored) => Ok(super::event_record::decode(stored.value())?),
+        Some(stored) => super::event_record::decode(stored.value(), &|t: &str| {
+            tables.dictionaries.ready(tenant, t)
+        }),
         None => Err(StoreError::Corrupt(format!(
             "identity points at missing {}",
             id.display(PREFIX)
@@ -642,9 +649,12 @@ fn apply_one(
         late,
         seq: *seq,
     };
+    let dictionary = tables
+        .dictionaries
+        .for_event(tenant, &event.event_type, &event.properties)?;
     tables.events.insert(
         keys::tenant_id(tenant, event.id).as_slice(),
-        super::event_record::encode(&event).as_slice(),
+        super::event_record::encode(&event, dictionary.as_deref()).as_slice(),
     )?;
     let index = match &event.identity {
         Identity::Stable { .. } => &mut tables.stable,
@@ -688,12 +698,14 @@ fn value_rejection(e: &ValueError) -> Rejection {
 pub fn rebuild_stable_identities(tx: &WriteTxn) -> Result<u64, StoreError> {
     let events = tx.open_table(tables::EVENTS)?;
     let mut index = tx.open_table(tables::EVENT_IDS)?;
+    let dictionaries = Dictionaries::new(tx.open_table(tables::PROPERTY_DICTIONARIES)?);
     let mut rebuilt = 0u64;
     for entry in events.iter()? {
         let (key, value) = entry?;
         let tenant = keys::tenant_of(key.value())
             .ok_or_else(|| StoreError::Corrupt("malformed event key".into()))?;
-        let event = super::event_record::decode(value.value())?;
+        let event =
+            super::event_record::decode(value.value(), &|t: &str| dictionaries.ready(tenant, t))?;
         if let Identity::Stable { id } = &event.identity {
             index.insert(
                 stable_key(tenant, &event.source, id).as_slice(),
@@ -708,8 +720,11 @@ pub fn rebuild_stable_identities(tx: &WriteTxn) -> Result<u64, StoreError> {
 /// One event of a tenant.
 pub fn get(tx: &ReadTxn, tenant: TenantId, id: Id) -> Result<Option<Event>, StoreError> {
     let table = tx.open_table(tables::EVENTS)?;
+    let dictionaries = Dictionaries::new(tx.open_table(tables::PROPERTY_DICTIONARIES)?);
     let found = match table.get(keys::tenant_id(tenant, id).as_slice())? {
-        Some(stored) => Some(super::event_record::decode(stored.value())?),
+        Some(stored) => Some(super::event_record::decode(stored.value(), &|t: &str| {
+            dictionaries.ready(tenant, t)
+        })?),
         None => None,
     };
     Ok(found)
@@ -744,6 +759,7 @@ pub fn list(
     limit: usize,
 ) -> Result<(Vec<Event>, Option<Id>), StoreError> {
     let table = tx.open_table(tables::EVENTS)?;
+    let dictionaries = Dictionaries::new(tx.open_table(tables::PROPERTY_DICTIONARIES)?);
     let (start, end) = keys::tenant_range(tenant);
     let lower = match after {
         Some(id) => {
@@ -766,7 +782,8 @@ pub fn list(
         if scanned == MAX_SCAN_ROWS {
             return Ok((out, last_seen));
         }
-        let event = super::event_record::decode(value.value())?;
+        let event =
+            super::event_record::decode(value.value(), &|t: &str| dictionaries.ready(tenant, t))?;
         last_seen = Some(event.id);
         let keep = filter.customer.is_none_or(|c| c == event.customer)
             && filter

@@ -1,12 +1,17 @@
 //! How an event is stored: packed by hand (`codec::Packer`) rather than by bincode, because
 //! it is the largest record and one is written per event. Times are variable-length integers
 //! (the receipt time as its distance from the usage time), the commit sequence is a varint,
-//! and a client id that is a canonical UUID takes its 16 bytes instead of 36 characters. A
-//! bincode record written before 0.10.0 still reads.
+//! a client id that is a canonical UUID takes its 16 bytes instead of 36 characters, and the
+//! properties are compressed against their event type's dictionary once it has one
+//! ([`super::properties_dictionary`]). A bincode record written before 0.10.0 still reads.
+
+use std::sync::Arc;
 
 use super::event::{Event, Identity};
+use super::properties_dictionary;
 use crate::id::Id;
 use crate::store::codec::{self, CodecError, Packer, Unpacker};
+use crate::store::{ReadableTable, StoreError, TenantId};
 
 /// Flag: the client gave the timestamp.
 const TIMESTAMP_GIVEN: u8 = 1;
@@ -16,11 +21,15 @@ const LATE: u8 = 1 << 1;
 const DERIVED: u8 = 1 << 2;
 /// Flag: the client's id is a canonical (lowercase, hyphenated) UUID, stored as 16 bytes.
 const UUID_ID: u8 = 1 << 3;
+/// Flag: the properties are compressed against the event type's dictionary.
+const COMPRESSED: u8 = 1 << 4;
 /// Every flag this version knows.
-const KNOWN: u8 = TIMESTAMP_GIVEN | LATE | DERIVED | UUID_ID;
+const KNOWN: u8 = TIMESTAMP_GIVEN | LATE | DERIVED | UUID_ID | COMPRESSED;
 
-/// The stored form of an event.
-pub fn encode(e: &Event) -> Vec<u8> {
+/// The stored form of an event; its properties compressed against `dictionary` (its type's)
+/// when that makes them smaller.
+pub fn encode(e: &Event, dictionary: Option<&[u8]>) -> Vec<u8> {
+    let compressed = dictionary.and_then(|d| properties_dictionary::compress(&e.properties, d));
     let uuid = match &e.identity {
         Identity::Stable { id } => uuid_of(id),
         Identity::Derived { .. } => None,
@@ -31,6 +40,7 @@ pub fn encode(e: &Event) -> Vec<u8> {
         (e.late, LATE),
         (matches!(e.identity, Identity::Derived { .. }), DERIVED),
         (uuid.is_some(), UUID_ID),
+        (compressed.is_some(), COMPRESSED),
     ] {
         if set {
             flags |= flag;
@@ -57,20 +67,36 @@ pub fn encode(e: &Event) -> Vec<u8> {
     }
     p.text(&e.customer_external_id)
         .text(&e.event_type)
-        .raw(&e.digest)
-        .text(&e.properties);
+        .raw(&e.digest);
+    match compressed {
+        Some(c) => p.unsigned(e.properties.len() as u128).blob(&c),
+        None => p.text(&e.properties),
+    };
     p.finish()
 }
 
+/// Where a reader finds an event type's dictionary (the type is known only once the record is
+/// read that far).
+pub trait Dictionary {
+    /// The dictionary of `event_type`, if it has one.
+    fn of(&self, event_type: &str) -> Result<Option<Arc<[u8]>>, StoreError>;
+}
+
+impl<F: Fn(&str) -> Result<Option<Arc<[u8]>>, StoreError>> Dictionary for F {
+    fn of(&self, event_type: &str) -> Result<Option<Arc<[u8]>>, StoreError> {
+        self(event_type)
+    }
+}
+
 /// A stored event, packed or (written before 0.10.0) bincode.
-pub fn decode(bytes: &[u8]) -> Result<Event, CodecError> {
+pub fn decode(bytes: &[u8], dictionary: &impl Dictionary) -> Result<Event, StoreError> {
     if !codec::is_packed(bytes) {
-        return codec::decode(bytes);
+        return Ok(codec::decode(bytes)?);
     }
     let mut u = Unpacker::new(bytes)?;
     let flags = u.byte()?;
     if flags & !KNOWN != 0 || flags & (DERIVED | UUID_ID) == DERIVED | UUID_ID {
-        return Err(CodecError::Decode(format!("bad event flags {flags:#x}")));
+        return Err(CodecError::Decode(format!("bad event flags {flags:#x}")).into());
     }
     let id = Id(u.fixed16()?);
     let seq = u.unsigned64()?;
@@ -91,23 +117,65 @@ pub fn decode(bytes: &[u8]) -> Result<Event, CodecError> {
     } else {
         Identity::Stable { id: u.text()? }
     };
-    let event = Event {
+    let customer_external_id = u.text()?;
+    let event_type = u.text()?;
+    let digest = u.array()?;
+    let properties = if flags & COMPRESSED != 0 {
+        let len = u.unsigned64()?;
+        let compressed = u.blob()?;
+        let Some(d) = dictionary.of(&event_type)? else {
+            return Err(StoreError::Corrupt(format!(
+                "event type {event_type:?} has compressed properties but no dictionary"
+            )));
+        };
+        properties_dictionary::decompress(compressed, len, &d)?
+    } else {
+        u.text()?
+    };
+    u.finish()?;
+    Ok(Event {
         id,
         source,
         identity,
         customer,
-        customer_external_id: u.text()?,
-        event_type: u.text()?,
+        customer_external_id,
+        event_type,
         timestamp_ms,
         timestamp_given: flags & TIMESTAMP_GIVEN != 0,
         received_at_ms,
-        digest: u.array()?,
-        properties: u.text()?,
+        digest,
+        properties,
         late: flags & LATE != 0,
         seq,
-    };
-    u.finish()?;
-    Ok(event)
+    })
+}
+
+/// The events table with the dictionaries its records are read with.
+pub struct EventTable<E> {
+    /// Event records by (tenant, event id).
+    pub rows: E,
+    dictionaries: properties_dictionary::Dictionaries<E>,
+}
+
+impl<E: ReadableTable<&'static [u8], &'static [u8]>> EventTable<E> {
+    /// The events in `rows`, their dictionaries in `dictionaries` (same transaction).
+    pub fn new(rows: E, dictionaries: E) -> Self {
+        Self {
+            rows,
+            dictionaries: properties_dictionary::Dictionaries::new(dictionaries),
+        }
+    }
+
+    /// A record of `tenant` read from this table.
+    pub fn read(&self, tenant: TenantId, bytes: &[u8]) -> Result<Event, StoreError> {
+        decode(bytes, &|t: &str| self.dictionaries.ready(tenant, t))
+    }
+}
+
+/// For records read where no dictionary can be (tests, and records known to be uncompressed).
+#[cfg(test)]
+fn none(_: &str) -> Result<Option<Arc<[u8]>>, StoreError> {
+    Ok(None)
 }
 
 /// The UUID a client id spells in canonical form (36 characters, lowercase hex, hyphens at 8,
@@ -182,14 +250,14 @@ mod tests {
     proptest! {
         #[test]
         fn every_event_round_trips(e in event()) {
-            prop_assert_eq!(decode(&encode(&e)).expect("decodes"), e);
+            prop_assert_eq!(decode(&encode(&e, None), &none).expect("decodes"), e);
         }
 
         #[test]
         fn every_truncation_is_an_error(e in event(), cut in any::<prop::sample::Index>()) {
-            let bytes = encode(&e);
+            let bytes = encode(&e, None);
             let cut = 1 + cut.index(bytes.len() - 1);
-            prop_assert!(decode(&bytes[..cut]).is_err());
+            prop_assert!(decode(&bytes[..cut], &none).is_err());
         }
     }
 
@@ -217,13 +285,13 @@ mod tests {
     fn records_written_before_still_read() {
         let e = sample();
         let bincode = codec::encode(&e).expect("encode");
-        assert_eq!(decode(&bincode).expect("decodes"), e);
+        assert_eq!(decode(&bincode, &none).expect("decodes"), e);
     }
 
     #[test]
     fn a_uuid_id_and_the_times_take_less_room_than_in_bincode() {
         let e = sample();
-        let packed = encode(&e).len();
+        let packed = encode(&e, None).len();
         let bincode = codec::encode(&e).expect("encode").len();
         assert!(packed + 30 <= bincode, "packed {packed}, bincode {bincode}");
         // An uppercase UUID is not canonical: kept as text, and read back unchanged.
@@ -231,16 +299,42 @@ mod tests {
         upper.identity = Identity::Stable {
             id: "0193A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B".into(),
         };
-        assert_eq!(encode(&upper).len(), packed + 21);
-        assert_eq!(decode(&encode(&upper)).expect("decodes"), upper);
+        assert_eq!(encode(&upper, None).len(), packed + 21);
+        assert_eq!(
+            decode(&encode(&upper, None), &none).expect("decodes"),
+            upper
+        );
     }
 
     #[test]
     fn unknown_flags_are_errors() {
-        let mut bytes = encode(&sample());
+        let mut bytes = encode(&sample(), None);
         bytes[1] |= 1 << 7;
-        assert!(decode(&bytes).is_err());
+        assert!(decode(&bytes, &none).is_err());
         bytes[1] = DERIVED | UUID_ID;
-        assert!(decode(&bytes).is_err());
+        assert!(decode(&bytes, &none).is_err());
+    }
+
+    #[test]
+    fn compressed_properties_read_back_with_their_dictionary_only() {
+        let mut e = sample();
+        e.properties =
+            r#"{"model":"gpt-4o","region":"eu-west-1","tokens":1234,"user":"user_0042"}"#.into();
+        let dictionary: Arc<[u8]> = Arc::from(
+            r#"{"model":"gpt-4o","region":"eu-west-1","tokens":99,"user":"user_0007"}"#.as_bytes(),
+        );
+        let bytes = encode(&e, Some(&dictionary));
+        assert!(bytes.len() + 30 < encode(&e, None).len());
+        let with = |_: &str| -> Result<Option<Arc<[u8]>>, StoreError> {
+            Ok(Some(Arc::clone(&dictionary)))
+        };
+        assert_eq!(decode(&bytes, &with).expect("decodes"), e);
+        assert!(decode(&bytes, &none).is_err(), "no dictionary, no guess");
+        for cut in 1..bytes.len() {
+            assert!(decode(&bytes[..cut], &with).is_err(), "cut at {cut}");
+        }
+        // Properties the dictionary does not help stay as they are.
+        e.properties = "{}".into();
+        assert_eq!(encode(&e, Some(&dictionary)), encode(&e, None));
     }
 }

@@ -6,6 +6,7 @@ pub mod event;
 pub mod event_record;
 pub mod meter;
 pub mod parse;
+pub mod properties_dictionary;
 pub mod purge;
 pub mod rate;
 pub mod rollup_record;

@@ -22,7 +22,9 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::event::Event;
+use super::event_record::{Dictionary, EventTable};
 use super::meter::{Aggregation, Contribution, Meter, ValueError};
+use super::properties_dictionary::Dictionaries;
 use crate::decimal::Stored;
 use crate::id::Id;
 use crate::store::keys::{self, time_bytes, TenantId};
@@ -309,8 +311,9 @@ pub(crate) type StoredContribution = (Event, Result<Contribution, ValueError>);
 pub(crate) fn stored_contribution(
     meter: &Meter,
     encoded: &[u8],
+    dictionary: &impl Dictionary,
 ) -> Result<Option<StoredContribution>, StoreError> {
-    let event = super::event_record::decode(encoded)?;
+    let event = super::event_record::decode(encoded, dictionary)?;
     if event.event_type != meter.event_type {
         return Ok(None);
     }
@@ -346,6 +349,8 @@ pub fn backfill_pass(
     limit: u64,
 ) -> Result<BackfillPass, StoreError> {
     let events = tx.open_table(tables::EVENTS)?;
+    let dictionaries = Dictionaries::new(tx.open_table(tables::PROPERTY_DICTIONARIES)?);
+    let dictionary = |t: &str| dictionaries.ready(tenant, t);
     let mut rollups = tx.open_table(tables::USAGE_ROLLUPS)?;
     let mut distinct = tx.open_table(tables::USAGE_DISTINCT)?;
     let (start, end) = keys::tenant_range(tenant);
@@ -375,7 +380,7 @@ pub fn backfill_pass(
         }
         let (key, value) = entry?;
         pass.last_key = Some(key.value().to_vec());
-        let (event, contribution) = match stored_contribution(meter, value.value())? {
+        let (event, contribution) = match stored_contribution(meter, value.value(), &dictionary)? {
             None => continue,
             Some((event, _)) if event.seq > through_seq => continue,
             Some((_, Err(_))) => {
@@ -460,8 +465,8 @@ pub struct UsageTables<R, D, C, E> {
     pub distinct: D,
     /// Events by customer and time.
     pub by_customer: C,
-    /// The events.
-    pub events: E,
+    /// The events, with their properties dictionaries.
+    pub events: EventTable<E>,
 }
 
 impl
@@ -478,7 +483,10 @@ impl
             rollups: tx.open_table(tables::USAGE_ROLLUPS)?,
             distinct: tx.open_table(tables::USAGE_DISTINCT)?,
             by_customer: tx.open_table(tables::EVENTS_BY_CUSTOMER)?,
-            events: tx.open_table(tables::EVENTS)?,
+            events: EventTable::new(
+                tx.open_table(tables::EVENTS)?,
+                tx.open_table(tables::PROPERTY_DICTIONARIES)?,
+            ),
         })
     }
 }
@@ -497,7 +505,10 @@ impl<'t>
             rollups: tx.open_table(tables::USAGE_ROLLUPS)?,
             distinct: tx.open_table(tables::USAGE_DISTINCT)?,
             by_customer: tx.open_table(tables::EVENTS_BY_CUSTOMER)?,
-            events: tx.open_table(tables::EVENTS)?,
+            events: EventTable::new(
+                tx.open_table(tables::EVENTS)?,
+                tx.open_table(tables::PROPERTY_DICTIONARIES)?,
+            ),
         })
     }
 }
@@ -682,7 +693,7 @@ where
 #[allow(clippy::too_many_arguments)]
 fn scan_events(
     by_customer: &impl ReadableTable<&'static [u8], ()>,
-    events: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    events: &EventTable<impl ReadableTable<&'static [u8], &'static [u8]>>,
     tenant: TenantId,
     meter: &Meter,
     customer: Id,
@@ -709,7 +720,7 @@ fn scan_events(
 #[allow(clippy::too_many_arguments)]
 pub fn aggregate_events(
     by_customer: &impl ReadableTable<&'static [u8], ()>,
-    events: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    events: &EventTable<impl ReadableTable<&'static [u8], &'static [u8]>>,
     tenant: TenantId,
     meter: &Meter,
     customer: Id,
@@ -755,7 +766,7 @@ const EVENT_CHUNK: usize = 256;
 /// round trip per [`EVENT_CHUNK`] events on PostgreSQL instead of one per event.
 fn for_each_counted(
     by_customer: &impl ReadableTable<&'static [u8], ()>,
-    events: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    events: &EventTable<impl ReadableTable<&'static [u8], &'static [u8]>>,
     span: &CustomerSpan,
     meter: &Meter,
     mut visit: impl FnMut(&Event, &Contribution),
@@ -775,31 +786,31 @@ fn for_each_counted(
         id.copy_from_slice(id_bytes);
         chunk.push(keys::tenant_id(span.tenant, Id::from_bytes(id)));
         if chunk.len() == EVENT_CHUNK {
-            visit_chunk(events, &chunk, span.cutoff_seq, meter, &mut visit)?;
+            visit_chunk(events, span, &chunk, meter, &mut visit)?;
             chunk.clear();
         }
     }
-    visit_chunk(events, &chunk, span.cutoff_seq, meter, &mut visit)
+    visit_chunk(events, span, &chunk, meter, &mut visit)
 }
 
 /// Reads the events under `event_keys` at once and visits those `meter` counts that were
 /// committed up to `cutoff_seq`, in order.
 fn visit_chunk(
-    events: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    events: &EventTable<impl ReadableTable<&'static [u8], &'static [u8]>>,
+    span: &CustomerSpan,
     event_keys: &[[u8; 24]],
-    cutoff_seq: u64,
     meter: &Meter,
     visit: &mut impl FnMut(&Event, &Contribution),
 ) -> Result<(), StoreError> {
     let keys: Vec<&[u8]> = event_keys.iter().map(|k| k.as_slice()).collect();
-    for stored in events.get_many(&keys)? {
+    for stored in events.rows.get_many(&keys)? {
         let Some(stored) = stored else {
             return Err(StoreError::Corrupt(
                 "customer index points at no event".into(),
             ));
         };
-        let event = super::event_record::decode(stored.value())?;
-        if event.event_type != meter.event_type || event.seq > cutoff_seq {
+        let event = events.read(span.tenant, stored.value())?;
+        if event.event_type != meter.event_type || event.seq > span.cutoff_seq {
             continue;
         }
         let properties: serde_json::Value = serde_json::from_str(&event.properties)

@@ -209,6 +209,9 @@ pub fn rebuild_minute_rollups(tx: &WriteTxn) -> Result<u64, StoreError> {
         out
     };
     let events = tx.open_table(tables::EVENTS)?;
+    let dictionaries = super::properties_dictionary::Dictionaries::new(
+        tx.open_table(tables::PROPERTY_DICTIONARIES)?,
+    );
     let mut minutely = tx.open_table(tables::LEGACY_USAGE_MINUTELY)?;
     let mut written = 0u64;
     for (tenant, meter) in &meters {
@@ -216,7 +219,11 @@ pub fn rebuild_minute_rollups(tx: &WriteTxn) -> Result<u64, StoreError> {
         let (start, end) = keys::tenant_range(*tenant);
         for entry in events.range::<&[u8]>(start.as_slice()..end.as_slice())? {
             let (_, value) = entry?;
-            let Some((event, Ok(contribution))) = stored_contribution(meter, value.value())? else {
+            let Some((event, Ok(contribution))) =
+                stored_contribution(meter, value.value(), &|t: &str| {
+                    dictionaries.ready(*tenant, t)
+                })?
+            else {
                 continue;
             };
             let key = legacy_key(

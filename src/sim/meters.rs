@@ -61,7 +61,10 @@ pub fn check(world: &World) -> Result<(), Violation> {
     let tx = world.read()?;
     let err = |e: crate::store::StoreError| e.to_string();
     let by_customer = tx.open_table(tables::EVENTS_BY_CUSTOMER).map_err(err)?;
-    let events = tx.open_table(tables::EVENTS).map_err(err)?;
+    let events = crate::ingest::event_record::EventTable::new(
+        tx.open_table(tables::EVENTS).map_err(err)?,
+        tx.open_table(tables::PROPERTY_DICTIONARIES).map_err(err)?,
+    );
     for id in &world.model.late_meters {
         let m = meter::get(&tx, world.tenant, *id)
             .map_err(err)?

@@ -134,6 +134,12 @@ impl Packer {
         self
     }
 
+    /// Bytes of any length: the length, then the bytes.
+    pub fn blob(&mut self, bytes: &[u8]) -> &mut Self {
+        self.unsigned(bytes.len() as u128);
+        self.raw(bytes)
+    }
+
     /// Text: its length, then its UTF-8 bytes.
     pub fn text(&mut self, s: &str) -> &mut Self {
         self.unsigned(s.len() as u128);
@@ -242,6 +248,20 @@ impl<'a> Unpacker<'a> {
             .map_err(|_| CodecError::Decode("packed text is not UTF-8".into()))
     }
 
+    /// Everything not read yet (a record's last field, when its length is the record's).
+    pub fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.rest)
+    }
+
+    /// Bytes written by [`Packer::blob`].
+    pub fn blob(&mut self) -> Result<&'a [u8], CodecError> {
+        let len = usize::try_from(self.unsigned()?)
+            .map_err(|_| CodecError::Decode("packed bytes too long".into()))?;
+        let (head, rest) = self.rest.split_at_checked(len).ok_or_else(Self::short)?;
+        self.rest = rest;
+        Ok(head)
+    }
+
     /// Checks that the record was read to its end.
     pub fn finish(self) -> Result<(), CodecError> {
         if self.rest.is_empty() {
@@ -302,7 +322,7 @@ mod tests {
             .signed(i128::MIN)
             .signed(i128::MAX);
         p.signed(-1).fixed16(u128::MAX - 7).byte(255);
-        p.text("grüße").raw(&[1, 2, 3]).text("");
+        p.text("grüße").raw(&[1, 2, 3]).text("").blob(&[4, 5]);
         for d in decimals {
             p.decimal(d);
         }
@@ -319,6 +339,7 @@ mod tests {
         assert_eq!(u.text().expect("t"), "grüße");
         assert_eq!(u.array::<3>().expect("a"), [1, 2, 3]);
         assert_eq!(u.text().expect("t"), "");
+        assert_eq!(u.blob().expect("b"), &[4, 5]);
         for d in decimals {
             assert_eq!(u.decimal().expect("d"), d);
         }
@@ -337,6 +358,7 @@ mod tests {
                 u.text()?;
                 u.array::<3>()?;
                 u.text()?;
+                u.blob()?;
                 for _ in decimals {
                     u.decimal()?;
                 }

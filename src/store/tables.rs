@@ -46,6 +46,10 @@ pub const LEGACY_EVENT_IDENTITIES: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("event_identities");
 /// (tenant, window bucket start, derived hash[..16]) → event id: clustered by time.
 pub const EVENT_DERIVED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("event_derived");
+/// (tenant, event type) → the type's properties dictionary, or the samples gathered for it
+/// (`ingest::properties_dictionary`). Never deleted: stored events are read with it.
+pub const PROPERTY_DICTIONARIES: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("property_dictionaries");
 /// (tenant, customer id, timestamp, event id) → (): events of a customer by usage time.
 pub const EVENTS_BY_CUSTOMER: TableDefinition<&[u8], ()> =
     TableDefinition::new("events_by_customer");
@@ -220,6 +224,7 @@ pub const VERIFICATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("v
 
 /// Every table keyed and valued by bytes.
 pub const BYTES_TABLES: &[TableDefinition<&[u8], &[u8]>] = &[
+    PROPERTY_DICTIONARIES,
     INGEST_MINUTES,
     VERIFICATIONS,
     TOP_UPS,

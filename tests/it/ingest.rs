@@ -428,3 +428,77 @@ async fn an_empty_cloudevents_batch_is_valid() {
     assert_eq!(r.status, 200, "{}", r.json);
     assert_eq!(r.json, json!({"results": []}));
 }
+
+/// Properties like an LLM call's: the same keys every time, values that vary.
+fn llm_properties(i: u64) -> Value {
+    let model = ["gpt-4o", "claude-3-5-sonnet", "llama-3.1-70b"][(i % 3) as usize];
+    let region = ["us-east-1", "eu-west-1"][(i % 2) as usize];
+    json!({
+        "model": model,
+        "tokens": 50 + i * 37 % 4000,
+        "region": region,
+        "user_id": format!("user_{:06}", i * 7 % 1000),
+        "request_id": format!("req_{:026x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        "stream": i.is_multiple_of(2),
+        "note": "ü ✓ \"quoted\"",
+    })
+}
+
+#[tokio::test]
+async fn events_stored_against_their_types_dictionary_read_back_exactly_after_a_restart() {
+    let mut d = setup().await;
+    // The first 16 events of the type are its dictionary's samples; the rest are compressed.
+    let events: Vec<Value> = (0..60u64)
+        .map(|i| json!({"id": format!("018f3a2b-0000-7000-8000-{i:012x}"), "customer": "acme", "type": "llm", "timestamp": at(-60), "properties": llm_properties(i)}))
+        .collect();
+    for chunk in events.chunks(7) {
+        let r = d.post("/v1/events", None, &json!({"events": chunk})).await;
+        assert_eq!(r.status, 200, "{}", r.json);
+        assert!(
+            statuses(&r.json).iter().all(|s| s == "accepted"),
+            "{}",
+            r.json
+        );
+    }
+    let expected: u64 = (0..60u64).map(|i| 50 + i * 37 % 4000).sum();
+    let space = d.cli(&["space"]);
+    let text = String::from_utf8_lossy(&space.stdout).to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().take(2).collect::<Vec<_>>()
+                == ["property_dictionaries", "1"]),
+        "one dictionary, for the one type:\n{text}"
+    );
+    for round in 0..2 {
+        assert_eq!(total(&d).await, expected.to_string(), "round {round}");
+        let listed = d.get("/v1/events?customer=acme&limit=100").await;
+        assert_eq!(listed.status, 200, "{}", listed.json);
+        let data = listed.json["data"].as_array().expect("data").clone();
+        assert_eq!(data.len(), 60);
+        for e in &data {
+            let id = e["identity"]["id"].as_str().expect("client id");
+            let i = u64::from_str_radix(&id[24..], 16).expect("number");
+            assert_eq!(e["properties"], llm_properties(i), "listed {id}");
+            let one = d
+                .get(&format!("/v1/events/{}", e["id"].as_str().expect("id")))
+                .await;
+            assert_eq!(one.json["properties"], llm_properties(i), "read {id}");
+        }
+        // A retry is still a duplicate and a changed payload still a conflict.
+        let mut changed = events[40].clone();
+        changed["properties"]["tokens"] = json!(1);
+        let r = d
+            .post(
+                "/v1/events",
+                None,
+                &json!({"events": [events[40], changed]}),
+            )
+            .await;
+        assert_eq!(
+            statuses(&r.json),
+            ["duplicate", "conflict"],
+            "round {round}"
+        );
+        d.restart().await;
+    }
+}
