@@ -502,13 +502,18 @@ fn acknowledged(
             model.events.len()
         ));
     }
-    for (client, (id, _)) in &model.events {
-        if events
-            .get(keys::tenant_id(world.tenant, *id).as_slice())
-            .map_err(err)?
-            .is_none()
-        {
+    for (client, (id, body)) in &model.events {
+        // Read back through the record's decoder (packed, properties compressed against the
+        // type's dictionary once it has one): exactly the canonical properties sent.
+        let Some(stored) = crate::ingest::event::get(&tx, world.tenant, *id).map_err(err)? else {
             return Err(format!("acknowledged event {client} is missing"));
+        };
+        let sent = crate::identity::canonical_json(&body["properties"]);
+        if stored.properties != sent {
+            return Err(format!(
+                "event {client} reads back {:?}, sent {sent:?}",
+                stored.properties
+            ));
         }
     }
     for id in &model.customers {

@@ -696,10 +696,17 @@ fn ingest(world: &mut World, note: &mut String, timing: Timing) -> Result<(), Vi
             }
             _ => json!(world.rng.range_i64(1, 40)),
         };
+        let model = ["small-1", "large-2", "medium-3"][(world.model.next_event % 3) as usize];
         events.push(json!({
             "id": id, "source": "sim", "customer": external, "type": "call",
             "timestamp": crate::clock::rfc3339(timestamp.max(T0_MS)),
-            "properties": {"tokens": tokens},
+            // The same keys every time, as real events carry: after the type's first events
+            // the properties are stored compressed against its dictionary.
+            "properties": {
+                "tokens": tokens,
+                "model": model,
+                "request": format!("req-{}-{}", world.model.next_event, external),
+            },
         }));
     }
     note.push_str(&format!("{count} events for {external}"));
