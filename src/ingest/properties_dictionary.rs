@@ -5,7 +5,7 @@
 //! event alone gains nothing. The first [`SAMPLES`] events of each (tenant, event type) are
 //! stored as they are and their properties kept as samples; the samples then become that
 //! type's dictionary, fixed forever, and every later event of the type stores its properties
-//! LZ4-compressed against it (about 40 % of their size for an LLM-call event). A dictionary is
+//! LZ4-compressed against it (an LLM-call event's to about a third). A dictionary is
 //! written in the same transaction as the event that completes it, never changes, and is never
 //! deleted while events may use it, so every stored event can always be read back exactly.
 
