@@ -693,14 +693,7 @@ fn backup(config: &Config, out: &std::path::Path) -> anyhow::Result<()> {
     use std::io::Write;
     // A PostgreSQL database is copied from one read-only snapshot of it: the backup is the
     // same portable redb file either way.
-    let (_db, _store, tx) = if config.database_url.is_set() {
-        let store = open(config)?;
-        let tx = store.read()?;
-        (None, Some(store), tx)
-    } else {
-        let (db, store, tx) = crate::store::backup::read_snapshot(&config.database_path)?;
-        (db, store, std::sync::Arc::new(tx))
-    };
+    let (_db, _store, tx) = snapshot(config)?;
     let mut stderr = std::io::stderr();
     let completion =
         crate::store::backup::snapshot(&tx, out, crate::clock::now_ms(), &mut |done, total| {
@@ -726,15 +719,26 @@ fn backup(config: &Config, out: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn space(config: &Config) -> anyhow::Result<()> {
-    let (_db, _store, tx) = if config.database_url.is_set() {
+/// What a snapshot needs kept open: the read-only redb file (a daemon holds it) or the store.
+type Snapshot = (
+    Option<redb::ReadOnlyDatabase>,
+    Option<Store>,
+    std::sync::Arc<crate::store::ReadTxn>,
+);
+
+/// One read snapshot of the configured database, whether or not a daemon serves it.
+fn snapshot(config: &Config) -> anyhow::Result<Snapshot> {
+    if config.database_url.is_set() {
         let store = open(config)?;
         let tx = store.read()?;
-        (None, Some(store), tx)
-    } else {
-        let (db, store, tx) = crate::store::backup::read_snapshot(&config.database_path)?;
-        (db, store, std::sync::Arc::new(tx))
-    };
+        return Ok((None, Some(store), tx));
+    }
+    let (db, store, tx) = crate::store::backup::read_snapshot(&config.database_path)?;
+    Ok((db, store, std::sync::Arc::new(tx)))
+}
+
+fn space(config: &Config) -> anyhow::Result<()> {
+    let (_db, _store, tx) = snapshot(config)?;
     let tables = crate::store::space::measure(&tx)?;
     print!("{}", crate::store::space::report(&tables));
     if !config.database_url.is_set() {

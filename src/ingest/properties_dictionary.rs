@@ -81,8 +81,9 @@ fn decode_row(bytes: &[u8]) -> Result<Row, CodecError> {
     }
 }
 
-/// Dictionaries already read, by tenant and event type.
-type Memo = HashMap<(TenantId, String), Arc<[u8]>>;
+/// Dictionaries already read, by tenant and then event type (so a lookup by `&str` needs no
+/// owned key).
+type Memo = HashMap<TenantId, HashMap<String, Arc<[u8]>>>;
 
 /// The dictionary table as one transaction sees it, remembering the dictionaries it read.
 pub struct Dictionaries<T> {
@@ -105,7 +106,12 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Dictionaries<T> {
         tenant: TenantId,
         event_type: &str,
     ) -> Result<Option<Arc<[u8]>>, StoreError> {
-        if let Some(d) = self.memo.borrow().get(&(tenant, event_type.to_string())) {
+        if let Some(d) = self
+            .memo
+            .borrow()
+            .get(&tenant)
+            .and_then(|types| types.get(event_type))
+        {
             return Ok(Some(Arc::clone(d)));
         }
         let row = match self.table.get(key(tenant, event_type).as_slice())? {
@@ -116,10 +122,12 @@ impl<T: ReadableTable<&'static [u8], &'static [u8]>> Dictionaries<T> {
             return Ok(None);
         };
         let mut memo = self.memo.borrow_mut();
-        if memo.len() >= MEMO_ENTRIES {
+        if memo.values().map(HashMap::len).sum::<usize>() >= MEMO_ENTRIES {
             memo.clear();
         }
-        memo.insert((tenant, event_type.to_string()), Arc::clone(&dictionary));
+        memo.entry(tenant)
+            .or_default()
+            .insert(event_type.to_string(), Arc::clone(&dictionary));
         Ok(Some(dictionary))
     }
 }

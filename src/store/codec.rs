@@ -367,30 +367,10 @@ mod tests {
             assert!(whole.is_err(), "cut at {cut} read as whole");
         }
         assert!(Unpacker::new(&[0xff; 20]).is_err());
-        let mut long = Unpacker::new(&[
-            PACKED_VERSION,
-            0xff,
-            0xff,
-            0xff,
-            0xff,
-            0xff,
-            0xff,
-            0xff,
-            0xff,
-            0xff,
-            0xff,
-            0xff,
-            0xff,
-            0xff,
-            0xff,
-            0xff,
-            0xff,
-            0xff,
-            0xff,
-            0xff,
-            0x7f,
-        ])
-        .expect("v");
+        let mut too_long = vec![PACKED_VERSION];
+        too_long.extend([0xff; 19]);
+        too_long.push(0x7f);
+        let mut long = Unpacker::new(&too_long).expect("v");
         assert!(long.unsigned().is_err(), "more than 128 bits");
         let mut bad_scale = Packer::new();
         bad_scale.byte(29).signed(1);
