@@ -893,13 +893,15 @@ fn space_per_event(tables: &[crate::store::space::TableSpace], events: u64) -> S
     let mut out = format!("bytes on disk per event by table ({events} events stored):\n");
     let total: u64 = tables.iter().map(|t| t.allocated_bytes).sum();
     for t in tables.iter().filter(|t| t.allocated_bytes >= events) {
+        let rows_per_100 = t.rows.saturating_mul(100) / events;
         let _ = writeln!(
             out,
-            "  {:<24} {:>6} B/event  ({} rows, {:.2} rows/event)",
+            "  {:<24} {:>6} B/event  ({} rows, {}.{:02} rows/event)",
             t.name,
             t.allocated_bytes / events,
             t.rows,
-            t.rows as f64 / events as f64
+            rows_per_100 / 100,
+            rows_per_100 % 100
         );
     }
     let _ = writeln!(out, "  {:<24} {:>6} B/event", "all tables", total / events);

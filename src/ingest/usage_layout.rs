@@ -115,6 +115,23 @@ fn put(
     done.wrote(tx)
 }
 
+/// Writes one converted rollup packed (`super::rollup_record`) and counts it.
+fn put_rollup(
+    tx: &WriteTxn,
+    rollups: &mut RollupTable<'_>,
+    key: &[u8],
+    rollup: &Rollup,
+    done: &mut Converted,
+) -> Result<(), StoreError> {
+    put(
+        tx,
+        rollups,
+        key,
+        &super::rollup_record::encode(rollup),
+        done,
+    )
+}
+
 /// Re-keys the hour rollups and sums each (meter, customer, day) of them into a day rollup.
 fn convert_hours_and_days(tx: &WriteTxn, done: &mut Converted) -> Result<(), StoreError> {
     let hourly = tx.open_table(tables::LEGACY_USAGE_HOURLY)?;
@@ -125,8 +142,7 @@ fn convert_hours_and_days(tx: &WriteTxn, done: &mut Converted) -> Result<(), Sto
         let k = parse_legacy(key.value())?;
         let hour_key = rollup_key(k.tenant, Grain::Hour, k.bucket_ms, k.meter, k.customer);
         let rollup: Rollup = super::rollup_record::decode(value.value())?;
-        let packed = super::rollup_record::encode(&rollup);
-        put(tx, &mut rollups, &hour_key, &packed, done)?;
+        put_rollup(tx, &mut rollups, &hour_key, &rollup, done)?;
         done.hours += 1;
         let day_key = rollup_key(k.tenant, Grain::Day, k.bucket_ms, k.meter, k.customer);
         match &mut day {
@@ -135,26 +151,14 @@ fn convert_hours_and_days(tx: &WriteTxn, done: &mut Converted) -> Result<(), Sto
             })?,
             _ => {
                 if let Some((key, sum)) = day.replace((day_key, rollup)) {
-                    put(
-                        tx,
-                        &mut rollups,
-                        &key,
-                        &super::rollup_record::encode(&sum),
-                        done,
-                    )?;
+                    put_rollup(tx, &mut rollups, &key, &sum, done)?;
                     done.days += 1;
                 }
             }
         }
     }
     if let Some((key, sum)) = day {
-        put(
-            tx,
-            &mut rollups,
-            &key,
-            &super::rollup_record::encode(&sum),
-            done,
-        )?;
+        put_rollup(tx, &mut rollups, &key, &sum, done)?;
         done.days += 1;
     }
     Ok(())
@@ -168,8 +172,8 @@ fn convert_minutes(tx: &WriteTxn, done: &mut Converted) -> Result<(), StoreError
         let (key, value) = entry?;
         let k = parse_legacy(key.value())?;
         let minute_key = rollup_key(k.tenant, Grain::Minute, k.bucket_ms, k.meter, k.customer);
-        let packed = super::rollup_record::encode(&super::rollup_record::decode(value.value())?);
-        put(tx, &mut rollups, &minute_key, &packed, done)?;
+        let rollup = super::rollup_record::decode(value.value())?;
+        put_rollup(tx, &mut rollups, &minute_key, &rollup, done)?;
         done.minutes += 1;
     }
     Ok(())
