@@ -13,9 +13,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable as _};
+use redb::{ReadTransaction, ReadableDatabase, ReadableTable as _};
 use serde::{Deserialize, Serialize};
 
+use super::backup_copy::{self as copy, Batch, Message, Target};
 use super::{tables, OpenError, ReadTxn, ReadableTable, StoreError, TableDef};
 
 /// The `meta` key of a backup's completion marker. It is never copied from the source (a
@@ -45,6 +46,9 @@ pub enum BackupError {
     /// File system failure.
     #[error("{0}")]
     Io(String),
+    /// The thread writing the copy stopped; its own error says why.
+    #[error("the backup's writer stopped")]
+    WriterGone,
 }
 
 /// What a finished backup holds, as its completion marker records it.
@@ -66,18 +70,25 @@ impl Completion {
 }
 
 /// Counts and digests rows as they are copied or re-read: a tag byte, then length-prefixed
-/// fields, so no two different contents hash alike.
+/// fields, so no two different contents hash alike. The bytes gather in a buffer that is
+/// hashed [`HASH_BUFFER_BYTES`] at a time: blake3 hashes a long input several chunks at once,
+/// a row's few bytes one at a time (the digest is the same either way).
 struct Content {
     hasher: blake3::Hasher,
+    buffer: Vec<u8>,
     rows: BTreeMap<String, u64>,
     table: String,
     in_table: u64,
 }
 
+/// Bytes gathered before they are hashed.
+const HASH_BUFFER_BYTES: usize = 64 << 10;
+
 impl Content {
     fn new() -> Self {
         Self {
             hasher: blake3::Hasher::new_derive_key("tally 2026 backup content v1"),
+            buffer: Vec::with_capacity(HASH_BUFFER_BYTES * 2),
             rows: BTreeMap::new(),
             table: String::new(),
             in_table: 0,
@@ -85,22 +96,31 @@ impl Content {
     }
 
     fn field(&mut self, bytes: &[u8]) {
-        self.hasher.update(&(bytes.len() as u64).to_be_bytes());
-        self.hasher.update(bytes);
+        self.buffer
+            .extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+        self.buffer.extend_from_slice(bytes);
     }
 
     fn begin_table(&mut self, name: &str) {
         self.end_table();
-        self.hasher.update(b"T");
+        self.buffer.push(b'T');
         self.field(name.as_bytes());
         self.table = name.to_string();
     }
 
     fn row(&mut self, key: &[u8], value: &[u8]) {
-        self.hasher.update(b"R");
+        self.buffer.push(b'R');
         self.field(key);
         self.field(value);
         self.in_table += 1;
+        if self.buffer.len() >= HASH_BUFFER_BYTES {
+            self.hash_buffer();
+        }
+    }
+
+    fn hash_buffer(&mut self) {
+        self.hasher.update(&self.buffer);
+        self.buffer.clear();
     }
 
     fn end_table(&mut self) {
@@ -113,6 +133,7 @@ impl Content {
 
     fn finish(mut self, completed_at_ms: i64) -> Completion {
         self.end_table();
+        self.hash_buffer();
         Completion {
             rows: self.rows,
             digest: self.hasher.finalize().to_hex().to_string(),
@@ -136,11 +157,21 @@ pub fn count_rows(tx: &ReadTxn) -> Result<u64, StoreError> {
     Ok(total)
 }
 
-/// Rows copied per write transaction of the new file.
-const CHUNK_ROWS: u64 = 20_000;
+/// A batch goes to the writing half at this many rows or bytes, whichever comes first.
+const BATCH_ROWS: usize = 20_000;
+const BATCH_BYTES: usize = 8 << 20;
+
+/// Batches in flight between the halves: reading runs at most this far ahead of writing, so
+/// a backup holds a bounded amount of memory however large the database.
+const QUEUE_BATCHES: usize = 2;
+
+/// Cache of the new file: the copy is written in key order and never read back while being
+/// written, so a large cache would only hold pages nobody reads again.
+const COPY_CACHE_BYTES: usize = 64 << 20;
 
 /// Copies a snapshot into a new file at `out`; the last write transaction stores the
-/// completion marker. Returns what the marker says.
+/// completion marker. Returns what the marker says. This thread reads and hashes; another
+/// writes the copy.
 pub fn snapshot(
     tx: &ReadTxn,
     out: &Path,
@@ -151,110 +182,125 @@ pub fn snapshot(
         return Err(BackupError::Exists(out.display().to_string()));
     }
     let total = count_rows(tx)?;
-    let db = Database::create(out).map_err(|e| BackupError::Store(e.into()))?;
-    let mut copied = 0u64;
-    let mut content = Content::new();
-    let mut wtx = db.begin_write().map_err(|e| BackupError::Store(e.into()))?;
-    let mut in_chunk = 0u64;
-    macro_rules! flush {
-        () => {
-            if in_chunk >= CHUNK_ROWS {
-                wtx.commit().map_err(|e| BackupError::Store(e.into()))?;
-                wtx = db.begin_write().map_err(|e| BackupError::Store(e.into()))?;
-                in_chunk = 0;
-                progress(copied, total);
-            }
+    let db = redb::Builder::new()
+        .set_cache_size(COPY_CACHE_BYTES)
+        .create(out)
+        .map_err(|e| BackupError::Store(e.into()))?;
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(QUEUE_BATCHES);
+        let writer = scope.spawn(move || copy::write(db, receiver));
+        let mut feed = Feed {
+            sender,
+            batch: None,
+            content: Content::new(),
+            copied: 0,
+            total,
+            progress,
         };
-    }
-    for t in tables::TEXT_TABLES {
-        let src = tx.open_table(*t)?;
-        let mut rows = Vec::new();
-        for entry in src.iter()? {
-            let (k, v) = entry?;
-            if is_marker(t, k.value()) {
-                continue;
+        let read = feed.all(tx).and_then(|()| feed.finish(now_ms));
+        drop(feed.sender);
+        let written = writer
+            .join()
+            .map_err(|_| BackupError::Io("the backup's writer panicked".into()))?;
+        match (read, written) {
+            // The writer stopped first: its error is the cause.
+            (Err(BackupError::WriterGone), written) => written.and(Err(BackupError::WriterGone)),
+            (read, written) => {
+                let completion = read?;
+                written?;
+                Ok(completion)
             }
-            rows.push((k.value().to_string(), v.value().to_vec()));
         }
-        content.begin_table(t.name());
-        let mut dst = wtx.open_table(t.redb()).map_err(StoreError::from)?;
-        for (k, v) in &rows {
-            content.row(k.as_bytes(), v);
-            dst.insert(k.as_str(), v.as_slice())
-                .map_err(StoreError::from)?;
-        }
-        drop(dst);
-        copied += rows.len() as u64;
-        in_chunk += rows.len() as u64;
-        flush!();
-    }
-    for t in tables::BYTES_TABLES {
-        let src = tx.open_table(*t)?;
-        let mut iter = src.iter()?;
-        content.begin_table(t.name());
-        // Stream in chunks so a large table never sits in memory whole.
-        loop {
-            let mut rows = Vec::new();
-            for entry in iter.by_ref().take(CHUNK_ROWS as usize) {
+    })
+}
+
+/// The reading half of a backup: reads every table in order, hashes each row and sends the
+/// rows in batches to the writing half.
+struct Feed<'p> {
+    sender: std::sync::mpsc::SyncSender<Message>,
+    batch: Option<Batch>,
+    content: Content,
+    copied: u64,
+    total: u64,
+    progress: &'p mut dyn FnMut(u64, u64),
+}
+
+impl Feed<'_> {
+    fn all(&mut self, tx: &ReadTxn) -> Result<(), BackupError> {
+        for t in tables::TEXT_TABLES {
+            self.begin(Target::Text(*t), t.name())?;
+            for entry in tx.open_table(*t)?.iter()? {
                 let (k, v) = entry?;
-                rows.push((k.value().to_vec(), v.value().to_vec()));
-            }
-            if rows.is_empty() {
-                break;
-            }
-            {
-                let mut dst = wtx.open_table(t.redb()).map_err(StoreError::from)?;
-                for (k, v) in &rows {
-                    content.row(k, v);
-                    dst.insert(k.as_slice(), v.as_slice())
-                        .map_err(StoreError::from)?;
+                if !is_marker(t, k.value()) {
+                    self.row(k.value().as_bytes(), v.value())?;
                 }
             }
-            copied += rows.len() as u64;
-            in_chunk += rows.len() as u64;
-            flush!();
         }
-        // Empty tables exist in the copy too.
-        wtx.open_table(t.redb()).map_err(StoreError::from)?;
-    }
-    for t in tables::SET_TABLES {
-        let src = tx.open_table(*t)?;
-        let mut iter = src.iter()?;
-        content.begin_table(t.name());
-        loop {
-            let mut rows = Vec::new();
-            for entry in iter.by_ref().take(CHUNK_ROWS as usize) {
+        for t in tables::BYTES_TABLES {
+            self.begin(Target::Bytes(*t), t.name())?;
+            for entry in tx.open_table(*t)?.iter()? {
+                let (k, v) = entry?;
+                self.row(k.value(), v.value())?;
+            }
+        }
+        for t in tables::SET_TABLES {
+            self.begin(Target::Set(*t), t.name())?;
+            for entry in tx.open_table(*t)?.iter()? {
                 let (k, _) = entry?;
-                rows.push(k.value().to_vec());
+                self.row(k.value(), &[])?;
             }
-            if rows.is_empty() {
-                break;
-            }
-            {
-                let mut dst = wtx.open_table(t.redb()).map_err(StoreError::from)?;
-                for k in &rows {
-                    content.row(k, &[]);
-                    dst.insert(k.as_slice(), ()).map_err(StoreError::from)?;
-                }
-            }
-            copied += rows.len() as u64;
-            in_chunk += rows.len() as u64;
-            flush!();
         }
-        wtx.open_table(t.redb()).map_err(StoreError::from)?;
+        self.send()
     }
-    // The marker goes into the last transaction: it exists only if everything before it
-    // committed.
-    let completion = content.finish(now_ms);
-    let marker = serde_json::to_vec(&completion)
-        .map_err(|e| BackupError::Io(format!("cannot encode the completion marker: {e}")))?;
-    wtx.open_table(tables::META.redb())
-        .map_err(StoreError::from)?
-        .insert(COMPLETION_KEY, marker.as_slice())
-        .map_err(StoreError::from)?;
-    wtx.commit().map_err(|e| BackupError::Store(e.into()))?;
-    progress(copied, total);
-    Ok(completion)
+
+    /// Starts a table: the previous table's last rows go, and the new table is created in the
+    /// copy even if it has no rows.
+    fn begin(&mut self, target: Target, name: &str) -> Result<(), BackupError> {
+        self.send()?;
+        self.content.begin_table(name);
+        self.batch = Some(Batch::new(target));
+        Ok(())
+    }
+
+    fn row(&mut self, key: &[u8], value: &[u8]) -> Result<(), BackupError> {
+        self.content.row(key, value);
+        let batch = self
+            .batch
+            .as_mut()
+            .ok_or_else(|| BackupError::Io("a row came before its table".into()))?;
+        batch.push(key, value)?;
+        if batch.rows() >= BATCH_ROWS || batch.bytes() >= BATCH_BYTES {
+            let target = batch.target();
+            self.send()?;
+            self.batch = Some(Batch::new(target));
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) -> Result<(), BackupError> {
+        let Some(batch) = self.batch.take() else {
+            return Ok(());
+        };
+        self.copied += batch.rows() as u64;
+        self.sender
+            .send(Message::Rows(batch))
+            .map_err(|_| BackupError::WriterGone)?;
+        (self.progress)(self.copied, self.total);
+        Ok(())
+    }
+
+    /// The marker goes into the last transaction: it exists only if everything before it
+    /// committed.
+    fn finish(&mut self, now_ms: i64) -> Result<Completion, BackupError> {
+        self.send()?;
+        let completion = std::mem::replace(&mut self.content, Content::new()).finish(now_ms);
+        let marker = serde_json::to_vec(&completion)
+            .map_err(|e| BackupError::Io(format!("cannot encode the completion marker: {e}")))?;
+        self.sender
+            .send(Message::Finish(marker))
+            .map_err(|_| BackupError::WriterGone)?;
+        Ok(completion)
+    }
 }
 
 fn is_marker(table: &TableDef<&'static str, &'static [u8]>, key: &str) -> bool {
@@ -334,9 +380,14 @@ pub fn check_complete(file: &Path) -> Result<Completion, BackupError> {
     Ok(recorded)
 }
 
+/// Cache of a database opened read-only by a tool: backups, checks and reports read each page
+/// about once, so a cache larger than this would only cost memory (redb's default is 1 GiB).
+pub const READ_ONLY_CACHE_BYTES: usize = 64 << 20;
+
 /// Opens a database read-only next to a running daemon (which holds it in single-writer mode).
 pub fn open_read_only(path: &Path) -> Result<redb::ReadOnlyDatabase, OpenError> {
     redb::Builder::new()
+        .set_cache_size(READ_ONLY_CACHE_BYTES)
         .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
         .open_read_only(path)
         .map_err(|e| OpenError::Io(path.to_path_buf(), e.to_string()))
@@ -353,7 +404,7 @@ pub fn read_snapshot(
     ),
     BackupError,
 > {
-    match super::Store::open(path, 64 << 20) {
+    match super::Store::open(path, READ_ONLY_CACHE_BYTES) {
         Ok(store) => {
             let tx = ReadTxn::redb(
                 store
@@ -371,5 +422,128 @@ pub fn read_snapshot(
             Ok((Some(db), None, ReadTxn::redb(tx)))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database with `rows` events (values of a few hundred bytes) and a few big values.
+    fn source(dir: &Path, rows: u32) -> super::super::Store {
+        let store = super::super::Store::open(&dir.join("source.redb"), 1 << 20).expect("open");
+        let db = store.database().expect("redb");
+        let tx = db.begin_write().expect("write");
+        {
+            let mut events = tx.open_table(tables::EVENTS.redb()).expect("events");
+            for i in 0..rows {
+                let value = vec![(i % 251) as u8; 100 + (i % 300) as usize];
+                events
+                    .insert(i.to_be_bytes().as_slice(), value.as_slice())
+                    .expect("insert");
+            }
+            let mut dictionaries = tx
+                .open_table(tables::PROPERTY_DICTIONARIES.redb())
+                .expect("dictionaries");
+            for i in 0..3u8 {
+                let big = vec![i; 3 << 20];
+                dictionaries
+                    .insert([i].as_slice(), big.as_slice())
+                    .expect("big");
+            }
+        }
+        tx.commit().expect("commit");
+        store
+    }
+
+    #[test]
+    fn a_copy_holds_every_row_and_checks_complete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Over two batches by rows, and the big values over one batch by bytes.
+        let rows = BATCH_ROWS as u32 * 2 + 17;
+        let store = source(dir.path(), rows);
+        let tx = ReadTxn::redb(store.database().expect("redb").begin_read().expect("read"));
+        let out = dir.path().join("copy.redb");
+        let mut reports = Vec::new();
+        let made =
+            snapshot(&tx, &out, 7, &mut |done, total| reports.push((done, total))).expect("backup");
+        assert_eq!(made.rows.get("events"), Some(&u64::from(rows)));
+        assert_eq!(made.rows.get("property_dictionaries"), Some(&3));
+        assert_eq!(made.total_rows(), count_rows(&tx).expect("count"));
+        assert!(
+            reports.windows(2).all(|w| w[0].0 <= w[1].0),
+            "progress only grows"
+        );
+        assert_eq!(reports.last().map(|r| r.0), Some(made.total_rows()));
+        assert_eq!(check_complete(&out).expect("complete"), made);
+        // Every table exists in the copy, empty ones too, with the same rows.
+        let copy = open_read_only(&out).expect("copy");
+        let copy_tx = copy.begin_read().expect("read");
+        for t in tables::BYTES_TABLES {
+            let (a, b) = (
+                tx.open_table(*t).expect("source").len().expect("len"),
+                redb::ReadableTableMetadata::len(&copy_tx.open_table(t.redb()).expect("copy"))
+                    .expect("len"),
+            );
+            assert_eq!(a, b, "{}", t.name());
+        }
+        assert!(matches!(
+            snapshot(&tx, &out, 8, &mut |_, _| {}),
+            Err(BackupError::Exists(_))
+        ));
+    }
+
+    #[test]
+    fn gathering_bytes_before_hashing_keeps_the_digest_of_earlier_backups() {
+        let mut content = Content::new();
+        let mut direct = blake3::Hasher::new_derive_key("tally 2026 backup content v1");
+        let field = |h: &mut blake3::Hasher, b: &[u8]| {
+            h.update(&(b.len() as u64).to_be_bytes());
+            h.update(b);
+        };
+        for table in ["a", "b"] {
+            content.begin_table(table);
+            direct.update(b"T");
+            field(&mut direct, table.as_bytes());
+            for i in 0..5_000u32 {
+                let value = vec![7u8; (i % 97) as usize];
+                content.row(&i.to_be_bytes(), &value);
+                direct.update(b"R");
+                field(&mut direct, &i.to_be_bytes());
+                field(&mut direct, &value);
+            }
+        }
+        let done = content.finish(1);
+        assert_eq!(done.digest, direct.finalize().to_hex().to_string());
+        assert_eq!(done.rows.get("a"), Some(&5_000));
+    }
+
+    #[test]
+    fn a_writer_that_fails_leaves_no_completion_marker() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("copy.redb");
+        let db = redb::Database::create(&out).expect("create");
+        let (sender, receiver) = std::sync::mpsc::sync_channel(2);
+        let mut bad = Batch::new(Target::Text(tables::META));
+        bad.push(&[0xff, 0xfe], b"x").expect("push");
+        sender.send(Message::Rows(bad)).expect("send");
+        sender.send(Message::Finish(b"{}".to_vec())).expect("send");
+        assert!(copy::write(db, receiver).is_err(), "a key that is not text");
+        let err = check_complete(&out).expect_err("never complete");
+        assert!(matches!(err, BackupError::Incomplete { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_reader_that_stops_early_leaves_the_writer_without_a_marker() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("copy.redb");
+        let db = redb::Database::create(&out).expect("create");
+        let (sender, receiver) = std::sync::mpsc::sync_channel(2);
+        let mut rows = Batch::new(Target::Bytes(tables::EVENTS));
+        rows.push(b"k", b"v").expect("push");
+        sender.send(Message::Rows(rows)).expect("send");
+        drop(sender);
+        assert!(copy::write(db, receiver).is_err());
+        assert!(check_complete(&out).is_err());
     }
 }

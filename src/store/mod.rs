@@ -4,6 +4,7 @@
 //! Writes go through [`writer`], the single task that owns every write transaction.
 
 pub mod backup;
+mod backup_copy;
 pub mod codec;
 #[cfg(test)]
 pub(crate) mod fault;
