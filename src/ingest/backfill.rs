@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::meter::{self, Meter};
+use super::properties_dictionary;
 use super::usage;
 use crate::id::Id;
 use crate::jobs::worker::{Handler, HandlerFuture};
@@ -79,7 +80,24 @@ pub fn start(
     mut meter: Meter,
     chunk_events: u64,
 ) -> Result<(Meter, bool), StoreError> {
-    let through_seq = super::event::current_seq(&tx.open_table(tables::META)?)?;
+    let meta = tx.open_table(tables::META)?;
+    let through_seq = super::event::current_seq(&meta)?;
+    let stored = properties_dictionary::type_stored(
+        &meta,
+        &tx.open_table(tables::PROPERTY_DICTIONARIES)?,
+        tenant,
+        &meter.event_type,
+    )?;
+    drop(meta);
+    if stored == Some(false) {
+        // No event of the type was ever stored: nothing to count, however many others exist.
+        put_record(
+            &mut tx.open_table(tables::METERS)?,
+            &keys::tenant_id(tenant, meter.id),
+            &meter,
+        )?;
+        return Ok((meter, false));
+    }
     let pass = usage::backfill_pass(tx, tenant, &meter, None, through_seq, chunk_events)?;
     meter.backfilled_events = pass.counted;
     meter.backfill_skipped_events = pass.skipped;

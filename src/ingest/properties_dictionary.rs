@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::store::codec::{CodecError, Packer, Unpacker};
-use crate::store::{ReadableTable, StoreError, Table, TenantId};
+use crate::store::{tables, ReadableTable, StoreError, Table, TenantId};
 
 /// Events of a type whose properties are sampled before its dictionary is fixed.
 pub const SAMPLES: u64 = 16;
@@ -43,6 +43,26 @@ enum Row {
 const SAMPLING: u8 = 0;
 /// Row tag: ready.
 const READY: u8 = 1;
+
+/// Whether the tenant ever stored an event of `event_type`, when the database can tell:
+/// `Some(false)` proves it never did (every type's first event writes its row, in the event's
+/// own transaction, and rows are never removed); `None` when events from before 0.10.0 may
+/// exist without a row (`tables::META_EVENT_TYPES_RECORDED` absent).
+pub fn type_stored(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    dictionaries: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    tenant: TenantId,
+    event_type: &str,
+) -> Result<Option<bool>, StoreError> {
+    if meta.get(tables::META_EVENT_TYPES_RECORDED)?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(
+        dictionaries
+            .get(key(tenant, event_type).as_slice())?
+            .is_some(),
+    ))
+}
 
 fn key(tenant: TenantId, event_type: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(8 + event_type.len());

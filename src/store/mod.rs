@@ -513,6 +513,8 @@ fn check_schema(path: &Path, db: &Database) -> Result<(), OpenError> {
                     .map_err(|e| io(e.into()))?;
                 meta.insert("schema_version", SCHEMA_VERSION.to_be_bytes().as_slice())
                     .map_err(|e| io(e.into()))?;
+                meta.insert(tables::META_EVENT_TYPES_RECORDED, [1u8].as_slice())
+                    .map_err(|e| io(e.into()))?;
             }
             Some(m) if m != FORMAT_MARKER => {
                 return Err(OpenError::NotTally(

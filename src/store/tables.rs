@@ -8,6 +8,11 @@ use super::table::TableDef as TableDefinition;
 
 /// `&str` → bytes: the format marker, schema version and counters.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// `meta` key present (value `1`) when every event the database holds has a row for its
+/// (tenant, event type) in [`PROPERTY_DICTIONARIES`]: the database was created by a version
+/// that writes that row with each type's first event (0.11.0 on). A database upgraded from
+/// before, or loaded from one, lacks it: events stored before 0.10.0 have no such row.
+pub const META_EVENT_TYPES_RECORDED: &str = "event_types_recorded";
 /// tenant id (u64 BE) → tenant record.
 pub const TENANTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tenants");
 /// tenant name → tenant id (u64 BE).

@@ -32,7 +32,11 @@ pub enum TransferError {
 pub type Counts = BTreeMap<&'static str, u64>;
 
 /// The `meta` keys a fresh target already holds (written when its schema was created).
-const FRESH_META: [&str; 2] = ["format", "schema_version"];
+const FRESH_META: [&str; 3] = [
+    "format",
+    "schema_version",
+    tables::META_EVENT_TYPES_RECORDED,
+];
 
 /// Refuses a target that holds anything beyond a fresh schema.
 pub fn check_empty(target: &Store) -> Result<(), TransferError> {
@@ -86,7 +90,24 @@ pub fn copy_all(
         let n = copy_table(source, target, *t, &mut copied, progress)?;
         counts.insert(t.name(), n);
     }
+    keep_only_what_the_source_records(source, target)?;
     Ok(counts)
+}
+
+/// A fresh target says every event's type is recorded; once the source's events are in, that
+/// holds only if the source said so too.
+fn keep_only_what_the_source_records(
+    source: &ReadTxn,
+    target: &Store,
+) -> Result<(), TransferError> {
+    let key = tables::META_EVENT_TYPES_RECORDED;
+    if source.open_table(tables::META)?.get(key)?.is_some() {
+        return Ok(());
+    }
+    let tx = target.begin_write()?;
+    tx.open_table(tables::META)?.remove(key)?;
+    tx.commit()?;
+    Ok(())
 }
 
 fn copy_table<K, V>(

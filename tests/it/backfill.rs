@@ -160,3 +160,48 @@ async fn a_backfill_cut_by_kill_9_resumes_where_it_committed() {
     assert_eq!(meter(&d, &id).await["backfilled_events"], STORED);
     assert_eq!(usage(&d, "calls").await, (STORED + 10).to_string());
 }
+
+#[tokio::test]
+async fn a_meter_on_a_type_never_stored_is_complete_at_once_however_many_events_exist() {
+    let d = Daemon::start_with(CONFIG).await;
+    d.customer("acme", "USD").await;
+    store_events(&d, "old-", STORED, "llm").await;
+    // One event per chunk: a scan over the 600 stored events would take 600 transactions.
+    let created = d
+        .post(
+            "/v1/meters",
+            Some("m-new"),
+            &json!({"key": "searches", "event_type": "search", "aggregation": "count"}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.json);
+    assert_eq!(created.json["backfill_status"], "complete");
+    assert_eq!(created.json["backfilled_events"], 0);
+    let plan = d
+        .post(
+            "/v1/plans",
+            Some("p-new"),
+            &json!({"code": "search", "name": "Search", "currency": "USD", "interval": "month",
+            "charges": [{"meter": "searches", "model": "per_unit", "unit_price": "0.01"}]}),
+        )
+        .await;
+    assert_eq!(plan.status, 201, "{}", plan.json);
+    // Its events count from the first, through ingest.
+    store_events(&d, "search-", 3, "search").await;
+    assert_eq!(usage(&d, "searches").await, "3");
+    // A type with stored events still backfills them all.
+    let llm = d
+        .post(
+            "/v1/meters",
+            Some("m-llm"),
+            &json!({"key": "calls", "event_type": "llm", "aggregation": "count"}),
+        )
+        .await;
+    assert_eq!(llm.json["backfill_status"], "running", "{}", llm.json);
+    let id = llm.json["id"].as_str().expect("id").to_string();
+    d.eventually("the backfill to complete", || async {
+        meter(&d, &id).await["backfill_status"] == "complete"
+    })
+    .await;
+    assert_eq!(usage(&d, "calls").await, STORED.to_string());
+}

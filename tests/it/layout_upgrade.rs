@@ -79,4 +79,22 @@ async fn a_0_8_0_database_answers_every_usage_query_as_before_and_keeps_counting
             .expect("count")
     };
     assert_eq!(n(&after), n(&before) + 1, "{before} → {after}");
+
+    // 0.8.0 recorded no event types: a new meter on its events' type counts every one of
+    // them (667 stored, and the one just sent), however the database came here.
+    let created = d
+        .post(
+            "/v1/meters",
+            Some("m-after"),
+            &json!({"key": "calls_again", "event_type": "llm", "aggregation": "count"}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.json);
+    let id = created.json["id"].as_str().expect("id").to_string();
+    d.eventually("the backfill to complete", || async {
+        d.get(&format!("/v1/meters/{id}")).await.json["backfill_status"] == "complete"
+    })
+    .await;
+    let counted = d.get(&format!("/v1/meters/{id}")).await.json["backfilled_events"].clone();
+    assert_eq!(counted, 668, "{counted}");
 }

@@ -75,10 +75,15 @@ fn check_and_create(conn: &mut Conn, target: &str, version: Version) -> Result<(
     let create: String = table_names().map(sql::create).collect();
     conn.batch(&create).map_err(io)?;
     if !meta_exists {
-        let keys = vec![b"format".to_vec(), b"schema_version".to_vec()];
+        let keys = vec![
+            b"format".to_vec(),
+            b"schema_version".to_vec(),
+            tables::META_EVENT_TYPES_RECORDED.as_bytes().to_vec(),
+        ];
         let values = vec![
             FORMAT_MARKER.to_vec(),
             SCHEMA_VERSION.to_be_bytes().to_vec(),
+            vec![1u8],
         ];
         let step = sql::upsert(conn, tables::META.name(), &keys, &values).map_err(io)?;
         sql::first_error(conn.pipeline(vec![step])).map_err(io)?;
