@@ -101,7 +101,7 @@ impl Fixtures {
             json!({"key": format!("llm_users_{suffix}"), "event_type": event_type, "aggregation": "unique_count", "unique_property": "user_id"}),
         ];
         for (i, meter) in meters.into_iter().enumerate() {
-            post(
+            let created = post(
                 client,
                 target,
                 "/v1/meters",
@@ -109,6 +109,9 @@ impl Fixtures {
                 meter,
             )
             .await?;
+            // On a database created before 0.11.0 a meter on even a new type first scans the
+            // stored events; plans refuse it until then.
+            super::stall::backfilled(client, target, created).await?;
         }
         let customers: Vec<String> = (0..CUSTOMERS)
             .map(|i| format!("llm-{suffix}-{i}"))
