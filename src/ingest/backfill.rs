@@ -80,25 +80,27 @@ pub fn start(
     mut meter: Meter,
     chunk_events: u64,
 ) -> Result<(Meter, bool), StoreError> {
-    let meta = tx.open_table(tables::META)?;
-    let through_seq = super::event::current_seq(&meta)?;
-    let stored = properties_dictionary::type_stored(
-        &meta,
-        &tx.open_table(tables::PROPERTY_DICTIONARIES)?,
-        tenant,
-        &meter.event_type,
-    )?;
-    drop(meta);
-    if stored == Some(false) {
-        // No event of the type was ever stored: nothing to count, however many others exist.
-        put_record(
-            &mut tx.open_table(tables::METERS)?,
-            &keys::tenant_id(tenant, meter.id),
-            &meter,
+    let (through_seq, stored) = {
+        let meta = tx.open_table(tables::META)?;
+        let stored = properties_dictionary::type_stored(
+            &meta,
+            &tx.open_table(tables::PROPERTY_DICTIONARIES)?,
+            tenant,
+            &meter.event_type,
         )?;
-        return Ok((meter, false));
-    }
-    let pass = usage::backfill_pass(tx, tenant, &meter, None, through_seq, chunk_events)?;
+        (super::event::current_seq(&meta)?, stored)
+    };
+    let pass = if stored == Some(false) {
+        // No event of the type was ever stored: nothing to count, however many others exist.
+        usage::BackfillPass {
+            counted: 0,
+            skipped: 0,
+            last_key: None,
+            finished: true,
+        }
+    } else {
+        usage::backfill_pass(tx, tenant, &meter, None, through_seq, chunk_events)?
+    };
     meter.backfilled_events = pass.counted;
     meter.backfill_skipped_events = pass.skipped;
     put_record(

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use redb::{ReadTransaction, ReadableDatabase, ReadableTable as _};
+use redb::ReadableDatabase;
 use serde::{Deserialize, Serialize};
 
 use super::backup_copy::{self as copy, Batch, Message, Target};
@@ -227,37 +227,18 @@ struct Feed<'p> {
 
 impl Feed<'_> {
     fn all(&mut self, tx: &ReadTxn) -> Result<(), BackupError> {
-        for t in tables::TEXT_TABLES {
-            self.begin(Target::Text(*t), t.name())?;
-            for entry in tx.open_table(*t)?.iter()? {
-                let (k, v) = entry?;
-                if !is_marker(t, k.value()) {
-                    self.row(k.value().as_bytes(), v.value())?;
-                }
-            }
-        }
-        for t in tables::BYTES_TABLES {
-            self.begin(Target::Bytes(*t), t.name())?;
-            for entry in tx.open_table(*t)?.iter()? {
-                let (k, v) = entry?;
-                self.row(k.value(), v.value())?;
-            }
-        }
-        for t in tables::SET_TABLES {
-            self.begin(Target::Set(*t), t.name())?;
-            for entry in tx.open_table(*t)?.iter()? {
-                let (k, _) = entry?;
-                self.row(k.value(), &[])?;
-            }
-        }
+        walk(tx, &mut |visit| match visit {
+            Visit::Table(target) => self.begin(target),
+            Visit::Row(key, value) => self.row(key, value),
+        })?;
         self.send()
     }
 
     /// Starts a table: the previous table's last rows go, and the new table is created in the
     /// copy even if it has no rows.
-    fn begin(&mut self, target: Target, name: &str) -> Result<(), BackupError> {
+    fn begin(&mut self, target: Target) -> Result<(), BackupError> {
         self.send()?;
-        self.content.begin_table(name);
+        self.content.begin_table(target.name());
         self.batch = Some(Batch::new(target));
         Ok(())
     }
@@ -307,32 +288,56 @@ fn is_marker(table: &TableDef<&'static str, &'static [u8]>, key: &str) -> bool {
     table.name() == tables::META.name() && key == COMPLETION_KEY
 }
 
-/// Re-reads every table of a snapshot the way [`snapshot`] wrote it.
-fn content_of(tx: &ReadTransaction, now_ms: i64) -> Result<Completion, redb::Error> {
-    let mut content = Content::new();
+/// What [`walk`] meets, in order.
+enum Visit<'a> {
+    /// The next table begins.
+    Table(Target),
+    /// A row of the current table (a set's rows have an empty value).
+    Row(&'a [u8], &'a [u8]),
+}
+
+/// Every table of a snapshot and its rows in key order, the completion marker left out: the
+/// one traversal that both the copy and its check hash, so both see the same stream.
+fn walk(
+    tx: &ReadTxn,
+    visit: &mut dyn FnMut(Visit<'_>) -> Result<(), BackupError>,
+) -> Result<(), BackupError> {
     for t in tables::TEXT_TABLES {
-        content.begin_table(t.name());
-        for entry in tx.open_table(t.redb())?.iter()? {
+        visit(Visit::Table(Target::Text(*t)))?;
+        for entry in tx.open_table(*t)?.iter()? {
             let (k, v) = entry?;
             if !is_marker(t, k.value()) {
-                content.row(k.value().as_bytes(), v.value());
+                visit(Visit::Row(k.value().as_bytes(), v.value()))?;
             }
         }
     }
     for t in tables::BYTES_TABLES {
-        content.begin_table(t.name());
-        for entry in tx.open_table(t.redb())?.iter()? {
+        visit(Visit::Table(Target::Bytes(*t)))?;
+        for entry in tx.open_table(*t)?.iter()? {
             let (k, v) = entry?;
-            content.row(k.value(), v.value());
+            visit(Visit::Row(k.value(), v.value()))?;
         }
     }
     for t in tables::SET_TABLES {
-        content.begin_table(t.name());
-        for entry in tx.open_table(t.redb())?.iter()? {
+        visit(Visit::Table(Target::Set(*t)))?;
+        for entry in tx.open_table(*t)?.iter()? {
             let (k, _) = entry?;
-            content.row(k.value(), &[]);
+            visit(Visit::Row(k.value(), &[]))?;
         }
     }
+    Ok(())
+}
+
+/// Re-reads every table of a snapshot the way [`snapshot`] wrote it.
+fn content_of(tx: &ReadTxn, now_ms: i64) -> Result<Completion, BackupError> {
+    let mut content = Content::new();
+    walk(tx, &mut |visit| {
+        match visit {
+            Visit::Table(target) => content.begin_table(target.name()),
+            Visit::Row(key, value) => content.row(key, value),
+        }
+        Ok(())
+    })?;
     Ok(content.finish(now_ms))
 }
 
@@ -357,7 +362,7 @@ pub fn check_complete(file: &Path) -> Result<Completion, BackupError> {
         })?;
     let recorded: Completion = serde_json::from_slice(&marker)
         .map_err(|e| incomplete(format!("its completion marker is unreadable ({e})")))?;
-    let found = content_of(&tx, recorded.completed_at_ms)
+    let found = content_of(&ReadTxn::redb(tx), recorded.completed_at_ms)
         .map_err(|e| incomplete(format!("it cannot be read in full ({e})")))?;
     let names: std::collections::BTreeSet<&String> =
         recorded.rows.keys().chain(found.rows.keys()).collect();

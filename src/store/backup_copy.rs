@@ -29,6 +29,17 @@ pub(super) enum Target {
     Set(TableDef<&'static [u8], ()>),
 }
 
+impl Target {
+    /// The table's name.
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Target::Text(t) => t.name(),
+            Target::Bytes(t) => t.name(),
+            Target::Set(t) => t.name(),
+        }
+    }
+}
+
 /// Rows of one table, their bytes in one buffer so a batch costs two allocations, not two a
 /// row.
 pub(super) struct Batch {

@@ -636,3 +636,47 @@ async fn a_credit_note_and_a_refund_from_two_nodes_never_give_back_more_than_was
         books_agree(&nodes).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_meter_created_as_its_types_first_event_arrives_on_another_node_counts_it_once() {
+    crate::backend::postgres_only!("several nodes share one PostgreSQL database");
+    let nodes = three_nodes("").await;
+    nodes[0].customer("acme", "USD").await;
+    for round in 0..ROUNDS {
+        // A type never sent: the meter is complete at once unless the event commits first,
+        // and then its backfill counts it. Either way, once.
+        let event_type = format!("search-{round}");
+        let key = format!("searches_{round}");
+        let answers = race(vec![
+            post(
+                &nodes[round % 3],
+                "/v1/meters",
+                Some(&format!("m-{round}")),
+                &json!({"key": key, "event_type": event_type, "aggregation": "count"}),
+            ),
+            post(
+                &nodes[(round + 1) % 3],
+                "/v1/events",
+                None,
+                &json!({"id": format!("first-{round}"), "customer": "acme", "type": event_type,
+                    "timestamp": at(-60)}),
+            ),
+        ])
+        .await;
+        assert_eq!(answers[0].status, 201, "{}", answers[0].json);
+        assert_eq!(answers[1].status, 200, "{}", answers[1].json);
+        let id = id_of(&answers[0].json);
+        let node = &nodes[(round + 2) % 3];
+        node.eventually("the backfill to complete", || async {
+            node.get(&format!("/v1/meters/{id}")).await.json["backfill_status"] == "complete"
+        })
+        .await;
+        let usage = node
+            .get(&format!(
+                "/v1/usage?customer=acme&meter={key}&from={}",
+                at(-3600)
+            ))
+            .await;
+        assert_eq!(usage.json["total"], "1", "round {round}: {}", usage.json);
+    }
+}
