@@ -32,7 +32,7 @@ pub struct UsageParams {
     pub meter: String,
     /// Start, inclusive (RFC 3339).
     pub from: String,
-    /// End, exclusive (RFC 3339); default now.
+    /// End, exclusive (RFC 3339); default just after now (the current millisecond included).
     pub to: Option<String>,
     /// `hour`, `day`, `month` (UTC calendar) or `total` (default).
     pub granularity: Option<String>,
@@ -139,7 +139,10 @@ pub async fn get(
     Query(params): Query<UsageParams>,
 ) -> Result<Response, ApiError> {
     let from_ms = time_param("from", &Some(params.from.clone()))?.unwrap_or(0);
-    let to_ms = time_param("to", &params.to)?.unwrap_or_else(crate::clock::now_ms);
+    // By default the current millisecond is included: an event stamped with its receipt time
+    // is counted by a query sent the same millisecond it was acknowledged.
+    let to_ms =
+        time_param("to", &params.to)?.unwrap_or_else(|| crate::clock::now_ms().saturating_add(1));
     if to_ms <= from_ms {
         return Err(ApiError::invalid_field("to", "must be after from"));
     }

@@ -502,3 +502,21 @@ async fn events_stored_against_their_types_dictionary_read_back_exactly_after_a_
         d.restart().await;
     }
 }
+
+#[tokio::test]
+async fn an_acknowledged_event_stamped_on_receipt_is_counted_by_the_next_query_at_once() {
+    let d = setup().await;
+    // Without a `to`, a query includes the current millisecond: the event it follows, stamped
+    // with its receipt time, may share it.
+    for i in 1..=50u64 {
+        let r = d
+            .post(
+                "/v1/events",
+                None,
+                &json!({"id": format!("now-{i}"), "customer": "acme", "type": "llm", "properties": {"tokens": 1}}),
+            )
+            .await;
+        assert_eq!(statuses(&r.json), ["accepted"], "{}", r.json);
+        assert_eq!(total(&d).await, i.to_string(), "after event {i}");
+    }
+}
